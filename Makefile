@@ -1,0 +1,45 @@
+# kmsportal: `make run` serves the portal, `make test` runs every check. Python 3.11 only.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export DEBUG ?= true
+
+.PHONY: run test bench lint format clean venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall only when a requirements file changes.
+$(VENV)/.runtime-installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime-installed
+
+venv: $(VENV)/.runtime-installed
+
+run: $(VENV)/.runtime-installed
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py bootstrap
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	@echo "Serving kmsportal on http://$${GUNICORN_BIND:-127.0.0.1:8000}/ (Ctrl-C stops it)"
+	$(BIN)/gunicorn -c kmsportal/gunicorn.conf.py
+
+# Tests run with DEBUG off (production settings); conftest.py supplies test secrets.
+test: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	DEBUG=false $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.dev-installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

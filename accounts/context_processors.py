@@ -1,0 +1,27 @@
+"""Navigation entries the signed-in user may use, decided by permissions on the server."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from django.urls import reverse
+
+from .roles import user_roles
+
+# (label, url name, permission needed or None for every signed-in user). Later apps add
+# their entries here; the template shows only what the user's permissions allow.
+NAVIGATION: list[tuple[str, str, str | None]] = [
+    ("Dashboard", "accounts:dashboard", None),
+    ("Users", "accounts:user_list", "auth.view_user"),
+]
+
+
+def navigation(request: HttpRequest) -> dict:
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {"nav_items": [], "nav_roles": []}
+    items = [
+        {"label": label, "url": reverse(name), "active": request.path == reverse(name)}
+        for label, name, permission in NAVIGATION
+        if permission is None or user.has_perm(permission)
+    ]
+    return {"nav_items": items, "nav_roles": [role.label for role in user_roles(user)]}

@@ -1,0 +1,90 @@
+"""`manage.py bootstrap`: make a fresh deployment usable. Idempotent.
+
+- Without KMS_MASTER_KEYS (DEBUG only) writes a development keyring to <data dir>/master.keys
+  (mode 0600) and warns that production must set the variable.
+- Records the key check value of every configured master key id.
+- Creates the first administrator with a random password printed once; when an
+  administrator exists it creates nothing and says so.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+
+from accounts import services
+from accounts.roles import Role
+from kmsportal.checks import check_master_keyring
+from kmsportal.crypto.kek import generate_dev_keyring_spec, write_keyring_file
+from kmsportal.keyring.services import keyring_reset, master_key_records_sync
+
+
+class Command(BaseCommand):
+    help = "Prepare a fresh deployment: master keyring check values and the first administrator."
+    # The keyring check runs below, after a development keyring has been written if needed.
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--username", default="admin", help="first administrator's name")
+        parser.add_argument("--email", default="", help="first administrator's email")
+
+    def handle(self, *args: object, username: str, email: str, **options: object) -> None:
+        self._keyring()
+        self._first_administrator(username=username, email=email)
+
+    def _keyring(self) -> None:
+        if settings.KMS_MASTER_KEYS.strip():
+            self.stdout.write("Master keyring: from KMS_MASTER_KEYS.")
+        elif not settings.DEBUG:
+            raise CommandError(
+                "KMS_MASTER_KEYS is not set. Production (DEBUG=False) must provide the master "
+                "keyring in the environment; see .env.example."
+            )
+        else:
+            path = settings.KMS_MASTER_KEYS_FILE
+            if path.exists():
+                self.stdout.write(f"Master keyring: development file {path}.")
+            else:
+                write_keyring_file(path, generate_dev_keyring_spec())
+                self.stdout.write(
+                    self.style.WARNING(
+                        f"WARNING: wrote a DEVELOPMENT master keyring to {path} (mode 0600).\n"
+                        "         Anyone who can read that file can unseal every key.\n"
+                        "         Production must set KMS_MASTER_KEYS in the environment "
+                        "(and keep it out of the data directory and out of backups of it)."
+                    )
+                )
+        keyring_reset()
+        problems = [m for m in check_master_keyring() if m.is_serious()]
+        if problems:
+            raise CommandError("\n".join(f"{m.id}: {m.msg} ({m.hint})" for m in problems))
+        for key_id in master_key_records_sync():
+            self.stdout.write(f"Recorded the key check value of master key '{key_id}'.")
+
+    def _first_administrator(self, *, username: str, email: str) -> None:
+        with transaction.atomic():
+            existing = list(
+                User.objects.filter(groups__name=Role.ADMINISTRATOR, is_active=True)
+                .order_by("pk")
+                .values_list("username", flat=True)
+            )
+            if existing:
+                self.stdout.write(
+                    f"An administrator already exists ({', '.join(existing)}); no user was created."
+                )
+                return
+            try:
+                user, password = services.user_create(
+                    actor=None, username=username, email=email, roles=[Role.ADMINISTRATOR]
+                )
+            except services.AccountPolicyError as exc:
+                raise CommandError(str(exc)) from exc
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Created the first administrator.\n"
+                f"  Sign in at {settings.KMS_PUBLIC_URL}/ as: {user.username}\n"
+                f"  Password (shown once, not stored in clear): {password}"
+            )
+        )

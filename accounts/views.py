@@ -1,0 +1,227 @@
+"""Portal pages for signing in and managing users. Views parse, check, call one service."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.mixins import LoginRequiredMixin, PermissionRequiredMixin
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.generic import ListView, TemplateView
+
+from . import selectors, services
+from .forms import PasswordResetForm, UserCreateForm, UserRolesForm
+from .roles import Role, user_roles
+
+
+class PortalPermissionMixin(LoginRequiredMixin, PermissionRequiredMixin):
+    """Every portal page: anonymous users go to sign-in, signed-in users without the
+    permission get 403 (never a redirect loop to the sign-in page)."""
+
+    def handle_no_permission(self) -> HttpResponse:
+        if self.request.user.is_authenticated:
+            raise PermissionDenied(self.get_permission_denied_message())
+        return super().handle_no_permission()
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "registration/login.html"
+    redirect_authenticated_user = True
+
+
+class LogoutView(auth_views.LogoutView):
+    pass
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    template_name = "registration/password_change.html"
+
+    def get_success_url(self) -> str:
+        messages.success(self.request, "Your password was changed; other sessions were ended.")
+        return reverse("accounts:dashboard")
+
+
+class DashboardView(LoginRequiredMixin, TemplateView):
+    template_name = "accounts/dashboard.html"
+
+    def get_context_data(self, **kwargs: object) -> dict:
+        context = super().get_context_data(**kwargs)
+        context["counts"] = selectors.dashboard_counts(user=self.request.user)
+        context["roles"] = user_roles(self.request.user)
+        return context
+
+
+class UserListView(PortalPermissionMixin, ListView):
+    permission_required = "auth.view_user"
+    template_name = "accounts/user_list.html"
+    context_object_name = "users"
+    paginate_by = 50
+
+    def get_queryset(self):
+        return selectors.user_list(user=self.request.user, search=self.request.GET.get("q", ""))
+
+
+def _render_password_once(
+    request: HttpRequest, *, subject: User, password: str, action: str
+) -> HttpResponse:
+    """Show a generated password in this one response; it is stored nowhere in clear."""
+    response = render(
+        request,
+        "accounts/password_once.html",
+        {"subject": subject, "password": password, "action": action},
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@method_decorator(sensitive_post_parameters("password1", "password2"), name="dispatch")
+@method_decorator(never_cache, name="dispatch")
+class UserCreateView(PortalPermissionMixin, View):
+    permission_required = "auth.add_user"
+    template_name = "accounts/user_create.html"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return render(request, self.template_name, {"form": UserCreateForm()})
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        form = UserCreateForm(request.POST)
+        if form.is_valid():
+            try:
+                user, password = services.user_create(
+                    actor=request.user,
+                    username=form.cleaned_data["username"],
+                    email=form.cleaned_data["email"],
+                    roles=form.cleaned_data["roles"],
+                    password=form.chosen_password(),
+                )
+            except services.AccountPolicyError as exc:
+                form.add_error(None, str(exc))
+            except ValidationError as exc:
+                form.add_error("password1" if form.chosen_password() else None, exc)
+            else:
+                if password:
+                    return _render_password_once(
+                        request, subject=user, password=password, action="created"
+                    )
+                messages.success(request, f"User {user.username} created.")
+                return HttpResponseRedirect(reverse("accounts:user_detail", args=[user.pk]))
+        return render(request, self.template_name, {"form": form}, status=400)
+
+
+class UserDetailView(PortalPermissionMixin, View):
+    permission_required = "auth.view_user"
+    template_name = "accounts/user_detail.html"
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        subject = get_object_or_404(User, pk=pk)
+        return render(request, self.template_name, self._context(subject))
+
+    def _context(self, subject: User, **forms: object) -> dict:
+        roles = user_roles(subject)
+        return {
+            "subject": subject,
+            "subject_roles": roles,
+            "roles_form": forms.get("roles_form") or UserRolesForm(initial={"roles": roles}),
+            "is_self": subject.pk == self.request.user.pk,
+        }
+
+
+class UserActionView(PortalPermissionMixin, View):
+    """Base for POST-only actions on one user, which need `auth.change_user`."""
+
+    permission_required = "auth.change_user"
+    http_method_names = ["post"]
+
+    def subject(self, pk: int) -> User:
+        return get_object_or_404(User, pk=pk)
+
+    def done(self, subject: User, message: str) -> HttpResponse:
+        messages.success(self.request, message)
+        return HttpResponseRedirect(reverse("accounts:user_detail", args=[subject.pk]))
+
+    def refused(self, subject: User, exc: Exception) -> HttpResponse:
+        messages.error(self.request, str(exc))
+        return HttpResponseRedirect(reverse("accounts:user_detail", args=[subject.pk]))
+
+
+class UserRolesView(UserActionView):
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        subject = self.subject(pk)
+        form = UserRolesForm(request.POST)
+        if not form.is_valid():
+            return self.refused(subject, ValueError("Choose at least one valid role."))
+        try:
+            services.user_roles_set(
+                actor=request.user, user=subject, roles=form.cleaned_data["roles"]
+            )
+        except services.AccountPolicyError as exc:
+            return self.refused(subject, exc)
+        labels = ", ".join(Role(r).label for r in form.cleaned_data["roles"])
+        return self.done(subject, f"Roles of {subject.username} are now: {labels}.")
+
+
+class UserDeactivateView(UserActionView):
+    """GET shows a confirmation page; POST deactivates."""
+
+    http_method_names = ["get", "post"]
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        return render(request, "accounts/user_deactivate.html", {"subject": self.subject(pk)})
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        subject = self.subject(pk)
+        try:
+            services.user_deactivate(actor=request.user, user=subject)
+        except services.AccountPolicyError as exc:
+            return self.refused(subject, exc)
+        return self.done(subject, f"{subject.username} was deactivated and can no longer sign in.")
+
+
+class UserReactivateView(UserActionView):
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        subject = self.subject(pk)
+        try:
+            services.user_reactivate(actor=request.user, user=subject)
+        except services.AccountPolicyError as exc:
+            return self.refused(subject, exc)
+        return self.done(subject, f"{subject.username} can sign in again.")
+
+
+@method_decorator(sensitive_post_parameters("password1", "password2"), name="dispatch")
+@method_decorator(never_cache, name="dispatch")
+class UserPasswordResetView(UserActionView):
+    http_method_names = ["get", "post"]
+    template_name = "accounts/user_password_reset.html"
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        subject = self.subject(pk)
+        return render(
+            request, self.template_name, {"subject": subject, "form": PasswordResetForm()}
+        )
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        subject = self.subject(pk)
+        form = PasswordResetForm(request.POST)
+        if form.is_valid():
+            try:
+                password = services.user_password_reset(
+                    actor=request.user, user=subject, password=form.chosen_password()
+                )
+            except services.AccountPolicyError as exc:
+                form.add_error(None, str(exc))
+            except ValidationError as exc:
+                form.add_error("password1", exc)
+            else:
+                if password:
+                    return _render_password_once(
+                        request, subject=subject, password=password, action="reset"
+                    )
+                return self.done(subject, f"Password of {subject.username} was reset.")
+        return render(request, self.template_name, {"subject": subject, "form": form}, status=400)

@@ -1,0 +1,1 @@
+"""kmsportal: a key management system with a public key infrastructure."""

@@ -1,0 +1,1 @@
+"""Pure cryptographic functions over bytes; no Django imports."""

@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class KeyringConfig(AppConfig):
+    name = "kmsportal.keyring"
+    label = "keyring"
+    verbose_name = "Master keyring"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Registers the start-up checks (run by migrate, runserver, check and wsgi.py).
+        from kmsportal import checks  # noqa: F401

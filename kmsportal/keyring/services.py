@@ -1,0 +1,158 @@
+"""Seal and unseal through the configured master keyring; the sealed-column registry.
+
+Settings are read in one place (`keyring_from_settings`). The loaded keyring is cached for
+the life of the process: building it parses the variable and builds one AES-GCM object per
+master key, which every seal and unseal then reuses.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.apps import apps
+from django.conf import settings
+from django.db import models
+
+from kmsportal.crypto.envelope import EnvelopeFormatError, Keyring
+from kmsportal.crypto.kek import KeyringConfigError, StaticKeyProvider
+
+from .models import MasterKeyRecord
+
+_lock = threading.Lock()
+_keyring: Keyring | None = None
+# Key ids whose check value this process has already made sure is stored.
+_recorded_key_ids: set[str] = set()
+
+
+def keyring_from_settings() -> Keyring:
+    """Build a keyring from `KMS_MASTER_KEYS`, or from the development file under DEBUG.
+
+    Raises `KeyringConfigError` with a message that says what to fix; never includes key bytes.
+    """
+    spec = settings.KMS_MASTER_KEYS.strip()
+    if spec:
+        return Keyring(StaticKeyProvider.from_spec(spec))
+    path = settings.KMS_MASTER_KEYS_FILE
+    if not settings.DEBUG:
+        raise KeyringConfigError(
+            "KMS_MASTER_KEYS is not set. Production (DEBUG=False) must provide the master "
+            'keyring in the environment: KMS_MASTER_KEYS="id1:<base64 of 32 random bytes>".'
+        )
+    if not path.exists():
+        raise KeyringConfigError(
+            f"KMS_MASTER_KEYS is not set and the development keyring {path} does not exist; "
+            "run `manage.py bootstrap` to create it."
+        )
+    return Keyring(StaticKeyProvider.from_file(path))
+
+
+def keyring_get() -> Keyring:
+    """The process-wide keyring, loaded on first use."""
+    global _keyring
+    if _keyring is None:
+        with _lock:
+            if _keyring is None:
+                _keyring = keyring_from_settings()
+    return _keyring
+
+
+def keyring_reset() -> None:
+    """Forget the cached keyring (after the settings changed: tests, rewrap)."""
+    global _keyring
+    with _lock:
+        _keyring = None
+        _recorded_key_ids.clear()
+
+
+def master_key_records_sync() -> list[str]:
+    """Store the check value of every configured master key id not yet recorded.
+
+    Returns the ids newly recorded. A configured id whose stored check value differs is
+    not overwritten: the start-up check reports it as a wrong key.
+    """
+    keyring = keyring_get()
+    known = set(MasterKeyRecord.objects.values_list("key_id", flat=True))
+    added = []
+    for key_id, check_value in keyring.key_check_values().items():
+        if key_id not in known:
+            MasterKeyRecord.objects.get_or_create(
+                key_id=key_id, defaults={"check_value": check_value}
+            )
+            added.append(key_id)
+        _recorded_key_ids.add(key_id)
+    return added
+
+
+def seal(plaintext: bytes, *, aad: bytes) -> bytes:
+    """Seal `plaintext` under the primary master key, bound to `aad` (the owner row).
+
+    Also makes sure the primary key's check value is stored, so the key that sealed
+    anything can always be checked at start-up.
+    """
+    keyring = keyring_get()
+    if keyring.primary_key_id not in _recorded_key_ids:
+        master_key_records_sync()
+    return keyring.seal(plaintext, aad)
+
+
+def unseal(blob: bytes, *, aad: bytes) -> bytes:
+    """Open a blob sealed by `seal` with the same `aad`; raises an EnvelopeError if it fails."""
+    return keyring_get().unseal(bytes(blob), aad)
+
+
+@dataclass(frozen=True)
+class SealedField:
+    """A model column that holds sealed blobs, and how to rebuild each row's AAD."""
+
+    model_label: str
+    field_name: str
+    aad: Callable[[models.Model], bytes]
+
+    @property
+    def model(self) -> type[models.Model]:
+        return apps.get_model(self.model_label)
+
+
+_sealed_fields: list[SealedField] = []
+
+
+def sealed_field_register(model_label: str, field_name: str, aad: Callable[..., bytes]) -> None:
+    """Declare a column of sealed blobs (called from an app's `ready()`).
+
+    `rewrap` re-seals every registered column, and the start-up check refuses to let a
+    master key id be removed while any registered column still holds a blob sealed by it.
+    """
+    entry = SealedField(model_label, field_name, aad)
+    if entry not in _sealed_fields:
+        _sealed_fields.append(entry)
+
+
+def sealed_fields() -> tuple[SealedField, ...]:
+    return tuple(_sealed_fields)
+
+
+def sealed_blob_counts() -> Counter[str]:
+    """How many stored blobs each master key id seals, across every registered column.
+
+    Reads only the blob column, streamed; the key id comes from the blob header, so nothing
+    is unsealed.
+    """
+    keyring_header = keyring_get().blob_key_id
+    counts: Counter[str] = Counter()
+    for entry in _sealed_fields:
+        rows = (
+            entry.model.objects.exclude(**{f"{entry.field_name}__isnull": True})
+            .values_list(entry.field_name, flat=True)
+            .iterator(chunk_size=2000)
+        )
+        for blob in rows:
+            if not blob:
+                continue  # erased (crypto-shredded) material
+            try:
+                counts[keyring_header(bytes(blob))] += 1
+            except EnvelopeFormatError:
+                counts["<unreadable>"] += 1
+    return counts

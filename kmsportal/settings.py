@@ -1,0 +1,209 @@
+"""kmsportal settings: one module, every deployment difference is an environment variable.
+
+Every variable is documented in `.env.example`. Defaults are safe for production
+(`DEBUG=False`, secure cookies, HSTS); `make run` opts into `DEBUG=true` for a local trial.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# A local `.env` file is read if present; real environment variables win over it.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG: bool = env.bool("DEBUG", default=False)
+
+# Where the embedded database and the development keyring live (git-ignored).
+KMS_DATA_DIR = Path(env.str("KMS_DATA_DIR", default="") or BASE_DIR / ".kms").resolve()
+
+# Placeholder values that must never protect a real deployment.
+INSECURE_SECRET_KEYS = frozenset({"", "change-me", "changeme", "insecure", "secret"})
+_DEV_SECRET_KEY_FILE = KMS_DATA_DIR / "secret.key"
+
+
+def _secret_key() -> str:
+    """The SECRET_KEY from the environment; a per-checkout random one only under DEBUG."""
+    value = env.str("SECRET_KEY", default="")
+    if value and value not in INSECURE_SECRET_KEYS and not value.startswith("django-insecure"):
+        return value
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is missing or is a placeholder value. With DEBUG=False set SECRET_KEY "
+            "to a long random string (for example: python -c "
+            '"import secrets; print(secrets.token_urlsafe(50))").'
+        )
+    # Development only: a random key kept in the data directory so sessions survive restarts.
+    if _DEV_SECRET_KEY_FILE.exists():
+        return _DEV_SECRET_KEY_FILE.read_text().strip()
+    KMS_DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    generated = secrets.token_urlsafe(50)
+    _DEV_SECRET_KEY_FILE.touch(mode=0o600)
+    _DEV_SECRET_KEY_FILE.write_text(generated)
+    return generated
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "kmsportal.keyring",
+    "accounts",
+    "audit",
+    "vault",
+    "pki",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "kmsportal.urls"
+WSGI_APPLICATION = "kmsportal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "accounts.context_processors.navigation",
+            ],
+        },
+    },
+]
+
+# An empty value (as in .env.example) means the default, like an unset one.
+DATABASES = {
+    "default": env.db_url_config(
+        env.str("DATABASE_URL", default="") or f"sqlite:///{KMS_DATA_DIR / 'db.sqlite3'}"
+    ),
+}
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite: wait for the write lock instead of failing at once, and start write
+    # transactions with BEGIN IMMEDIATE so concurrent writers queue up (no deadlocks).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+CACHES = {
+    "default": env.cache_url_config(env.str("CACHE_URL", default="") or "locmemcache://kmsportal")
+}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "auth.User"
+
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "accounts:dashboard"
+LOGOUT_REDIRECT_URL = "accounts:login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# --- Sessions and cookies ---------------------------------------------------------------
+# Idle timeout: every request pushes expiry forward; an idle session ends after this long.
+SESSION_IDLE_TIMEOUT_SECONDS: int = env.int("SESSION_IDLE_TIMEOUT_SECONDS", default=30 * 60)
+SESSION_COOKIE_AGE = SESSION_IDLE_TIMEOUT_SECONDS
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Strict"
+CSRF_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Strict"
+# Secure cookies and HSTS are on outside DEBUG; `make run` (DEBUG=true) serves plain HTTP.
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_HSTS_SECONDS: int = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
+    # Only behind a proxy that strips and sets X-Forwarded-Proto itself.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# --- kmsportal ---------------------------------------------------------------------------
+# Base URL written into certificates (CRL distribution points, AIA). Plain HTTP is right
+# for CRLs and OCSP (RFC 5280 section 4.2.1.13): relying parties must not need TLS to check
+# revocation.
+KMS_PUBLIC_URL: str = env.str("KMS_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+
+# Master keyring: "id2:base64key,id1:base64key" (32-byte keys; the first seals, all unseal).
+# Parsed and checked by kmsportal.keyring (system check), never logged.
+KMS_MASTER_KEYS: str = env.str("KMS_MASTER_KEYS", default="")
+# Development only: without KMS_MASTER_KEYS and with DEBUG on, the keyring is read from
+# this file, which `manage.py bootstrap` creates (mode 0600).
+KMS_MASTER_KEYS_FILE = KMS_DATA_DIR / "master.keys"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # Never log request bodies: they may carry passwords or key material.
+        "django.request": {"level": "WARNING"},
+        "django.db.backends": {"level": "INFO"},
+    },
+}

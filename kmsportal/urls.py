@@ -1,0 +1,7 @@
+"""Top-level URL configuration."""
+
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("accounts.urls")),
+]

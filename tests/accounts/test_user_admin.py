@@ -1,0 +1,251 @@
+"""Administrator pages: create, roles, deactivate, reset password, and the guards."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from accounts.roles import Role, user_roles
+from tests.factories import TEST_PASSWORD
+
+pytestmark = pytest.mark.django_db
+
+NAV_LINKS = {"Users": b'href="/users/"'}
+
+
+@pytest.mark.parametrize(
+    ("role", "sees_users"),
+    [
+        (Role.ADMINISTRATOR, True),
+        (Role.AUDITOR, True),
+        (Role.KEY_CUSTODIAN, False),
+        (Role.CA_OPERATOR, False),
+    ],
+)
+def test_each_role_sees_only_its_navigation(role_client, role: Role, sees_users: bool) -> None:
+    page = role_client(role).get("/")
+    assert page.status_code == 200
+    assert (NAV_LINKS["Users"] in page.content) is sees_users
+    assert role.label.encode() in page.content
+
+
+@pytest.mark.parametrize("role", [Role.KEY_CUSTODIAN, Role.CA_OPERATOR])
+def test_roles_without_user_permissions_get_403(role_client, role: Role) -> None:
+    client = role_client(role)
+    assert client.get("/users/").status_code == 403
+    assert client.get("/users/new/").status_code == 403
+
+
+def test_auditor_reads_users_but_cannot_change_them(role_client, make_user) -> None:
+    client = role_client(Role.AUDITOR)
+    target = make_user("erin", Role.KEY_CUSTODIAN)
+    assert client.get("/users/").status_code == 200
+    page = client.get(f"/users/{target.pk}/")
+    assert page.status_code == 200
+    assert b"Save roles" not in page.content
+    assert client.get("/users/new/").status_code == 403
+    response = client.post(
+        "/users/new/",
+        {"username": "mallory", "roles": ["administrator"], "password_mode": "random"},
+    )
+    assert response.status_code == 403
+    assert not User.objects.filter(username="mallory").exists()
+    assert (
+        client.post(f"/users/{target.pk}/roles/", {"roles": ["administrator"]}).status_code == 403
+    )
+    assert client.post(f"/users/{target.pk}/deactivate/").status_code == 403
+    assert (
+        client.post(f"/users/{target.pk}/password/", {"password_mode": "random"}).status_code == 403
+    )
+    target.refresh_from_db()
+    assert target.is_active
+    assert user_roles(target) == [Role.KEY_CUSTODIAN]
+
+
+def test_create_user_with_random_password_shown_once(signed_in, admin_user: User) -> None:
+    client = signed_in(admin_user)
+    response = client.post(
+        "/users/new/",
+        {
+            "username": "frank",
+            "email": "frank@example.org",
+            "roles": ["key_custodian", "auditor"],
+            "password_mode": "random",
+        },
+    )
+    assert response.status_code == 200
+    assert (
+        response["Cache-Control"].startswith("no-store") or "no-store" in response["Cache-Control"]
+    )
+    password = re.search(rb'id="one-time-password">([^<]+)<', response.content).group(1).decode()
+    frank = User.objects.get(username="frank")
+    assert user_roles(frank) == [Role.KEY_CUSTODIAN, Role.AUDITOR]
+    assert password not in frank.password
+    # The password is shown in that one response only.
+    assert password.encode() not in client.get(f"/users/{frank.pk}/").content
+    assert Client().login(username="frank", password=password)
+
+
+def test_create_user_with_chosen_password_is_validated(signed_in, admin_user: User) -> None:
+    client = signed_in(admin_user)
+    response = client.post(
+        "/users/new/",
+        {
+            "username": "gina",
+            "roles": ["auditor"],
+            "password_mode": "set",
+            "password1": "12345678",
+            "password2": "12345678",
+        },
+    )
+    assert response.status_code == 400
+    assert b"too short" in response.content or b"entirely numeric" in response.content
+    assert not User.objects.filter(username="gina").exists()
+
+    response = client.post(
+        "/users/new/",
+        {
+            "username": "gina",
+            "roles": ["auditor"],
+            "password_mode": "set",
+            "password1": "a long enough passphrase",
+            "password2": "a long enough passphrase",
+        },
+    )
+    assert response.status_code == 302
+    assert Client().login(username="gina", password="a long enough passphrase")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"username": "", "roles": ["auditor"], "password_mode": "random"},
+            b"This field is required",
+        ),
+        (
+            {"username": "bad name!", "roles": ["auditor"], "password_mode": "random"},
+            b"Enter a valid username",
+        ),
+        ({"username": "hank", "roles": [], "password_mode": "random"}, b"This field is required"),
+        (
+            {"username": "hank", "roles": ["superuser"], "password_mode": "random"},
+            b"not one of the available choices",
+        ),
+        (
+            {"username": "alice-admin", "roles": ["auditor"], "password_mode": "random"},
+            b"already exists",
+        ),
+        (
+            {
+                "username": "hank",
+                "roles": ["auditor"],
+                "password_mode": "set",
+                "password1": "x" * 20,
+                "password2": "y" * 20,
+            },
+            b"differ",
+        ),
+    ],
+)
+def test_bad_input_when_creating_a_user_changes_nothing(
+    signed_in, admin_user: User, data: dict, message: bytes
+) -> None:
+    before = User.objects.count()
+    response = signed_in(admin_user).post("/users/new/", data)
+    assert response.status_code == 400
+    assert message in response.content
+    assert User.objects.count() == before
+
+
+def test_change_roles(signed_in, admin_user: User, make_user) -> None:
+    target = make_user("ivan", Role.AUDITOR)
+    response = signed_in(admin_user).post(f"/users/{target.pk}/roles/", {"roles": ["ca_operator"]})
+    assert response.status_code == 302
+    assert user_roles(target) == [Role.CA_OPERATOR]
+
+
+def test_user_cannot_change_own_roles(signed_in, admin_user: User, make_user) -> None:
+    make_user("second-admin", Role.ADMINISTRATOR)
+    client = signed_in(admin_user)
+    response = client.post(f"/users/{admin_user.pk}/roles/", {"roles": ["auditor"]}, follow=True)
+    assert b"cannot change your own roles" in response.content
+    assert user_roles(admin_user) == [Role.ADMINISTRATOR]
+
+
+def test_guard_refuses_removing_the_last_administrator(make_user) -> None:
+    from accounts import services
+
+    admin = make_user("solo", Role.ADMINISTRATOR)
+    # A custodian given the change permission directly (not via a role) still cannot
+    # remove the last administrator: the guard is in the service, not in the page.
+    actor = make_user("operator", Role.KEY_CUSTODIAN)
+    with pytest.raises(services.AccountPolicyError, match="last active administrator"):
+        services.user_roles_set(actor=actor, user=admin, roles=[Role.AUDITOR])
+    with pytest.raises(services.AccountPolicyError, match="last active administrator"):
+        services.user_deactivate(actor=actor, user=admin)
+    admin.refresh_from_db()
+    assert admin.is_active
+    assert user_roles(admin) == [Role.ADMINISTRATOR]
+
+
+def test_last_administrator_guard_through_the_page(signed_in, make_user) -> None:
+    from django.contrib.auth.models import Permission
+
+    admin = make_user("solo", Role.ADMINISTRATOR)
+    actor = make_user("delegate", Role.AUDITOR)
+    actor.user_permissions.add(Permission.objects.get(codename="change_user"))
+    client = signed_in(actor)
+    response = client.post(f"/users/{admin.pk}/deactivate/", follow=True)
+    assert b"last active administrator" in response.content
+    response = client.post(f"/users/{admin.pk}/roles/", {"roles": ["auditor"]}, follow=True)
+    assert b"last active administrator" in response.content
+    admin.refresh_from_db()
+    assert admin.is_active and user_roles(admin) == [Role.ADMINISTRATOR]
+
+
+def test_deactivate_confirmation_then_user_is_signed_out(
+    signed_in, admin_user: User, make_user
+) -> None:
+    target = make_user("judy", Role.AUDITOR)
+    target_client = signed_in(target)
+    admin = signed_in(admin_user)
+    confirm = admin.get(f"/users/{target.pk}/deactivate/")
+    assert confirm.status_code == 200 and b"Deactivate judy?" in confirm.content
+    assert admin.post(f"/users/{target.pk}/deactivate/").status_code == 302
+    target.refresh_from_db()
+    assert not target.is_active
+    assert target_client.get("/").status_code == 302  # their open session no longer works
+    assert admin.post(f"/users/{target.pk}/reactivate/").status_code == 302
+    target.refresh_from_db()
+    assert target.is_active
+
+
+def test_admin_cannot_deactivate_self(signed_in, admin_user: User, make_user) -> None:
+    make_user("backup-admin", Role.ADMINISTRATOR)
+    response = signed_in(admin_user).post(f"/users/{admin_user.pk}/deactivate/", follow=True)
+    assert b"cannot deactivate your own account" in response.content
+    admin_user.refresh_from_db()
+    assert admin_user.is_active
+
+
+def test_password_reset_ends_sessions_and_shows_password_once(
+    signed_in, admin_user: User, make_user
+) -> None:
+    target = make_user("ken", Role.AUDITOR)
+    target_client = signed_in(target)
+    response = signed_in(admin_user).post(
+        f"/users/{target.pk}/password/", {"password_mode": "random"}
+    )
+    assert response.status_code == 200
+    password = re.search(rb'id="one-time-password">([^<]+)<', response.content).group(1).decode()
+    assert target_client.get("/").status_code == 302  # the old session ended
+    assert Client().login(username="ken", password=password)
+    assert not Client().login(username="ken", password=TEST_PASSWORD)
+
+
+def test_unknown_user_is_404(signed_in, admin_user: User) -> None:
+    assert signed_in(admin_user).get("/users/99999/").status_code == 404

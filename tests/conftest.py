@@ -1,0 +1,72 @@
+"""Shared fixtures: users with roles, signed-in clients, a fast password hasher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from accounts import services
+from accounts.roles import Role
+from tests.factories import TEST_PASSWORD
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings, request) -> None:
+    """Argon2 is deliberately slow; tests that are not about hashing use MD5."""
+    if "real_password_hasher" not in request.keywords:
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _static_files_without_manifest(settings) -> None:
+    """Production serves collected, hashed static files; tests have not run collectstatic."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture
+def make_user(db) -> Callable[..., User]:
+    """Create a user with roles through the service; password is TEST_PASSWORD."""
+
+    def make(username: str, *roles: Role, email: str = "") -> User:
+        user, _ = services.user_create(
+            actor=None, username=username, roles=list(roles), email=email, password=TEST_PASSWORD
+        )
+        return user
+
+    return make
+
+
+@pytest.fixture
+def admin_user(make_user) -> User:
+    return make_user("alice-admin", Role.ADMINISTRATOR)
+
+
+@pytest.fixture
+def signed_in(db) -> Callable[[User], Client]:
+    """A fresh test client signed in as the given user (through the real sign-in form)."""
+
+    def sign_in(user: User) -> Client:
+        client = Client()
+        response = client.post(
+            "/accounts/login/", {"username": user.username, "password": TEST_PASSWORD}
+        )
+        assert response.status_code == 302, "sign-in failed"
+        return client
+
+    return sign_in
+
+
+@pytest.fixture
+def role_client(make_user, signed_in) -> Callable[[Role], Client]:
+    """A client signed in as a new user holding exactly `role`."""
+
+    def for_role(role: Role) -> Client:
+        return signed_in(make_user(f"user-{role.value}", role))
+
+    return for_role
