@@ -33,6 +33,10 @@ test: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	DEBUG=false $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Benchmarks on SQLite and PostgreSQL; QUICK=1 for the small sizes CI runs.
+bench: $(VENV)/.dev-installed
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
+
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -12,6 +12,7 @@ from .roles import user_roles
 NAVIGATION: list[tuple[str, str, str | None]] = [
     ("Dashboard", "accounts:dashboard", None),
     ("Users", "accounts:user_list", "auth.view_user"),
+    ("Audit log", "audit:event_list", "audit.view_auditevent"),
 ]
 
 

@@ -8,12 +8,22 @@ Guards that keep the portal administrable:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from collections.abc import Iterable
 
+from django.conf import settings
+from django.contrib.auth import login as auth_login
+from django.contrib.auth import logout as auth_logout
+from django.contrib.auth import update_session_auth_hash
 from django.contrib.auth.models import Group, User
 from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
+from django.http import HttpRequest
+
+from audit.models import AuditAction, Outcome
+from audit.services import audit_event_record
 
 from .roles import Role
 
@@ -85,6 +95,17 @@ def user_create(
     user.full_clean(exclude=["password"])
     user.save()
     user.groups.set(_groups(roles))
+    audit_event_record(
+        action=AuditAction.USER_CREATED,
+        actor=actor,
+        target=user,
+        target_label=user.username,
+        details={
+            "roles": [Role(r).value for r in roles],
+            "email": email,
+            "initial_password_generated": generated,
+        },
+    )
     return user, (password if generated else None)
 
 
@@ -107,6 +128,13 @@ def user_roles_set(*, actor: User, user: User, roles: Iterable[Role]) -> list[Ro
             f"{user.username} is the last active administrator and cannot be demoted"
         )
     user.groups.set(_groups(roles))
+    audit_event_record(
+        action=AuditAction.USER_ROLES_CHANGED,
+        actor=actor,
+        target=user,
+        target_label=user.username,
+        details={"from": [r.value for r in previous], "to": [Role(r).value for r in roles]},
+    )
     return previous
 
 
@@ -123,6 +151,9 @@ def user_deactivate(*, actor: User, user: User) -> None:
         )
     user.is_active = False
     user.save(update_fields=["is_active"])
+    audit_event_record(
+        action=AuditAction.USER_DEACTIVATED, actor=actor, target=user, target_label=user.username
+    )
 
 
 @transaction.atomic
@@ -132,6 +163,9 @@ def user_reactivate(*, actor: User, user: User) -> None:
         raise AccountPolicyError(f"{user.username} is already active")
     user.is_active = True
     user.save(update_fields=["is_active"])
+    audit_event_record(
+        action=AuditAction.USER_REACTIVATED, actor=actor, target=user, target_label=user.username
+    )
 
 
 @transaction.atomic
@@ -150,4 +184,82 @@ def user_password_reset(*, actor: User, user: User, password: str | None = None)
     # rejected at its next request (django.contrib.auth verifies the hash per request).
     user.set_password(password)
     user.save(update_fields=["password"])
+    audit_event_record(
+        action=AuditAction.USER_PASSWORD_RESET,
+        actor=actor,
+        target=user,
+        target_label=user.username,
+        details={"generated": generated},
+    )
     return password if generated else None
+
+
+def _username_fingerprint(username: str) -> str:
+    """A keyed fingerprint of a username that matches no account.
+
+    People type passwords into the username field; like CloudTrail, the audit log never
+    stores an unknown username in clear. The HMAC (keyed by SECRET_KEY) still lets an auditor
+    see that the same unknown name was tried repeatedly.
+    """
+    digest = hmac.new(settings.SECRET_KEY.encode(), username.encode(), hashlib.sha256)
+    return digest.hexdigest()[:16]
+
+
+@transaction.atomic
+def user_sign_in(*, request: HttpRequest, user: User) -> None:
+    """Start a session for `user` (already authenticated) and record it, in one transaction."""
+    audit_event_record(
+        action=AuditAction.SIGN_IN, actor=user, target=user, target_label=user.username
+    )
+    auth_login(request, user)
+
+
+@transaction.atomic
+def user_sign_in_failed(*, username: str) -> None:
+    """Record a refused sign-in: the username if it names an account, never the password."""
+    account = User.objects.filter(username=username).first()
+    if account is not None:
+        reason = "wrong password" if account.is_active else "account inactive"
+        audit_event_record(
+            action=AuditAction.SIGN_IN_FAILED,
+            outcome=Outcome.DENIED,
+            anonymous=True,
+            actor_name=account.username,
+            target=account,
+            target_label=account.username,
+            details={"username": account.username, "reason": reason},
+        )
+    else:
+        audit_event_record(
+            action=AuditAction.SIGN_IN_FAILED,
+            outcome=Outcome.DENIED,
+            anonymous=True,
+            target_type="auth.User",
+            target_label="(no such user)",
+            details={
+                "username": "HIDDEN: no such user",
+                "username_fingerprint": _username_fingerprint(username),
+                "reason": "unknown user",
+            },
+        )
+
+
+@transaction.atomic
+def user_sign_out(*, request: HttpRequest) -> None:
+    user = request.user
+    if user.is_authenticated:
+        audit_event_record(
+            action=AuditAction.SIGN_OUT, actor=user, target=user, target_label=user.username
+        )
+    auth_logout(request)
+
+
+@transaction.atomic
+def user_password_change(*, request: HttpRequest, user: User, password: str) -> None:
+    """Change one's own password (old one already checked); other sessions end."""
+    user.set_password(password)
+    user.save(update_fields=["password"])
+    audit_event_record(
+        action=AuditAction.PASSWORD_CHANGED, actor=user, target=user, target_label=user.username
+    )
+    update_session_auth_hash(request, user)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
 from django.contrib.auth.mixins import LoginRequiredMixin, PermissionRequiredMixin
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -31,21 +32,44 @@ class PortalPermissionMixin(LoginRequiredMixin, PermissionRequiredMixin):
         return super().handle_no_permission()
 
 
+@method_decorator(sensitive_post_parameters("password"), name="dispatch")
 class LoginView(auth_views.LoginView):
+    """Django's sign-in form; success and failure are both audited."""
+
     template_name = "registration/login.html"
     redirect_authenticated_user = True
 
+    def form_valid(self, form: AuthenticationForm) -> HttpResponse:
+        services.user_sign_in(request=self.request, user=form.get_user())
+        return HttpResponseRedirect(self.get_success_url())
 
-class LogoutView(auth_views.LogoutView):
-    pass
+    def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
+        username = (self.request.POST.get("username") or "")[:150]
+        if username:
+            services.user_sign_in_failed(username=username)
+        return super().form_invalid(form)
 
 
+class LogoutView(View):
+    """POST only (a link or an image cannot sign anyone out)."""
+
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        services.user_sign_out(request=request)
+        return HttpResponseRedirect(reverse("accounts:login"))
+
+
+@method_decorator(sensitive_post_parameters(), name="dispatch")
 class PasswordChangeView(auth_views.PasswordChangeView):
     template_name = "registration/password_change.html"
 
-    def get_success_url(self) -> str:
+    def form_valid(self, form: PasswordChangeForm) -> HttpResponse:
+        services.user_password_change(
+            request=self.request, user=form.user, password=form.cleaned_data["new_password1"]
+        )
         messages.success(self.request, "Your password was changed; other sessions were ended.")
-        return reverse("accounts:dashboard")
+        return HttpResponseRedirect(reverse("accounts:dashboard"))
 
 
 class DashboardView(LoginRequiredMixin, TemplateView):

@@ -1,1 +1,198 @@
-"""Models of the audit app."""
+"""The audit log: append-only, hash-chained events and signed checkpoints.
+
+Invariants (see audit.services for how appends keep them):
+- `sequence` is gap-free from 1; the chain head row holds the last sequence and hash.
+- hash = SHA-256(prev_hash || canonical JSON of the event's fields) (kmsportal.crypto.audit_chain).
+- Rows are never updated or deleted: the model and its queryset refuse, and on PostgreSQL a
+  trigger (migration 0002) refuses UPDATE, DELETE and TRUNCATE.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import models
+
+from kmsportal.crypto.audit_chain import GENESIS_HASH, format_time
+
+
+class AuditLogIsAppendOnly(Exception):
+    """An attempt to change or remove audit rows."""
+
+
+class AuditAction(models.TextChoices):
+    """Every event type; the README lists them with what each one records."""
+
+    SIGN_IN = "auth.sign_in", "Signed in"
+    SIGN_IN_FAILED = "auth.sign_in_failed", "Sign-in failed"
+    SIGN_OUT = "auth.sign_out", "Signed out"
+    PASSWORD_CHANGED = "auth.password_changed", "Changed own password"
+    USER_CREATED = "user.created", "User created"
+    USER_ROLES_CHANGED = "user.roles_changed", "User roles changed"
+    USER_DEACTIVATED = "user.deactivated", "User deactivated"
+    USER_REACTIVATED = "user.reactivated", "User reactivated"
+    USER_PASSWORD_RESET = "user.password_reset", "User password reset"
+    ACCESS_DENIED = "access.denied", "Access denied"
+    AUDIT_SIGNING_KEY_CREATED = "audit.signing_key_created", "Audit signing key created"
+    AUDIT_CHECKPOINT = "audit.checkpoint", "Audit checkpoint signed"
+    AUDIT_VERIFIED = "audit.verified", "Audit chain verified"
+    AUDIT_EXPORTED = "audit.exported", "Audit log exported"
+
+
+class ActorType(models.TextChoices):
+    USER = "user", "User"
+    CLIENT = "client", "Client service"
+    SYSTEM = "system", "System"
+
+
+class Outcome(models.TextChoices):
+    SUCCESS = "success", "Success"
+    DENIED = "denied", "Denied"
+    ERROR = "error", "Error"
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs: Any) -> int:
+        raise AuditLogIsAppendOnly("audit events cannot be updated")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise AuditLogIsAppendOnly("audit events cannot be deleted")
+
+    update.queryset_only = True  # type: ignore[attr-defined]
+    delete.queryset_only = True  # type: ignore[attr-defined]
+
+
+class AuditEvent(models.Model):
+    """One security-relevant action, allowed or denied. Never changed once written."""
+
+    sequence = models.BigIntegerField(primary_key=True)
+    time = models.DateTimeField(db_index=True)
+    actor_type = models.CharField(max_length=10, choices=ActorType.choices)
+    actor_id = models.CharField(max_length=64, blank=True)
+    # The readable name is kept even if the user is later deleted or renamed.
+    actor_name = models.CharField(max_length=150)
+    action = models.CharField(max_length=64, choices=AuditAction.choices)
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_label = models.CharField(max_length=255, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    source_ip = models.CharField(max_length=45, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-sequence"]
+        # Read, export and verify; nobody may add, change or delete rows by permission.
+        default_permissions = ("view",)
+        permissions = [
+            ("export_auditevent", "Can export the audit log"),
+            ("verify_auditevent", "Can verify the audit chain"),
+        ]
+        indexes = [
+            models.Index(fields=["action", "sequence"], name="audit_action_seq"),
+            models.Index(fields=["actor_name", "sequence"], name="audit_actor_seq"),
+            models.Index(fields=["outcome", "sequence"], name="audit_outcome_seq"),
+            models.Index(fields=["target_type", "target_id", "sequence"], name="audit_target_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.sequence} {self.action} by {self.actor_name} ({self.outcome})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AuditLogIsAppendOnly("audit events cannot be changed once written")
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise AuditLogIsAppendOnly("audit events cannot be deleted")
+
+    def chain_fields(self) -> dict[str, Any]:
+        """The hashed fields, in the form kmsportal.crypto.audit_chain expects."""
+        return {
+            "sequence": self.sequence,
+            "time": format_time(self.time),
+            "actor_type": self.actor_type,
+            "actor_id": self.actor_id,
+            "actor_name": self.actor_name,
+            "action": self.action,
+            "target_type": self.target_type,
+            "target_id": self.target_id,
+            "target_label": self.target_label,
+            "outcome": self.outcome,
+            "source_ip": self.source_ip,
+            "request_id": self.request_id,
+            "details": self.details,
+        }
+
+
+class AuditChainHead(models.Model):
+    """The single row holding the chain's last sequence and hash.
+
+    Appends lock this row (SELECT ... FOR UPDATE on PostgreSQL; SQLite's write lock does the
+    same), so concurrent writers take turns and the chain stays linear and gap-free.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    sequence = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64, default=GENESIS_HASH)
+
+    class Meta:
+        default_permissions = ()
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="audit_single_head")]
+
+    def __str__(self) -> str:
+        return f"audit chain head at #{self.sequence}"
+
+
+class AuditSigningKey(models.Model):
+    """The Ed25519 key that signs checkpoints; the private half only ever sealed."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    sealed_private_key = models.BinaryField()
+    public_key_pem = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"audit signing key {self.id}"
+
+    @property
+    def aad(self) -> bytes:
+        """Associated data binding the sealed private key to this row and purpose."""
+        return f"audit.AuditSigningKey:{self.id}:ed25519".encode()
+
+
+class AuditCheckpoint(models.Model):
+    """A signature over (sequence, hash, time, previous checkpoint's signature)."""
+
+    sequence = models.BigIntegerField(unique=True)
+    hash = models.CharField(max_length=64)
+    time = models.DateTimeField()
+    previous_signature = models.TextField(blank=True)
+    signature = models.TextField()
+    signing_key = models.ForeignKey(AuditSigningKey, on_delete=models.PROTECT)
+
+    class Meta:
+        ordering = ["-sequence"]
+        default_permissions = ("view",)
+
+    def __str__(self) -> str:
+        return f"checkpoint at #{self.sequence}"
+
+    def chain_fields(self) -> dict[str, Any]:
+        return {
+            "sequence": self.sequence,
+            "hash": self.hash,
+            "time": format_time(self.time),
+            "previous_signature": self.previous_signature,
+            "signature": self.signature,
+        }

@@ -70,6 +70,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Request id and source IP for audit events; records every 403 as access.denied.
+    "audit.middleware.AuditRequestMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -181,6 +183,8 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# CSRF refusals are recorded in the audit log like every other 403.
+CSRF_FAILURE_VIEW = "audit.views.csrf_failure"
 
 # --- kmsportal ---------------------------------------------------------------------------
 # Base URL written into certificates (CRL distribution points, AIA). Plain HTTP is right
@@ -194,6 +198,10 @@ KMS_MASTER_KEYS: str = env.str("KMS_MASTER_KEYS", default="")
 # Development only: without KMS_MASTER_KEYS and with DEBUG on, the keyring is read from
 # this file, which `manage.py bootstrap` creates (mode 0600).
 KMS_MASTER_KEYS_FILE = KMS_DATA_DIR / "master.keys"
+
+# Sign a checkpoint of the audit chain automatically every N events (0 turns it off;
+# `manage.py audit_checkpoint` from cron signs the rest).
+AUDIT_CHECKPOINT_EVERY: int = env.int("AUDIT_CHECKPOINT_EVERY", default=1000)
 
 LOGGING = {
     "version": 1,

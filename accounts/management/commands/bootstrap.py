@@ -16,6 +16,7 @@ from django.db import transaction
 
 from accounts import services
 from accounts.roles import Role
+from audit.services import audit_signing_key_ensure
 from kmsportal.checks import check_master_keyring
 from kmsportal.crypto.kek import generate_dev_keyring_spec, write_keyring_file
 from kmsportal.keyring.services import keyring_reset, master_key_records_sync
@@ -32,6 +33,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, username: str, email: str, **options: object) -> None:
         self._keyring()
+        self._audit_signing_key()
         self._first_administrator(username=username, email=email)
 
     def _keyring(self) -> None:
@@ -62,6 +64,12 @@ class Command(BaseCommand):
             raise CommandError("\n".join(f"{m.id}: {m.msg} ({m.hint})" for m in problems))
         for key_id in master_key_records_sync():
             self.stdout.write(f"Recorded the key check value of master key '{key_id}'.")
+
+    def _audit_signing_key(self) -> None:
+        key, created = audit_signing_key_ensure()
+        if created:
+            self.stdout.write("Created the audit signing key (Ed25519, sealed). Its public key:")
+            self.stdout.write(key.public_key_pem.strip())
 
     def _first_administrator(self, *, username: str, email: str) -> None:
         with transaction.atomic():

@@ -1,0 +1,143 @@
+"""Reads of the audit log for the auditor's pages and exports.
+
+Lists are keyset-paginated on the sequence number (WHERE sequence < cursor ORDER BY sequence
+DESC LIMIT n): the cost of a page does not grow with the table, and no page counts rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q, QuerySet
+
+from .models import AuditChainHead, AuditCheckpoint, AuditEvent, AuditSigningKey
+
+
+@dataclass(frozen=True)
+class EventFilters:
+    """What an auditor narrowed the log to; empty values mean no filter."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    actor: str = ""
+    action: str = ""
+    target_type: str = ""
+    target_id: str = ""
+    outcome: str = ""
+    text: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Non-empty filters, JSON-ready (for the export header and the audit event)."""
+        values = {
+            "since": self.since.isoformat() if self.since else "",
+            "until": self.until.isoformat() if self.until else "",
+            "actor": self.actor,
+            "action": self.action,
+            "target_type": self.target_type,
+            "target_id": self.target_id,
+            "outcome": self.outcome,
+            "text": self.text,
+        }
+        return {key: value for key, value in values.items() if value}
+
+
+def _can_read(user: AbstractBaseUser) -> bool:
+    return user.has_perm("audit.view_auditevent")
+
+
+def audit_event_queryset(*, user: AbstractBaseUser, filters: EventFilters) -> QuerySet[AuditEvent]:
+    """Events visible to `user` matching `filters`, newest first."""
+    if not _can_read(user):
+        return AuditEvent.objects.none()
+    queryset = AuditEvent.objects.all()
+    if filters.since:
+        queryset = queryset.filter(time__gte=filters.since)
+    if filters.until:
+        queryset = queryset.filter(time__lt=filters.until)
+    if filters.actor:
+        queryset = queryset.filter(actor_name=filters.actor)
+    if filters.action:
+        queryset = queryset.filter(action=filters.action)
+    if filters.target_type:
+        queryset = queryset.filter(target_type=filters.target_type)
+    if filters.target_id:
+        queryset = queryset.filter(target_id=filters.target_id)
+    if filters.outcome:
+        queryset = queryset.filter(outcome=filters.outcome)
+    if filters.text:
+        queryset = queryset.filter(Q(target_label__icontains=filters.text))
+    return queryset.order_by("-sequence")
+
+
+@dataclass(frozen=True)
+class EventPage:
+    events: list[AuditEvent]
+    newer_cursor: int | None  # pass as ?after= to see newer events
+    older_cursor: int | None  # pass as ?before= to see older events
+
+
+def audit_event_page(
+    *,
+    user: AbstractBaseUser,
+    filters: EventFilters,
+    before: int | None = None,
+    after: int | None = None,
+    size: int = 50,
+) -> EventPage:
+    """One page of events, newest first, around a sequence cursor."""
+    queryset = audit_event_queryset(user=user, filters=filters)
+    if after is not None:
+        # Newer page: walk upwards from the cursor, then show newest first.
+        rows = list(queryset.filter(sequence__gt=after).order_by("sequence")[: size + 1])
+        has_more_newer = len(rows) > size
+        events = list(reversed(rows[:size]))
+        return EventPage(
+            events=events,
+            newer_cursor=events[0].sequence if events and has_more_newer else None,
+            older_cursor=events[-1].sequence if events else None,
+        )
+    if before is not None:
+        queryset = queryset.filter(sequence__lt=before)
+    rows = list(queryset[: size + 1])
+    events = rows[:size]
+    return EventPage(
+        events=events,
+        newer_cursor=events[0].sequence if events and before is not None else None,
+        older_cursor=events[-1].sequence if len(rows) > size else None,
+    )
+
+
+def audit_event_get(*, user: AbstractBaseUser, sequence: int) -> AuditEvent | None:
+    if not _can_read(user):
+        return None
+    return AuditEvent.objects.filter(sequence=sequence).first()
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    head_sequence: int
+    head_hash: str
+    last_checkpoint: AuditCheckpoint | None
+    last_verification: AuditEvent | None
+    signing_key: AuditSigningKey | None
+
+
+def audit_chain_status(*, user: AbstractBaseUser) -> ChainStatus | None:
+    """The chain panel: head, last checkpoint, last verification (an audit event itself)."""
+    if not _can_read(user):
+        return None
+    from .models import AuditAction
+
+    head = AuditChainHead.objects.filter(pk=1).first() or AuditChainHead(sequence=0)
+    return ChainStatus(
+        head_sequence=head.sequence,
+        head_hash=head.hash,
+        last_checkpoint=AuditCheckpoint.objects.order_by("-sequence").first(),
+        last_verification=AuditEvent.objects.filter(action=AuditAction.AUDIT_VERIFIED)
+        .order_by("-sequence")
+        .first(),
+        signing_key=AuditSigningKey.objects.first(),
+    )

@@ -1,0 +1,122 @@
+"""The auditor's workspace: event list, detail, chain status, verify now, exports."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+from django.views import View
+from django.views.csrf import csrf_failure as django_csrf_failure
+
+from accounts.views import PortalPermissionMixin
+
+from . import exports, selectors, services
+from .forms import EventFilterForm
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF refusals are access-denied events too; the middleware records them."""
+    request.audit_denied_reason = f"CSRF check failed: {reason}"[:200]
+    return django_csrf_failure(request, reason=reason, template_name="403_csrf.html")
+
+
+class EventListView(PortalPermissionMixin, View):
+    permission_required = "audit.view_auditevent"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        form = EventFilterForm(request.GET)
+        if not form.is_valid():
+            return render(
+                request, "audit/event_list.html", {"form": form, "page": None}, status=400
+            )
+        page = selectors.audit_event_page(
+            user=request.user,
+            filters=form.filters(),
+            before=form.cleaned_data.get("before"),
+            after=form.cleaned_data.get("after"),
+        )
+        query = request.GET.copy()
+        for key in ("before", "after"):
+            query.pop(key, None)
+        return render(
+            request,
+            "audit/event_list.html",
+            {"form": form, "page": page, "filter_query": query.urlencode()},
+        )
+
+
+class EventDetailView(PortalPermissionMixin, View):
+    permission_required = "audit.view_auditevent"
+
+    def get(self, request: HttpRequest, sequence: int) -> HttpResponse:
+        event = selectors.audit_event_get(user=request.user, sequence=sequence)
+        if event is None:
+            raise Http404("No such audit event.")
+        return render(
+            request,
+            "audit/event_detail.html",
+            {"event": event, "details_json": services.details_json(event.details)},
+        )
+
+
+class ChainStatusView(PortalPermissionMixin, View):
+    permission_required = "audit.view_auditevent"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return render(
+            request, "audit/chain.html", {"status": selectors.audit_chain_status(user=request.user)}
+        )
+
+
+class ChainVerifyView(PortalPermissionMixin, View):
+    permission_required = "audit.verify_auditevent"
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        report = services.audit_chain_verify(actor=request.user)
+        if report.ok:
+            messages.success(
+                request,
+                f"Chain intact: {report.events_verified} events and "
+                f"{report.checkpoints_verified} checkpoints verified.",
+            )
+        else:
+            messages.error(request, f"Chain BROKEN at event {report.broken_at}: {report.problem}")
+        return HttpResponseRedirect(reverse("audit:chain"))
+
+
+class ExportView(PortalPermissionMixin, View):
+    """Stream a filtered range; the export itself is an audited event."""
+
+    permission_required = "audit.export_auditevent"
+    formats = {
+        "jsonl": ("application/x-ndjson; charset=utf-8", exports.export_jsonl),
+        "csv": ("text/csv; charset=utf-8", exports.export_csv),
+    }
+
+    def get(self, request: HttpRequest, fmt: str) -> HttpResponse:
+        if fmt not in self.formats:
+            raise Http404("Unknown export format.")
+        form = EventFilterForm(request.GET)
+        if not form.is_valid():
+            return render(
+                request, "audit/event_list.html", {"form": form, "page": None}, status=400
+            )
+        filters = form.filters()
+        services.audit_export_start(actor=request.user, fmt=fmt, filters=filters.as_dict())
+        content_type, produce = self.formats[fmt]
+        response = StreamingHttpResponse(
+            produce(user=request.user, filters=filters), content_type=content_type
+        )
+        stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+        response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{fmt}"'
+        response["Cache-Control"] = "no-store"
+        return response

@@ -1,0 +1,1 @@
+"""Benchmarks, run with `make bench`; each reports our figure against a baseline."""

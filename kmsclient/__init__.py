@@ -1,0 +1,7 @@
+"""kmsclient: client library and command line for services and relying parties of kmsportal.
+
+Services fetch their keys and certificates with it; relying parties check certificates, CRLs
+and audit exports. It uses ``kmsportal.crypto`` (pure functions shared with the server),
+``cryptography`` and ``requests``, and never Django: it runs on machines that have no portal
+installed. Run ``python -m kmsclient --help`` for the commands.
+"""

@@ -1,0 +1,248 @@
+"""What gets recorded, inside whose transaction, and what never does."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection, transaction
+from django.test import Client
+
+from accounts import services as account_services
+from accounts.roles import Role
+from audit.models import AuditAction, AuditEvent, AuditLogIsAppendOnly
+from audit.services import AuditDetailsError, audit_event_record
+from tests.audit.helpers import append_events, raw_tampering
+from tests.factories import TEST_PASSWORD
+
+pytestmark = pytest.mark.django_db
+
+
+def last(action: str) -> AuditEvent:
+    return AuditEvent.objects.filter(action=action).order_by("-sequence").first()
+
+
+def test_sign_in_success_and_sign_out_are_recorded(client: Client, admin_user: User) -> None:
+    client.post(
+        "/accounts/login/",
+        {"username": admin_user.username, "password": TEST_PASSWORD},
+        REMOTE_ADDR="192.0.2.7",
+    )
+    event = last(AuditAction.SIGN_IN)
+    assert event.actor_name == admin_user.username
+    assert event.actor_id == str(admin_user.pk)
+    assert event.outcome == "success"
+    assert event.source_ip == "192.0.2.7"
+    assert len(event.request_id) == 32
+    client.post("/accounts/logout/")
+    assert last(AuditAction.SIGN_OUT).actor_name == admin_user.username
+
+
+def test_failed_sign_in_records_the_username_never_the_password(
+    client: Client, admin_user: User
+) -> None:
+    client.post("/accounts/login/", {"username": admin_user.username, "password": "Wrong-Pass-123"})
+    event = last(AuditAction.SIGN_IN_FAILED)
+    assert event.outcome == "denied"
+    assert event.details == {"username": admin_user.username, "reason": "wrong password"}
+    assert "Wrong-Pass-123" not in str(event.chain_fields())
+
+
+def test_failed_sign_in_with_unknown_name_hides_it(client: Client, db) -> None:
+    # People type passwords into the username field: an unknown name is never stored in clear.
+    client.post("/accounts/login/", {"username": "hunter2-secret", "password": "x"})
+    client.post("/accounts/login/", {"username": "hunter2-secret", "password": "y"})
+    first, second = AuditEvent.objects.filter(action=AuditAction.SIGN_IN_FAILED).order_by(
+        "sequence"
+    )
+    assert "hunter2-secret" not in str(first.chain_fields())
+    assert first.details["reason"] == "unknown user"
+    assert first.details["username_fingerprint"] == second.details["username_fingerprint"]
+
+
+def test_user_management_is_recorded(signed_in, admin_user: User, make_user) -> None:
+    client = signed_in(admin_user)
+    client.post(
+        "/users/new/", {"username": "olga", "roles": ["auditor"], "password_mode": "random"}
+    )
+    olga = User.objects.get(username="olga")
+    created = last(AuditAction.USER_CREATED)
+    assert created.actor_name == admin_user.username
+    assert created.target_label == "olga" and created.target_id == str(olga.pk)
+    assert created.details["roles"] == ["auditor"]
+
+    client.post(f"/users/{olga.pk}/roles/", {"roles": ["key_custodian"]})
+    assert last(AuditAction.USER_ROLES_CHANGED).details == {
+        "from": ["auditor"],
+        "to": ["key_custodian"],
+    }
+    client.post(f"/users/{olga.pk}/password/", {"password_mode": "random"})
+    assert last(AuditAction.USER_PASSWORD_RESET).details == {"generated": True}
+    client.post(f"/users/{olga.pk}/deactivate/")
+    assert last(AuditAction.USER_DEACTIVATED).target_label == "olga"
+    client.post(f"/users/{olga.pk}/reactivate/")
+    assert last(AuditAction.USER_REACTIVATED).target_label == "olga"
+
+
+def test_actor_name_survives_user_deletion(make_user) -> None:
+    actor = make_user("temp-admin", Role.ADMINISTRATOR)
+    account_services.user_create(actor=actor, username="other", roles=[Role.AUDITOR])
+    sequence = last(AuditAction.USER_CREATED).sequence
+    actor.delete()
+    event = AuditEvent.objects.get(sequence=sequence)
+    assert event.actor_name == "temp-admin"
+    assert event.actor_type == "user"
+
+
+def test_every_403_is_recorded_as_access_denied(role_client) -> None:
+    client = role_client(Role.KEY_CUSTODIAN)
+    assert client.get("/users/").status_code == 403
+    event = last(AuditAction.ACCESS_DENIED)
+    assert event.outcome == "denied"
+    assert event.actor_name == "user-key_custodian"
+    assert event.details["path"] == "/users/"
+    assert event.target_id == "accounts:user_list"
+
+
+def test_csrf_refusal_is_recorded(admin_user: User) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    response = client.post("/users/new/", {"username": "x"})
+    assert response.status_code == 403
+    event = last(AuditAction.ACCESS_DENIED)
+    assert event.details["reason"].startswith("CSRF check failed")
+
+
+def test_event_rolls_back_with_the_action(db) -> None:
+    class Boom(Exception):
+        pass
+
+    before = AuditEvent.objects.count()
+    with pytest.raises(Boom), transaction.atomic():
+        audit_event_record(action=AuditAction.USER_CREATED, target_label="never")
+        raise Boom
+    assert AuditEvent.objects.count() == before
+
+
+def test_fail_closed_user_change_is_not_saved_when_audit_cannot_be_written(
+    admin_user: User, make_user
+) -> None:
+    target = make_user("pat", Role.AUDITOR)
+    # Break the audit log for real: its head row disappears while events exist.
+    with raw_tampering() as cursor:
+        cursor.execute("DELETE FROM audit_auditchainhead")
+    with pytest.raises(Exception, match="chain head is missing"):
+        account_services.user_deactivate(actor=admin_user, user=target)
+    target.refresh_from_db()
+    assert target.is_active
+    with pytest.raises(Exception, match="chain head is missing"):
+        account_services.user_create(actor=admin_user, username="quinn", roles=[Role.AUDITOR])
+    assert not User.objects.filter(username="quinn").exists()
+
+
+def test_fail_closed_through_the_portal(signed_in, admin_user: User, make_user) -> None:
+    target = make_user("rita", Role.AUDITOR)
+    client = signed_in(admin_user)
+    client.raise_request_exception = False
+    with raw_tampering() as cursor:
+        cursor.execute("DELETE FROM audit_auditchainhead")
+    response = client.post(f"/users/{target.pk}/deactivate/")
+    assert response.status_code == 500
+    target.refresh_from_db()
+    assert target.is_active
+
+
+def test_details_refuse_secrets_and_unhashable_values(db) -> None:
+    with pytest.raises(AuditDetailsError, match="secrets are never written"):
+        audit_event_record(action=AuditAction.USER_CREATED, details={"password": "x"})
+    with pytest.raises(AuditDetailsError, match="secrets are never written"):
+        audit_event_record(
+            action=AuditAction.USER_CREATED, details={"nested": {"private_key": "x"}}
+        )
+    with pytest.raises(AuditDetailsError, match="float"):
+        audit_event_record(action=AuditAction.USER_CREATED, details={"ratio": 0.5})
+    assert not AuditEvent.objects.filter(action=AuditAction.USER_CREATED).exists()
+
+
+def test_model_and_queryset_refuse_changes(db) -> None:
+    (event,) = append_events(1)
+    event.target_label = "changed"
+    with pytest.raises(AuditLogIsAppendOnly):
+        event.save()
+    with pytest.raises(AuditLogIsAppendOnly):
+        event.delete()
+    with pytest.raises(AuditLogIsAppendOnly):
+        AuditEvent.objects.filter(sequence=event.sequence).update(target_label="x")
+    with pytest.raises(AuditLogIsAppendOnly):
+        AuditEvent.objects.all().delete()
+    assert AuditEvent.objects.get(sequence=event.sequence).target_label != "changed"
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL triggers")
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_auditevent SET target_label = 'x'",
+        "DELETE FROM audit_auditevent",
+        "TRUNCATE audit_auditevent CASCADE",
+        "UPDATE audit_auditcheckpoint SET signature = 'x'",
+        "TRUNCATE audit_auditcheckpoint",
+    ],
+)
+def test_postgresql_triggers_refuse_update_delete_truncate(statement: str) -> None:
+    from audit.services import audit_checkpoint_create
+
+    append_events(3)
+    audit_checkpoint_create()
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # else TRUNCATE fails for another reason
+    with (
+        pytest.raises(Exception, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as c,
+    ):
+        c.execute(statement)
+
+
+def test_no_role_may_change_or_delete_audit_rows(db) -> None:
+    from django.contrib.auth.models import Permission
+
+    codenames = set(
+        Permission.objects.filter(content_type__app_label="audit").values_list(
+            "codename", flat=True
+        )
+    )
+    assert not {c for c in codenames if c.startswith(("add_", "change_", "delete_"))}
+    assert {"view_auditevent", "export_auditevent", "verify_auditevent"} <= codenames
+
+
+def test_known_secret_never_reaches_the_audit_table(client: Client, signed_in, make_user) -> None:
+    secret = "S3cret-Passphrase-For-Audit-Test"
+    admin = make_user("sam", Role.ADMINISTRATOR)
+    # Wrong password with a known account, a password typed as a username, a good sign-in,
+    # a user created with a chosen password, and a chosen password reset.
+    client.post("/accounts/login/", {"username": "sam", "password": secret})
+    client.post("/accounts/login/", {"username": secret, "password": secret})
+    admin_client = signed_in(admin)
+    admin_client.post(
+        "/users/new/",
+        {
+            "username": "tina",
+            "roles": ["auditor"],
+            "password_mode": "set",
+            "password1": secret,
+            "password2": secret,
+        },
+    )
+    tina = User.objects.get(username="tina")
+    assert Client().login(username="tina", password=secret)
+    admin_client.post(
+        f"/users/{tina.pk}/password/",
+        {"password_mode": "set", "password1": secret + "2", "password2": secret + "2"},
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM audit_auditevent")
+        rows = cursor.fetchall()
+    assert len(rows) >= 5
+    dump = repr(rows)
+    assert secret not in dump
+    assert secret.encode().hex() not in dump
