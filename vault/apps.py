@@ -3,4 +3,11 @@ from django.apps import AppConfig
 
 class VaultConfig(AppConfig):
     name = "vault"
+    verbose_name = "Vault"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from kmsportal.keyring.services import sealed_field_register
+
+        # Key material: rewrap re-seals it; start-up refuses to drop a master key sealing it.
+        sealed_field_register("vault.KeyVersion", "sealed_material", lambda row: row.aad)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from django.apps import apps
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 
-from kmsportal.crypto.envelope import EnvelopeFormatError, Keyring
+from kmsportal.crypto.envelope import EnvelopeError, EnvelopeFormatError, Keyring
 from kmsportal.crypto.kek import KeyringConfigError, StaticKeyProvider
 
 from .models import MasterKeyRecord
@@ -156,3 +156,73 @@ def sealed_blob_counts() -> Counter[str]:
             except EnvelopeFormatError:
                 counts["<unreadable>"] += 1
     return counts
+
+
+class RewrapError(Exception):
+    """A sealed blob could not be opened for re-sealing (tampered or misplaced)."""
+
+
+@dataclass(frozen=True)
+class RewrapProgress:
+    field: str
+    examined: int
+    rewrapped: int
+
+
+def sealed_blobs_rewrap(*, batch_size: int = 500) -> Iterator[RewrapProgress]:
+    """Re-seal every registered sealed blob that is not under the primary master key.
+
+    Works in batches of `batch_size` rows, each batch one transaction that locks its rows,
+    re-seals them and records one audit event. Resumable and safe to interrupt: rows already
+    under the primary key are skipped, so running it again continues where it stopped.
+    Yields progress after each batch.
+    """
+    from audit.services import audit_event_record
+
+    from .events import KeyringAction
+
+    keyring = keyring_get()
+    if keyring.primary_key_id not in _recorded_key_ids:
+        master_key_records_sync()
+    primary = keyring.primary_key_id
+    for entry in _sealed_fields:
+        model = entry.model
+        label = f"{entry.model_label}.{entry.field_name}"
+        last_pk = None
+        while True:
+            page = model.objects.exclude(**{f"{entry.field_name}__isnull": True}).order_by("pk")
+            if last_pk is not None:
+                page = page.filter(pk__gt=last_pk)
+            pks = list(page.values_list("pk", flat=True)[:batch_size])
+            if not pks:
+                break
+            last_pk = pks[-1]
+            with transaction.atomic():
+                rows = model.objects.select_for_update().filter(pk__in=pks).order_by("pk")
+                changed = 0
+                from_ids: Counter[str] = Counter()
+                for row in rows:
+                    blob = getattr(row, entry.field_name)
+                    if not blob:
+                        continue
+                    blob = bytes(blob)
+                    old = keyring.blob_key_id(blob)
+                    if old == primary:
+                        continue
+                    try:
+                        resealed = keyring.rewrap(blob, entry.aad(row))
+                    except EnvelopeError as exc:
+                        # Nothing of this batch is written; the message names the row.
+                        raise RewrapError(f"{label} of row {row.pk}: {exc}") from exc
+                    setattr(row, entry.field_name, resealed)
+                    row.save(update_fields=[entry.field_name])
+                    from_ids[old] += 1
+                    changed += 1
+                if changed:
+                    audit_event_record(
+                        action=KeyringAction.REWRAPPED,
+                        target_type=entry.model_label,
+                        target_label=label,
+                        details={"rewrapped": changed, "from": dict(from_ids), "to": primary},
+                    )
+            yield RewrapProgress(label, len(pks), changed)

@@ -1,0 +1,7 @@
+"""Audit event types written by the keyring."""
+
+from django.db import models
+
+
+class KeyringAction(models.TextChoices):
+    REWRAPPED = "keyring.rewrapped", "Sealed data re-sealed under the primary master key"
