@@ -1,0 +1,529 @@
+"""Certificate revocation lists (RFC 5280 §5): build, sign, load, inspect.
+
+Pure functions over `cryptography` objects; signing goes through a
+:class:`~kmsportal.crypto.signer.Signer`, so no private key is handled here.
+
+Performance invariants (see PERF_FACTS): a CRL may hold 100k entries.
+
+* Entries are built in one tight loop into one list, and that list is handed to the
+  ``CertificateRevocationListBuilder`` constructor. ``add_revoked_certificate`` copies the
+  builder's list on every call, so calling it in a loop is quadratic (~16 s at 100k).
+* Revoked certificates are built with the ``RevokedCertificateBuilder`` constructor rather than
+  its fluent setters (about half the cost); because that bypasses cryptography's own checks, this
+  module validates serial numbers and dates itself.
+* Reading a parsed CRL: :func:`revoked_serials` builds a dict once; never call
+  ``get_revoked_certificate_by_serial_number`` in a loop (a linear scan per call).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
+
+from kmsportal.crypto.signer import Signer
+
+__all__ = [
+    "MAX_CRL_NUMBER",
+    "CRLEntry",
+    "CRLError",
+    "CRLSummary",
+    "RevocationReason",
+    "RevokedInfo",
+    "build_crl",
+    "crl_is_fresh",
+    "crl_summary",
+    "crl_to_der",
+    "crl_to_pem",
+    "load_crl",
+    "revoked_serials",
+    "verify_crl_signature",
+]
+
+#: CRL numbers and serial numbers are INTEGERs of at most 20 octets (RFC 5280 §5.2.3,
+#: §4.1.2.2); DER integers are signed, so a non-negative one is below 2**159.
+MAX_CRL_NUMBER = 2**159 - 1
+_MAX_SERIAL = 2**159 - 1
+
+#: UTCTime cannot express dates before 1950 (RFC 5280 §4.1.2.5.1), and cryptography's Rust
+#: encoder panics (a BaseException) on them when the builders' checks are bypassed.
+_EARLIEST = datetime(1950, 1, 1, tzinfo=UTC)
+
+
+class CRLError(Exception):
+    """A CRL cannot be built, parsed or interpreted; the message says why."""
+
+
+class RevocationReason(enum.StrEnum):
+    """CRLReason (RFC 5280 §5.3.1); the values are the RFC's ASN.1 names.
+
+    Being a ``StrEnum``, a member equals its value, so the database can store the plain
+    string (``"keyCompromise"``) and both forms work wherever a reason is accepted.
+    """
+
+    UNSPECIFIED = "unspecified"
+    KEY_COMPROMISE = "keyCompromise"
+    CA_COMPROMISE = "cACompromise"
+    AFFILIATION_CHANGED = "affiliationChanged"
+    SUPERSEDED = "superseded"
+    CESSATION_OF_OPERATION = "cessationOfOperation"
+    CERTIFICATE_HOLD = "certificateHold"
+    #: Only in delta CRLs: the certificate was on hold and is released (RFC 5280 §5.3.1).
+    REMOVE_FROM_CRL = "removeFromCRL"
+    PRIVILEGE_WITHDRAWN = "privilegeWithdrawn"
+    #: For attribute certificates; accepted when reading CRLs, never issued here.
+    AA_COMPROMISE = "aACompromise"
+
+    @property
+    def label(self) -> str:
+        """A human-readable name, e.g. "Key compromise"."""
+        return _LABELS[self]
+
+    @property
+    def code(self) -> int:
+        """The CRLReason ENUMERATED value (RFC 5280 §5.3.1; 7 is unused)."""
+        return _CODES[self]
+
+    @property
+    def flag(self) -> x509.ReasonFlags:
+        """The equivalent `cryptography` enum member."""
+        return x509.ReasonFlags(self.value)
+
+    @property
+    def is_issuable(self) -> bool:
+        """True for reasons an operator may choose when revoking a certificate."""
+        return self not in (RevocationReason.REMOVE_FROM_CRL, RevocationReason.AA_COMPROMISE)
+
+    @classmethod
+    def from_flag(cls, flag: x509.ReasonFlags) -> RevocationReason:
+        """Map a `cryptography` ``ReasonFlags`` member to this enum."""
+        return cls(flag.value)
+
+
+_LABELS: dict[RevocationReason, str] = {
+    RevocationReason.UNSPECIFIED: "Unspecified",
+    RevocationReason.KEY_COMPROMISE: "Key compromise",
+    RevocationReason.CA_COMPROMISE: "CA compromise",
+    RevocationReason.AFFILIATION_CHANGED: "Affiliation changed",
+    RevocationReason.SUPERSEDED: "Superseded",
+    RevocationReason.CESSATION_OF_OPERATION: "Cessation of operation",
+    RevocationReason.CERTIFICATE_HOLD: "Certificate hold",
+    RevocationReason.REMOVE_FROM_CRL: "Remove from CRL",
+    RevocationReason.PRIVILEGE_WITHDRAWN: "Privilege withdrawn",
+    RevocationReason.AA_COMPROMISE: "AA compromise",
+}
+
+_CODES: dict[RevocationReason, int] = {
+    RevocationReason.UNSPECIFIED: 0,
+    RevocationReason.KEY_COMPROMISE: 1,
+    RevocationReason.CA_COMPROMISE: 2,
+    RevocationReason.AFFILIATION_CHANGED: 3,
+    RevocationReason.SUPERSEDED: 4,
+    RevocationReason.CESSATION_OF_OPERATION: 5,
+    RevocationReason.CERTIFICATE_HOLD: 6,
+    RevocationReason.REMOVE_FROM_CRL: 8,
+    RevocationReason.PRIVILEGE_WITHDRAWN: 9,
+    RevocationReason.AA_COMPROMISE: 10,
+}
+
+_REASON_BY_FLAG: dict[x509.ReasonFlags, RevocationReason] = {
+    reason.flag: reason for reason in RevocationReason
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CRLEntry:
+    """One revoked certificate to list in a CRL.
+
+    Naive datetimes are taken as UTC. ``reason`` also accepts the RFC string
+    (``"keyCompromise"``), which is converted to :class:`RevocationReason`.
+    """
+
+    serial_number: int
+    revocation_date: datetime
+    reason: RevocationReason = RevocationReason.UNSPECIFIED
+    #: When the key is known or suspected to have been compromised (RFC 5280 §5.3.2).
+    invalidity_date: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.reason, RevocationReason):
+            try:
+                reason = RevocationReason(self.reason)
+            except ValueError:
+                raise CRLError(f"unknown revocation reason {self.reason!r}") from None
+            object.__setattr__(self, "reason", reason)
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedInfo:
+    """What a CRL says about one revoked serial number (datetimes are aware, UTC)."""
+
+    revocation_date: datetime
+    reason: RevocationReason
+    invalidity_date: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CRLSummary:
+    """The facts a person or a monitor wants to see about a CRL (datetimes aware, UTC)."""
+
+    issuer: str
+    crl_number: int | None
+    this_update: datetime
+    next_update: datetime | None
+    entry_count: int
+    #: Hex of the AuthorityKeyIdentifier keyIdentifier, or None when absent.
+    authority_key_identifier: str | None
+    is_delta: bool
+    #: The DeltaCRLIndicator's base CRL number (delta CRLs only).
+    base_crl_number: int | None
+    #: FreshestCRL URIs (where to fetch delta CRLs), empty when absent.
+    freshest_crl_urls: tuple[str, ...]
+    #: Name of the signature algorithm, e.g. "sha256WithRSAEncryption".
+    signature_algorithm: str
+
+
+# -- building ------------------------------------------------------------------------------
+
+
+def _reason_extensions(*, delta: bool) -> dict[object, list[x509.Extension[x509.ExtensionType]]]:
+    """Per-reason entry extension lists, shared by every entry with that reason.
+
+    Keys are the RFC strings; ``RevocationReason`` members hash and compare equal to them, so
+    one lookup serves both. ``None`` is accepted as "unspecified" for rows without a reason.
+    """
+    table: dict[object, list[x509.Extension[x509.ExtensionType]]] = {}
+    for reason in RevocationReason:
+        if reason is RevocationReason.AA_COMPROMISE:
+            continue  # only meaningful for attribute certificates, which we never issue
+        if reason is RevocationReason.REMOVE_FROM_CRL and not delta:
+            continue  # RFC 5280 §5.3.1: removeFromCRL only appears in delta CRLs
+        if reason is RevocationReason.UNSPECIFIED:
+            # RFC 5280 §5.3.1: "the reason code CRL entry extension SHOULD be absent instead of
+            # using the unspecified (0) reasonCode value".
+            table[reason.value] = []
+        else:
+            # reasonCode is always non-critical (RFC 5280 §5.3.1).
+            table[reason.value] = [
+                x509.Extension(CRLEntryExtensionOID.CRL_REASON, False, x509.CRLReason(reason.flag))
+            ]
+    table[None] = table[RevocationReason.UNSPECIFIED.value]
+    return table
+
+
+_FULL_CRL_REASONS = _reason_extensions(delta=False)
+_DELTA_CRL_REASONS = _reason_extensions(delta=True)
+
+
+def _as_utc(value: datetime, what: str) -> datetime:
+    """An aware UTC datetime; naive input is taken as UTC (cryptography's convention)."""
+    if not isinstance(value, datetime):
+        raise CRLError(f"{what} must be a datetime, not {type(value).__name__}")
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value < _EARLIEST:
+        raise CRLError(f"{what} {value.isoformat()} is before 1950, which X.509 cannot encode")
+    return value
+
+
+def _check_crl_number(value: object, what: str) -> int:
+    if type(value) is not int:  # bool is an int subclass; a CRL number of True is a bug
+        raise CRLError(f"{what} must be an int, not {type(value).__name__}")
+    if not 0 <= value <= MAX_CRL_NUMBER:
+        raise CRLError(
+            f"{what} {value} is out of range: it must be between 0 and 2**159 - 1 "
+            "(a non-negative INTEGER of at most 20 octets, RFC 5280 §5.2.3)"
+        )
+    return value
+
+
+def _revoked_certificates(
+    entries: Iterable[CRLEntry] | Iterable[tuple[int, datetime, object, datetime | None]],
+    *,
+    delta: bool,
+) -> list[x509.RevokedCertificate]:
+    """Build every entry into one list, validating what the bypassed builder setters would."""
+    reasons = _DELTA_CRL_REASONS if delta else _FULL_CRL_REASONS
+    new_entry = x509.RevokedCertificateBuilder  # constructor path: see the module docstring
+    invalidity_oid = CRLEntryExtensionOID.INVALIDITY_DATE
+    extension = x509.Extension
+    invalidity = x509.InvalidityDate
+    revoked: list[x509.RevokedCertificate] = []
+    append = revoked.append
+    serial: object = None
+    try:
+        for entry in entries:
+            if entry.__class__ is CRLEntry:
+                serial = entry.serial_number
+                revoked_at = entry.revocation_date
+                reason = entry.reason
+                invalid_since = entry.invalidity_date
+            else:
+                serial, revoked_at, reason, invalid_since = entry
+            # RFC 5280 §4.1.2.2: positive, at most 20 octets. (TypeError for non-ints.)
+            if not 0 < serial <= _MAX_SERIAL:
+                raise CRLError("the serial number must be positive and at most 20 octets")
+            if revoked_at.year <= 1950:  # cheap pre-check; the exact one is in _as_utc
+                _as_utc(revoked_at, "the revocation date")  # raises before 1950-01-01 UTC
+            reason_extensions = reasons.get(reason)
+            if reason_extensions is None:
+                raise CRLError(_reason_problem(reason, delta=delta))
+            if invalid_since is not None:
+                # invalidityDate is non-critical, a GeneralizedTime (RFC 5280 §5.3.2).
+                reason_extensions = [
+                    *reason_extensions,
+                    extension(invalidity_oid, False, invalidity(invalid_since)),
+                ]
+            append(new_entry(serial, revoked_at, reason_extensions).build())
+    except CRLError as exc:
+        # Entries before the bad one were all appended, so its position is len(revoked).
+        raise CRLError(f"CRL entry #{len(revoked)} (serial {serial!r}): {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise CRLError(
+            f"CRL entry #{len(revoked)} (serial {serial!r}) is not a valid "
+            f"(serial, revocation_date, reason, invalidity_date): {exc}"
+        ) from exc
+    # RFC 5280 §5.1.2.6 lists each revoked certificate once; a duplicate would mean two
+    # contradictory records (revocation date, reason) for the same certificate.
+    if len({rc.serial_number for rc in revoked}) != len(revoked):
+        raise CRLError("the same serial number is listed more than once")
+    return revoked
+
+
+def _reason_problem(reason: object, *, delta: bool) -> str:
+    if reason == RevocationReason.REMOVE_FROM_CRL and not delta:
+        return "removeFromCRL may only appear in a delta CRL (RFC 5280 §5.3.1)"
+    if reason == RevocationReason.AA_COMPROMISE:
+        return "aACompromise applies to attribute certificates, which this CA does not issue"
+    return f"unknown revocation reason {reason!r}"
+
+
+def _authority_key_identifier(issuer_certificate: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """AKI from the issuer's SKI so it matches what certificates carry (RFC 5280 §5.2.1)."""
+    try:
+        ski = issuer_certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    except x509.ExtensionNotFound:
+        # Method 1 of RFC 5280 §4.2.1.2 (SHA-1 of the subjectPublicKey BIT STRING).
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            issuer_certificate.public_key()  # type: ignore[arg-type]
+        )
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value)
+
+
+def build_crl(
+    *,
+    issuer_certificate: x509.Certificate,
+    signer: Signer,
+    entries: Iterable[CRLEntry] | Iterable[tuple[int, datetime, object, datetime | None]],
+    crl_number: int,
+    this_update: datetime,
+    next_update: datetime,
+    delta_crl_indicator: int | None = None,
+    freshest_crl_url: str | None = None,
+) -> x509.CertificateRevocationList:
+    """Build and sign a v2 CRL for the CA ``issuer_certificate``.
+
+    ``entries`` are :class:`CRLEntry` objects or plain tuples
+    ``(serial, revocation_date, reason, invalidity_date_or_None)`` where ``reason`` is a
+    :class:`RevocationReason` or its RFC string (``None`` means unspecified), as the database
+    returns them; the entries are built in one pass into one list.
+
+    ``delta_crl_indicator`` (the base CRL's number) makes this a delta CRL (RFC 5280 §5.2.4);
+    ``freshest_crl_url`` adds a FreshestCRL pointer to where delta CRLs are published
+    (§5.2.6). Naive datetimes are taken as UTC.
+
+    Raises :class:`CRLError` for invalid input: times out of order, a CRL number out of range,
+    a signer that does not hold the issuer's key, or a bad entry (the message names it).
+    """
+    this_update = _as_utc(this_update, "this_update")
+    next_update = _as_utc(next_update, "next_update")
+    if next_update <= this_update:
+        raise CRLError(
+            f"next_update ({next_update.isoformat()}) must be after "
+            f"this_update ({this_update.isoformat()})"
+        )
+    crl_number = _check_crl_number(crl_number, "crl_number")
+    if signer.public_key != issuer_certificate.public_key():
+        raise CRLError("the signer's key is not the key of the issuer certificate")
+
+    extensions: list[x509.Extension[x509.ExtensionType]] = [
+        # Both MUST be present in conforming CRLs and are non-critical (RFC 5280 §5.2.1, §5.2.3).
+        x509.Extension(
+            ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+            False,
+            _authority_key_identifier(issuer_certificate),
+        ),
+        x509.Extension(ExtensionOID.CRL_NUMBER, False, x509.CRLNumber(crl_number)),
+    ]
+    if delta_crl_indicator is not None:
+        base = _check_crl_number(delta_crl_indicator, "delta_crl_indicator")
+        # CRL numbers are shared by complete and delta CRLs of one scope and increase
+        # monotonically (RFC 5280 §5.2.3), so a delta is always newer than its base.
+        if base >= crl_number:
+            raise CRLError(
+                f"a delta CRL's number ({crl_number}) must be greater than its base CRL "
+                f"number ({base})"
+            )
+        # The delta CRL indicator MUST be critical (RFC 5280 §5.2.4).
+        extensions.append(
+            x509.Extension(ExtensionOID.DELTA_CRL_INDICATOR, True, x509.DeltaCRLIndicator(base))
+        )
+    if freshest_crl_url is not None:
+        if not freshest_crl_url:
+            raise CRLError("freshest_crl_url must not be empty")
+        point = x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(freshest_crl_url)],
+            relative_name=None,
+            reasons=None,
+            crl_issuer=None,
+        )
+        # FreshestCRL MUST be non-critical (RFC 5280 §5.2.6).
+        extensions.append(
+            x509.Extension(ExtensionOID.FRESHEST_CRL, False, x509.FreshestCRL([point]))
+        )
+
+    revoked = _revoked_certificates(entries, delta=delta_crl_indicator is not None)
+    # The constructor, not add_revoked_certificate(): see the module docstring. The constructor
+    # skips the setters' checks, which is why the values were validated above.
+    builder = x509.CertificateRevocationListBuilder(
+        issuer_name=issuer_certificate.subject,  # RFC 5280 §5.1.2.3: the CA's subject name
+        last_update=this_update,
+        next_update=next_update,
+        extensions=extensions,
+        revoked_certificates=revoked,
+    )
+    return signer.sign_crl(builder)
+
+
+# -- encoding and loading ------------------------------------------------------------------
+
+
+def crl_to_der(crl: x509.CertificateRevocationList) -> bytes:
+    """DER bytes, as served at ``/pki/crl/<ca>.crl`` (``application/pkix-crl``)."""
+    return crl.public_bytes(serialization.Encoding.DER)
+
+
+def crl_to_pem(crl: x509.CertificateRevocationList) -> bytes:
+    """PEM bytes (``-----BEGIN X509 CRL-----``)."""
+    return crl.public_bytes(serialization.Encoding.PEM)
+
+
+def load_crl(data: bytes) -> x509.CertificateRevocationList:
+    """Parse a CRL from PEM or DER bytes; :class:`CRLError` if it is not one."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CRLError(f"a CRL must be bytes, not {type(data).__name__}")
+    data = bytes(data)
+    if not data.strip():
+        raise CRLError("the CRL is empty")
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_crl(data)
+        return x509.load_der_x509_crl(data)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CRLError(f"not a valid X.509 CRL in PEM or DER: {exc}") from None
+
+
+# -- inspecting ----------------------------------------------------------------------------
+
+
+def _extension_value(crl: x509.CertificateRevocationList, cls: type[x509.ExtensionType]) -> object:
+    try:
+        return crl.extensions.get_extension_for_class(cls).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def crl_summary(crl: x509.CertificateRevocationList) -> CRLSummary:
+    """Summarise a CRL; extension parse failures become :class:`CRLError`."""
+    try:
+        number = _extension_value(crl, x509.CRLNumber)
+        aki = _extension_value(crl, x509.AuthorityKeyIdentifier)
+        delta = _extension_value(crl, x509.DeltaCRLIndicator)
+        freshest = _extension_value(crl, x509.FreshestCRL)
+    except ValueError as exc:
+        raise CRLError(f"the CRL has malformed extensions: {exc}") from None
+    urls: list[str] = []
+    if isinstance(freshest, x509.FreshestCRL):
+        for point in freshest:
+            urls.extend(
+                name.value
+                for name in point.full_name or ()
+                if isinstance(name, x509.UniformResourceIdentifier)
+            )
+    key_id = aki.key_identifier if isinstance(aki, x509.AuthorityKeyIdentifier) else None
+    oid = crl.signature_algorithm_oid
+    return CRLSummary(
+        issuer=crl.issuer.rfc4514_string(),
+        crl_number=number.crl_number if isinstance(number, x509.CRLNumber) else None,
+        this_update=crl.last_update_utc,
+        next_update=crl.next_update_utc,
+        entry_count=len(crl),
+        authority_key_identifier=key_id.hex() if key_id is not None else None,
+        is_delta=delta is not None,
+        base_crl_number=delta.crl_number if isinstance(delta, x509.DeltaCRLIndicator) else None,
+        freshest_crl_urls=tuple(urls),
+        signature_algorithm=getattr(oid, "_name", None) or oid.dotted_string,
+    )
+
+
+def verify_crl_signature(
+    crl: x509.CertificateRevocationList, issuer_certificate: x509.Certificate
+) -> bool:
+    """True if ``issuer_certificate`` issued the CRL: same name and a valid signature.
+
+    RFC 5280 §6.3.3 (f): the CRL issuer must match and its signature must verify with the
+    issuer's public key. This does not check freshness; see :func:`crl_is_fresh`.
+    """
+    if crl.issuer != issuer_certificate.subject:
+        return False
+    try:
+        return crl.is_signature_valid(issuer_certificate.public_key())  # type: ignore[arg-type]
+    except (TypeError, UnsupportedAlgorithm):
+        return False  # a key type that cannot sign CRLs cannot have signed this one
+
+
+def crl_is_fresh(crl: x509.CertificateRevocationList, now: datetime) -> bool:
+    """True if ``this_update <= now < next_update`` (naive ``now`` is taken as UTC).
+
+    A CRL without nextUpdate is never fresh: conforming CAs MUST include it (RFC 5280
+    §5.1.2.5), and without it nobody can tell when newer information is due.
+    """
+    now = now.replace(tzinfo=UTC) if now.tzinfo is None else now
+    next_update = crl.next_update_utc
+    return next_update is not None and crl.last_update_utc <= now < next_update
+
+
+def revoked_serials(crl: x509.CertificateRevocationList) -> dict[int, RevokedInfo]:
+    """Map every serial number on the CRL to its :class:`RevokedInfo`, in one pass.
+
+    Build this once per CRL and look serials up in the dict (O(1)); the CRL object's own
+    ``get_revoked_certificate_by_serial_number`` scans the whole list on every call.
+    A missing reasonCode means unspecified (RFC 5280 §5.3.1).
+    """
+    reason_oid = CRLEntryExtensionOID.CRL_REASON
+    invalidity_oid = CRLEntryExtensionOID.INVALIDITY_DATE
+    reason_by_flag = _REASON_BY_FLAG
+    unspecified = RevocationReason.UNSPECIFIED
+    result: dict[int, RevokedInfo] = {}
+    try:
+        for revoked in crl:
+            reason = unspecified
+            invalid_since: datetime | None = None
+            for ext in revoked.extensions:
+                if ext.oid == reason_oid:
+                    reason = reason_by_flag[ext.value.reason]  # type: ignore[attr-defined]
+                elif ext.oid == invalidity_oid:
+                    invalid_since = ext.value.invalidity_date_utc  # type: ignore[attr-defined]
+            result[revoked.serial_number] = RevokedInfo(
+                revocation_date=revoked.revocation_date_utc,
+                reason=reason,
+                invalidity_date=invalid_since,
+            )
+    except ValueError as exc:
+        raise CRLError(f"the CRL has a malformed entry: {exc}") from None
+    return result
