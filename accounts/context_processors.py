@@ -12,6 +12,8 @@ from .roles import user_roles
 NAVIGATION: list[tuple[str, str, str | None]] = [
     ("Dashboard", "accounts:dashboard", None),
     ("Users", "accounts:user_list", "auth.view_user"),
+    ("Keys", "vault:key_list", "vault.view_symmetrickey"),
+    ("Approvals", "vault:approvals", "vault.destroy_symmetrickey"),
     ("Audit log", "audit:event_list", "audit.view_auditevent"),
 ]
 

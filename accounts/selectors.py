@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, Group, User
 from django.db.models import Count, Q, QuerySet
+from django.urls import reverse
 
 from kmsportal.keyring.models import MasterKeyRecord
+from vault.lifecycle import KeyState
+from vault.selectors import key_counts_by_state
 
 from .roles import Role
 
@@ -33,7 +36,7 @@ def dashboard_counts(*, user: AbstractBaseUser) -> list[dict]:
                 {
                     "label": f"{key.capitalize()} users",
                     "value": totals[key],
-                    "url": "accounts:user_list",
+                    "href": reverse("accounts:user_list"),
                 }
             )
         by_role = dict(
@@ -43,10 +46,29 @@ def dashboard_counts(*, user: AbstractBaseUser) -> list[dict]:
         )
         for role in Role:
             rows.append(
-                {"label": f"{role.label}s", "value": by_role.get(role.value, 0), "url": None}
+                {"label": f"{role.label}s", "value": by_role.get(role.value, 0), "href": None}
             )
+    keys = key_counts_by_state(user=user)
+    if keys:
+        base = reverse("vault:key_list")
+        for state in KeyState:
+            if keys.get(state.value):
+                rows.append(
+                    {
+                        "label": f"Keys {state.label}",
+                        "value": keys[state.value],
+                        "href": f"{base}?state={state.value}",
+                    }
+                )
+        rows.append(
+            {
+                "label": "Keys overdue for rotation",
+                "value": keys.get("overdue", 0),
+                "href": f"{base}?overdue=on",
+            }
+        )
     if user.has_perm("keyring.view_masterkeyrecord"):
         rows.append(
-            {"label": "Master keys seen", "value": MasterKeyRecord.objects.count(), "url": None}
+            {"label": "Master keys seen", "value": MasterKeyRecord.objects.count(), "href": None}
         )
     return rows

@@ -52,6 +52,7 @@ def setup_django(database: str) -> None:
     os.environ["KMS_DATA_DIR"] = data_dir
     os.environ.setdefault("KMS_MASTER_KEYS", "bench1:" + base64.b64encode(os.urandom(32)).decode())
     os.environ["LOG_LEVEL"] = "WARNING"
+    os.environ["ALLOWED_HOSTS"] = "testserver,127.0.0.1,localhost"
     if database == "postgres":
         url = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/kmsbench")
         _recreate_postgres_database(url)
@@ -61,7 +62,14 @@ def setup_django(database: str) -> None:
     import django
 
     django.setup()
+    from django.conf import settings
     from django.core.management import call_command
+
+    # Pages render without collectstatic's manifest (as in the tests).
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 
     call_command("migrate", verbosity=0)
 
@@ -90,7 +98,9 @@ def measure(fn: Callable[[], int], *, repeats: int = 5) -> tuple[float, float]:
 
 
 def measure_seconds(fn: Callable[[], object], *, repeats: int = 5) -> tuple[float, float]:
-    """Median wall time of `fn` in seconds, and spread as (max-min)/median."""
+    """Median wall time of `fn` in seconds, and spread as (max-min)/median (after one
+    untimed warm-up call: first-request costs such as template compilation are not the page)."""
+    fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

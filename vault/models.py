@@ -57,7 +57,10 @@ class SymmetricKey(models.Model):
     min_decryption_version = models.PositiveIntegerField(default=1)
     activate_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     created_by_name = models.CharField(max_length=150)
@@ -147,7 +150,9 @@ class DestructionRequest(models.Model):
         REJECTED = "rejected", "rejected"
         WITHDRAWN = "withdrawn", "withdrawn"
 
-    key = models.ForeignKey(SymmetricKey, on_delete=models.PROTECT, related_name="destruction_requests")
+    key = models.ForeignKey(
+        SymmetricKey, on_delete=models.PROTECT, related_name="destruction_requests"
+    )
     waiting_days = models.PositiveSmallIntegerField(
         validators=[
             MinValueValidator(DESTRUCTION_WAIT_MIN_DAYS),
@@ -163,7 +168,10 @@ class DestructionRequest(models.Model):
     expires_at = models.DateTimeField()
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     decided_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     decided_by_name = models.CharField(max_length=150, blank=True)

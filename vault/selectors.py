@@ -44,8 +44,14 @@ def symmetric_key_page(
     if not _can_read(user):
         return KeyPage([], None, timezone.now())
     queryset: QuerySet[SymmetricKey] = SymmetricKey.objects.only(
-        "id", "name", "state", "algorithm", "rotation_period_days", "next_rotation_at",
-        "created_at", "destroy_after",
+        "id",
+        "name",
+        "state",
+        "algorithm",
+        "rotation_period_days",
+        "next_rotation_at",
+        "created_at",
+        "destroy_after",
     ).order_by("name")
     if state:
         queryset = queryset.filter(state=state)
@@ -74,8 +80,9 @@ def key_versions(*, key: SymmetricKey) -> list[KeyVersion]:
 def key_timeline(*, key: SymmetricKey, limit: int = 100) -> list[AuditEvent]:
     """The key's lifecycle as the audit log recorded it, newest first."""
     return list(
-        AuditEvent.objects.filter(target_type="vault.SymmetricKey", target_id=str(key.pk))
-        .order_by("-sequence")[:limit]
+        AuditEvent.objects.filter(target_type="vault.SymmetricKey", target_id=str(key.pk)).order_by(
+            "-sequence"
+        )[:limit]
     )
 
 

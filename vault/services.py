@@ -28,7 +28,7 @@ from kmsportal.crypto.symmetric import generate_key_material, key_check_value
 from kmsportal.keyring.services import seal, unseal
 
 from .events import VaultAction
-from .lifecycle import KeyAction, KeyState, VersionState, next_state
+from .lifecycle import InvalidTransition, KeyAction, KeyState, VersionState, next_state
 from .models import (
     DESTRUCTION_REQUEST_TTL,
     DESTRUCTION_WAIT_DEFAULT_DAYS,
@@ -79,7 +79,9 @@ def _record(
     )
 
 
-def _new_version(key: SymmetricKey, *, number: int, state: VersionState, now: datetime) -> KeyVersion:
+def _new_version(
+    key: SymmetricKey, *, number: int, state: VersionState, now: datetime
+) -> KeyVersion:
     """Generate, fingerprint and seal fresh material for `key`; the plaintext never leaves."""
     version = KeyVersion(
         key=key,
@@ -95,6 +97,10 @@ def _new_version(key: SymmetricKey, *, number: int, state: VersionState, now: da
     del material
     version.save(force_insert=True)
     return version
+
+
+# Path segments of the key pages that can never be key names.
+RESERVED_KEY_NAMES = frozenset({"new", "approvals"})
 
 
 def _validate_rotation_days(days: int | None) -> None:
@@ -115,6 +121,8 @@ def symmetric_key_create(
 ) -> SymmetricKey:
     """Create an AES-256 key with version 1, active now or pre-active until `activate_at`."""
     _validate_rotation_days(rotation_period_days)
+    if name in RESERVED_KEY_NAMES:
+        raise VaultError(f"{name!r} is a reserved word and cannot name a key")
     now = timezone.now()
     if activate_at is not None and activate_at.tzinfo is None:
         raise VaultError("activation time must include a time zone")
@@ -135,7 +143,9 @@ def symmetric_key_create(
     except ValidationError as exc:
         if "name" in exc.message_dict and SymmetricKey.objects.filter(name=name).exists():
             raise VaultError(f"a key named {name!r} already exists") from exc
-        raise VaultError("; ".join(f"{f}: {' '.join(m)}" for f, m in exc.message_dict.items())) from exc
+        raise VaultError(
+            "; ".join(f"{f}: {' '.join(m)}" for f, m in exc.message_dict.items())
+        ) from exc
     if rotation_period_days and not pending:
         key.next_rotation_at = now + timedelta(days=rotation_period_days)
     key.save(force_insert=True)
@@ -248,10 +258,15 @@ def symmetric_key_suspend(*, actor: Actor, key: SymmetricKey) -> SymmetricKey:
 
 @transaction.atomic
 def symmetric_key_resume(*, actor: Actor, key: SymmetricKey) -> SymmetricKey:
-    """Undo a suspension."""
-    return _simple_transition(
-        actor=actor, key=key, action=KeyAction.RESUME, event=VaultAction.KEY_RESUMED
-    )
+    """Undo a suspension. A rotation schedule cleared meanwhile (by an approved and then
+    cancelled destruction) starts again from now."""
+    key = _locked(key)
+    key.state = next_state(key.state, KeyAction.RESUME)
+    if key.rotation_period_days and key.next_rotation_at is None:
+        key.next_rotation_at = timezone.now() + timedelta(days=key.rotation_period_days)
+    key.save()
+    _record(VaultAction.KEY_RESUMED, actor=actor, key=key)
+    return key
 
 
 @transaction.atomic
@@ -300,14 +315,20 @@ def symmetric_key_compromise(
         ).values_list("number", flat=True)
     )
     key.versions.filter(number__in=versions).update(
-        state=VersionState.COMPROMISED, compromised_at=when, compromise_reason=reason.strip(),
+        state=VersionState.COMPROMISED,
+        compromised_at=when,
+        compromise_reason=reason.strip(),
         is_primary=False,
     )
     _record(
         VaultAction.KEY_COMPROMISED,
         actor=actor,
         key=key,
-        details={"versions": versions, "compromised_at": when.isoformat(), "reason": reason.strip()},
+        details={
+            "versions": versions,
+            "compromised_at": when.isoformat(),
+            "reason": reason.strip(),
+        },
     )
     return key
 
@@ -422,8 +443,7 @@ def _pending_request(request: DestructionRequest) -> tuple[DestructionRequest, S
         raise VaultError(f"this request is already {request.get_status_display()}")
     if request.is_expired:
         raise VaultError(
-            f"this request expired at {request.expires_at:%Y-%m-%d %H:%M} UTC; "
-            "ask for a new one"
+            f"this request expired at {request.expires_at:%Y-%m-%d %H:%M} UTC; ask for a new one"
         )
     return request, key
 
@@ -435,7 +455,9 @@ def destruction_request_approve(
     """Second custodian: approve; the key becomes pending destruction (unusable) at once."""
     request, key = _pending_request(request)
     if request.requested_by_id == actor.pk:
-        raise VaultError("you asked for this destruction; a different key custodian must approve it")
+        raise VaultError(
+            "you asked for this destruction; a different key custodian must approve it"
+        )
     previous = key.state
     key.state = next_state(key.state, KeyAction.SCHEDULE_DESTRUCTION)
     now = timezone.now()
@@ -500,14 +522,16 @@ def symmetric_key_destruction_cancel(*, actor: Actor, key: SymmetricKey) -> Symm
 
 
 @transaction.atomic
-def symmetric_key_destroy(*, actor: Actor, key: SymmetricKey) -> SymmetricKey:
+def symmetric_key_destroy(
+    *, actor: Actor, key: SymmetricKey, now: datetime | None = None
+) -> SymmetricKey:
     """Erase every version's sealed material (crypto-shredding); metadata and audit stay.
 
-    Only for a key whose waiting period is over (`destroy_due_keys` calls this).
+    Only for a key whose waiting period is over at `now` (`destroy_due_keys` calls this).
     """
     key = _locked(key)
     next_state(key.state, KeyAction.DESTROY)
-    now = timezone.now()
+    now = now or timezone.now()
     if key.destroy_after is None or key.destroy_after > now:
         raise VaultError(f"{key.name} may not be destroyed before {key.destroy_after}")
     compromised = key.state_before_destruction == KeyState.COMPROMISED
@@ -515,7 +539,9 @@ def symmetric_key_destroy(*, actor: Actor, key: SymmetricKey) -> SymmetricKey:
     key.destroyed_at = now
     key.save()
     key.versions.filter(state=VersionState.COMPROMISED).update(
-        state=VersionState.DESTROYED_COMPROMISED, sealed_material=None, destroyed_at=now,
+        state=VersionState.DESTROYED_COMPROMISED,
+        sealed_material=None,
+        destroyed_at=now,
         is_primary=False,
     )
     key.versions.exclude(state__in=_DESTROYED_VERSION_STATES).update(
@@ -542,8 +568,8 @@ def symmetric_keys_rotate_due(*, now: datetime | None = None) -> list[tuple[str,
         try:
             symmetric_key_activate(actor=None, key=key)
             done.append((key.name, "activated"))
-        except VaultError:
-            continue  # changed meanwhile (another node): nothing to do
+        except (VaultError, InvalidTransition):
+            continue  # changed meanwhile (another node, a person): nothing to do
     for key in SymmetricKey.objects.filter(state=KeyState.ACTIVE, next_rotation_at__lte=now):
         with transaction.atomic():
             locked = _locked(key)
@@ -563,7 +589,10 @@ def symmetric_keys_destroy_due(*, now: datetime | None = None) -> list[str]:
     for key in SymmetricKey.objects.filter(
         state=KeyState.PENDING_DESTRUCTION, destroy_after__lte=now
     ):
-        symmetric_key_destroy(actor=None, key=key)
+        try:
+            symmetric_key_destroy(actor=None, key=key, now=now)
+        except (VaultError, InvalidTransition):
+            continue  # cancelled or destroyed meanwhile (another node, a person)
         destroyed.append(key.name)
     return destroyed
 
@@ -594,7 +623,9 @@ def key_material_verify(*, actor: Actor, key: SymmetricKey) -> list[VersionInteg
             matches = key_check_value(material) == version.fingerprint
             del material
             results.append(
-                VersionIntegrity(version.number, matches, "ok" if matches else "fingerprint differs")
+                VersionIntegrity(
+                    version.number, matches, "ok" if matches else "fingerprint differs"
+                )
             )
         except EnvelopeError as exc:
             results.append(VersionIntegrity(version.number, False, str(exc)))
@@ -614,4 +645,3 @@ def key_material_verify(*, actor: Actor, key: SymmetricKey) -> list[VersionInteg
         names = ", ".join(f"version {r.number} ({r.detail})" for r in failed)
         raise KeyIntegrityError(f"sealed material of key {key.name} failed its check: {names}")
     return results
-

@@ -1,0 +1,101 @@
+"""Vault forms: parse and validate input; the services decide and act."""
+
+from __future__ import annotations
+
+from django import forms
+
+from .lifecycle import KeyState
+from .models import (
+    DESTRUCTION_WAIT_DEFAULT_DAYS,
+    DESTRUCTION_WAIT_MAX_DAYS,
+    DESTRUCTION_WAIT_MIN_DAYS,
+    KEY_NAME_PATTERN,
+    ROTATION_DAYS_MAX,
+    ROTATION_DAYS_MIN,
+)
+
+DATETIME_WIDGET = forms.DateTimeInput(attrs={"type": "datetime-local"})
+
+
+class KeyFilterForm(forms.Form):
+    state = forms.ChoiceField(required=False, choices=[("", "any state"), *KeyState.choices])
+    q = forms.CharField(required=False, max_length=100, label="Name contains")
+    overdue = forms.BooleanField(required=False, label="Rotation overdue")
+    after = forms.CharField(required=False, max_length=100, widget=forms.HiddenInput)
+
+
+class KeyCreateForm(forms.Form):
+    name = forms.RegexField(
+        regex=KEY_NAME_PATTERN,
+        max_length=100,
+        help_text="Lowercase letters, digits, '-', '_' and '.'; clients ask for the key by this name.",
+        error_messages={
+            "invalid": "Use lowercase letters, digits, '-', '_' or '.', starting and ending "
+            "with a letter or digit."
+        },
+    )
+    description = forms.CharField(
+        required=False, max_length=1000, widget=forms.Textarea(attrs={"rows": 2})
+    )
+    rotation_period_days = forms.IntegerField(
+        required=False,
+        min_value=ROTATION_DAYS_MIN,
+        max_value=ROTATION_DAYS_MAX,
+        label="Rotate every (days)",
+        help_text="Leave empty for manual rotation only.",
+    )
+    activate_at = forms.DateTimeField(
+        required=False,
+        label="Activate at (UTC)",
+        widget=DATETIME_WIDGET,
+        help_text="Leave empty to activate now.",
+    )
+
+
+class RotateForm(forms.Form):
+    min_decryption_version = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Minimum decryption version",
+        help_text="Optional: versions below this can no longer decrypt or be distributed.",
+    )
+
+
+class CompromiseForm(forms.Form):
+    scope = forms.ChoiceField(
+        choices=[("version", "One version"), ("key", "The whole key (every version)")],
+        widget=forms.RadioSelect,
+        initial="version",
+    )
+    version = forms.IntegerField(
+        required=False, min_value=1, help_text="Which version (for one version)."
+    )
+    reason = forms.CharField(max_length=1000, widget=forms.Textarea(attrs={"rows": 3}))
+    compromised_at = forms.DateTimeField(
+        required=False,
+        label="Compromised since (UTC)",
+        widget=DATETIME_WIDGET,
+        help_text="When the compromise began, if known (may be in the past). Empty: now.",
+    )
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("scope") == "version" and not data.get("version"):
+            self.add_error("version", "Say which version is compromised.")
+        return data
+
+
+class DestructionRequestForm(forms.Form):
+    waiting_days = forms.IntegerField(
+        min_value=DESTRUCTION_WAIT_MIN_DAYS,
+        max_value=DESTRUCTION_WAIT_MAX_DAYS,
+        initial=DESTRUCTION_WAIT_DEFAULT_DAYS,
+        label="Waiting period (days)",
+        help_text=(
+            f"{DESTRUCTION_WAIT_MIN_DAYS}-{DESTRUCTION_WAIT_MAX_DAYS} days between approval and "
+            "erasure; the key is unusable meanwhile and the destruction can be cancelled."
+        ),
+    )
+    reason = forms.CharField(
+        required=False, max_length=1000, widget=forms.Textarea(attrs={"rows": 2})
+    )

@@ -1,0 +1,47 @@
+"""Management commands of the vault, and what they share: parsing and error translation.
+
+Every command is thin: parse, call one service, print. Anything the domain refuses
+(`VaultError`, `InvalidTransition`, an unknown key, a malformed time) becomes a
+`CommandError` carrying the domain message: one line, exit status 1, no traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from django.core.management.base import CommandError
+
+from vault.lifecycle import InvalidTransition
+from vault.models import SymmetricKey
+from vault.services import VaultError
+
+
+def key_by_name(name: str) -> SymmetricKey:
+    """The key called `name`, or a CommandError saying there is none."""
+    key = SymmetricKey.objects.filter(name=name).first()
+    if key is None:
+        raise CommandError(f"no key named {name!r}")
+    return key
+
+
+def parse_time(text: str | None, option: str) -> datetime | None:
+    """An ISO 8601 time such as 2030-01-31T12:00:00Z (the zone is checked by the service)."""
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise CommandError(
+            f"{option}: {text!r} is not an ISO 8601 time (for example 2030-01-31T12:00:00Z)"
+        ) from None
+
+
+@contextmanager
+def domain_errors() -> Iterator[None]:
+    """Turn what the vault refuses into a CommandError with the same message."""
+    try:
+        yield
+    except (VaultError, InvalidTransition) as exc:
+        raise CommandError(str(exc)) from exc

@@ -1,0 +1,387 @@
+"""Vault pages: list, detail, create, lifecycle actions behind confirmation, approvals.
+
+Views parse input, check permissions, call one service and render. Key material never
+reaches a view: only fingerprints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.cache import never_cache
+
+from accounts.views import PortalPermissionMixin
+
+from . import selectors, services
+from .forms import CompromiseForm, DestructionRequestForm, KeyCreateForm, KeyFilterForm, RotateForm
+from .lifecycle import InvalidTransition, KeyAction, allowed_actions
+from .models import SymmetricKey
+
+DOMAIN_ERRORS = (services.VaultError, InvalidTransition)
+
+
+class KeyListView(PortalPermissionMixin, View):
+    permission_required = "vault.view_symmetrickey"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        form = KeyFilterForm(request.GET)
+        if not form.is_valid():
+            return render(request, "vault/key_list.html", {"form": form, "page": None}, status=400)
+        data = form.cleaned_data
+        page = selectors.symmetric_key_page(
+            user=request.user,
+            state=data["state"],
+            search=data["q"],
+            overdue=data["overdue"],
+            after=data["after"],
+        )
+        query = request.GET.copy()
+        query.pop("after", None)
+        return render(
+            request,
+            "vault/key_list.html",
+            {"form": form, "page": page, "filter_query": query.urlencode()},
+        )
+
+
+@method_decorator(never_cache, name="dispatch")
+class KeyCreateView(PortalPermissionMixin, View):
+    permission_required = "vault.add_symmetrickey"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return render(request, "vault/key_create.html", {"form": KeyCreateForm()})
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        form = KeyCreateForm(request.POST)
+        if form.is_valid():
+            try:
+                key = services.symmetric_key_create(actor=request.user, **form.cleaned_data)
+            except DOMAIN_ERRORS as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(request, f"Key {key.name} created ({key.get_state_display()}).")
+                return HttpResponseRedirect(reverse("vault:key_detail", args=[key.name]))
+        return render(request, "vault/key_create.html", {"form": form}, status=400)
+
+
+def _key_or_404(request: HttpRequest, name: str) -> SymmetricKey:
+    key = selectors.symmetric_key_get(user=request.user, name=name)
+    if key is None:
+        raise Http404("No such key.")
+    return key
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One lifecycle action offered on the key page, behind a confirmation page."""
+
+    slug: str
+    lifecycle: KeyAction
+    permission: str
+    title: str
+    explanation: str
+    form: type[forms.Form] | None
+    perform: Callable[..., Any]
+    danger: bool = False
+
+
+def _compromise(
+    *,
+    actor: Any,
+    key: SymmetricKey,
+    scope: str,
+    version: int | None,
+    reason: str,
+    compromised_at: Any,
+) -> str:
+    if scope == "key":
+        services.symmetric_key_compromise(
+            actor=actor, key=key, reason=reason, compromised_at=compromised_at
+        )
+        return f"Key {key.name} is now compromised; none of its versions will be used again."
+    replacement = services.key_version_compromise(
+        actor=actor, key=key, number=version, reason=reason, compromised_at=compromised_at
+    )
+    if replacement:
+        return (
+            f"Version {version} is compromised; version {replacement.number} "
+            f"(fingerprint {replacement.fingerprint}) is the new primary."
+        )
+    return f"Version {version} is compromised and will never be used again."
+
+
+def _verify(*, actor: Any, key: SymmetricKey) -> str:
+    results = services.key_material_verify(actor=actor, key=key)
+    return f"Integrity check passed for {len(results)} version(s): every fingerprint matches."
+
+
+def _rotate(*, actor: Any, key: SymmetricKey, min_decryption_version: int | None) -> str:
+    version = services.symmetric_key_rotate(
+        actor=actor, key=key, min_decryption_version=min_decryption_version
+    )
+    return f"Rotated: version {version.number} (fingerprint {version.fingerprint}) is primary."
+
+
+def _request_destruction(*, actor: Any, key: SymmetricKey, waiting_days: int, reason: str) -> str:
+    services.destruction_request_create(
+        actor=actor, key=key, waiting_days=waiting_days, reason=reason
+    )
+    return (
+        "Destruction requested. A different key custodian must approve it within 24 hours "
+        "(Approvals)."
+    )
+
+
+def _simple(service: Callable[..., Any], message: str) -> Callable[..., str]:
+    def perform(*, actor: Any, key: SymmetricKey) -> str:
+        service(actor=actor, key=key)
+        return message.format(name=key.name)
+
+    return perform
+
+
+ACTIONS: dict[str, ActionSpec] = {
+    spec.slug: spec
+    for spec in [
+        ActionSpec(
+            "activate",
+            KeyAction.ACTIVATE,
+            "vault.suspend_symmetrickey",
+            "Activate",
+            "The key becomes usable now: its first version can encrypt and be distributed.",
+            None,
+            _simple(services.symmetric_key_activate, "{name} is active."),
+        ),
+        ActionSpec(
+            "rotate",
+            KeyAction.ROTATE,
+            "vault.rotate_symmetrickey",
+            "Rotate",
+            "A new version with fresh material becomes primary. The current primary stays "
+            "usable for decryption only. Optionally move the minimum decryption version "
+            "forward to retire old versions.",
+            RotateForm,
+            _rotate,
+        ),
+        ActionSpec(
+            "suspend",
+            KeyAction.SUSPEND,
+            "vault.suspend_symmetrickey",
+            "Suspend",
+            "No version of this key can be used or distributed until it is resumed.",
+            None,
+            _simple(services.symmetric_key_suspend, "{name} is suspended."),
+        ),
+        ActionSpec(
+            "resume",
+            KeyAction.RESUME,
+            "vault.suspend_symmetrickey",
+            "Resume",
+            "The key becomes usable again.",
+            None,
+            _simple(services.symmetric_key_resume, "{name} is active again."),
+        ),
+        ActionSpec(
+            "deactivate",
+            KeyAction.DEACTIVATE,
+            "vault.suspend_symmetrickey",
+            "Deactivate",
+            "The key stops protecting new data for good: no rotation, no new encryption. "
+            "Its versions can still decrypt existing data.",
+            None,
+            _simple(services.symmetric_key_deactivate, "{name} is deactivated."),
+            danger=True,
+        ),
+        ActionSpec(
+            "compromise",
+            KeyAction.COMPROMISE_VERSION,
+            "vault.compromise_symmetrickey",
+            "Report compromised",
+            "Compromised material is never distributed or used again, and this cannot be "
+            "undone. If the primary version is compromised, a fresh version becomes primary "
+            "at once. Clients that received it are listed on the key page.",
+            CompromiseForm,
+            _compromise,
+            danger=True,
+        ),
+        ActionSpec(
+            "destroy",
+            KeyAction.REQUEST_DESTRUCTION,
+            "vault.destroy_symmetrickey",
+            "Request destruction",
+            "Destruction needs a second key custodian's approval within 24 hours. Once "
+            "approved the key is unusable; after the waiting period its material is erased "
+            "for good. Metadata and the audit trail stay.",
+            DestructionRequestForm,
+            _request_destruction,
+            danger=True,
+        ),
+        ActionSpec(
+            "cancel-destruction",
+            KeyAction.CANCEL_DESTRUCTION,
+            "vault.destroy_symmetrickey",
+            "Cancel destruction",
+            "The scheduled destruction is cancelled and the key returns to its earlier state.",
+            None,
+            _simple(services.symmetric_key_destruction_cancel, "Destruction of {name} cancelled."),
+        ),
+    ]
+}
+VERIFY = ActionSpec(
+    "verify",
+    KeyAction.ROTATE,
+    "vault.rotate_symmetrickey",
+    "Check integrity",
+    "Every stored version is unsealed in memory and its fingerprint compared with the one "
+    "recorded at creation. Nothing is shown or changed; the check is audited.",
+    None,
+    _verify,
+)
+
+
+def available_actions(user: Any, key: SymmetricKey) -> list[ActionSpec]:
+    """Actions the key's state allows and the user's permissions grant."""
+    allowed = set(allowed_actions(key.state))
+    # Compromising one version is offered when the key allows it; compromising the whole
+    # key is allowed from more states (pre-active), which the form's service call checks.
+    allowed_slugs = [
+        spec
+        for spec in ACTIONS.values()
+        if (
+            spec.lifecycle in allowed
+            or (spec.slug == "compromise" and KeyAction.COMPROMISE_KEY in allowed)
+        )
+        and user.has_perm(spec.permission)
+    ]
+    if not key.is_destroyed and user.has_perm(VERIFY.permission):
+        allowed_slugs.append(VERIFY)
+    return allowed_slugs
+
+
+class KeyDetailView(PortalPermissionMixin, View):
+    permission_required = "vault.view_symmetrickey"
+
+    def get(self, request: HttpRequest, name: str) -> HttpResponse:
+        key = _key_or_404(request, name)
+        versions = selectors.key_versions(key=key)
+        return render(
+            request,
+            "vault/key_detail.html",
+            {
+                "key": key,
+                "versions": versions,
+                "any_compromised": any(v.compromised_at for v in versions),
+                "timeline": selectors.key_timeline(key=key),
+                "impact": selectors.key_compromise_impact(key=key),
+                "actions": available_actions(request.user, key),
+                "pending_requests": [
+                    r
+                    for r in selectors.destruction_requests_pending(user=request.user)
+                    if r.key_id == key.pk
+                ],
+            },
+        )
+
+
+@method_decorator(never_cache, name="dispatch")
+class KeyActionView(PortalPermissionMixin, View):
+    """GET: a confirmation page saying what will happen. POST: do it."""
+
+    permission_required = "vault.view_symmetrickey"
+
+    def spec(self, slug: str) -> ActionSpec:
+        spec = VERIFY if slug == VERIFY.slug else ACTIONS.get(slug)
+        if spec is None:
+            raise Http404("No such action.")
+        if not self.request.user.has_perm(spec.permission):
+            raise PermissionDenied(f"{spec.title} needs the {spec.permission} permission")
+        return spec
+
+    def _render(
+        self,
+        request: HttpRequest,
+        key: SymmetricKey,
+        spec: ActionSpec,
+        form: forms.Form | None,
+        status: int = 200,
+    ) -> HttpResponse:
+        return render(
+            request,
+            "vault/key_action.html",
+            {"key": key, "spec": spec, "form": form, "versions": selectors.key_versions(key=key)},
+            status=status,
+        )
+
+    def get(self, request: HttpRequest, name: str, slug: str) -> HttpResponse:
+        spec = self.spec(slug)
+        key = _key_or_404(request, name)
+        return self._render(request, key, spec, spec.form() if spec.form else None)
+
+    def post(self, request: HttpRequest, name: str, slug: str) -> HttpResponse:
+        spec = self.spec(slug)
+        key = _key_or_404(request, name)
+        form = spec.form(request.POST) if spec.form else None
+        if form is not None and not form.is_valid():
+            return self._render(request, key, spec, form, status=400)
+        try:
+            message = spec.perform(
+                actor=request.user, key=key, **(form.cleaned_data if form else {})
+            )
+        except services.KeyIntegrityError as exc:
+            messages.error(request, str(exc))
+            return HttpResponseRedirect(reverse("vault:key_detail", args=[key.name]))
+        except DOMAIN_ERRORS as exc:
+            if form is None:  # an action without fields still shows the error in a form
+                form = forms.Form({})
+                form.is_valid()
+            form.add_error(None, str(exc))
+            return self._render(request, key, spec, form, status=400)
+        messages.success(request, message)
+        return HttpResponseRedirect(reverse("vault:key_detail", args=[key.name]))
+
+
+class ApprovalInboxView(PortalPermissionMixin, View):
+    permission_required = "vault.view_destructionrequest"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return render(
+            request,
+            "vault/approvals.html",
+            {"requests": selectors.destruction_requests_pending(user=request.user)},
+        )
+
+
+class ApprovalDecisionView(PortalPermissionMixin, View):
+    """POST approve or reject (the requester's reject is a withdrawal)."""
+
+    permission_required = "vault.destroy_symmetrickey"
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, pk: int, decision: str) -> HttpResponse:
+        destruction = selectors.destruction_request_get(user=request.user, pk=pk)
+        if destruction is None or decision not in ("approve", "reject"):
+            raise Http404("No such request.")
+        try:
+            if decision == "approve":
+                key = services.destruction_request_approve(actor=request.user, request=destruction)
+                messages.success(
+                    request,
+                    f"Approved: {key.name} is unusable now and will be destroyed after "
+                    f"{key.destroy_after:%Y-%m-%d %H:%M} UTC unless cancelled.",
+                )
+            else:
+                done = services.destruction_request_reject(actor=request.user, request=destruction)
+                messages.success(request, f"Request {done.get_status_display()}.")
+        except DOMAIN_ERRORS as exc:
+            messages.error(request, str(exc))
+        return HttpResponseRedirect(reverse("vault:approvals"))
