@@ -17,6 +17,8 @@ os.environ.setdefault(
     "KMS_MASTER_KEYS", "test1:" + base64.b64encode(secrets.token_bytes(32)).decode()
 )
 os.environ.setdefault("KMS_DATA_DIR", tempfile.mkdtemp(prefix="kmsportal-test-"))
+# An existing (empty) static root keeps WhiteNoise quiet; tests serve no collected files.
+os.environ.setdefault("STATIC_ROOT", tempfile.mkdtemp(prefix="kmsportal-static-"))
 os.environ.setdefault("KMS_PUBLIC_URL", "http://testserver")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 

@@ -33,7 +33,8 @@ def _static_files_without_manifest(settings) -> None:
 def _audit_tables_flushable(request, _django_db_marker, django_db_blocker):
     """Let Django's between-test flush (TRUNCATE) pass the audit log's PostgreSQL triggers.
 
-    Only for transactional tests (`@pytest.mark.django_db(transaction=True)`; live-server
+    Only for transactional tests (`@pytest.mark.django_db(transaction=True,
+    serialized_rollback=True)`, which every transactional test must use); live-server
     tests must use the marker too, so that this teardown runs before the flush). The test
     itself runs with the triggers armed; the bypass is honoured for superusers only (see
     audit migration 0002).

@@ -271,7 +271,7 @@ def test_destroy_due_honours_its_now_argument(key, custodian, second_custodian) 
 
 @pytest.mark.postgres
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks need PostgreSQL")
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_destroy_due_skips_a_key_whose_destruction_was_cancelled_meanwhile(
     key, custodian, second_custodian
 ) -> None:

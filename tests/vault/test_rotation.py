@@ -160,7 +160,7 @@ def test_rotation_schedule_survives_a_cancelled_destruction_of_a_suspended_key(
 
 @pytest.mark.postgres
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks need PostgreSQL")
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_rotate_due_skips_a_key_activated_meanwhile_by_another_node(key) -> None:
     k = key("orders-db", activate_at=timezone.now() + timedelta(hours=1))
     SymmetricKey.objects.filter(pk=k.pk).update(activate_at=timezone.now() - timedelta(minutes=1))
