@@ -20,6 +20,8 @@ os.environ.setdefault("KMS_DATA_DIR", tempfile.mkdtemp(prefix="kmsportal-test-")
 # An existing (empty) static root keeps WhiteNoise quiet; tests serve no collected files.
 os.environ.setdefault("STATIC_ROOT", tempfile.mkdtemp(prefix="kmsportal-static-"))
 os.environ.setdefault("KMS_PUBLIC_URL", "http://testserver")
+# Identity CAs made by `bootstrap` in tests use EC keys: RSA-3072 generation is slow.
+os.environ.setdefault("KMS_IDENTITY_CA_KEY_TYPE", "ecp256")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 
 django.setup()

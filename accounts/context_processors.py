@@ -13,7 +13,11 @@ NAVIGATION: list[tuple[str, str, str | None]] = [
     ("Dashboard", "accounts:dashboard", None),
     ("Users", "accounts:user_list", "auth.view_user"),
     ("Keys", "vault:key_list", "vault.view_symmetrickey"),
+    ("Clients", "clients:list", "vault.view_client"),
     ("Approvals", "vault:approvals", "vault.destroy_symmetrickey"),
+    ("Certificate authorities", "pki:ca_list", "pki.view_certificateauthority"),
+    ("Certificates", "pki:certificate_list", "pki.view_certificate"),
+    ("Validate", "pki:validate", "pki.view_certificate"),
     ("Audit log", "audit:event_list", "audit.view_auditevent"),
 ]
 

@@ -199,6 +199,14 @@ KMS_MASTER_KEYS: str = env.str("KMS_MASTER_KEYS", default="")
 # this file, which `manage.py bootstrap` creates (mode 0600).
 KMS_MASTER_KEYS_FILE = KMS_DATA_DIR / "master.keys"
 
+# Key distribution: the CAs `bootstrap` creates for client identities (the root is what
+# clients pin), and the per-client request limit of the client API.
+KMS_ROOT_CA_NAME: str = env.str("KMS_ROOT_CA_NAME", default="kms-root")
+KMS_IDENTITY_CA_NAME: str = env.str("KMS_IDENTITY_CA_NAME", default="kms-clients")
+KMS_IDENTITY_CA_KEY_TYPE: str = env.str("KMS_IDENTITY_CA_KEY_TYPE", default="rsa3072")
+KMS_CLIENT_RATE_LIMIT: int = env.int("KMS_CLIENT_RATE_LIMIT", default=120)  # requests/minute
+KMS_CLIENT_RATE_WINDOW_SECONDS = 60
+
 # Sign a checkpoint of the audit chain automatically every N events (0 turns it off;
 # `manage.py audit_checkpoint` from cron signs the rest).
 AUDIT_CHECKPOINT_EVERY: int = env.int("AUDIT_CHECKPOINT_EVERY", default=1000)

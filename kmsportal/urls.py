@@ -6,4 +6,7 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("audit/", include("audit.urls")),
     path("keys/", include("vault.urls")),
+    path("clients/", include("vault.client_urls")),
+    path("api/v1/", include("vault.api_urls")),
+    path("pki/", include("pki.urls")),
 ]

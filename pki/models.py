@@ -1,1 +1,221 @@
-"""Models of the pki app."""
+"""Certificate authorities and the certificates they issued.
+
+A CA's private key exists only sealed (`CertificateAuthority.sealed_private_key`, AES-256-GCM
+under the master keyring, AAD naming the CA row and the purpose). Only `pki.signers` unseals
+it, once per process, into a signer; nothing else ever sees the key bytes.
+
+Serial numbers are 159-bit integers, too large for any integer column on SQLite or
+PostgreSQL; they are stored as 40 upper-case hex digits, zero-padded (`serial_hex`), so that
+equality, ordering and the per-CA uniqueness constraint work the same on both databases.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from kmsportal.crypto.x509 import KeyType
+
+#: CA names appear in URLs (`/pki/ca/<name>.crt`, the CRL and OCSP addresses in every
+#: certificate): lower-case ASCII letters, digits and hyphens.
+CA_NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+CA_NAME_MESSAGE = (
+    "Use 1-64 lower-case letters, digits or '-', starting and ending with a letter or digit."
+)
+SERIAL_HEX_DIGITS = 40
+CRL_VALIDITY_DAYS_DEFAULT = 7
+
+KEY_TYPE_CHOICES = [(k.value, k.label) for k in KeyType]
+
+
+def serial_to_hex(serial_number: int) -> str:
+    """The stored form of a serial number: 40 upper-case hex digits, zero-padded."""
+    return format(serial_number, f"0{SERIAL_HEX_DIGITS}X")
+
+
+def serial_display(serial_hex: str) -> str:
+    """Serial as tools print it: upper-case hex, no padding beyond an even number of digits."""
+    digits = serial_hex.lstrip("0") or "0"
+    return digits.zfill(len(digits) + len(digits) % 2)
+
+
+def fingerprint_display(fingerprint: str) -> str:
+    """SHA-256 fingerprint with colons between bytes, as browsers and openssl show it."""
+    return ":".join(fingerprint[i : i + 2] for i in range(0, len(fingerprint), 2))
+
+
+class CAState(models.TextChoices):
+    ACTIVE = "active", "active"
+    DISABLED = "disabled", "disabled"
+    REVOKED = "revoked", "revoked"
+
+
+class CertificateStatus(models.TextChoices):
+    VALID = "valid", "valid"
+    REVOKED = "revoked", "revoked"
+
+
+class CertificateSource(models.TextChoices):
+    CSR = "csr", "from a CSR"
+    GENERATED = "generated", "generated key pair (PKCS#12)"
+    CA = "ca", "intermediate CA (key held by the portal)"
+
+
+class CertificateAuthority(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(
+        max_length=64, unique=True, validators=[RegexValidator(CA_NAME_PATTERN, CA_NAME_MESSAGE)]
+    )
+    # RFC 4514 form, most specific attribute first (kmsportal.crypto.x509.format_name).
+    subject = models.CharField(max_length=1024)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    key_type = models.CharField(max_length=16, choices=KEY_TYPE_CHOICES)
+    # AES-256-GCM blob from kmsportal.crypto.envelope over the PKCS#8 DER private key; AAD
+    # is `aad` below. Read only by pki.signers.
+    sealed_private_key = models.BinaryField()
+    certificate_pem = models.TextField()
+    certificate_der = models.BinaryField()
+    serial_hex = models.CharField(max_length=SERIAL_HEX_DIGITS)
+    fingerprint_sha256 = models.CharField(max_length=64, db_index=True)
+    not_before = models.DateTimeField()
+    not_after = models.DateTimeField()
+    # None: no limit (RFC 5280 4.2.1.9 pathLenConstraint absent).
+    path_length = models.PositiveSmallIntegerField(null=True, blank=True)
+    state = models.CharField(max_length=16, choices=CAState.choices, default=CAState.ACTIVE)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    # Revocation of a CA is issue 6's; the fields exist now.
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revocation_reason = models.CharField(max_length=32, blank=True)
+    # CRL publication settings (used by the revocation issue).
+    crl_validity_days = models.PositiveSmallIntegerField(
+        default=CRL_VALIDITY_DAYS_DEFAULT, validators=[MinValueValidator(1), MaxValueValidator(366)]
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by_name = models.CharField(max_length=150)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "certificate authority"
+        verbose_name_plural = "certificate authorities"
+        default_permissions = ("view",)
+        permissions = [
+            ("manage_certificateauthority", "Can create and disable certificate authorities"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def aad(self) -> bytes:
+        """Associated data binding the sealed private key to this CA row and its purpose."""
+        return f"pki.CertificateAuthority:{self.id}:private-key".encode()
+
+    @property
+    def is_root(self) -> bool:
+        return self.parent_id is None
+
+    @property
+    def is_active(self) -> bool:
+        return self.state == CAState.ACTIVE
+
+    @property
+    def is_expired(self) -> bool:
+        return self.not_after <= timezone.now()
+
+    @property
+    def serial_number_display(self) -> str:
+        return serial_display(self.serial_hex)
+
+    @property
+    def fingerprint_sha256_display(self) -> str:
+        return fingerprint_display(self.fingerprint_sha256)
+
+
+class Certificate(models.Model):
+    """A certificate one of our CAs signed: leaves, and the certificates of intermediates."""
+
+    ca = models.ForeignKey(
+        CertificateAuthority, on_delete=models.PROTECT, related_name="certificates"
+    )
+    serial_hex = models.CharField(max_length=SERIAL_HEX_DIGITS)
+    subject = models.CharField(max_length=1024, blank=True)
+    # One SAN per line in `type:value` form (dns:, ip:, email:, uri:), searchable as text
+    # on both databases.
+    sans = models.TextField(blank=True)
+    profile = models.CharField(max_length=32)
+    public_key = models.CharField(max_length=32)
+    not_before = models.DateTimeField()
+    not_after = models.DateTimeField(db_index=True)
+    certificate_pem = models.TextField()
+    certificate_der = models.BinaryField()
+    # SHA-256 of the DER, 64 upper-case hex digits.
+    fingerprint_sha256 = models.CharField(max_length=64, db_index=True)
+    status = models.CharField(
+        max_length=16, choices=CertificateStatus.choices, default=CertificateStatus.VALID
+    )
+    # Revocation (RFC 5280 reasonCode name, revocation and invalidity dates): issue 6.
+    revocation_reason = models.CharField(max_length=32, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    invalidity_date = models.DateTimeField(null=True, blank=True)
+    source = models.CharField(max_length=16, choices=CertificateSource.choices)
+    issued_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    issued_by_name = models.CharField(max_length=150)
+    issued_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        default_permissions = ("view",)
+        permissions = [
+            ("issue_certificate", "Can issue certificates"),
+            ("revoke_certificate", "Can revoke certificates"),
+        ]
+        constraints = [
+            # RFC 5280 4.1.2.2: the serial is unique per issuer. Issuance retries with a
+            # fresh serial when this fires (it never should with 159 random bits).
+            models.UniqueConstraint(fields=["ca", "serial_hex"], name="pki_certificate_serial"),
+        ]
+        indexes = [
+            models.Index(fields=["ca", "id"], name="pki_cert_ca_id"),
+            models.Index(fields=["status", "not_after"], name="pki_cert_status_expiry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject or '(no subject)'} ({self.serial_number_display})"
+
+    @property
+    def san_list(self) -> list[str]:
+        return [line for line in self.sans.splitlines() if line]
+
+    @property
+    def serial_number_display(self) -> str:
+        return serial_display(self.serial_hex)
+
+    @property
+    def fingerprint_sha256_display(self) -> str:
+        return fingerprint_display(self.fingerprint_sha256)
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.status == CertificateStatus.REVOKED
+
+    @property
+    def is_expired(self) -> bool:
+        return self.not_after <= timezone.now()
+
+
+#: Largest CSR or certificate the pages accept, uploaded or pasted (the X.509 layer's limit).
+UPLOAD_MAX_BYTES = 64 * 1024
+#: Largest chain (PEM bundle) the validation page accepts (the X.509 layer's bundle limit).
+CHAIN_UPLOAD_MAX_BYTES = 1024 * 1024

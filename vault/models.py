@@ -194,3 +194,155 @@ class DestructionRequest(models.Model):
     @property
     def is_expired(self) -> bool:
         return self.status == self.Status.PENDING and self.expires_at <= timezone.now()
+
+
+# --- distribution: client services, grants, the delivery ledger, the replay store -------
+
+CLIENT_NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+ENROLLMENT_TOKEN_TTL = timedelta(hours=24)
+
+
+class ClientState(models.TextChoices):
+    ACTIVE = "active", "active"
+    SUSPENDED = "suspended", "suspended"
+    REVOKED = "revoked", "revoked"
+
+
+class Client(models.Model):
+    """A service that fetches keys through the client API with its own certificate.
+
+    Clients are not users: they authenticate every request with a signature made by the key
+    behind their `kms-client` certificate, which this portal's identity CA issued at
+    enrollment. The enrollment token is stored only as a SHA-256 hash and works once.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(
+        max_length=64,
+        unique=True,
+        validators=[
+            RegexValidator(
+                CLIENT_NAME_PATTERN,
+                "Use 1-64 lowercase letters, digits or '-', starting and ending with a letter "
+                "or digit.",
+            )
+        ],
+    )
+    description = models.TextField(blank=True, max_length=1000)
+    state = models.CharField(max_length=12, choices=ClientState.choices, default=ClientState.ACTIVE)
+    certificate = models.ForeignKey(
+        "pki.Certificate", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    enrollment_token_hash = models.CharField(max_length=64, blank=True)
+    enrollment_token_expires_at = models.DateTimeField(null=True, blank=True)
+    enrolled_at = models.DateTimeField(null=True, blank=True)
+    created_by_name = models.CharField(max_length=150)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revocation_reason = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class GrantVersions(models.TextChoices):
+    PRIMARY = "primary", "primary version only"
+    ALL = "all", "every version that may decrypt"
+
+
+class Grant(models.Model):
+    """Client X may fetch key Y (which versions, until when)."""
+
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="grants")
+    key = models.ForeignKey(SymmetricKey, on_delete=models.PROTECT, related_name="grants")
+    versions = models.CharField(
+        max_length=8, choices=GrantVersions.choices, default=GrantVersions.PRIMARY
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_by_name = models.CharField(max_length=150)
+    created_at = models.DateTimeField(default=timezone.now)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+    withdrawn_by_name = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client", "key"],
+                condition=models.Q(withdrawn_at__isnull=True),
+                name="vault_one_live_grant",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client.name} → {self.key.name}"
+
+    @property
+    def is_live(self) -> bool:
+        return self.withdrawn_at is None and (
+            self.expires_at is None or self.expires_at > timezone.now()
+        )
+
+
+class Delivery(models.Model):
+    """The ledger: which client received which key version, when, over which DH group."""
+
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="deliveries")
+    key = models.ForeignKey(SymmetricKey, on_delete=models.PROTECT, related_name="deliveries")
+    version = models.PositiveIntegerField()
+    group = models.CharField(max_length=16)
+    delivered_at = models.DateTimeField(default=timezone.now)
+    request_id = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["-delivered_at"]
+        default_permissions = ("view",)
+        indexes = [
+            models.Index(fields=["key", "version"], name="vault_delivery_key_version"),
+            models.Index(fields=["client", "delivered_at"], name="vault_delivery_client_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key.name} v{self.version} to {self.client.name}"
+
+
+class ReplayNonce(models.Model):
+    """Request nonces seen within the timestamp window. The unique index is the replay check:
+    shared by every gunicorn worker and server, and it survives restarts."""
+
+    nonce = models.CharField(max_length=32, unique=True)
+    client_name = models.CharField(max_length=64)
+    seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return self.nonce
+
+
+class ServerIdentity(models.Model):
+    """The KMS's own `kms-server` certificate and its sealed private key.
+
+    This key signs the server's half of every key exchange; clients check it against the
+    root they pinned. `manage.py server_cert_renew` replaces it (the newest row is used).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    certificate = models.ForeignKey("pki.Certificate", on_delete=models.PROTECT, related_name="+")
+    sealed_private_key = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"server identity {self.certificate_id}"
+
+    @property
+    def aad(self) -> bytes:
+        return f"vault.ServerIdentity:{self.id}:private-key".encode()

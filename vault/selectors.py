@@ -15,7 +15,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 
 from .lifecycle import KeyState, VersionState
-from .models import DestructionRequest, KeyVersion, SymmetricKey
+from .models import Client, Delivery, DestructionRequest, Grant, KeyVersion, SymmetricKey
 
 PAGE_SIZE = 50
 
@@ -91,30 +91,24 @@ class ImpactEntry:
     version: int
     client: str
     time: object
-    sequence: int
+    group: str
 
 
 def key_compromise_impact(*, key: SymmetricKey) -> list[ImpactEntry]:
-    """Who received a compromised version: read from the audit log's delivery events.
-
-    Until the distribution ledger exists, deliveries are the `key.delivered` audit events
-    (details: version); the ledger replaces this when the distribution issue lands.
-    """
-    compromised = set(
+    """Which clients received a compromised version, from the delivery ledger."""
+    compromised = list(
         key.versions.filter(
             state__in=[VersionState.COMPROMISED, VersionState.DESTROYED_COMPROMISED]
         ).values_list("number", flat=True)
     )
     if not compromised:
         return []
-    events = AuditEvent.objects.filter(
-        action="key.delivered", target_type="vault.SymmetricKey", target_id=str(key.pk)
-    ).order_by("-sequence")
-    return [
-        ImpactEntry(e.details.get("version"), e.actor_name, e.time, e.sequence)
-        for e in events.iterator()
-        if e.details.get("version") in compromised
-    ]
+    rows = (
+        Delivery.objects.filter(key=key, version__in=compromised)
+        .select_related("client")
+        .order_by("-delivered_at")[:500]
+    )
+    return [ImpactEntry(d.version, d.client.name, d.delivered_at, d.group) for d in rows]
 
 
 def destruction_requests_pending(*, user: AbstractBaseUser) -> list[DestructionRequest]:
@@ -147,3 +141,30 @@ def key_counts_by_state(*, user: AbstractBaseUser) -> dict[str, int]:
         state=KeyState.ACTIVE, next_rotation_at__lte=timezone.now()
     ).count()
     return counts
+
+
+# --- clients and grants -----------------------------------------------------------------
+
+
+def client_list(*, user: AbstractBaseUser) -> list[Client]:
+    if not user.has_perm("vault.view_client"):
+        return []
+    return list(Client.objects.select_related("certificate").order_by("name"))
+
+
+def client_get(*, user: AbstractBaseUser, name: str) -> Client | None:
+    if not user.has_perm("vault.view_client"):
+        return None
+    return Client.objects.select_related("certificate").filter(name=name).first()
+
+
+def client_grants(*, client: Client) -> list[Grant]:
+    return list(client.grants.select_related("key").order_by("-created_at"))
+
+
+def client_deliveries(*, client: Client, limit: int = 50) -> list[Delivery]:
+    return list(client.deliveries.select_related("key").order_by("-delivered_at")[:limit])
+
+
+def key_grants(*, key: SymmetricKey) -> list[Grant]:
+    return list(key.grants.filter(withdrawn_at__isnull=True).select_related("client"))

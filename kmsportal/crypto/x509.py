@@ -52,7 +52,7 @@ from kmsportal.crypto.profiles import (
     ProfileError,
     get_profile,
 )
-from kmsportal.crypto.signer import PrivateKey, PublicKey, Signer
+from kmsportal.crypto.signer import PrivateKey, PublicKey, Signer, signature_hash_for
 
 __all__ = [
     "BUNDLE_MAX_BYTES",
@@ -1455,3 +1455,16 @@ def _serial_hex(serial_number: int) -> str:
     digits = format(serial_number, "X")
     # Even number of digits, as OpenSSL and most tools show it.
     return digits.zfill(len(digits) + len(digits) % 2)
+
+
+def build_csr(
+    *, private_key: PrivateKey, subject: x509.Name, sans: Sequence[x509.GeneralName] = ()
+) -> bytes:
+    """A PEM certificate signing request for `private_key`, signed with SHA-256 (SHA-384 for
+    P-384). Used where this system makes its own key pairs (a client enrolling, the KMS's
+    own server certificate): the private key never has to travel."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    csr = builder.sign(private_key, signature_hash_for(private_key))
+    return csr.public_bytes(serialization.Encoding.PEM)

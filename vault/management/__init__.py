@@ -13,8 +13,9 @@ from datetime import datetime
 
 from django.core.management.base import CommandError
 
+from vault.distribution import DistributionError
 from vault.lifecycle import InvalidTransition
-from vault.models import SymmetricKey
+from vault.models import Client, SymmetricKey
 from vault.services import VaultError
 
 
@@ -24,6 +25,14 @@ def key_by_name(name: str) -> SymmetricKey:
     if key is None:
         raise CommandError(f"no key named {name!r}")
     return key
+
+
+def client_by_name(name: str) -> Client:
+    """The client service called `name`, or a CommandError saying there is none."""
+    client = Client.objects.filter(name=name).first()
+    if client is None:
+        raise CommandError(f"no client named {name!r}")
+    return client
 
 
 def parse_time(text: str | None, option: str) -> datetime | None:
@@ -43,5 +52,5 @@ def domain_errors() -> Iterator[None]:
     """Turn what the vault refuses into a CommandError with the same message."""
     try:
         yield
-    except (VaultError, InvalidTransition) as exc:
+    except (VaultError, InvalidTransition, DistributionError) as exc:
         raise CommandError(str(exc)) from exc

@@ -34,6 +34,7 @@ class Command(BaseCommand):
     def handle(self, *args: object, username: str, email: str, **options: object) -> None:
         self._keyring()
         self._audit_signing_key()
+        self._distribution()
         self._first_administrator(username=username, email=email)
 
     def _keyring(self) -> None:
@@ -70,6 +71,17 @@ class Command(BaseCommand):
         if created:
             self.stdout.write("Created the audit signing key (Ed25519, sealed). Its public key:")
             self.stdout.write(key.public_key_pem.strip())
+
+    def _distribution(self) -> None:
+        from vault.distribution import distribution_bootstrap, root_ca
+
+        for line in distribution_bootstrap():
+            self.stdout.write(line[0].upper() + line[1:] + ".")
+        root = root_ca()
+        self.stdout.write(
+            f"Clients pin the root CA certificate: {settings.KMS_PUBLIC_URL}/pki/ca/{root.name}.crt"
+            f" (SHA-256 {root.fingerprint_sha256})"
+        )
 
     def _first_administrator(self, *, username: str, email: str) -> None:
         with transaction.atomic():

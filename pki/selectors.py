@@ -1,0 +1,272 @@
+"""Reads for the PKI pages; who sees what is decided here.
+
+No read ever loads a CA's sealed private key (`defer`), and no page gets one. The
+certificate list is keyset-paginated on the primary key (newest first), so a page costs the
+same with ten certificates or a million: no OFFSET, no COUNT(*).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from kmsportal.crypto.profiles import PROFILES, SUB_CA_PROFILE_NAME
+from kmsportal.crypto.x509 import CertificateSummary, describe_certificate
+
+from .distribution import ca_distribution_points
+from .models import (
+    SERIAL_HEX_DIGITS,
+    CAState,
+    Certificate,
+    CertificateAuthority,
+)
+
+PAGE_SIZE = 50
+
+VIEW_CA = "pki.view_certificateauthority"
+VIEW_CERTIFICATE = "pki.view_certificate"
+
+
+def _cas() -> QuerySet[CertificateAuthority]:
+    return CertificateAuthority.objects.defer("sealed_private_key")
+
+
+def profile_choices() -> list[tuple[str, str]]:
+    """Leaf profiles as (name, "name: description"), for the issuance forms."""
+    return [(p.name, f"{p.name}: {p.description}") for p in PROFILES.values()]
+
+
+def profile_filter_choices() -> list[tuple[str, str]]:
+    """Every profile a stored certificate can have (leaf profiles and sub-ca)."""
+    return [(name, name) for name in [*PROFILES, SUB_CA_PROFILE_NAME]]
+
+
+# --- certificate authorities -----------------------------------------------------------------
+
+
+def ca_list(*, user: AbstractBaseUser) -> list[CertificateAuthority]:
+    """Every CA, roots first then by name; empty for users who may not see CAs."""
+    if not user.has_perm(VIEW_CA):
+        return []
+    return list(_cas().select_related("parent").order_by("parent_id", "name"))
+
+
+def ca_get(*, user: AbstractBaseUser, name: str) -> CertificateAuthority | None:
+    if not user.has_perm(VIEW_CA):
+        return None
+    return _cas().select_related("parent").filter(name=name).first()
+
+
+def ca_issuing_choices(*, user: AbstractBaseUser) -> list[tuple[str, str]]:
+    """Active CAs as (name, label): the CAs that can sign now."""
+    if not user.has_perm(VIEW_CA):
+        return []
+    now = timezone.now()
+    return [
+        (ca.name, f"{ca.name} ({ca.subject})")
+        for ca in _cas()
+        .filter(state=CAState.ACTIVE, not_after__gt=now)
+        .only("name", "subject")
+        .order_by("name")
+    ]
+
+
+def ca_public_get(*, name: str) -> CertificateAuthority | None:
+    """A CA for the public certificate download (AIA caIssuers): no sign-in needed, since a
+    CA certificate is public by design. Only the certificate columns are read."""
+    return (
+        CertificateAuthority.objects.only("name", "certificate_der", "certificate_pem")
+        .filter(name=name)
+        .first()
+    )
+
+
+def ca_chain(*, ca: CertificateAuthority) -> list[CertificateAuthority]:
+    """``ca`` and its ancestors, up to the root."""
+    chain = [ca]
+    while chain[-1].parent_id is not None and len(chain) < 16:
+        chain.append(_cas().get(pk=chain[-1].parent_id))
+    return chain
+
+
+def ca_chain_pem(*, ca: CertificateAuthority) -> str:
+    """The CA's certificate followed by its ancestors' (the trust bundle to install)."""
+    return "".join(c.certificate_pem for c in ca_chain(ca=ca))
+
+
+def ca_children(*, ca: CertificateAuthority) -> list[CertificateAuthority]:
+    return list(_cas().filter(parent=ca).order_by("name"))
+
+
+@dataclass(frozen=True)
+class CADetail:
+    ca: CertificateAuthority
+    summary: CertificateSummary
+    chain: list[CertificateAuthority]
+    children: list[CertificateAuthority]
+    recent: list[Certificate]
+    issued_count: int
+    crl_url: str
+    ocsp_url: str
+    ca_issuers_url: str
+    timeline: list[AuditEvent]
+
+
+def ca_detail(*, ca: CertificateAuthority) -> CADetail:
+    """What the CA page shows: the decoded certificate, chain, children, recent issuance."""
+    points = ca_distribution_points(ca.name)
+    return CADetail(
+        ca=ca,
+        summary=_describe(ca.certificate_der),
+        chain=ca_chain(ca=ca),
+        children=ca_children(ca=ca),
+        recent=list(_certificate_columns(Certificate.objects.filter(ca=ca)).order_by("-id")[:10]),
+        issued_count=Certificate.objects.filter(ca=ca).count(),
+        crl_url=points.crl,
+        ocsp_url=points.ocsp,
+        ca_issuers_url=points.ca_issuers,
+        timeline=list(
+            AuditEvent.objects.filter(
+                target_type="pki.CertificateAuthority", target_id=str(ca.pk)
+            ).order_by("-sequence")[:50]
+        ),
+    )
+
+
+# --- certificates ----------------------------------------------------------------------------
+
+
+def _describe(der: bytes | memoryview) -> CertificateSummary:
+    return describe_certificate(x509.load_der_x509_certificate(bytes(der)))
+
+
+def _certificate_columns(queryset: QuerySet[Certificate]) -> QuerySet[Certificate]:
+    return queryset.select_related("ca").only(
+        "id",
+        "serial_hex",
+        "subject",
+        "sans",
+        "profile",
+        "public_key",
+        "not_before",
+        "not_after",
+        "status",
+        "source",
+        "issued_at",
+        "issued_by_name",
+        "ca__name",
+    )
+
+
+_SERIAL_TEXT = re.compile(r"[0-9A-Fa-f:\s]+")
+
+
+def _serial_search(text: str) -> str | None:
+    """The stored form of a serial typed with or without colons, or None if it is not one."""
+    if not _SERIAL_TEXT.fullmatch(text):
+        return None
+    digits = re.sub(r"[:\s]", "", text).upper().lstrip("0") or "0"
+    if len(digits) > SERIAL_HEX_DIGITS:
+        return None
+    return digits.zfill(SERIAL_HEX_DIGITS)
+
+
+@dataclass(frozen=True)
+class CertificatePage:
+    certificates: list[Certificate]
+    next_cursor: int | None  # pass as ?after= for the next page
+    now: datetime
+
+
+def certificate_page(
+    *,
+    user: AbstractBaseUser,
+    ca: str = "",
+    profile: str = "",
+    status: str = "",
+    expiring_within_days: int | None = None,
+    search: str = "",
+    after: int | None = None,
+    size: int = PAGE_SIZE,
+) -> CertificatePage:
+    """One page of certificates, newest first.
+
+    Filters: CA name, profile, status (valid/revoked), expiring within N days (valid, not
+    yet expired, notAfter within N days); ``search`` matches the subject or a SAN
+    (case-insensitive substring) or a serial number (hex, colons allowed, exact).
+    """
+    now = timezone.now()
+    if not user.has_perm(VIEW_CERTIFICATE):
+        return CertificatePage([], None, now)
+    queryset = _certificate_columns(Certificate.objects.all()).order_by("-id")
+    if ca:
+        queryset = queryset.filter(ca__name=ca)
+    if profile:
+        queryset = queryset.filter(profile=profile)
+    if status:
+        queryset = queryset.filter(status=status)
+    if expiring_within_days is not None:
+        queryset = queryset.filter(
+            status="valid",
+            not_after__gt=now,
+            not_after__lte=now + timedelta(days=expiring_within_days),
+        )
+    search = search.strip()
+    if search:
+        condition = Q(subject__icontains=search) | Q(sans__icontains=search)
+        serial = _serial_search(search)
+        if serial is not None:
+            condition |= Q(serial_hex=serial)
+        queryset = queryset.filter(condition)
+    if after is not None:
+        queryset = queryset.filter(id__lt=after)
+    rows = list(queryset[: size + 1])
+    certificates = rows[:size]
+    return CertificatePage(certificates, certificates[-1].pk if len(rows) > size else None, now)
+
+
+def certificate_get(*, user: AbstractBaseUser, pk: int) -> Certificate | None:
+    if not user.has_perm(VIEW_CERTIFICATE):
+        return None
+    return (
+        Certificate.objects.select_related("ca")
+        .defer("ca__sealed_private_key")
+        .filter(pk=pk)
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class CertificateDetail:
+    certificate: Certificate
+    summary: CertificateSummary
+    chain: list[CertificateAuthority]
+    timeline: list[AuditEvent]
+
+
+def certificate_detail(*, certificate: Certificate) -> CertificateDetail:
+    """The decoded certificate (not its PEM), its issuing chain and its audit trail."""
+    return CertificateDetail(
+        certificate=certificate,
+        summary=_describe(certificate.certificate_der),
+        chain=ca_chain(ca=certificate.ca),
+        timeline=list(
+            AuditEvent.objects.filter(
+                target_type="pki.Certificate", target_id=str(certificate.pk)
+            ).order_by("-sequence")[:50]
+        ),
+    )
+
+
+def certificate_fullchain_pem(*, certificate: Certificate) -> str:
+    """The certificate followed by its intermediate CAs, without the root (what a TLS server
+    sends; the root is the relying party's trust anchor)."""
+    intermediates = [c for c in ca_chain(ca=certificate.ca) if c.parent_id is not None]
+    return certificate.certificate_pem + "".join(c.certificate_pem for c in intermediates)

@@ -1,0 +1,188 @@
+"""The only code that touches CA private-key bytes: generate and seal, unseal and load once.
+
+Loading a private key is slow (cryptography checks it: ~55 ms for RSA-2048, ~175 ms for
+RSA-3072) while signing with a loaded key takes ~1.3 ms, so every process keeps one
+`LoadedKeySigner` per CA (PERF_FACTS). The cache is keyed by the CA's primary key and a
+version marker, the SHA-256 of the sealed blob as stored: any change to the stored key
+(rewrap, a restore, tampering) makes the next use unseal and load again, so a signer never
+outlives the stored key it came from, and a blob moved onto another CA row fails its AAD
+check instead of signing from the cache.
+
+Key bytes: the plaintext DER exists only between `unseal` and `private_key_from_der` (or
+between generation and `seal`), and the reference is dropped right after. Python cannot
+wipe immutable bytes; keeping the window short and the references local is what it can do.
+
+A PKCS#11 backend would replace `_load` and `GeneratedCAKey` and keep this interface.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from functools import cache
+
+from cryptography import x509
+from cryptography.x509 import ocsp
+
+from kmsportal.crypto.envelope import EnvelopeError
+from kmsportal.crypto.signer import LoadedKeySigner, PublicKey, Signer
+from kmsportal.crypto.x509 import (
+    KeyType,
+    PrivateKeyError,
+    generate_private_key,
+    private_key_from_der,
+    private_key_to_der,
+)
+from kmsportal.keyring.services import seal, unseal
+
+from .errors import PkiError
+from .models import CertificateAuthority
+
+__all__ = [
+    "CAKeyUnavailable",
+    "GeneratedCAKey",
+    "PreviewSigner",
+    "ca_signer",
+    "ca_signer_cache_clear",
+    "ca_signer_cache_size",
+    "ca_signer_remember",
+    "preview_public_key",
+]
+
+
+class CAKeyUnavailable(PkiError):
+    """A CA's sealed private key cannot be opened (wrong row, tampered, unknown master key)."""
+
+
+_lock = threading.Lock()
+# CA pk -> (SHA-256 of the sealed blob, signer over the loaded key)
+_signers: dict[uuid.UUID, tuple[bytes, Signer]] = {}
+# One lock per CA so that concurrent first uses load the key once, not once per thread.
+_load_locks: dict[uuid.UUID, threading.Lock] = {}
+
+
+def _marker(blob: bytes) -> bytes:
+    return hashlib.sha256(blob).digest()
+
+
+def _load(ca: CertificateAuthority, blob: bytes) -> Signer:
+    try:
+        der = unseal(blob, aad=ca.aad)
+    except EnvelopeError as exc:
+        raise CAKeyUnavailable(
+            f"the private key of CA {ca.name} cannot be unsealed ({exc}); it may have been "
+            "tampered with, copied from another CA, or sealed under a master key that is not "
+            "configured"
+        ) from None
+    try:
+        key = private_key_from_der(der)
+    except PrivateKeyError as exc:
+        raise CAKeyUnavailable(f"the private key of CA {ca.name} is unusable: {exc}") from None
+    finally:
+        del der
+    return LoadedKeySigner(key)
+
+
+def ca_signer(ca: CertificateAuthority) -> Signer:
+    """The signer for ``ca``'s private key, unsealed and loaded at most once per process
+    (and again only when the stored sealed key changes). Raises :class:`CAKeyUnavailable`."""
+    blob = bytes(ca.sealed_private_key)
+    marker = _marker(blob)
+    with _lock:
+        entry = _signers.get(ca.pk)
+        if entry is not None and entry[0] == marker:
+            return entry[1]
+        load_lock = _load_locks.setdefault(ca.pk, threading.Lock())
+    with load_lock:
+        with _lock:
+            entry = _signers.get(ca.pk)
+            if entry is not None and entry[0] == marker:
+                return entry[1]  # another thread loaded it while this one waited
+        signer = _load(ca, blob)
+        with _lock:
+            _signers[ca.pk] = (marker, signer)
+    return signer
+
+
+def ca_signer_remember(ca: CertificateAuthority, signer: Signer) -> None:
+    """Cache the signer of a CA just created (its key is already loaded: no reload)."""
+    with _lock:
+        _signers[ca.pk] = (_marker(bytes(ca.sealed_private_key)), signer)
+
+
+def ca_signer_cache_clear() -> None:
+    """Forget every loaded CA key (tests; a process that wants them out of memory)."""
+    with _lock:
+        _signers.clear()
+        _load_locks.clear()
+
+
+def ca_signer_cache_size() -> int:
+    with _lock:
+        return len(_signers)
+
+
+class GeneratedCAKey:
+    """A fresh CA key pair: sign the CA's own certificate with it, seal it once, keep only
+    the signer. The private key object stays inside this object and its signer."""
+
+    def __init__(self, key_type: KeyType | str) -> None:
+        self._key = generate_private_key(key_type)
+        self.signer: Signer = LoadedKeySigner(self._key)
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self.signer.public_key
+
+    def seal(self, *, aad: bytes) -> bytes:
+        """The private key as PKCS#8 DER sealed under the master keyring, bound to ``aad``."""
+        der = private_key_to_der(self._key)
+        try:
+            return seal(der, aad=aad)
+        finally:
+            del der
+
+
+@cache
+def _throwaway_key(key_type: str) -> LoadedKeySigner:
+    # A key that signs nothing anyone will ever see: previews only. One per type and process.
+    return LoadedKeySigner(generate_private_key(key_type))
+
+
+def preview_public_key(key_type: KeyType | str) -> PublicKey:
+    """A public key of ``key_type`` for previewing a certificate whose key does not exist yet
+    (a CA, or a server-generated key pair): the profile's key usage depends on the type."""
+    return _throwaway_key(KeyType(key_type).value).public_key
+
+
+class PreviewSigner(Signer):
+    """Produces the exact certificate that would be issued, but signed by a throwaway key.
+
+    The confirmation pages build the certificate through the same function as issuance, so
+    every profile, SAN, validity and CA check runs and the page shows exactly the fields
+    that will be signed (only the serial number and the second of notBefore differ). The
+    result is never stored or shown as a certificate: its signature verifies with no CA.
+    ``public_key`` is the issuer's, so that the issuer checks pass.
+    """
+
+    def __init__(self, issuer_public_key: PublicKey) -> None:
+        self._issuer_public_key = issuer_public_key
+        self._scratch = _throwaway_key(KeyType.ecp256.value)
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self._issuer_public_key
+
+    def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate:
+        return self._scratch.sign_certificate(builder)
+
+    def sign_crl(
+        self, builder: x509.CertificateRevocationListBuilder
+    ) -> x509.CertificateRevocationList:
+        raise NotImplementedError("previews sign certificates only")
+
+    def sign_ocsp_response(
+        self, builder: ocsp.OCSPResponseBuilder, responder_certificate: x509.Certificate
+    ) -> ocsp.OCSPResponse:
+        raise NotImplementedError("previews sign certificates only")

@@ -1,0 +1,232 @@
+"""Portal pages for client services and grants (key custodians act; auditors read)."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.cache import never_cache
+
+from accounts.views import PortalPermissionMixin
+
+from . import distribution, selectors
+from .models import Client, GrantVersions, SymmetricKey
+
+
+class ClientCreateForm(forms.Form):
+    name = forms.RegexField(
+        regex=r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$",
+        max_length=64,
+        error_messages={"invalid": "Use 1-64 lowercase letters, digits or '-'."},
+    )
+    description = forms.CharField(
+        required=False, max_length=1000, widget=forms.Textarea(attrs={"rows": 2})
+    )
+
+
+class GrantForm(forms.Form):
+    key = forms.CharField(max_length=100, label="Key name")
+    versions = forms.ChoiceField(choices=GrantVersions.choices, initial=GrantVersions.PRIMARY)
+    expires_at = forms.DateTimeField(
+        required=False,
+        label="Expires (UTC)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+    )
+
+
+class RevokeForm(forms.Form):
+    reason = forms.ChoiceField(choices=[(r, r) for r in distribution.CLIENT_REVOCATION_REASONS])
+
+
+def _client_or_404(request: HttpRequest, name: str) -> Client:
+    client = selectors.client_get(user=request.user, name=name)
+    if client is None:
+        raise Http404("No such client.")
+    return client
+
+
+def _token_page(request: HttpRequest, client: Client, token: str) -> HttpResponse:
+    """The enrollment token in this one response only; it is stored as a hash."""
+    response = render(request, "vault/client_token.html", {"client": client, "token": token})
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class ClientListView(PortalPermissionMixin, View):
+    permission_required = "vault.view_client"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return render(
+            request, "vault/client_list.html", {"clients": selectors.client_list(user=request.user)}
+        )
+
+
+@method_decorator(never_cache, name="dispatch")
+class ClientCreateView(PortalPermissionMixin, View):
+    permission_required = "vault.add_client"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return render(request, "vault/client_create.html", {"form": ClientCreateForm()})
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        form = ClientCreateForm(request.POST)
+        if form.is_valid():
+            try:
+                client, token = distribution.client_create(actor=request.user, **form.cleaned_data)
+            except distribution.DistributionError as exc:
+                form.add_error(None, str(exc))
+            else:
+                return _token_page(request, client, token)
+        return render(request, "vault/client_create.html", {"form": form}, status=400)
+
+
+def _detail(
+    request: HttpRequest, client: Client, grant_form: GrantForm | None = None, status: int = 200
+) -> HttpResponse:
+    return render(
+        request,
+        "vault/client_detail.html",
+        {
+            "client": client,
+            "grants": selectors.client_grants(client=client),
+            "deliveries": selectors.client_deliveries(client=client),
+            "grant_form": grant_form or GrantForm(),
+            "revoke_form": RevokeForm(),
+        },
+        status=status,
+    )
+
+
+class ClientDetailView(PortalPermissionMixin, View):
+    permission_required = "vault.view_client"
+
+    def get(self, request: HttpRequest, name: str) -> HttpResponse:
+        return _detail(request, _client_or_404(request, name))
+
+
+class GrantCreateView(PortalPermissionMixin, View):
+    permission_required = "vault.add_grant"
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, name: str) -> HttpResponse:
+        client = _client_or_404(request, name)
+        form = GrantForm(request.POST)
+        if form.is_valid():
+            key = SymmetricKey.objects.filter(name=form.cleaned_data["key"]).first()
+            if key is None:
+                form.add_error("key", "No key with this name.")
+            else:
+                try:
+                    distribution.grant_create(
+                        actor=request.user,
+                        client=client,
+                        key=key,
+                        versions=form.cleaned_data["versions"],
+                        expires_at=form.cleaned_data["expires_at"],
+                    )
+                except distribution.DistributionError as exc:
+                    form.add_error(None, str(exc))
+                else:
+                    messages.success(request, f"{client.name} may now fetch {key.name}.")
+                    return HttpResponseRedirect(reverse("clients:detail", args=[client.name]))
+        return _detail(request, client, grant_form=form, status=400)
+
+
+class GrantWithdrawView(PortalPermissionMixin, View):
+    permission_required = "vault.change_grant"
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, name: str, pk: int) -> HttpResponse:
+        client = _client_or_404(request, name)
+        grant = client.grants.filter(pk=pk).first()
+        if grant is None:
+            raise Http404("No such grant.")
+        try:
+            distribution.grant_withdraw(actor=request.user, grant=grant)
+            messages.success(request, f"Grant of {grant.key.name} to {client.name} withdrawn.")
+        except distribution.DistributionError as exc:
+            messages.error(request, str(exc))
+        return HttpResponseRedirect(reverse("clients:detail", args=[client.name]))
+
+
+@method_decorator(never_cache, name="dispatch")
+class ClientActionView(PortalPermissionMixin, View):
+    """suspend, resume, revoke (with a reason), token (a fresh enrollment token)."""
+
+    permission_required = "vault.view_client"
+    ACTIONS = {
+        "suspend": ("Suspend", "The client's requests are refused until it is resumed."),
+        "resume": ("Resume", "The client may fetch its granted keys again."),
+        "revoke": (
+            "Revoke",
+            "The client is cut off for good and its certificate is revoked "
+            "in the same transaction.",
+        ),
+        "token": (
+            "New enrollment token",
+            "A fresh one-time token lets the service enroll a "
+            "new key pair; an unused earlier token stops working.",
+        ),
+    }
+
+    def _check(self, action: str) -> tuple[str, str]:
+        if action not in self.ACTIONS:
+            raise Http404("No such action.")
+        if not self.request.user.has_perm("vault.change_client"):
+            raise PermissionDenied("managing clients needs vault.change_client")
+        return self.ACTIONS[action]
+
+    def get(self, request: HttpRequest, name: str, action: str) -> HttpResponse:
+        title, explanation = self._check(action)
+        client = _client_or_404(request, name)
+        return render(
+            request,
+            "vault/client_action.html",
+            {
+                "client": client,
+                "title": title,
+                "explanation": explanation,
+                "form": RevokeForm() if action == "revoke" else None,
+            },
+        )
+
+    def post(self, request: HttpRequest, name: str, action: str) -> HttpResponse:
+        title, explanation = self._check(action)
+        client = _client_or_404(request, name)
+        try:
+            if action == "suspend":
+                distribution.client_suspend(actor=request.user, client=client)
+            elif action == "resume":
+                distribution.client_resume(actor=request.user, client=client)
+            elif action == "token":
+                token = distribution.client_enrollment_token_renew(
+                    actor=request.user, client=client
+                )
+                return _token_page(request, client, token)
+            else:
+                form = RevokeForm(request.POST)
+                if not form.is_valid():
+                    return render(
+                        request,
+                        "vault/client_action.html",
+                        {
+                            "client": client,
+                            "title": title,
+                            "explanation": explanation,
+                            "form": form,
+                        },
+                        status=400,
+                    )
+                distribution.client_revoke(
+                    actor=request.user, client=client, reason=form.cleaned_data["reason"]
+                )
+        except distribution.DistributionError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"{title}: done for {client.name}.")
+        return HttpResponseRedirect(reverse("clients:detail", args=[client.name]))

@@ -1,0 +1,745 @@
+"""Key distribution: client services, enrollment, grants, and the key exchange itself.
+
+The exchange (kmsportal.crypto.protocol) is a mutually authenticated ephemeral Diffie-Hellman
+handshake in one round trip. The server checks, in this order, and refuses with a stable code,
+an HTTP status, a clear message and an audit event at the first failure:
+
+    malformed_request          the body does not parse as a fetch request
+    untrusted_certificate      the certificate is not one our identity CA issued to a client
+    certificate_expired        outside its validity period
+    certificate_revoked        revoked (our database is the source of truth)
+    unknown_client             no client holds this certificate
+    client_suspended / client_revoked
+    rate_limited               too many requests from this client in the window (429)
+    bad_signature              the request signature does not verify with the certificate key
+    stale_timestamp            request time outside ±5 minutes
+    replayed_request           this nonce was seen before (database unique index: shared by
+                               every worker and server, survives restarts)
+    no_grant / grant_expired / version_not_granted
+    key_not_distributable / version_not_distributable
+
+Success records a `key.delivered` event and a ledger row (client, key, version, group); the
+material itself is only ever in memory, encrypted to the client's ephemeral key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit.models import Outcome
+from audit.services import audit_event_record
+from kmsportal.crypto import protocol
+from kmsportal.crypto.envelope import EnvelopeError
+from kmsportal.crypto.x509 import (
+    CertificateLoadError,
+    X509Error,
+    build_csr,
+    generate_private_key,
+    load_certificate,
+    parse_subject,
+    private_key_from_der,
+    private_key_to_der,
+)
+from kmsportal.keyring.services import seal, unseal
+from pki.errors import PkiError
+from pki.models import Certificate, CertificateAuthority, CertificateStatus, serial_to_hex
+from pki.services import certificate_authority_create, certificate_issue_from_csr
+
+from .events import VaultAction
+from .lifecycle import KeyState, VersionState
+from .models import (
+    ENROLLMENT_TOKEN_TTL,
+    Client,
+    ClientState,
+    Delivery,
+    Grant,
+    GrantVersions,
+    KeyVersion,
+    ReplayNonce,
+    ServerIdentity,
+    SymmetricKey,
+)
+
+Actor = AbstractBaseUser | None
+CLIENT_PROFILE = "kms-client"
+SERVER_PROFILE = "kms-server"
+
+
+class DistributionError(Exception):
+    """A management action on clients or grants that cannot be done as asked."""
+
+
+class FetchRefused(Exception):
+    """The client API refuses a request: stable `code`, HTTP `status`, clear message."""
+
+    def __init__(self, code: str, message: str, status: int = 403, retry_after: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+        self.outcome = Outcome.DENIED
+
+
+def _actor_name(actor: Actor) -> str:
+    return actor.get_username() if actor is not None else "system"
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --- identity CAs and the server credential ---------------------------------------------
+
+
+def identity_ca() -> CertificateAuthority | None:
+    return CertificateAuthority.objects.filter(name=settings.KMS_IDENTITY_CA_NAME).first()
+
+
+def root_ca() -> CertificateAuthority | None:
+    return CertificateAuthority.objects.filter(name=settings.KMS_ROOT_CA_NAME).first()
+
+
+def distribution_bootstrap() -> list[str]:
+    """Create, when missing, the root CA, the client-identity CA under it and the KMS's own
+    `kms-server` certificate. Idempotent; returns what it did, for `bootstrap` to print."""
+    done = []
+    root = root_ca()
+    key_type = settings.KMS_IDENTITY_CA_KEY_TYPE
+    if root is None:
+        root = certificate_authority_create(
+            actor=None,
+            name=settings.KMS_ROOT_CA_NAME,
+            subject="CN=kmsportal root CA,O=kmsportal",
+            key_type=key_type,
+        )
+        done.append(f"created root CA {root.name}")
+    if identity_ca() is None:
+        ca = certificate_authority_create(
+            actor=None,
+            name=settings.KMS_IDENTITY_CA_NAME,
+            subject="CN=kmsportal client identity CA,O=kmsportal",
+            parent=root,
+            key_type=key_type,
+        )
+        done.append(f"created client identity CA {ca.name}")
+    if not ServerIdentity.objects.exists():
+        identity = server_identity_renew()
+        done.append(f"issued the KMS server certificate (serial {identity.certificate.serial_hex})")
+    return done
+
+
+@transaction.atomic
+def server_identity_renew() -> ServerIdentity:
+    """Issue a fresh `kms-server` certificate from the identity CA; its key is sealed."""
+    ca = identity_ca()
+    if ca is None:
+        raise DistributionError("no client identity CA; run `manage.py bootstrap` first")
+    host = settings.KMS_PUBLIC_URL.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    private_key = generate_private_key("ecp256")
+    csr = build_csr(private_key=private_key, subject=parse_subject("CN=kmsportal key server"))
+    record = certificate_issue_from_csr(
+        actor=None,
+        ca=ca,
+        csr_pem_or_der=csr,
+        profile=SERVER_PROFILE,
+        subject_override="CN=kmsportal key server,O=kmsportal",
+        sans_override=[f"dns:{host}"] if not host.replace(".", "").isdigit() else [f"ip:{host}"],
+    )
+    identity = ServerIdentity(certificate=record, sealed_private_key=b"")
+    identity.sealed_private_key = seal(private_key_to_der(private_key), aad=identity.aad)
+    del private_key
+    identity.save(force_insert=True)
+    audit_event_record(
+        action=VaultAction.SERVER_CERTIFICATE_ISSUED,
+        target=record,
+        target_label=record.subject,
+        details={"serial": record.serial_hex, "not_after": record.not_after.isoformat()},
+    )
+    _server_cache.clear()
+    return identity
+
+
+_server_lock = threading.Lock()
+_server_cache: dict[str, Any] = {}
+
+
+def _server_credential() -> tuple[Any, list[str]]:
+    """(private key, chain PEMs leaf first) of the newest server identity, loaded once."""
+    identity = ServerIdentity.objects.select_related("certificate__ca").first()
+    if identity is None:
+        raise FetchRefused("server_not_ready", "the key server has no certificate yet", 503)
+    with _server_lock:
+        cached = _server_cache.get("credential")
+        if cached is None or cached[0] != identity.pk:
+            key = private_key_from_der(unseal(bytes(identity.sealed_private_key), aad=identity.aad))
+            chain = [identity.certificate.certificate_pem]
+            ca = identity.certificate.ca
+            while ca is not None:
+                chain.append(ca.certificate_pem)
+                ca = ca.parent
+            cached = (identity.pk, key, chain)
+            _server_cache["credential"] = cached
+        return cached[1], cached[2]
+
+
+# --- clients and grants -------------------------------------------------------------------
+
+
+def _new_token(client: Client) -> str:
+    token = secrets.token_urlsafe(32)
+    client.enrollment_token_hash = _token_hash(token)
+    client.enrollment_token_expires_at = timezone.now() + ENROLLMENT_TOKEN_TTL
+    return token
+
+
+@transaction.atomic
+def client_create(*, actor: Actor, name: str, description: str = "") -> tuple[Client, str]:
+    """Register a client service; returns it and its one-time enrollment token (shown once,
+    stored only as a hash, valid 24 hours)."""
+    from django.core.exceptions import ValidationError
+
+    if name == "new":
+        raise DistributionError("'new' is a reserved word and cannot name a client")
+    client = Client(name=name, description=description, created_by_name=_actor_name(actor))
+    try:
+        client.full_clean(exclude=["certificate", "enrollment_token_hash"])
+    except ValidationError as exc:
+        if Client.objects.filter(name=name).exists():
+            raise DistributionError(f"a client named {name!r} already exists") from exc
+        raise DistributionError(
+            "; ".join(f"{f}: {' '.join(m)}" for f, m in exc.message_dict.items())
+        ) from exc
+    token = _new_token(client)
+    client.save(force_insert=True)
+    audit_event_record(
+        action=VaultAction.CLIENT_CREATED,
+        actor=actor,
+        target=client,
+        details={
+            "client": name,
+            "token_expires_at": client.enrollment_token_expires_at.isoformat(),
+        },
+    )
+    return client, token
+
+
+@transaction.atomic
+def client_enrollment_token_renew(*, actor: Actor, client: Client) -> str:
+    """A fresh one-time token (the old one stops working), e.g. to re-enroll a new key."""
+    client = Client.objects.select_for_update().get(pk=client.pk)
+    if client.state == ClientState.REVOKED:
+        raise DistributionError(f"client {client.name} is revoked")
+    token = _new_token(client)
+    client.save()
+    audit_event_record(action=VaultAction.CLIENT_TOKEN_ISSUED, actor=actor, target=client)
+    return token
+
+
+@transaction.atomic
+def client_enroll(*, token: str, csr_pem: bytes) -> tuple[Client, Certificate, list[str]]:
+    """Exchange a one-time token and a CSR for a `kms-client` certificate.
+
+    The client generated its key itself; only the CSR travels. The token works once: it is
+    cleared in the same transaction that issues the certificate.
+    """
+    client = (
+        Client.objects.select_for_update()
+        .filter(enrollment_token_hash=_token_hash(token or ""))
+        .exclude(enrollment_token_hash="")
+        .first()
+    )
+    if client is None:
+        raise FetchRefused("invalid_token", "the enrollment token is unknown or already used", 401)
+    if (
+        client.enrollment_token_expires_at is None
+        or client.enrollment_token_expires_at <= timezone.now()
+    ):
+        raise FetchRefused(
+            "expired_token", "the enrollment token has expired; ask for a new one", 401
+        )
+    if client.state != ClientState.ACTIVE:
+        raise FetchRefused(f"client_{client.state}", f"client {client.name} is {client.state}", 403)
+    ca = identity_ca()
+    if ca is None:
+        raise FetchRefused("server_not_ready", "no client identity CA is configured", 503)
+    try:
+        record = certificate_issue_from_csr(
+            actor=None,
+            ca=ca,
+            csr_pem_or_der=csr_pem,
+            profile=CLIENT_PROFILE,
+            subject_override=f"CN={client.name},O=kmsportal clients",
+            sans_override=[f"uri:urn:kmsportal:client:{client.name}"],
+        )
+    except (X509Error, PkiError) as exc:
+        raise FetchRefused("bad_csr", str(exc), 400) from exc
+    client.certificate = record
+    client.enrollment_token_hash = ""
+    client.enrollment_token_expires_at = None
+    client.enrolled_at = timezone.now()
+    client.save()
+    audit_event_record(
+        action=VaultAction.CLIENT_ENROLLED,
+        actor=client,
+        actor_name=client.name,
+        target=client,
+        details={"serial": record.serial_hex, "not_after": record.not_after.isoformat()},
+    )
+    chain = [record.certificate_pem]
+    parent = record.ca
+    while parent is not None:
+        chain.append(parent.certificate_pem)
+        parent = parent.parent
+    return client, record, chain
+
+
+def _client_transition(
+    *,
+    actor: Actor,
+    client: Client,
+    to: ClientState,
+    allowed: tuple[ClientState, ...],
+    event: VaultAction,
+    details: dict[str, Any] | None = None,
+) -> Client:
+    client = Client.objects.select_for_update().get(pk=client.pk)
+    if client.state not in allowed:
+        raise DistributionError(f"client {client.name} is {client.state}; it cannot become {to}")
+    client.state = to
+    if to == ClientState.REVOKED:
+        client.revoked_at = timezone.now()
+    client.save()
+    audit_event_record(action=event, actor=actor, target=client, details=details or {})
+    return client
+
+
+@transaction.atomic
+def client_suspend(*, actor: Actor, client: Client) -> Client:
+    return _client_transition(
+        actor=actor,
+        client=client,
+        to=ClientState.SUSPENDED,
+        allowed=(ClientState.ACTIVE,),
+        event=VaultAction.CLIENT_SUSPENDED,
+    )
+
+
+@transaction.atomic
+def client_resume(*, actor: Actor, client: Client) -> Client:
+    return _client_transition(
+        actor=actor,
+        client=client,
+        to=ClientState.ACTIVE,
+        allowed=(ClientState.SUSPENDED,),
+        event=VaultAction.CLIENT_RESUMED,
+    )
+
+
+CLIENT_REVOCATION_REASONS = ("affiliationChanged", "keyCompromise", "cessationOfOperation")
+
+
+@transaction.atomic
+def client_revoke(*, actor: Actor, client: Client, reason: str) -> Client:
+    """Revoke the client for good and, in the same transaction, its certificate."""
+    if reason not in CLIENT_REVOCATION_REASONS:
+        raise DistributionError(f"reason must be one of {', '.join(CLIENT_REVOCATION_REASONS)}")
+    client = _client_transition(
+        actor=actor,
+        client=client,
+        to=ClientState.REVOKED,
+        allowed=(ClientState.ACTIVE, ClientState.SUSPENDED),
+        event=VaultAction.CLIENT_REVOKED,
+        details={"reason": reason},
+    )
+    client.revocation_reason = reason
+    client.save(update_fields=["revocation_reason"])
+    if client.certificate_id:
+        _revoke_certificate(actor=actor, certificate=client.certificate, reason=reason)
+    return client
+
+
+def _revoke_certificate(*, actor: Actor, certificate: Certificate, reason: str) -> None:
+    """Through the PKI's revocation service when it exists (it also republishes the CRL)."""
+    from pki import services as pki_services
+
+    revoke = getattr(pki_services, "certificate_revoke", None)
+    if revoke is not None:
+        revoke(actor=actor, certificate=certificate, reason=reason)
+        return
+    Certificate.objects.filter(pk=certificate.pk).update(
+        status=CertificateStatus.REVOKED, revoked_at=timezone.now(), revocation_reason=reason
+    )
+
+
+@transaction.atomic
+def grant_create(
+    *,
+    actor: Actor,
+    client: Client,
+    key: SymmetricKey,
+    versions: str = GrantVersions.PRIMARY,
+    expires_at: datetime | None = None,
+) -> Grant:
+    """Allow `client` to fetch `key` (the primary version only, or every decrypt-capable one)."""
+    if versions not in GrantVersions.values:
+        raise DistributionError(f"versions must be one of {', '.join(GrantVersions.values)}")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise DistributionError("the grant's expiry must be in the future")
+    if client.state == ClientState.REVOKED:
+        raise DistributionError(f"client {client.name} is revoked")
+    if key.is_destroyed:
+        raise DistributionError(f"key {key.name} is destroyed")
+    if Grant.objects.filter(client=client, key=key, withdrawn_at__isnull=True).exists():
+        raise DistributionError(
+            f"{client.name} already has a grant for {key.name}; withdraw it first"
+        )
+    grant = Grant.objects.create(
+        client=client,
+        key=key,
+        versions=versions,
+        expires_at=expires_at,
+        created_by_name=_actor_name(actor),
+    )
+    audit_event_record(
+        action=VaultAction.GRANT_CREATED,
+        actor=actor,
+        target=key,
+        target_label=key.name,
+        details={
+            "client": client.name,
+            "key": key.name,
+            "versions": versions,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+        },
+    )
+    return grant
+
+
+@transaction.atomic
+def grant_withdraw(*, actor: Actor, grant: Grant) -> Grant:
+    grant = Grant.objects.select_for_update().select_related("client", "key").get(pk=grant.pk)
+    if grant.withdrawn_at is not None:
+        raise DistributionError("this grant was already withdrawn")
+    grant.withdrawn_at = timezone.now()
+    grant.withdrawn_by_name = _actor_name(actor)
+    grant.save()
+    audit_event_record(
+        action=VaultAction.GRANT_WITHDRAWN,
+        actor=actor,
+        target=grant.key,
+        target_label=grant.key.name,
+        details={"client": grant.client.name, "key": grant.key.name},
+    )
+    return grant
+
+
+# --- the exchange -----------------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    client: Client | None = None
+    key_name: str = ""
+    subject: str = ""
+
+
+def _refuse(
+    context: _Context, code: str, message: str, status: int = 403, **extra: Any
+) -> FetchRefused:
+    """A refusal to raise; `key_fetch` audits it once every transaction has been left, so
+    the record of a refused request survives the rollback of whatever that request began."""
+    return FetchRefused(code, message, status, extra.get("retry_after"))
+
+
+def _audit_refusal(context: _Context, refusal: FetchRefused) -> None:
+    with transaction.atomic():
+        audit_event_record(
+            action=VaultAction.KEY_FETCH_REFUSED,
+            outcome=refusal.outcome,
+            actor=context.client,
+            anonymous=context.client is None,
+            actor_name=context.client.name
+            if context.client
+            else (context.subject or "unknown client"),
+            target_type="vault.SymmetricKey",
+            target_label=context.key_name[:255],
+            details={
+                "code": refusal.code,
+                "reason": refusal.message[:300],
+                "key": context.key_name[:100],
+            },
+        )
+
+
+def _certificate_checks(context: _Context, pem: str, now: datetime) -> tuple[Client, Any]:
+    try:
+        certificate = load_certificate(pem.encode())
+    except (CertificateLoadError, ValueError) as exc:
+        raise _refuse(
+            context, "untrusted_certificate", f"the client certificate does not parse: {exc}"
+        ) from exc
+    context.subject = certificate.subject.rfc4514_string()[:150]
+    ca = identity_ca()
+    record = (
+        Certificate.objects.select_related("ca")
+        .filter(serial_hex=serial_to_hex(certificate.serial_number), ca=ca, profile=CLIENT_PROFILE)
+        .first()
+        if ca is not None
+        else None
+    )
+    if record is None or bytes(record.certificate_der) != certificate.public_bytes(Encoding.DER):
+        raise _refuse(
+            context,
+            "untrusted_certificate",
+            "the certificate was not issued to a client by this KMS's identity CA",
+        )
+    try:
+        certificate.verify_directly_issued_by(load_certificate(ca.certificate_pem.encode()))
+    except (ValueError, TypeError, Exception) as exc:
+        raise _refuse(
+            context, "untrusted_certificate", "the certificate's signature does not verify"
+        ) from exc
+    if not (certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc):
+        raise _refuse(
+            context,
+            "certificate_expired",
+            f"the client certificate is valid only from {certificate.not_valid_before_utc:%Y-%m-%d} "
+            f"to {certificate.not_valid_after_utc:%Y-%m-%d}",
+            401,
+        )
+    if record.status == CertificateStatus.REVOKED:
+        raise _refuse(context, "certificate_revoked", "the client certificate is revoked", 401)
+    client = Client.objects.filter(certificate=record).first()
+    if client is None:
+        raise _refuse(context, "unknown_client", "no client holds this certificate (re-enrolled?)")
+    context.client = client
+    if client.state != ClientState.ACTIVE:
+        raise _refuse(context, f"client_{client.state}", f"client {client.name} is {client.state}")
+    return client, certificate
+
+
+def _rate_limit(context: _Context, client: Client) -> None:
+    """Fixed window per client, in the shared cache (Redis when several servers run)."""
+    limit = settings.KMS_CLIENT_RATE_LIMIT
+    if not limit:
+        return
+    window = settings.KMS_CLIENT_RATE_WINDOW_SECONDS
+    now = timezone.now().timestamp()
+    bucket = int(now // window)
+    name = f"kms:rate:{client.pk}:{bucket}"
+    cache.add(name, 0, timeout=window * 2)
+    try:
+        count = cache.incr(name)
+    except ValueError:  # evicted between add and incr
+        cache.set(name, 1, timeout=window * 2)
+        count = 1
+    if count > limit:
+        retry = int(window - (now % window)) + 1
+        raise _refuse(
+            context,
+            "rate_limited",
+            f"more than {limit} requests in {window} s; retry in {retry} s",
+            429,
+            retry_after=retry,
+        )
+
+
+def _consume_nonce(context: _Context, nonce: bytes, client: Client) -> None:
+    """The replay check: the nonce's row is inserted in its own transaction, so a nonce is
+    spent even if the request fails later, and a second insert fails on the unique index."""
+    try:
+        with transaction.atomic():
+            ReplayNonce.objects.create(nonce=nonce.hex(), client_name=client.name)
+    except IntegrityError:
+        raise _refuse(
+            context, "replayed_request", "this request was already received (replay)", 409
+        ) from None
+    # Nonces older than the timestamp window can never be replayed successfully anyway.
+    if secrets.randbelow(100) == 0:
+        cutoff = timezone.now() - 2 * protocol.MAX_CLOCK_SKEW - timedelta(minutes=1)
+        ReplayNonce.objects.filter(seen_at__lt=cutoff).delete()
+
+
+def _version_to_deliver(
+    context: _Context, client: Client, request: protocol.FetchRequest
+) -> tuple[SymmetricKey, KeyVersion, Grant]:
+    now = timezone.now()
+    key = SymmetricKey.objects.filter(name=request.key_name).first()
+    grant = (
+        Grant.objects.filter(client=client, key=key, withdrawn_at__isnull=True).first()
+        if key is not None
+        else None
+    )
+    if grant is None:
+        # Same answer whether the key exists or not: a client learns nothing by guessing.
+        raise _refuse(
+            context, "no_grant", f"client {client.name} has no grant for key {request.key_name!r}"
+        )
+    if grant.expires_at is not None and grant.expires_at <= now:
+        raise _refuse(
+            context,
+            "grant_expired",
+            f"the grant for {key.name} expired at {grant.expires_at:%Y-%m-%d %H:%M} UTC",
+        )
+    if key.state == KeyState.ACTIVE:
+        pass
+    elif key.state == KeyState.DEACTIVATED and request.version is not None:
+        pass  # decrypt-only keys deliver explicitly requested versions
+    else:
+        raise _refuse(
+            context, "key_not_distributable", f"key {key.name} is {key.get_state_display()}", 409
+        )
+    if request.version is None:
+        version = key.versions.filter(is_primary=True).first()
+        if version is None or version.state != VersionState.ACTIVE:
+            raise _refuse(
+                context,
+                "key_not_distributable",
+                f"key {key.name} has no usable primary version",
+                409,
+            )
+        return key, version, grant
+    version = key.versions.filter(number=request.version).first()
+    if version is None:
+        raise _refuse(
+            context,
+            "version_not_distributable",
+            f"key {key.name} has no version {request.version}",
+            404,
+        )
+    if grant.versions == GrantVersions.PRIMARY and not version.is_primary:
+        raise _refuse(
+            context,
+            "version_not_granted",
+            f"the grant for {key.name} covers the primary version only",
+        )
+    if version.state not in (VersionState.ACTIVE, VersionState.DEACTIVATED):
+        raise _refuse(
+            context,
+            "version_not_distributable",
+            f"version {version.number} of {key.name} is {version.get_state_display()}",
+            409,
+        )
+    if version.number < key.min_decryption_version:
+        raise _refuse(
+            context,
+            "version_not_distributable",
+            f"version {version.number} of {key.name} is below the minimum decryption "
+            f"version {key.min_decryption_version}",
+            409,
+        )
+    return key, version, grant
+
+
+def key_fetch(*, body: Any, request_id: str = "") -> dict[str, Any]:
+    """Answer one fetch request (JSON already parsed) or raise FetchRefused (audited)."""
+    context = _Context()
+    try:
+        return _key_fetch(body=body, request_id=request_id, context=context)
+    except FetchRefused as refusal:
+        _audit_refusal(context, refusal)
+        raise
+
+
+def _key_fetch(*, body: Any, request_id: str, context: _Context) -> dict[str, Any]:
+    now = timezone.now()
+    if isinstance(body, dict):
+        context.key_name = str(body.get("key_name", ""))[:100]
+    try:
+        parsed, _signature = protocol.FetchRequest.from_json(body)
+    except protocol.ProtocolError as exc:
+        raise _refuse(context, exc.code, exc.message, 400) from exc
+    client, certificate = _certificate_checks(context, parsed.client_certificate_pem, now)
+    _rate_limit(context, client)
+    try:
+        request, signature = protocol.verify_fetch_request(body, certificate.public_key(), now=now)
+    except protocol.ProtocolError as exc:
+        status = 401 if exc.code in ("bad_signature", "stale_timestamp") else 400
+        raise _refuse(context, exc.code, exc.message, status) from exc
+    _consume_nonce(context, request.client_nonce, client)
+    with transaction.atomic():
+        # Lock the key row: a compromise or suspension committed before this point is seen;
+        # one committing after waits until this delivery is recorded.
+        SymmetricKey.objects.select_for_update().filter(name=request.key_name).first()
+        context.key_name = request.key_name
+        key, version, _grant = _version_to_deliver(context, client, request)
+        try:
+            material = unseal(bytes(version.sealed_material), aad=version.aad)
+        except EnvelopeError as exc:
+            refusal = FetchRefused(
+                "integrity_error",
+                f"key {key.name} version {version.number} failed its integrity check",
+                500,
+            )
+            refusal.outcome = Outcome.ERROR
+            raise refusal from exc
+        server_key, chain = _server_credential()
+        response = protocol.build_fetch_response(
+            request=request,
+            request_signature=signature,
+            key_name=key.name,
+            version=version.number,
+            client_name=client.name,
+            key_material=material,
+            server_private_key=server_key,
+            server_chain_pems=chain,
+        )
+        del material
+        Delivery.objects.create(
+            client=client,
+            key=key,
+            version=version.number,
+            group=request.group,
+            request_id=request_id,
+        )
+        audit_event_record(
+            action=VaultAction.KEY_DELIVERED,
+            actor=client,
+            target=key,
+            target_label=key.name,
+            details={
+                "key": key.name,
+                "version": version.number,
+                "group": request.group,
+                "client": client.name,
+            },
+        )
+    return response
+
+
+def client_enroll_response(*, token: str, csr_pem: str) -> dict[str, Any]:
+    """The enrollment endpoint's JSON answer."""
+    try:
+        client, record, chain = client_enroll(token=token, csr_pem=csr_pem.encode())
+    except FetchRefused as exc:
+        with transaction.atomic():
+            audit_event_record(
+                action=VaultAction.CLIENT_ENROLLMENT_REFUSED,
+                outcome=Outcome.DENIED,
+                anonymous=True,
+                actor_name="enrollment",
+                target_type="vault.Client",
+                details={"code": exc.code, "reason": exc.message[:300]},
+            )
+        raise
+    root = root_ca()
+    return {
+        "client": client.name,
+        "certificate": record.certificate_pem,
+        "chain": chain,
+        "root_ca_certificate": root.certificate_pem if root else chain[-1],
+        "not_after": record.not_after.isoformat(),
+    }

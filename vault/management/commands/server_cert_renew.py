@@ -1,0 +1,21 @@
+"""`manage.py server_cert_renew`: issue a fresh kms-server certificate for the key server."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand
+
+from vault.distribution import server_identity_renew
+from vault.management import domain_errors
+
+
+class Command(BaseCommand):
+    help = "Issue a new kms-server certificate (new sealed key) from the client identity CA."
+
+    def handle(self, *args: object, **options: object) -> None:
+        with domain_errors():
+            identity = server_identity_renew()
+        certificate = identity.certificate
+        self.stdout.write(
+            f"Issued kms-server certificate {certificate.serial_hex}, valid until "
+            f"{certificate.not_after:%Y-%m-%d}."
+        )
