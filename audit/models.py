@@ -9,16 +9,51 @@ Invariants (see audit.services for how appends keep them):
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 from django.db import models
 
-from kmsportal.crypto.audit_chain import GENESIS_HASH, format_time
+from kmsportal.crypto.audit_chain import GENESIS_HASH, canonical_json, format_time
 
 
 class AuditLogIsAppendOnly(Exception):
     """An attempt to change or remove audit rows."""
+
+
+class CanonicalJSONField(models.TextField):
+    """A JSON value stored as its canonical JSON text (kmsportal.crypto.audit_chain), read as Python.
+
+    The column holds exactly the bytes the event hash covers for it, so the chain check can
+    let the database render events (audit.verification) instead of decoding and re-encoding
+    every row in Python; a database JSON type would not do: PostgreSQL's jsonb reorders keys
+    and adds spaces. Text that is not JSON (only raw tampering can put it there) reads back as
+    the raw string: pages still show it, and the chain check fails at that row, since recorded
+    details are always an object.
+    """
+
+    description = "JSON stored as canonical JSON text"
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+
+    def to_python(self, value: Any) -> Any:
+        return value
+
+    def get_prep_value(self, value: Any) -> Any:
+        if value is None:
+            return None
+        return canonical_json(value).decode("utf-8")
+
+    def value_to_string(self, obj: models.Model) -> Any:
+        # Like JSONField: serializers (dumpdata) embed the value itself, not its text.
+        return self.value_from_object(obj)
 
 
 class AuditAction(models.TextChoices):
@@ -79,7 +114,8 @@ class AuditEvent(models.Model):
     outcome = models.CharField(max_length=10, choices=Outcome.choices)
     source_ip = models.CharField(max_length=45, blank=True)
     request_id = models.CharField(max_length=64, blank=True)
-    details = models.JSONField(default=dict, blank=True)
+    # Canonical JSON text: the very bytes hashed (see CanonicalJSONField).
+    details = CanonicalJSONField(default=dict, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
 

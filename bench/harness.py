@@ -8,6 +8,7 @@ measured in the same process, so the ratio is what to read, not the absolute fig
 
 from __future__ import annotations
 
+import atexit
 import base64
 import os
 import statistics
@@ -54,8 +55,11 @@ def setup_django(database: str) -> None:
     os.environ["LOG_LEVEL"] = "WARNING"
     os.environ["ALLOWED_HOSTS"] = "testserver,127.0.0.1,localhost"
     if database == "postgres":
-        url = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/kmsbench")
+        # One database per benchmark process: runs may overlap (CI, several developers).
+        base = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/kmsbench")
+        url = f"{base}_{os.getpid()}"
         _recreate_postgres_database(url)
+        atexit.register(_drop_postgres_database, url)
         os.environ["DATABASE_URL"] = url
     else:
         os.environ["DATABASE_URL"] = f"sqlite:///{data_dir}/bench.sqlite3"
@@ -72,6 +76,16 @@ def setup_django(database: str) -> None:
     }
 
     call_command("migrate", verbosity=0)
+
+
+def _drop_postgres_database(url: str) -> None:
+    import psycopg
+    from django.db import connections
+
+    connections.close_all()
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _recreate_postgres_database(url: str) -> None:
