@@ -7,6 +7,10 @@ class AuditConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from .models import AuditAction
+        from .registry import audit_actions_register
+
+        audit_actions_register(AuditAction)
         from kmsportal.keyring.services import sealed_field_register
 
         # The checkpoint signing key is sealed under the master keyring: rewrap re-seals it

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from django import forms
 
-from .models import AuditAction, Outcome
+from .models import Outcome
+from .registry import audit_action_choices
 from .selectors import EventFilters
+
+
+def _action_choices() -> list[tuple[str, str]]:
+    return [("", "any action"), *audit_action_choices()]
 
 
 class EventFilterForm(forms.Form):
@@ -20,7 +25,7 @@ class EventFilterForm(forms.Form):
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
     )
     actor = forms.CharField(required=False, max_length=150)
-    action = forms.ChoiceField(required=False, choices=[("", "any action"), *AuditAction.choices])
+    action = forms.ChoiceField(required=False, choices=_action_choices)
     target_type = forms.CharField(required=False, max_length=64, label="Target type")
     target_id = forms.CharField(required=False, max_length=64, label="Target id")
     outcome = forms.ChoiceField(required=False, choices=[("", "any outcome"), *Outcome.choices])

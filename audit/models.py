@@ -107,7 +107,9 @@ class AuditEvent(models.Model):
     actor_id = models.CharField(max_length=64, blank=True)
     # The readable name is kept even if the user is later deleted or renamed.
     actor_name = models.CharField(max_length=150)
-    action = models.CharField(max_length=64, choices=AuditAction.choices)
+    # Event types come from every app (audit.registry); no database choices, so a new type
+    # needs no migration of this append-only table.
+    action = models.CharField(max_length=64)
     target_type = models.CharField(max_length=64, blank=True)
     target_id = models.CharField(max_length=64, blank=True)
     target_label = models.CharField(max_length=255, blank=True)
@@ -147,6 +149,12 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise AuditLogIsAppendOnly("audit events cannot be deleted")
+
+    @property
+    def action_label(self) -> str:
+        from .registry import audit_action_label
+
+        return audit_action_label(self.action)
 
     def chain_fields(self) -> dict[str, Any]:
         """The hashed fields, in the form kmsportal.crypto.audit_chain expects."""

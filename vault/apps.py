@@ -7,6 +7,11 @@ class VaultConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from audit.registry import audit_actions_register
+
+        from .events import VaultAction
+
+        audit_actions_register(VaultAction)
         from kmsportal.keyring.services import sealed_field_register
 
         # Key material: rewrap re-seals it; start-up refuses to drop a master key sealing it.

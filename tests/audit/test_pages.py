@@ -225,3 +225,14 @@ def test_export_verifies_with_the_offline_cli(auditor: Client, tmp_path) -> None
     result = cli(str(export))
     assert result.returncode == 1
     assert "TAMPERED: line 3" in result.stderr
+
+
+def test_filter_by_an_event_type_of_another_app(auditor: Client) -> None:
+    from vault.services import symmetric_key_create
+
+    symmetric_key_create(actor=None, name="filtered-key")
+    page = auditor.get("/audit/", {"action": "key.created"})
+    assert page.status_code == 200
+    events = page.context["page"].events
+    assert [e.target_label for e in events] == ["filtered-key"]
+    assert b"Key created" in page.content  # the registered label, not the raw value
