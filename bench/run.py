@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ["audit", "vault", "pki"]
+MODULES = ["audit", "vault", "pki", "revocation", "distribution"]
 
 
 def _child(module: str, database: str, quick: bool) -> None:

@@ -176,6 +176,9 @@ SECURE_HSTS_SECONDS: int = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG els
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Relying parties fetch CRLs, CA certificates and OCSP answers over plain HTTP (RFC 5280
+# 4.2.1.13: they must not need TLS to check revocation), and load balancers probe /healthz.
+SECURE_REDIRECT_EXEMPT = [r"^pki/crl/", r"^pki/ca/[^/]+\.(crt|pem)$", r"^pki/ocsp/", r"^healthz$"]
 if env.bool("SECURE_PROXY_SSL_HEADER", default=False):
     # Only behind a proxy that strips and sets X-Forwarded-Proto itself.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -2,6 +2,8 @@
 
 from django.urls import include, path
 
+from kmsportal.health import healthz
+
 urlpatterns = [
     path("", include("accounts.urls")),
     path("audit/", include("audit.urls")),
@@ -9,4 +11,5 @@ urlpatterns = [
     path("clients/", include("vault.client_urls")),
     path("api/v1/", include("vault.api_urls")),
     path("pki/", include("pki.urls")),
+    path("healthz", healthz, name="healthz"),
 ]

@@ -7,8 +7,16 @@ class PkiConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from audit.registry import audit_actions_register
         from kmsportal.keyring.services import sealed_field_register
+
+        from .events import PkiAction
+
+        # The PKI's audit event types (the recorder and the auditor's filter know them).
+        audit_actions_register(PkiAction)
 
         # CA private keys: rewrap re-seals them; start-up refuses to drop a master key id
         # that still seals one.
         sealed_field_register("pki.CertificateAuthority", "sealed_private_key", lambda row: row.aad)
+        # Delegated OCSP responder keys, the same way.
+        sealed_field_register("pki.OCSPResponder", "sealed_private_key", lambda row: row.aad)

@@ -19,6 +19,7 @@ from .models import (
     UPLOAD_MAX_BYTES,
     CertificateStatus,
 )
+from .revocation import INVALIDITY_DATE_REASONS, REVOCATION_REASONS
 
 CA_DAYS_MAX = 36500
 LEAF_DAYS_MAX = 3650
@@ -320,3 +321,32 @@ class ValidationForm(forms.Form):
             required=False,
         )
         return data
+
+
+# --- revocation ------------------------------------------------------------------------------
+
+DATETIME_INPUT_FORMATS = [
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d",
+]
+
+
+class RevokeForm(forms.Form):
+    reason = forms.ChoiceField(
+        choices=[(r.value, f"{r.label} ({r.value})") for r in REVOCATION_REASONS],
+        initial="unspecified",
+        help_text="RFC 5280 reason. <em>Certificate hold</em> is the only one that can be "
+        "undone (released); every other revocation is final.",
+    )
+    invalidity_date = forms.DateTimeField(
+        required=False,
+        input_formats=DATETIME_INPUT_FORMATS,
+        label="Invalidity date (UTC, optional)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="Only with "
+        + " or ".join(sorted(r.label.lower() for r in INVALIDITY_DATE_REASONS))
+        + ": since when the private key is known or suspected to be compromised.",
+    )

@@ -12,6 +12,7 @@ equality, ordering and the per-CA uniqueness constraint work the same on both da
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -63,6 +64,18 @@ class CertificateSource(models.TextChoices):
     CSR = "csr", "from a CSR"
     GENERATED = "generated", "generated key pair (PKCS#12)"
     CA = "ca", "intermediate CA (key held by the portal)"
+    OCSP = "ocsp", "delegated OCSP responder (key held by the portal)"
+
+
+class CRLTrigger(models.TextChoices):
+    """Why a CRL was published."""
+
+    CA_CREATED = "ca-created", "CA created"
+    REVOCATION = "revocation", "revocation"
+    RELEASE = "release", "certificate hold released"
+    SCHEDULED = "scheduled", "scheduled (publish_crls)"
+    MANUAL = "manual", "published by an operator"
+    FIRST_DOWNLOAD = "first-download", "first download (no CRL existed)"
 
 
 class CertificateAuthority(models.Model):
@@ -189,6 +202,8 @@ class Certificate(models.Model):
         indexes = [
             models.Index(fields=["ca", "id"], name="pki_cert_ca_id"),
             models.Index(fields=["status", "not_after"], name="pki_cert_status_expiry"),
+            # The CRL reads exactly the revoked rows of one CA.
+            models.Index(fields=["ca", "status"], name="pki_cert_ca_status"),
         ]
 
     def __str__(self) -> str:
@@ -211,8 +226,98 @@ class Certificate(models.Model):
         return self.status == CertificateStatus.REVOKED
 
     @property
+    def is_on_hold(self) -> bool:
+        """Revoked with reason certificateHold: the only revocation that can be undone."""
+        return self.is_revoked and self.revocation_reason == "certificateHold"
+
+    @property
     def is_expired(self) -> bool:
         return self.not_after <= timezone.now()
+
+
+class RevocationList(models.Model):
+    """One CRL as published: the DER bytes exactly as signed, and what the pages show.
+
+    Downloads serve ``crl_der`` of the newest row as stored (no parsing, no signing).
+    Every publication adds a row; only the newest keeps its bytes (``crl_der`` of older rows
+    is set to NULL when a newer one is stored), so the history of numbers, times and hashes
+    stays while the space does not grow with every revocation.
+
+    ``crl_number`` is strictly increasing per CA (RFC 5280 5.2.3): it is drawn while the CA
+    row is locked, and the unique constraint is the backstop.
+    """
+
+    ca = models.ForeignKey(CertificateAuthority, on_delete=models.PROTECT, related_name="crls")
+    crl_number = models.PositiveBigIntegerField()
+    this_update = models.DateTimeField()
+    next_update = models.DateTimeField()
+    entry_count = models.PositiveIntegerField()
+    # NULL once a newer CRL of the same CA is stored.
+    crl_der = models.BinaryField(null=True)
+    size = models.PositiveIntegerField()
+    # SHA-256 of crl_der, 64 lower-case hex digits: the HTTP ETag.
+    sha256 = models.CharField(max_length=64)
+    trigger = models.CharField(max_length=16, choices=CRLTrigger.choices)
+    published_by_name = models.CharField(max_length=150)
+    published_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-crl_number"]
+        verbose_name = "certificate revocation list"
+        default_permissions = ()
+        permissions = [("publish_crl", "Can publish CRLs on demand")]
+        constraints = [
+            models.UniqueConstraint(fields=["ca", "crl_number"], name="pki_crl_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"CRL #{self.crl_number} of {self.ca_id}"
+
+    @property
+    def lifetime(self) -> timedelta:
+        return self.next_update - self.this_update
+
+    @property
+    def republish_after(self) -> datetime:
+        """Half the lifetime: from here on `publish_crls` replaces it."""
+        return self.this_update + self.lifetime / 2
+
+    @property
+    def is_expired(self) -> bool:
+        return self.next_update <= timezone.now()
+
+
+class OCSPResponder(models.Model):
+    """A delegated OCSP responder (RFC 6960 4.2.2.2): a short-lived certificate the CA issued
+    to itself with id-kp-OCSPSigning and id-pkix-ocsp-nocheck, and its private key, sealed
+    under the master keyring (AAD naming this row) and opened only by `pki.signers`.
+
+    The CA key signs one responder certificate per renewal instead of every response.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    ca = models.ForeignKey(
+        CertificateAuthority, on_delete=models.PROTECT, related_name="ocsp_responders"
+    )
+    certificate = models.OneToOneField(
+        Certificate, on_delete=models.PROTECT, related_name="ocsp_responder"
+    )
+    sealed_private_key = models.BinaryField()
+    not_after = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-not_after"]
+        default_permissions = ()
+        indexes = [models.Index(fields=["ca", "not_after"], name="pki_ocsp_ca_not_after")]
+
+    def __str__(self) -> str:
+        return f"OCSP responder {self.certificate_id} of {self.ca_id}"
+
+    @property
+    def aad(self) -> bytes:
+        """Associated data binding the sealed key to this responder row and its purpose."""
+        return f"pki.OCSPResponder:{self.id}:private-key".encode()
 
 
 #: Largest CSR or certificate the pages accept, uploaded or pasted (the X.509 layer's limit).

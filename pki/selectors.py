@@ -17,6 +17,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from kmsportal.crypto.crl import CRLError, crl_summary, load_crl, verify_crl_signature
 from kmsportal.crypto.profiles import PROFILES, SUB_CA_PROFILE_NAME
 from kmsportal.crypto.x509 import CertificateSummary, describe_certificate
 
@@ -26,6 +27,9 @@ from .models import (
     CAState,
     Certificate,
     CertificateAuthority,
+    CertificateStatus,
+    OCSPResponder,
+    RevocationList,
 )
 
 PAGE_SIZE = 50
@@ -80,9 +84,17 @@ def ca_issuing_choices(*, user: AbstractBaseUser) -> list[tuple[str, str]]:
 
 def ca_public_get(*, name: str) -> CertificateAuthority | None:
     """A CA for the public certificate download (AIA caIssuers): no sign-in needed, since a
-    CA certificate is public by design. Only the certificate columns are read."""
+    CA certificate is public by design. Only the certificate columns (and what the caching
+    headers need) are read."""
     return (
-        CertificateAuthority.objects.only("name", "certificate_der", "certificate_pem")
+        CertificateAuthority.objects.only(
+            "name",
+            "certificate_der",
+            "certificate_pem",
+            "fingerprint_sha256",
+            "created_at",
+            "not_after",
+        )
         .filter(name=name)
         .first()
     )
@@ -158,6 +170,7 @@ def _certificate_columns(queryset: QuerySet[Certificate]) -> QuerySet[Certificat
         "not_before",
         "not_after",
         "status",
+        "revocation_reason",
         "source",
         "issued_at",
         "issued_by_name",
@@ -270,3 +283,99 @@ def certificate_fullchain_pem(*, certificate: Certificate) -> str:
     sends; the root is the relying party's trust anchor)."""
     intermediates = [c for c in ca_chain(ca=certificate.ca) if c.parent_id is not None]
     return certificate.certificate_pem + "".join(c.certificate_pem for c in intermediates)
+
+
+# --- CRLs ------------------------------------------------------------------------------------
+
+#: How many past CRLs the health page lists.
+CRL_HISTORY = 10
+
+
+@dataclass(frozen=True)
+class CRLHealth:
+    """What the CRL page of a CA shows, checked against the stored bytes themselves."""
+
+    ca: CertificateAuthority
+    latest: RevocationList | None
+    #: None when there is no CRL; otherwise whether the stored bytes parse, are signed by the
+    #: CA and say what the row says (number, entry count).
+    signature_ok: bool | None
+    problem: str
+    age: timedelta | None
+    remaining: timedelta | None
+    #: "ok", "due" (past half its lifetime: `publish_crls` should have replaced it),
+    #: "expired" (past nextUpdate: relying parties refuse it) or "missing".
+    state: str
+    history: list[RevocationList]
+    responder: OCSPResponder | None
+    crl_url: str
+    ocsp_url: str
+    now: datetime
+
+    @property
+    def pem_url(self) -> str:
+        return self.crl_url.removesuffix(".crl") + ".pem"
+
+
+def _check_stored_crl(der: bytes, ca: CertificateAuthority, row: RevocationList) -> str:
+    """Empty if the stored CRL is sound, else what is wrong with it."""
+    try:
+        crl = load_crl(der)
+        summary = crl_summary(crl)
+    except CRLError as exc:
+        return f"the stored CRL cannot be read: {exc}"
+    if not verify_crl_signature(crl, x509.load_der_x509_certificate(bytes(ca.certificate_der))):
+        return "the signature does not verify with the CA certificate"
+    if summary.crl_number != row.crl_number or summary.entry_count != row.entry_count:
+        return (
+            f"the CRL says number {summary.crl_number} with {summary.entry_count} entries, "
+            f"the database {row.crl_number} with {row.entry_count}"
+        )
+    return ""
+
+
+def crl_health(*, ca: CertificateAuthority) -> CRLHealth:
+    """The current CRL of ``ca`` with its signature checked, its age and a verdict, the last
+    few CRLs published, and the delegated OCSP responder."""
+    now = timezone.now()
+    history = list(
+        RevocationList.objects.filter(ca=ca).defer("crl_der").order_by("-crl_number")[:CRL_HISTORY]
+    )
+    latest = history[0] if history else None
+    signature_ok: bool | None = None
+    problem = ""
+    state = "missing"
+    age = remaining = None
+    if latest is not None:
+        der = RevocationList.objects.filter(pk=latest.pk).values_list("crl_der", flat=True).get()
+        problem = _check_stored_crl(bytes(der or b""), ca, latest)
+        signature_ok = not problem
+        age = now - latest.this_update
+        remaining = latest.next_update - now
+        if latest.next_update <= now:
+            state = "expired"
+        elif now >= latest.republish_after:
+            state = "due"
+        else:
+            state = "ok"
+    responder = (
+        OCSPResponder.objects.select_related("certificate")
+        .filter(ca=ca, not_after__gt=now, certificate__status=CertificateStatus.VALID)
+        .order_by("-not_after")
+        .first()
+    )
+    points = ca_distribution_points(ca.name)
+    return CRLHealth(
+        ca=ca,
+        latest=latest,
+        signature_ok=signature_ok,
+        problem=problem,
+        age=age,
+        remaining=remaining,
+        state=state,
+        history=history,
+        responder=responder,
+        crl_url=points.crl,
+        ocsp_url=points.ocsp,
+        now=now,
+    )

@@ -1,5 +1,7 @@
 """PKI services: certificate authorities, issuance (from a CSR or a generated key pair) and
-certificate validation.
+certificate validation. Revocation and CRL publication live in `pki.revocation` and
+`pki.crl` and are re-exported here (`certificate_revoke`, `certificate_release`,
+`crl_publish`), so callers import services from one place.
 
 Every state-changing service is one transaction that records its audit event last (see
 audit.services: lock order). Audit details name what was done (CA, subject, serial, profile,
@@ -30,7 +32,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from audit.services import audit_event_record
@@ -65,6 +67,7 @@ from kmsportal.crypto.x509 import (
     private_key_to_encrypted_pem,
 )
 
+from .crl import crl_publish, crl_publish_locked
 from .distribution import DistributionPoints, ca_distribution_points
 from .errors import PkiError
 from .events import PkiAction
@@ -76,7 +79,15 @@ from .models import (
     CertificateAuthority,
     CertificateSource,
     CertificateStatus,
+    CRLTrigger,
     serial_to_hex,
+)
+from .revocation import (
+    REVOCATION_REASONS,
+    certificate_by_serial,
+    certificate_release,
+    certificate_revocation_preview,
+    certificate_revoke,
 )
 from .selectors import ca_chain
 from .signers import (
@@ -92,6 +103,7 @@ __all__ = [
     "DEFAULT_LEAF_KEY_TYPE",
     "DEFAULT_ROOT_DAYS",
     "PURPOSES",
+    "REVOCATION_REASONS",
     "CAPreview",
     "GeneratedCredential",
     "IssuePreview",
@@ -101,11 +113,16 @@ __all__ = [
     "certificate_authority_create",
     "certificate_authority_disable",
     "certificate_authority_preview",
+    "certificate_by_serial",
     "certificate_csr_preview",
     "certificate_generated_preview",
     "certificate_issue_from_csr",
     "certificate_issue_generated",
+    "certificate_release",
+    "certificate_revocation_preview",
+    "certificate_revoke",
     "certificate_validate",
+    "crl_publish",
 ]
 
 Actor = AbstractBaseUser | None
@@ -435,6 +452,9 @@ def _ca_create(*, actor: Actor, plan: _CAPlan, new_key: GeneratedCAKey) -> Certi
     except IntegrityError:
         # Two administrators chose the same name at the same moment.
         raise PkiError(f"a CA named {plan.name!r} already exists") from None
+    # Its first (empty) CRL, in the same transaction: the CRL address written into every
+    # certificate the CA will sign never answers 404. Covered by the ca.created event.
+    crl_publish_locked(ca=ca, trigger=CRLTrigger.CA_CREATED, actor=actor, signer=new_key.signer)
     audit_event_record(
         action=PkiAction.CA_CREATED,
         actor=actor,
@@ -483,12 +503,23 @@ def certificate_authority_disable(
 # --- issuance --------------------------------------------------------------------------------
 
 
-def _issuing_ca(ca: CertificateAuthority) -> CertificateAuthority:
+def _issuing_ca(ca: CertificateAuthority, *, lock: bool = False) -> CertificateAuthority:
     """The CA as stored now; it must be active.
 
-    Not locked: issuers of one CA run in parallel. A disable that commits while an issuance
+    ``lock`` (inside the issuing transaction): on PostgreSQL a shared row lock (FOR SHARE)
+    held until commit. Issuers of one CA still run in parallel (shared locks do not conflict),
+    but a revocation of the CA (which locks its row FOR UPDATE, see `pki.revocation`) waits
+    for issuances in flight and they wait for it; so an issuance can never commit a valid
+    certificate under a CA whose revocation revoked "everything it issued" just before.
+    SQLite serialises writing transactions anyway. A disable that commits while an issuance
     is in flight does not stop that issuance (it began first); the audit log orders both.
     """
+    if lock and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT 1 FROM {CertificateAuthority._meta.db_table} WHERE id = %s FOR SHARE",  # noqa: S608 - table name from the model
+                [ca.pk],
+            )
     fresh = CertificateAuthority.objects.get(pk=ca.pk)
     if fresh.state != CAState.ACTIVE:
         raise PkiError(
@@ -668,7 +699,7 @@ def certificate_issue_from_csr(
     csr = _load_csr(csr_pem_or_der)
     leaf_profile = _profile(profile)
     subject, sans = _csr_subject_and_sans(csr, subject_override, sans_override)
-    ca = _issuing_ca(ca)
+    ca = _issuing_ca(ca, lock=True)
     signer = ca_signer(ca)
     public_key = csr.public_key()
     _, record = _sign_with_unique_serial(
@@ -829,7 +860,7 @@ def _issue_generated(
     pem_bundle: bool,
     key_type: KeyType,
 ) -> GeneratedCredential:
-    ca = _issuing_ca(ca)
+    ca = _issuing_ca(ca, lock=True)
     signer = ca_signer(ca)
     public_key = private_key.public_key()
     certificate, record = _sign_with_unique_serial(

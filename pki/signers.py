@@ -1,4 +1,5 @@
-"""The only code that touches CA private-key bytes: generate and seal, unseal and load once.
+"""The only code that touches CA private-key bytes (and the keys of the CAs' delegated OCSP
+responders): generate and seal, unseal and load once.
 
 Loading a private key is slow (cryptography checks it: ~55 ms for RSA-2048, ~175 ms for
 RSA-3072) while signing with a loaded key takes ~1.3 ms, so every process keeps one
@@ -37,7 +38,7 @@ from kmsportal.crypto.x509 import (
 from kmsportal.keyring.services import seal, unseal
 
 from .errors import PkiError
-from .models import CertificateAuthority
+from .models import CertificateAuthority, OCSPResponder
 
 __all__ = [
     "CAKeyUnavailable",
@@ -47,6 +48,8 @@ __all__ = [
     "ca_signer_cache_clear",
     "ca_signer_cache_size",
     "ca_signer_remember",
+    "ocsp_responder_signer",
+    "ocsp_responder_signer_remember",
     "preview_public_key",
 ]
 
@@ -66,43 +69,67 @@ def _marker(blob: bytes) -> bytes:
     return hashlib.sha256(blob).digest()
 
 
-def _load(ca: CertificateAuthority, blob: bytes) -> Signer:
+def _load(*, blob: bytes, aad: bytes, what: str) -> Signer:
     try:
-        der = unseal(blob, aad=ca.aad)
+        der = unseal(blob, aad=aad)
     except EnvelopeError as exc:
         raise CAKeyUnavailable(
-            f"the private key of CA {ca.name} cannot be unsealed ({exc}); it may have been "
-            "tampered with, copied from another CA, or sealed under a master key that is not "
+            f"the private key of {what} cannot be unsealed ({exc}); it may have been "
+            "tampered with, copied from another row, or sealed under a master key that is not "
             "configured"
         ) from None
     try:
         key = private_key_from_der(der)
     except PrivateKeyError as exc:
-        raise CAKeyUnavailable(f"the private key of CA {ca.name} is unusable: {exc}") from None
+        raise CAKeyUnavailable(f"the private key of {what} is unusable: {exc}") from None
     finally:
         del der
     return LoadedKeySigner(key)
 
 
+def _cached_signer(*, owner: uuid.UUID, blob: bytes, aad: bytes, what: str) -> Signer:
+    """The signer of the sealed key ``blob`` of row ``owner``, loaded at most once per
+    process and again only when the stored blob changes."""
+    marker = _marker(blob)
+    with _lock:
+        entry = _signers.get(owner)
+        if entry is not None and entry[0] == marker:
+            return entry[1]
+        load_lock = _load_locks.setdefault(owner, threading.Lock())
+    with load_lock:
+        with _lock:
+            entry = _signers.get(owner)
+            if entry is not None and entry[0] == marker:
+                return entry[1]  # another thread loaded it while this one waited
+        signer = _load(blob=blob, aad=aad, what=what)
+        with _lock:
+            _signers[owner] = (marker, signer)
+    return signer
+
+
 def ca_signer(ca: CertificateAuthority) -> Signer:
     """The signer for ``ca``'s private key, unsealed and loaded at most once per process
     (and again only when the stored sealed key changes). Raises :class:`CAKeyUnavailable`."""
-    blob = bytes(ca.sealed_private_key)
-    marker = _marker(blob)
+    return _cached_signer(
+        owner=ca.pk, blob=bytes(ca.sealed_private_key), aad=ca.aad, what=f"CA {ca.name}"
+    )
+
+
+def ocsp_responder_signer(responder: OCSPResponder) -> Signer:
+    """The signer for a delegated OCSP responder's key, cached like a CA's (the rows have
+    UUID keys, so the two kinds never share a cache slot). Raises :class:`CAKeyUnavailable`."""
+    return _cached_signer(
+        owner=responder.pk,
+        blob=bytes(responder.sealed_private_key),
+        aad=responder.aad,
+        what=f"OCSP responder {responder.pk}",
+    )
+
+
+def ocsp_responder_signer_remember(responder: OCSPResponder, signer: Signer) -> None:
+    """Cache the signer of a responder just created (its key is already loaded)."""
     with _lock:
-        entry = _signers.get(ca.pk)
-        if entry is not None and entry[0] == marker:
-            return entry[1]
-        load_lock = _load_locks.setdefault(ca.pk, threading.Lock())
-    with load_lock:
-        with _lock:
-            entry = _signers.get(ca.pk)
-            if entry is not None and entry[0] == marker:
-                return entry[1]  # another thread loaded it while this one waited
-        signer = _load(ca, blob)
-        with _lock:
-            _signers[ca.pk] = (marker, signer)
-    return signer
+        _signers[responder.pk] = (_marker(bytes(responder.sealed_private_key)), signer)
 
 
 def ca_signer_remember(ca: CertificateAuthority, signer: Signer) -> None:
@@ -125,7 +152,10 @@ def ca_signer_cache_size() -> int:
 
 class GeneratedCAKey:
     """A fresh CA key pair: sign the CA's own certificate with it, seal it once, keep only
-    the signer. The private key object stays inside this object and its signer."""
+    the signer. The private key object stays inside this object and its signer.
+
+    Delegated OCSP responder keys are made the same way (EC P-256: generated in well under a
+    millisecond, so a renewal costs nothing noticeable)."""
 
     def __init__(self, key_type: KeyType | str) -> None:
         self._key = generate_private_key(key_type)

@@ -11,6 +11,8 @@ urlpatterns = [
     path("cas/<slug:name>/", views.CADetailView.as_view(), name="ca_detail"),
     path("cas/<slug:name>/disable/", views.CADisableView.as_view(), name="ca_disable"),
     path("cas/<slug:name>/chain.pem", views.CAChainView.as_view(), name="ca_chain"),
+    path("cas/<slug:name>/crl/", views.CRLHealthView.as_view(), name="crl_health"),
+    path("cas/<slug:name>/crl/publish/", views.CRLPublishView.as_view(), name="crl_publish"),
     # Public (no sign-in): the AIA caIssuers URL written into every certificate.
     path(
         "ca/<slug:name>.crt",
@@ -24,6 +26,14 @@ urlpatterns = [
         {"encoding": "pem"},
         name="ca_certificate_pem",
     ),
+    # Public (no sign-in): the CRL distribution point written into every certificate.
+    path("crl/<slug:name>.crl", views.CRLView.as_view(), {"encoding": "der"}, name="crl_der"),
+    path("crl/<slug:name>.pem", views.CRLView.as_view(), {"encoding": "pem"}, name="crl_pem"),
+    # Public: the OCSP responder (AIA OCSP). POST to the bare URL; GET with the request in
+    # the path (RFC 6960 A.1; base64 may contain "/", hence the path converter).
+    path("ocsp/<slug:name>", views.OCSPView.as_view(), name="ocsp"),
+    path("ocsp/<slug:name>/", views.OCSPView.as_view(), name="ocsp_slash"),
+    path("ocsp/<slug:name>/<path:encoded>", views.OCSPView.as_view(), name="ocsp_get"),
     path("certificates/", views.CertificateListView.as_view(), name="certificate_list"),
     path(
         "certificates/<int:pk>/",
@@ -34,6 +44,16 @@ urlpatterns = [
         "certificates/<int:pk>/download/<str:encoding>/",
         views.CertificateDownloadView.as_view(),
         name="certificate_download",
+    ),
+    path(
+        "certificates/<int:pk>/revoke/",
+        views.CertificateRevokeView.as_view(),
+        name="certificate_revoke",
+    ),
+    path(
+        "certificates/<int:pk>/release/",
+        views.CertificateReleaseView.as_view(),
+        name="certificate_release",
     ),
     path("issue/", views.IssueFromCSRView.as_view(), name="issue_csr"),
     path("issue/generated/", views.IssueGeneratedView.as_view(), name="issue_generated"),

@@ -1,28 +1,48 @@
-"""PKI pages: CAs, certificates, issuance behind a confirmation page, validation, and the
-public CA certificate download (the AIA caIssuers URL).
+"""PKI pages: CAs, certificates, issuance behind a confirmation page, validation,
+revocation behind a confirmation page, the CRL health page; and the public views relying
+parties use without signing in: CA certificate (the AIA caIssuers URL), CRL (the CRL
+distribution point) and OCSP.
 
 Views parse input, check permissions (on every request, GET and POST), call one service or
 selector and render. Domain errors become form errors with status 400. Private keys never
 reach a view, except the generated one inside the encrypted PKCS#12 it returns once.
+
+The public views are marked `login_not_required` (exempt from Django's LoginRequiredMiddleware
+should it ever be enabled), work over plain HTTP and with DEBUG off, and serve stored bytes
+with ETag, Last-Modified, Expires and Cache-Control (bounded by the CRL's nextUpdate or the
+certificate's notAfter); conditional GET and HEAD answer 304 without a body. OCSP is
+CSRF-exempt: its clients are not browsers and its POST body is a signed-for request, not a
+form.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
+import re
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from django import forms
 from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import get_conditional_response
 from django.utils.decorators import method_decorator
+from django.utils.http import http_date
 from django.views import View
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts.views import PortalPermissionMixin
 
-from . import selectors, services
+from . import crl, ocsp, selectors, services
 from .forms import (
     CACreateForm,
     CADisableForm,
@@ -31,18 +51,33 @@ from .forms import (
     CSRReviewForm,
     GeneratedIssueForm,
     GeneratedRequestForm,
+    RevokeForm,
     ValidationForm,
 )
-from .models import Certificate, CertificateAuthority
+from .models import Certificate, CertificateAuthority, CRLTrigger
 
 VIEW_CA = selectors.VIEW_CA
 VIEW_CERTIFICATE = selectors.VIEW_CERTIFICATE
 MANAGE_CA = "pki.manage_certificateauthority"
 ISSUE = "pki.issue_certificate"
+REVOKE = "pki.revoke_certificate"
+PUBLISH_CRL = "pki.publish_crl"
 
 PEM_TYPE = "application/x-pem-file"
 DER_CERTIFICATE_TYPE = "application/pkix-cert"
 PKCS12_TYPE = "application/x-pkcs12"
+DER_CRL_TYPE = "application/pkix-crl"
+OCSP_REQUEST_TYPE = "application/ocsp-request"
+OCSP_RESPONSE_TYPE = "application/ocsp-response"
+
+#: HTTP caches may keep a CRL this long at most (and never past its nextUpdate): a
+#: revocation reaches relying parties that revalidate within minutes, and revalidation with
+#: the ETag costs a 304 without a body.
+CRL_HTTP_MAX_AGE = 300
+#: A CA certificate does not change; caches may keep it a day (never past its notAfter).
+CA_CERTIFICATE_HTTP_MAX_AGE = 86400
+#: Responses to OCSP GET requests without a nonce (RFC 5019 style) may be cached this long.
+OCSP_HTTP_MAX_AGE = 300
 
 
 def _ca_or_404(request: HttpRequest, name: str) -> CertificateAuthority:
@@ -176,11 +211,48 @@ class CAChainView(PortalPermissionMixin, View):
         )
 
 
+def _public_bytes(
+    request: HttpRequest,
+    load: Callable[[], bytes | None],
+    *,
+    content_type: str,
+    etag: str,
+    last_modified: datetime,
+    fresh_until: datetime,
+    max_age_cap: int,
+) -> HttpResponse | None:
+    """Serve the bytes ``load`` returns, with validators and a freshness bounded by
+    ``fresh_until``. A conditional GET or HEAD whose validators match is answered 304
+    without calling ``load``. None if ``load`` returns None (the content was replaced
+    meanwhile: the caller looks again)."""
+    now = timezone.now()
+    max_age = max(0, min(max_age_cap, int((fresh_until - now).total_seconds())))
+    response = HttpResponse(content_type=content_type)
+    response["ETag"] = f'"{etag}"'
+    response["Last-Modified"] = http_date(int(last_modified.timestamp()))
+    response["Expires"] = http_date(int(now.timestamp()) + max_age)
+    response["Cache-Control"] = f"public, max-age={max_age}" if max_age else "no-cache"
+    answer = get_conditional_response(
+        request,
+        etag=response["ETag"],
+        last_modified=int(last_modified.timestamp()),
+        response=response,
+    )
+    if answer is not response:
+        return answer  # 304 Not Modified or 412 Precondition Failed, no body
+    content = load()
+    if content is None:
+        return None
+    response.content = content
+    return response
+
+
+@method_decorator(login_not_required, name="dispatch")
 class CACertificateView(View):
     """Public: the CA certificate in DER (``.crt``, the AIA caIssuers URL) or PEM.
 
     No sign-in: relying parties fetch it while building a path (RFC 5280 4.2.2.1), and a CA
-    certificate is public by design. Caching headers come with the revocation issue.
+    certificate is public by design. ETag: its SHA-256 fingerprint.
     """
 
     http_method_names = ["get", "head"]
@@ -190,8 +262,168 @@ class CACertificateView(View):
         if ca is None:
             raise Http404("No such certificate authority.")
         if encoding == "der":
-            return HttpResponse(bytes(ca.certificate_der), content_type=DER_CERTIFICATE_TYPE)
-        return HttpResponse(ca.certificate_pem, content_type=PEM_TYPE)
+            content, content_type, tag = (
+                bytes(ca.certificate_der),
+                DER_CERTIFICATE_TYPE,
+                ca.fingerprint_sha256.lower(),
+            )
+        else:
+            content, content_type, tag = (
+                ca.certificate_pem.encode("ascii"),
+                PEM_TYPE,
+                f"{ca.fingerprint_sha256.lower()}-pem",
+            )
+        response = _public_bytes(
+            request,
+            lambda: content,
+            content_type=content_type,
+            etag=tag,
+            last_modified=ca.created_at,
+            fresh_until=ca.not_after,
+            max_age_cap=CA_CERTIFICATE_HTTP_MAX_AGE,
+        )
+        assert response is not None  # the content is at hand
+        return response
+
+
+@method_decorator(login_not_required, name="dispatch")
+class CRLView(View):
+    """Public: the CA's newest CRL as stored, DER (``.crl``, the CRL distribution point in
+    every certificate) or PEM. Never built or signed here (see `pki.crl`). ETag: the
+    SHA-256 of the DER bytes; Last-Modified: thisUpdate; fresh until nextUpdate at most."""
+
+    http_method_names = ["get", "head"]
+
+    def get(self, request: HttpRequest, name: str, encoding: str) -> HttpResponse:
+        # A CRL published between reading the newest one's validators and its bytes makes a
+        # try come back empty; the next one reads the new CRL.
+        for _ in range(3):
+            download = crl.crl_download_get(ca_name=name)
+            if download is None:
+                raise Http404("No such certificate authority.")
+            if encoding == "der":
+                content_type, tag = DER_CRL_TYPE, download.sha256
+                load = functools.partial(crl.crl_download_der, download=download)
+            else:
+                content_type, tag = PEM_TYPE, f"{download.sha256}-pem"
+                load = functools.partial(_pem_of, download)
+            response = _public_bytes(
+                request,
+                load,
+                content_type=content_type,
+                etag=tag,
+                last_modified=download.this_update,
+                fresh_until=download.next_update,
+                max_age_cap=CRL_HTTP_MAX_AGE,
+            )
+            if response is not None:
+                return response
+        busy = HttpResponse(
+            "The CRL is being replaced; try again.", status=503, content_type="text/plain"
+        )
+        busy["Retry-After"] = "1"
+        return busy
+
+
+def _pem_of(download: crl.CRLDownload) -> bytes | None:
+    der = crl.crl_download_der(download=download)
+    return None if der is None else crl.crl_pem(der)
+
+
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/_-]+=*")
+
+
+def _ocsp_request_from_path(encoded: str) -> bytes:
+    """RFC 6960 A.1: GET {url}/{url-encoding of base-64 encoding of the DER OCSPRequest}.
+
+    The server has already undone the URL encoding (%2B, %2F, %3D). base64url and missing
+    padding, which some clients send, are accepted too; anything else gives b"" (which the
+    responder answers with malformedRequest).
+    """
+    text = re.sub(r"\s", "", encoded)
+    if not _BASE64_TEXT.fullmatch(text):
+        return b""
+    text = text.rstrip("=")
+    text += "=" * (-len(text) % 4)
+    try:
+        if "-" in text or "_" in text:
+            return base64.urlsafe_b64decode(text)
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+@method_decorator([login_not_required, csrf_exempt], name="dispatch")
+class OCSPView(View):
+    """Public: the CA's OCSP responder (RFC 6960). POST ``application/ocsp-request`` to
+    ``/pki/ocsp/<ca>``, or GET ``/pki/ocsp/<ca>/<base64 request>``. Always HTTP 200 with an
+    ``application/ocsp-response`` (error statuses included), see `pki.ocsp`."""
+
+    http_method_names = ["get", "post"]
+
+    def get(self, request: HttpRequest, name: str, encoded: str = "") -> HttpResponse:
+        return self.answer(name, _ocsp_request_from_path(encoded), get=True)
+
+    def post(self, request: HttpRequest, name: str, encoded: str = "") -> HttpResponse:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > ocsp.OCSP_MAX_REQUEST_BYTES:
+            return self.answer(name, b"", get=False)  # not read: malformedRequest
+        return self.answer(name, request.body, get=False)
+
+    @staticmethod
+    def answer(name: str, request_der: bytes, *, get: bool) -> HttpResponse:
+        answer = ocsp.ocsp_respond(ca_name=name, request_der=request_der)
+        response = HttpResponse(answer.der, content_type=OCSP_RESPONSE_TYPE)
+        now = timezone.now()
+        if get and answer.cacheable_until is not None:
+            max_age = max(
+                0, min(OCSP_HTTP_MAX_AGE, int((answer.cacheable_until - now).total_seconds()))
+            )
+            response["Cache-Control"] = f"public, max-age={max_age}"
+            response["Expires"] = http_date(int(now.timestamp()) + max_age)
+        else:
+            response["Cache-Control"] = "no-store"
+        return response
+
+
+# --- CRL health ------------------------------------------------------------------------------
+
+
+class CRLHealthView(PortalPermissionMixin, View):
+    """The CA's current CRL: number, dates, entries, size, signature, age, and a warning
+    when it is due for replacement or expired; "publish now" for CA operators."""
+
+    permission_required = VIEW_CA
+
+    def get(self, request: HttpRequest, name: str) -> HttpResponse:
+        ca = _ca_or_404(request, name)
+        return render(request, "pki/crl_health.html", {"health": selectors.crl_health(ca=ca)})
+
+
+@method_decorator(never_cache, name="dispatch")
+class CRLPublishView(PortalPermissionMixin, View):
+    """POST: publish a new CRL for the CA now (audited as crl.published, trigger manual)."""
+
+    permission_required = PUBLISH_CRL
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, name: str) -> HttpResponse:
+        ca = _ca_or_404(request, name)
+        try:
+            row = services.crl_publish(actor=request.user, ca=ca, trigger=CRLTrigger.MANUAL)
+        except services.PkiError as exc:
+            messages.error(request, f"No CRL was published: {exc}")
+        else:
+            assert row is not None  # forced publication always publishes
+            messages.success(
+                request,
+                f"CRL #{row.crl_number} of {ca.name} published with {row.entry_count} "
+                f"entries, valid until {row.next_update:%Y-%m-%d %H:%M} UTC.",
+            )
+        return HttpResponseRedirect(reverse("pki:crl_health", args=[ca.name]))
 
 
 # --- certificates ----------------------------------------------------------------------------
@@ -265,6 +497,94 @@ class CertificateDownloadView(PortalPermissionMixin, View):
                 filename=f"{stem}-fullchain.pem",
             )
         raise Http404("No such format.")
+
+
+# --- revocation ------------------------------------------------------------------------------
+
+
+@method_decorator(never_cache, name="dispatch")
+class CertificateRevokeView(PortalPermissionMixin, View):
+    """GET: reason and optional invalidity date. POST: the confirmation page (what will be
+    revoked, with any CA and certificates below it); POST with ``confirm=yes``: revoke."""
+
+    permission_required = REVOKE
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        certificate = _certificate_or_404(request, pk)
+        return render(
+            request,
+            "pki/certificate_revoke.html",
+            {"certificate": certificate, "form": RevokeForm()},
+        )
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        certificate = _certificate_or_404(request, pk)
+        form = RevokeForm(request.POST)
+        if form.is_valid():
+            arguments = {
+                "certificate": certificate,
+                "reason": form.cleaned_data["reason"],
+                "invalidity_date": form.cleaned_data["invalidity_date"],
+            }
+            try:
+                if request.POST.get("confirm") == "yes":
+                    revoked = services.certificate_revoke(actor=request.user, **arguments)
+                    messages.success(
+                        request,
+                        f"Certificate {revoked.serial_number_display} of {revoked.ca.name} "
+                        f"revoked ({revoked.revocation_reason}); the CRL was republished.",
+                    )
+                    return HttpResponseRedirect(
+                        reverse("pki:certificate_detail", args=[certificate.pk])
+                    )
+                preview = services.certificate_revocation_preview(**arguments)
+            except services.PkiError as exc:
+                form.add_error(None, str(exc))
+            else:
+                return render(
+                    request,
+                    "pki/certificate_revoke_confirm.html",
+                    {
+                        "certificate": certificate,
+                        "preview": preview,
+                        "form": _hide(RevokeForm(request.POST), "reason", "invalidity_date"),
+                    },
+                )
+        return render(
+            request,
+            "pki/certificate_revoke.html",
+            {"certificate": certificate, "form": form},
+            status=400,
+        )
+
+
+@method_decorator(never_cache, name="dispatch")
+class CertificateReleaseView(PortalPermissionMixin, View):
+    """GET: confirm releasing a hold. POST: release it (the next CRL no longer lists it)."""
+
+    permission_required = REVOKE
+
+    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+        certificate = _certificate_or_404(request, pk)
+        return render(request, "pki/certificate_release.html", {"certificate": certificate})
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        certificate = _certificate_or_404(request, pk)
+        try:
+            services.certificate_release(actor=request.user, certificate=certificate)
+        except services.PkiError as exc:
+            return render(
+                request,
+                "pki/certificate_release.html",
+                {"certificate": certificate, "error": str(exc)},
+                status=400,
+            )
+        messages.success(
+            request,
+            f"Certificate {certificate.serial_number_display} is valid again; the CRL was "
+            "republished without it.",
+        )
+        return HttpResponseRedirect(reverse("pki:certificate_detail", args=[certificate.pk]))
 
 
 # --- issuance --------------------------------------------------------------------------------

@@ -148,3 +148,15 @@ def test_wrong_master_key_stops_migrate_and_wsgi(tmp_path: Path) -> None:
     assert "kmsportal refuses to start" in result.stderr
     assert "master key 'k1' does not match" in result.stderr
     assert KEY_B not in result.stderr
+
+
+@pytest.mark.django_db
+def test_https_redirect_spares_what_relying_parties_fetch_over_http(settings) -> None:
+    from django.test import Client
+
+    settings.SECURE_SSL_REDIRECT = True
+    client = Client()
+    assert client.get("/accounts/login/").status_code == 301
+    assert client.get("/healthz").status_code == 200
+    for path in ["/pki/crl/nope.crl", "/pki/ca/nope.crt", "/pki/ocsp/nope"]:
+        assert client.get(path).status_code != 301, path

@@ -1,0 +1,66 @@
+"""`manage.py publish_crls [--ca NAME] [--force]`: keep every CA's CRL current.
+
+Publishes a new CRL for each CA (or only NAME) whose current CRL is past half its lifetime
+(or that has none); with --force, for each one regardless. Also renews each CA's delegated
+OCSP responder certificate when it nears expiry. Idempotent and safe to run concurrently:
+run it from cron every few minutes (every minute is fine) so that no CRL ever reaches its
+nextUpdate, after which relying parties refuse the CA's certificates.
+
+Exit status 0 when every CA is current, 1 when one could not be published (the others still
+are; the message names the CA and the reason).
+"""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from pki.errors import PkiError
+from pki.management import ca_by_name
+from pki.models import CertificateAuthority, CRLTrigger
+from pki.ocsp import ocsp_responder_ensure
+from pki.services import crl_publish
+
+
+class Command(BaseCommand):
+    help = "Publish CRLs that are past half their lifetime (or all, with --force)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--ca", default=None, help="only this CA")
+        parser.add_argument(
+            "--force", action="store_true", help="publish even if the current CRL is fresh"
+        )
+
+    def handle(self, *args: object, **options: object) -> None:
+        if options["ca"]:
+            cas = [ca_by_name(str(options["ca"]))]
+        else:
+            cas = list(CertificateAuthority.objects.defer("sealed_private_key").order_by("name"))
+        trigger = CRLTrigger.MANUAL if options["force"] else CRLTrigger.SCHEDULED
+        failures: list[str] = []
+        for ca in cas:
+            try:
+                row = crl_publish(actor=None, ca=ca, trigger=trigger, force=bool(options["force"]))
+            except PkiError as exc:
+                failures.append(f"{ca.name}: {exc}")
+                self.stderr.write(f"{ca.name}: no CRL published: {exc}")
+                continue
+            if row is None:
+                current = ca.crls.order_by("-crl_number").defer("crl_der").first()
+                assert current is not None  # not due means there is one
+                self.stdout.write(
+                    f"{ca.name}: CRL #{current.crl_number} is current (next update "
+                    f"{current.next_update:%Y-%m-%d %H:%M} UTC; replaced after "
+                    f"{current.republish_after:%Y-%m-%d %H:%M} UTC)"
+                )
+            else:
+                self.stdout.write(
+                    f"{ca.name}: published CRL #{row.crl_number} with {row.entry_count} "
+                    f"entries, next update {row.next_update:%Y-%m-%d %H:%M} UTC"
+                )
+            try:
+                ocsp_responder_ensure(ca=ca)
+            except PkiError as exc:
+                failures.append(f"{ca.name} (OCSP responder): {exc}")
+                self.stderr.write(f"{ca.name}: OCSP responder not renewed: {exc}")
+        if failures:
+            raise CommandError(f"{len(failures)} problem(s): " + "; ".join(failures))
