@@ -48,6 +48,7 @@ from .models import (
     AuditSigningKey,
     Outcome,
 )
+from .registry import audit_action_is_registered
 from .verification import chain_check_fast
 
 # Names that must never appear as keys in `details`: secrets are never audited. A service
@@ -143,6 +144,9 @@ def audit_event_record(
     instance. `details` is JSON (str, int, bool, None, lists, dicts) and never holds secrets.
     Source IP and request id come from the current request, if any.
     """
+    if not audit_action_is_registered(str(action)):
+        # Every type must be registered (and so listed in the README and the filters).
+        raise AuditDetailsError(f"unregistered audit event type {str(action)!r}")
     details = dict(details or {})
     _check_details(details)
     actor_type, actor_id, name = _actor_fields(actor, anonymous=anonymous, actor_name=actor_name)

@@ -4,20 +4,35 @@ Each command is one ``register_<command>(subparsers)`` function that adds its pa
 ``handler`` to a function taking the parsed arguments and returning the exit status. Adding a
 command means writing those two functions and listing the register function in ``COMMANDS``.
 
-Exit status: 0 success, 1 the check failed (e.g. a tampered audit export), 2 usage or input
-errors (missing file, unreadable input, bad arguments).
+Exit status: 0 success, 1 the check failed (e.g. a tampered audit export, a certificate that
+does not validate), 2 usage or input errors (missing file, unreadable input, bad arguments).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TextIO
 
+from kmsclient.client import (
+    DEFAULT_TIMEOUT,
+    KEY_TYPES,
+    IdentityError,
+    KMSClient,
+    KMSClientError,
+    encode_key,
+    enroll,
+)
+from kmsclient.crl import DEFAULT_TIMEOUT as CRL_TIMEOUT
+from kmsclient.crl import crl_command
+from kmsclient.identity import load_identity, resolve_identity_dir, write_secret_file
+from kmsclient.verify import CertificateInputError, verify_certificate_files
 from kmsportal.crypto.audit_chain import public_key_from_pem, verify_export
+from kmsportal.crypto.dh import GROUPS, X25519
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -116,10 +131,271 @@ def audit_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- verify-cert
+
+
+def register_verify_cert(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``verify-cert CERT --ca-cert ROOT [--chain FILE] [--hostname H] [--purpose P]``."""
+    parser = subparsers.add_parser(
+        "verify-cert",
+        help="validate a certificate offline against a trusted CA certificate",
+        description=(
+            "Validate a certificate offline: path to the trusted CA certificate, every "
+            "signature, validity periods, basic constraints, key usage and EKU for the "
+            "purpose, and the host name. Prints each check; exit status 0 if none failed, "
+            "1 if one did, 2 if an input cannot be read. Revocation is not checked offline."
+        ),
+    )
+    parser.add_argument("certificate", metavar="CERT", help="the certificate (PEM or DER)")
+    parser.add_argument(
+        "--ca-cert",
+        metavar="ROOT",
+        action="append",
+        required=True,
+        help="trusted root certificate(s), PEM or DER, obtained independently (repeatable)",
+    )
+    parser.add_argument("--chain", metavar="FILE", help="intermediate certificates (PEM)")
+    parser.add_argument("--hostname", metavar="H", help="DNS name or IP address to match")
+    parser.add_argument(
+        "--purpose", choices=["server", "client", "any"], default="any", help="default any"
+    )
+    parser.set_defaults(handler=verify_cert)
+
+
+_MARKS = {True: "PASS", False: "FAIL", None: "SKIP"}
+
+
+def verify_cert(args: argparse.Namespace) -> int:
+    """Print ``PASS/FAIL/SKIP check: detail`` per check, then ``OK`` or ``FAILED``."""
+    try:
+        result = verify_certificate_files(
+            certificate=args.certificate,
+            ca_certificates=args.ca_cert,
+            chain=args.chain,
+            hostname=args.hostname,
+            purpose=args.purpose,
+        )
+    except CertificateInputError as exc:
+        return _error(str(exc))
+    for check in result.report.checks:
+        print(f"{_MARKS[check.passed]} {check.name}: {check.detail}")
+    if result.report.ok:
+        print(f"OK: {result.subject} is valid for purpose {args.purpose}")
+        return EXIT_OK
+    failed = ", ".join(c.name for c in result.report.failed) or "path"
+    print(f"FAILED: {result.subject} ({failed})", file=sys.stderr)
+    return EXIT_FAILED
+
+
+# --------------------------------------------------------------------------- enroll
+
+
+def register_enroll(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``enroll --url URL --token T --ca-cert ROOT.pem --out DIR``."""
+    parser = subparsers.add_parser(
+        "enroll",
+        help="enroll this service with the KMS using a one-time token",
+        description=(
+            "Generate this service's private key here (it never leaves this machine), send a "
+            "certificate request with the one-time enrollment token, check that the returned "
+            "certificate chain leads to the root CA you pin with --ca-cert, and store the "
+            "identity in DIR: client.key (mode 0600), client.crt, chain.pem, ca.pem and "
+            "kmsclient.json. Exit status 0 enrolled, 1 refused, 2 usage or I/O error."
+        ),
+    )
+    parser.add_argument("--url", required=True, help="the KMS's base URL, e.g. http://kms:8000")
+    parser.add_argument(
+        "--token",
+        required=True,
+        help="the one-time enrollment token; write --token=T (tokens may start with '-'), "
+        "or --token - to read it from standard input",
+    )
+    parser.add_argument(
+        "--ca-cert",
+        metavar="ROOT.pem",
+        required=True,
+        help="the KMS's root CA certificate (PEM or DER), obtained independently: it is pinned",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where to store the identity (created with mode 0700); default: $KMSCLIENT_DIR, "
+        "else the current directory",
+    )
+    parser.add_argument(
+        "--key-type", choices=KEY_TYPES, default="ecp256", help="default ecp256 (EC P-256)"
+    )
+    parser.add_argument("--force", action="store_true", help="replace an identity in DIR")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds")
+    parser.set_defaults(handler=enroll_command)
+
+
+STDIN = "-"
+
+
+def enroll_command(args: argparse.Namespace) -> int:
+    """Enroll; print ``enrolled as NAME ...`` (0) or one line naming the refusal (1)."""
+    token = args.token
+    if token == STDIN:
+        token = sys.stdin.readline().strip()
+    try:
+        identity = enroll(
+            args.url,
+            token,
+            args.ca_cert,
+            resolve_identity_dir(args.out),
+            key_type=args.key_type,
+            timeout=args.timeout,
+            force=args.force,
+        )
+    except IdentityError as exc:
+        return _error(str(exc))
+    except KMSClientError as exc:
+        return _refused(exc)
+    until = f", certificate valid until {identity.not_after}" if identity.not_after else ""
+    print(f"enrolled as {identity.client}: identity stored in {identity.directory}{until}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+def _version_number(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a version number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("versions start at 1")
+    return value
+
+
+def register_fetch(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``fetch NAME [--version N] [--group G] (--out FILE | --stdout) [--dir DIR]``."""
+    parser = subparsers.add_parser(
+        "fetch",
+        help="fetch a key this service was granted",
+        description=(
+            "Fetch key NAME (its primary version, or --version N) over the signed ephemeral "
+            "Diffie-Hellman exchange, after checking the server's certificate chain against "
+            "the pinned root, its revocation status (CRL) and its signature. The raw key is "
+            "written to FILE with mode 0600, or printed base64 with --stdout; key material is "
+            "never printed otherwise. Exit status 0 fetched, 1 refused (by the server or by a "
+            "check here), 2 usage or I/O error."
+        ),
+    )
+    parser.add_argument("name", metavar="NAME", help="the key's name")
+    parser.add_argument("--version", type=_version_number, help="a specific version number")
+    parser.add_argument("--group", choices=GROUPS, default=X25519, help="DH group; default x25519")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--out", metavar="FILE", help="write the raw key bytes here (mode 0600)")
+    where.add_argument(
+        "--stdout", action="store_true", help="print the key base64 on standard output"
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    parser.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="the identity directory; default: $KMSCLIENT_DIR, else the current directory",
+    )
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds")
+    parser.add_argument(
+        "--no-revocation-check",
+        action="store_true",
+        help="do not check the server certificate against its CRL (only when the CRL "
+        "cannot be reached; a warning is printed)",
+    )
+    parser.set_defaults(handler=fetch_command)
+
+
+def fetch_command(args: argparse.Namespace) -> int:
+    """Fetch a key into a 0600 file (or base64 on stdout with ``--stdout`` only)."""
+    if not args.out and not args.stdout:
+        return _error(
+            "say where the key goes: --out FILE (written with mode 0600) or --stdout (prints "
+            "the key base64, for piping into another program)"
+        )
+    if args.out and not args.force and os.path.lexists(args.out):
+        return _error(f"{args.out} already exists; use --force to replace it")
+    try:
+        identity = load_identity(resolve_identity_dir(args.dir))
+        client = KMSClient(
+            identity.url,
+            identity.cert,
+            identity.key,
+            identity.ca_cert,
+            timeout=args.timeout,
+            check_revocation=not args.no_revocation_check,
+        )
+    except IdentityError as exc:
+        return _error(str(exc))
+    if args.no_revocation_check:
+        print(
+            "warning: the server certificate's revocation status is NOT checked",
+            file=sys.stderr,
+        )
+    try:
+        with client:
+            fetched = client.fetch(args.name, args.version, group=args.group)
+    except KMSClientError as exc:
+        return _refused(exc)
+    if args.stdout:
+        print(encode_key(fetched.material))
+        return EXIT_OK
+    try:
+        write_secret_file(args.out, fetched.material, force=args.force)
+    except FileExistsError:
+        return _error(f"{args.out} already exists; use --force to replace it")
+    except OSError as exc:
+        return _error(f"cannot write {args.out}: {exc.strerror or exc}")
+    print(
+        f"fetched {fetched.key_name} version {fetched.version} ({len(fetched.material)} bytes) "
+        f"into {args.out}"
+    )
+    return EXIT_OK
+
+
+def _refused(exc: KMSClientError) -> int:
+    """One line naming the reason; status 1, or 2 when the KMS could not be reached."""
+    print(f"error: {exc}", file=sys.stderr)
+    return EXIT_USAGE if exc.code == "connection_failed" else EXIT_FAILED
+
+
+# --------------------------------------------------------------------------- crl
+
+
+def register_crl(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``crl --url URL --ca-cert CA [--serial HEX]``."""
+    parser = subparsers.add_parser(
+        "crl",
+        help="download a CA's CRL, check it, and look up a serial number",
+        description=(
+            "Download the CRL at URL, check that it is a complete CRL signed by the CA "
+            "certificate CA (obtained independently) and current (this update <= now < next "
+            "update), and report whether the certificate with serial HEX is on it. Exit "
+            "status 0 valid (and the serial not revoked), 1 the serial is revoked or the CRL "
+            "cannot be relied on, 2 input errors (unreadable file, bad serial, download failed)."
+        ),
+    )
+    parser.add_argument("--url", required=True, help="the CRL distribution point (http://...)")
+    parser.add_argument(
+        "--ca-cert", metavar="CA", required=True, help="the issuing CA's certificate, PEM or DER"
+    )
+    parser.add_argument("--serial", metavar="HEX", help="serial number in hex (colons allowed)")
+    parser.add_argument("--timeout", type=float, default=CRL_TIMEOUT, help="seconds")
+    parser.set_defaults(handler=crl_command)
+
+
 # --------------------------------------------------------------------------- entry point
 
 #: One register function per command, in the order ``--help`` lists them.
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (register_audit_verify,)
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    register_audit_verify,
+    register_verify_cert,
+    register_enroll,
+    register_fetch,
+    register_crl,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

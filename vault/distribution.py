@@ -199,7 +199,8 @@ def _server_credential() -> tuple[Any, list[str]]:
 
 
 def _new_token(client: Client) -> str:
-    token = secrets.token_urlsafe(32)
+    # Hex: never starts with "-", which a command line would take for an option.
+    token = secrets.token_hex(24)
     client.enrollment_token_hash = _token_hash(token)
     client.enrollment_token_expires_at = timezone.now() + ENROLLMENT_TOKEN_TTL
     return token
@@ -314,6 +315,7 @@ def _client_transition(
     allowed: tuple[ClientState, ...],
     event: VaultAction,
     details: dict[str, Any] | None = None,
+    revocation_reason: str = "",
 ) -> Client:
     client = Client.objects.select_for_update().get(pk=client.pk)
     if client.state not in allowed:
@@ -321,6 +323,7 @@ def _client_transition(
     client.state = to
     if to == ClientState.REVOKED:
         client.revoked_at = timezone.now()
+        client.revocation_reason = revocation_reason
     client.save()
     audit_event_record(action=event, actor=actor, target=client, details=details or {})
     return client
@@ -356,32 +359,33 @@ def client_revoke(*, actor: Actor, client: Client, reason: str) -> Client:
     """Revoke the client for good and, in the same transaction, its certificate."""
     if reason not in CLIENT_REVOCATION_REASONS:
         raise DistributionError(f"reason must be one of {', '.join(CLIENT_REVOCATION_REASONS)}")
-    client = _client_transition(
+    locked = (
+        Client.objects.select_for_update(of=("self",))
+        .select_related("certificate")
+        .get(pk=client.pk)
+    )
+    if locked.state not in (ClientState.ACTIVE, ClientState.SUSPENDED):
+        raise DistributionError(f"client {locked.name} is {locked.state}; it cannot be revoked")
+    # Lock order: the certificate's revocation (CA row lock, CRL) comes before this service's
+    # audit event, which takes the audit chain head: never hold the head while waiting.
+    if locked.certificate_id and locked.certificate.status != CertificateStatus.REVOKED:
+        _revoke_certificate(actor=actor, certificate=locked.certificate, reason=reason)
+    return _client_transition(
         actor=actor,
-        client=client,
+        client=locked,
         to=ClientState.REVOKED,
         allowed=(ClientState.ACTIVE, ClientState.SUSPENDED),
         event=VaultAction.CLIENT_REVOKED,
         details={"reason": reason},
+        revocation_reason=reason,
     )
-    client.revocation_reason = reason
-    client.save(update_fields=["revocation_reason"])
-    if client.certificate_id:
-        _revoke_certificate(actor=actor, certificate=client.certificate, reason=reason)
-    return client
 
 
 def _revoke_certificate(*, actor: Actor, certificate: Certificate, reason: str) -> None:
-    """Through the PKI's revocation service when it exists (it also republishes the CRL)."""
-    from pki import services as pki_services
+    """Through the PKI's revocation service: it also republishes the CA's CRL."""
+    from pki.services import certificate_revoke
 
-    revoke = getattr(pki_services, "certificate_revoke", None)
-    if revoke is not None:
-        revoke(actor=actor, certificate=certificate, reason=reason)
-        return
-    Certificate.objects.filter(pk=certificate.pk).update(
-        status=CertificateStatus.REVOKED, revoked_at=timezone.now(), revocation_reason=reason
-    )
+    certificate_revoke(actor=actor, certificate=certificate, reason=reason)
 
 
 @transaction.atomic

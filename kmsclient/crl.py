@@ -1,0 +1,221 @@
+"""Fetch and check a CA's CRL as a relying party: ``python -m kmsclient crl``.
+
+Downloads the CRL from its distribution point (plain HTTP is fine: the CRL is signed),
+checks that it is a complete CRL signed by the CA certificate the relying party trusts
+(``--ca-cert``, obtained independently), that it is current (thisUpdate <= now < nextUpdate),
+and, given a serial number, whether that certificate is on it. Uses `kmsportal.crypto` and
+`requests`, never Django.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+from cryptography import x509
+
+from kmsportal.crypto.crl import (
+    CRLError,
+    CRLSummary,
+    RevokedInfo,
+    crl_is_fresh,
+    crl_summary,
+    load_crl,
+    revoked_serials,
+    verify_crl_signature,
+)
+from kmsportal.crypto.x509 import X509Error, format_name, load_certificate
+
+__all__ = [
+    "MAX_CRL_BYTES",
+    "CRLCheck",
+    "CRLInputError",
+    "CRLInvalid",
+    "check_crl",
+    "download_crl",
+    "parse_serial",
+]
+
+#: Largest CRL downloaded (a CRL of 100,000 entries is about 4 MiB).
+MAX_CRL_BYTES = 32 * 1024 * 1024
+DEFAULT_TIMEOUT = 30.0
+
+
+class CRLInputError(Exception):
+    """Input the command cannot use (file, serial, URL, unreachable server): exit status 2."""
+
+
+class CRLInvalid(Exception):
+    """The CRL cannot be relied on (not a CRL, wrong signer, stale, delta): exit status 1."""
+
+
+@dataclass(frozen=True)
+class CRLCheck:
+    """A CRL that passed every check, and what it says about ``serial`` (if one was asked)."""
+
+    summary: CRLSummary
+    issuer: str
+    serial: int | None
+    revoked: RevokedInfo | None
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked is not None
+
+
+_SERIAL = re.compile(r"(?:0[xX])?[0-9A-Fa-f:]+")
+
+
+def parse_serial(text: str) -> int:
+    """A serial number in hex (``5A:3F:...``, ``5a3f...`` or ``0x5A3F``) as an int."""
+    cleaned = (text or "").strip()
+    if not _SERIAL.fullmatch(cleaned):
+        raise CRLInputError(f"--serial: {text!r} is not a hexadecimal serial number")
+    digits = cleaned.removeprefix("0x").removeprefix("0X").replace(":", "")
+    if not digits:
+        raise CRLInputError(f"--serial: {text!r} is not a hexadecimal serial number")
+    value = int(digits, 16)
+    if not 0 < value < 2**160:
+        raise CRLInputError(f"--serial: {text!r} is not a possible serial number (1 to 20 bytes)")
+    return value
+
+
+def _load_ca(path: str) -> x509.Certificate:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CRLInputError(f"--ca-cert: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return load_certificate(data)
+    except X509Error as exc:
+        raise CRLInputError(f"--ca-cert: {path}: {exc}") from None
+
+
+def download_crl(
+    url: str, *, timeout: float = DEFAULT_TIMEOUT, session: requests.Session | None = None
+) -> bytes:
+    """GET ``url`` and return the body (at most :data:`MAX_CRL_BYTES`)."""
+    if not re.match(r"https?://", url or ""):
+        raise CRLInputError(f"--url: {url!r} is not an http:// or https:// URL")
+    http = session or requests.Session()
+    try:
+        with http.get(url, timeout=timeout, stream=True) as response:
+            if response.status_code != 200:
+                raise CRLInputError(
+                    f"GET {url} answered HTTP {response.status_code} {response.reason or ''}".strip()
+                )
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_content(65536):
+                size += len(chunk)
+                if size > MAX_CRL_BYTES:
+                    raise CRLInvalid(f"the CRL at {url} is larger than {MAX_CRL_BYTES} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except requests.RequestException as exc:
+        raise CRLInputError(f"cannot download {url}: {type(exc).__name__}: {exc}") from None
+
+
+def check_crl(
+    *,
+    url: str,
+    ca_certificate: str,
+    serial: str | None = None,
+    now: datetime | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> CRLCheck:
+    """Download the CRL at ``url`` and check it against the CA certificate in the file
+    ``ca_certificate``; report on ``serial`` (hex) if given.
+
+    Raises :class:`CRLInputError` (bad arguments, unreadable file, download failure) or
+    :class:`CRLInvalid` (not a CRL, not signed by that CA, a delta CRL, not current).
+    """
+    wanted = parse_serial(serial) if serial is not None else None
+    issuer = _load_ca(ca_certificate)
+    data = download_crl(url, timeout=timeout)
+    try:
+        crl = load_crl(data)
+        summary = crl_summary(crl)
+    except CRLError as exc:
+        raise CRLInvalid(f"{url}: {exc}") from None
+    issuer_name = format_name(issuer.subject) or "(empty subject)"
+    if not verify_crl_signature(crl, issuer):
+        raise CRLInvalid(
+            f"the CRL at {url} is not signed by {issuer_name} (issuer {summary.issuer!r})"
+        )
+    if summary.is_delta:
+        raise CRLInvalid(f"{url} serves a delta CRL, not a complete one")
+    moment = now or datetime.now(UTC)
+    if not crl_is_fresh(crl, moment):
+        if summary.next_update is None:
+            raise CRLInvalid(f"the CRL at {url} has no next update, so it is never current")
+        raise CRLInvalid(
+            f"the CRL at {url} is not current: this update "
+            f"{summary.this_update:%Y-%m-%d %H:%M:%S} UTC, next update "
+            f"{summary.next_update:%Y-%m-%d %H:%M:%S} UTC, now {moment:%Y-%m-%d %H:%M:%S} UTC"
+        )
+    revoked = None
+    if wanted is not None:
+        try:
+            revoked = revoked_serials(crl).get(wanted)
+        except CRLError as exc:
+            raise CRLInvalid(f"{url}: {exc}") from None
+    return CRLCheck(summary=summary, issuer=issuer_name, serial=wanted, revoked=revoked)
+
+
+# --- the command line ------------------------------------------------------------------------
+
+EXIT_GOOD = 0
+EXIT_REVOKED_OR_INVALID = 1
+EXIT_INPUT = 2
+
+
+def crl_command(args: object) -> int:
+    """``crl --url URL --ca-cert FILE [--serial HEX]``: print what the CRL says.
+
+    Exit status 0: the CRL is valid and current (and the serial, if given, is not on it);
+    1: the serial is revoked, or the CRL cannot be relied on; 2: input errors.
+    """
+    import sys
+
+    try:
+        result = check_crl(
+            url=args.url,  # type: ignore[attr-defined]
+            ca_certificate=args.ca_cert,  # type: ignore[attr-defined]
+            serial=args.serial,  # type: ignore[attr-defined]
+            timeout=args.timeout,  # type: ignore[attr-defined]
+        )
+    except CRLInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except CRLInvalid as exc:
+        print(f"INVALID: {exc}", file=sys.stderr)
+        return EXIT_REVOKED_OR_INVALID
+    summary = result.summary
+    assert summary.next_update is not None  # a current CRL has one
+    print(
+        f"OK: CRL #{summary.crl_number} of {result.issuer}: signature valid, current "
+        f"(this update {summary.this_update:%Y-%m-%d %H:%M:%S} UTC, next update "
+        f"{summary.next_update:%Y-%m-%d %H:%M:%S} UTC), {summary.entry_count} "
+        f"revoked certificate{'s' if summary.entry_count != 1 else ''}"
+    )
+    if result.serial is None:
+        return EXIT_GOOD
+    serial = f"{result.serial:X}"
+    if result.revoked is None:
+        print(f"GOOD: serial {serial} is not on the CRL")
+        return EXIT_GOOD
+    info = result.revoked
+    since = (
+        f", key compromised since {info.invalidity_date:%Y-%m-%d %H:%M:%S} UTC"
+        if info.invalidity_date
+        else ""
+    )
+    print(
+        f"REVOKED: serial {serial} was revoked on {info.revocation_date:%Y-%m-%d %H:%M:%S} UTC, "
+        f"reason {info.reason.value}{since}"
+    )
+    return EXIT_REVOKED_OR_INVALID
