@@ -8,6 +8,8 @@ superuser can drop triggers anyway, so this grants nobody anything new.
 
 from django.db import migrations
 
+from accounts.role_grants import role_permissions_grant
+
 TABLES = ["audit_auditevent", "audit_auditcheckpoint"]
 
 CREATE_FUNCTION = """
@@ -62,19 +64,7 @@ ROLE_PERMISSIONS = {
 
 
 def grant_roles(apps, schema_editor):
-    from django.contrib.auth.management import create_permissions
-
-    app_config = apps.get_app_config("audit")
-    app_config.models_module = True
-    create_permissions(app_config, verbosity=0, apps=apps)
-    app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for role, codenames in ROLE_PERMISSIONS.items():
-        group = Group.objects.get(name=role)
-        group.permissions.add(
-            *Permission.objects.filter(content_type__app_label="audit", codename__in=codenames)
-        )
+    role_permissions_grant(apps, "audit", ROLE_PERMISSIONS)
 
 
 class Migration(migrations.Migration):

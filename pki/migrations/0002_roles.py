@@ -7,6 +7,8 @@ key); key custodians get nothing of the PKI.
 
 from django.db import migrations
 
+from accounts.role_grants import role_permissions_grant, role_permissions_revoke
+
 READ = ["view_certificateauthority", "view_certificate"]
 ROLE_PERMISSIONS = {
     "administrator": [*READ, "manage_certificateauthority"],
@@ -16,27 +18,11 @@ ROLE_PERMISSIONS = {
 
 
 def grant(apps, schema_editor):
-    from django.contrib.auth.management import create_permissions
-
-    app_config = apps.get_app_config("pki")
-    app_config.models_module = True
-    create_permissions(app_config, verbosity=0, apps=apps)
-    app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for role, codenames in ROLE_PERMISSIONS.items():
-        Group.objects.get(name=role).permissions.add(
-            *Permission.objects.filter(content_type__app_label="pki", codename__in=codenames)
-        )
+    role_permissions_grant(apps, "pki", ROLE_PERMISSIONS)
 
 
 def revoke(apps, schema_editor):
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for role, codenames in ROLE_PERMISSIONS.items():
-        Group.objects.get(name=role).permissions.remove(
-            *Permission.objects.filter(content_type__app_label="pki", codename__in=codenames)
-        )
+    role_permissions_revoke(apps, "pki", ROLE_PERMISSIONS)
 
 
 class Migration(migrations.Migration):

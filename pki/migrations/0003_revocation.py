@@ -6,33 +6,19 @@ import uuid
 from django.conf import settings
 from django.db import migrations, models
 
+from accounts.role_grants import role_permissions_grant, role_permissions_revoke
+
 # CA operators publish CRLs on demand (the health page's "publish now"); revoking was granted
 # to them in 0002. Readers of the health page need only view_certificateauthority.
 ROLE_PERMISSIONS = {"ca_operator": ["publish_crl"]}
 
 
 def grant(apps, schema_editor):
-    from django.contrib.auth.management import create_permissions
-
-    app_config = apps.get_app_config("pki")
-    app_config.models_module = True
-    create_permissions(app_config, verbosity=0, apps=apps)
-    app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for role, codenames in ROLE_PERMISSIONS.items():
-        Group.objects.get(name=role).permissions.add(
-            *Permission.objects.filter(content_type__app_label="pki", codename__in=codenames)
-        )
+    role_permissions_grant(apps, "pki", ROLE_PERMISSIONS)
 
 
 def revoke(apps, schema_editor):
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for role, codenames in ROLE_PERMISSIONS.items():
-        Group.objects.get(name=role).permissions.remove(
-            *Permission.objects.filter(content_type__app_label="pki", codename__in=codenames)
-        )
+    role_permissions_revoke(apps, "pki", ROLE_PERMISSIONS)
 
 
 class Migration(migrations.Migration):

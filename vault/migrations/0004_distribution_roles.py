@@ -2,6 +2,8 @@
 
 from django.db import migrations
 
+from accounts.role_grants import role_permissions_grant
+
 READ = ["view_client", "view_grant", "view_delivery"]
 ROLE_PERMISSIONS = {
     "key_custodian": [*READ, "add_client", "change_client", "add_grant", "change_grant"],
@@ -11,18 +13,7 @@ ROLE_PERMISSIONS = {
 
 
 def grant(apps, schema_editor):
-    from django.contrib.auth.management import create_permissions
-
-    app_config = apps.get_app_config("vault")
-    app_config.models_module = True
-    create_permissions(app_config, verbosity=0, apps=apps)
-    app_config.models_module = None
-    Group = apps.get_model("auth", "Group")
-    Permission = apps.get_model("auth", "Permission")
-    for role, codenames in ROLE_PERMISSIONS.items():
-        Group.objects.get(name=role).permissions.add(
-            *Permission.objects.filter(content_type__app_label="vault", codename__in=codenames)
-        )
+    role_permissions_grant(apps, "vault", ROLE_PERMISSIONS)
 
 
 class Migration(migrations.Migration):
