@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from kmsclient.crl import format_serial
 from kmsclient.identity import (
     CONFIG_FILE,
     Identity,
@@ -258,7 +259,7 @@ def _fingerprint(certificate: x509.Certificate) -> str:
 
 
 def _name(certificate: x509.Certificate) -> str:
-    return format_name(certificate.subject) or f"serial {certificate.serial_number:X}"
+    return format_name(certificate.subject) or f"serial {format_serial(certificate.serial_number)}"
 
 
 def _failed_checks(report: Any) -> str:
@@ -452,7 +453,7 @@ class KMSClient:
             if info is not None:
                 raise KMSClientError(
                     "server_certificate_revoked",
-                    f"{what} (serial {certificate.serial_number:X}) was revoked on "
+                    f"{what} (serial {format_serial(certificate.serial_number)}) was revoked on "
                     f"{info.revocation_date:%Y-%m-%d %H:%M} UTC (reason: {info.reason.value}); "
                     "refusing to trust the KMS's response",
                 )

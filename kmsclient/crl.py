@@ -69,6 +69,12 @@ class CRLCheck:
 _SERIAL = re.compile(r"(?:0[xX])?[0-9A-Fa-f:]+")
 
 
+def format_serial(number: int) -> str:
+    """Upper-case hex in whole bytes (a leading 0 when needed), as openssl and the portal print it."""
+    digits = f"{number:X}"
+    return digits.zfill(len(digits) + len(digits) % 2)
+
+
 def parse_serial(text: str) -> int:
     """A serial number in hex (``5A:3F:...``, ``5a3f...`` or ``0x5A3F``) as an int."""
     cleaned = (text or "").strip()
@@ -204,7 +210,7 @@ def crl_command(args: object) -> int:
     )
     if result.serial is None:
         return EXIT_GOOD
-    serial = f"{result.serial:X}"
+    serial = format_serial(result.serial)
     if result.revoked is None:
         print(f"GOOD: serial {serial} is not on the CRL")
         return EXIT_GOOD

@@ -177,3 +177,19 @@ def test_usage_errors_exit_2() -> None:
     result = kmsclient("--url", "http://127.0.0.1/x.crl")
     assert result.returncode == 2
     assert "--ca-cert" in result.stderr
+
+
+def test_serials_are_printed_in_whole_bytes_like_the_portal() -> None:
+    from kmsclient.crl import format_serial, parse_serial
+    from pki.models import serial_display, serial_to_hex
+
+    for number in (
+        0xA77,
+        0x2A77,
+        1,
+        0x0F,
+        2**158 + 5,
+        int("02A77D850A12CBB71CC4B15C7DEB660672FE9B14", 16),
+    ):
+        assert format_serial(number) == serial_display(serial_to_hex(number))
+        assert parse_serial(format_serial(number)) == number
