@@ -13,12 +13,12 @@ from typing import Any
 
 def _permissions(apps: Any, app_label: str, codenames: Sequence[str]) -> list[Any]:
     permission = apps.get_model("auth", "Permission")
-    return list(permission.objects.filter(content_type__app_label=app_label, codename__in=codenames))
+    return list(
+        permission.objects.filter(content_type__app_label=app_label, codename__in=codenames)
+    )
 
 
-def role_permissions_grant(
-    apps: Any, app_label: str, grants: Mapping[str, Sequence[str]]
-) -> None:
+def role_permissions_grant(apps: Any, app_label: str, grants: Mapping[str, Sequence[str]]) -> None:
     """Give each role group (by name) the listed permissions of `app_label`."""
     from django.contrib.auth.management import create_permissions
 
@@ -31,9 +31,7 @@ def role_permissions_grant(
         group.objects.get(name=role).permissions.add(*_permissions(apps, app_label, codenames))
 
 
-def role_permissions_revoke(
-    apps: Any, app_label: str, grants: Mapping[str, Sequence[str]]
-) -> None:
+def role_permissions_revoke(apps: Any, app_label: str, grants: Mapping[str, Sequence[str]]) -> None:
     """The reverse of `role_permissions_grant`."""
     group = apps.get_model("auth", "Group")
     for role, codenames in grants.items():

@@ -245,6 +245,25 @@ def user_sign_in_failed(*, username: str) -> None:
 
 
 @transaction.atomic
+def user_sign_in_locked(*, username: str, scope: str) -> None:
+    """Record a sign-in refused by the lockout (which limit, never the password)."""
+    account = User.objects.filter(username=username).first()
+    audit_event_record(
+        action=AuditAction.SIGN_IN_LOCKED,
+        outcome=Outcome.DENIED,
+        anonymous=True,
+        actor_name=account.username if account else "anonymous",
+        target_type="auth.User",
+        target_id=str(account.pk) if account else "",
+        target_label=account.username if account else "(no such user)",
+        details={
+            "limit": scope,
+            "username": account.username if account else "HIDDEN: no such user",
+        },
+    )
+
+
+@transaction.atomic
 def user_sign_out(*, request: HttpRequest) -> None:
     user = request.user
     if user.is_authenticated:

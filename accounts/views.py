@@ -17,7 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import ListView, TemplateView
 
-from . import selectors, services
+from . import selectors, services, throttle
 from .forms import PasswordResetForm, UserCreateForm, UserRolesForm
 from .roles import Role, user_roles
 
@@ -39,14 +39,40 @@ class LoginView(auth_views.LoginView):
     template_name = "registration/login.html"
     redirect_authenticated_user = True
 
+    def _attempt(self) -> tuple[str, str]:
+        return (
+            (self.request.POST.get("username") or "")[:150],
+            self.request.META.get("REMOTE_ADDR", ""),
+        )
+
+    def post(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        username, address = self._attempt()
+        lockout = throttle.sign_in_lockout(username=username, address=address)
+        if lockout is not None:
+            # Refused before the password is even looked at; the same words whether or not
+            # the username exists.
+            services.user_sign_in_locked(username=username, scope=lockout.scope)
+            # An unbound form: binding it would run authenticate() on the password.
+            form = self.get_form_class()(request, initial={"username": username})
+            minutes = max(1, lockout.retry_after // 60)
+            response = self.render_to_response(
+                self.get_context_data(form=form, locked_minutes=minutes), status=429
+            )
+            response["Retry-After"] = str(lockout.retry_after)
+            return response
+        return super().post(request, *args, **kwargs)
+
     def form_valid(self, form: AuthenticationForm) -> HttpResponse:
+        username, address = self._attempt()
         services.user_sign_in(request=self.request, user=form.get_user())
+        throttle.sign_in_success_reset(username=username, address=address)
         return HttpResponseRedirect(self.get_success_url())
 
     def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
-        username = (self.request.POST.get("username") or "")[:150]
+        username, address = self._attempt()
         if username:
             services.user_sign_in_failed(username=username)
+        throttle.sign_in_failure_count(username=username, address=address)
         return super().form_invalid(form)
 
 

@@ -61,6 +61,7 @@ class AuditAction(models.TextChoices):
 
     SIGN_IN = "auth.sign_in", "Signed in"
     SIGN_IN_FAILED = "auth.sign_in_failed", "Sign-in failed"
+    SIGN_IN_LOCKED = "auth.sign_in_locked", "Sign-in refused: too many failures"
     SIGN_OUT = "auth.sign_out", "Signed out"
     PASSWORD_CHANGED = "auth.password_changed", "Changed own password"
     USER_CREATED = "user.created", "User created"

@@ -211,6 +211,12 @@ KMS_IDENTITY_CA_KEY_TYPE: str = env.str("KMS_IDENTITY_CA_KEY_TYPE", default="rsa
 KMS_CLIENT_RATE_LIMIT: int = env.int("KMS_CLIENT_RATE_LIMIT", default=120)  # requests/minute
 KMS_CLIENT_RATE_WINDOW_SECONDS = 60
 
+# Sign-in lockout (accounts.throttle): failures per username and per source address before
+# further attempts are refused for SIGN_IN_LOCKOUT_SECONDS.
+SIGN_IN_MAX_FAILURES_PER_USERNAME: int = env.int("SIGN_IN_MAX_FAILURES_PER_USERNAME", default=5)
+SIGN_IN_MAX_FAILURES_PER_ADDRESS: int = env.int("SIGN_IN_MAX_FAILURES_PER_ADDRESS", default=20)
+SIGN_IN_LOCKOUT_SECONDS: int = env.int("SIGN_IN_LOCKOUT_SECONDS", default=15 * 60)
+
 # Sign a checkpoint of the audit chain automatically every N events (0 turns it off;
 # `manage.py audit_checkpoint` from cron signs the rest).
 AUDIT_CHECKPOINT_EVERY: int = env.int("AUDIT_CHECKPOINT_EVERY", default=1000)

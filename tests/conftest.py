@@ -21,6 +21,14 @@ def _fast_password_hasher(settings, request) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _empty_cache() -> None:
+    """Sign-in lockout and rate-limit counters live in the cache: no test inherits them."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _static_files_without_manifest(settings) -> None:
     """Production serves collected, hashed static files; tests have not run collectstatic."""
     settings.STORAGES = {

@@ -1,0 +1,62 @@
+"""Sign-in lockout: after too many failures for one username or from one address, further
+attempts are refused for a cooling-off period (OWASP ASVS V2.2.1).
+
+Counters live in the cache (`CACHE_URL`): with several gunicorn workers or servers, point it
+at Redis so they share one count. Usernames are keyed by an HMAC, never stored in clear.
+A refusal says the same thing whether or not the username exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+
+
+@dataclass(frozen=True)
+class Lockout:
+    scope: str  # "username" or "address"
+    retry_after: int  # seconds
+
+
+def _keys(username: str, address: str) -> dict[str, str]:
+    digest = hmac.new(settings.SECRET_KEY.encode(), username.lower().encode(), hashlib.sha256)
+    return {
+        "username": f"kms:signin:user:{digest.hexdigest()[:32]}",
+        "address": f"kms:signin:addr:{address}",
+    }
+
+
+def _limits() -> dict[str, int]:
+    return {
+        "username": settings.SIGN_IN_MAX_FAILURES_PER_USERNAME,
+        "address": settings.SIGN_IN_MAX_FAILURES_PER_ADDRESS,
+    }
+
+
+def sign_in_lockout(*, username: str, address: str) -> Lockout | None:
+    """The lockout in force for this attempt, if any (checked before the password)."""
+    limits = _limits()
+    for scope, key in _keys(username, address).items():
+        if (cache.get(key) or 0) >= limits[scope]:
+            return Lockout(scope, settings.SIGN_IN_LOCKOUT_SECONDS)
+    return None
+
+
+def sign_in_failure_count(*, username: str, address: str) -> None:
+    """Count a failed attempt; the window restarts with each failure."""
+    for key in _keys(username, address).values():
+        cache.add(key, 0, timeout=settings.SIGN_IN_LOCKOUT_SECONDS)
+        try:
+            cache.incr(key)
+        except ValueError:  # evicted between add and incr
+            cache.set(key, 1, timeout=settings.SIGN_IN_LOCKOUT_SECONDS)
+        cache.touch(key, settings.SIGN_IN_LOCKOUT_SECONDS)
+
+
+def sign_in_success_reset(*, username: str, address: str) -> None:
+    """A successful sign-in clears its username's count (not the address's)."""
+    cache.delete(_keys(username, address)["username"])
