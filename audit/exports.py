@@ -16,6 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
 from kmsportal.crypto.audit_chain import (
+    EVENT_FIELDS,
     export_checkpoint_line,
     export_event_line,
     export_header_line,
@@ -28,26 +29,7 @@ from .models import AuditChainHead, AuditCheckpoint, AuditSigningKey
 from .selectors import EventFilters, audit_event_queryset
 from .services import details_json
 
-CSV_COLUMNS = [
-    "record",
-    "sequence",
-    "time",
-    "actor_type",
-    "actor_id",
-    "actor_name",
-    "action",
-    "target_type",
-    "target_id",
-    "target_label",
-    "outcome",
-    "source_ip",
-    "request_id",
-    "details",
-    "prev_hash",
-    "hash",
-    "previous_signature",
-    "signature",
-]
+CSV_COLUMNS = ["record", *EVENT_FIELDS, "prev_hash", "hash", "previous_signature", "signature"]
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 

@@ -24,6 +24,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from kmsportal.crypto.audit_chain import (
+    EVENT_FIELDS,
     GENESIS_HASH,
     canonical_json,
     checkpoint_payload,
@@ -271,23 +272,8 @@ def audit_checkpoint_create() -> AuditCheckpoint | None:
 
 # --- verification -----------------------------------------------------------------------
 
-_CHAIN_COLUMNS = (
-    "sequence",
-    "time",
-    "actor_type",
-    "actor_id",
-    "actor_name",
-    "action",
-    "target_type",
-    "target_id",
-    "target_label",
-    "outcome",
-    "source_ip",
-    "request_id",
-    "details",
-    "prev_hash",
-    "hash",
-)
+# The hashed fields (in the order kmsportal.crypto.audit_chain defines) and the two hashes.
+_CHAIN_COLUMNS = (*EVENT_FIELDS, "prev_hash", "hash")
 
 
 def chain_rows(
