@@ -50,7 +50,7 @@ from .models import (
     OCSPResponder,
     serial_to_hex,
 )
-from .services import _build_leaf, _certificate_row, _record_issued, _sign_with_unique_serial
+from .services import _issue_leaf, _record_issued
 from .signers import (
     GeneratedCAKey,
     ca_signer,
@@ -143,26 +143,16 @@ def _responder_issue(*, ca: CertificateAuthority, actor: object) -> OCSPResponde
     subject = parse_subject(f"CN={ca.name} OCSP responder"[:64])
     key = GeneratedCAKey(RESPONDER_KEY_TYPE)
     signer = ca_signer(ca)
-    _, record = _sign_with_unique_serial(
+    _, record = _issue_leaf(
         ca=ca,
-        build=lambda serial: _build_leaf(
-            ca=ca,
-            signer=signer,
-            subject=subject,
-            public_key=key.public_key,
-            sans=[],
-            profile=profile,
-            days=None,
-            serial=serial,
-        ),
-        row=lambda certificate: _certificate_row(
-            ca=ca,
-            certificate=certificate,
-            profile=profile.name,
-            source=CertificateSource.OCSP,
-            actor=actor,  # type: ignore[arg-type]
-            sans=[],
-        ),
+        signer=signer,
+        subject=subject,
+        public_key=key.public_key,
+        sans=[],
+        profile=profile,
+        days=None,
+        source=CertificateSource.OCSP,
+        actor=actor,  # type: ignore[arg-type]
     )
     responder = OCSPResponder(ca=ca, certificate=record, not_after=record.not_after)
     responder.sealed_private_key = key.seal(aad=responder.aad)

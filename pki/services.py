@@ -597,6 +597,42 @@ def _build_leaf(
         )
 
 
+def _issue_leaf(
+    *,
+    ca: CertificateAuthority,
+    signer: Signer,
+    subject: x509.Name,
+    public_key: PublicKey,
+    sans: Sequence[x509.GeneralName],
+    profile: Profile,
+    days: int | None,
+    source: CertificateSource,
+    actor: Actor,
+) -> tuple[x509.Certificate, Certificate]:
+    """Sign an end-entity certificate under a fresh unique serial and store its row."""
+    return _sign_with_unique_serial(
+        ca=ca,
+        build=lambda serial: _build_leaf(
+            ca=ca,
+            signer=signer,
+            subject=subject,
+            public_key=public_key,
+            sans=sans,
+            profile=profile,
+            days=days,
+            serial=serial,
+        ),
+        row=lambda certificate: _certificate_row(
+            ca=ca,
+            certificate=certificate,
+            profile=profile.name,
+            source=source,
+            actor=actor,
+            sans=sans,
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class IssuePreview:
     """Exactly what issuance would sign (bar serial and the second of notBefore)."""
@@ -702,26 +738,16 @@ def certificate_issue_from_csr(
     ca = _issuing_ca(ca, lock=True)
     signer = ca_signer(ca)
     public_key = csr.public_key()
-    _, record = _sign_with_unique_serial(
+    _, record = _issue_leaf(
         ca=ca,
-        build=lambda serial: _build_leaf(
-            ca=ca,
-            signer=signer,
-            subject=subject,
-            public_key=public_key,  # type: ignore[arg-type]
-            sans=sans,
-            profile=leaf_profile,
-            days=days,
-            serial=serial,
-        ),
-        row=lambda cert: _certificate_row(
-            ca=ca,
-            certificate=cert,
-            profile=leaf_profile.name,
-            source=CertificateSource.CSR,
-            actor=actor,
-            sans=sans,
-        ),
+        signer=signer,
+        subject=subject,
+        public_key=public_key,  # type: ignore[arg-type]
+        sans=sans,
+        profile=leaf_profile,
+        days=days,
+        source=CertificateSource.CSR,
+        actor=actor,
     )
     _record_issued(actor=actor, record=record)
     return record
@@ -863,26 +889,16 @@ def _issue_generated(
     ca = _issuing_ca(ca, lock=True)
     signer = ca_signer(ca)
     public_key = private_key.public_key()
-    certificate, record = _sign_with_unique_serial(
+    certificate, record = _issue_leaf(
         ca=ca,
-        build=lambda serial: _build_leaf(
-            ca=ca,
-            signer=signer,
-            subject=name,
-            public_key=public_key,
-            sans=general_names,
-            profile=leaf_profile,
-            days=days,
-            serial=serial,
-        ),
-        row=lambda cert: _certificate_row(
-            ca=ca,
-            certificate=cert,
-            profile=leaf_profile.name,
-            source=CertificateSource.GENERATED,
-            actor=actor,
-            sans=general_names,
-        ),
+        signer=signer,
+        subject=name,
+        public_key=public_key,
+        sans=general_names,
+        profile=leaf_profile,
+        days=days,
+        source=CertificateSource.GENERATED,
+        actor=actor,
     )
     chain = [_certificate_of(c) for c in ca_chain(ca=ca)]
     friendly = (record.subject or record.serial_number_display)[:64].encode("utf-8")
