@@ -5,7 +5,10 @@ from __future__ import annotations
 from django.http import HttpRequest
 from django.urls import reverse
 
+from .mfa import MfaSessionState
 from .roles import user_roles
+
+MFA_PENDING = (MfaSessionState.PENDING_VERIFY, MfaSessionState.PENDING_ENROLL)
 
 # (label, url name, permission needed or None for every signed-in user). Later apps add
 # their entries here; the template shows only what the user's permissions allow.
@@ -25,6 +28,9 @@ NAVIGATION: list[tuple[str, str, str | None]] = [
 def navigation(request: HttpRequest) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
+        return {"nav_items": [], "nav_roles": []}
+    if getattr(request, "mfa_state", None) in MFA_PENDING:
+        # Past the password only: nothing to navigate to before the second factor.
         return {"nav_items": [], "nav_roles": []}
     items = [
         {"label": label, "url": reverse(name), "active": request.path == reverse(name)}

@@ -76,3 +76,32 @@ class UserRolesForm(forms.Form):
 
 class PasswordResetForm(PasswordChoiceForm):
     pass
+
+
+class MfaCodeForm(forms.Form):
+    """One code: 6 digits from the authenticator app, or a recovery code (letters and digits,
+    so the keyboard is not forced to numeric)."""
+
+    code = forms.CharField(
+        label="Authentication code",
+        max_length=64,
+        widget=forms.TextInput(
+            attrs={
+                "autocomplete": "one-time-code",
+                "autocapitalize": "characters",
+                "spellcheck": "false",
+                "autofocus": True,
+            }
+        ),
+    )
+
+
+class MfaTotpCodeForm(MfaCodeForm):
+    """A code from the authenticator app only (confirming enrollment, new recovery codes)."""
+
+    code = forms.CharField(
+        label="Authentication code",
+        max_length=64,
+        help_text="The 6-digit code your authenticator app shows now.",
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+    )

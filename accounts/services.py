@@ -25,6 +25,7 @@ from django.http import HttpRequest
 from audit.models import AuditAction, Outcome
 from audit.services import audit_event_record
 
+from .mfa import mfa_session_begin
 from .roles import Role
 
 
@@ -206,12 +207,17 @@ def _username_fingerprint(username: str) -> str:
 
 
 @transaction.atomic
-def user_sign_in(*, request: HttpRequest, user: User) -> None:
-    """Start a session for `user` (already authenticated) and record it, in one transaction."""
+def user_sign_in(*, request: HttpRequest, user: User) -> bool:
+    """Start a session for `user` (already authenticated) and record it, in one transaction.
+
+    Returns True when the user must still pass the second factor: the session is then
+    marked MFA-pending and reaches only the MFA pages (accounts.middleware).
+    """
     audit_event_record(
         action=AuditAction.SIGN_IN, actor=user, target=user, target_label=user.username
     )
     auth_login(request, user)
+    return mfa_session_begin(request=request, user=user)
 
 
 @transaction.atomic

@@ -18,7 +18,7 @@ from django.core.cache import cache
 
 @dataclass(frozen=True)
 class Lockout:
-    scope: str  # "username" or "address"
+    scope: str  # "username" or "address" (password), "user" (second factor)
     retry_after: int  # seconds
 
 
@@ -60,3 +60,37 @@ def sign_in_failure_count(*, username: str, address: str) -> None:
 def sign_in_success_reset(*, username: str, address: str) -> None:
     """A successful sign-in clears its username's count (not the address's)."""
     cache.delete(_keys(username, address)["username"])
+
+
+# --- second factor -----------------------------------------------------------------------
+# Wrong MFA codes are counted per user (the password is already proven, so the address adds
+# nothing): SIGN_IN_MAX_FAILURES_PER_USERNAME failures, then SIGN_IN_LOCKOUT_SECONDS of
+# refusals, checked before any code is looked at. Six digits are 10**6 codes and the window
+# accepts three: without a limit, a stolen password plus ~170k guesses would be enough.
+
+
+def _mfa_key(user_id: int) -> str:
+    return f"kms:mfa:user:{user_id}"
+
+
+def mfa_lockout(*, user_id: int) -> Lockout | None:
+    """The lockout in force for this user's next code, if any."""
+    if (cache.get(_mfa_key(user_id)) or 0) >= settings.SIGN_IN_MAX_FAILURES_PER_USERNAME:
+        return Lockout("user", settings.SIGN_IN_LOCKOUT_SECONDS)
+    return None
+
+
+def mfa_failure_count(*, user_id: int) -> None:
+    """Count a wrong code; the window restarts with each failure."""
+    key = _mfa_key(user_id)
+    cache.add(key, 0, timeout=settings.SIGN_IN_LOCKOUT_SECONDS)
+    try:
+        cache.incr(key)
+    except ValueError:  # evicted between add and incr
+        cache.set(key, 1, timeout=settings.SIGN_IN_LOCKOUT_SECONDS)
+    cache.touch(key, settings.SIGN_IN_LOCKOUT_SECONDS)
+
+
+def mfa_success_reset(*, user_id: int) -> None:
+    """A correct code clears the user's count."""
+    cache.delete(_mfa_key(user_id))

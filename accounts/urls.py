@@ -1,14 +1,17 @@
 from django.urls import path
 
-from . import views
+from . import dashboard, mfa_views, views
 
 app_name = "accounts"
 
 urlpatterns = [
-    path("", views.DashboardView.as_view(), name="dashboard"),
+    path("", dashboard.DashboardView.as_view(), name="dashboard"),
     path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/logout/", views.LogoutView.as_view(), name="logout"),
     path("accounts/password/", views.PasswordChangeView.as_view(), name="password_change"),
+    path("accounts/mfa/", mfa_views.MfaManageView.as_view(), name="mfa_manage"),
+    path("accounts/mfa/verify/", mfa_views.MfaVerifyView.as_view(), name="mfa_verify"),
+    path("accounts/mfa/enroll/", mfa_views.MfaEnrollView.as_view(), name="mfa_enroll"),
     path("users/", views.UserListView.as_view(), name="user_list"),
     path("users/new/", views.UserCreateView.as_view(), name="user_create"),
     path("users/<int:pk>/", views.UserDetailView.as_view(), name="user_detail"),
@@ -20,4 +23,5 @@ urlpatterns = [
         views.UserPasswordResetView.as_view(),
         name="user_password_reset",
     ),
+    path("users/<int:pk>/mfa/reset/", mfa_views.UserMfaResetView.as_view(), name="user_mfa_reset"),
 ]

@@ -12,12 +12,13 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils.decorators import method_decorator
+from django.utils.http import urlencode
 from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
-from django.views.generic import ListView, TemplateView
+from django.views.generic import ListView
 
-from . import selectors, services, throttle
+from . import mfa, selectors, services, throttle
 from .forms import PasswordResetForm, UserCreateForm, UserRolesForm
 from .roles import Role, user_roles
 
@@ -64,8 +65,14 @@ class LoginView(auth_views.LoginView):
 
     def form_valid(self, form: AuthenticationForm) -> HttpResponse:
         username, address = self._attempt()
-        services.user_sign_in(request=self.request, user=form.get_user())
+        mfa_pending = services.user_sign_in(request=self.request, user=form.get_user())
         throttle.sign_in_success_reset(username=username, address=address)
+        if mfa_pending:
+            # The password is only the first step: the second factor (or, for a user who
+            # must have one and has none yet, enrollment) takes the session on to `next`.
+            enroll = mfa.mfa_session_state(self.request) is mfa.MfaSessionState.PENDING_ENROLL
+            page = reverse("accounts:mfa_enroll" if enroll else "accounts:mfa_verify")
+            return HttpResponseRedirect(f"{page}?{urlencode({'next': self.get_success_url()})}")
         return HttpResponseRedirect(self.get_success_url())
 
     def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
@@ -98,16 +105,6 @@ class PasswordChangeView(auth_views.PasswordChangeView):
         return HttpResponseRedirect(reverse("accounts:dashboard"))
 
 
-class DashboardView(LoginRequiredMixin, TemplateView):
-    template_name = "accounts/dashboard.html"
-
-    def get_context_data(self, **kwargs: object) -> dict:
-        context = super().get_context_data(**kwargs)
-        context["counts"] = selectors.dashboard_counts(user=self.request.user)
-        context["roles"] = user_roles(self.request.user)
-        return context
-
-
 class UserListView(PortalPermissionMixin, ListView):
     permission_required = "auth.view_user"
     template_name = "accounts/user_list.html"
@@ -115,7 +112,17 @@ class UserListView(PortalPermissionMixin, ListView):
     paginate_by = 50
 
     def get_queryset(self):
-        return selectors.user_list(user=self.request.user, search=self.request.GET.get("q", ""))
+        return selectors.user_list(
+            user=self.request.user,
+            search=self.request.GET.get("q", ""),
+            status=self.request.GET.get("status", ""),
+            role=self.request.GET.get("role", ""),
+        )
+
+    def get_context_data(self, **kwargs: object) -> dict:
+        context = super().get_context_data(**kwargs)
+        context["roles"] = Role.choices
+        return context
 
 
 def _render_password_once(
@@ -180,6 +187,7 @@ class UserDetailView(PortalPermissionMixin, View):
             "subject_roles": roles,
             "roles_form": forms.get("roles_form") or UserRolesForm(initial={"roles": roles}),
             "is_self": subject.pk == self.request.user.pk,
+            "subject_mfa": mfa.mfa_status(user=subject),
         }
 
 

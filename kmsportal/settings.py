@@ -77,6 +77,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # A session that passed the password but not yet the second factor reaches only the
+    # MFA pages, sign-out and the public endpoints (accounts.middleware).
+    "accounts.middleware.MfaRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -216,6 +219,12 @@ KMS_CLIENT_RATE_WINDOW_SECONDS = 60
 SIGN_IN_MAX_FAILURES_PER_USERNAME: int = env.int("SIGN_IN_MAX_FAILURES_PER_USERNAME", default=5)
 SIGN_IN_MAX_FAILURES_PER_ADDRESS: int = env.int("SIGN_IN_MAX_FAILURES_PER_ADDRESS", default=20)
 SIGN_IN_LOCKOUT_SECONDS: int = env.int("SIGN_IN_LOCKOUT_SECONDS", default=15 * 60)
+
+# Multi-factor sign-in (accounts.mfa): roles that must use an authenticator app (TOTP).
+# Anyone else who enrolled one must use it too. Wrong codes share the limits above (per user).
+KMS_MFA_REQUIRED_ROLES: list[str] = env.list(
+    "KMS_MFA_REQUIRED_ROLES", default=["administrator", "key_custodian", "ca_operator"]
+)
 
 # Sign a checkpoint of the audit chain automatically every N events (0 turns it off;
 # `manage.py audit_checkpoint` from cron signs the rest).

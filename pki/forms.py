@@ -130,6 +130,22 @@ class CertificateFilterForm(forms.Form):
     expiring = forms.IntegerField(
         required=False, min_value=1, max_value=3650, label="Expiring within (days)"
     )
+    validity = forms.ChoiceField(
+        required=False,
+        # "unexpired": notAfter still ahead; "expired": notAfter passed (see certificate_page).
+        choices=[("", "expired or not"), ("unexpired", "not expired"), ("expired", "expired")],
+        label="Validity period",
+    )
+    expires_after = forms.DateField(
+        required=False,
+        label="Expires on or after (UTC)",
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+    expires_before = forms.DateField(
+        required=False,
+        label="Expires before (UTC)",
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
     q = forms.CharField(required=False, max_length=200, label="Subject, SAN or serial")
     after = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
@@ -143,6 +159,13 @@ class CertificateFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["ca"].choices = [("", "any CA"), *cas]
         self.fields["profile"].choices = [("", "any profile"), *profiles]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        start, end = data.get("expires_after"), data.get("expires_before")
+        if start and end and end <= start:
+            self.add_error("expires_before", "Choose a day after the “on or after” day.")
+        return data
 
 
 # --- issuance --------------------------------------------------------------------------------

@@ -202,6 +202,8 @@ class Certificate(models.Model):
         indexes = [
             models.Index(fields=["ca", "id"], name="pki_cert_ca_id"),
             models.Index(fields=["status", "not_after"], name="pki_cert_status_expiry"),
+            # The certificate list filtered by status, newest first (keyset on id).
+            models.Index(fields=["status", "id"], name="pki_cert_status_id"),
             # The CRL reads exactly the revoked rows of one CA.
             models.Index(fields=["ca", "status"], name="pki_cert_ca_status"),
         ]

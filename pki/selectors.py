@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from cryptography import x509
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -191,6 +191,39 @@ def _serial_search(text: str) -> str | None:
     return digits.zfill(SERIAL_HEX_DIGITS)
 
 
+def _utc_midnight(day: date) -> datetime:
+    """The first instant of a UTC calendar day (the list's date filters are UTC days)."""
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _expiring_within(now: datetime, days: int) -> Q:
+    """Valid (not revoked), not yet expired, notAfter within ``days`` days."""
+    return Q(
+        status=CertificateStatus.VALID,
+        not_after__gt=now,
+        not_after__lte=now + timedelta(days=days),
+    )
+
+
+def _validity(now: datetime, validity: str) -> Q:
+    """``unexpired``: notAfter still ahead; ``expired``: notAfter passed (any status)."""
+    if validity == "unexpired":
+        return Q(not_after__gt=now)
+    if validity == "expired":
+        return Q(not_after__lte=now)
+    raise ValueError(f"unknown validity filter {validity!r}")
+
+
+def _expires_between(start: date | None, end: date | None) -> Q:
+    """notAfter on or after the UTC day ``start`` and before the UTC day ``end``."""
+    condition = Q()
+    if start is not None:
+        condition &= Q(not_after__gte=_utc_midnight(start))
+    if end is not None:
+        condition &= Q(not_after__lt=_utc_midnight(end))
+    return condition
+
+
 @dataclass(frozen=True)
 class CertificatePage:
     certificates: list[Certificate]
@@ -205,6 +238,9 @@ def certificate_page(
     profile: str = "",
     status: str = "",
     expiring_within_days: int | None = None,
+    validity: str = "",
+    expires_after: date | None = None,
+    expires_before: date | None = None,
     search: str = "",
     after: int | None = None,
     size: int = PAGE_SIZE,
@@ -212,8 +248,10 @@ def certificate_page(
     """One page of certificates, newest first.
 
     Filters: CA name, profile, status (valid/revoked), expiring within N days (valid, not
-    yet expired, notAfter within N days); ``search`` matches the subject or a SAN
-    (case-insensitive substring) or a serial number (hex, colons allowed, exact).
+    yet expired, notAfter within N days), validity (``unexpired`` or ``expired`` now),
+    notAfter on or after the UTC day ``expires_after`` and before the UTC day
+    ``expires_before``; ``search`` matches the subject or a SAN (case-insensitive
+    substring) or a serial number (hex, colons allowed, exact).
     """
     now = timezone.now()
     if not user.has_perm(VIEW_CERTIFICATE):
@@ -226,11 +264,11 @@ def certificate_page(
     if status:
         queryset = queryset.filter(status=status)
     if expiring_within_days is not None:
-        queryset = queryset.filter(
-            status="valid",
-            not_after__gt=now,
-            not_after__lte=now + timedelta(days=expiring_within_days),
-        )
+        queryset = queryset.filter(_expiring_within(now, expiring_within_days))
+    if validity:
+        queryset = queryset.filter(_validity(now, validity))
+    if expires_after is not None or expires_before is not None:
+        queryset = queryset.filter(_expires_between(expires_after, expires_before))
     search = search.strip()
     if search:
         condition = Q(subject__icontains=search) | Q(sans__icontains=search)
@@ -285,6 +323,77 @@ def certificate_fullchain_pem(*, certificate: Certificate) -> str:
     return certificate.certificate_pem + "".join(c.certificate_pem for c in intermediates)
 
 
+@dataclass(frozen=True)
+class ExpiryWindow:
+    """Valid, unexpired certificates whose notAfter falls in [start, end) (UTC days)."""
+
+    start: date
+    end: date  # the first day after the window
+    count: int
+
+    @property
+    def last_day(self) -> date:
+        return self.end - timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class CertificateOverview:
+    """The dashboard's certificate numbers. Valid, expired and revoked add up to every
+    certificate; each number matches a certificate list filter exactly."""
+
+    valid: int  # status valid, notAfter ahead: ?status=valid&validity=unexpired
+    expiring_30: int  # ?expiring=30
+    expiring_90: int  # ?expiring=90
+    expired: int  # status valid, notAfter passed: ?status=valid&validity=expired
+    revoked: int  # ?status=revoked (expired or not)
+    windows: list[ExpiryWindow]  # consecutive, from today (UTC)
+
+
+def certificate_overview(
+    *,
+    user: AbstractBaseUser,
+    now: datetime | None = None,
+    windows: int = 13,
+    window_days: int = 7,
+) -> CertificateOverview | None:
+    """Certificate totals and upcoming expiries per window (13 weeks from today, UTC), for
+    users who may read certificates.
+
+    One aggregate query of conditional counts over the (status, notAfter) columns: no
+    certificate row is loaded, whatever the table's size.
+    """
+    if not user.has_perm(VIEW_CERTIFICATE):
+        return None
+    now = now or timezone.now()
+    today = now.astimezone(UTC).date()
+    bounds = [
+        (today + timedelta(days=i * window_days), today + timedelta(days=(i + 1) * window_days))
+        for i in range(windows)
+    ]
+    valid_now = Q(status=CertificateStatus.VALID) & _validity(now, "unexpired")
+    counts = Certificate.objects.aggregate(
+        valid=Count("pk", filter=valid_now),
+        expiring_30=Count("pk", filter=_expiring_within(now, 30)),
+        expiring_90=Count("pk", filter=_expiring_within(now, 90)),
+        expired=Count("pk", filter=Q(status=CertificateStatus.VALID) & _validity(now, "expired")),
+        revoked=Count("pk", filter=Q(status=CertificateStatus.REVOKED)),
+        **{
+            f"window_{i}": Count("pk", filter=valid_now & _expires_between(start, end))
+            for i, (start, end) in enumerate(bounds)
+        },
+    )
+    return CertificateOverview(
+        valid=counts["valid"],
+        expiring_30=counts["expiring_30"],
+        expiring_90=counts["expiring_90"],
+        expired=counts["expired"],
+        revoked=counts["revoked"],
+        windows=[
+            ExpiryWindow(start, end, counts[f"window_{i}"]) for i, (start, end) in enumerate(bounds)
+        ],
+    )
+
+
 # --- CRLs ------------------------------------------------------------------------------------
 
 #: How many past CRLs the health page lists.
@@ -334,6 +443,17 @@ def _check_stored_crl(der: bytes, ca: CertificateAuthority, row: RevocationList)
     return ""
 
 
+def crl_freshness_state(*, this_update: datetime, next_update: datetime, now: datetime) -> str:
+    """A CRL's verdict: "expired" past nextUpdate, "due" past half its lifetime
+    (`publish_crls` replaces it from then on, so a CRL still current after that means the
+    scheduler is not running), else "ok"."""
+    if next_update <= now:
+        return "expired"
+    if now >= this_update + (next_update - this_update) / 2:
+        return "due"
+    return "ok"
+
+
 def crl_health(*, ca: CertificateAuthority) -> CRLHealth:
     """The current CRL of ``ca`` with its signature checked, its age and a verdict, the last
     few CRLs published, and the delegated OCSP responder."""
@@ -352,12 +472,9 @@ def crl_health(*, ca: CertificateAuthority) -> CRLHealth:
         signature_ok = not problem
         age = now - latest.this_update
         remaining = latest.next_update - now
-        if latest.next_update <= now:
-            state = "expired"
-        elif now >= latest.republish_after:
-            state = "due"
-        else:
-            state = "ok"
+        state = crl_freshness_state(
+            this_update=latest.this_update, next_update=latest.next_update, now=now
+        )
     responder = (
         OCSPResponder.objects.select_related("certificate")
         .filter(ca=ca, not_after__gt=now, certificate__status=CertificateStatus.VALID)
@@ -379,3 +496,64 @@ def crl_health(*, ca: CertificateAuthority) -> CRLHealth:
         ocsp_url=points.ocsp,
         now=now,
     )
+
+
+@dataclass(frozen=True)
+class CRLFreshness:
+    """One CA's newest CRL, for the dashboard (the CA's CRL page has the full check)."""
+
+    ca_name: str
+    crl_number: int | None
+    this_update: datetime | None
+    next_update: datetime | None
+    remaining: timedelta | None  # negative once expired
+    #: as on the CRL page: "ok", "due", "expired" or "missing" (see crl_freshness_state)
+    state: str
+
+    @property
+    def flagged(self) -> bool:
+        return self.state != "ok"
+
+
+_CRL_STATE_ORDER = {"expired": 0, "missing": 1, "due": 2, "ok": 3}
+
+
+def crl_freshness_list(
+    *, user: AbstractBaseUser, now: datetime | None = None
+) -> list[CRLFreshness] | None:
+    """Every CA's newest CRL and its verdict, worst first then soonest nextUpdate, for users
+    who may see CAs (the CRL page's permission).
+
+    One query: the CAs with their newest CRL's number and dates as correlated subqueries
+    (each an index lookup on (ca, crl_number)); neither CRL bytes nor CA keys are read.
+    """
+    if not user.has_perm(VIEW_CA):
+        return None
+    now = now or timezone.now()
+    newest = RevocationList.objects.filter(ca=OuterRef("pk")).order_by("-crl_number")
+    rows = (
+        CertificateAuthority.objects.order_by("name")
+        .annotate(
+            newest_number=Subquery(newest.values("crl_number")[:1]),
+            newest_this_update=Subquery(newest.values("this_update")[:1]),
+            newest_next_update=Subquery(newest.values("next_update")[:1]),
+        )
+        .values_list("name", "newest_number", "newest_this_update", "newest_next_update")
+    )
+    result = []
+    for name, number, this_update, next_update in rows:
+        if number is None:
+            result.append(CRLFreshness(name, None, None, None, None, "missing"))
+            continue
+        state = crl_freshness_state(this_update=this_update, next_update=next_update, now=now)
+        result.append(
+            CRLFreshness(name, number, this_update, next_update, next_update - now, state)
+        )
+    far = timedelta.max
+    result.sort(
+        key=lambda row: (
+            _CRL_STATE_ORDER[row.state],
+            row.remaining if row.remaining is not None else far,
+        )
+    )
+    return result

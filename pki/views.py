@@ -448,6 +448,9 @@ class CertificateListView(PortalPermissionMixin, View):
             profile=data["profile"],
             status=data["status"],
             expiring_within_days=data["expiring"],
+            validity=data["validity"],
+            expires_after=data["expires_after"],
+            expires_before=data["expires_before"],
             search=data["q"],
             after=data["after"],
         )

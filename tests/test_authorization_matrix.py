@@ -14,6 +14,7 @@ roles without it get 403 and anonymous visitors are sent to sign-in.
 from __future__ import annotations
 
 from typing import NamedTuple
+from urllib.parse import urlencode
 
 import pytest
 from django.conf import settings
@@ -23,6 +24,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from accounts import services as account_services
 from accounts.roles import Role
+from tests.factories import mfa_enroll, password_sign_in
 
 ACTORS = ("anon", "administrator", "key_custodian", "ca_operator", "auditor")
 ROLE_OF = {
@@ -57,6 +59,19 @@ TABLE: dict[str, Route] = {
     "/accounts/password/": Route(
         "/accounts/password/", PORTAL,                   (302, 200, 200, 200, 200),
                                                          (302, 200, 200, 200, 200)),
+    # multi-factor pages (the matrix's sessions have passed the second factor; the auditor
+    # needs none and has no authenticator). Verify: nothing left to verify, back to `next`.
+    "/accounts/mfa/verify/": Route(
+        "/accounts/mfa/verify/", PORTAL,                 (302, 302, 302, 302, 302),
+                                                         (302, 302, 302, 302, 302)),
+    # enrolled users are sent to their MFA page; the auditor may enrol (an empty code: 400)
+    "/accounts/mfa/enroll/": Route(
+        "/accounts/mfa/enroll/", PORTAL,                 (302, 302, 302, 302, 200),
+                                                         (302, 302, 302, 302, 400)),
+    # new recovery codes need a code: the empty form is refused
+    "/accounts/mfa/": Route(
+        "/accounts/mfa/", PORTAL,                        (302, 200, 200, 200, 200),
+                                                         (302, 400, 400, 400, 400)),
     "/users/": Route("/users/", PORTAL,                  (302, 200, 403, 403, 200)),
     "/users/new/": Route(
         "/users/new/", PORTAL,                           (302, 200, 403, 403, 403),
@@ -76,6 +91,10 @@ TABLE: dict[str, Route] = {
     "/users/<int:pk>/password/": Route(
         "/users/{target}/password/", PORTAL,             (302, 200, 403, 403, 403),
                                                          (302, 400, 403, 403, 403)),
+    # a user without an authenticator: resetting is refused with a message
+    "/users/<int:pk>/mfa/reset/": Route(
+        "/users/{target}/mfa/reset/", PORTAL,            (302, 200, 403, 403, 403),
+                                                         (302, 302, 403, 403, 403)),
     # --- audit -------------------------------------------------------------------------
     "/audit/": Route("/audit/", PORTAL,                  (302, 200, 403, 403, 200)),
     "/audit/events/<int:sequence>/": Route(
@@ -181,6 +200,7 @@ TABLE: dict[str, Route] = {
                                                          (302, 400, 403, 400, 400)),
     # --- liveness ----------------------------------------------------------------------
     "/healthz": Route("/healthz", PUBLIC,                (200, 200, 200, 200, 200)),
+    "/readyz": Route("/readyz", PUBLIC,                  (200, 200, 200, 200, 200)),
 }
 # fmt: on
 
@@ -321,3 +341,55 @@ def test_authorization_matrix(actor: str, matrix_objects, signed_in) -> None:
     }
     assert not mismatches, mismatches
     assert _state() == before, "an empty POST changed something"
+
+
+# Pages a session that passed only the password may use (with sign-out, a SIGN_IN route).
+MFA_PAGES = {"/accounts/mfa/verify/", "/accounts/mfa/enroll/"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("enrolled", [False, True], ids=["no-authenticator", "authenticator"])
+@pytest.mark.parametrize("actor", ["administrator", "key_custodian", "ca_operator"])
+def test_password_only_session_reaches_no_portal_page(
+    actor: str, enrolled: bool, matrix_objects
+) -> None:
+    """Every portal route, for a role that needs MFA, after the password but not the code:
+    GET goes to the MFA page (enrollment while there is no authenticator) with `next`, any
+    POST is refused, and nothing changes."""
+    user = User.objects.get(username=f"matrix-{actor}")
+    if enrolled:
+        mfa_enroll(user)
+    page = "/accounts/mfa/verify/" if enrolled else "/accounts/mfa/enroll/"
+    browser = Client()
+    assert password_sign_in(browser, user)["Location"] == f"{page}?next=%2F"
+    before = _state()
+    checked = 0
+    for route, entry in TABLE.items():
+        if entry.kind != PORTAL or route in MFA_PAGES:
+            continue
+        path = entry.sample.format(**matrix_objects)
+        response = browser.get(path)
+        assert response.status_code == 302, path
+        assert response["Location"] == f"{page}?{urlencode({'next': path})}", path
+        if isinstance(entry.post, tuple):
+            assert browser.post(path, {}).status_code == 403, path
+        checked += 1
+    assert checked > 30
+    assert _state() == before
+    assert browser.get(page).status_code == 200
+    for entry in TABLE.values():  # the public answers do not depend on the session
+        if entry.kind == PUBLIC:
+            path = entry.sample.format(**matrix_objects)
+            assert browser.get(path).status_code == entry.get[0], path
+
+
+@pytest.mark.django_db
+def test_force_login_alone_does_not_reach_the_dashboard(matrix_objects) -> None:
+    administrator = User.objects.get(username="matrix-administrator")
+    browser = Client()
+    browser.force_login(administrator)  # never went through the password and MFA forms
+    response = browser.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/mfa/enroll/?next=%2F"
+    mfa_enroll(administrator)
+    assert browser.get("/")["Location"] == "/accounts/mfa/verify/?next=%2F"

@@ -21,6 +21,13 @@ class KeyFilterForm(forms.Form):
     state = forms.ChoiceField(required=False, choices=[("", "any state"), *KeyState.choices])
     q = forms.CharField(required=False, max_length=100, label="Name contains")
     overdue = forms.BooleanField(required=False, label="Rotation overdue")
+    due_within = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=ROTATION_DAYS_MAX,
+        label="Rotation due within (days)",
+        help_text="Active keys whose next rotation falls in the next N days (not yet overdue).",
+    )
     after = forms.CharField(required=False, max_length=100, widget=forms.HiddenInput)
 
 

@@ -7,9 +7,10 @@ keys or a hundred thousand: no OFFSET, no COUNT(*).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -22,6 +23,21 @@ PAGE_SIZE = 50
 
 def _can_read(user: AbstractBaseUser) -> bool:
     return user.has_perm("vault.view_symmetrickey")
+
+
+def _rotation_overdue(now: datetime) -> Q:
+    """Active keys whose rotation was due at or before `now` (what rotate_due_keys rotates)."""
+    return Q(state=KeyState.ACTIVE, next_rotation_at__lte=now)
+
+
+def _rotation_due_within(now: datetime, days: int) -> Q:
+    """Active keys whose rotation falls due after `now` and within `days` days: the ones
+    about to become overdue (the overdue ones are not counted twice)."""
+    return Q(
+        state=KeyState.ACTIVE,
+        next_rotation_at__gt=now,
+        next_rotation_at__lte=now + timedelta(days=days),
+    )
 
 
 @dataclass(frozen=True)
@@ -37,12 +53,15 @@ def symmetric_key_page(
     state: str = "",
     search: str = "",
     overdue: bool = False,
+    due_within_days: int | None = None,
     after: str = "",
     size: int = PAGE_SIZE,
 ) -> KeyPage:
-    """One page of keys in name order, filtered by state, name prefix/substring, overdue."""
+    """One page of keys in name order, filtered by state, name prefix/substring, overdue,
+    rotation due within N days (active, not yet overdue)."""
+    now = timezone.now()
     if not _can_read(user):
-        return KeyPage([], None, timezone.now())
+        return KeyPage([], None, now)
     queryset: QuerySet[SymmetricKey] = SymmetricKey.objects.only(
         "id",
         "name",
@@ -58,12 +77,14 @@ def symmetric_key_page(
     if search:
         queryset = queryset.filter(name__contains=search.lower())
     if overdue:
-        queryset = queryset.filter(state=KeyState.ACTIVE, next_rotation_at__lte=timezone.now())
+        queryset = queryset.filter(_rotation_overdue(now))
+    if due_within_days is not None:
+        queryset = queryset.filter(_rotation_due_within(now, due_within_days))
     if after:
         queryset = queryset.filter(name__gt=after)
     rows = list(queryset[: size + 1])
     keys = rows[:size]
-    return KeyPage(keys, keys[-1].name if len(rows) > size else None, timezone.now())
+    return KeyPage(keys, keys[-1].name if len(rows) > size else None, now)
 
 
 def symmetric_key_get(*, user: AbstractBaseUser, name: str) -> SymmetricKey | None:
@@ -128,19 +149,71 @@ def destruction_request_get(*, user: AbstractBaseUser, pk: int) -> DestructionRe
     return DestructionRequest.objects.select_related("key").filter(pk=pk).first()
 
 
-def key_counts_by_state(*, user: AbstractBaseUser) -> dict[str, int]:
-    """For the dashboard: number of keys in each state, and overdue rotations."""
-    if not _can_read(user):
-        return {}
-    from django.db.models import Count
+@dataclass(frozen=True)
+class KeySummary:
+    """The dashboard's key numbers; each matches a key list filter exactly."""
 
-    counts = dict(
-        SymmetricKey.objects.values_list("state").annotate(n=Count("pk")).values_list("state", "n")
+    by_state: dict[str, int]  # every KeyState value, zeros included (?state=)
+    rotation_overdue: int  # ?overdue=on
+    rotation_due_soon: int  # ?due_within=<due_within_days>
+    due_within_days: int
+    total: int
+
+
+def key_summary(
+    *, user: AbstractBaseUser, now: datetime | None = None, due_within_days: int = 7
+) -> KeySummary | None:
+    """Keys per state and rotations overdue or due soon, for users who may read keys.
+
+    One aggregate query of conditional counts: its cost does not depend on how many keys
+    the page would list, and no row is loaded to be counted.
+    """
+    if not _can_read(user):
+        return None
+    now = now or timezone.now()
+    counts = SymmetricKey.objects.aggregate(
+        total=Count("pk"),
+        rotation_overdue=Count("pk", filter=_rotation_overdue(now)),
+        rotation_due_soon=Count("pk", filter=_rotation_due_within(now, due_within_days)),
+        **{f"state_{state.value}": Count("pk", filter=Q(state=state)) for state in KeyState},
     )
-    counts["overdue"] = SymmetricKey.objects.filter(
-        state=KeyState.ACTIVE, next_rotation_at__lte=timezone.now()
-    ).count()
-    return counts
+    return KeySummary(
+        by_state={state.value: counts[f"state_{state.value}"] for state in KeyState},
+        rotation_overdue=counts["rotation_overdue"],
+        rotation_due_soon=counts["rotation_due_soon"],
+        due_within_days=due_within_days,
+        total=counts["total"],
+    )
+
+
+@dataclass(frozen=True)
+class ApprovalSummary:
+    """Two-person destruction requests, as the approvals inbox lists them."""
+
+    waiting: int  # every pending request: the inbox's rows
+    expired: int  # of those, past their 24 hours (they can only be rejected now)
+    approvable: int  # unexpired, asked by someone else, and the user may approve
+
+
+def destruction_request_summary(
+    *, user: AbstractBaseUser, now: datetime | None = None
+) -> ApprovalSummary | None:
+    """Pending destruction requests for users who may see the inbox; one aggregate query."""
+    if not user.has_perm("vault.view_destructionrequest"):
+        return None
+    now = now or timezone.now()
+    can_approve = user.has_perm("vault.destroy_symmetrickey")
+    counts = DestructionRequest.objects.filter(status=DestructionRequest.Status.PENDING).aggregate(
+        waiting=Count("pk"),
+        expired=Count("pk", filter=Q(expires_at__lte=now)),
+        # The requester may not approve their own request (destruction_request_approve).
+        approvable=Count("pk", filter=Q(expires_at__gt=now) & ~Q(requested_by=user.pk)),
+    )
+    return ApprovalSummary(
+        waiting=counts["waiting"],
+        expired=counts["expired"],
+        approvable=counts["approvable"] if can_approve else 0,
+    )
 
 
 # --- clients and grants -----------------------------------------------------------------

@@ -43,6 +43,7 @@ class KeyListView(PortalPermissionMixin, View):
             state=data["state"],
             search=data["q"],
             overdue=data["overdue"],
+            due_within_days=data["due_within"],
             after=data["after"],
         )
         query = request.GET.copy()

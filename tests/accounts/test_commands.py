@@ -40,6 +40,7 @@ def test_bootstrap_writes_dev_keyring_and_first_admin_once(dev_keyring: Path) ->
     first = run("bootstrap")
     assert "DEVELOPMENT master keyring" in first
     assert "Production must set KMS_MASTER_KEYS" in first
+    assert "first sign-in asks you to enrol an authenticator app (TOTP)" in first
     assert stat.S_IMODE(dev_keyring.stat().st_mode) == 0o600
     password = re.search(r"Password \(shown once, not stored in clear\): (\S+)", first).group(1)
     admin = User.objects.get(username="admin")

@@ -29,15 +29,17 @@ def test_anonymous_user_is_sent_to_sign_in(client: Client) -> None:
     assert response["Location"].startswith("/accounts/login/?next=/users/")
 
 
-def test_sign_in_and_out(client: Client, admin_user: User) -> None:
+def test_sign_in_and_out(client: Client, make_user) -> None:
+    # An auditor: the password alone signs in (tests/accounts/test_mfa.py: the second factor).
+    auditor = make_user("olga-auditor", Role.AUDITOR)
     response = client.post(
-        "/accounts/login/", {"username": admin_user.username, "password": TEST_PASSWORD}
+        "/accounts/login/", {"username": auditor.username, "password": TEST_PASSWORD}
     )
     assert response.status_code == 302
     assert response["Location"] == "/"
     page = client.get("/")
     assert page.status_code == 200
-    assert admin_user.username.encode() in page.content
+    assert auditor.username.encode() in page.content
 
     assert client.get("/accounts/logout/").status_code == 405  # sign-out is POST only
     response = client.post("/accounts/logout/")
@@ -86,10 +88,12 @@ def test_post_without_csrf_token_is_refused(admin_user: User) -> None:
     assert "_auth_user_id" not in client.session
 
 
-def test_signed_in_post_without_csrf_token_changes_nothing(admin_user: User, make_user) -> None:
+def test_signed_in_post_without_csrf_token_changes_nothing(
+    signed_in, admin_user: User, make_user
+) -> None:
     target = make_user("dave", Role.AUDITOR)
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(admin_user)
+    client = signed_in(admin_user)  # password and second factor
+    client.handler.enforce_csrf_checks = True
     response = client.post(f"/users/{target.pk}/deactivate/")
     assert response.status_code == 403
     target.refresh_from_db()

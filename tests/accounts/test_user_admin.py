@@ -249,3 +249,26 @@ def test_password_reset_ends_sessions_and_shows_password_once(
 
 def test_unknown_user_is_404(signed_in, admin_user: User) -> None:
     assert signed_in(admin_user).get("/users/99999/").status_code == 404
+
+
+def test_the_user_list_filters_by_status_and_role(admin_user, make_user, signed_in) -> None:
+    from accounts import services as account_services
+
+    make_user("kim-custodian", Role.KEY_CUSTODIAN)
+    gone = make_user("lee-custodian", Role.KEY_CUSTODIAN)
+    make_user("ann-auditor", Role.AUDITOR)
+    account_services.user_deactivate(actor=admin_user, user=gone)
+    client = signed_in(admin_user)
+
+    def names(query: str) -> list[str]:
+        response = client.get(f"/users/?{query}")
+        assert response.status_code == 200
+        return [user.username for user in response.context["users"]]
+
+    assert names("status=inactive") == ["lee-custodian"]
+    assert names("status=active") == ["alice-admin", "ann-auditor", "kim-custodian"]
+    # Role counts on the dashboard are of active holders, and so is the filter.
+    assert names("role=key_custodian") == ["kim-custodian"]
+    assert names("role=auditor&q=ann") == ["ann-auditor"]
+    # An unknown value filters nothing out rather than failing.
+    assert len(names("role=wizard&status=maybe")) == 4

@@ -103,9 +103,9 @@ def test_every_403_is_recorded_as_access_denied(role_client) -> None:
     assert event.target_id == "accounts:user_list"
 
 
-def test_csrf_refusal_is_recorded(admin_user: User) -> None:
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(admin_user)
+def test_csrf_refusal_is_recorded(signed_in, admin_user: User) -> None:
+    client = signed_in(admin_user)  # password and second factor
+    client.handler.enforce_csrf_checks = True
     response = client.post("/users/new/", {"username": "x"})
     assert response.status_code == 403
     event = last(AuditAction.ACCESS_DENIED)

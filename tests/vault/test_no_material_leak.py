@@ -13,7 +13,6 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.db import connection
-from django.test import Client
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
@@ -133,7 +132,7 @@ def test_material_appears_in_no_audit_row_log_line_or_command_output(
     assert_nowhere(secrets, rows + logged + [text.encode() for text in output])
 
 
-def test_material_appears_in_no_page(key, custodian) -> None:
+def test_material_appears_in_no_page(key, custodian, signed_in) -> None:
     try:
         list_url = reverse("vault:key_list")
         detail_url = reverse("vault:key_detail", args=["orders-db"])
@@ -142,8 +141,7 @@ def test_material_appears_in_no_page(key, custodian) -> None:
     k = key("orders-db")
     services.symmetric_key_rotate(actor=None, key=k)
     services.key_version_compromise(actor=None, key=k, number=1, reason="x")
-    client = Client()
-    client.force_login(custodian)
+    client = signed_in(custodian)  # password and second factor
     assert custodian.groups.filter(name=Role.KEY_CUSTODIAN).exists()
     pages = []
     for url in (list_url, detail_url):

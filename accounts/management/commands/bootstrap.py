@@ -105,6 +105,7 @@ class Command(BaseCommand):
             self.style.SUCCESS(
                 f"Created the first administrator.\n"
                 f"  Sign in at {settings.KMS_PUBLIC_URL}/ as: {user.username}\n"
-                f"  Password (shown once, not stored in clear): {password}"
+                f"  Password (shown once, not stored in clear): {password}\n"
+                "  The first sign-in asks you to enrol an authenticator app (TOTP) on your phone."
             )
         )
