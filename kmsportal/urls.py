@@ -2,7 +2,7 @@
 
 from django.urls import include, path
 
-from kmsportal.health import healthz
+from kmsportal.health import healthz, readyz
 
 urlpatterns = [
     path("", include("accounts.urls")),
@@ -12,4 +12,5 @@ urlpatterns = [
     path("api/v1/", include("vault.api_urls")),
     path("pki/", include("pki.urls")),
     path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
 ]

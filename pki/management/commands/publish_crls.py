@@ -1,10 +1,12 @@
-"""`manage.py publish_crls [--ca NAME] [--force]`: keep every CA's CRL current.
+"""`manage.py publish_crls [--ca NAME] [--force] [--wait]`: keep every CA's CRL current.
 
 Publishes a new CRL for each CA (or only NAME) whose current CRL is past half its lifetime
 (or that has none); with --force, for each one regardless. Also renews each CA's delegated
 OCSP responder certificate when it nears expiry. Idempotent and safe to run concurrently:
 run it from cron every few minutes (every minute is fine) so that no CRL ever reaches its
-nextUpdate, after which relying parties refuse the CA's certificates.
+nextUpdate, after which relying parties refuse the CA's certificates. With several nodes,
+run it from every node's crontab: one run at a time does the work (kmsportal.locks), the
+others print "another node is running publish_crls; nothing to do" and exit 0.
 
 Exit status 0 when every CA is current, 1 when one could not be published (the others still
 are; the message names the CA and the reason).
@@ -14,11 +16,14 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from kmsportal.locks import exclusive_job, skipped_message
 from pki.errors import PkiError
 from pki.management import ca_by_name
 from pki.models import CertificateAuthority, CRLTrigger
 from pki.ocsp import ocsp_responder_ensure
 from pki.services import crl_publish
+
+JOB = "publish_crls"
 
 
 class Command(BaseCommand):
@@ -29,17 +34,31 @@ class Command(BaseCommand):
         parser.add_argument(
             "--force", action="store_true", help="publish even if the current CRL is fresh"
         )
+        parser.add_argument(
+            "--wait",
+            action="store_true",
+            help="if another node is running this job, wait for it and run after it "
+            "(default: skip with exit status 0)",
+        )
 
     def handle(self, *args: object, **options: object) -> None:
-        if options["ca"]:
-            cas = [ca_by_name(str(options["ca"]))]
+        with exclusive_job(JOB, wait=bool(options["wait"])) as acquired:
+            if not acquired:
+                self.stdout.write(skipped_message(JOB))
+                return
+            ca_name = str(options["ca"]) if options["ca"] else None
+            self._publish(ca_name=ca_name, force=bool(options["force"]))
+
+    def _publish(self, *, ca_name: str | None, force: bool) -> None:
+        if ca_name:
+            cas = [ca_by_name(ca_name)]
         else:
             cas = list(CertificateAuthority.objects.defer("sealed_private_key").order_by("name"))
-        trigger = CRLTrigger.MANUAL if options["force"] else CRLTrigger.SCHEDULED
+        trigger = CRLTrigger.MANUAL if force else CRLTrigger.SCHEDULED
         failures: list[str] = []
         for ca in cas:
             try:
-                row = crl_publish(actor=None, ca=ca, trigger=trigger, force=bool(options["force"]))
+                row = crl_publish(actor=None, ca=ca, trigger=trigger, force=force)
             except PkiError as exc:
                 failures.append(f"{ca.name}: {exc}")
                 self.stderr.write(f"{ca.name}: no CRL published: {exc}")
