@@ -35,13 +35,16 @@ created before CRLs were published at creation) gets its first one on the first 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from django.db import connection, transaction
-from django.db.models import TextField
+from django.db.models import Model, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -64,6 +67,7 @@ __all__ = [
     "CRLDownload",
     "crl_download_der",
     "crl_download_get",
+    "crl_download_pem",
     "crl_is_due",
     "crl_pem",
     "crl_publish",
@@ -249,6 +253,16 @@ def crl_publish(
 
 
 # --- downloads -----------------------------------------------------------------------------
+#
+# A download costs one indexed query: the newest CRL's validators (its row id, SHA-256 and
+# dates). Its bytes come from a per-process cache addressed by that SHA-256, filled from the
+# database on a miss and checked against the hash: every download serves the newest CRL
+# stored when its query ran, on every server, and the cache can only ever hold bytes whose
+# hash is their key.
+
+#: Bytes of CRLs (DER, and PEM once asked for) kept per process; a CRL larger than this is
+#: read from the database for every download.
+CRL_CACHE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -265,6 +279,28 @@ class CRLDownload:
     next_update: datetime
 
 
+@functools.cache
+def _newest_crl_sql(vendor: str) -> str:
+    # Indexes: the CA's unique name, then (ca, crl_number) of the pki_crl_number constraint.
+    # A subquery rather than a join: PostgreSQL plans it in half the time, which is a third
+    # of what the query costs.
+    return (
+        'SELECT r."id", r."sha256", r."this_update", r."next_update" '  # noqa: S608 (no input)
+        f"FROM {_table(RevocationList)} r "
+        f'WHERE r."ca_id" = (SELECT a."id" FROM {_table(CertificateAuthority)} a '
+        'WHERE a."name" = %s) ORDER BY r."crl_number" DESC LIMIT 1'
+    )
+
+
+def _table(model: type[Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _aware(value: datetime) -> datetime:
+    """A datetime column read from the cursor: SQLite's is UTC without an offset."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def crl_download_get(*, ca_name: str) -> CRLDownload | None:
     """The newest CRL of the CA called ``ca_name``, or None if there is no such CA.
 
@@ -272,12 +308,9 @@ def crl_download_get(*, ca_name: str) -> CRLDownload | None:
     CRL gets its first one here, once (see the module docstring); after that nothing is ever
     built on download.
     """
-    row = (
-        RevocationList.objects.filter(ca__name=ca_name)
-        .order_by("-crl_number")
-        .values_list("pk", "sha256", "this_update", "next_update")
-        .first()
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_newest_crl_sql(connection.vendor), [ca_name])
+        row = cursor.fetchone()
     if row is None:
         ca = CertificateAuthority.objects.filter(name=ca_name).first()
         if ca is None:
@@ -285,14 +318,88 @@ def crl_download_get(*, ca_name: str) -> CRLDownload | None:
         crl_publish(actor=None, ca=ca, trigger=CRLTrigger.FIRST_DOWNLOAD)
         return crl_download_get(ca_name=ca_name)
     pk, sha256, this_update, next_update = row
-    return CRLDownload(pk=pk, sha256=sha256, this_update=this_update, next_update=next_update)
+    return CRLDownload(
+        pk=pk, sha256=sha256, this_update=_aware(this_update), next_update=_aware(next_update)
+    )
+
+
+class _CachedCRL:
+    __slots__ = ("der", "pem")
+
+    def __init__(self, der: bytes) -> None:
+        self.der = der
+        self.pem: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.der) + len(self.pem or b"")
+
+
+_cache_lock = threading.Lock()
+# SHA-256 (hex, as stored) -> the DER bytes with that hash (and their PEM once asked for).
+_cache: OrderedDict[str, _CachedCRL] = OrderedDict()
+_cache_size = 0
+
+
+def _cached(sha256: str) -> _CachedCRL | None:
+    with _cache_lock:
+        entry = _cache.get(sha256)
+        if entry is not None:
+            _cache.move_to_end(sha256)
+        return entry
+
+
+def _remember(sha256: str, der: bytes) -> _CachedCRL:
+    global _cache_size
+    entry = _CachedCRL(der)
+    if len(der) > CRL_CACHE_BYTES or hashlib.sha256(der).hexdigest() != sha256:
+        return entry  # too big to keep, or not the bytes its hash names: serve, keep nothing
+    with _cache_lock:
+        if sha256 not in _cache:
+            _cache[sha256] = entry
+            _cache_size += len(der)
+        _evict()
+        return _cache.get(sha256, entry)
+
+
+def _evict() -> None:
+    """Drop the least recently used CRLs beyond the budget; the caller holds the lock."""
+    global _cache_size
+    while _cache_size > CRL_CACHE_BYTES and _cache:
+        _old, dropped = _cache.popitem(last=False)
+        _cache_size -= dropped.size
+
+
+def _download_entry(download: CRLDownload) -> _CachedCRL | None:
+    entry = _cached(download.sha256)
+    if entry is not None:
+        return entry
+    der = RevocationList.objects.filter(pk=download.pk).values_list("crl_der", flat=True).first()
+    return None if der is None else _remember(download.sha256, bytes(der))
 
 
 def crl_download_der(*, download: CRLDownload) -> bytes | None:
-    """The stored DER bytes of ``download``, exactly as signed; None if a newer CRL replaced
-    it since ``download`` was read (ask again)."""
-    der = RevocationList.objects.filter(pk=download.pk).values_list("crl_der", flat=True).first()
-    return None if der is None else bytes(der)
+    """The stored DER bytes of ``download``, exactly as signed; None if they are not in the
+    cache and a newer CRL replaced them since ``download`` was read (ask again)."""
+    entry = _download_entry(download)
+    return None if entry is None else entry.der
+
+
+def crl_download_pem(*, download: CRLDownload) -> bytes | None:
+    """The PEM form of :func:`crl_download_der` (encoded once per process and CRL)."""
+    global _cache_size
+    entry = _download_entry(download)
+    if entry is None:
+        return None
+    if entry.pem is None:
+        pem = crl_pem(entry.der)
+        with _cache_lock:
+            if entry.pem is None:
+                entry.pem = pem
+                if _cache.get(download.sha256) is entry:
+                    _cache_size += len(pem)
+                    _evict()
+    return entry.pem
 
 
 def crl_pem(der: bytes) -> bytes:

@@ -306,7 +306,7 @@ class CRLView(View):
                 load = functools.partial(crl.crl_download_der, download=download)
             else:
                 content_type, tag = PEM_TYPE, f"{download.sha256}-pem"
-                load = functools.partial(_pem_of, download)
+                load = functools.partial(crl.crl_download_pem, download=download)
             response = _public_bytes(
                 request,
                 load,
@@ -323,11 +323,6 @@ class CRLView(View):
         )
         busy["Retry-After"] = "1"
         return busy
-
-
-def _pem_of(download: crl.CRLDownload) -> bytes | None:
-    der = crl.crl_download_der(download=download)
-    return None if der is None else crl.crl_pem(der)
 
 
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/_-]+=*")

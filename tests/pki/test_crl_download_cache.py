@@ -1,0 +1,88 @@
+"""CRL downloads (issue 9): one indexed query per request, the bytes from a per-process cache
+addressed by their SHA-256, and never a CRL older than the newest stored one."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from django.test import Client
+
+from pki import crl as crl_module
+from pki import services
+from pki.models import CertificateAuthority, RevocationList
+
+from .test_crl import issue, newest
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_download_costs_one_query_once_the_bytes_are_cached(
+    client: Client, issuing: CertificateAuthority, django_assert_num_queries
+) -> None:
+    first = client.get("/pki/crl/issuing.crl")  # fills the cache: validators, then bytes
+    for url in ("/pki/crl/issuing.crl", "/pki/crl/issuing.pem"):
+        with django_assert_num_queries(1):  # the newest CRL's validators, nothing else
+            response = client.get(url)
+        assert response.status_code == 200
+    with django_assert_num_queries(1):
+        again = client.get("/pki/crl/issuing.crl", HTTP_IF_NONE_MATCH=first["ETag"])
+    assert again.status_code == 304
+    with django_assert_num_queries(1):
+        assert client.head("/pki/crl/issuing.crl").status_code == 200
+    assert client.get("/pki/crl/issuing.crl").content == bytes(newest(issuing).crl_der)
+
+
+def test_a_revocation_is_in_the_very_next_download(
+    client: Client, issuing: CertificateAuthority, ec_key
+) -> None:
+    certificate = issue(issuing, ec_key)
+    before = client.get("/pki/crl/issuing.crl")
+    client.get("/pki/crl/issuing.pem")  # both forms of the old CRL are cached now
+    services.certificate_revoke(actor=None, certificate=certificate, reason="keyCompromise")
+    row = newest(issuing)
+    after = client.get("/pki/crl/issuing.crl")
+    assert after["ETag"] == f'"{row.sha256}"' != before["ETag"]
+    assert after.content == bytes(row.crl_der) != before.content
+    pem = client.get("/pki/crl/issuing.pem")
+    assert pem.content == crl_module.crl_pem(bytes(row.crl_der))
+    assert pem["ETag"] == f'"{row.sha256}-pem"'
+
+
+def test_the_cache_holds_only_bytes_whose_hash_is_their_key(
+    client: Client, issuing: CertificateAuthority
+) -> None:
+    row = newest(issuing)
+    stored = bytes(row.crl_der)
+    # Bytes that do not hash to the stored SHA-256 (a damaged row): served as stored, as
+    # before, but not remembered, so repairing the row takes effect at once.
+    RevocationList.objects.filter(pk=row.pk).update(crl_der=stored + b"damaged")
+    assert client.get("/pki/crl/issuing.crl").content == stored + b"damaged"
+    RevocationList.objects.filter(pk=row.pk).update(crl_der=stored)
+    assert client.get("/pki/crl/issuing.crl").content == stored
+    download = crl_module.crl_download_get(ca_name="issuing")
+    assert download is not None and download.sha256 == hashlib.sha256(stored).hexdigest()
+    assert crl_module.crl_download_der(download=download) == stored
+
+
+def test_the_cache_is_bounded(
+    client: Client,
+    root: CertificateAuthority,
+    issuing: CertificateAuthority,
+    monkeypatch: pytest.MonkeyPatch,
+    django_assert_num_queries,
+) -> None:
+    cas = {"root": root, "issuing": issuing}
+    # Room for one of the two CRLs: each download pushes the other one out.
+    monkeypatch.setattr(crl_module, "CRL_CACHE_BYTES", max(newest(ca).size for ca in cas.values()))
+    for _ in range(2):
+        for name, ca in cas.items():
+            with django_assert_num_queries(2):  # validators, and the bytes again
+                response = client.get(f"/pki/crl/{name}.crl")
+            assert response.content == bytes(newest(ca).crl_der)
+    # A CRL larger than the whole cache is never kept.
+    monkeypatch.setattr(crl_module, "CRL_CACHE_BYTES", 10)
+    services.crl_publish(actor=None, ca=issuing)
+    for _ in range(2):
+        with django_assert_num_queries(2):
+            client.get("/pki/crl/issuing.crl")
