@@ -49,12 +49,17 @@ def sign_in_lockout(*, username: str, address: str) -> Lockout | None:
 def sign_in_failure_count(*, username: str, address: str) -> None:
     """Count a failed attempt; the window restarts with each failure."""
     for key in _keys(username, address).values():
-        cache.add(key, 0, timeout=settings.SIGN_IN_LOCKOUT_SECONDS)
-        try:
-            cache.incr(key)
-        except ValueError:  # evicted between add and incr
-            cache.set(key, 1, timeout=settings.SIGN_IN_LOCKOUT_SECONDS)
-        cache.touch(key, settings.SIGN_IN_LOCKOUT_SECONDS)
+        _failure_add(key)
+
+
+def _failure_add(key: str) -> None:
+    """One more failure under `key`; the lockout window restarts with each."""
+    cache.add(key, 0, timeout=settings.SIGN_IN_LOCKOUT_SECONDS)
+    try:
+        cache.incr(key)
+    except ValueError:  # evicted between add and incr
+        cache.set(key, 1, timeout=settings.SIGN_IN_LOCKOUT_SECONDS)
+    cache.touch(key, settings.SIGN_IN_LOCKOUT_SECONDS)
 
 
 def sign_in_success_reset(*, username: str, address: str) -> None:
@@ -82,13 +87,7 @@ def mfa_lockout(*, user_id: int) -> Lockout | None:
 
 def mfa_failure_count(*, user_id: int) -> None:
     """Count a wrong code; the window restarts with each failure."""
-    key = _mfa_key(user_id)
-    cache.add(key, 0, timeout=settings.SIGN_IN_LOCKOUT_SECONDS)
-    try:
-        cache.incr(key)
-    except ValueError:  # evicted between add and incr
-        cache.set(key, 1, timeout=settings.SIGN_IN_LOCKOUT_SECONDS)
-    cache.touch(key, settings.SIGN_IN_LOCKOUT_SECONDS)
+    _failure_add(_mfa_key(user_id))
 
 
 def mfa_success_reset(*, user_id: int) -> None:

@@ -1,6 +1,12 @@
-"""PKI: certificates issued per second from CSRs through the service, against bare
-`cryptography` signing the same CSRs with an already-loaded key, in the same process.
+"""PKI: the certificate list page at 100k certificates against the same page at 10, and
+certificates issued per second from CSRs through the service, against bare `cryptography`
+signing the same CSRs with an already-loaded key, in the same process.
 
+Pages: as for keys (bench_vault): Django's test client, signed in through the sign-in form as
+an auditor, certificate rows bulk-inserted, each page timed at ~10 certificates and again at
+100k (quick: 10k) with the same query. Target: at most 2x.
+
+Issuance:
 The CA is an RSA-3072 intermediate under an RSA-3072 root (the default key type). The CSRs
 are made beforehand with EC P-256 keys, so key generation is not timed. The service does, per
 certificate: load and check the CSR (signature, key, hash), apply the profile, sign with the
@@ -13,8 +19,56 @@ nothing else.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 
-from bench.harness import Row, measure
+from bench.bench_vault import _signed_in_client, page_rows, page_timer
+from bench.harness import Row, analyze, measure
+
+REASONS = [
+    "keyCompromise",
+    "superseded",
+    "cessationOfOperation",
+    "unspecified",
+    "affiliationChanged",
+]
+
+
+def bulk_certificates(ca, *, revoked: int = 0, valid: int = 0) -> None:  # type: ignore[no-untyped-def]
+    """``revoked`` revoked then ``valid`` valid certificate rows of ``ca``, inserted in batches
+    (no signing: rows as the list and the CRL read them)."""
+    from pki.models import Certificate
+
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    batch: list[Certificate] = []
+    for index in range(revoked + valid):
+        is_revoked = index < revoked
+        reason = REASONS[index % len(REASONS)]
+        batch.append(
+            Certificate(
+                ca=ca,
+                serial_hex=format(secrets.randbits(159) | 1, "040X"),
+                subject=f"CN=host-{index}.example.org",
+                profile="tls-server",
+                public_key="EC P-256",
+                not_before=now - dt.timedelta(days=30),
+                not_after=now + dt.timedelta(days=300 + index % 90),
+                certificate_pem="",
+                certificate_der=b"",
+                fingerprint_sha256=secrets.token_hex(32).upper(),
+                status="revoked" if is_revoked else "valid",
+                revocation_reason=reason if is_revoked else "",
+                revoked_at=now - dt.timedelta(seconds=index) if is_revoked else None,
+                invalidity_date=(
+                    now - dt.timedelta(days=2) if is_revoked and reason == "keyCompromise" else None
+                ),
+                source="csr",
+                issued_by_name="bench",
+            )
+        )
+        if len(batch) == 5000:
+            Certificate.objects.bulk_create(batch)
+            batch = []
+    Certificate.objects.bulk_create(batch)
 
 
 def _csr_pool(count: int) -> list[bytes]:
@@ -80,13 +134,46 @@ def _bare_signer(ca_key, ca_certificate):  # type: ignore[no-untyped-def]
     return sign
 
 
+def _pages(*, quick: bool, database: str, ca) -> list[Row]:  # type: ignore[no-untyped-def]
+    from pki.models import Certificate
+
+    size = 10_000 if quick else 100_000
+    timed = page_timer(_signed_in_client(), "/pki/certificates/", repeats=9 if quick else 15)
+
+    def pages() -> dict[str, tuple[float, float]]:
+        # A page deep in the table: the keyset cursor 60 rows above the oldest.
+        late = Certificate.objects.order_by("id").values_list("id", flat=True)[60:61]
+        cursor = late[0] if late else Certificate.objects.order_by("-id").first().pk
+        return {
+            "first page": timed({}),
+            "status filter": timed({"status": "valid"}),
+            "CA filter": timed({"ca": ca.name}),
+            "a late page (keyset)": timed({"after": str(cursor)}),
+        }
+
+    bulk_certificates(ca, valid=10)
+    small_count = Certificate.objects.count()
+    small = pages()
+    bulk_certificates(ca, valid=size - small_count)
+    analyze()
+    big = pages()
+    return page_rows(
+        what="certificate",
+        label=f"{size // 1000}k certificates",
+        small=small,
+        big=big,
+        small_label=f"{small_count} certificates",
+        database=database,
+    )
+
+
 def run(*, quick: bool, database: str) -> list[Row]:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from pki.services import certificate_authority_create, certificate_issue_from_csr
 
-    count = 100 if quick else 500
+    count = 60 if quick else 500
     pool = _csr_pool(count)
 
     root = certificate_authority_create(
@@ -99,6 +186,7 @@ def run(*, quick: bool, database: str) -> list[Row]:
         parent=root,
         key_type="rsa3072",
     )
+    rows = _pages(quick=quick, database=database, ca=issuing)
     # First issuance unseals and loads the CA key (~175 ms for RSA-3072): once per process.
     certificate_issue_from_csr(actor=None, ca=issuing, csr_pem_or_der=pool[0], profile="tls-server")
 
@@ -121,9 +209,11 @@ def run(*, quick: bool, database: str) -> list[Row]:
 
     base, base_spread = measure(baseline, repeats=5)
     rate, spread = measure(ours, repeats=3 if quick else 5)
-    return [
+    rows.insert(
+        0,
         Row(
-            "issue from CSR (service: CSR checks, profile, cached RSA-3072 signer, row, audit)",
+            "issue a certificate from a CSR (service: CSR checks, profile, cached RSA-3072 "
+            "signer, row, audit)",
             rate,
             spread,
             "bare cryptography CertificateBuilder.sign, loaded RSA-3072 key",
@@ -132,5 +222,6 @@ def run(*, quick: bool, database: str) -> list[Row]:
             "certs/s",
             database,
             note=f"{len(pool)} EC P-256 CSRs per run, made beforehand",
-        )
-    ]
+        ),
+    )
+    return rows

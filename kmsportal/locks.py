@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
+from django.core.management.base import CommandParser
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -46,6 +47,16 @@ def job_lock_key(name: str) -> int:
     namespace and the name, as a signed 64-bit integer (PostgreSQL's bigint)."""
     digest = hashlib.sha256(_KEY_NAMESPACE + name.encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def add_wait_argument(parser: CommandParser) -> None:
+    """The `--wait` flag every locked cron command takes."""
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another node is running this job, wait for it and run after it "
+        "(default: skip with exit status 0)",
+    )
 
 
 def skipped_message(name: str) -> str:

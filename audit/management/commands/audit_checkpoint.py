@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandParser
 
 from audit.services import audit_checkpoint_create
-from kmsportal.locks import exclusive_job, skipped_message
+from kmsportal.locks import add_wait_argument, exclusive_job, skipped_message
 
 JOB = "audit_checkpoint"
 
@@ -21,12 +21,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--wait",
-            action="store_true",
-            help="if another node is running this job, wait for it and run after it "
-            "(default: skip with exit status 0)",
-        )
+        add_wait_argument(parser)
 
     def handle(self, *args: object, **options: object) -> None:
         with exclusive_job(JOB, wait=bool(options["wait"])) as acquired:

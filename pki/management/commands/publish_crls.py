@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from kmsportal.locks import exclusive_job, skipped_message
+from kmsportal.locks import add_wait_argument, exclusive_job, skipped_message
 from pki.errors import PkiError
 from pki.management import ca_by_name
 from pki.models import CertificateAuthority, CRLTrigger
@@ -34,12 +34,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--force", action="store_true", help="publish even if the current CRL is fresh"
         )
-        parser.add_argument(
-            "--wait",
-            action="store_true",
-            help="if another node is running this job, wait for it and run after it "
-            "(default: skip with exit status 0)",
-        )
+        add_wait_argument(parser)
 
     def handle(self, *args: object, **options: object) -> None:
         with exclusive_job(JOB, wait=bool(options["wait"])) as acquired:
