@@ -156,7 +156,11 @@ def audit_event_record(
         target_id = target_id or str(target.pk)
         target_label = target_label or str(target)
     meta = request_meta()
-    with transaction.atomic():
+    # No savepoint inside the caller's transaction (two round trips saved per event): an
+    # append that fails marks the whole transaction for rollback, so the change it records
+    # cannot commit without it even if the caller catches the error (fail closed). Called
+    # outside a transaction, this is the transaction.
+    with transaction.atomic(savepoint=False):
         head = _head_locked()
         event = AuditEvent(
             sequence=head.sequence + 1,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection, transaction
@@ -10,7 +12,7 @@ from django.test import Client
 from accounts import services as account_services
 from accounts.roles import Role
 from audit.models import AuditAction, AuditEvent, AuditLogIsAppendOnly
-from audit.services import AuditDetailsError, audit_event_record
+from audit.services import AuditChainError, AuditDetailsError, audit_event_record
 from tests.audit.helpers import append_events, raw_tampering
 from tests.factories import TEST_PASSWORD
 
@@ -137,6 +139,20 @@ def test_fail_closed_user_change_is_not_saved_when_audit_cannot_be_written(
     with pytest.raises(Exception, match="chain head is missing"):
         account_services.user_create(actor=admin_user, username="quinn", roles=[Role.AUDITOR])
     assert not User.objects.filter(username="quinn").exists()
+
+
+def test_a_caught_audit_failure_still_rolls_the_change_back(make_user) -> None:
+    """A caller that swallows the error cannot commit a change without its audit event."""
+    target = make_user("sam", Role.AUDITOR)
+    with raw_tampering() as cursor:
+        cursor.execute("DELETE FROM audit_auditchainhead")
+    with transaction.atomic():
+        User.objects.filter(pk=target.pk).update(is_active=False)
+        with contextlib.suppress(AuditChainError):  # a careless caller
+            audit_event_record(action=AuditAction.USER_DEACTIVATED, target=target)
+        assert transaction.get_connection().needs_rollback
+    target.refresh_from_db()
+    assert target.is_active
 
 
 def test_fail_closed_through_the_portal(signed_in, admin_user: User, make_user) -> None:
