@@ -3,8 +3,10 @@
     python bench/run.py [--quick] [--only audit] [--database sqlite|postgres|all]
 
 Each benchmark module runs in its own process per database (a fresh database each time; the
-keyring module, which touches no database, runs once). The table is printed and written to
-bench/results.md with the machine, versions, date, mode and total time.
+keyring module, which touches no database, runs once). The table is printed and written with
+the machine, versions, date, mode and total time to bench/results.md (a full run of every
+module, the figures the README quotes) or bench/results-partial.md (a quick run or a part:
+git-ignored, so CI's quick run never overwrites the committed figures).
 
 Exit status: 1 when a benchmark crashed (its rows are missing and the table says which);
 never because a figure missed its target: targets are reported, not asserted.
@@ -282,7 +284,10 @@ def main() -> int:
     met = sum(1 for row in rows if row["target_met"] is True)
     print(f"\nTargets: {met} met, {missed} missed (reported, not asserted).")
     print(f"Total time: {seconds:.0f} s ({'quick' if args.quick else 'full'} run).")
-    (ROOT / "bench" / "results.md").write_text(preface + table + "\n")
+    complete = not args.quick and not args.only and args.database == "all"
+    results = ROOT / "bench" / ("results.md" if complete else "results-partial.md")
+    results.write_text(preface + table + "\n")
+    print(f"Written to {results.relative_to(ROOT)}.")
     if failures:
         print("Crashed: " + ", ".join(failures))
         return 1
