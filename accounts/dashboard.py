@@ -30,6 +30,7 @@ from pki.selectors import (
     CertificateOverview,
     CRLFreshness,
     ExpiryWindow,
+    ca_revocation_summary,
     certificate_overview,
     crl_freshness_list,
 )
@@ -122,24 +123,59 @@ def _keys_section(user: AbstractBaseUser, now: datetime) -> KeysSection | None:
 
 @dataclass(frozen=True)
 class ApprovalsSection:
-    waiting: Stat
+    """Both two-person rules: key destruction (vault) and CA revocation (pki). Each part is
+    None for a user who may not see that inbox; the section needs one of them."""
+
+    waiting: Stat | None  # destruction requests
     expired: int
     approvable: int  # requests the user may approve now (not their own, not expired)
+    ca_revocations: Stat | None = None  # CA revocation requests
+    ca_expired: int = 0
+    ca_approvable: int = 0
+
+    @property
+    def stats(self) -> list[Stat]:
+        return [stat for stat in (self.waiting, self.ca_revocations) if stat is not None]
+
+    @property
+    def any_approvable(self) -> int:
+        return self.approvable + self.ca_approvable
+
+    @property
+    def any_waiting(self) -> int:
+        return sum(stat.value for stat in self.stats)
 
 
 def _approvals_section(user: AbstractBaseUser, now: datetime) -> ApprovalsSection | None:
-    summary = destruction_request_summary(user=user, now=now)
-    if summary is None:
+    destruction = destruction_request_summary(user=user, now=now)
+    revocation = ca_revocation_summary(user=user, now=now)
+    if destruction is None and revocation is None:
         return None
     return ApprovalsSection(
-        waiting=Stat(
-            "destruction requests waiting for a second custodian",
-            summary.waiting,
-            _link("vault:approvals"),
-            "warn",
+        waiting=(
+            Stat(
+                "destruction requests waiting for a second custodian",
+                destruction.waiting,
+                _link("vault:approvals"),
+                "warn",
+            )
+            if destruction is not None
+            else None
         ),
-        expired=summary.expired,
-        approvable=summary.approvable,
+        expired=destruction.expired if destruction is not None else 0,
+        approvable=destruction.approvable if destruction is not None else 0,
+        ca_revocations=(
+            Stat(
+                "CA revocations waiting for a second CA operator",
+                revocation.waiting,
+                _link("pki:ca_revocation_approvals"),
+                "warn",
+            )
+            if revocation is not None
+            else None
+        ),
+        ca_expired=revocation.expired if revocation is not None else 0,
+        ca_approvable=revocation.approvable if revocation is not None else 0,
     )
 
 

@@ -7,6 +7,10 @@ class PkiAction(models.TextChoices):
     CA_CREATED = "ca.created", "Certificate authority created"
     CA_DISABLED = "ca.disabled", "Certificate authority disabled"
     CA_REVOKED = "ca.revoked", "Certificate authority revoked (with everything it issued)"
+    CA_REVOCATION_REQUESTED = "ca.revocation_requested", "CA revocation requested"
+    CA_REVOCATION_APPROVED = "ca.revocation_approved", "CA revocation approved (revoked)"
+    CA_REVOCATION_REJECTED = "ca.revocation_rejected", "CA revocation request rejected"
+    CA_REVOCATION_WITHDRAWN = "ca.revocation_withdrawn", "CA revocation request withdrawn"
     CERTIFICATE_ISSUED = "certificate.issued", "Certificate issued"
     CERTIFICATE_KEY_DELIVERED = (
         "certificate.key_delivered",

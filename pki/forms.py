@@ -373,3 +373,21 @@ class RevokeForm(forms.Form):
         + " or ".join(sorted(r.label.lower() for r in INVALIDITY_DATE_REASONS))
         + ": since when the private key is known or suspected to be compromised.",
     )
+
+
+class CARevocationRequestForm(RevokeForm):
+    """The revoke form for a CA's certificate: the revocation waits for a second person."""
+
+    comment = forms.CharField(
+        required=False,
+        max_length=1000,
+        label="Comment for the approver (optional)",
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Why this CA must go; shown to whoever approves or rejects the request.",
+    )
+
+
+class CARevocationDecisionForm(forms.Form):
+    """Approve, reject (with an optional comment) or withdraw a CA revocation request."""
+
+    comment = forms.CharField(required=False, max_length=1000, label="Comment (optional)")

@@ -289,6 +289,75 @@ class RevocationList(models.Model):
         return self.next_update <= timezone.now()
 
 
+#: A CA revocation request not approved within this time lapses (status expired).
+CA_REVOCATION_REQUEST_TTL = timedelta(days=7)
+
+
+class CARevocationRequest(models.Model):
+    """The first half of the two-person rule for revoking a CA: one person asks, a different
+    one approves, and only the approval revokes (with everything below the CA).
+
+    ``certificate`` is the CA's certificate (profile sub-ca, on its parent's CRL); ``ca`` is
+    the intermediate CA it certifies, kept for the pages. Reason and invalidity date are
+    checked as :func:`pki.revocation.certificate_revoke` checks them, when asked and again
+    when approved.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "waiting for approval"
+        APPROVED = "approved", "approved (revoked)"
+        REJECTED = "rejected", "rejected"
+        WITHDRAWN = "withdrawn", "withdrawn"
+        EXPIRED = "expired", "expired"
+
+    certificate = models.ForeignKey(
+        Certificate, on_delete=models.PROTECT, related_name="ca_revocation_requests"
+    )
+    ca = models.ForeignKey(
+        CertificateAuthority, on_delete=models.PROTECT, related_name="revocation_requests"
+    )
+    # RFC 5280 CRLReason name (never certificateHold: a CA cannot be put on hold).
+    reason = models.CharField(max_length=32)
+    invalidity_date = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(blank=True, max_length=1000)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_by_name = models.CharField(max_length=150)
+    requested_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    decided_by_name = models.CharField(max_length=150, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_comment = models.TextField(blank=True, max_length=1000)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        default_permissions = ("view",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["certificate"],
+                condition=models.Q(status="pending"),
+                name="pki_one_pending_ca_revocation_request",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"revoke CA {self.ca_id} ({self.get_status_display()})"
+
+    @property
+    def is_expired(self) -> bool:
+        """Still pending, but past its time: it can only be rejected or withdrawn now."""
+        return self.status == self.Status.PENDING and self.expires_at <= timezone.now()
+
+
 class OCSPResponder(models.Model):
     """A delegated OCSP responder (RFC 6960 4.2.2.2): a short-lived certificate the CA issued
     to itself with id-kp-OCSPSigning and id-pkix-ocsp-nocheck, and its private key, sealed

@@ -22,8 +22,10 @@ from kmsportal.crypto.profiles import PROFILES, SUB_CA_PROFILE_NAME
 from kmsportal.crypto.x509 import CertificateSummary, describe_certificate
 
 from .distribution import ca_distribution_points
+from .errors import PkiError
 from .models import (
     SERIAL_HEX_DIGITS,
+    CARevocationRequest,
     CAState,
     Certificate,
     CertificateAuthority,
@@ -31,11 +33,15 @@ from .models import (
     OCSPResponder,
     RevocationList,
 )
+from .revocation import certificate_revocation_preview
 
 PAGE_SIZE = 50
 
 VIEW_CA = "pki.view_certificateauthority"
 VIEW_CERTIFICATE = "pki.view_certificate"
+VIEW_CA_REVOCATION_REQUEST = "pki.view_carevocationrequest"
+#: Asking for, approving and rejecting a CA revocation (the revoke page's permission).
+REVOKE = "pki.revoke_certificate"
 
 
 def _cas() -> QuerySet[CertificateAuthority]:
@@ -557,3 +563,114 @@ def crl_freshness_list(
         )
     )
     return result
+
+
+# --- CA revocation requests (two-person rule, see pki.approvals) ---------------------------
+
+
+def ca_of_certificate(*, certificate: Certificate) -> CertificateAuthority | None:
+    """The intermediate CA in this portal whose certificate ``certificate`` is; None for any
+    other certificate (its revocation needs no second approval)."""
+    if certificate.profile != SUB_CA_PROFILE_NAME:
+        return None
+    return _cas().filter(parent_id=certificate.ca_id, serial_hex=certificate.serial_hex).first()
+
+
+def ca_own_certificate(*, ca: CertificateAuthority) -> Certificate | None:
+    """An intermediate CA's own certificate, as its parent issued it; None for a root."""
+    if ca.parent_id is None:
+        return None
+    return (
+        Certificate.objects.filter(ca_id=ca.parent_id, serial_hex=ca.serial_hex)
+        .only("id", "ca_id", "serial_hex", "status", "profile")
+        .first()
+    )
+
+
+def _ca_revocation_requests() -> QuerySet[CARevocationRequest]:
+    return CARevocationRequest.objects.select_related("ca", "certificate", "certificate__ca").defer(
+        "ca__sealed_private_key", "certificate__ca__sealed_private_key"
+    )
+
+
+@dataclass(frozen=True)
+class PendingCARevocation:
+    """A request as the approvals inbox shows it, with what approving it would revoke."""
+
+    request: CARevocationRequest
+    cas_below: list[str]
+    certificates_below: int
+    #: Why it can no longer be approved as it stands (e.g. revoked meanwhile), or "".
+    problem: str
+
+
+def ca_revocation_requests_pending(*, user: AbstractBaseUser) -> list[PendingCARevocation]:
+    """Pending requests, oldest first, each with its impact as of now (the CAs and the
+    certificates below); empty for users who may not see the inbox."""
+    if not user.has_perm(VIEW_CA_REVOCATION_REQUEST):
+        return []
+    rows: list[PendingCARevocation] = []
+    for request in (
+        _ca_revocation_requests()
+        .filter(status=CARevocationRequest.Status.PENDING)
+        .order_by("requested_at", "id")
+    ):
+        try:
+            preview = certificate_revocation_preview(
+                certificate=request.certificate,
+                reason=request.reason,
+                invalidity_date=request.invalidity_date,
+            )
+        except PkiError as exc:
+            rows.append(PendingCARevocation(request, [], 0, str(exc)))
+        else:
+            rows.append(
+                PendingCARevocation(request, preview.cas_below, preview.certificates_below, "")
+            )
+    return rows
+
+
+def ca_revocation_request_get(*, user: AbstractBaseUser, pk: int) -> CARevocationRequest | None:
+    if not user.has_perm(VIEW_CA_REVOCATION_REQUEST):
+        return None
+    return _ca_revocation_requests().filter(pk=pk).first()
+
+
+def ca_revocation_requests_of(
+    *, user: AbstractBaseUser, certificate: Certificate
+) -> list[CARevocationRequest]:
+    """The latest requests to revoke this CA certificate (for its and its CA's page)."""
+    if not user.has_perm(VIEW_CA_REVOCATION_REQUEST):
+        return []
+    return list(_ca_revocation_requests().filter(certificate_id=certificate.pk)[:5])
+
+
+@dataclass(frozen=True)
+class CARevocationSummary:
+    """Pending CA revocation requests, as the dashboard counts them."""
+
+    waiting: int  # every pending request: the inbox's rows
+    expired: int  # of those, past their time (they can only be rejected or withdrawn)
+    approvable: int  # unexpired, asked by someone else, and the user may approve
+
+
+def ca_revocation_summary(
+    *, user: AbstractBaseUser, now: datetime | None = None
+) -> CARevocationSummary | None:
+    """Pending CA revocation requests for users who may see the inbox; one aggregate query."""
+    if not user.has_perm(VIEW_CA_REVOCATION_REQUEST):
+        return None
+    now = now or timezone.now()
+    counts = CARevocationRequest.objects.filter(
+        status=CARevocationRequest.Status.PENDING
+    ).aggregate(
+        waiting=Count("pk"),
+        expired=Count("pk", filter=Q(expires_at__lte=now)),
+        # The requester may not approve their own request (ca_revocation_approve).
+        approvable=Count("pk", filter=Q(expires_at__gt=now) & ~Q(requested_by=user.pk)),
+    )
+    return CARevocationSummary(
+        waiting=counts["waiting"],
+        expired=counts["expired"],
+        approvable=counts["approvable"] if user.has_perm(REVOKE) else 0,
+    )

@@ -55,6 +55,17 @@ urlpatterns = [
         views.CertificateReleaseView.as_view(),
         name="certificate_release",
     ),
+    # Two-person rule for revoking a CA (pki.approvals).
+    path(
+        "revocations/",
+        views.CARevocationApprovalsView.as_view(),
+        name="ca_revocation_approvals",
+    ),
+    path(
+        "revocations/<int:pk>/<str:decision>/",
+        views.CARevocationDecisionView.as_view(),
+        name="ca_revocation_decision",
+    ),
     path("issue/", views.IssueFromCSRView.as_view(), name="issue_csr"),
     path("issue/generated/", views.IssueGeneratedView.as_view(), name="issue_generated"),
     path("validate/", views.ValidateView.as_view(), name="validate"),

@@ -42,10 +42,12 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts.views import PortalPermissionMixin
 
-from . import crl, ocsp, selectors, services
+from . import approvals, crl, ocsp, selectors, services
 from .forms import (
     CACreateForm,
     CADisableForm,
+    CARevocationDecisionForm,
+    CARevocationRequestForm,
     CertificateFilterForm,
     CSRRequestForm,
     CSRReviewForm,
@@ -54,13 +56,14 @@ from .forms import (
     RevokeForm,
     ValidationForm,
 )
-from .models import Certificate, CertificateAuthority, CRLTrigger
+from .models import CA_REVOCATION_REQUEST_TTL, Certificate, CertificateAuthority, CRLTrigger
 
 VIEW_CA = selectors.VIEW_CA
 VIEW_CERTIFICATE = selectors.VIEW_CERTIFICATE
 MANAGE_CA = "pki.manage_certificateauthority"
 ISSUE = "pki.issue_certificate"
-REVOKE = "pki.revoke_certificate"
+REVOKE = selectors.REVOKE
+VIEW_CA_REVOCATION_REQUEST = selectors.VIEW_CA_REVOCATION_REQUEST
 PUBLISH_CRL = "pki.publish_crl"
 
 PEM_TYPE = "application/x-pem-file"
@@ -122,7 +125,20 @@ class CADetailView(PortalPermissionMixin, View):
 
     def get(self, request: HttpRequest, name: str) -> HttpResponse:
         ca = _ca_or_404(request, name)
-        return render(request, "pki/ca_detail.html", {"detail": selectors.ca_detail(ca=ca)})
+        certificate = selectors.ca_own_certificate(ca=ca)
+        return render(
+            request,
+            "pki/ca_detail.html",
+            {
+                "detail": selectors.ca_detail(ca=ca),
+                "ca_certificate": certificate,
+                "revocation_requests": (
+                    selectors.ca_revocation_requests_of(user=request.user, certificate=certificate)
+                    if certificate is not None
+                    else []
+                ),
+            },
+        )
 
 
 CA_FIELDS = ("name", "subject", "parent", "key_type", "days", "path_length")
@@ -463,10 +479,19 @@ class CertificateDetailView(PortalPermissionMixin, View):
 
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
         certificate = _certificate_or_404(request, pk)
+        certified = selectors.ca_of_certificate(certificate=certificate)
         return render(
             request,
             "pki/certificate_detail.html",
-            {"detail": selectors.certificate_detail(certificate=certificate)},
+            {
+                "detail": selectors.certificate_detail(certificate=certificate),
+                "certified_ca": certified,
+                "revocation_requests": (
+                    selectors.ca_revocation_requests_of(user=request.user, certificate=certificate)
+                    if certified is not None
+                    else []
+                ),
+            },
         )
 
 
@@ -503,21 +528,31 @@ class CertificateDownloadView(PortalPermissionMixin, View):
 @method_decorator(never_cache, name="dispatch")
 class CertificateRevokeView(PortalPermissionMixin, View):
     """GET: reason and optional invalidity date. POST: the confirmation page (what will be
-    revoked, with any CA and certificates below it); POST with ``confirm=yes``: revoke."""
+    revoked, with any CA and certificates below it); POST with ``confirm=yes``: revoke.
+
+    The certificate of a CA in this portal is never revoked here in one step (two-person
+    rule): its confirmation step asks for the revocation (``pki.approvals``), and a second
+    person approves it in the CA revocation approvals inbox."""
 
     permission_required = REVOKE
 
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
         certificate = _certificate_or_404(request, pk)
+        certified = selectors.ca_of_certificate(certificate=certificate)
         return render(
             request,
             "pki/certificate_revoke.html",
-            {"certificate": certificate, "form": RevokeForm()},
+            {
+                "certificate": certificate,
+                "form": RevokeForm() if certified is None else CARevocationRequestForm(),
+                "certified_ca": certified,
+            },
         )
 
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         certificate = _certificate_or_404(request, pk)
-        form = RevokeForm(request.POST)
+        certified = selectors.ca_of_certificate(certificate=certificate)
+        form = (RevokeForm if certified is None else CARevocationRequestForm)(request.POST)
         if form.is_valid():
             arguments = {
                 "certificate": certificate,
@@ -526,6 +561,10 @@ class CertificateRevokeView(PortalPermissionMixin, View):
             }
             try:
                 if request.POST.get("confirm") == "yes":
+                    if certified is not None:
+                        return self.request_revocation(
+                            certificate, arguments, form.cleaned_data["comment"]
+                        )
                     revoked = services.certificate_revoke(actor=request.user, **arguments)
                     messages.success(
                         request,
@@ -539,21 +578,39 @@ class CertificateRevokeView(PortalPermissionMixin, View):
             except services.PkiError as exc:
                 form.add_error(None, str(exc))
             else:
+                confirm_form = _hide(type(form)(request.POST), "reason", "invalidity_date")
                 return render(
                     request,
                     "pki/certificate_revoke_confirm.html",
                     {
                         "certificate": certificate,
                         "preview": preview,
-                        "form": _hide(RevokeForm(request.POST), "reason", "invalidity_date"),
+                        "form": confirm_form,
+                        "two_person": certified is not None,
+                        "ttl_days": CA_REVOCATION_REQUEST_TTL.days,
                     },
                 )
         return render(
             request,
             "pki/certificate_revoke.html",
-            {"certificate": certificate, "form": form},
+            {"certificate": certificate, "form": form, "certified_ca": certified},
             status=400,
         )
+
+    def request_revocation(
+        self, certificate: Certificate, arguments: dict[str, Any], comment: str
+    ) -> HttpResponse:
+        """The confirmation of a CA's certificate: ask, do not revoke."""
+        asked = approvals.ca_revocation_request(
+            actor=self.request.user, comment=comment, **arguments
+        )
+        messages.success(
+            self.request,
+            f"Revocation of CA {asked.ca.name} requested: nothing is revoked until a second "
+            "person who may revoke certificates approves it (by "
+            f"{asked.expires_at:%Y-%m-%d %H:%M} UTC).",
+        )
+        return HttpResponseRedirect(reverse("pki:ca_revocation_approvals"))
 
 
 @method_decorator(never_cache, name="dispatch")
@@ -583,6 +640,56 @@ class CertificateReleaseView(PortalPermissionMixin, View):
             "republished without it.",
         )
         return HttpResponseRedirect(reverse("pki:certificate_detail", args=[certificate.pk]))
+
+
+# --- CA revocation approvals (two-person rule) ----------------------------------------------
+
+
+class CARevocationApprovalsView(PortalPermissionMixin, View):
+    """Pending CA revocation requests, each with what approving it would revoke."""
+
+    permission_required = VIEW_CA_REVOCATION_REQUEST
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return render(
+            request,
+            "pki/ca_revocation_approvals.html",
+            {
+                "rows": selectors.ca_revocation_requests_pending(user=request.user),
+                "ttl_days": CA_REVOCATION_REQUEST_TTL.days,
+            },
+        )
+
+
+class CARevocationDecisionView(PortalPermissionMixin, View):
+    """POST approve, reject or withdraw (the requester's own) a CA revocation request."""
+
+    permission_required = REVOKE
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, pk: int, decision: str) -> HttpResponse:
+        asked = selectors.ca_revocation_request_get(user=request.user, pk=pk)
+        if asked is None or decision not in ("approve", "reject", "withdraw"):
+            raise Http404("No such request.")
+        form = CARevocationDecisionForm(request.POST)
+        comment = form.cleaned_data["comment"] if form.is_valid() else ""
+        try:
+            if decision == "approve":
+                revoked = approvals.ca_revocation_approve(actor=request.user, request=asked)
+                messages.success(
+                    request,
+                    f"Approved: CA {asked.ca.name} is revoked ({revoked.revocation_reason}) with "
+                    "everything below it; the CRLs were republished.",
+                )
+            elif decision == "reject":
+                approvals.ca_revocation_reject(actor=request.user, request=asked, comment=comment)
+                messages.success(request, f"Revocation of CA {asked.ca.name} rejected.")
+            else:
+                approvals.ca_revocation_withdraw(actor=request.user, request=asked)
+                messages.success(request, f"Revocation of CA {asked.ca.name} withdrawn.")
+        except services.PkiError as exc:
+            messages.error(request, str(exc))
+        return HttpResponseRedirect(reverse("pki:ca_revocation_approvals"))
 
 
 # --- issuance --------------------------------------------------------------------------------

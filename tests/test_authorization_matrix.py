@@ -188,6 +188,11 @@ TABLE: dict[str, Route] = {
     "/pki/certificates/<int:pk>/release/": Route(
         "/pki/certificates/{cert}/release/", PORTAL,     (302, 403, 403, 200, 403),
                                                          (302, 403, 403, 400, 403)),
+    "/pki/revocations/": Route("/pki/revocations/", PORTAL, (302, 200, 403, 200, 200)),
+    # a CA revocation request its requester withdrew: approving it is refused with a message
+    "/pki/revocations/<int:pk>/<str:decision>/": Route(
+        "/pki/revocations/{ca_revocation}/approve/", PORTAL, (302, 403, 403, 405, 403),
+                                                         (302, 403, 403, 302, 403)),
     "/pki/issue/": Route(
         "/pki/issue/", PORTAL,                           (302, 403, 403, 200, 403),
                                                          (302, 403, 403, 400, 403)),
@@ -250,7 +255,8 @@ def matrix_objects(make_user) -> dict[str, int]:
     """The objects the sample paths name, in states where an empty POST changes nothing."""
     from audit.models import AuditEvent
     from pki import services as pki_services
-    from pki.models import Certificate
+    from pki.approvals import ca_revocation_request, ca_revocation_withdraw
+    from pki.models import Certificate, CertificateAuthority
     from vault import distribution, services
 
     admin = make_user("matrix-administrator", Role.ADMINISTRATOR)
@@ -280,6 +286,22 @@ def matrix_objects(make_user) -> dict[str, int]:
 
     certificate = Certificate.objects.first()
     assert certificate is not None
+    # An intermediate whose revocation was asked for and withdrawn (two-person rule).
+    matrix_sub = pki_services.certificate_authority_create(
+        actor=None,
+        name="matrix-sub",
+        subject="CN=matrix sub CA",
+        parent=CertificateAuthority.objects.get(name=settings.KMS_ROOT_CA_NAME),
+        key_type="ecp256",
+    )
+    sub_certificate = Certificate.objects.get(
+        ca=matrix_sub.parent, serial_hex=matrix_sub.serial_hex
+    )
+    operator = User.objects.get(username="matrix-ca_operator")
+    ca_revocation = ca_revocation_request(
+        actor=operator, certificate=sub_certificate, reason="superseded"
+    )
+    ca_revocation_withdraw(actor=operator, request=ca_revocation)
     first_event = AuditEvent.objects.order_by("sequence").first()
     assert first_event is not None
     return {
@@ -288,13 +310,14 @@ def matrix_objects(make_user) -> dict[str, int]:
         "destruction": destruction.pk,
         "grant": grant.pk,
         "cert": certificate.pk,
+        "ca_revocation": ca_revocation.pk,
         "seq": first_event.sequence,
     }
 
 
 def _state() -> dict[str, object]:
     """What an empty POST must not change."""
-    from pki.models import Certificate, CertificateAuthority
+    from pki.models import CARevocationRequest, Certificate, CertificateAuthority
     from vault.models import Client as KmsClient
     from vault.models import DestructionRequest, Grant, SymmetricKey
 
@@ -307,6 +330,7 @@ def _state() -> dict[str, object]:
         "grants": sorted(Grant.objects.values_list("pk", "withdrawn_at")),
         "cas": sorted(CertificateAuthority.objects.values_list("name", "state")),
         "certificates": sorted(Certificate.objects.values_list("pk", "status")),
+        "ca_revocations": sorted(CARevocationRequest.objects.values_list("pk", "status")),
     }
 
 

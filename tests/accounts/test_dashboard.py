@@ -46,7 +46,7 @@ SEES = {
     Role.ADMINISTRATOR: set(SECTIONS),
     Role.AUDITOR: set(SECTIONS),
     Role.KEY_CUSTODIAN: {"dash-keys", "dash-approvals"},
-    Role.CA_OPERATOR: {"dash-crls", "dash-certificates"},
+    Role.CA_OPERATOR: {"dash-approvals", "dash-crls", "dash-certificates"},
 }
 
 
@@ -103,6 +103,8 @@ def listed(client: Client, href: str) -> int:
         return len(page.events)
     if path == "/keys/approvals/":
         return len(context["requests"])
+    if path == "/pki/revocations/":
+        return len(context["rows"])
     if path == "/users/":
         return context["paginator"].count
     raise AssertionError(f"no list page known at {href}")
@@ -240,6 +242,7 @@ def test_numbers_match_the_data(estate: Estate, admin_user: User, signed_in) -> 
     approvals = context["approvals"]
     assert approvals.waiting.value == 1 and approvals.expired == 0
     assert approvals.approvable == 0  # administrators read requests; custodians decide
+    assert approvals.ca_revocations.value == 0 and approvals.ca_approvable == 0
 
     totals = stat_values(context["certificates"].totals)
     everything = Certificate.objects.count()
@@ -281,9 +284,10 @@ def test_every_link_lists_exactly_what_it_counts(
     response = client.get("/")
     links = links_of(response)
     counted = [(href, count) for href, count in links if count is not None]
-    # keys: total, 3 highlights, 8 states; approvals; 5 certificate totals; 13 bars and the
-    # same 13 in the table; users (total, active, inactive, 4 roles); denied events.
-    assert len(counted) == 1 + 3 + 8 + 1 + 5 + 2 * EXPIRY_WINDOWS + 7 + 1
+    # keys: total, 3 highlights, 8 states; approvals (destructions, CA revocations); 5
+    # certificate totals; 13 bars and the same 13 in the table; users (total, active,
+    # inactive, 4 roles); denied events.
+    assert len(counted) == 1 + 3 + 8 + 2 + 5 + 2 * EXPIRY_WINDOWS + 7 + 1
     for href, count in counted:
         assert listed(client, href) == count, href
     others = [href for href, count in links if count is None]
@@ -344,6 +348,64 @@ def test_an_expired_request_is_not_offered_for_approval(estate: Estate) -> None:
     assert (approvals.waiting.value, approvals.expired, approvals.approvable) == (1, 1, 0)
 
 
+def _ca_revocation_asked(asker: User, ca: CertificateAuthority) -> None:
+    from pki.approvals import ca_revocation_request
+
+    ca_revocation_request(
+        actor=asker,
+        certificate=Certificate.objects.get(ca=ca.parent, serial_hex=ca.serial_hex),
+        reason="superseded",
+    )
+
+
+def test_ca_revocations_are_highlighted_for_the_operator_who_may_approve(
+    make_user,
+    signed_in,
+    role_client,
+    issuing,  # noqa: F811
+) -> None:
+    asker = make_user("olga-operator", Role.CA_OPERATOR)
+    _ca_revocation_asked(asker, issuing)
+    own = signed_in(asker).get("/")
+    approvals = own.context["approvals"]
+    assert approvals.waiting is None  # CA operators see no key destructions
+    assert (approvals.ca_revocations.value, approvals.ca_approvable) == (1, 0)
+    assert "dash-attention" not in own.content.decode()
+    assert "you asked for them, or they expired" in own.content.decode()
+
+    second = signed_in(make_user("omar-operator", Role.CA_OPERATOR)).get("/")
+    assert second.context["approvals"].ca_approvable == 1
+    page = html.unescape(second.content.decode())
+    assert "dash-attention" in page and "1 CA revocation waits for you:" in page
+    assert ("/pki/revocations/", 1) in links_of(second)
+
+    auditor = role_client(Role.AUDITOR).get("/").context["approvals"]
+    assert (auditor.ca_revocations.value, auditor.ca_approvable) == (1, 0)
+    administrator = role_client(Role.ADMINISTRATOR).get("/").context["approvals"]
+    assert (administrator.ca_revocations.value, administrator.ca_approvable) == (1, 0)
+    custodian = role_client(Role.KEY_CUSTODIAN).get("/").context["approvals"]
+    assert custodian.ca_revocations is None
+
+
+def test_an_expired_ca_revocation_is_not_offered_for_approval(
+    make_user,
+    signed_in,
+    issuing,  # noqa: F811
+) -> None:
+    from pki.models import CARevocationRequest
+
+    _ca_revocation_asked(make_user("olga-operator", Role.CA_OPERATOR), issuing)
+    CARevocationRequest.objects.update(expires_at=timezone.now() - timedelta(minutes=1))
+    response = signed_in(make_user("omar-operator", Role.CA_OPERATOR)).get("/")
+    approvals = response.context["approvals"]
+    assert (approvals.ca_revocations.value, approvals.ca_expired, approvals.ca_approvable) == (
+        1,
+        1,
+        0,
+    )
+    assert "can only be rejected or withdrawn" in response.content.decode()
+
+
 # --- CRLs --------------------------------------------------------------------------------------
 
 
@@ -400,10 +462,10 @@ def queries_of(client: Client, url: str) -> int:
     return len(captured.captured_queries)
 
 
-#: The dashboard's own queries for a user who sees every section: keys, approvals,
-#: certificates, CRLs, audit (recent events, denied count), users (totals, per role) and the
-#: master key count.
-DASHBOARD_QUERIES = 9
+#: The dashboard's own queries for a user who sees every section: keys, approvals (key
+#: destructions, CA revocations), certificates, CRLs, audit (recent events, denied count),
+#: users (totals, per role) and the master key count.
+DASHBOARD_QUERIES = 10
 
 
 def test_queries_do_not_grow_with_the_data(

@@ -508,10 +508,16 @@ def test_cert_revoke_command_hold_and_release(issuing, ec_key) -> None:
     assert record.status == CertificateStatus.VALID
 
 
-def test_cert_revoke_command_cascade(root, tree) -> None:
+def test_cert_revoke_command_refuses_a_ca_certificate(root, tree) -> None:
+    """Revoking a CA needs a second person (two-person rule): never in one step here."""
     mid: CertificateAuthority = tree["mid"]  # type: ignore[assignment]
-    out = run("cert_revoke", "--ca", "root", "--serial", mid.serial_hex, "--reason", "cACompromise")
-    assert "Also revoked: CA mid, low and the 6 certificate(s)" in out
+    before = state(root)
+    with pytest.raises(CommandError, match="two-person rule") as refused:
+        run("cert_revoke", "--ca", "root", "--serial", mid.serial_hex, "--reason", "cACompromise")
+    assert "CA revocation approvals" in str(refused.value)
+    mid.refresh_from_db()
+    assert mid.state == CAState.ACTIVE
+    assert state(root) == before
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from django.test import Client
 from accounts.roles import Role
 from audit.models import AuditEvent
 from pki import services
-from pki.models import Certificate, CertificateStatus, RevocationList
+from pki.models import CARevocationRequest, Certificate, CertificateStatus, RevocationList
 
 from .conftest import csr_pem, pki_state
 
@@ -117,15 +117,24 @@ def test_revoking_twice_from_the_portal(operator: Client, leaf: Certificate) -> 
     assert "/revoke/" not in operator.get(f"/pki/certificates/{leaf.pk}/").content.decode()
 
 
-def test_the_confirmation_warns_about_an_intermediate(operator: Client, root, issuing) -> None:
+def test_the_confirmation_warns_about_an_intermediate(
+    operator: Client, make_user, signed_in, root, issuing
+) -> None:
     record = Certificate.objects.get(ca=root, serial_hex=issuing.serial_hex)
     response = operator.post(f"/pki/certificates/{record.pk}/revoke/", {"reason": "cACompromise"})
     assert response.status_code == 200
     assert "This is the certificate of CA issuing." in response.content.decode()
+    # Two-person rule: the confirmation asks for the revocation, a second operator approves.
     done = operator.post(
         f"/pki/certificates/{record.pk}/revoke/", {"reason": "cACompromise", "confirm": "yes"}
     )
-    assert done.status_code == 302
+    assert done.status_code == 302 and done["Location"] == "/pki/revocations/"
+    issuing.refresh_from_db()
+    assert issuing.state == "active"
+    asked = CARevocationRequest.objects.get(status="pending")
+    second = signed_in(make_user("dora-operator", Role.CA_OPERATOR))
+    approved = second.post(f"/pki/revocations/{asked.pk}/approve/")
+    assert approved.status_code == 302
     issuing.refresh_from_db()
     assert issuing.state == "revoked"
     ca_page = operator.get("/pki/cas/issuing/").content.decode()

@@ -3,9 +3,10 @@
 
 Revokes the certificate with that serial number (hex, colons allowed) that CA NAME issued,
 for an RFC 5280 reason, and publishes the CA's next CRL in the same transaction; or, with
---release, takes a certificate off hold. The certificate of an intermediate CA revokes that
-CA and everything below it. Bad input ends with a one-line error and exit status 1; nothing
-changes.
+--release, takes a certificate off hold. The certificate of an intermediate CA is refused:
+revoking a CA needs a second person's approval (two-person rule), so it is asked for and
+approved in the portal (CA revocation approvals), never here in one step. Bad input ends
+with a one-line error and exit status 1; nothing changes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from pki.management import ca_by_name, domain_errors
 from pki.revocation import REVOCATION_REASONS
+from pki.selectors import ca_of_certificate
 from pki.services import (
     certificate_by_serial,
     certificate_release,
@@ -81,6 +83,14 @@ class Command(BaseCommand):
                 f"{ca.name}; it is valid again and the CRL was republished without it."
             )
             return
+        certified = ca_of_certificate(certificate=certificate)
+        if certified is not None:
+            raise CommandError(
+                f"serial {certificate.serial_number_display} is the certificate of CA "
+                f"{certified.name}: revoking a CA needs a second person's approval (two-person "
+                "rule). Ask for it on the certificate's revoke page in the portal; a second CA "
+                "operator approves it under CA revocation approvals. Nothing was changed."
+            )
         invalid_since = (
             _invalidity_date(str(options["invalidity_date"]))
             if options["invalidity_date"]
@@ -109,9 +119,3 @@ class Command(BaseCommand):
             )
             + f". CRL #{crl} published."
         )
-        if preview.revoked_ca is not None:
-            below = ", ".join([preview.revoked_ca.name, *preview.cas_below])
-            self.stdout.write(
-                f"Also revoked: CA {below} and the {preview.certificates_below} certificate(s) "
-                "issued below it; they issue nothing more."
-            )
