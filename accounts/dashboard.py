@@ -404,6 +404,14 @@ class UsersSection:
     master_keys: int | None
 
 
+def _plural_in_sentence(label: str) -> str:
+    """ "Key custodian" -> "key custodians", "CA operator" -> "CA operators" (acronyms stay)."""
+    first, _, rest = label.partition(" ")
+    if not first.isupper():
+        first = first.lower()
+    return f"{first} {rest}s" if rest else f"{first}s"
+
+
 def _users_section(user: AbstractBaseUser) -> UsersSection | None:
     counts = dashboard_user_counts(user=user)
     if counts is None:
@@ -414,7 +422,7 @@ def _users_section(user: AbstractBaseUser) -> UsersSection | None:
         inactive=Stat("inactive", counts.inactive, _link("accounts:user_list", status="inactive")),
         by_role=[
             Stat(
-                f"active {role.label.lower()}s",
+                f"active {_plural_in_sentence(role.label)}",
                 counts.by_role[role.value],
                 _link("accounts:user_list", role=role.value),
             )
