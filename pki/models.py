@@ -20,6 +20,7 @@ from django.db import models
 from django.utils import timezone
 
 from kmsportal.crypto.x509 import KeyType
+from kmsportal.two_person import TwoPersonRequest
 
 #: CA names appear in URLs (`/pki/ca/<name>.crt`, the CRL and OCSP addresses in every
 #: certificate): lower-case ASCII letters, digits and hyphens.
@@ -293,7 +294,7 @@ class RevocationList(models.Model):
 CA_REVOCATION_REQUEST_TTL = timedelta(days=7)
 
 
-class CARevocationRequest(models.Model):
+class CARevocationRequest(TwoPersonRequest):
     """The first half of the two-person rule for revoking a CA: one person asks, a different
     one approves, and only the approval revokes (with everything below the CA).
 
@@ -320,22 +321,7 @@ class CARevocationRequest(models.Model):
     reason = models.CharField(max_length=32)
     invalidity_date = models.DateTimeField(null=True, blank=True)
     comment = models.TextField(blank=True, max_length=1000)
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    requested_by_name = models.CharField(max_length=150)
-    requested_at = models.DateTimeField(default=timezone.now)
-    expires_at = models.DateTimeField()
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
-    decided_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-    )
-    decided_by_name = models.CharField(max_length=150, blank=True)
-    decided_at = models.DateTimeField(null=True, blank=True)
     decision_comment = models.TextField(blank=True, max_length=1000)
 
     class Meta:
@@ -351,11 +337,6 @@ class CARevocationRequest(models.Model):
 
     def __str__(self) -> str:
         return f"revoke CA {self.ca_id} ({self.get_status_display()})"
-
-    @property
-    def is_expired(self) -> bool:
-        """Still pending, but past its time: it can only be rejected or withdrawn now."""
-        return self.status == self.Status.PENDING and self.expires_at <= timezone.now()
 
 
 class OCSPResponder(models.Model):

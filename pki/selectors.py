@@ -20,6 +20,7 @@ from audit.models import AuditEvent
 from kmsportal.crypto.crl import CRLError, crl_summary, load_crl, verify_crl_signature
 from kmsportal.crypto.profiles import PROFILES, SUB_CA_PROFILE_NAME
 from kmsportal.crypto.x509 import CertificateSummary, describe_certificate
+from kmsportal.two_person import ApprovalSummary, pending_summary
 
 from .distribution import ca_distribution_points
 from .errors import PkiError
@@ -645,32 +646,15 @@ def ca_revocation_requests_of(
     return list(_ca_revocation_requests().filter(certificate_id=certificate.pk)[:5])
 
 
-@dataclass(frozen=True)
-class CARevocationSummary:
-    """Pending CA revocation requests, as the dashboard counts them."""
-
-    waiting: int  # every pending request: the inbox's rows
-    expired: int  # of those, past their time (they can only be rejected or withdrawn)
-    approvable: int  # unexpired, asked by someone else, and the user may approve
-
-
 def ca_revocation_summary(
     *, user: AbstractBaseUser, now: datetime | None = None
-) -> CARevocationSummary | None:
+) -> ApprovalSummary | None:
     """Pending CA revocation requests for users who may see the inbox; one aggregate query."""
     if not user.has_perm(VIEW_CA_REVOCATION_REQUEST):
         return None
-    now = now or timezone.now()
-    counts = CARevocationRequest.objects.filter(
-        status=CARevocationRequest.Status.PENDING
-    ).aggregate(
-        waiting=Count("pk"),
-        expired=Count("pk", filter=Q(expires_at__lte=now)),
-        # The requester may not approve their own request (ca_revocation_approve).
-        approvable=Count("pk", filter=Q(expires_at__gt=now) & ~Q(requested_by=user.pk)),
-    )
-    return CARevocationSummary(
-        waiting=counts["waiting"],
-        expired=counts["expired"],
-        approvable=counts["approvable"] if user.has_perm(REVOKE) else 0,
+    return pending_summary(
+        CARevocationRequest,
+        user=user,
+        can_approve=user.has_perm(REVOKE),
+        now=now or timezone.now(),
     )

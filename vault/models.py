@@ -15,6 +15,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
+from kmsportal.two_person import TwoPersonRequest
+
 from .lifecycle import KeyState, VersionState
 
 KEY_NAME_PATTERN = r"^[a-z0-9](?:[a-z0-9-_.]{0,98}[a-z0-9])?$"
@@ -141,7 +143,7 @@ class KeyVersion(models.Model):
         return self.state in (VersionState.DESTROYED, VersionState.DESTROYED_COMPROMISED)
 
 
-class DestructionRequest(models.Model):
+class DestructionRequest(TwoPersonRequest):
     """The first half of the two-person rule: one custodian asks, a different one approves."""
 
     class Status(models.TextChoices):
@@ -160,22 +162,7 @@ class DestructionRequest(models.Model):
         ]
     )
     reason = models.TextField(blank=True, max_length=1000)
-    requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    requested_by_name = models.CharField(max_length=150)
-    requested_at = models.DateTimeField(default=timezone.now)
-    expires_at = models.DateTimeField()
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
-    decided_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-    )
-    decided_by_name = models.CharField(max_length=150, blank=True)
-    decided_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-requested_at"]
@@ -190,10 +177,6 @@ class DestructionRequest(models.Model):
 
     def __str__(self) -> str:
         return f"destroy {self.key.name} ({self.get_status_display()})"
-
-    @property
-    def is_expired(self) -> bool:
-        return self.status == self.Status.PENDING and self.expires_at <= timezone.now()
 
 
 # --- distribution: client services, grants, the delivery ledger, the replay store -------

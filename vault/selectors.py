@@ -14,6 +14,7 @@ from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from kmsportal.two_person import ApprovalSummary, pending_summary
 
 from .lifecycle import KeyState, VersionState
 from .models import Client, Delivery, DestructionRequest, Grant, KeyVersion, SymmetricKey
@@ -186,33 +187,17 @@ def key_summary(
     )
 
 
-@dataclass(frozen=True)
-class ApprovalSummary:
-    """Two-person destruction requests, as the approvals inbox lists them."""
-
-    waiting: int  # every pending request: the inbox's rows
-    expired: int  # of those, past their 24 hours (they can only be rejected now)
-    approvable: int  # unexpired, asked by someone else, and the user may approve
-
-
 def destruction_request_summary(
     *, user: AbstractBaseUser, now: datetime | None = None
 ) -> ApprovalSummary | None:
     """Pending destruction requests for users who may see the inbox; one aggregate query."""
     if not user.has_perm("vault.view_destructionrequest"):
         return None
-    now = now or timezone.now()
-    can_approve = user.has_perm("vault.destroy_symmetrickey")
-    counts = DestructionRequest.objects.filter(status=DestructionRequest.Status.PENDING).aggregate(
-        waiting=Count("pk"),
-        expired=Count("pk", filter=Q(expires_at__lte=now)),
-        # The requester may not approve their own request (destruction_request_approve).
-        approvable=Count("pk", filter=Q(expires_at__gt=now) & ~Q(requested_by=user.pk)),
-    )
-    return ApprovalSummary(
-        waiting=counts["waiting"],
-        expired=counts["expired"],
-        approvable=counts["approvable"] if can_approve else 0,
+    return pending_summary(
+        DestructionRequest,
+        user=user,
+        can_approve=user.has_perm("vault.destroy_symmetrickey"),
+        now=now or timezone.now(),
     )
 
 
