@@ -26,8 +26,10 @@ REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
 # Redis databases the tests own (flushed before and after each test that uses one): 15 for
 # the in-process cache tests, 14 for the two-node tests. Production uses database 0.
-REDIS_DB_CACHE_TESTS = 15
-REDIS_DB_NODES = 14
+# KMS_TEST_REDIS_DB_CACHE_TESTS / KMS_TEST_REDIS_DB_NODES move them, so that two checkouts
+# can run the PostgreSQL suite side by side without flushing each other's counters.
+REDIS_DB_CACHE_TESTS = int(os.environ.get("KMS_TEST_REDIS_DB_CACHE_TESTS", "15"))
+REDIS_DB_NODES = int(os.environ.get("KMS_TEST_REDIS_DB_NODES", "14"))
 START_TIMEOUT_SECONDS = 90
 
 
