@@ -25,7 +25,13 @@ from audit.models import Outcome
 from audit.services import audit_event_record
 from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.crypto.symmetric import generate_key_material, key_check_value
-from kmsportal.keyring.services import seal, unseal
+from kmsportal.keyring.backends import KeyBackendError, key_backend
+from kmsportal.keyring.services import (
+    seal_material,
+    sealed_material_destroy,
+    storage_scrub,
+    unseal_material,
+)
 
 from .events import VaultAction
 from .lifecycle import InvalidTransition, KeyAction, KeyState, VersionState, next_state
@@ -93,7 +99,7 @@ def _new_version(
     )
     material = generate_key_material()
     version.fingerprint = key_check_value(material)
-    version.sealed_material = seal(material, aad=version.aad)
+    version.sealed_material = seal_material(material, aad=version.aad)
     del material
     version.save(force_insert=True)
     return version
@@ -538,6 +544,17 @@ def symmetric_key_destroy(
     key.state = KeyState.DESTROYED_COMPROMISED if compromised else KeyState.DESTROYED
     key.destroyed_at = now
     key.save()
+    # With the pkcs11 backend each version's wrapping key is destroyed in the token here,
+    # inside the transaction and before the rows change: if the commit then fails, the key
+    # is still due and the next run finishes it (a token object already gone is no error).
+    # The other order could commit "destroyed" and leave a wrapping key behind that makes
+    # every backup readable. The token cannot take part in the transaction either way.
+    wrapping_keys_destroyed = 0
+    for number, blob in key.versions.exclude(sealed_material=None).values_list(
+        "number", "sealed_material"
+    ):
+        aad = KeyVersion(key_id=key.pk, number=number).aad
+        wrapping_keys_destroyed += sealed_material_destroy(bytes(blob), aad=aad)
     key.versions.filter(state=VersionState.COMPROMISED).update(
         state=VersionState.DESTROYED_COMPROMISED,
         sealed_material=None,
@@ -547,12 +564,20 @@ def symmetric_key_destroy(
     key.versions.exclude(state__in=_DESTROYED_VERSION_STATES).update(
         state=VersionState.DESTROYED, sealed_material=None, destroyed_at=now, is_primary=False
     )
+    backend = key_backend()
     _record(
         VaultAction.KEY_DESTROYED,
         actor=actor,
         key=key,
-        details={"versions": key.versions.count()},
+        details={
+            "versions": key.versions.count(),
+            "key_backend": backend.name,
+            "wrapping_keys_destroyed": wrapping_keys_destroyed,
+        },
     )
+    # Scrub the table's storage once the erasure is committed (VACUUM cannot run inside a
+    # transaction): the old row versions leave the live database files.
+    transaction.on_commit(lambda: storage_scrub(model=KeyVersion))
     return key
 
 
@@ -619,7 +644,7 @@ def key_material_verify(*, actor: Actor, key: SymmetricKey) -> list[VersionInteg
     usable = key.versions.exclude(sealed_material=None).exclude(state=VersionState.COMPROMISED)
     for version in usable.order_by("number"):
         try:
-            material = unseal(bytes(version.sealed_material), aad=version.aad)
+            material = unseal_material(bytes(version.sealed_material), aad=version.aad)
             matches = key_check_value(material) == version.fingerprint
             del material
             results.append(
@@ -627,7 +652,7 @@ def key_material_verify(*, actor: Actor, key: SymmetricKey) -> list[VersionInteg
                     version.number, matches, "ok" if matches else "fingerprint differs"
                 )
             )
-        except EnvelopeError as exc:
+        except (EnvelopeError, KeyBackendError) as exc:
             results.append(VersionIntegrity(version.number, False, str(exc)))
     failed = [r for r in results if not r.ok]
     with transaction.atomic():

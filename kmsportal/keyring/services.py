@@ -14,11 +14,13 @@ from dataclasses import dataclass
 
 from django.apps import apps
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connection, models, transaction
 
 from kmsportal.crypto.envelope import EnvelopeError, EnvelopeFormatError, Keyring
 from kmsportal.crypto.kek import KeyringConfigError, StaticKeyProvider
+from kmsportal.crypto.signer import Signer
 
+from .backends import key_backend, key_backend_reset
 from .models import MasterKeyRecord
 
 _lock = threading.Lock()
@@ -27,15 +29,18 @@ _keyring: Keyring | None = None
 _recorded_key_ids: set[str] = set()
 
 
-def keyring_from_settings() -> Keyring:
-    """Build a keyring from `KMS_MASTER_KEYS`, or from the development file under DEBUG.
+def static_key_provider_from_settings(*, required: bool) -> StaticKeyProvider | None:
+    """The software master keys: `KMS_MASTER_KEYS`, or the development file under DEBUG.
 
-    Raises `KeyringConfigError` with a message that says what to fix; never includes key bytes.
+    Returns None when they are not required (pkcs11 backend) and not configured. Raises
+    `KeyringConfigError` with a message that says what to fix; never includes key bytes.
     """
     spec = settings.KMS_MASTER_KEYS.strip()
     if spec:
-        return Keyring(StaticKeyProvider.from_spec(spec))
+        return StaticKeyProvider.from_spec(spec)
     path = settings.KMS_MASTER_KEYS_FILE
+    if not required:
+        return StaticKeyProvider.from_file(path) if settings.DEBUG and path.exists() else None
     if not settings.DEBUG:
         raise KeyringConfigError(
             "KMS_MASTER_KEYS is not set. Production (DEBUG=False) must provide the master "
@@ -46,7 +51,19 @@ def keyring_from_settings() -> Keyring:
             f"KMS_MASTER_KEYS is not set and the development keyring {path} does not exist; "
             "run `manage.py bootstrap` to create it."
         )
-    return Keyring(StaticKeyProvider.from_file(path))
+    return StaticKeyProvider.from_file(path)
+
+
+def keyring_from_settings() -> Keyring:
+    """Build the keyring of the configured key backend (`KMS_KEY_BACKENDS`).
+
+    Software: the keys of `KMS_MASTER_KEYS`. pkcs11: the token's master keys seal; software
+    keys, when still configured, only unseal what was sealed before `keyring_migrate`.
+    Raises `KeyringConfigError` with a message that says what to fix.
+    """
+    backend = key_backend()
+    legacy = static_key_provider_from_settings(required=backend.name == "software")
+    return Keyring(backend.master_key_provider(legacy))
 
 
 def keyring_get() -> Keyring:
@@ -65,6 +82,7 @@ def keyring_reset() -> None:
     with _lock:
         _keyring = None
         _recorded_key_ids.clear()
+    key_backend_reset()
 
 
 def master_key_records_sync() -> list[str]:
@@ -101,6 +119,47 @@ def seal(plaintext: bytes, *, aad: bytes) -> bytes:
 def unseal(blob: bytes, *, aad: bytes) -> bytes:
     """Open a blob sealed by `seal` with the same `aad`; raises an EnvelopeError if it fails."""
     return keyring_get().unseal(bytes(blob), aad)
+
+
+def seal_material(material: bytes, *, aad: bytes) -> bytes:
+    """Seal key material that must be destructible: with the pkcs11 backend it is first
+    wrapped by a wrapping key of its own inside the token (destroyed by
+    `sealed_material_destroy`), then sealed like everything else."""
+    return seal(key_backend().material_wrap(material, aad=aad), aad=aad)
+
+
+def unseal_material(blob: bytes, *, aad: bytes) -> bytes:
+    """Open what `seal_material` sealed. Raises an EnvelopeError, or a KeyBackendError
+    (`KeyMaterialDestroyed` when its wrapping key is gone)."""
+    payload = unseal(blob, aad=aad)
+    try:
+        return key_backend().material_unwrap(payload, aad=aad)
+    finally:
+        del payload
+
+
+def sealed_material_destroy(blob: bytes, *, aad: bytes) -> bool:
+    """Destroy the token-held wrapping key of a blob from `seal_material` (pkcs11).
+
+    Returns whether a key object was destroyed (False with the software backend, whose
+    blobs are erased by the caller). Every copy of the blob, backups included, is then
+    unreadable. A blob that no longer opens has nothing left to destroy here.
+    """
+    try:
+        payload = unseal(blob, aad=aad)
+    except EnvelopeError:
+        return False
+    return key_backend().material_destroy(payload)
+
+
+def private_key_signer(blob: bytes, *, aad: bytes, what: str) -> Signer:
+    """The signer of a sealed private key (CA, OCSP responder): software keys are loaded,
+    token keys are used where they are. Raises EnvelopeError or KeyBackendError."""
+    payload = unseal(blob, aad=aad)
+    try:
+        return key_backend().private_key_signer(payload, what=what)
+    finally:
+        del payload
 
 
 @dataclass(frozen=True)
@@ -226,3 +285,28 @@ def sealed_blobs_rewrap(*, batch_size: int = 500) -> Iterator[RewrapProgress]:
                         details={"rewrapped": changed, "from": dict(from_ids), "to": primary},
                     )
             yield RewrapProgress(label, len(pks), changed)
+
+
+def storage_scrub(*, model: type[models.Model]) -> str:
+    """Push erased values of ``model``'s table out of the live database files.
+
+    An UPDATE leaves the old row version in the table's pages until it is pruned:
+    PostgreSQL keeps the dead tuple until VACUUM (which then prunes and compacts the pages),
+    SQLite keeps freed cells unless ``secure_delete`` is on (it is, see settings) and keeps
+    old pages in the WAL file until a checkpoint. Neither reaches WAL archives, replicas'
+    own history or backups already taken: docs/key-custody.md says what does.
+
+    Must run outside a transaction (VACUUM cannot); inside one it does nothing and says so.
+    Returns what was done, for the caller's log.
+    """
+    if connection.in_atomic_block:
+        return "skipped: inside a transaction"
+    table = connection.ops.quote_name(model._meta.db_table)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"VACUUM {table}")
+            return f"VACUUM {model._meta.db_table}"
+        if connection.vendor == "sqlite":
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return "WAL checkpoint (secure_delete is on)"
+    return f"nothing to do on {connection.vendor}"
