@@ -82,6 +82,8 @@ MIDDLEWARE = [
     "accounts.middleware.MfaRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A key backend (PKCS#11 token) that fails mid-request answers 503, not a traceback.
+    "kmsportal.keyring.middleware.KeyBackendUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "kmsportal.urls"

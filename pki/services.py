@@ -291,7 +291,13 @@ def _ca_plan(
         )
     if days is None:
         # The default never outlives the parent; an explicit choice that would is refused.
-        days = max(1, min(DEFAULT_INTERMEDIATE_DAYS, _days_until(parent.not_after)))
+        # Counted to a minute before the parent's end: the key is made between this plan
+        # and the signature (RSA in a PKCS#11 token can take seconds), and notBefore is
+        # taken at signing time.
+        days = max(
+            1,
+            min(DEFAULT_INTERMEDIATE_DAYS, _days_until(parent.not_after - timedelta(minutes=1))),
+        )
     return _CAPlan(name, name_object, parent, kind, days, 0 if path_length is None else path_length)
 
 

@@ -284,6 +284,7 @@ class KeyDetailView(PortalPermissionMixin, View):
                 "any_compromised": any(v.compromised_at for v in versions),
                 "timeline": selectors.key_timeline(key=key),
                 "impact": selectors.key_compromise_impact(key=key),
+                "custody": selectors.key_custody(),
                 "actions": available_actions(request.user, key),
                 "pending_requests": [
                     r

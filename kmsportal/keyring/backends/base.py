@@ -12,10 +12,11 @@ and the row binding work the same for every backend. The payloads describe thems
 
 * a private key is either PKCS#8 DER (software; DER starts with 0x30) or
   ``b"KR1" || CKA_ID(16)``, a reference to a token object (pkcs11);
-* key material is either the raw 32 bytes (software) or
+* destructible material (key versions; the one-time import keys) is either the raw bytes
+  (software: 32 bytes of AES key, or PKCS#8 DER starting with 0x30) or
   ``b"KW1" || CKA_ID(16) || nonce(12) || AES-GCM(wrapping key, material, aad) || tag(16)``,
-  sealed by a token-held wrapping key of its own (pkcs11). The lengths differ (32 vs 79),
-  so the two can never be confused.
+  sealed by a token-held wrapping key of its own (pkcs11). A wrapped payload is at least
+  48 bytes and starts with "KW1", so it is never confused with a 32-byte key or with DER.
 """
 
 from __future__ import annotations
@@ -37,8 +38,7 @@ from kmsportal.crypto.x509 import (
 KEY_REFERENCE_PREFIX = b"KR1"
 WRAPPED_MATERIAL_PREFIX = b"KW1"
 OBJECT_ID_SIZE = 16
-MATERIAL_SIZE = 32
-_WRAPPED_MATERIAL_SIZE = 3 + OBJECT_ID_SIZE + 12 + MATERIAL_SIZE + 16
+_WRAPPED_MATERIAL_MIN_SIZE = 3 + OBJECT_ID_SIZE + 12 + 16 + 1
 
 
 class KeyBackendError(Exception):
@@ -77,7 +77,7 @@ def is_key_reference(payload: bytes) -> bool:
 
 
 def is_wrapped_material(payload: bytes) -> bool:
-    return payload[:3] == WRAPPED_MATERIAL_PREFIX and len(payload) == _WRAPPED_MATERIAL_SIZE
+    return payload[:3] == WRAPPED_MATERIAL_PREFIX and len(payload) >= _WRAPPED_MATERIAL_MIN_SIZE
 
 
 class KeyBackend(abc.ABC):
