@@ -290,8 +290,8 @@ def sealed_blobs_rewrap(*, batch_size: int = 500) -> Iterator[RewrapProgress]:
 def storage_scrub(*, model: type[models.Model]) -> str:
     """Push erased values of ``model``'s table out of the live database files.
 
-    An UPDATE leaves the old row version in the table's pages until it is pruned:
-    PostgreSQL keeps the dead tuple until VACUUM (which then prunes and compacts the pages),
+    An UPDATE leaves the old row version in the table's pages: PostgreSQL keeps the dead
+    tuple until VACUUM, and its bytes in the page's free space even after a plain VACUUM,
     SQLite keeps freed cells unless ``secure_delete`` is on (it is, see settings) and keeps
     old pages in the WAL file until a checkpoint. Neither reaches WAL archives, replicas'
     own history or backups already taken: docs/key-custody.md says what does.
@@ -304,8 +304,13 @@ def storage_scrub(*, model: type[models.Model]) -> str:
     table = connection.ops.quote_name(model._meta.db_table)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(f"VACUUM {table}")
-            return f"VACUUM {model._meta.db_table}"
+            # FULL: plain VACUUM prunes the dead row versions but compacts the page without
+            # zeroing the space they used (measured: the erased blob stayed readable in the
+            # page). FULL writes the table into new files and drops the old ones; it holds
+            # an exclusive lock on the table meanwhile (milliseconds for thousands of
+            # versions; destruction is rare).
+            cursor.execute(f"VACUUM FULL {table}")
+            return f"VACUUM FULL {model._meta.db_table}"
         if connection.vendor == "sqlite":
             cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return "WAL checkpoint (secure_delete is on)"
