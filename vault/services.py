@@ -43,6 +43,7 @@ from .models import (
     ROTATION_DAYS_MAX,
     ROTATION_DAYS_MIN,
     DestructionRequest,
+    KeyOrigin,
     KeyVersion,
     SymmetricKey,
 )
@@ -86,18 +87,27 @@ def _record(
 
 
 def _new_version(
-    key: SymmetricKey, *, number: int, state: VersionState, now: datetime
+    key: SymmetricKey,
+    *,
+    number: int,
+    state: VersionState,
+    now: datetime,
+    material: bytes | None = None,
+    origin: KeyOrigin = KeyOrigin.GENERATED,
 ) -> KeyVersion:
-    """Generate, fingerprint and seal fresh material for `key`; the plaintext never leaves."""
+    """Fingerprint and seal material for `key` (fresh unless imported material is given);
+    the plaintext never leaves."""
     version = KeyVersion(
         key=key,
         number=number,
         state=state,
+        origin=origin,
         is_primary=True,
         created_at=now,
         activated_at=now if state == VersionState.ACTIVE else None,
     )
-    material = generate_key_material()
+    if material is None:
+        material = generate_key_material()
     version.fingerprint = key_check_value(material)
     version.sealed_material = seal_material(material, aad=version.aad)
     del material
@@ -124,8 +134,12 @@ def symmetric_key_create(
     description: str = "",
     rotation_period_days: int | None = None,
     activate_at: datetime | None = None,
+    imported_material: bytes | None = None,
 ) -> SymmetricKey:
-    """Create an AES-256 key with version 1, active now or pre-active until `activate_at`."""
+    """Create an AES-256 key with version 1, active now or pre-active until `activate_at`.
+
+    `imported_material` (from `vault.key_import`) becomes version 1 with origin "external"
+    instead of fresh material."""
     _validate_rotation_days(rotation_period_days)
     if name in RESERVED_KEY_NAMES:
         raise VaultError(f"{name!r} is a reserved word and cannot name a key")
@@ -156,7 +170,12 @@ def symmetric_key_create(
         key.next_rotation_at = now + timedelta(days=rotation_period_days)
     key.save(force_insert=True)
     version = _new_version(
-        key, number=1, state=VersionState.PRE_ACTIVE if pending else VersionState.ACTIVE, now=now
+        key,
+        number=1,
+        state=VersionState.PRE_ACTIVE if pending else VersionState.ACTIVE,
+        now=now,
+        material=imported_material,
+        origin=KeyOrigin.GENERATED if imported_material is None else KeyOrigin.EXTERNAL,
     )
     _record(
         VaultAction.KEY_CREATED,
@@ -168,6 +187,7 @@ def symmetric_key_create(
             "activate_at": activate_at.isoformat() if pending else None,
             "version": 1,
             "fingerprint": version.fingerprint,
+            "origin": version.origin,
         },
     )
     return key
@@ -215,14 +235,7 @@ def symmetric_key_rotate(
                 f"minimum decryption version {min_decryption_version} is past the new version "
                 f"{number}"
             )
-    previous = key.versions.filter(is_primary=True).first()
-    if previous is not None:
-        previous.is_primary = False
-        if previous.state == VersionState.ACTIVE:
-            previous.state = VersionState.DEACTIVATED
-            previous.deactivated_at = now
-        previous.save(update_fields=["is_primary", "state", "deactivated_at"])
-    version = _new_version(key, number=number, state=VersionState.ACTIVE, now=now)
+    version, previous = _primary_replace(key, number=number, now=now)
     if min_decryption_version is not None:
         key.min_decryption_version = min_decryption_version
     key.last_rotated_at = now
@@ -242,6 +255,28 @@ def symmetric_key_rotate(
         },
     )
     return version
+
+
+def _primary_replace(
+    key: SymmetricKey,
+    *,
+    number: int,
+    now: datetime,
+    material: bytes | None = None,
+    origin: KeyOrigin = KeyOrigin.GENERATED,
+) -> tuple[KeyVersion, KeyVersion | None]:
+    """A new active primary version; the previous primary stays for decryption only."""
+    previous = key.versions.filter(is_primary=True).first()
+    if previous is not None:
+        previous.is_primary = False
+        if previous.state == VersionState.ACTIVE:
+            previous.state = VersionState.DEACTIVATED
+            previous.deactivated_at = now
+        previous.save(update_fields=["is_primary", "state", "deactivated_at"])
+    version = _new_version(
+        key, number=number, state=VersionState.ACTIVE, now=now, material=material, origin=origin
+    )
+    return version, previous
 
 
 def _simple_transition(
