@@ -243,7 +243,9 @@ def _key_import(
         private_key = private_key_from_der(der)
         del der
     except (EnvelopeError, KeyBackendError, PrivateKeyError) as exc:
-        raise _Refused(f"the wrapping key of this import cannot be opened: {exc}", import_id) from None
+        raise _Refused(
+            f"the wrapping key of this import cannot be opened: {exc}", import_id
+        ) from None
     try:
         material = unwrap_for_import(private_key, wrapped)  # type: ignore[arg-type]
     except ImportUnwrapError as exc:

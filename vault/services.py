@@ -116,7 +116,7 @@ def _new_version(
 
 
 # Path segments of the key pages that can never be key names.
-RESERVED_KEY_NAMES = frozenset({"new", "approvals"})
+RESERVED_KEY_NAMES = frozenset({"new", "approvals", "import"})
 
 
 def _validate_rotation_days(days: int | None) -> None:

@@ -201,3 +201,42 @@ def test_an_unusable_key_name_is_refused(key) -> None:
         key_import_parameters_create(actor=None, key_name="orders-db")
     with pytest.raises(KeyImportError, match="RSA 3072 or 4096"):
         key_import_parameters_create(actor=None, key_name="new-one", key_size=2048)
+
+
+def test_the_portal_pages_import_a_key(make_user, signed_in) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from accounts.roles import Role
+
+    custodian = signed_in(make_user("kim-custodian", Role.KEY_CUSTODIAN))
+    assert "Import key" in custodian.get("/keys/").content.decode()
+    page = custodian.post("/keys/import/", {"name": "partner-key", "key_size": "3072"})
+    assert page.status_code == 200
+    html = page.content.decode()
+    pem = re.search(r'<pre id="wrapping-public-key">(.*?)</pre>', html, re.S).group(1)
+    token = re.search(r'<code id="import-token">(.*?)</code>', html).group(1)
+    assert page["Cache-Control"].startswith("max-age=0")
+    material = b"\x42" * 32
+    blob = wrap_for_import(serialization.load_pem_public_key(pem.encode()), material)
+
+    wrong = custodian.post(
+        "/keys/import/upload/",
+        {
+            "name": "partner-key",
+            "import_token": "nope",
+            "wrapped_key": SimpleUploadedFile("wrapped-key.bin", blob),
+        },
+    )
+    assert wrong.status_code == 400 and "unknown import token" in wrong.content.decode()
+    done = custodian.post(
+        "/keys/import/upload/",
+        {
+            "name": "partner-key",
+            "import_token": token,
+            "wrapped_key": SimpleUploadedFile("wrapped-key.bin", blob),
+        },
+    )
+    assert done.status_code == 302 and done["Location"] == "/keys/partner-key/"
+    detail = custodian.get("/keys/partner-key/").content.decode()
+    assert key_check_value(material) in detail and "external" in detail
+    assert token not in detail
