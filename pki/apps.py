@@ -8,7 +8,7 @@ class PkiConfig(AppConfig):
 
     def ready(self) -> None:
         from audit.registry import audit_actions_register
-        from kmsportal.keyring.services import sealed_field_register
+        from kmsportal.keyring.services import SealedKind, sealed_field_register
 
         from .events import PkiAction
 
@@ -17,6 +17,14 @@ class PkiConfig(AppConfig):
 
         # CA private keys: rewrap re-seals them; start-up refuses to drop a master key id
         # that still seals one.
-        sealed_field_register("pki.CertificateAuthority", "sealed_private_key", lambda row: row.aad)
+        # keyring_migrate moves them into the PKCS#11 token.
+        sealed_field_register(
+            "pki.CertificateAuthority",
+            "sealed_private_key",
+            lambda row: row.aad,
+            SealedKind.PRIVATE_KEY,
+        )
         # Delegated OCSP responder keys, the same way.
-        sealed_field_register("pki.OCSPResponder", "sealed_private_key", lambda row: row.aad)
+        sealed_field_register(
+            "pki.OCSPResponder", "sealed_private_key", lambda row: row.aad, SealedKind.PRIVATE_KEY
+        )

@@ -12,9 +12,13 @@ class VaultConfig(AppConfig):
         from .events import VaultAction
 
         audit_actions_register(VaultAction)
-        from kmsportal.keyring.services import sealed_field_register
+        from kmsportal.keyring.services import SealedKind, sealed_field_register
 
         # Key material: rewrap re-seals it; start-up refuses to drop a master key sealing it.
-        sealed_field_register("vault.KeyVersion", "sealed_material", lambda row: row.aad)
+        sealed_field_register(
+            "vault.KeyVersion", "sealed_material", lambda row: row.aad, SealedKind.MATERIAL
+        )
         sealed_field_register("vault.ServerIdentity", "sealed_private_key", lambda row: row.aad)
-        sealed_field_register("vault.KeyImportToken", "sealed_private_key", lambda row: row.aad)
+        sealed_field_register(
+            "vault.KeyImportToken", "sealed_private_key", lambda row: row.aad, SealedKind.MATERIAL
+        )

@@ -162,6 +162,14 @@ def private_key_signer(blob: bytes, *, aad: bytes, what: str) -> Signer:
         del payload
 
 
+class SealedKind:
+    """What a sealed column holds, which decides what `keyring_migrate` does with it."""
+
+    SECRET = "secret"  # noqa: S105 - a kind name; any secret is re-sealed under the token key
+    MATERIAL = "material"  # destructible material: also given a token wrapping key of its own
+    PRIVATE_KEY = "private-key"  # a signing key (PKCS#8 DER): moved into the token
+
+
 @dataclass(frozen=True)
 class SealedField:
     """A model column that holds sealed blobs, and how to rebuild each row's AAD."""
@@ -169,6 +177,7 @@ class SealedField:
     model_label: str
     field_name: str
     aad: Callable[[models.Model], bytes]
+    kind: str = SealedKind.SECRET
 
     @property
     def model(self) -> type[models.Model]:
@@ -178,13 +187,16 @@ class SealedField:
 _sealed_fields: list[SealedField] = []
 
 
-def sealed_field_register(model_label: str, field_name: str, aad: Callable[..., bytes]) -> None:
+def sealed_field_register(
+    model_label: str, field_name: str, aad: Callable[..., bytes], kind: str = SealedKind.SECRET
+) -> None:
     """Declare a column of sealed blobs (called from an app's `ready()`).
 
     `rewrap` re-seals every registered column, and the start-up check refuses to let a
     master key id be removed while any registered column still holds a blob sealed by it.
+    `kind` tells `keyring_migrate` what the column holds (`SealedKind`).
     """
-    entry = SealedField(model_label, field_name, aad)
+    entry = SealedField(model_label, field_name, aad, kind)
     if entry not in _sealed_fields:
         _sealed_fields.append(entry)
 
@@ -315,3 +327,104 @@ def storage_scrub(*, model: type[models.Model]) -> str:
             cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return "WAL checkpoint (secure_delete is on)"
     return f"nothing to do on {connection.vendor}"
+
+
+@dataclass(frozen=True)
+class MigrateProgress:
+    field: str
+    examined: int
+    resealed: int
+    wrapped: int
+    moved_keys: int
+
+
+class MigrateError(Exception):
+    """keyring_migrate cannot go on; the message names the row or the setting."""
+
+
+def keyring_migrate_to_token(*, batch_size: int = 200) -> Iterator[MigrateProgress]:
+    """Move a software deployment into the PKCS#11 token, in batches, resumably.
+
+    Needs the pkcs11 backend with the old software keys still configured (they unseal).
+    Per row of every registered sealed column: key material gets a token wrapping key of its
+    own (`SealedKind.MATERIAL`), PKCS#8 private keys become non-extractable token objects
+    (`SealedKind.PRIVATE_KEY`), and everything ends up sealed under the token's master key.
+    Each batch is one transaction with one `keyring.migrated` event; rows already migrated
+    are skipped, so running it again continues where it stopped. Token objects made for a
+    batch that then fails are orphans that protect nothing (never referenced).
+    """
+    from audit.services import audit_event_record
+
+    from .backends.base import is_key_reference, is_wrapped_material
+    from .events import KeyringAction
+
+    backend = key_backend()
+    if backend.name != "pkcs11":
+        raise MigrateError(
+            "keyring_migrate --to pkcs11 needs KMS_KEY_BACKEND=pkcs11 (keep KMS_MASTER_KEYS set "
+            "until it has finished: the software keys unseal what they sealed)"
+        )
+    keyring = keyring_get()
+    if keyring.primary_key_id not in _recorded_key_ids:
+        master_key_records_sync()
+    primary = keyring.primary_key_id
+    for entry in _sealed_fields:
+        model = entry.model
+        label = f"{entry.model_label}.{entry.field_name}"
+        last_pk = None
+        while True:
+            page = model.objects.exclude(**{f"{entry.field_name}__isnull": True}).order_by("pk")
+            if last_pk is not None:
+                page = page.filter(pk__gt=last_pk)
+            pks = list(page.values_list("pk", flat=True)[:batch_size])
+            if not pks:
+                break
+            last_pk = pks[-1]
+            resealed = wrapped = moved = 0
+            with transaction.atomic():
+                rows = model.objects.select_for_update().filter(pk__in=pks).order_by("pk")
+                from_ids: Counter[str] = Counter()
+                for row in rows:
+                    blob = getattr(row, entry.field_name)
+                    if not blob:
+                        continue
+                    blob = bytes(blob)
+                    aad = entry.aad(row)
+                    old_id = keyring.blob_key_id(blob)
+                    try:
+                        payload = keyring.unseal(blob, aad)
+                    except EnvelopeError as exc:
+                        raise MigrateError(f"{label} of row {row.pk}: {exc}") from exc
+                    changed = old_id != primary
+                    if entry.kind == SealedKind.MATERIAL and not is_wrapped_material(payload):
+                        payload = backend.material_wrap(payload, aad=aad)
+                        wrapped += 1
+                        changed = True
+                    elif entry.kind == SealedKind.PRIVATE_KEY and not is_key_reference(payload):
+                        from kmsportal.crypto.x509 import private_key_from_der
+
+                        payload = backend.private_key_store(private_key_from_der(payload)).payload
+                        moved += 1
+                        changed = True
+                    if not changed:
+                        continue
+                    setattr(row, entry.field_name, keyring.seal(payload, aad))
+                    row.save(update_fields=[entry.field_name])
+                    from_ids[old_id] += 1
+                    resealed += 1
+                    del payload
+                if resealed:
+                    audit_event_record(
+                        action=KeyringAction.MIGRATED,
+                        target_type=entry.model_label,
+                        target_label=label,
+                        details={
+                            "resealed": resealed,
+                            "wrapping_keys_created": wrapped,
+                            "private_keys_moved": moved,
+                            "from": dict(from_ids),
+                            "to": primary,
+                            "token_label": backend.token.token_label,  # type: ignore[attr-defined]
+                        },
+                    )
+            yield MigrateProgress(label, len(pks), resealed, wrapped, moved)
