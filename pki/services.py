@@ -291,13 +291,7 @@ def _ca_plan(
         )
     if days is None:
         # The default never outlives the parent; an explicit choice that would is refused.
-        # Counted to a minute before the parent's end: the key is made between this plan
-        # and the signature (RSA in a PKCS#11 token can take seconds), and notBefore is
-        # taken at signing time.
-        days = max(
-            1,
-            min(DEFAULT_INTERMEDIATE_DAYS, _days_until(parent.not_after - timedelta(minutes=1))),
-        )
+        days = max(1, min(DEFAULT_INTERMEDIATE_DAYS, _days_until(parent.not_after)))
     return _CAPlan(name, name_object, parent, kind, days, 0 if path_length is None else path_length)
 
 
@@ -403,6 +397,17 @@ def certificate_authority_create(
     )
     _preview_ca(plan)  # refuse what the X.509 layer would refuse before generating a key
     new_key = GeneratedCAKey(plan.key_type)
+    if days is None and parent is not None:
+        # The default validity counts from notBefore, taken when signing: count again now
+        # that the key exists (making it, in a PKCS#11 token, can take seconds).
+        plan = _ca_plan(
+            name=name,
+            subject=subject,
+            parent=parent,
+            key_type=key_type,
+            days=days,
+            path_length=path_length,
+        )
     with transaction.atomic():
         ca = _ca_create(actor=actor, plan=plan, new_key=new_key)
     return ca
