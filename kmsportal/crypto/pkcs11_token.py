@@ -11,8 +11,9 @@ What lives in the token, all as token objects that are sensitive and non-extract
 * **wrapping keys** (AES-256, label ``kmsportal-wrap``, a random 16-byte CKA_ID each): one per
   key version; destroying the object is what makes every copy of that version's sealed
   material (database backups, replicas, WAL) unreadable;
-* **private keys** (RSA or EC, label ``kmsportal-private``, random CKA_ID): CA keys and the
-  one-time BYOK wrapping keys. They sign and decrypt in the token (:class:`TokenSigner`).
+* **private keys** (RSA or EC, label ``kmsportal-private``, random CKA_ID): CA and OCSP
+  responder keys. They sign in the token (through
+  :class:`~kmsportal.crypto.token_signer.TokenSigner`).
 
 Sessions: a PKCS#11 session must not be used by two threads at once, so the token keeps a
 pool of sessions (per process: after a fork the library is initialised again). The user logs
@@ -100,17 +101,22 @@ def _gone_errors() -> tuple[type[BaseException], ...]:
         exc.SessionHandleInvalid,
         exc.SessionClosed,
         exc.DeviceError,
-        exc.CryptokiNotInitialized if hasattr(exc, "CryptokiNotInitialized") else exc.DeviceError,
         exc.UserNotLoggedIn,
     )
 
 
 class _Session:
-    """One PKCS#11 session and the key objects it has looked up (handles are per session)."""
+    """One PKCS#11 session and the key objects it has looked up (handles are per session).
 
-    def __init__(self, session: Any) -> None:
+    ``generation`` is the token's destruction count when the cache was last valid: after any
+    object is destroyed every session forgets its handles, so a handle the module hands out
+    again for a new object is never taken for the destroyed one.
+    """
+
+    def __init__(self, session: Any, generation: int) -> None:
         self.session = session
         self.objects: dict[tuple[str, bytes | str], Any] = {}
+        self.generation = generation
 
 
 class Pkcs11Token:
@@ -132,6 +138,7 @@ class Pkcs11Token:
         self._token: Any = None
         self._login: Any = None  # the session that logged in; kept open for the login state
         self._pool: queue.LifoQueue[_Session] = queue.LifoQueue()
+        self._generation = 0  # objects destroyed through this token object
 
     def __repr__(self) -> str:
         return f"<Pkcs11Token {self.token_label!r} module={self.module!r}>"
@@ -206,12 +213,15 @@ class Pkcs11Token:
             pooled = self._pool.get_nowait()
         except queue.Empty:
             try:
-                pooled = _Session(self._token.open(rw=True))
+                pooled = _Session(self._token.open(rw=True), self._generation)
             except _gone_errors():
                 self._reset()
                 raise TokenUnavailable(
                     f"PKCS#11 token {self.token_label!r} is no longer available"
                 ) from None
+        if pooled.generation != self._generation:
+            pooled.objects.clear()
+            pooled.generation = self._generation
         try:
             yield pooled
         except _gone_errors():
@@ -360,28 +370,24 @@ class Pkcs11Token:
 
     # --- asymmetric keys -----------------------------------------------------------------
 
-    def private_key_generate(self, key_type: KeyType | str, *, purpose: str = "sign") -> bytes:
-        """Generate a non-extractable RSA or EC key pair in the token; returns its CKA_ID.
-
-        ``purpose`` is "sign" (CA keys) or "decrypt" (the one-time BYOK wrapping keys); the
-        key can do only that.
-        """
+    def private_key_generate(self, key_type: KeyType | str) -> bytes:
+        """Generate a non-extractable RSA or EC signing key pair in the token (CA and OCSP
+        responder keys); returns its CKA_ID. The key can sign and do nothing else."""
         pkcs11 = _p11()
         attribute = pkcs11.Attribute
         key_type = KeyType(key_type)
         object_id = os.urandom(OBJECT_ID_SIZE)
-        signs = purpose == "sign"
         private_template = {
             attribute.SENSITIVE: True,
             attribute.EXTRACTABLE: False,
-            attribute.SIGN: signs,
-            attribute.DECRYPT: not signs,
+            attribute.SIGN: True,
+            attribute.DECRYPT: False,
             attribute.UNWRAP: False,
             attribute.DERIVE: False,
         }
         public_template: dict[Any, Any] = {
-            attribute.VERIFY: signs,
-            attribute.ENCRYPT: not signs,
+            attribute.VERIFY: True,
+            attribute.ENCRYPT: False,
             attribute.WRAP: False,
         }
         with self.session() as pooled:
@@ -396,8 +402,6 @@ class Pkcs11Token:
                     private_template=private_template,
                 )
             else:
-                if not signs:
-                    raise TokenError("EC keys here only sign")
                 curve = {"ecp256": "secp256r1", "ecp384": "secp384r1"}[key_type.value]
                 params = pkcs11.util.ec.encode_named_curve_parameters(curve)
                 domain = pooled.session.create_domain_parameters(
@@ -539,8 +543,9 @@ class Pkcs11Token:
             for obj in list(pooled.session.get_objects(attrs)):
                 obj.destroy()
                 destroyed = True
+            with self._lock:
+                self._generation += 1  # every session forgets its handles before next use
             pooled.objects.clear()
-        # Other pooled sessions may have a cached handle: they look it up again on use.
         return destroyed
 
     def object_ids(self, *, label: str) -> set[bytes]:
