@@ -81,6 +81,12 @@ def test_migrate_and_bootstrap_on_an_empty_database_create_the_master_key_in_the
         f"master key object 'kmsportal-master-hsm1' is not in PKCS#11 token '{other}'"
         in missing.stderr
     )
+    # A token that has an object of that name, but another key: the check value says so.
+    impostor = Pkcs11Token(module=softhsm.module, token_label=other, pin=softhsm.pin)
+    impostor.aes_key_create(label="kmsportal-master-hsm1")
+    wrong = manage("check", env={**env, "KMS_PKCS11_TOKEN_LABEL": other})
+    assert wrong.returncode != 0
+    assert "keyring.E002" in wrong.stderr and "master key 'hsm1' does not match" in wrong.stderr
 
     # gunicorn loads kmsportal.wsgi: a wrong PIN stops it with the check's message.
     result = subprocess.run(
