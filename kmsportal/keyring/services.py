@@ -7,6 +7,7 @@ master key, which every seal and unseal then reuses.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -22,6 +23,8 @@ from kmsportal.crypto.signer import Signer
 
 from .backends import key_backend, key_backend_reset
 from .models import MasterKeyRecord
+
+logger = logging.getLogger("kmsportal.keyring")
 
 _lock = threading.Lock()
 _keyring: Keyring | None = None
@@ -322,6 +325,25 @@ def storage_scrub(*, model: type[models.Model]) -> str:
             # an exclusive lock on the table meanwhile (milliseconds for thousands of
             # versions; destruction is rare).
             cursor.execute(f"VACUUM FULL {table}")
+            # MVCC: a transaction older than the erasure, running in any database of the
+            # cluster, makes VACUUM keep the old row versions. Say so; running this again
+            # (the next destruction, or `VACUUM FULL` by hand) finishes the job.
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                "AND backend_xid IS NOT NULL"
+            )
+            (older,) = cursor.fetchone()
+            if older:
+                logger.warning(
+                    "VACUUM FULL %s ran while %d other transaction(s) were writing in this "
+                    "PostgreSQL cluster: erased row versions they may still see stay in the "
+                    "table files until the next VACUUM FULL",
+                    model._meta.db_table,
+                    older,
+                )
+                return (
+                    f"VACUUM FULL {model._meta.db_table} (incomplete: {older} older transactions)"
+                )
             return f"VACUUM FULL {model._meta.db_table}"
         if connection.vendor == "sqlite":
             cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
