@@ -1,4 +1,4 @@
-from django.urls import path, re_path
+from django.urls import path
 
 from . import api
 
@@ -8,5 +8,6 @@ urlpatterns = [
     path("enroll", api.EnrollView.as_view(), name="enroll"),
     path("keys/fetch", api.KeyFetchView.as_view(), name="key_fetch"),
     # Anything else under /api/v1/ answers a problem document, never an HTML page.
-    re_path(r"^.*$", api.NotFoundView.as_view(), name="not_found"),
+    path("", api.NotFoundView.as_view(), name="index"),
+    path("<path:rest>", api.NotFoundView.as_view(), name="not_found"),
 ]
