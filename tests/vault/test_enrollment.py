@@ -3,6 +3,7 @@ token, and the superseded certificate revoked in the same transaction (CRL and O
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -120,3 +121,51 @@ def test_a_refused_enrollment_revokes_nothing() -> None:
     )
     assert response.status_code == 400 and response.json()["code"] == "bad_csr"
     assert Certificate.objects.get(pk=first.pk).status == CertificateStatus.VALID
+
+
+def test_a_deployment_from_before_gets_its_server_identity_on_the_next_bootstrap(settings) -> None:
+    """As after the upgrade: no server-identity CA, no deployment id, a server certificate
+    from another CA. `bootstrap` (and `server_cert_renew`) create both and re-issue it."""
+    from django.core.management import call_command
+
+    from pki.models import CertificateAuthority
+    from vault.models import Deployment, ServerIdentity
+
+    before = distribution.server_identity_pin()
+    CertificateAuthority.objects.filter(server_identity=True).update(
+        server_identity=False, name="former-server-ca"
+    )
+    Deployment.objects.all().delete()
+    assert distribution.server_identity_pin() is None
+    done = distribution.distribution_bootstrap()
+    assert any("created the server-identity CA" in line for line in done)
+    assert any("issued the KMS server certificate" in line for line in done)
+    after = distribution.server_identity_pin()
+    assert after is not None and after != before
+    newest = ServerIdentity.objects.select_related("certificate__ca").first()
+    assert newest.certificate.ca.server_identity
+    assert f"uri:{after.deployment}" in newest.certificate.san_list
+    assert distribution.distribution_bootstrap() == []  # idempotent
+
+    call_command("server_cert_renew", stdout=io.StringIO())
+    assert ServerIdentity.objects.count() == 3
+    assert distribution.server_identity_pin() == after  # the pin survives a renewal
+
+
+def test_report_refusals_command() -> None:
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from vault.models import RefusalTally
+
+    RefusalTally.objects.create(
+        source="192.0.2.9", minute=timezone.now() - timedelta(minutes=2), count=7,
+        codes={"bad_signature": 7},
+    )  # fmt: skip
+    out = io.StringIO()
+    call_command("report_refusals", stdout=out)
+    assert "Reported 1 " in out.getvalue()
+    event = AuditEvent.objects.get(action="api.requests_refused")
+    assert event.details["count"] == 7 and event.details["source"] == "192.0.2.9"
