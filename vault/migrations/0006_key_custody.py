@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('vault', '0004_distribution_roles'),
+        ('vault', '0005_server_identity_enrollment'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
