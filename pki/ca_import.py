@@ -11,10 +11,9 @@ from __future__ import annotations
 import re
 
 from cryptography import x509
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from audit.services import audit_event_record
 from kmsportal.crypto.ca_bundle import (
     CABundle,
     CABundleError,
@@ -22,9 +21,8 @@ from kmsportal.crypto.ca_bundle import (
     ca_bundle_load,
     ca_pkcs12_load,
 )
-from kmsportal.crypto.x509 import certificate_to_der, certificate_to_pem, format_name
+from kmsportal.crypto.x509 import format_name
 
-from .crl import crl_publish_locked
 from .errors import PkiError
 from .events import PkiAction
 from .models import (
@@ -32,11 +30,9 @@ from .models import (
     CA_NAME_PATTERN,
     CAState,
     CertificateAuthority,
-    CRLTrigger,
-    serial_to_hex,
 )
-from .services import RESERVED_CA_NAMES, Actor, _actor_name, _certificate_of, _fingerprint
-from .signers import GeneratedCAKey, ca_signer_remember
+from .services import RESERVED_CA_NAMES, Actor, _actor_name, _ca_store, _certificate_of
+from .signers import GeneratedCAKey
 
 __all__ = ["certificate_authority_import"]
 
@@ -108,45 +104,21 @@ def _import(*, actor: Actor, name: str, bundle: CABundle) -> CertificateAuthorit
     certificate = bundle.certificate
     constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
     new_key = GeneratedCAKey(bundle.key_type, private_key=bundle.private_key)
-    der = certificate_to_der(certificate)
     ca = CertificateAuthority(
         name=name,
         subject=subject,
         parent=parent,
         key_type=bundle.key_type.value,
         path_length=constraints.path_length,
-        certificate_der=der,
-        certificate_pem=certificate_to_pem(certificate).decode("ascii"),
-        serial_hex=serial_to_hex(certificate.serial_number),
-        fingerprint_sha256=_fingerprint(der),
-        not_before=certificate.not_valid_before_utc,
-        not_after=certificate.not_valid_after_utc,
         created_by=actor,
         created_by_name=_actor_name(actor),
     )
     ca.sealed_private_key = new_key.seal(aad=ca.aad)
-    try:
-        with transaction.atomic():
-            ca.save(force_insert=True)
-    except IntegrityError:
-        raise PkiError(f"a CA named {name!r} already exists") from None
-    crl_publish_locked(ca=ca, trigger=CRLTrigger.CA_CREATED, actor=actor, signer=new_key.signer)
-    audit_event_record(
-        action=PkiAction.CA_IMPORTED,
+    return _ca_store(
+        ca=ca,
+        certificate=certificate,
         actor=actor,
-        target=ca,
-        target_label=ca.name,
-        details={
-            "name": ca.name,
-            "subject": ca.subject,
-            "parent": parent.name if parent else None,
-            "key_type": ca.key_type,
-            "key_backend": new_key.backend_name,
-            "serial": ca.serial_number_display,
-            "not_after": ca.not_after.isoformat(),
-            "fingerprint": ca.fingerprint_sha256,
-        },
+        signer=new_key.signer,
+        action=PkiAction.CA_IMPORTED,
+        extra_details={"key_backend": new_key.backend_name},
     )
-    signer = new_key.signer
-    transaction.on_commit(lambda: ca_signer_remember(ca, signer))
-    return ca

@@ -243,6 +243,22 @@ class RewrapProgress:
     rewrapped: int
 
 
+def _sealed_row_batches(entry: SealedField, batch_size: int) -> Iterator[list[object]]:
+    """Primary keys of the rows of ``entry`` that hold a blob, ``batch_size`` at a time, in
+    key order (each batch read after the previous one was handled: resumable walks)."""
+    model = entry.model
+    last_pk = None
+    while True:
+        page = model.objects.exclude(**{f"{entry.field_name}__isnull": True}).order_by("pk")
+        if last_pk is not None:
+            page = page.filter(pk__gt=last_pk)
+        pks = list(page.values_list("pk", flat=True)[:batch_size])
+        if not pks:
+            return
+        last_pk = pks[-1]
+        yield pks
+
+
 def sealed_blobs_rewrap(*, batch_size: int = 500) -> Iterator[RewrapProgress]:
     """Re-seal every registered sealed blob that is not under the primary master key.
 
@@ -262,15 +278,7 @@ def sealed_blobs_rewrap(*, batch_size: int = 500) -> Iterator[RewrapProgress]:
     for entry in _sealed_fields:
         model = entry.model
         label = f"{entry.model_label}.{entry.field_name}"
-        last_pk = None
-        while True:
-            page = model.objects.exclude(**{f"{entry.field_name}__isnull": True}).order_by("pk")
-            if last_pk is not None:
-                page = page.filter(pk__gt=last_pk)
-            pks = list(page.values_list("pk", flat=True)[:batch_size])
-            if not pks:
-                break
-            last_pk = pks[-1]
+        for pks in _sealed_row_batches(entry, batch_size):
             with transaction.atomic():
                 rows = model.objects.select_for_update().filter(pk__in=pks).order_by("pk")
                 changed = 0
@@ -393,15 +401,7 @@ def keyring_migrate_to_token(*, batch_size: int = 200) -> Iterator[MigrateProgre
     for entry in _sealed_fields:
         model = entry.model
         label = f"{entry.model_label}.{entry.field_name}"
-        last_pk = None
-        while True:
-            page = model.objects.exclude(**{f"{entry.field_name}__isnull": True}).order_by("pk")
-            if last_pk is not None:
-                page = page.filter(pk__gt=last_pk)
-            pks = list(page.values_list("pk", flat=True)[:batch_size])
-            if not pks:
-                break
-            last_pk = pks[-1]
+        for pks in _sealed_row_batches(entry, batch_size):
             resealed = wrapped = moved = 0
             with transaction.atomic():
                 rows = model.objects.select_for_update().filter(pk__in=pks).order_by("pk")
