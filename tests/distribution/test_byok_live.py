@@ -4,7 +4,6 @@ gets back exactly the bytes that were wrapped. On both key backends."""
 
 from __future__ import annotations
 
-import subprocess
 from io import StringIO
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from django.core.management import call_command
 
 from tests.distribution.conftest import LiveKMS
 from tests.key_backends import BOTH_BACKENDS
-from tests.vault.test_key_import import documented_openssl_commands
+from tests.vault.test_key_import import run_documented_openssl_commands
 from vault.models import GrantVersions, SymmetricKey
 
 pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True), BOTH_BACKENDS]
@@ -25,14 +24,7 @@ def test_an_imported_key_is_fetched_byte_for_byte(kms: LiveKMS, tmp_path: Path) 
     call_command(
         "key_import_params", "partner-key", "--out", str(owner / "import"), stdout=StringIO()
     )
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", documented_openssl_commands()],
-        cwd=owner,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    run_documented_openssl_commands(owner)
     out = StringIO()
     call_command(
         "key_import",

@@ -37,6 +37,18 @@ def documented_openssl_commands() -> str:
     return "\n".join(line.strip() for line in block.group(1).splitlines())
 
 
+def run_documented_openssl_commands(directory: Path) -> None:
+    """Run the documented commands in ``directory`` (which holds ``import/``), as a user would."""
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", documented_openssl_commands()],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def run(*args: str) -> str:
     out = StringIO()
     call_command(*args, stdout=out, stderr=out)
@@ -61,14 +73,7 @@ def test_the_documented_openssl_commands_wrap_what_key_import_takes(
     assert record.token_sha256 != token and token not in str(record.__dict__)
     import_payload = unseal(bytes(record.sealed_private_key), aad=record.aad)
 
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", documented_openssl_commands()],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    run_documented_openssl_commands(tmp_path)
     material = (tmp_path / "key-material.bin").read_bytes()
     assert len(material) == 32
     assert not (tmp_path / "aes-key.bin").exists()
