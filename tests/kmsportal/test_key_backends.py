@@ -82,8 +82,26 @@ def test_migrate_and_bootstrap_on_an_empty_database_create_the_master_key_in_the
         in missing.stderr
     )
     # A token that has an object of that name, but another key: the check value says so.
-    impostor = Pkcs11Token(module=softhsm.module, token_label=other, pin=softhsm.pin)
-    impostor.aes_key_create(label="kmsportal-master-hsm1")
+    # (In a separate process: SoftHSM2 lists only the tokens that existed when this process
+    # initialised it.)
+    impostor = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from kmsportal.crypto.pkcs11_token import Pkcs11Token; "
+            "Pkcs11Token(module=sys.argv[1], token_label=sys.argv[2], pin=sys.argv[3])"
+            ".aes_key_create(label='kmsportal-master-hsm1')",
+            softhsm.module,
+            other,
+            softhsm.pin,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert impostor.returncode == 0, impostor.stderr
     wrong = manage("check", env={**env, "KMS_PKCS11_TOKEN_LABEL": other})
     assert wrong.returncode != 0
     assert "keyring.E002" in wrong.stderr and "master key 'hsm1' does not match" in wrong.stderr
