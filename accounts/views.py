@@ -41,14 +41,16 @@ class LoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
     def _attempt(self) -> tuple[str, str]:
+        """The username as authentication reads it (stripped, NFKC) and the address."""
         return (
-            (self.request.POST.get("username") or "")[:150],
+            throttle.username_normalise((self.request.POST.get("username") or "")[:300])[:150],
             self.request.META.get("REMOTE_ADDR", ""),
         )
 
     def post(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
         username, address = self._attempt()
-        lockout = throttle.sign_in_lockout(username=username, address=address)
+        # Counted before the password is looked at (accounts.throttle).
+        lockout = throttle.sign_in_attempt_begin(username=username, address=address)
         if lockout is not None:
             # Refused before the password is even looked at; the same words whether or not
             # the username exists.

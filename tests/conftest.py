@@ -22,11 +22,18 @@ def _fast_password_hasher(settings, request) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _empty_cache() -> None:
-    """Sign-in lockout and rate-limit counters live in the cache: no test inherits them."""
-    from django.core.cache import cache
+def _empty_cache(request, django_db_blocker):
+    """No test inherits another's cached values or counters. The `counters` cache is a
+    database table: a test's transaction rolls it back, but a transactional test's flush
+    does not empty it (Django flushes only its models' tables), so that is done here."""
+    from django.core.cache import cache, caches
 
     cache.clear()
+    yield
+    marker = request.node.get_closest_marker("django_db")
+    if marker and (marker.kwargs.get("transaction") or marker.args[:1] == (True,)):
+        with django_db_blocker.unblock():
+            caches["counters"].clear()
 
 
 @pytest.fixture(autouse=True)
