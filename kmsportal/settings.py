@@ -263,6 +263,12 @@ KMS_MFA_REQUIRED_ROLES: list[str] = env.list(
     "KMS_MFA_REQUIRED_ROLES", default=["administrator", "key_custodian", "ca_operator"]
 )
 
+# Separation of duties (docs/separation-of-duties.md): an account, password, authenticator or
+# role younger than this many seconds cannot approve two-person requests; invitation links
+# (new users, password resets) work once, for this many seconds.
+KMS_APPROVER_COOLING_OFF: int = env.int("KMS_APPROVER_COOLING_OFF", default=24 * 60 * 60)
+KMS_INVITATION_SECONDS: int = env.int("KMS_INVITATION_SECONDS", default=72 * 60 * 60)
+
 # Sign a checkpoint of the audit chain automatically every N events (0 turns it off;
 # `manage.py audit_checkpoint` from cron signs the rest).
 AUDIT_CHECKPOINT_EVERY: int = env.int("AUDIT_CHECKPOINT_EVERY", default=1000)

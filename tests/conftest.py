@@ -8,10 +8,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from accounts import services
 from accounts.roles import Role
 from tests import factories
-from tests.factories import TEST_PASSWORD
 
 
 @pytest.fixture(autouse=True)
@@ -19,6 +17,13 @@ def _fast_password_hasher(settings, request) -> None:
     """Argon2 is deliberately slow; tests that are not about hashing use MD5."""
     if "real_password_hasher" not in request.keywords:
         settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _no_approver_cooling_off(settings) -> None:
+    """Users made in a test approve at once (KMS_APPROVER_COOLING_OFF=0); the default of
+    24 h is proved by tests/accounts/test_separation_of_duties.py, which sets it back."""
+    settings.KMS_APPROVER_COOLING_OFF = 0
 
 
 @pytest.fixture(autouse=True)
@@ -80,10 +85,7 @@ def make_user(db) -> Callable[..., User]:
     """Create a user with roles through the service; password is TEST_PASSWORD."""
 
     def make(username: str, *roles: Role, email: str = "") -> User:
-        user, _ = services.user_create(
-            actor=None, username=username, roles=list(roles), email=email, password=TEST_PASSWORD
-        )
-        return user
+        return factories.user_make(username, *roles, email=email)
 
     return make
 
