@@ -15,6 +15,9 @@ class AccountsConfig(AppConfig):
 
         audit_actions_register(MfaAction)
         audit_actions_register(AccountAction)
+        from . import approval_kinds
+
+        approval_kinds.register()  # the shared two-person inbox and confirmation pages
         # TOTP secrets: rewrap re-seals them; start-up refuses to drop a master key id that
         # still seals one.
         sealed_field_register("accounts.MfaDevice", "sealed_secret", lambda row: row.aad)

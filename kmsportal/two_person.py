@@ -163,6 +163,13 @@ class Confirmation:
 
 
 @dataclass(frozen=True)
+class Decision:
+    message: str
+    once: dict[str, str] | None = None  # a secret shown in this one response (a token)
+    redirect: str | None = None
+
+
+@dataclass(frozen=True)
 class TwoPersonKind:
     """One kind of two-person request, as the inbox and the confirmation page handle it.
 
@@ -176,19 +183,25 @@ class TwoPersonKind:
     model: type[TwoPersonRequest]
     permission: str
     visible: str
+    summary: Callable[[Any], str]  # one line for the inbox
     confirmation: Callable[[Any], Confirmation]
     approve: Callable[..., Decision]
     reject: Callable[..., Any]
     withdraw: Callable[..., Any]
     errors: tuple[type[Exception], ...] = ()  # the kind's domain errors (shown, not 500)
     related: tuple[str, ...] = ()
+    why: Callable[[Any], str] = lambda request: request.reason
 
+    def pending(self) -> list[Any]:
+        """Pending requests, oldest first (expired ones included: they can be rejected)."""
+        return list(
+            self.model.objects.filter(status=PENDING)
+            .select_related(*self.related)
+            .order_by("requested_at", "pk")
+        )
 
-@dataclass(frozen=True)
-class Decision:
-    message: str
-    once: dict[str, str] | None = None  # a secret shown in this one response (a token)
-    redirect: str | None = None
+    def get(self, pk: object) -> Any | None:
+        return self.model.objects.select_related(*self.related).filter(pk=pk).first()
 
 
 _kinds: dict[str, TwoPersonKind] = {}

@@ -278,7 +278,9 @@ def matrix_objects(make_user) -> dict[str, int]:
 
     key = services.symmetric_key_create(actor=None, name="matrix-key")
     doomed = services.symmetric_key_create(actor=None, name="matrix-doomed")
-    destruction = services.destruction_request_create(actor=custodian, key=doomed, waiting_days=7)
+    destruction = services.destruction_request_create(
+        actor=custodian, key=doomed, waiting_days=7, reason="retired"
+    )
     services.destruction_request_reject(actor=custodian, request=destruction)  # withdrawn
     client, _token = distribution.client_create(actor=None, name="matrix-client")
     grant = distribution.grant_create(actor=None, client=client, key=key)

@@ -28,6 +28,7 @@ from accounts.roles import Role
 from audit.models import AuditEvent
 from pki import services as pki_services
 from pki.models import Certificate, CertificateAuthority, RevocationList
+from tests.factories import approver_make
 from tests.pki.conftest import csr_pem, ec_key, issuing, root  # noqa: F401 - fixtures
 from vault import services as vault_services
 from vault.models import SymmetricKey
@@ -130,7 +131,7 @@ def estate(make_user, signed_in, issuing, root, ec_key) -> Estate:  # noqa: F811
     """Keys in every live state, a pending two-person request, certificates expiring over
     the coming months (one revoked, one expired), CRLs ok / due / expired, denied events."""
     first = make_user("kim-custodian", Role.KEY_CUSTODIAN)
-    second = make_user("lou-custodian", Role.KEY_CUSTODIAN)
+    second = approver_make("lou-custodian", Role.KEY_CUSTODIAN)
     now = timezone.now()
 
     create = vault_services.symmetric_key_create

@@ -61,7 +61,12 @@ def test_register_enroll_grant_fetch(server, custodian: HttpClient) -> None:
     assert again.status_code == 401 and again.json()["code"] == "invalid_token"
 
     symmetric = services.symmetric_key_create(actor=None, name="orders-db")
-    response = custodian.post("/clients/billing/grants/", {"key": "orders-db", "versions": "all"})
+    # A low-sensitivity key: one custodian grants it alone (tests/vault/test_exfiltration.py
+    # has the default policy, where a second custodian must approve).
+    symmetric.__class__.objects.filter(pk=symmetric.pk).update(export_policy="single")
+    response = custodian.post(
+        "/clients/billing/grants/", {"key": "orders-db", "versions": "all", "reason": "billing"}
+    )
     assert response.status_code == 302
     grant = Grant.objects.get(client=client)
     assert grant.versions == "all"
@@ -165,15 +170,19 @@ def test_revoking_an_enrolled_client_revokes_its_certificate(server) -> None:
 
 def test_new_token_page_and_grant_errors(server, custodian: HttpClient) -> None:
     distribution.client_create(actor=None, name="svc2")
-    response = custodian.post("/clients/svc2/token/")
+    assert custodian.post("/clients/svc2/token/").status_code == 400  # a reason is required
+    # No grants yet: the token is issued at once.
+    response = custodian.post("/clients/svc2/token/", {"reason": "new host"})
     assert b'id="enrollment-token"' in response.content
     response = custodian.post(
-        "/clients/svc2/grants/", {"key": "no-such-key", "versions": "primary"}
+        "/clients/svc2/grants/", {"key": "no-such-key", "versions": "primary", "reason": "x"}
     )
     assert response.status_code == 400 and b"No key with this name" in response.content
-    services.symmetric_key_create(actor=None, name="k1")
-    custodian.post("/clients/svc2/grants/", {"key": "k1", "versions": "primary"})
-    response = custodian.post("/clients/svc2/grants/", {"key": "k1", "versions": "primary"})
+    k1 = services.symmetric_key_create(actor=None, name="k1")
+    k1.__class__.objects.filter(pk=k1.pk).update(export_policy="single")
+    grant = {"key": "k1", "versions": "primary", "reason": "svc2 reads k1"}
+    custodian.post("/clients/svc2/grants/", grant)
+    response = custodian.post("/clients/svc2/grants/", grant)
     assert response.status_code == 400 and b"already has a grant" in response.content
     grant = Grant.objects.get()
     assert custodian.post(f"/clients/svc2/grants/{grant.pk}/withdraw/").status_code == 302
