@@ -34,6 +34,7 @@ from pki.models import (
     CertificateStatus,
     RevocationList,
 )
+from tests.factories import approver_make
 
 from .conftest import csr_pem
 
@@ -89,8 +90,9 @@ def tree(root, ec_key) -> dict[str, object]:
 
 
 @pytest.fixture
-def operators(make_user):
-    return make_user("olga-operator", Role.CA_OPERATOR), make_user(
+def operators(db):
+    """Two CA operators who may approve (own password, own authenticator)."""
+    return approver_make("olga-operator", Role.CA_OPERATOR), approver_make(
         "omar-operator", Role.CA_OPERATOR
     )
 
