@@ -396,7 +396,7 @@ def test_two_approvers_racing_approve_once(make_user, root, ec_key) -> None:
     )
     issue(mid, ec_key, "race.example.org")
     asker = make_user("olga-operator", Role.CA_OPERATOR)
-    approvers = [make_user(f"approver-{i}", Role.CA_OPERATOR) for i in range(4)]
+    approvers = [approver_make(f"approver-{i}", Role.CA_OPERATOR) for i in range(4)]
     asked = ca_revocation_request(actor=asker, certificate=ca_certificate(mid), reason="superseded")
     barrier = threading.Barrier(len(approvers))
     outcomes: list[str] = []
