@@ -42,9 +42,10 @@ class ApprovalInboxView(LoginRequiredMixin, View):
 
     def get(self, request: HttpRequest) -> HttpResponse:
         user = request.user
+        only = request.GET.get("kind", "")  # the dashboard links each kind's count here
         sections = []
         for kind in two_person_kinds():
-            if not user.has_perm(kind.visible):
+            if not user.has_perm(kind.visible) or (only and kind.slug != only):
                 continue
             sections.append(
                 {

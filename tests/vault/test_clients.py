@@ -18,7 +18,7 @@ from kmsportal.crypto import protocol
 from kmsportal.crypto.x509 import build_csr, generate_private_key, parse_subject
 from pki.models import CertificateStatus
 from vault import distribution, services
-from vault.models import Client, Delivery, Grant
+from vault.models import Client, Delivery, Grant, GrantRequest
 
 pytestmark = pytest.mark.django_db
 
@@ -214,19 +214,34 @@ def run(*args: str) -> str:
     return out.getvalue()
 
 
-def test_commands(server) -> None:
+def test_commands(server, make_user) -> None:
     out = run("client_create", "payments", "--description", "payments svc")
     assert re.search(r"Enrollment token \(shown once.*\): \S+", out)
-    services.symmetric_key_create(actor=None, name="cards")
+    cards = services.symmetric_key_create(actor=None, name="cards")
+    make_user("kc", Role.KEY_CUSTODIAN)
+    make_user("reader", Role.AUDITOR)
+    who = ("--actor", "kc", "--reason", "payments charges cards")
+    # The default export policy: the command asks; a second custodian approves in the portal.
+    asked = run("grant_create", "payments", "cards", *who)
+    assert "A second key custodian must approve it in the portal" in asked
+    assert not Grant.objects.exists()
+    with pytest.raises(CommandError, match="already waiting"):
+        run("grant_create", "payments", "cards", *who)
+    with pytest.raises(CommandError, match="required: --actor"):
+        run("grant_create", "payments", "cards", "--reason", "x")
+    with pytest.raises(CommandError, match=r"lacks the vault\.add_grant permission"):
+        run("grant_create", "payments", "cards", "--actor", "reader", "--reason", "x")
+    GrantRequest.objects.update(status="withdrawn")
+    cards.__class__.objects.filter(pk=cards.pk).update(export_policy="single")
     assert "Granted cards (every version that may decrypt) to payments" in run(
-        "grant_create", "payments", "cards", "--versions", "all"
+        "grant_create", "payments", "cards", "--versions", "all", *who
     )
     with pytest.raises(CommandError, match="already has a grant"):
-        run("grant_create", "payments", "cards")
+        run("grant_create", "payments", "cards", *who)
     with pytest.raises(CommandError, match="no client named 'nobody'"):
-        run("grant_create", "nobody", "cards")
+        run("grant_create", "nobody", "cards", *who)
     with pytest.raises(CommandError, match="not an ISO 8601 time"):
-        run("grant_create", "payments", "cards", "--expires", "soon")
+        run("grant_create", "payments", "cards", "--expires", "soon", *who)
     with pytest.raises(CommandError, match="already exists"):
         run("client_create", "payments")
     assert "Revoked client payments" in run(

@@ -1,0 +1,52 @@
+"""The confirmation page of a key destruction lists what approving changes and who loses
+the key; a request needs a reason; nothing is approved from the inbox."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.factories import sign_in
+from vault import distribution, services
+from vault.lifecycle import KeyState
+from vault.models import KeyVersion
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_destruction_confirmation_names_versions_clients_and_grants(
+    custodian, second_custodian
+) -> None:
+    key = services.symmetric_key_create(actor=None, name="payroll")
+    services.symmetric_key_rotate(actor=None, key=key)
+    distribution.distribution_bootstrap()
+    for name in ("billing", "reporting"):
+        client, _ = distribution.client_create(actor=None, name=name)
+        distribution.grant_create(actor=None, client=client, key=key, versions="all")
+    page = sign_in(custodian)
+    blank = page.post("/keys/payroll/destroy/", {"waiting_days": "7", "reason": "  "})
+    assert blank.status_code == 400 and not key.destruction_requests.exists()
+    page.post("/keys/payroll/destroy/", {"waiting_days": "7", "reason": "payroll moved to HSM"})
+    request = key.destruction_requests.get()
+    inbox = sign_in(second_custodian).get("/keys/approvals/").content.decode()
+    assert f"/approvals/destruction/{request.pk}/" in inbox
+    assert f"/keys/approvals/{request.pk}/approve/" not in inbox  # no one-click approval
+
+    approver = sign_in(second_custodian)
+    shown = approver.get(f"/approvals/destruction/{request.pk}/").content.decode()
+    for version in KeyVersion.objects.filter(key=key):
+        assert version.fingerprint in shown
+    for fact in (
+        "Destroy key payroll",
+        "7 days after approval",
+        "billing (every version that may decrypt)",
+        "reporting (every version that may decrypt)",
+        "payroll moved to HSM",
+        "kim-custodian",
+    ):
+        assert fact in shown, fact
+    approver.post(f"/approvals/destruction/{request.pk}/", {"decision": "approve"})
+    key.refresh_from_db()
+    assert key.state == KeyState.PENDING_DESTRUCTION
+    # The decided request's page still shows what was decided, with no buttons.
+    after = approver.get(f"/approvals/destruction/{request.pk}/").content.decode()
+    assert "approved" in after and 'value="approve"' not in after
