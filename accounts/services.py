@@ -42,6 +42,8 @@ from kmsportal.two_person import (
     two_person_decide,
     two_person_locked,
     two_person_reason,
+    two_person_reject,
+    two_person_withdraw,
 )
 
 from .approvers import approver_check
@@ -353,10 +355,9 @@ def role_grant_reject(
     *, actor: User, request: RoleGrantRequest, comment: str = ""
 ) -> RoleGrantRequest:
     """Another administrator turns the request down (also once expired)."""
-    request = two_person_locked(RoleGrantRequest, request.pk, related=("user",))
-    if request.requested_by_id == actor.pk:
-        raise AccountPolicyError("you asked for this: withdraw it instead of rejecting it")
-    two_person_decide(request, actor=actor, status=TwoPersonStatus.REJECTED, comment=comment)
+    request = two_person_reject(
+        RoleGrantRequest, request.pk, actor=actor, comment=comment, related=("user",)
+    )
     _role_grant_record(
         AccountAction.ROLE_GRANT_REJECTED, actor=actor, request=request, comment=comment
     )
@@ -366,12 +367,7 @@ def role_grant_reject(
 @transaction.atomic
 def role_grant_withdraw(*, actor: User, request: RoleGrantRequest) -> RoleGrantRequest:
     """The requester takes the request back."""
-    request = two_person_locked(RoleGrantRequest, request.pk, related=("user",))
-    if request.requested_by_id != actor.pk:
-        raise AccountPolicyError(
-            f"only {request.requested_by_name}, who asked for it, can withdraw this request"
-        )
-    two_person_decide(request, actor=actor, status=TwoPersonStatus.WITHDRAWN)
+    request = two_person_withdraw(RoleGrantRequest, request.pk, actor=actor, related=("user",))
     _role_grant_record(AccountAction.ROLE_GRANT_WITHDRAWN, actor=actor, request=request)
     return request
 

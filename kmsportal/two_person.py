@@ -149,6 +149,36 @@ def two_person_decide(
     request.save(update_fields=fields)
 
 
+def two_person_reject(
+    model: type[R],
+    pk: object,
+    *,
+    actor: AbstractBaseUser,
+    comment: str = "",
+    related: tuple[str, ...] = (),
+) -> R:
+    """Someone other than the requester turns a pending request down (also once expired)."""
+    request = two_person_locked(model, pk, related=related)
+    if request.requested_by_id == actor.pk:
+        raise TwoPersonError("you asked for this: withdraw it instead of rejecting it")
+    two_person_decide(request, actor=actor, status=TwoPersonStatus.REJECTED, comment=comment)
+    return request
+
+
+def two_person_withdraw(
+    model: type[R], pk: object, *, actor: AbstractBaseUser, related: tuple[str, ...] = ()
+) -> R:
+    """The requester takes a pending request back (also once expired)."""
+    request = two_person_locked(model, pk, related=related)
+    if request.requested_by_id != actor.pk:
+        raise TwoPersonError(
+            f"only {request.requested_by_name}, who asked for it, can withdraw this request; "
+            "reject it instead"
+        )
+    two_person_decide(request, actor=actor, status=TwoPersonStatus.WITHDRAWN)
+    return request
+
+
 # --- the registry: one inbox, one confirmation page ------------------------------------
 
 

@@ -42,6 +42,8 @@ from kmsportal.two_person import (
     two_person_decide,
     two_person_locked,
     two_person_reason,
+    two_person_reject,
+    two_person_withdraw,
 )
 
 from .distribution import DistributionError, client_enrollment_token_renew, grant_create
@@ -224,35 +226,12 @@ def grant_request_approve(*, actor: AbstractBaseUser, request: GrantRequest) -> 
     return grant
 
 
-def _reject(
-    model: type, request: Any, *, actor: AbstractBaseUser, comment: str, related: tuple[str, ...]
-) -> Any:
-    request = two_person_locked(model, request.pk, related=related)
-    if request.requested_by_id == actor.pk:
-        raise TwoPersonError("you asked for this: withdraw it instead of rejecting it")
-    two_person_decide(request, actor=actor, status=TwoPersonStatus.REJECTED, comment=comment)
-    return request
-
-
-def _withdraw(
-    model: type, request: Any, *, actor: AbstractBaseUser, related: tuple[str, ...]
-) -> Any:
-    request = two_person_locked(model, request.pk, related=related)
-    if request.requested_by_id != actor.pk:
-        raise TwoPersonError(
-            f"only {request.requested_by_name}, who asked for it, can withdraw this request; "
-            "reject it instead"
-        )
-    two_person_decide(request, actor=actor, status=TwoPersonStatus.WITHDRAWN)
-    return request
-
-
 @transaction.atomic
 def grant_request_reject(
     *, actor: AbstractBaseUser, request: GrantRequest, comment: str = ""
 ) -> GrantRequest:
-    request = _reject(
-        GrantRequest, request, actor=actor, comment=comment, related=("client", "key")
+    request = two_person_reject(
+        GrantRequest, request.pk, actor=actor, comment=comment, related=("client", "key")
     )
     _record(
         VaultAction.GRANT_REQUEST_REJECTED,
@@ -268,7 +247,7 @@ def grant_request_reject(
 
 @transaction.atomic
 def grant_request_withdraw(*, actor: AbstractBaseUser, request: GrantRequest) -> GrantRequest:
-    request = _withdraw(GrantRequest, request, actor=actor, related=("client", "key"))
+    request = two_person_withdraw(GrantRequest, request.pk, actor=actor, related=("client", "key"))
     _record(
         VaultAction.GRANT_REQUEST_WITHDRAWN,
         actor=actor,
@@ -388,7 +367,9 @@ def export_policy_request_approve(
 def export_policy_request_reject(
     *, actor: AbstractBaseUser, request: ExportPolicyRequest, comment: str = ""
 ) -> ExportPolicyRequest:
-    request = _reject(ExportPolicyRequest, request, actor=actor, comment=comment, related=("key",))
+    request = two_person_reject(
+        ExportPolicyRequest, request.pk, actor=actor, comment=comment, related=("key",)
+    )
     _record(
         VaultAction.KEY_EXPORT_POLICY_REJECTED,
         actor=actor,
@@ -404,7 +385,7 @@ def export_policy_request_reject(
 def export_policy_request_withdraw(
     *, actor: AbstractBaseUser, request: ExportPolicyRequest
 ) -> ExportPolicyRequest:
-    request = _withdraw(ExportPolicyRequest, request, actor=actor, related=("key",))
+    request = two_person_withdraw(ExportPolicyRequest, request.pk, actor=actor, related=("key",))
     _record(
         VaultAction.KEY_EXPORT_POLICY_WITHDRAWN,
         actor=actor,
@@ -479,8 +460,8 @@ def client_reenrollment_approve(*, actor: AbstractBaseUser, request: Reenrollmen
 def client_reenrollment_reject(
     *, actor: AbstractBaseUser, request: ReenrollmentRequest, comment: str = ""
 ) -> ReenrollmentRequest:
-    request = _reject(
-        ReenrollmentRequest, request, actor=actor, comment=comment, related=("client",)
+    request = two_person_reject(
+        ReenrollmentRequest, request.pk, actor=actor, comment=comment, related=("client",)
     )
     _record(
         VaultAction.CLIENT_REENROLLMENT_REJECTED,
@@ -497,7 +478,7 @@ def client_reenrollment_reject(
 def client_reenrollment_withdraw(
     *, actor: AbstractBaseUser, request: ReenrollmentRequest
 ) -> ReenrollmentRequest:
-    request = _withdraw(ReenrollmentRequest, request, actor=actor, related=("client",))
+    request = two_person_withdraw(ReenrollmentRequest, request.pk, actor=actor, related=("client",))
     _record(
         VaultAction.CLIENT_REENROLLMENT_WITHDRAWN,
         actor=actor,

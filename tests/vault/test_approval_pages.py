@@ -50,3 +50,46 @@ def test_the_destruction_confirmation_names_versions_clients_and_grants(
     # The decided request's page still shows what was decided, with no buttons.
     after = approver.get(f"/approvals/destruction/{request.pk}/").content.decode()
     assert "approved" in after and 'value="approve"' not in after
+
+
+def test_grant_requests_are_rejected_withdrawn_and_expire_without_a_grant(
+    custodian, second_custodian
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from kmsportal.two_person import TwoPersonError
+    from vault import approvals
+    from vault.models import Grant, GrantRequest
+
+    key = services.symmetric_key_create(actor=None, name="payroll")
+    distribution.distribution_bootstrap()
+    client, _ = distribution.client_create(actor=None, name="billing")
+
+    def ask() -> GrantRequest:
+        return approvals.grant_request_create(
+            actor=custodian, client=client, key=key, reason="billing"
+        ).request
+
+    with pytest.raises(TwoPersonError, match="needs a reason"):
+        approvals.grant_request_create(actor=custodian, client=client, key=key, reason=" ")
+    first = ask()
+    with pytest.raises(TwoPersonError, match="already waiting"):
+        ask()
+    with pytest.raises(TwoPersonError, match="withdraw it instead"):
+        approvals.grant_request_reject(actor=custodian, request=first)
+    approvals.grant_request_reject(actor=second_custodian, request=first, comment="who is billing?")
+    second = ask()
+    with pytest.raises(TwoPersonError, match="only kim-custodian"):
+        approvals.grant_request_withdraw(actor=second_custodian, request=second)
+    approvals.grant_request_withdraw(actor=custodian, request=second)
+    third = ask()
+    GrantRequest.objects.filter(pk=third.pk).update(expires_at=timezone.now() - timedelta(1))
+    with pytest.raises(TwoPersonError, match="expired"):
+        approvals.grant_request_approve(actor=second_custodian, request=third)
+    with pytest.raises(TwoPersonError, match="already rejected"):
+        approvals.grant_request_approve(actor=second_custodian, request=first)
+    assert not Grant.objects.exists()
+    statuses = dict(GrantRequest.objects.values_list("pk", "status"))
+    assert statuses == {first.pk: "rejected", second.pk: "withdrawn", third.pk: "pending"}
