@@ -195,7 +195,8 @@ def user_create(
     roles = list(roles)
     if not roles:
         raise AccountPolicyError("choose at least one role")
-    username = username.strip()
+    # As authentication reads it (NFKC), so that no two accounts differ only by spelling.
+    username = User.normalize_username(username.strip())
     if User.objects.filter(username__iexact=username).exists():
         raise AccountPolicyError(f"a user named {username!r} already exists")
     user = User(username=username, email=email)

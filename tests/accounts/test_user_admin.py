@@ -272,3 +272,14 @@ def test_the_user_list_filters_by_status_and_role(admin_user, make_user, signed_
     assert names("role=auditor&q=ann") == ["ann-auditor"]
     # An unknown value filters nothing out rather than failing.
     assert len(names("role=wizard&status=maybe")) == 4
+
+
+def test_a_username_differing_only_by_spelling_is_refused(signed_in, admin_user: User) -> None:
+    client = signed_in(admin_user)
+    for spelling in ("ALICE-ADMIN", " alice-admin ", "\uff41lice-admin"):
+        response = client.post("/users/new/", {"username": spelling, "roles": ["auditor"]})
+        assert response.status_code == 400, spelling
+        assert (
+            b"already exists" in response.content or b"Enter a valid username" in response.content
+        )
+    assert User.objects.count() == 1
