@@ -21,7 +21,7 @@ from django.views.generic import ListView
 
 from . import invitations, mfa, selectors, services, throttle
 from .forms import UserCreateForm, UserRolesForm
-from .models import Invitation
+from .models import AccountSetup, Invitation, RoleGrantRequest
 from .roles import Role, user_roles
 
 
@@ -198,6 +198,8 @@ class UserDetailView(PortalPermissionMixin, View):
             "roles_form": forms.get("roles_form") or UserRolesForm(initial={"roles": roles}),
             "is_self": subject.pk == self.request.user.pk,
             "subject_mfa": mfa.mfa_status(user=subject),
+            "subject_setup": AccountSetup.objects.filter(user=subject).first(),
+            "role_requests": RoleGrantRequest.objects.filter(user=subject, status="pending"),
         }
 
 

@@ -331,6 +331,7 @@ class KeyDetailView(PortalPermissionMixin, View):
                     for r in selectors.destruction_requests_pending(user=request.user)
                     if r.key_id == key.pk
                 ],
+                "other_requests": selectors.key_requests_pending(user=request.user, key=key),
             },
         )
 

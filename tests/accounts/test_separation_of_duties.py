@@ -156,6 +156,8 @@ def test_with_two_administrators_a_role_grant_waits_for_the_second(make_user) ->
     )
     assert user_roles(target) == []  # auditor removed at once, CA operator waiting
     waiting = RoleGrantRequest.objects.get(user=target)
+    detail = page.get(f"/users/{target.pk}/").content.decode()
+    assert f"/approvals/role-grant/{waiting.pk}/" in detail and "ca_operator" in detail
 
     # The requester cannot approve; the second administrator does, on the confirmation page.
     confirm = f"/approvals/role-grant/{asked.pk}/"

@@ -166,6 +166,9 @@ def test_export_policy_never_single_and_weakening(kms: LiveKMS, mallory: User, t
     assert b"waits for a second key custodian" in answer.content
     assert SymmetricKey.objects.get(name="test-data").export_policy == "two-person"
     policy_request = SymmetricKey.objects.get(name="test-data").export_policy_requests.get()
+    # The key page shows what waits, linked to its confirmation page.
+    key_page = page.get("/keys/test-data/").content.decode()
+    assert f"/approvals/export-policy/{policy_request.pk}/" in key_page
     confirm = f"/approvals/export-policy/{policy_request.pk}/"
     assert b"single custodian" in sign_in(trent).get(confirm).content
     refused_own = page.post(confirm, {"decision": "approve"}, follow=True)
