@@ -22,6 +22,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 
 from audit.services import audit_event_record
 
@@ -38,8 +39,13 @@ def _hash(token: str) -> str:
 
 
 def invitation_url(token: str) -> str:
-    """The absolute link to hand over (KMS_PUBLIC_URL and the invitation page)."""
-    return settings.KMS_PUBLIC_URL + reverse("accounts:invitation", args=[token])
+    """The absolute link to hand over (KMS_PUBLIC_URL and the invitation page).
+
+    The token travels in the query string, not the path: gunicorn's access log and Django's
+    request warnings record the path only, so an unused link never lands in a log file."""
+    return (
+        f"{settings.KMS_PUBLIC_URL}{reverse('accounts:invitation')}?{urlencode({'token': token})}"
+    )
 
 
 @transaction.atomic

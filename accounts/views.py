@@ -297,7 +297,7 @@ class UserPasswordResetView(UserActionView):
 @method_decorator(never_cache, name="dispatch")
 class InvitationView(View):
     """The invitation link: the person sets their own password (no sign-in needed; the
-    token in the URL is the credential, once)."""
+    token in the link's query string is the credential, once)."""
 
     template_name = "registration/invitation.html"
 
@@ -319,12 +319,14 @@ class InvitationView(View):
         response["Cache-Control"] = "no-store"
         return response
 
-    def get(self, request: HttpRequest, token: str) -> HttpResponse:
+    def get(self, request: HttpRequest) -> HttpResponse:
+        token = request.GET.get("token", "")
         invitation = self._invitation(token)
         form = SetPasswordForm(invitation.user) if invitation else None
         return self._render(invitation, form)
 
-    def post(self, request: HttpRequest, token: str) -> HttpResponse:
+    def post(self, request: HttpRequest) -> HttpResponse:
+        token = request.GET.get("token", "")  # the form posts back to the link itself
         invitation = self._invitation(token)
         if invitation is None:
             return self._render(None, None)

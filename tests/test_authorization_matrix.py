@@ -94,8 +94,8 @@ TABLE: dict[str, Route] = {
         "/users/{target}/password/", PORTAL,             (302, 200, 403, 403, 403),
                                                          (302, 200, 403, 403, 403)),
     # an invitation link needs no sign-in; an unknown token is 404 for everyone
-    "/accounts/invitation/<str:token>/": Route(
-        "/accounts/invitation/no-such-token/", SIGN_IN,  (404, 404, 404, 404, 404),
+    "/accounts/invitation/": Route(
+        "/accounts/invitation/", SIGN_IN,                (404, 404, 404, 404, 404),
                                                          (404, 404, 404, 404, 404)),
     # --- two-person requests (one inbox, one confirmation page per request) -----------
     "/approvals/": Route("/approvals/", PORTAL,          (302, 200, 200, 200, 200)),

@@ -115,3 +115,14 @@ def test_two_workers_on_sqlite_refuse_the_sixth_attempt_however_it_is_spelled(
         assert "sessionid" not in refused.cookies
     # Both workers answered the sign-in attempts.
     assert len(_worker_pids(node.log)) == 2
+
+
+def test_an_invitation_token_stays_out_of_the_access_log(node: GunicornNode) -> None:
+    """Invitation links carry their token in the query string, which gunicorn's access log
+    (like Django's request warnings) leaves out: an unused link never lands in a log."""
+    probe = "invitation-token-probe-0123456789abcdef"
+    answer = http_session().get(f"{node.url}/accounts/invitation/?token={probe}", timeout=30)
+    assert answer.status_code == 404
+    log = node.log.read_text(errors="replace")
+    assert "/accounts/invitation/" in log
+    assert probe not in log
