@@ -28,3 +28,4 @@ class AccountAction(models.TextChoices):
     ROLE_GRANT_APPROVED = "user.role_grant_approved", "Privileged role grant approved"
     ROLE_GRANT_REJECTED = "user.role_grant_rejected", "Privileged role grant rejected"
     ROLE_GRANT_WITHDRAWN = "user.role_grant_withdrawn", "Privileged role grant withdrawn"
+    ROLE_GRANT_EXPIRED = "user.role_grant_expired", "Privileged role grant expired undecided"

@@ -40,6 +40,7 @@ from kmsportal.two_person import (
     two_person_check_not_requester,
     two_person_check_unexpired,
     two_person_decide,
+    two_person_lapse,
     two_person_locked,
     two_person_reason,
     two_person_reject,
@@ -132,6 +133,13 @@ def _actor_name(actor: User | None) -> str:
 def _role_grant_request(
     *, actor: User | None, user: User, roles: list[Role], reason: str
 ) -> RoleGrantRequest:
+    two_person_lapse(
+        RoleGrantRequest,
+        user=user,
+        record=lambda lapsed: _role_grant_record(
+            AccountAction.ROLE_GRANT_EXPIRED, actor=None, request=lapsed
+        ),
+    )
     if RoleGrantRequest.objects.filter(user=user, status=TwoPersonStatus.PENDING).exists():
         raise AccountPolicyError(
             f"a role grant for {user.username} is already waiting for approval; approve, "
@@ -313,7 +321,7 @@ def user_roles_set(
 
 
 def _role_grant_record(
-    action: AccountAction, *, actor: User, request: RoleGrantRequest, **details: object
+    action: AccountAction, *, actor: User | None, request: RoleGrantRequest, **details: object
 ) -> None:
     audit_event_record(
         action=action,

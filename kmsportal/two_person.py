@@ -149,6 +149,26 @@ def two_person_decide(
     request.save(update_fields=fields)
 
 
+def two_person_lapse(
+    model: type[R], *, record: Callable[[R], None], related: tuple[str, ...] = (), **where: Any
+) -> list[R]:
+    """Pending requests of ``model`` (matching ``where``) past their time become ``expired``,
+    visibly and audited: ``record`` is called for each, in this transaction."""
+    now = timezone.now()
+    lapsed = list(
+        model.objects.select_for_update(of=("self",))
+        .select_related(*related)
+        .filter(status=PENDING, expires_at__lte=now, **where)
+    )
+    for request in lapsed:
+        request.status = TwoPersonStatus.EXPIRED
+        request.decided_by_name = "expired"
+        request.decided_at = now
+        request.save(update_fields=["status", "decided_by_name", "decided_at"])
+        record(request)
+    return lapsed
+
+
 def two_person_reject(
     model: type[R],
     pk: object,

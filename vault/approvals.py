@@ -40,6 +40,7 @@ from kmsportal.two_person import (
     two_person_check_not_requester,
     two_person_check_unexpired,
     two_person_decide,
+    two_person_lapse,
     two_person_locked,
     two_person_reason,
     two_person_reject,
@@ -99,10 +100,30 @@ def _create(model: type, *, actor: AbstractBaseUser, reason: str, **fields: Any)
         ) from None
 
 
+_EXPIRED = {
+    "GrantRequest": VaultAction.GRANT_REQUEST_EXPIRED,
+    "ExportPolicyRequest": VaultAction.KEY_EXPORT_POLICY_EXPIRED,
+    "ReenrollmentRequest": VaultAction.CLIENT_REENROLLMENT_EXPIRED,
+}
+
+
 def _lapse(model: type, **where: Any) -> None:
-    """Pending requests past their time become ``expired`` (visibly, not deleted)."""
-    model.objects.filter(status=Pending, expires_at__lte=timezone.now(), **where).update(
-        status=TwoPersonStatus.EXPIRED, decided_by_name="expired", decided_at=timezone.now()
+    """Pending requests past their time become ``expired`` (visibly, audited, not deleted)."""
+
+    def record(request: Any) -> None:
+        target = request.client if model is ReenrollmentRequest else request.key
+        _record(
+            _EXPIRED[model.__name__],
+            actor=None,
+            target=target,
+            label=target.name,
+            request=request.pk,
+            requested_by=request.requested_by_name,
+            expired_at=request.expires_at.isoformat(),
+        )
+
+    two_person_lapse(
+        model, record=record, related=("client", "key") if model is GrantRequest else (), **where
     )
 
 

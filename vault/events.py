@@ -37,6 +37,7 @@ class VaultAction(models.TextChoices):
     GRANT_REQUEST_APPROVED = "grant.request_approved", "Key grant request approved"
     GRANT_REQUEST_REJECTED = "grant.request_rejected", "Key grant request rejected"
     GRANT_REQUEST_WITHDRAWN = "grant.request_withdrawn", "Key grant request withdrawn"
+    GRANT_REQUEST_EXPIRED = "grant.request_expired", "Key grant request expired undecided"
     KEY_EXPORT_POLICY_CHANGED = "key.export_policy_changed", "Key export policy changed"
     KEY_EXPORT_POLICY_REQUESTED = (
         "key.export_policy_requested",
@@ -47,6 +48,7 @@ class VaultAction(models.TextChoices):
         "key.export_policy_withdrawn",
         "Export policy request withdrawn",
     )
+    KEY_EXPORT_POLICY_EXPIRED = "key.export_policy_expired", "Export policy request expired"
     CLIENT_REENROLLMENT_REQUESTED = (
         "client.reenrollment_requested",
         "Re-enrollment of a client holding grants requested (two-person rule)",
@@ -56,4 +58,8 @@ class VaultAction(models.TextChoices):
     CLIENT_REENROLLMENT_WITHDRAWN = (
         "client.reenrollment_withdrawn",
         "Client re-enrollment request withdrawn",
+    )
+    CLIENT_REENROLLMENT_EXPIRED = (
+        "client.reenrollment_expired",
+        "Client re-enrollment request expired",
     )

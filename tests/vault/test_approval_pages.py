@@ -93,3 +93,11 @@ def test_grant_requests_are_rejected_withdrawn_and_expire_without_a_grant(
     assert not Grant.objects.exists()
     statuses = dict(GrantRequest.objects.values_list("pk", "status"))
     assert statuses == {first.pk: "rejected", second.pk: "withdrawn", third.pk: "pending"}
+    # Asking again lapses the expired one, visibly and audited.
+    fourth = ask()
+    statuses = dict(GrantRequest.objects.values_list("pk", "status"))
+    assert (statuses[third.pk], statuses[fourth.pk]) == ("expired", "pending")
+    from audit.models import AuditEvent
+
+    expired = AuditEvent.objects.get(action="grant.request_expired")
+    assert expired.details["request"] == third.pk and expired.actor_type == "system"
