@@ -100,7 +100,7 @@ def test_a_crl_not_signed_by_the_given_ca_is_invalid(live_server, pki: dict[str,
     assert result.returncode == 1
     assert (
         "INVALID: the CRL at" in result.stderr
-        and "is not signed by CN=CRL CLI Root" in result.stderr
+        and "is not the CA (CN=CRL CLI Root)" in result.stderr
     )
 
 
