@@ -220,6 +220,8 @@ CSRF_FAILURE_VIEW = "audit.views.csrf_failure"
 # for CRLs and OCSP (RFC 5280 section 4.2.1.13): relying parties must not need TLS to check
 # revocation.
 KMS_PUBLIC_URL: str = env.str("KMS_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Longest validity of tls-server certificates, days (CA/B Forum BRs: 200 since March 2026).
+KMS_TLS_SERVER_MAX_DAYS: int = env.int("KMS_TLS_SERVER_MAX_DAYS", default=200)
 
 # Master keyring: "id2:base64key,id1:base64key" (32-byte keys; the first seals, all unseal).
 # Parsed and checked by kmsportal.keyring (system check), never logged.

@@ -1112,7 +1112,8 @@ def build_certificate(
             f"the issuing CA {_display_name(issuer_certificate.subject)} expired on "
             f"{_format_time(issuer_end)}; it cannot issue certificates"
         )
-    end = min(start + dt.timedelta(days=days), issuer_end)
+    # RFC 5280 4.1.2.5 counts notAfter inclusively: N days end one second before N * 24 h.
+    end = min(start + dt.timedelta(days=days) - dt.timedelta(seconds=1), issuer_end)
 
     builder = (
         x509.CertificateBuilder()

@@ -251,7 +251,7 @@ def test_validity_is_clipped_to_the_ca(root, ec_key) -> None:
     [
         ({"profile": "sub-ca"}, "sub-ca is a CA certificate, not a leaf profile"),
         ({"profile": "nope"}, "unknown certificate profile 'nope'"),
-        ({"days": 398}, "the tls-server profile allows at most 397 days; 398 days were requested"),
+        ({"days": 201}, "the tls-server profile allows at most 200 days; 201 days were requested"),
         (
             {"sans_override": ["email:a@example.org"]},
             "the tls-server profile does not allow email addresses as SAN",
