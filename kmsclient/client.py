@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from kmsclient.crl import format_serial
+from kmsclient.crl import CRLInputError, CRLInvalid, delta_revocation, format_serial
 from kmsclient.identity import (
     CONFIG_FILE,
     Identity,
@@ -450,6 +450,15 @@ class KMSClient:
                 )
             revoked = self._revoked_serials(urls[0], issuer, what, now)
             info = revoked.get(certificate.serial_number)
+            if info is None:  # revoked since the complete CRL: the delta CRL (issue 18)
+                try:
+                    info = delta_revocation(
+                        certificate, issuer, now, timeout=self.timeout, session=self.session
+                    )
+                except (CRLInvalid, CRLInputError) as exc:
+                    raise KMSClientError(
+                        "revocation_unavailable", f"cannot check revocation of {what}: {exc}"
+                    ) from None
             if info is not None:
                 raise KMSClientError(
                     "server_certificate_revoked",

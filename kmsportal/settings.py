@@ -222,6 +222,9 @@ CSRF_FAILURE_VIEW = "audit.views.csrf_failure"
 KMS_PUBLIC_URL: str = env.str("KMS_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
 # Longest validity of tls-server certificates, days (CA/B Forum BRs: 200 since March 2026).
 KMS_TLS_SERVER_MAX_DAYS: int = env.int("KMS_TLS_SERVER_MAX_DAYS", default=200)
+# A CA's complete CRL is republished by publish_crls once its delta lists revocations and it
+# is older than this many seconds (relying parties without delta support catch up).
+KMS_CRL_REBASE_AFTER: int = env.int("KMS_CRL_REBASE_AFTER", default=3600)
 
 # Master keyring: "id2:base64key,id1:base64key" (32-byte keys; the first seals, all unseal).
 # Parsed and checked by kmsportal.keyring (system check), never logged.

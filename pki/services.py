@@ -268,6 +268,9 @@ def _ca_plan(
         raise PkiError(f"the CA name {name!r} is not valid: {CA_NAME_MESSAGE}")
     if name in RESERVED_CA_NAMES:
         raise PkiError(f"{name!r} is a reserved word and cannot name a CA")
+    if name.endswith("-delta"):
+        # /pki/crl/<ca>-delta.crl is the delta CRL of <ca>.
+        raise PkiError(f"a CA name may not end in -delta ({name!r}): that names delta CRLs")
     if CertificateAuthority.objects.filter(name=name).exists():
         raise PkiError(f"a CA named {name!r} already exists")
     kind = _key_type(key_type)
@@ -317,6 +320,7 @@ def _build_ca(
             ca_issuers_url=points.ca_issuers or None,
             ocsp_url=points.ocsp or None,
             serial_number=serial,
+            freshest_crl_url=points.delta_crl or None,
         )
 
 
@@ -596,6 +600,7 @@ def _build_leaf(
             ocsp_url=points.ocsp,
             days=days,
             serial_number=serial,
+            freshest_crl_url=points.delta_crl,
         )
 
 

@@ -164,6 +164,8 @@ TABLE: dict[str, Route] = {
                                                          (302, 403, 403, 302, 403)),
     "/pki/ca/<slug:name>.crt": Route("/pki/ca/kms-clients.crt", PUBLIC, (200, 200, 200, 200, 200)),
     "/pki/ca/<slug:name>.pem": Route("/pki/ca/kms-clients.pem", PUBLIC, (200, 200, 200, 200, 200)),
+    "/pki/crl/<slug:name>-delta.crl": Route("/pki/crl/kms-clients-delta.crl", PUBLIC, (200, 200, 200, 200, 200)),
+    "/pki/crl/<slug:name>-delta.pem": Route("/pki/crl/kms-clients-delta.pem", PUBLIC, (200, 200, 200, 200, 200)),
     "/pki/crl/<slug:name>.crl": Route("/pki/crl/kms-clients.crl", PUBLIC, (200, 200, 200, 200, 200)),
     "/pki/crl/<slug:name>.pem": Route("/pki/crl/kms-clients.pem", PUBLIC, (200, 200, 200, 200, 200)),
     # OCSP answers a malformed request with an (unsigned) malformedRequest response, HTTP 200

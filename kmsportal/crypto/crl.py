@@ -732,6 +732,7 @@ def validate_crl(
     certificate: x509.Certificate | None = None,
     base: CRLValidation | None = None,
     read_entries: bool = True,
+    expect_delta: bool = False,
 ) -> CRLValidation:
     """Check a CRL as RFC 5280 §6.3.3 asks before relying on it; never raises.
 
@@ -740,6 +741,8 @@ def validate_crl(
     scope (IssuingDistributionPoint) covering ``certificate`` when given, freshness
     (thisUpdate <= now < nextUpdate). A complete CRL is expected unless ``base`` (a valid
     complete CRL) is given: then this must be a delta CRL for it (§5.2.4, §6.3.3 (c)).
+    ``expect_delta`` asks for a delta CRL without its base at hand (the caller combines it
+    with a complete CRL it checked itself).
     """
     problems: list[str] = []
     parsed: x509.CertificateRevocationList | None
@@ -782,8 +785,10 @@ def validate_crl(
             idp = idp_extension.value if idp_extension is not None else None
             _scope_problems(idp, certificate, problems)
             summary = crl_summary(parsed)
-            if base is None and delta is not None:
+            if base is None and not expect_delta and delta is not None:
                 problems.append("this is a delta CRL where a complete CRL was expected")
+            if expect_delta and delta is None:
+                problems.append("a delta CRL was expected, but this CRL has no DeltaCRLIndicator")
             if base is not None:
                 _delta_problems(summary, delta, idp, base, problems)
         this_update = parsed.last_update_utc
