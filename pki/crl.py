@@ -57,7 +57,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from audit.services import audit_event_record
-from kmsportal.crypto.crl import CRLError, build_crl, crl_to_der
+from kmsportal.crypto.crl import CRLError, EntryCache, build_crl, crl_to_der
 from kmsportal.crypto.signer import Signer
 
 from .distribution import ca_distribution_points
@@ -78,6 +78,7 @@ __all__ = [
     "crl_download_der",
     "crl_download_get",
     "crl_download_pem",
+    "crl_entry_cache_clear",
     "crl_is_due",
     "crl_pem",
     "crl_publish",
@@ -200,6 +201,28 @@ def _store(
     return row
 
 
+#: Per process, the built entries of the last complete CRL of the few CAs published most
+#: recently (see kmsportal.crypto.crl.EntryCache): a CA's row lock serialises its builds.
+ENTRY_CACHE_CAS = 2
+_entry_caches: OrderedDict[object, EntryCache] = OrderedDict()
+_entry_caches_lock = threading.Lock()
+
+
+def _entry_cache(ca_id: object) -> EntryCache:
+    with _entry_caches_lock:
+        cache = _entry_caches.pop(ca_id, None) or EntryCache()
+        _entry_caches[ca_id] = cache
+        while len(_entry_caches) > ENTRY_CACHE_CAS:
+            _entry_caches.popitem(last=False)
+        return cache
+
+
+def crl_entry_cache_clear() -> None:
+    """Forget every cached CRL entry (tests, and the benchmark's cold-process figure)."""
+    with _entry_caches_lock:
+        _entry_caches.clear()
+
+
 def crl_publish_locked(
     *,
     ca: CertificateAuthority,
@@ -226,6 +249,7 @@ def crl_publish_locked(
     signer = signer or ca_signer(ca)
     issuer = x509.load_der_x509_certificate(bytes(ca.certificate_der))
     points = ca_distribution_points(ca.name)
+    cache = _entry_cache(ca.pk)
     try:
         crl = build_crl(
             issuer_certificate=issuer,
@@ -235,8 +259,10 @@ def crl_publish_locked(
             this_update=moment,
             next_update=next_update,
             freshest_crl_url=points.delta_crl,
+            entry_cache=cache,
         )
     except CRLError as exc:
+        cache.entries = {}
         raise PkiError(f"the CRL of CA {ca.name} cannot be built: {exc}") from None
     row = _store(
         ca=ca,

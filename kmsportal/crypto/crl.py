@@ -35,6 +35,7 @@ __all__ = [
     "CRLError",
     "CRLSummary",
     "CRLValidation",
+    "EntryCache",
     "RevocationReason",
     "RevokedInfo",
     "build_crl",
@@ -249,8 +250,15 @@ def _revoked_certificates(
     entries: Iterable[CRLEntry] | Iterable[tuple[int, datetime, object, datetime | None]],
     *,
     delta: bool,
+    cache: EntryCache | None = None,
 ) -> list[x509.RevokedCertificate]:
-    """Build every entry into one list, validating what the bypassed builder setters would."""
+    """Build every entry into one list, validating what the bypassed builder setters would.
+
+    With ``cache``, an entry equal to one of the previous build's (same serial, date, reason
+    and invalidity date) reuses its already built, immutable object; the cache then holds
+    exactly this build's entries (so it never grows beyond one CRL's)."""
+    if cache is not None and not delta:
+        return _cached_revoked_certificates(entries, cache)
     reasons = _DELTA_CRL_REASONS if delta else _FULL_CRL_REASONS
     new_entry = x509.RevokedCertificateBuilder  # constructor path: see the module docstring
     invalidity_oid = CRLEntryExtensionOID.INVALIDITY_DATE
@@ -298,6 +306,49 @@ def _revoked_certificates(
     return revoked
 
 
+class EntryCache:
+    """The built entries of a CA's previous complete CRL, for :func:`build_crl`: an entry
+    equal to one of them (serial, revocation date, reason, invalidity date) is not built
+    again. Not thread-safe: the caller serialises builds of one CA (the CA row lock)."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[object, ...], x509.RevokedCertificate] = {}
+
+
+def _cached_revoked_certificates(
+    entries: Iterable[CRLEntry] | Iterable[tuple[int, datetime, object, datetime | None]],
+    cache: EntryCache,
+) -> list[x509.RevokedCertificate]:
+    get = cache.entries.get
+    keys: list[tuple[object, ...]] = []
+    revoked: list[x509.RevokedCertificate | None] = []
+    missing_positions: list[int] = []
+    missing_keys: list[tuple[object, ...]] = []
+    for entry in entries:
+        key = (
+            (entry.serial_number, entry.revocation_date, entry.reason, entry.invalidity_date)
+            if entry.__class__ is CRLEntry
+            else tuple(entry)  # type: ignore[arg-type]
+        )
+        keys.append(key)
+        built = get(key)
+        if built is None:
+            missing_positions.append(len(revoked))
+            missing_keys.append(key)
+        revoked.append(built)
+    if missing_keys:
+        # Built (and validated) exactly as without a cache.
+        fresh = _revoked_certificates(missing_keys, delta=False)  # type: ignore[arg-type]
+        for position, built in zip(missing_positions, fresh, strict=True):
+            revoked[position] = built
+    if len({key[0] for key in keys}) != len(keys):
+        raise CRLError("the same serial number is listed more than once")
+    cache.entries = dict(zip(keys, revoked, strict=True))  # type: ignore[arg-type]
+    return revoked  # type: ignore[return-value]
+
+
 def _reason_problem(reason: object, *, delta: bool) -> str:
     if reason == RevocationReason.REMOVE_FROM_CRL and not delta:
         return "removeFromCRL may only appear in a delta CRL (RFC 5280 §5.3.1)"
@@ -328,6 +379,7 @@ def build_crl(
     next_update: datetime,
     delta_crl_indicator: int | None = None,
     freshest_crl_url: str | None = None,
+    entry_cache: EntryCache | None = None,
 ) -> x509.CertificateRevocationList:
     """Build and sign a v2 CRL for the CA ``issuer_certificate``.
 
@@ -338,7 +390,9 @@ def build_crl(
 
     ``delta_crl_indicator`` (the base CRL's number) makes this a delta CRL (RFC 5280 §5.2.4);
     ``freshest_crl_url`` adds a FreshestCRL pointer to where delta CRLs are published
-    (§5.2.6). Naive datetimes are taken as UTC.
+    (§5.2.6). ``entry_cache`` (complete CRLs only) reuses the entries built for the CA's
+    previous complete CRL: a CA with 100,000 revoked certificates rebuilds its CRL without
+    building 100,000 entry objects again. Naive datetimes are taken as UTC.
 
     Raises :class:`CRLError` for invalid input: times out of order, a CRL number out of range,
     a signer that does not hold the issuer's key, or a bad entry (the message names it).
@@ -390,7 +444,9 @@ def build_crl(
             x509.Extension(ExtensionOID.FRESHEST_CRL, False, x509.FreshestCRL([point]))
         )
 
-    revoked = _revoked_certificates(entries, delta=delta_crl_indicator is not None)
+    revoked = _revoked_certificates(
+        entries, delta=delta_crl_indicator is not None, cache=entry_cache
+    )
     # The constructor, not add_revoked_certificate(): see the module docstring. The constructor
     # skips the setters' checks, which is why the values were validated above.
     builder = x509.CertificateRevocationListBuilder(

@@ -141,3 +141,30 @@ def _problems(output: object) -> list[object]:
         for item in output:
             found.extend(_problems(item))
     return found
+
+
+def test_cached_entries_follow_every_change(issuing, ec_key) -> None:
+    """The per-process entry cache of complete CRLs never serves a stale entry."""
+    from kmsportal.crypto.crl import revoked_serials
+    from pki.crl import crl_entry_cache_clear
+    from pki.models import RevocationList
+
+    def complete() -> dict:
+        row = RevocationList.objects.filter(ca=issuing, is_delta=False).order_by("-crl_number")
+        return revoked_serials(load_crl(bytes(row.first().crl_der)))
+
+    held = issue(issuing, ec_key, "held.example.org")
+    gone = issue(issuing, ec_key, "gone.example.org")
+    services.certificate_revoke(actor=None, certificate=held, reason="certificateHold")
+    services.certificate_revoke(actor=None, certificate=gone, reason="superseded")
+    services.crl_publish(actor=None, ca=issuing)  # fills the cache
+    first = complete()
+    assert first[int(held.serial_hex, 16)].reason == "certificateHold"
+    services.certificate_revoke(actor=None, certificate=held, reason="keyCompromise")
+    services.crl_publish(actor=None, ca=issuing)
+    assert complete()[int(held.serial_hex, 16)].reason == "keyCompromise"
+    crl_entry_cache_clear()
+    services.crl_publish(actor=None, ca=issuing)
+    cold = complete()
+    services.crl_publish(actor=None, ca=issuing)
+    assert complete() == cold and set(cold) == {int(held.serial_hex, 16), int(gone.serial_hex, 16)}
