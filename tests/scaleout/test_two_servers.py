@@ -401,9 +401,9 @@ def test_concurrent_revocations_through_both_nodes_keep_one_crl_sequence_and_one
     sequences = list(AuditEvent.objects.order_by("sequence").values_list("sequence", flat=True))
     assert sequences == list(range(1, len(sequences) + 1))
 
-    # Relying parties get the same CRL whichever node the load balancer picks.
+    # Relying parties get the same (delta) CRL whichever node the load balancer picks.
     served = {
-        node.name: http_session().get(f"{node.url}/pki/crl/scale-ca.crl", timeout=30)
+        node.name: http_session().get(f"{node.url}/pki/crl/scale-ca-delta.crl", timeout=30)
         for node in (cluster.a, cluster.b)
     }
     for answer in served.values():
