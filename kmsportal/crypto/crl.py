@@ -564,27 +564,10 @@ def revoked_serials(crl: x509.CertificateRevocationList) -> dict[int, RevokedInf
     ``get_revoked_certificate_by_serial_number`` scans the whole list on every call.
     A missing reasonCode means unspecified (RFC 5280 §5.3.1).
     """
-    reason_oid = CRLEntryExtensionOID.CRL_REASON
-    invalidity_oid = CRLEntryExtensionOID.INVALIDITY_DATE
-    reason_by_flag = _REASON_BY_FLAG
-    unspecified = RevocationReason.UNSPECIFIED
-    result: dict[int, RevokedInfo] = {}
-    try:
-        for revoked in crl:
-            reason = unspecified
-            invalid_since: datetime | None = None
-            for ext in revoked.extensions:
-                if ext.oid == reason_oid:
-                    reason = reason_by_flag[ext.value.reason]  # type: ignore[attr-defined]
-                elif ext.oid == invalidity_oid:
-                    invalid_since = ext.value.invalidity_date_utc  # type: ignore[attr-defined]
-            result[revoked.serial_number] = RevokedInfo(
-                revocation_date=revoked.revocation_date_utc,
-                reason=reason,
-                invalidity_date=invalid_since,
-            )
-    except ValueError as exc:
-        raise CRLError(f"the CRL has a malformed entry: {exc}") from None
+    problems: list[str] = []
+    result = _entry_map(crl, problems, strict=False)
+    if result is None:
+        raise CRLError(problems[0])
     return result
 
 
@@ -741,10 +724,11 @@ def _scope_problems(
 
 
 def _entry_map(
-    crl: x509.CertificateRevocationList, problems: list[str]
+    crl: x509.CertificateRevocationList, problems: list[str], *, strict: bool = True
 ) -> dict[int, RevokedInfo] | None:
-    """Every entry, checking entry extensions in the same pass (§5.3: unknown critical ones
-    make the CRL unusable)."""
+    """Every entry as serial -> RevokedInfo, in one pass; None (and the reason appended to
+    ``problems``) if an entry is malformed or, when ``strict``, has an unknown critical or a
+    certificateIssuer extension (§5.3: such a CRL cannot be relied on)."""
     reason_oid = CRLEntryExtensionOID.CRL_REASON
     invalidity_oid = CRLEntryExtensionOID.INVALIDITY_DATE
     known = _KNOWN_ENTRY_EXTENSIONS
@@ -760,6 +744,8 @@ def _entry_map(
                     reason = _REASON_BY_FLAG[ext.value.reason]  # type: ignore[attr-defined]
                 elif oid == invalidity_oid:
                     invalid_since = ext.value.invalidity_date_utc  # type: ignore[attr-defined]
+                elif not strict:
+                    continue
                 elif oid == CRLEntryExtensionOID.CERTIFICATE_ISSUER:
                     problems.append("the CRL has certificateIssuer entries (an indirect CRL)")
                     return None
