@@ -33,7 +33,6 @@ __all__ = [
     "CRLInputError",
     "CRLInvalid",
     "check_crl",
-    "delta_revocation",
     "download_crl",
     "parse_serial",
 ]
@@ -179,46 +178,6 @@ def check_crl(
         revoked=revoked,
         delta_crl_number=delta_number,
     )
-
-
-def delta_revocation(
-    certificate: x509.Certificate,
-    issuer: x509.Certificate,
-    now: datetime,
-    *,
-    timeout: float = DEFAULT_TIMEOUT,
-    session: requests.Session | None = None,
-) -> RevokedInfo | None:
-    """What the delta CRL named in ``certificate``'s FreshestCRL says about it: its
-    RevokedInfo if revoked since the complete CRL, None if not listed (or released, or the
-    certificate names no delta CRL). Raises :class:`CRLInvalid` when the delta CRL cannot be
-    relied on and :class:`CRLInputError` when it cannot be downloaded: a caller that checks
-    revocation must then not answer "not revoked"."""
-    try:
-        points = certificate.extensions.get_extension_for_class(x509.FreshestCRL).value
-    except x509.ExtensionNotFound:
-        return None
-    urls = [
-        name.value
-        for point in points
-        for name in point.full_name or ()
-        if isinstance(name, x509.UniformResourceIdentifier)
-    ]
-    if not urls:
-        return None
-    checked = validate_crl(
-        download_crl(urls[0], timeout=timeout, session=session),
-        issuer_certificate=issuer,
-        now=now,
-        certificate=certificate,
-        expect_delta=True,
-    )
-    if not checked.ok:
-        raise CRLInvalid(f"the delta CRL at {urls[0]}: " + "; ".join(checked.problems))
-    info = (checked.entries or {}).get(certificate.serial_number)
-    if info is not None and info.reason.value == "removeFromCRL":
-        return None
-    return info
 
 
 # --- the command line ------------------------------------------------------------------------
