@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('pki', '0006_delta_crls'),
+        ('pki', '0007_delta_crls'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
