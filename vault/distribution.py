@@ -38,6 +38,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
 from django.db import DatabaseError, IntegrityError, connection, models, transaction
 from django.utils import timezone
 
