@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('vault', '0005_server_identity_enrollment'),
+        ('vault', '0006_merge_server_identity_and_approvals'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
