@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from accounts.roles import Role
 from kmsportal.crypto.envelope import EnvelopeUnknownKeyError
 from kmsportal.crypto.pkcs11_token import WRAP_KEY_LABEL
 from kmsportal.crypto.symmetric import key_check_value
@@ -88,10 +87,8 @@ def pages_holding(table: str, needles: list[bytes]) -> int:
 
 
 @pytest.fixture
-def custodians(make_user):
-    return make_user("kim-custodian", Role.KEY_CUSTODIAN), make_user(
-        "lou-custodian", Role.KEY_CUSTODIAN
-    )
+def custodians(custodian, second_custodian):
+    return custodian, second_custodian
 
 
 def test_destruction_versus_a_backup_taken_before_it(
