@@ -14,7 +14,8 @@ When a CRL is published
       gets a 404 for an existing CA;
     * a delta CRL inside every revocation's own transaction, after the change: revoking one
       certificate with 100,000 already revoked costs a delta of the few revocations since
-      the base, not a rebuild of the complete CRL; a hold release publishes both;
+      the base, not a rebuild of the complete CRL; a hold release publishes both, and so
+      does a revocation when the complete CRL is older than ``KMS_CRL_REBASE_AFTER``;
     * by ``manage.py publish_crls`` (complete + delta) once the current one (or its delta)
       is past half its lifetime, or when the delta lists revocations and the complete CRL is
       older than ``KMS_CRL_REBASE_AFTER`` (default one hour), and on demand from the CRL
@@ -334,9 +335,15 @@ def crl_delta_publish_locked(
     """Publish the next delta CRL of ``ca`` against its newest complete CRL: what a
     revocation costs (the revocations since the base, read through the (ca, revoked_at)
     index), instead of rebuilding the complete CRL. A CA without a complete CRL gets one
-    (and its delta). The caller holds ``ca``'s row lock; returns the delta's row."""
+    (and its delta), and so does one whose complete CRL is older than
+    ``KMS_CRL_REBASE_AFTER``: relying parties that ignore delta CRLs then see the first
+    revocation after a quiet spell at once, without waiting for ``publish_crls`` from cron
+    (which a trial under ``make run`` does not have). At most one revocation per
+    ``KMS_CRL_REBASE_AFTER`` pays for a complete rebuild. The caller holds ``ca``'s row
+    lock; returns the delta's row."""
     base = _latest(ca)
-    if base is None:
+    rebase_after = timedelta(seconds=settings.KMS_CRL_REBASE_AFTER)
+    if base is None or timezone.now() - base.this_update >= rebase_after:
         crl_publish_locked(ca=ca, trigger=trigger, actor=actor, signer=signer)
         delta = _latest(ca, delta=True)
         assert delta is not None
@@ -372,7 +379,7 @@ def crl_is_due(
         return False
     if moment >= delta.republish_after:
         return True
-    rebase_after = timedelta(seconds=getattr(settings, "KMS_CRL_REBASE_AFTER", 3600))
+    rebase_after = timedelta(seconds=settings.KMS_CRL_REBASE_AFTER)
     return delta.entry_count > 0 and moment - latest.this_update >= rebase_after
 
 

@@ -168,3 +168,23 @@ def test_cached_entries_follow_every_change(issuing, ec_key) -> None:
     cold = complete()
     services.crl_publish(actor=None, ca=issuing)
     assert complete() == cold and set(cold) == {int(held.serial_hex, 16), int(gone.serial_hex, 16)}
+
+
+def test_a_revocation_rebases_a_complete_crl_older_than_the_rebase_period(
+    client: Client, issuing, ec_key, settings
+) -> None:
+    """No cron under `make run`: the first revocation after a quiet spell lands in the
+    complete CRL too, so relying parties that ignore delta CRLs see it at once."""
+    first = issue(issuing, ec_key, "first.example.org")
+    second = issue(issuing, ec_key, "second.example.org")
+    settings.KMS_CRL_REBASE_AFTER = 3600
+    services.certificate_revoke(actor=None, certificate=first, reason="keyCompromise")
+    base = crl_summary(load_crl(client.get("/pki/crl/issuing.crl").content))
+    assert base.entry_count == 0  # the complete CRL is fresh: a delta only
+
+    settings.KMS_CRL_REBASE_AFTER = 0  # the complete CRL is now "older" than the period
+    services.certificate_revoke(actor=None, certificate=second, reason="superseded")
+    base = crl_summary(load_crl(client.get("/pki/crl/issuing.crl").content))
+    delta = crl_summary(load_crl(client.get("/pki/crl/issuing-delta.crl").content))
+    assert base.entry_count == 2
+    assert delta.is_delta and delta.base_crl_number == base.crl_number
