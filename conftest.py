@@ -25,3 +25,6 @@ os.environ.setdefault("KMS_IDENTITY_CA_KEY_TYPE", "ecp256")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 
 django.setup()
+
+# SoftHSM2 token and the key backend switch (tests/key_backends.py).
+pytest_plugins = ["tests.key_backends"]

@@ -20,10 +20,16 @@ def check_master_keyring(app_configs: object = None, **kwargs: object) -> list[C
     """Keyring well formed; each configured id matches its stored check value; no id
     that still seals data has been removed."""
     from kmsportal.crypto.kek import KeyringConfigError
+    from kmsportal.keyring.backends import key_backend
     from kmsportal.keyring.models import MasterKeyRecord
     from kmsportal.keyring.services import keyring_from_settings, sealed_blob_counts
 
-    if (
+    backend = key_backend()
+    if backend.name != "software":
+        backend_errors = _key_backend_problems(backend)
+        if backend_errors:
+            return backend_errors
+    elif (
         settings.DEBUG
         and not settings.KMS_MASTER_KEYS
         and not settings.KMS_MASTER_KEYS_FILE.exists()
@@ -83,3 +89,27 @@ def check_master_keyring(app_configs: object = None, **kwargs: object) -> list[C
                     )
                 )
     return errors
+
+
+def _key_backend_problems(backend: object) -> list[CheckMessage]:
+    """The key backend's own start-up problems (token missing, wrong PIN, key object
+    missing). A missing master key object is only a warning on a deployment that has never
+    recorded it (a fresh database: `bootstrap` creates it)."""
+    from kmsportal.keyring.backends import KeyBackend
+    from kmsportal.keyring.models import MasterKeyRecord
+
+    assert isinstance(backend, KeyBackend)
+    messages: list[CheckMessage] = []
+    for problem in backend.problems():
+        if problem.id == "E005":
+            try:
+                recorded = MasterKeyRecord.objects.exists()
+            except DatabaseError:
+                recorded = False
+            if not recorded:
+                messages.append(
+                    CheckWarning(problem.message, hint=problem.hint, id="keyring.W002")
+                )
+                continue
+        messages.append(Error(problem.message, hint=problem.hint, id=f"keyring.{problem.id}"))
+    return messages

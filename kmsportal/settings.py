@@ -83,6 +83,8 @@ MIDDLEWARE = [
     "accounts.middleware.MfaRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A key backend (PKCS#11 token) that fails mid-request answers 503, not a traceback.
+    "kmsportal.keyring.middleware.KeyBackendUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "kmsportal.urls"
@@ -122,7 +124,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # but a power cut could then take back deliveries and their audit events after the key
     # material has left.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL; PRAGMA secure_delete=ON;"}
     )
 
 # CACHE_URL: with several nodes they must all use the same Redis (`redis://host:6379/0`,
@@ -259,6 +261,31 @@ KMS_MASTER_KEYS: str = env.str("KMS_MASTER_KEYS", default="")
 # Development only: without KMS_MASTER_KEYS and with DEBUG on, the keyring is read from
 # this file, which `manage.py bootstrap` creates (mode 0600).
 KMS_MASTER_KEYS_FILE = KMS_DATA_DIR / "master.keys"
+
+# Key backends (kmsportal.keyring.backends), chosen like STORAGES: KMS_KEY_BACKEND=software
+# (master keys from KMS_MASTER_KEYS) or pkcs11 (master keys, CA keys and per-version wrapping
+# keys in a PKCS#11 token; docs/key-custody.md). The PIN comes from a file or the
+# environment and never reaches the database; its option name makes Django's error pages
+# mask it.
+KMS_KEY_BACKEND: str = env.str("KMS_KEY_BACKEND", default="software") or "software"
+KMS_PKCS11_MODULE: str = env.str("KMS_PKCS11_MODULE", default="/usr/lib/softhsm/libsofthsm2.so")
+KMS_PKCS11_TOKEN_LABEL: str = env.str("KMS_PKCS11_TOKEN_LABEL", default="kmsportal")
+KMS_KEY_BACKENDS: dict[str, dict[str, object]] = {
+    "software": {"BACKEND": "kmsportal.keyring.backends.software.SoftwareKeyBackend"},
+    "pkcs11": {
+        "BACKEND": "kmsportal.keyring.backends.pkcs11.Pkcs11KeyBackend",
+        "OPTIONS": {
+            "MODULE": KMS_PKCS11_MODULE,
+            "TOKEN_LABEL": KMS_PKCS11_TOKEN_LABEL,
+            "PIN_FILE": env.str("KMS_PKCS11_PIN_FILE", default=""),
+            "PIN_SECRET": env.str("KMS_PKCS11_PIN", default=""),
+            "MASTER_KEY_IDS": env.list("KMS_PKCS11_MASTER_KEY_IDS", default=["hsm1"]),
+        },
+    },
+}
+if KMS_KEY_BACKEND not in KMS_KEY_BACKENDS:
+    raise ImproperlyConfigured(f"KMS_KEY_BACKEND must be software or pkcs11, not {KMS_KEY_BACKEND!r}")
+KMS_KEY_BACKENDS["default"] = KMS_KEY_BACKENDS[KMS_KEY_BACKEND]
 
 # Key distribution: the CAs `bootstrap` creates for client identities (the root is what
 # clients pin), and the per-client request limit of the client API.

@@ -14,7 +14,7 @@ class PkiConfig(AppConfig):
 
         # The tls-server profile's longest validity (KMS_TLS_SERVER_MAX_DAYS, default 200).
         configure_tls_server_days(settings.KMS_TLS_SERVER_MAX_DAYS)
-        from kmsportal.keyring.services import sealed_field_register
+        from kmsportal.keyring.services import SealedKind, sealed_field_register
 
         from .events import PkiAction
 
@@ -26,6 +26,14 @@ class PkiConfig(AppConfig):
 
         # CA private keys: rewrap re-seals them; start-up refuses to drop a master key id
         # that still seals one.
-        sealed_field_register("pki.CertificateAuthority", "sealed_private_key", lambda row: row.aad)
+        # keyring_migrate moves them into the PKCS#11 token.
+        sealed_field_register(
+            "pki.CertificateAuthority",
+            "sealed_private_key",
+            lambda row: row.aad,
+            SealedKind.PRIVATE_KEY,
+        )
         # Delegated OCSP responder keys, the same way.
-        sealed_field_register("pki.OCSPResponder", "sealed_private_key", lambda row: row.aad)
+        sealed_field_register(
+            "pki.OCSPResponder", "sealed_private_key", lambda row: row.aad, SealedKind.PRIVATE_KEY
+        )

@@ -5,6 +5,7 @@ from django.db import models
 
 class PkiAction(models.TextChoices):
     CA_CREATED = "ca.created", "Certificate authority created"
+    CA_IMPORTED = "ca.imported", "Certificate authority imported (certificate and key)"
     CA_DISABLED = "ca.disabled", "Certificate authority disabled"
     CA_REVOKED = "ca.revoked", "Certificate authority revoked (with everything it issued)"
     CA_REVOCATION_REQUESTED = "ca.revocation_requested", "CA revocation requested"

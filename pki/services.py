@@ -400,18 +400,26 @@ def certificate_authority_create(
     intermediate (it issues end-entity certificates only). An intermediate that would
     outlive its parent, or whose path length does not fit under it, is refused.
     """
-    plan = _ca_plan(
-        name=name,
-        subject=subject,
-        parent=parent,
-        key_type=key_type,
-        days=days,
-        path_length=path_length,
-    )
+
+    def planned() -> _CAPlan:
+        return _ca_plan(
+            name=name,
+            subject=subject,
+            parent=parent,
+            key_type=key_type,
+            days=days,
+            path_length=path_length,
+        )
+
+    plan = planned()
     if server_identity and parent is None:
         raise PkiError("the server-identity CA is an intermediate under the deployment's root")
     _preview_ca(plan)  # refuse what the X.509 layer would refuse before generating a key
     new_key = GeneratedCAKey(plan.key_type)
+    if days is None and parent is not None:
+        # The default validity counts from notBefore, taken when signing: count again now
+        # that the key exists (making it, in a PKCS#11 token, can take seconds).
+        plan = planned()
     with transaction.atomic():
         ca = _ca_create(actor=actor, plan=plan, new_key=new_key, server_identity=server_identity)
     return ca
@@ -459,6 +467,27 @@ def _ca_create(
                 sans=[],
             ),
         )
+    return _ca_store(
+        ca=ca,
+        certificate=certificate,
+        actor=actor,
+        signer=new_key.signer,
+        action=PkiAction.CA_CREATED,
+        extra_details={"server_identity": True} if server_identity else {},
+    )
+
+
+def _ca_store(
+    *,
+    ca: CertificateAuthority,
+    certificate: x509.Certificate,
+    actor: Actor,
+    signer: Signer,
+    action: PkiAction,
+    extra_details: dict[str, object],
+) -> CertificateAuthority:
+    """Insert a new CA row (created or imported) with its certificate, publish its first
+    CRL, record ``action`` and keep its signer for this process."""
     der = certificate_to_der(certificate)
     ca.certificate_der = der
     ca.certificate_pem = certificate_to_pem(certificate).decode("ascii")
@@ -471,28 +500,27 @@ def _ca_create(
             ca.save(force_insert=True)
     except IntegrityError:
         # Two administrators chose the same name at the same moment.
-        raise PkiError(f"a CA named {plan.name!r} already exists") from None
+        raise PkiError(f"a CA named {ca.name!r} already exists") from None
     # Its first (empty) CRL, in the same transaction: the CRL address written into every
-    # certificate the CA will sign never answers 404. Covered by the ca.created event.
-    crl_publish_locked(ca=ca, trigger=CRLTrigger.CA_CREATED, actor=actor, signer=new_key.signer)
+    # certificate the CA will sign never answers 404. Covered by the CA's event.
+    crl_publish_locked(ca=ca, trigger=CRLTrigger.CA_CREATED, actor=actor, signer=signer)
     audit_event_record(
-        action=PkiAction.CA_CREATED,
+        action=action,
         actor=actor,
         target=ca,
         target_label=ca.name,
         details={
             "name": ca.name,
             "subject": ca.subject,
-            "parent": parent.name if parent else None,
+            "parent": ca.parent.name if ca.parent else None,
             "key_type": ca.key_type,
             "serial": ca.serial_number_display,
             "not_after": ca.not_after.isoformat(),
             "path_length": ca.path_length,
             "fingerprint": ca.fingerprint_sha256,
-            **({"server_identity": True} if server_identity else {}),
+            **extra_details,
         },
     )
-    signer = new_key.signer
     transaction.on_commit(lambda: ca_signer_remember(ca, signer))
     return ca
 

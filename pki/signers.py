@@ -13,7 +13,10 @@ Key bytes: the plaintext DER exists only between `unseal` and `private_key_from_
 between generation and `seal`), and the reference is dropped right after. Python cannot
 wipe immutable bytes; keeping the window short and the references local is what it can do.
 
-A PKCS#11 backend would replace `_load` and `GeneratedCAKey` and keep this interface.
+Where the key lives is the configured key backend's business (`kmsportal.keyring.backends`):
+the software backend stores PKCS#8 DER and loads it here; the pkcs11 backend stores a
+reference to a non-extractable token object and signs in the token. Either way the stored
+value is sealed under the master keyring with the row's AAD.
 """
 
 from __future__ import annotations
@@ -27,15 +30,11 @@ from cryptography import x509
 from cryptography.x509 import ocsp
 
 from kmsportal.crypto.envelope import EnvelopeError
-from kmsportal.crypto.signer import LoadedKeySigner, PublicKey, Signer
-from kmsportal.crypto.x509 import (
-    KeyType,
-    PrivateKeyError,
-    generate_private_key,
-    private_key_from_der,
-    private_key_to_der,
-)
-from kmsportal.keyring.services import seal, unseal
+from kmsportal.crypto.pkcs11_token import TokenError
+from kmsportal.crypto.signer import LoadedKeySigner, PrivateKey, PublicKey, Signer
+from kmsportal.crypto.x509 import KeyType, generate_private_key
+from kmsportal.keyring.backends import KeyBackendError, key_backend
+from kmsportal.keyring.services import private_key_signer, seal
 
 from .errors import PkiError
 from .models import CertificateAuthority, OCSPResponder
@@ -71,20 +70,15 @@ def _marker(blob: bytes) -> bytes:
 
 def _load(*, blob: bytes, aad: bytes, what: str) -> Signer:
     try:
-        der = unseal(blob, aad=aad)
+        return private_key_signer(blob, aad=aad, what=what)
     except EnvelopeError as exc:
         raise CAKeyUnavailable(
             f"the private key of {what} cannot be unsealed ({exc}); it may have been "
             "tampered with, copied from another row, or sealed under a master key that is not "
             "configured"
         ) from None
-    try:
-        key = private_key_from_der(der)
-    except PrivateKeyError as exc:
-        raise CAKeyUnavailable(f"the private key of {what} is unusable: {exc}") from None
-    finally:
-        del der
-    return LoadedKeySigner(key)
+    except (KeyBackendError, TokenError) as exc:
+        raise CAKeyUnavailable(str(exc)) from None
 
 
 def _cached_signer(*, owner: uuid.UUID, blob: bytes, aad: bytes, what: str) -> Signer:
@@ -151,27 +145,35 @@ def ca_signer_cache_size() -> int:
 
 
 class GeneratedCAKey:
-    """A fresh CA key pair: sign the CA's own certificate with it, seal it once, keep only
-    the signer. The private key object stays inside this object and its signer.
+    """A fresh CA key pair made by the configured key backend (in memory, or in the PKCS#11
+    token): sign the CA's own certificate with it, seal what the backend hands back once,
+    keep only the signer.
 
     Delegated OCSP responder keys are made the same way (EC P-256: generated in well under a
     millisecond, so a renewal costs nothing noticeable)."""
 
-    def __init__(self, key_type: KeyType | str) -> None:
-        self._key = generate_private_key(key_type)
-        self.signer: Signer = LoadedKeySigner(self._key)
+    def __init__(self, key_type: KeyType | str, *, private_key: PrivateKey | None = None) -> None:
+        backend = key_backend()
+        try:
+            made = (
+                backend.private_key_generate(key_type)
+                if private_key is None
+                else backend.private_key_store(private_key)
+            )
+        except (KeyBackendError, TokenError) as exc:
+            raise CAKeyUnavailable(f"the key backend cannot make the key: {exc}") from None
+        self._payload = made.payload
+        self.signer: Signer = made.signer
+        self.backend_name = backend.name
 
     @property
     def public_key(self) -> PublicKey:
         return self.signer.public_key
 
     def seal(self, *, aad: bytes) -> bytes:
-        """The private key as PKCS#8 DER sealed under the master keyring, bound to ``aad``."""
-        der = private_key_to_der(self._key)
-        try:
-            return seal(der, aad=aad)
-        finally:
-            del der
+        """What the backend stores for the key (PKCS#8 DER, or a reference to the token
+        object) sealed under the master keyring, bound to ``aad``."""
+        return seal(self._payload, aad=aad)
 
 
 @cache

@@ -124,6 +124,13 @@ TABLE: dict[str, Route] = {
         "/keys/new/", PORTAL,                            (302, 403, 200, 403, 403),
                                                          (302, 403, 400, 403, 403)),
     "/keys/approvals/": Route("/keys/approvals/", PORTAL, (302, 200, 200, 403, 200)),
+    # bring your own key: the empty forms are refused
+    "/keys/import/": Route(
+        "/keys/import/", PORTAL,                         (302, 403, 200, 403, 403),
+                                                         (302, 403, 400, 403, 403)),
+    "/keys/import/upload/": Route(
+        "/keys/import/upload/", PORTAL,                  (302, 403, 200, 403, 403),
+                                                         (302, 403, 400, 403, 403)),
     # a request its requester withdrew: approving it is refused with a message
     "/keys/approvals/<int:pk>/<str:decision>/": Route(
         "/keys/approvals/{destruction}/approve/", PORTAL, (302, 403, 405, 403, 403),

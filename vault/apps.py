@@ -15,8 +15,13 @@ class VaultConfig(AppConfig):
         from . import approval_kinds
 
         approval_kinds.register()  # the shared two-person inbox and confirmation pages
-        from kmsportal.keyring.services import sealed_field_register
+        from kmsportal.keyring.services import SealedKind, sealed_field_register
 
         # Key material: rewrap re-seals it; start-up refuses to drop a master key sealing it.
-        sealed_field_register("vault.KeyVersion", "sealed_material", lambda row: row.aad)
+        sealed_field_register(
+            "vault.KeyVersion", "sealed_material", lambda row: row.aad, SealedKind.MATERIAL
+        )
         sealed_field_register("vault.ServerIdentity", "sealed_private_key", lambda row: row.aad)
+        sealed_field_register(
+            "vault.KeyImportToken", "sealed_private_key", lambda row: row.aad, SealedKind.MATERIAL
+        )

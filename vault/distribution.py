@@ -59,7 +59,8 @@ from kmsportal.crypto.x509 import (
     private_key_from_der,
     private_key_to_der,
 )
-from kmsportal.keyring.services import seal, unseal
+from kmsportal.keyring.backends import KeyBackendError
+from kmsportal.keyring.services import seal, unseal, unseal_material
 from pki.errors import PkiError
 from pki.models import Certificate, CertificateAuthority, CertificateStatus, serial_to_hex
 from pki.ocsp import certificate_status_staple
@@ -1121,8 +1122,8 @@ def _key_fetch(*, body: Any, request_id: str, context: _Context) -> dict[str, An
         delivery = _version_to_deliver(context, client, request)
         key, version = delivery.key, delivery.version
         try:
-            material = unseal(bytes(version.sealed_material), aad=version.aad)
-        except EnvelopeError as exc:
+            material = unseal_material(bytes(version.sealed_material), aad=version.aad)
+        except (EnvelopeError, KeyBackendError) as exc:
             refusal = FetchRefused(
                 "integrity_error",
                 f"key {key.name} version {version.number} failed its integrity check",

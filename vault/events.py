@@ -18,6 +18,12 @@ class VaultAction(models.TextChoices):
     KEY_DESTRUCTION_WITHDRAWN = "key.destruction_withdrawn", "Key destruction request withdrawn"
     KEY_DESTRUCTION_CANCELLED = "key.destruction_cancelled", "Key destruction cancelled"
     KEY_DESTROYED = "key.destroyed", "Key destroyed (material erased)"
+    KEY_IMPORT_PARAMETERS_ISSUED = (
+        "key.import_parameters_issued",
+        "Key import parameters issued (one-time wrapping key)",
+    )
+    KEY_IMPORTED = "key.imported", "Key material imported (origin external)"
+    KEY_IMPORT_REFUSED = "key.import_refused", "Key import refused"
     KEY_INTEGRITY_CHECKED = "key.integrity_checked", "Key material integrity checked"
     KEY_INTEGRITY_FAILED = "key.integrity_failed", "Key material failed its integrity check"
     CLIENT_CREATED = "client.created", "Client service registered"

@@ -118,3 +118,36 @@ class ExportPolicyForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="Why; a weaker policy waits for a second key custodian, who reads it.",
     )
+
+
+class KeyImportParametersForm(forms.Form):
+    name = forms.RegexField(
+        regex=KEY_NAME_PATTERN,
+        max_length=100,
+        label="Key name",
+        help_text="An existing active key gets a new primary version; a new name becomes a new key.",
+        error_messages={
+            "invalid": "Use lowercase letters, digits, '-', '_' or '.', starting and ending "
+            "with a letter or digit."
+        },
+    )
+    key_size = forms.TypedChoiceField(
+        choices=[(3072, "RSA 3072"), (4096, "RSA 4096")],
+        coerce=int,
+        initial=3072,
+        label="Wrapping key",
+    )
+
+
+class KeyImportForm(forms.Form):
+    name = forms.RegexField(regex=KEY_NAME_PATTERN, max_length=100, label="Key name")
+    import_token = forms.CharField(
+        max_length=200,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="The import token shown (or written to import-token) with the wrapping key.",
+    )
+    wrapped_key = forms.FileField(
+        label="Wrapped key material",
+        help_text="RSA_AES_KEY_WRAP_SHA_256: the RSA-OAEP block followed by the AES key wrap.",
+    )

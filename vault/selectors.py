@@ -251,3 +251,21 @@ def client_deliveries(*, client: Client, limit: int = 50) -> list[Delivery]:
 
 def key_grants(*, key: SymmetricKey) -> list[Grant]:
     return list(key.grants.filter(withdrawn_at__isnull=True).select_related("client"))
+
+
+@dataclass(frozen=True)
+class KeyCustody:
+    """Which key backend keeps this deployment's keys and what destruction reaches."""
+
+    backend: str
+    destruction_guarantee: str
+    destruction_reaches_backups: bool
+
+
+def key_custody() -> KeyCustody:
+    from kmsportal.keyring.backends import key_backend
+
+    backend = key_backend()
+    return KeyCustody(
+        backend.name, backend.destruction_guarantee, backend.destruction_reaches_backups
+    )

@@ -26,7 +26,13 @@ from audit.models import Outcome
 from audit.services import audit_event_record
 from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.crypto.symmetric import generate_key_material, key_check_value
-from kmsportal.keyring.services import seal, unseal
+from kmsportal.keyring.backends import KeyBackendError, key_backend
+from kmsportal.keyring.services import (
+    seal_material,
+    sealed_material_destroy,
+    storage_scrub,
+    unseal_material,
+)
 from kmsportal.two_person import TwoPersonError
 
 from .events import VaultAction
@@ -39,6 +45,7 @@ from .models import (
     ROTATION_DAYS_MAX,
     ROTATION_DAYS_MIN,
     DestructionRequest,
+    KeyOrigin,
     KeyVersion,
     SymmetricKey,
 )
@@ -82,27 +89,36 @@ def _record(
 
 
 def _new_version(
-    key: SymmetricKey, *, number: int, state: VersionState, now: datetime
+    key: SymmetricKey,
+    *,
+    number: int,
+    state: VersionState,
+    now: datetime,
+    material: bytes | None = None,
+    origin: KeyOrigin = KeyOrigin.GENERATED,
 ) -> KeyVersion:
-    """Generate, fingerprint and seal fresh material for `key`; the plaintext never leaves."""
+    """Fingerprint and seal material for `key` (fresh unless imported material is given);
+    the plaintext never leaves."""
     version = KeyVersion(
         key=key,
         number=number,
         state=state,
+        origin=origin,
         is_primary=True,
         created_at=now,
         activated_at=now if state == VersionState.ACTIVE else None,
     )
-    material = generate_key_material()
+    if material is None:
+        material = generate_key_material()
     version.fingerprint = key_check_value(material)
-    version.sealed_material = seal(material, aad=version.aad)
+    version.sealed_material = seal_material(material, aad=version.aad)
     del material
     version.save(force_insert=True)
     return version
 
 
 # Path segments of the key pages that can never be key names.
-RESERVED_KEY_NAMES = frozenset({"new", "approvals"})
+RESERVED_KEY_NAMES = frozenset({"new", "approvals", "import"})
 
 
 def _validate_rotation_days(days: int | None) -> None:
@@ -120,8 +136,12 @@ def symmetric_key_create(
     description: str = "",
     rotation_period_days: int | None = None,
     activate_at: datetime | None = None,
+    imported_material: bytes | None = None,
 ) -> SymmetricKey:
-    """Create an AES-256 key with version 1, active now or pre-active until `activate_at`."""
+    """Create an AES-256 key with version 1, active now or pre-active until `activate_at`.
+
+    `imported_material` (from `vault.key_import`) becomes version 1 with origin "external"
+    instead of fresh material."""
     _validate_rotation_days(rotation_period_days)
     if name in RESERVED_KEY_NAMES:
         raise VaultError(f"{name!r} is a reserved word and cannot name a key")
@@ -152,7 +172,12 @@ def symmetric_key_create(
         key.next_rotation_at = now + timedelta(days=rotation_period_days)
     key.save(force_insert=True)
     version = _new_version(
-        key, number=1, state=VersionState.PRE_ACTIVE if pending else VersionState.ACTIVE, now=now
+        key,
+        number=1,
+        state=VersionState.PRE_ACTIVE if pending else VersionState.ACTIVE,
+        now=now,
+        material=imported_material,
+        origin=KeyOrigin.GENERATED if imported_material is None else KeyOrigin.EXTERNAL,
     )
     _record(
         VaultAction.KEY_CREATED,
@@ -164,6 +189,7 @@ def symmetric_key_create(
             "activate_at": activate_at.isoformat() if pending else None,
             "version": 1,
             "fingerprint": version.fingerprint,
+            "origin": version.origin,
         },
     )
     return key
@@ -211,14 +237,7 @@ def symmetric_key_rotate(
                 f"minimum decryption version {min_decryption_version} is past the new version "
                 f"{number}"
             )
-    previous = key.versions.filter(is_primary=True).first()
-    if previous is not None:
-        previous.is_primary = False
-        if previous.state == VersionState.ACTIVE:
-            previous.state = VersionState.DEACTIVATED
-            previous.deactivated_at = now
-        previous.save(update_fields=["is_primary", "state", "deactivated_at"])
-    version = _new_version(key, number=number, state=VersionState.ACTIVE, now=now)
+    version, previous = _primary_replace(key, number=number, now=now)
     if min_decryption_version is not None:
         key.min_decryption_version = min_decryption_version
     key.last_rotated_at = now
@@ -238,6 +257,28 @@ def symmetric_key_rotate(
         },
     )
     return version
+
+
+def _primary_replace(
+    key: SymmetricKey,
+    *,
+    number: int,
+    now: datetime,
+    material: bytes | None = None,
+    origin: KeyOrigin = KeyOrigin.GENERATED,
+) -> tuple[KeyVersion, KeyVersion | None]:
+    """A new active primary version; the previous primary stays for decryption only."""
+    previous = key.versions.filter(is_primary=True).first()
+    if previous is not None:
+        previous.is_primary = False
+        if previous.state == VersionState.ACTIVE:
+            previous.state = VersionState.DEACTIVATED
+            previous.deactivated_at = now
+        previous.save(update_fields=["is_primary", "state", "deactivated_at"])
+    version = _new_version(
+        key, number=number, state=VersionState.ACTIVE, now=now, material=material, origin=origin
+    )
+    return version, previous
 
 
 def _simple_transition(
@@ -547,6 +588,17 @@ def symmetric_key_destroy(
     key.state = KeyState.DESTROYED_COMPROMISED if compromised else KeyState.DESTROYED
     key.destroyed_at = now
     key.save()
+    # With the pkcs11 backend each version's wrapping key is destroyed in the token here,
+    # inside the transaction and before the rows change: if the commit then fails, the key
+    # is still due and the next run finishes it (a token object already gone is no error).
+    # The other order could commit "destroyed" and leave a wrapping key behind that makes
+    # every backup readable. The token cannot take part in the transaction either way.
+    wrapping_keys_destroyed = 0
+    for number, blob in key.versions.exclude(sealed_material=None).values_list(
+        "number", "sealed_material"
+    ):
+        aad = KeyVersion(key_id=key.pk, number=number).aad
+        wrapping_keys_destroyed += sealed_material_destroy(bytes(blob), aad=aad)
     key.versions.filter(state=VersionState.COMPROMISED).update(
         state=VersionState.DESTROYED_COMPROMISED,
         sealed_material=None,
@@ -556,12 +608,20 @@ def symmetric_key_destroy(
     key.versions.exclude(state__in=_DESTROYED_VERSION_STATES).update(
         state=VersionState.DESTROYED, sealed_material=None, destroyed_at=now, is_primary=False
     )
+    backend = key_backend()
     _record(
         VaultAction.KEY_DESTROYED,
         actor=actor,
         key=key,
-        details={"versions": key.versions.count()},
+        details={
+            "versions": key.versions.count(),
+            "key_backend": backend.name,
+            "wrapping_keys_destroyed": wrapping_keys_destroyed,
+        },
     )
+    # Scrub the table's storage once the erasure is committed (VACUUM cannot run inside a
+    # transaction): the old row versions leave the live database files.
+    transaction.on_commit(lambda: storage_scrub(model=KeyVersion))
     return key
 
 
@@ -628,7 +688,7 @@ def key_material_verify(*, actor: Actor, key: SymmetricKey) -> list[VersionInteg
     usable = key.versions.exclude(sealed_material=None).exclude(state=VersionState.COMPROMISED)
     for version in usable.order_by("number"):
         try:
-            material = unseal(bytes(version.sealed_material), aad=version.aad)
+            material = unseal_material(bytes(version.sealed_material), aad=version.aad)
             matches = key_check_value(material) == version.fingerprint
             del material
             results.append(
@@ -636,7 +696,7 @@ def key_material_verify(*, actor: Actor, key: SymmetricKey) -> list[VersionInteg
                     version.number, matches, "ok" if matches else "fingerprint differs"
                 )
             )
-        except EnvelopeError as exc:
+        except (EnvelopeError, KeyBackendError) as exc:
             results.append(VersionIntegrity(version.number, False, str(exc)))
     failed = [r for r in results if not r.ok]
     with transaction.atomic():

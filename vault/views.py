@@ -19,17 +19,20 @@ from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts.views import PortalPermissionMixin
 from kmsportal.two_person import TwoPersonError
 
-from . import approvals, selectors, services
+from . import approvals, key_import, selectors, services
 from .forms import (
     CompromiseForm,
     DestructionRequestForm,
     ExportPolicyForm,
     KeyCreateForm,
     KeyFilterForm,
+    KeyImportForm,
+    KeyImportParametersForm,
     RotateForm,
 )
 from .lifecycle import InvalidTransition, KeyAction, allowed_actions
@@ -325,6 +328,7 @@ class KeyDetailView(PortalPermissionMixin, View):
                 "any_compromised": any(v.compromised_at for v in versions),
                 "timeline": selectors.key_timeline(key=key),
                 "impact": selectors.key_compromise_impact(key=key),
+                "custody": selectors.key_custody(),
                 "actions": available_actions(request.user, key),
                 "pending_requests": [
                     r
@@ -430,3 +434,74 @@ class ApprovalDecisionView(PortalPermissionMixin, View):
         except DOMAIN_ERRORS as exc:
             messages.error(request, str(exc))
         return HttpResponseRedirect(reverse("vault:approvals"))
+
+
+# --- bring your own key -------------------------------------------------------------------
+
+
+@method_decorator(never_cache, name="dispatch")
+class KeyImportParametersView(PortalPermissionMixin, View):
+    """Step 1 of an import: a one-time wrapping key and import token (shown once)."""
+
+    permission_required = ("vault.add_symmetrickey", "vault.rotate_symmetrickey")
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return render(
+            request, "vault/key_import_parameters.html", {"form": KeyImportParametersForm()}
+        )
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        form = KeyImportParametersForm(request.POST)
+        if form.is_valid():
+            try:
+                parameters = key_import.key_import_parameters_create(
+                    actor=request.user,
+                    key_name=form.cleaned_data["name"],
+                    key_size=form.cleaned_data["key_size"],
+                )
+            except DOMAIN_ERRORS as exc:
+                form.add_error(None, str(exc))
+            else:
+                return render(
+                    request,
+                    "vault/key_import_token.html",
+                    {"parameters": parameters, "record": parameters.record},
+                )
+        return render(request, "vault/key_import_parameters.html", {"form": form}, status=400)
+
+
+@method_decorator(never_cache, name="dispatch")
+@method_decorator(sensitive_post_parameters("import_token"), name="dispatch")
+class KeyImportView(PortalPermissionMixin, View):
+    """Step 2: upload the wrapped material with the import token."""
+
+    permission_required = ("vault.add_symmetrickey", "vault.rotate_symmetrickey")
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        form = KeyImportForm(initial={"name": request.GET.get("name", "")})
+        return render(request, "vault/key_import.html", {"form": form})
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        form = KeyImportForm(request.POST, request.FILES)
+        if form.is_valid():
+            upload = form.cleaned_data["wrapped_key"]
+            wrapped = upload.read(key_import.WRAPPED_MAX_BYTES + 1)
+            try:
+                version = key_import.key_import(
+                    actor=request.user,
+                    key_name=form.cleaned_data["name"],
+                    wrapped=wrapped,
+                    import_token=form.cleaned_data["import_token"],
+                )
+            except DOMAIN_ERRORS as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(
+                    request,
+                    f"Imported version {version.number} of {form.cleaned_data['name']} "
+                    f"(origin external), fingerprint {version.fingerprint}.",
+                )
+                return HttpResponseRedirect(
+                    reverse("vault:key_detail", args=[form.cleaned_data["name"]])
+                )
+        return render(request, "vault/key_import.html", {"form": form}, status=400)

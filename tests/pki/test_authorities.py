@@ -14,10 +14,12 @@ from audit.models import AuditEvent
 from kmsportal.crypto.x509 import describe_certificate
 from pki import services
 from pki.models import CAState, Certificate, CertificateAuthority, CertificateSource
+from tests.key_backends import BOTH_BACKENDS
 
 from .conftest import pki_state
 
-pytestmark = pytest.mark.django_db
+# Signs, seals or destroys: runs on the software and the PKCS#11 (SoftHSM2) key backends.
+pytestmark = [pytest.mark.django_db, BOTH_BACKENDS]
 
 
 def loaded(ca: CertificateAuthority) -> x509.Certificate:

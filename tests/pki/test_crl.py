@@ -19,10 +19,12 @@ from kmsportal.crypto.crl import crl_summary, load_crl, verify_crl_signature
 from pki import crl as crl_module
 from pki import services
 from pki.models import Certificate, CertificateAuthority, RevocationList
+from tests.key_backends import BOTH_BACKENDS
 
 from .conftest import csr_pem
 
-pytestmark = pytest.mark.django_db
+# Signs, seals or destroys: runs on the software and the PKCS#11 (SoftHSM2) key backends.
+pytestmark = [pytest.mark.django_db, BOTH_BACKENDS]
 
 
 def issue(ca: CertificateAuthority, key: object, name: str = "www.example.org") -> Certificate:

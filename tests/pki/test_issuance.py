@@ -19,10 +19,12 @@ from kmsportal.crypto.profiles import PROFILES
 from kmsportal.crypto.validation import CHECK_NAMES
 from pki import services
 from pki.models import Certificate, CertificateAuthority
+from tests.key_backends import BOTH_BACKENDS
 
 from .conftest import csr_der, csr_pem, pki_state
 
-pytestmark = pytest.mark.django_db
+# Signs, seals or destroys: runs on the software and the PKCS#11 (SoftHSM2) key backends.
+pytestmark = [pytest.mark.django_db, BOTH_BACKENDS]
 
 # profile, subject, SANs, openssl -purpose (None: plain verify only)
 LEAF_CASES = [

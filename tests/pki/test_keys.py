@@ -18,6 +18,7 @@ from django.db import connection
 
 from kmsportal.checks import check_master_keyring
 from kmsportal.crypto.envelope import EnvelopeIntegrityError
+from kmsportal.keyring.backends import base as backends_base
 from kmsportal.keyring.services import keyring_reset, sealed_blob_counts, sealed_fields, unseal
 from pki import services, signers
 from pki.models import Certificate, CertificateAuthority
@@ -48,13 +49,14 @@ def loads(monkeypatch) -> list[int]:
     """Counts how often a CA private key is parsed (the ~175 ms step for RSA-3072)."""
     signers.ca_signer_cache_clear()
     calls: list[int] = []
-    real = signers.private_key_from_der
+    real = backends_base.private_key_from_der
 
     def counting(data: bytes):  # type: ignore[no-untyped-def]
         calls.append(1)
         return real(data)
 
-    monkeypatch.setattr(signers, "private_key_from_der", counting)
+    # The software key backend parses the stored PKCS#8 DER (pki.signers asks it to).
+    monkeypatch.setattr(backends_base, "private_key_from_der", counting)
     return calls
 
 

@@ -12,13 +12,15 @@ from django.db import connection
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from tests.key_backends import BOTH_BACKENDS
 from vault import services
 from vault.lifecycle import InvalidTransition, KeyState, VersionState
 from vault.models import DestructionRequest, KeyVersion, SymmetricKey
 
 from .conftest import another_node, make_due, schedule_destruction, snapshot
 
-pytestmark = pytest.mark.django_db
+# Signs, seals or destroys: runs on the software and the PKCS#11 (SoftHSM2) key backends.
+pytestmark = [pytest.mark.django_db, BOTH_BACKENDS]
 
 
 def run(*args: str) -> str:

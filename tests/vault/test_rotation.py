@@ -11,14 +11,16 @@ from django.db import connection
 from django.utils import timezone
 
 from kmsportal.crypto.symmetric import key_check_value
-from kmsportal.keyring.services import unseal
+from kmsportal.keyring.services import unseal_material
+from tests.key_backends import BOTH_BACKENDS
 from vault import services
 from vault.lifecycle import KeyState, VersionState
 from vault.models import KeyVersion, SymmetricKey
 
 from .conftest import another_node, audit_count, schedule_destruction, snapshot
 
-pytestmark = pytest.mark.django_db
+# Signs, seals or destroys: runs on the software and the PKCS#11 (SoftHSM2) key backends.
+pytestmark = [pytest.mark.django_db, BOTH_BACKENDS]
 
 
 def run(*args: str) -> str:
@@ -40,7 +42,7 @@ def test_rotation_makes_a_new_primary_and_keeps_the_old_for_decryption(key) -> N
     assert v1.deactivated_at is not None
     assert v1.fingerprint != v2.fingerprint
     # The old version still unseals (it decrypts existing data) and matches its fingerprint.
-    assert key_check_value(unseal(v1.sealed_material, aad=v1.aad)) == v1.fingerprint
+    assert key_check_value(unseal_material(v1.sealed_material, aad=v1.aad)) == v1.fingerprint
     results = services.key_material_verify(actor=None, key=k)
     assert [(r.number, r.ok) for r in results] == [(1, True), (2, True)]
     k.refresh_from_db()

@@ -19,6 +19,8 @@ from accounts.roles import Role
 from audit.services import audit_signing_key_ensure
 from kmsportal.checks import check_master_keyring
 from kmsportal.crypto.kek import generate_dev_keyring_spec, write_keyring_file
+from kmsportal.crypto.pkcs11_token import TokenError
+from kmsportal.keyring.backends import KeyBackendError, key_backend
 from kmsportal.keyring.services import keyring_reset, master_key_records_sync
 
 
@@ -38,7 +40,17 @@ class Command(BaseCommand):
         self._first_administrator(username=username, email=email)
 
     def _keyring(self) -> None:
-        if settings.KMS_MASTER_KEYS.strip():
+        backend = key_backend()
+        if backend.name != "software":
+            # pkcs11: the token's master key seals; create it on a fresh token.
+            try:
+                done = backend.prepare()
+            except (KeyBackendError, TokenError) as exc:
+                raise CommandError(str(exc)) from exc
+            for line in done:
+                self.stdout.write(line[0].upper() + line[1:] + ".")
+            self.stdout.write(f"Master keyring: {backend!r}.")
+        elif settings.KMS_MASTER_KEYS.strip():
             self.stdout.write("Master keyring: from KMS_MASTER_KEYS.")
         elif not settings.DEBUG:
             raise CommandError(
