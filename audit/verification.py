@@ -91,16 +91,19 @@ class FastResult:
     fallbacks: int  # ranges the exact verifier had to decide and found sound
 
 
-def chain_check_fast(*, from_sequence: int, expected_prev_hash: str) -> FastResult | None:
-    """Verify the chain from ``from_sequence`` like ``verify_chain`` would; None if this
-    database has no fast path. ``expected_prev_hash`` is the hash of the event before."""
+def chain_check_fast(
+    *, from_sequence: int, expected_prev_hash: str, to_sequence: int | None = None
+) -> FastResult | None:
+    """Verify the chain from ``from_sequence`` (to ``to_sequence``: the version 1 chain ends
+    there) like ``verify_chain`` would; None if this database has no fast path.
+    ``expected_prev_hash`` is the hash of the event before."""
     if connection.vendor == "sqlite":
         engine: _Engine = _SQLiteEngine()
     elif connection.vendor == "postgresql":
         engine = _PostgresEngine()
     else:
         return None
-    walk = _Walk(from_sequence, expected_prev_hash)
+    walk = _Walk(from_sequence, expected_prev_hash, to_sequence)
     walk.run(engine)
     return FastResult(walk.result(), engine.method, walk.fallbacks)
 
@@ -121,7 +124,10 @@ class _Anomaly(Exception):
 class _Walk:
     """Progress of one verification: the last verified event, counts, and the verdict."""
 
-    def __init__(self, from_sequence: int, expected_prev_hash: str) -> None:
+    def __init__(
+        self, from_sequence: int, expected_prev_hash: str, to_sequence: int | None = None
+    ) -> None:
+        self.to_sequence = to_sequence
         self.from_sequence = from_sequence
         self.expected = expected_prev_hash
         self.first_sequence: int | None = None
@@ -159,6 +165,8 @@ class _Walk:
             start = self.next_sequence
             # Events appended while we work are picked up by the next round.
             top = self._scalar(f"SELECT max(sequence) FROM {self.table}", [])  # noqa: S608
+            if top is not None and self.to_sequence is not None:
+                top = min(top, self.to_sequence)
             if top is None or top < start:
                 return  # no event at or after start: the exact walk would end here too
             try:
@@ -182,6 +190,8 @@ class _Walk:
             [self.next_sequence],
         )
         bound: int | None = max(anomaly.at or anomaly.bound, following or 0)
+        if self.to_sequence is not None:
+            bound = min(bound, self.to_sequence)
         if self.last_sequence is None:
             start, expected, overlap = self.from_sequence, self.expected, 0
         else:
@@ -194,7 +204,8 @@ class _Walk:
             )
             if expected is None:  # it vanished while we worked: judge everything exactly
                 self.first_sequence, self.last_sequence, self.verified = None, None, 0
-                start, expected, overlap, bound = self.from_sequence, self.expected, 0, None
+                start, expected, overlap = self.from_sequence, self.expected, 0
+                bound = self.to_sequence
         from .services import chain_rows  # services imports this module
 
         result = verify_chain(
