@@ -254,7 +254,8 @@ KMS_MFA_REQUIRED_ROLES: list[str] = env.list(
 # comma-separated): verification refuses a database key that is not among them.
 KMS_AUDIT_SEQUENCER_INTERVAL: float = env.float("KMS_AUDIT_SEQUENCER_INTERVAL", default=2.0)
 KMS_AUDIT_PUBLIC_KEYS: list[str] = [
-    key for key in env.str("KMS_AUDIT_PUBLIC_KEYS", default="").replace(";", ",").split(",")
+    key
+    for key in env.str("KMS_AUDIT_PUBLIC_KEYS", default="").replace(";", ",").split(",")
     if key.strip()
 ]
 

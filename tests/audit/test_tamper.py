@@ -109,9 +109,7 @@ def test_tail_delete_with_head_removal_is_found_by_the_older_head() -> None:
         cursor.execute("DELETE FROM audit_audittreehead WHERE tree_size > %s", [keep + 1])
         cursor.execute("DELETE FROM audit_audittreenode")
         cursor.execute("DELETE FROM audit_auditleaf WHERE leaf_index > %s", [keep])
-        cursor.execute(
-            "DELETE FROM audit_auditevent WHERE sequence > %s", [events[-1].sequence]
-        )
+        cursor.execute("DELETE FROM audit_auditevent WHERE sequence > %s", [events[-1].sequence])
     # What the database still shows verifies: only a head saved outside it (an auditor's,
     # test_export) proves the truncation. But the remaining heads do not: see the next test.
     assert audit_chain_check().ok
@@ -142,8 +140,14 @@ def test_forged_append_is_rejected_and_reported() -> None:
             "details, prev_hash, hash, mac, mac_key_id) SELECT %s, time, actor_type, actor_id, "
             "%s, %s, target_type, target_id, target_label, outcome, source_ip, request_id, "
             "details, '', %s, %s, mac_key_id FROM audit_auditevent WHERE sequence = %s",
-            [forged["sequence"], "mallory", "key.destruction_approved",
-             leaf_hash(entry).hex(), "00" * 32, events[0].sequence],
+            [
+                forged["sequence"],
+                "mallory",
+                "key.destruction_approved",
+                leaf_hash(entry).hex(),
+                "00" * 32,
+                events[0].sequence,
+            ],
         )
     _assert_tampered("no valid MAC")
     result = audit_integrate()
@@ -157,7 +161,9 @@ def test_key_swap_with_resigned_heads_is_refused() -> None:
     mallory = Ed25519PrivateKey.generate()
     head = AuditTreeHead.objects.get()
     forged = tree_head_sign(
-        mallory, tree_size=head.tree_size, root_hash=head.root_hash,
+        mallory,
+        tree_size=head.tree_size,
+        root_hash=head.root_hash,
         timestamp=format_time(head.timestamp),
     )
     with raw_tampering() as cursor:
@@ -187,7 +193,8 @@ def test_a_key_not_pinned_in_settings_is_refused(settings) -> None:
 def test_an_extra_signing_key_row_cannot_be_sealed_without_the_keyring() -> None:
     _integrated(3)
     mallory = Ed25519PrivateKey.generate()
-    row = AuditSigningKey(public_key_pem=public_key_to_pem(mallory.public_key()),
-                          sealed_private_key=b"\x01" * 60)
+    row = AuditSigningKey(
+        public_key_pem=public_key_to_pem(mallory.public_key()), sealed_private_key=b"\x01" * 60
+    )
     row.save()
     _assert_tampered("does not unseal")

@@ -18,7 +18,6 @@ from kmsportal.crypto.merkle import (
     verify_inclusion,
 )
 
-
 # --- the independent reference: RFC 9162 §2.1 as written, recursive, over the entries ------
 
 
@@ -34,7 +33,9 @@ def ref_mth(entries: list[bytes]) -> bytes:
     return hashlib.sha256(b"\x01" + ref_mth(entries[:k]) + ref_mth(entries[k:])).digest()
 
 
-def ref_verify_inclusion(index: int, size: int, leaf: bytes, path: list[bytes], root: bytes) -> bool:
+def ref_verify_inclusion(
+    index: int, size: int, leaf: bytes, path: list[bytes], root: bytes
+) -> bool:
     """Recomputes the root by walking the RFC's recursion top-down, consuming the path from
     its end (the sibling nearest the root comes last)."""
     if not 0 <= index < size:
@@ -126,7 +127,7 @@ def test_random_appends_and_integrations_give_consistent_heads(batches, data) ->
 def test_rewritten_history_is_not_consistent() -> None:
     entries = _entries(10)
     old_root = ref_mth(entries[:6])
-    rewritten = entries[:3] + [b"forged"] + entries[4:]
+    rewritten = [*entries[:3], b"forged", *entries[4:]]
     proof = consistency_proof(6, 10, _subtree(rewritten))
     assert not verify_consistency(6, 10, old_root, ref_mth(rewritten), proof)
 
