@@ -97,6 +97,7 @@ def leaves_from_chain(apps, schema_editor):
     while True:
         rows = list(
             AuditEvent.objects.filter(sequence__gt=last)
+            .exclude(prev_hash="")  # chained (version 1) events only
             .order_by("sequence")
             .values_list(*FIELDS)[:5000]
         )

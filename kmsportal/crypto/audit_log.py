@@ -568,7 +568,8 @@ class _Export:
             raise _Refused(
                 line_number,
                 f"the trusted head (size {trusted.tree_size}) is newer than the export's head "
-                f"(size {head.tree_size}): export the log again",
+                f"(size {head.tree_size}): the log was truncated, or this export is older "
+                "than the saved head",
             )
         trusted_root = bytes.fromhex(trusted.root_hash)
         if complete and (trusted.tree_size == 0 or self.root_at_trusted is not None):
