@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -265,6 +264,8 @@ def _integrate_batch(batch_size: int, *, full: bool, sign_with) -> tuple[int, in
 
 _thread_lock = threading.Lock()
 _thread_pid: int | None = None
+_thread: threading.Thread | None = None
+_stop = threading.Event()
 
 
 def sequencer_interval() -> float:
@@ -273,7 +274,7 @@ def sequencer_interval() -> float:
 
 def sequencer_thread_start() -> bool:
     """Start this process's sequencer thread once (after a fork, again); False if turned off."""
-    global _thread_pid
+    global _thread_pid, _thread
     interval = sequencer_interval()
     if interval <= 0:
         return False
@@ -281,17 +282,27 @@ def sequencer_thread_start() -> bool:
         if _thread_pid == os.getpid():
             return True
         _thread_pid = os.getpid()
-        thread = threading.Thread(
+        _stop.clear()
+        _thread = threading.Thread(
             target=_run_forever, args=(interval,), name="audit-sequencer", daemon=True
         )
-        thread.start()
+        _thread.start()
     return True
+
+
+def sequencer_thread_stop() -> None:
+    """Stop this process's sequencer thread (tests; a process exiting just drops it)."""
+    global _thread_pid, _thread
+    with _thread_lock:
+        thread, _thread, _thread_pid = _thread, None, None
+        _stop.set()
+    if thread is not None:
+        thread.join(timeout=30)
 
 
 def _run_forever(interval: float) -> None:
     runs = 0
-    while True:
-        time.sleep(interval)
+    while not _stop.wait(interval):
         runs += 1
         try:
             audit_integrate(wait=False, full=runs % FULL_SCAN_EVERY == 1)

@@ -163,9 +163,10 @@ def test_truncation_with_head_removal_is_caught_by_the_saved_head(tmp_path, caps
     append_events(10)
     saved = _head(tmp_path)
     with raw_tampering() as cursor:
+        cursor.execute("DELETE FROM audit_auditleaf WHERE leaf_index >= 6")
         cursor.execute(
             "DELETE FROM audit_auditevent WHERE sequence NOT IN "
-            "(SELECT event_id FROM audit_auditleaf WHERE leaf_index < 6)"
+            "(SELECT event_id FROM audit_auditleaf)"
         )
     _rebuild_tree_as_a_key_holder()
     export = _export(tmp_path, "all.jsonl")

@@ -193,24 +193,49 @@ def test_model_and_queryset_refuse_changes(db) -> None:
     assert AuditEvent.objects.get(sequence=event.sequence).target_label != "changed"
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL triggers")
+_REFUSED = [
+    "UPDATE audit_auditevent SET target_label = 'x'",
+    "DELETE FROM audit_auditevent",
+    "UPDATE audit_auditleaf SET leaf_hash = leaf_hash",
+    "DELETE FROM audit_auditleaf",
+    "UPDATE audit_audittreenode SET hash = hash",
+    "DELETE FROM audit_audittreenode",
+    "UPDATE audit_audittreehead SET signature = 'x'",
+    "DELETE FROM audit_audittreehead",
+    "UPDATE audit_auditsigningkey SET public_key_pem = 'x'",
+    "DELETE FROM audit_auditsigningkey",
+    "UPDATE audit_auditmackey SET created_at = created_at - interval '1 day'",
+    "DELETE FROM audit_auditmackey",
+]
+
+
 @pytest.mark.parametrize(
     "statement",
     [
-        "UPDATE audit_auditevent SET target_label = 'x'",
-        "DELETE FROM audit_auditevent",
-        "TRUNCATE audit_auditevent CASCADE",
-        "UPDATE audit_auditcheckpoint SET signature = 'x'",
-        "TRUNCATE audit_auditcheckpoint",
+        *_REFUSED,
+        *(
+            [
+                "TRUNCATE audit_auditevent CASCADE",
+                "TRUNCATE audit_auditcheckpoint",
+                "TRUNCATE audit_audittreehead CASCADE",
+                "TRUNCATE audit_auditleaf CASCADE",
+            ]
+            if connection.vendor == "postgresql"
+            else []
+        ),
     ],
 )
-def test_postgresql_triggers_refuse_update_delete_truncate(statement: str) -> None:
+def test_triggers_refuse_update_delete_truncate(statement: str) -> None:
+    """On PostgreSQL and SQLite alike, whatever the application does."""
+    if connection.vendor == "sqlite":
+        statement = statement.replace("interval '1 day'", "1")
     from audit.services import audit_checkpoint_create
 
     append_events(3)
     audit_checkpoint_create()
-    with connection.cursor() as cursor:
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # else TRUNCATE fails for another reason
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # else TRUNCATE fails otherwise
     with (
         pytest.raises(Exception, match="append-only"),
         transaction.atomic(),
