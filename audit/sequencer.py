@@ -155,16 +155,17 @@ def audit_integrate(
     instead of the newest (key rotation). Idempotent: with nothing new, signs nothing.
     """
     integrated = rejected = 0
-    with exclusive_job(JOB, wait=wait) as acquired:
-        if not acquired:
-            return IntegrationResult(latest_head(), 0, 0, skipped=True)
-        while True:
-            with transaction.atomic():
-                done, refused = _integrate_batch(batch_size, full=full, sign_with=sign_with)
-            integrated += done
-            rejected += refused
-            if done + refused < batch_size:
-                break
+    while True:
+        # The lock inside the batch's transaction: on PostgreSQL a transaction-level advisory
+        # lock, released at commit or rollback (safe behind PgBouncer's transaction pooling).
+        with transaction.atomic(), exclusive_job(JOB, wait=wait) as acquired:
+            if not acquired:
+                return IntegrationResult(latest_head(), integrated, rejected, skipped=True)
+            done, refused = _integrate_batch(batch_size, full=full, sign_with=sign_with)
+        integrated += done
+        rejected += refused
+        if done + refused < batch_size:
+            break
     return IntegrationResult(latest_head(), integrated, rejected)
 
 
