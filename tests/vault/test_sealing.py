@@ -4,7 +4,6 @@ master key (resumably, stopping cleanly at a damaged row)."""
 from __future__ import annotations
 
 import base64
-import re
 from io import StringIO
 
 import pytest
