@@ -319,7 +319,9 @@ class AuditCheckpoint(AppendOnlyModel):
 class AuditLeaf(AppendOnlyModel):
     """The event at a leaf of the tree; written by the sequencer."""
 
-    leaf_index = models.BigIntegerField(primary_key=True)
+    # An auto field only for its storage: SQLite then keeps rows in leaf order (the rowid),
+    # which the bulk verification reads in ranges. Values are always given by the sequencer.
+    leaf_index = models.BigAutoField(primary_key=True)
     event = models.OneToOneField(AuditEvent, on_delete=models.PROTECT, related_name="leaf")
     leaf_hash = models.BinaryField(max_length=32)
 
@@ -338,7 +340,7 @@ def tree_node_key(level: int, index: int) -> int:
 class AuditTreeNode(AppendOnlyModel):
     """The hash of a perfect subtree of 2**level leaves (level >= 1), for proofs in O(log n)."""
 
-    key = models.BigIntegerField(primary_key=True)
+    key = models.BigAutoField(primary_key=True)  # see AuditLeaf.leaf_index; tree_node_key()
     hash = models.BinaryField(max_length=32)
 
     class Meta:

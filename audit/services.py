@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, models, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from kmsportal.crypto.audit_chain import (
@@ -41,7 +42,7 @@ from kmsportal.crypto.audit_log import (
     public_key_from_text,
 )
 from kmsportal.crypto.canonical import MAX_SAFE_INTEGER, canonical_json
-from kmsportal.crypto.merkle import Frontier, leaf_hash
+from kmsportal.crypto.merkle import Frontier, leaf_hash, perfect_levels
 from kmsportal.keyring.services import seal, unseal
 
 from .context import request_meta
@@ -60,7 +61,7 @@ from .models import (
 )
 from .registry import audit_action_is_registered
 from .sequencer import AuditTreeError, tree_head_json
-from .verification import chain_check_fast
+from .verification import chain_check_fast, leaf_chunk_fast
 
 # Names that must never appear as keys in `details`: secrets are never audited. A service
 # that tries fails loudly (and, being fail-closed, its change does not happen).
@@ -553,13 +554,38 @@ _LEAF_COLUMNS = (
 )
 
 
+def _leaf_exact_row(row: tuple[Any, ...]) -> tuple[str | None, int | None]:
+    """Check one leaf row (`_LEAF_COLUMNS`) with the exact Python serialisation."""
+    index, stored = row[0], bytes(row[1])
+    fields = dict(zip(EVENT_FIELDS, row[2:-1], strict=True))
+    fields["time"] = format_time(fields["time"])
+    sequence = fields["sequence"]
+    try:
+        digest = leaf_hash(event_entry(fields))
+    except (TypeError, ValueError) as exc:
+        return f"event {sequence} cannot be serialised: {exc}", sequence
+    if digest != stored:
+        return (
+            f"event {sequence} (leaf {index}): its content does not give its leaf hash "
+            "(content altered)",
+            sequence,
+        )
+    return None, None
+
+
+def _leaf_exact(index: int, stored: bytes) -> tuple[str | None, int | None]:
+    row = AuditLeaf.objects.filter(leaf_index=index).values_list(*_LEAF_COLUMNS).first()
+    if row is None or bytes(row[1]) != stored:
+        return f"leaf {index} changed while it was verified", None
+    return _leaf_exact_row(row)
+
+
 def _tree_check(trusted: dict[str, Ed25519PublicKey], legacy_end: int) -> dict[str, Any]:
     """Leaves, signed heads, rotation records and pending events; a dict of report fields."""
     heads = list(AuditTreeHead.objects.order_by("tree_size"))
     head_at = {h.tree_size: h for h in heads}
     frontier = Frontier()
     rotations: dict[str, int] = {}  # key id introduced by a rotation -> its leaf index
-    last = -1
     verified_heads = 0
 
     def check_head(head: AuditTreeHead) -> str | None:
@@ -591,49 +617,67 @@ def _tree_check(trusted: dict[str, Ed25519PublicKey], legacy_end: int) -> dict[s
         verified_heads += 1
     key_rows = {str(row.pk): row for row in AuditSigningKey.objects.all()}
     head_keys = {h.tree_size: key_rows[str(h.signing_key_id)] for h in heads}
-    while True:
-        rows = list(
-            AuditLeaf.objects.filter(leaf_index__gt=last)
-            .order_by("leaf_index")
-            .values_list(*_LEAF_COLUMNS)[:5000]
-        )
-        if not rows:
-            break
-        for row in rows:
-            index, stored = row[0], bytes(row[1])
-            fields = dict(zip(EVENT_FIELDS, row[2:-1], strict=True))
-            fields["time"] = format_time(fields["time"])
-            if index != frontier.size:
-                return broken(
-                    f"leaf {frontier.size} is missing (leaf {index} follows leaf {index - 1 if index else 0}"
-                    "): leaves deleted or renumbered",
-                    fields["sequence"],
+    for index, details in AuditLeaf.objects.filter(
+        event__action=AuditAction.AUDIT_SIGNING_KEY_ROTATED
+    ).values_list("leaf_index", "event__details"):
+        new_key = details.get("key_id") if isinstance(details, dict) else None
+        if isinstance(new_key, str):
+            rotations.setdefault(new_key, index)
+    top = AuditLeaf.objects.aggregate(top=Max("leaf_index"))["top"]
+    top = -1 if top is None else top
+    chunk = 1 << 14  # a power of two: every chunk starts where the frontier is whole
+    for lo in range(0, top + 1, chunk):
+        hi = min(lo + chunk - 1, top)
+        fast = leaf_chunk_fast(lo, hi)
+        if fast is None:
+            digests = None
+        else:
+            digests = fast.digests
+            for index in fast.suspects:  # the exact serialisation decides
+                problem, at = _leaf_exact(index, digests[index - lo])
+                if problem:
+                    return broken(problem, at)
+        if digests is None:  # no fast path, or leaves missing: walk exactly, naming the problem
+            digests = []
+            last = lo - 1
+            while last < hi:
+                rows = list(
+                    AuditLeaf.objects.filter(leaf_index__gt=last, leaf_index__lte=hi)
+                    .order_by("leaf_index")
+                    .values_list(*_LEAF_COLUMNS)[:5000]
                 )
-            try:
-                digest = leaf_hash(event_entry(fields))
-            except (TypeError, ValueError) as exc:
-                return broken(
-                    f"event {fields['sequence']} cannot be serialised: {exc}", fields["sequence"]
-                )
-            if digest != stored:
-                return broken(
-                    f"event {fields['sequence']} (leaf {index}): its content does not give its "
-                    "leaf hash (content altered)",
-                    fields["sequence"],
-                )
-            if fields["action"] == AuditAction.AUDIT_SIGNING_KEY_ROTATED:
-                new_key = (
-                    fields["details"].get("key_id") if isinstance(fields["details"], dict) else None
-                )
-                if isinstance(new_key, str):
-                    rotations.setdefault(new_key, index)
-            frontier.append(digest)
-            head = head_at.get(frontier.size)
-            if head is not None:
-                if problem := check_head(head):
-                    return broken(problem, fields["sequence"])
-                verified_heads += 1
-        last = rows[-1][0]
+                if not rows:
+                    break
+                for row in rows:
+                    index, stored = row[0], bytes(row[1])
+                    expected = lo + len(digests)
+                    if index != expected:
+                        return broken(
+                            f"leaf {expected} is missing (leaf {index} follows it): leaves "
+                            "deleted or renumbered",
+                            row[2],
+                        )
+                    problem, at = _leaf_exact_row(row)
+                    if problem:
+                        return broken(problem, at)
+                    digests.append(stored)
+                last = rows[-1][0]
+            if len(digests) != hi - lo + 1:
+                return broken(f"leaf {lo + len(digests)} is missing: leaves deleted")
+        # The chunk's perfect subtrees in bulk; heads inside it are checked from them.
+        levels = perfect_levels(digests)
+        base = Frontier(frontier.size, list(frontier.hashes))
+        for size in sorted(s for s in head_at if lo < s <= hi + 1):
+            inside = Frontier(base.size, list(base.hashes))
+            for level, index in Frontier.positions(size - lo):
+                inside.append_perfect(level, levels[level][index])
+            frontier = inside
+            if problem := check_head(head_at[size]):
+                return broken(problem)
+            verified_heads += 1
+        frontier = base
+        for level, index in Frontier.positions(hi + 1 - lo):
+            frontier.append_perfect(level, levels[level][index])
     if heads and heads[-1].tree_size > frontier.size:
         return broken(
             f"a signed head covers {heads[-1].tree_size} leaves but only {frontier.size} exist "

@@ -473,3 +473,99 @@ class _PostgresEngine(_Engine):
         except DatabaseError:
             return None
         return None if row is None else row[0]
+
+
+# --------------------------------------------------------------------------- the tree's leaves
+
+
+@dataclass(frozen=True)
+class LeafChunk:
+    """Leaves ``lo``..``lo + len(digests) - 1`` as stored, and the indexes whose event text,
+    rendered by the database, does not give the stored leaf hash (the caller decides those
+    with the exact Python serialisation)."""
+
+    lo: int
+    digests: list[bytes]
+    suspects: list[int]
+
+
+def leaf_chunk_fast(lo: int, hi: int) -> LeafChunk | None:
+    """Stored leaf hashes ``lo``..``hi`` checked against their events in bulk; None when this
+    database has no fast path or the leaves are not contiguous there (the exact walk then
+    finds and names the problem)."""
+    if connection.vendor == "sqlite":
+        return _sqlite_leaves(lo, hi)
+    if connection.vendor == "postgresql":
+        return _postgres_leaves(lo, hi)
+    return None
+
+
+def _tables() -> tuple[str, str]:
+    from .models import AuditLeaf
+
+    quote = connection.ops.quote_name
+    return quote(AuditLeaf._meta.db_table), quote(AuditEvent._meta.db_table)
+
+
+def _sqlite_leaves(lo: int, hi: int) -> LeafChunk | None:
+    leaves, events = _tables()
+    sql = (
+        "SELECT count(*), min(leaf_index), max(leaf_index), "  # noqa: S608 (no user input)
+        "CAST(group_concat(text, char(30)) AS BLOB), group_concat(hex(leaf_hash), '') FROM ("
+        f"SELECT l.leaf_index, l.leaf_hash, {_sqlite_text()} AS text FROM {leaves} l "
+        f"JOIN {events} ON {events}.sequence = l.event_id "
+        "WHERE l.leaf_index BETWEEN ? AND ? ORDER BY l.leaf_index)"
+    )
+    connection.ensure_connection()
+    cursor = connection.connection.cursor()
+    try:
+        count, first, last, texts, stored_hex = cursor.execute(sql, (lo, hi)).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        cursor.close()
+    if count != hi - lo + 1 or (first, last) != (lo, hi) or not isinstance(texts, bytes):
+        return None
+    parts = texts.split(b"\x1e")
+    stored = bytes.fromhex(stored_hex)
+    if len(parts) != count or len(stored) != 32 * count:
+        return None
+    sha256 = hashlib.sha256
+    computed = [sha256(b"\x00" + text).digest() for text in parts]
+    digests = [stored[32 * i : 32 * i + 32] for i in range(count)]
+    if b"".join(computed) == stored:
+        return LeafChunk(lo, digests, [])
+    suspects = [lo + i for i in range(count) if computed[i] != digests[i]]
+    return LeafChunk(lo, digests, suspects)
+
+
+def _postgres_leaves(lo: int, hi: int) -> LeafChunk | None:
+    leaves, events = _tables()
+    text = _postgres_event_text()
+    wrong_sql = (
+        f"SELECT l.leaf_index FROM {leaves} l JOIN {events} "  # noqa: S608 (no user input)
+        f"ON {events}.sequence = l.event_id WHERE l.leaf_index BETWEEN %s AND %s AND "
+        f"(\"time\" < '0001-01-01 00:00:00+00' OR "
+        f"sha256('\\x00'::bytea || convert_to({text}, 'UTF8')) IS DISTINCT FROM l.leaf_hash) "
+        "ORDER BY 1"
+    )
+    hashes_sql = (
+        "SELECT count(*), min(leaf_index), max(leaf_index), "  # noqa: S608 (no user input)
+        f"string_agg(leaf_hash, ''::bytea ORDER BY leaf_index) FROM {leaves} "
+        "WHERE leaf_index BETWEEN %s AND %s"
+    )
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(hashes_sql, [lo, hi])
+            count, first, last, stored = cursor.fetchone()
+            if count != hi - lo + 1 or (first, last) != (lo, hi) or stored is None:
+                return None
+            stored = bytes(stored)
+            if len(stored) != 32 * count:
+                return None
+            cursor.execute(wrong_sql, [lo, hi])
+            suspects = [row[0] for row in cursor.fetchall()]
+    except DatabaseError:
+        return None
+    digests = [stored[32 * i : 32 * i + 32] for i in range(count)]
+    return LeafChunk(lo, digests, suspects)

@@ -29,6 +29,7 @@ __all__ = [
     "largest_power_of_two_below",
     "leaf_hash",
     "node_hash",
+    "perfect_levels",
     "perfect_nodes_for_range",
     "root_from_leaf_hashes",
     "subtree_from_perfect",
@@ -109,6 +110,19 @@ class Frontier:
             completed.append((level, (self.size >> level) - 1, merged))
         return completed
 
+    def append_perfect(self, level: int, digest: bytes) -> None:
+        """Add a whole perfect subtree of 2**level leaves at once; the tree's size must be a
+        multiple of 2**level and hold no smaller subtree (as after appending whole chunks)."""
+        if self.size & ((1 << level) - 1):
+            raise ValueError("a perfect subtree must start at a multiple of its size")
+        self.hashes.append(digest)
+        self.size += 1 << level
+        while self.size >> level & 1 == 0:
+            right = self.hashes.pop()
+            left = self.hashes.pop()
+            self.hashes.append(node_hash(left, right))
+            level += 1
+
     def root(self) -> bytes:
         """The tree head hash (``MTH``) of the leaves appended so far."""
         if not self.hashes:
@@ -117,6 +131,21 @@ class Frontier:
         for left in reversed(self.hashes[:-1]):
             root = node_hash(left, root)
         return root
+
+
+def perfect_levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
+    """Every aligned perfect subtree over ``leaves``: ``levels[k][i]`` is the hash of leaves
+    ``i * 2**k`` to ``(i + 1) * 2**k - 1`` (a trailing odd node is not promoted). Built level
+    by level in tight loops: the bulk form of :class:`Frontier` for verifiers."""
+    sha256 = hashlib.sha256
+    levels = [list(leaves)]
+    level = levels[0]
+    while len(level) > 1:
+        level = [
+            sha256(_NODE + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)
+        ]
+        levels.append(level)
+    return levels
 
 
 def root_from_leaf_hashes(leaves: Iterable[bytes]) -> bytes:

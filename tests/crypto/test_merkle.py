@@ -139,3 +139,35 @@ def test_frontier_reports_completed_nodes() -> None:
         completed += [(lvl, idx) for lvl, idx, _ in frontier.append(leaf_hash(bytes([i])))]
     assert completed == [(1, 0), (1, 1), (2, 0), (1, 2), (1, 3), (2, 1), (3, 0)]
     assert Frontier.positions(13) == [(3, 0), (2, 2), (0, 12)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=1, max_value=300), st.integers(min_value=0, max_value=5))
+def test_bulk_levels_give_the_same_roots_as_appending(size, shift) -> None:
+    """What verify_audit does per chunk: perfect subtrees in bulk, heads from them."""
+    from kmsportal.crypto.merkle import perfect_levels
+
+    leaves = [leaf_hash(bytes([i % 251, i // 251])) for i in range(size)]
+    chunk = 1 << shift
+    frontier = Frontier()
+    for lo in range(0, size, chunk):
+        part = leaves[lo : lo + chunk]
+        levels = perfect_levels(part)
+        for t in range(1, len(part) + 1):
+            inside = Frontier(frontier.size, list(frontier.hashes))
+            for level, index in Frontier.positions(t):
+                inside.append_perfect(level, levels[level][index])
+            assert inside.root() == ref_mth_of_hashes(leaves[: lo + t])
+        for level, index in Frontier.positions(len(part)):
+            frontier.append_perfect(level, levels[level][index])
+    assert frontier.root() == root_from_leaf_hashes(leaves)
+
+
+def ref_mth_of_hashes(hashes: list[bytes]) -> bytes:
+    if len(hashes) == 1:
+        return hashes[0]
+    k = 1
+    while k * 2 < len(hashes):
+        k *= 2
+    left, right = ref_mth_of_hashes(hashes[:k]), ref_mth_of_hashes(hashes[k:])
+    return hashlib.sha256(b"\x01" + left + right).digest()
