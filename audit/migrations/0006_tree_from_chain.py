@@ -20,7 +20,7 @@
 
 from django.db import migrations
 
-from kmsportal.crypto.audit_chain import format_time
+from kmsportal.crypto.audit_chain import EVENT_FIELDS, format_time
 from kmsportal.crypto.audit_log import event_entry
 from kmsportal.crypto.merkle import Frontier, leaf_hash
 
@@ -45,21 +45,7 @@ SEALED = {
 # Migration 0002 armed these two already on PostgreSQL.
 PG_ARMED = {"audit_auditevent", "audit_auditcheckpoint"}
 
-FIELDS = (
-    "sequence",
-    "time",
-    "actor_type",
-    "actor_id",
-    "actor_name",
-    "action",
-    "target_type",
-    "target_id",
-    "target_label",
-    "outcome",
-    "source_ip",
-    "request_id",
-    "details",
-)
+FIELDS = EVENT_FIELDS
 
 
 def create_sequence(apps, schema_editor):
@@ -118,25 +104,12 @@ def leaves_from_chain(apps, schema_editor):
         last = rows[-1][0]
 
 
-PG_FUNCTION = """
-CREATE OR REPLACE FUNCTION audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF current_setting('kmsportal.audit_maintenance', true) = 'on'
-       AND (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-        IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
-        RETURN NEW;
-    END IF;
-    RAISE EXCEPTION 'the audit log is append-only: % on % refused', TG_OP, TG_TABLE_NAME
-        USING ERRCODE = 'insufficient_privilege';
-END
-$$;
-"""
 
 
 def create_triggers(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     if vendor == "postgresql":
-        schema_editor.execute(PG_FUNCTION, params=None)
+        # audit_refuse_change() is migration 0002's (superusers may flush in maintenance).
         for table in TABLES:
             if table in PG_ARMED:
                 continue

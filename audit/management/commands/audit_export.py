@@ -20,40 +20,21 @@ class _System(AnonymousUser):
         return perm.startswith("audit.")
 
 
+FILTERS = ("since", "until", "actor", "action", "target_type", "target_id", "outcome", "text")
+
+
 class Command(BaseCommand):
     help = "Export the audit log (JSON Lines or CSV) ending with the signed tree head."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--out", required=True, help="file to write (- for standard output)")
         parser.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
-        for name in (
-            "since",
-            "until",
-            "actor",
-            "action",
-            "target_type",
-            "target_id",
-            "outcome",
-            "text",
-        ):
+        for name in FILTERS:
             parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default="")
         parser.add_argument("--trusted-size", type=int, default=None)
 
     def handle(self, *args: object, **options: object) -> None:
-        data = {
-            name: options[name]
-            for name in (
-                "since",
-                "until",
-                "actor",
-                "action",
-                "target_type",
-                "target_id",
-                "outcome",
-                "text",
-            )
-            if options[name]
-        }
+        data = {name: options[name] for name in FILTERS if options[name]}
         if options["trusted_size"] is not None:
             data["trusted_size"] = options["trusted_size"]
         form = EventFilterForm(data)
