@@ -198,3 +198,22 @@ def test_an_extra_signing_key_row_cannot_be_sealed_without_the_keyring() -> None
     )
     row.save()
     _assert_tampered("does not unseal")
+
+
+def test_a_leaf_written_into_the_database_is_never_signed_over() -> None:
+    events = _integrated(4)
+    forged = append_events(1)[0]
+    with raw_tampering() as cursor:
+        cursor.execute(
+            "UPDATE audit_auditevent SET actor_name = 'mallory', mac = %s WHERE sequence = %s",
+            ["00" * 32, forged.sequence],
+        )
+        size = AuditLeaf.objects.count()
+        cursor.execute(
+            "INSERT INTO audit_auditleaf (leaf_index, event_id, leaf_hash) VALUES (%s, %s, %s)",
+            [size, forged.sequence, bytes(32)],
+        )
+    with pytest.raises(AuditTreeError, match="beyond the latest signed head"):
+        audit_integrate()
+    assert not audit_chain_check().ok
+    assert events
