@@ -189,13 +189,12 @@ def _integrate_batch(batch_size: int, *, full: bool, sign_with) -> tuple[int, in
     size = tree_size()
     frontier = _frontier(size)
     head = latest_head()
-    if head is None and size:
-        # Before the first head only the leaves migration 0006 made from chained events exist.
-        if AuditLeaf.objects.filter(event__prev_hash="").exists():
-            raise AuditTreeError(
-                "leaves exist that no signed head covers and that are not migrated version 1 "
-                "events (written into the database directly): nothing signed; run verify_audit"
-            )
+    # Before the first head only the leaves migration 0006 made from chained events exist.
+    if head is None and size and AuditLeaf.objects.filter(event__prev_hash="").exists():
+        raise AuditTreeError(
+            "leaves exist that no signed head covers and that are not migrated version 1 "
+            "events (written into the database directly): nothing signed; run verify_audit"
+        )
     if head is not None:
         if head.tree_size < size:
             raise AuditTreeError(
