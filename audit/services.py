@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -121,20 +122,28 @@ def _actor_fields(
     return ActorType.CLIENT, str(actor.pk), actor_name or str(actor)
 
 
-def _next_sequence() -> int:
-    """A fresh event number, without a lock held beyond this statement.
+def _next_sequence() -> tuple[int, str | None]:
+    """A fresh event number and the id of the newest MAC key, in one round trip, without a
+    lock held beyond this statement.
 
     PostgreSQL: the `audit_event_sequence` sequence (migration 0006): concurrent writers never
     wait on each other; numbers of rolled-back events are skipped. SQLite: max + 1, safe
-    because every transaction there starts with the database's write lock (IMMEDIATE).
+    because every transaction there starts with the database's write lock (IMMEDIATE). The
+    key id is read every time (not cached across transactions): a process never names a key
+    row it has not seen committed.
     """
+    events = connection.ops.quote_name(AuditEvent._meta.db_table)
+    keys = connection.ops.quote_name(AuditMacKey._meta.db_table)
+    newest_key = f"(SELECT id FROM {keys} ORDER BY created_at DESC LIMIT 1)"  # noqa: S608
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute("SELECT nextval('audit_event_sequence')")
+            cursor.execute(f"SELECT nextval('audit_event_sequence'), {newest_key}")
         else:
-            table = connection.ops.quote_name(AuditEvent._meta.db_table)
-            cursor.execute(f"SELECT coalesce(max(sequence), 0) + 1 FROM {table}")  # noqa: S608
-        return int(cursor.fetchone()[0])
+            cursor.execute(
+                f"SELECT coalesce(max(sequence), 0) + 1, {newest_key} FROM {events}"  # noqa: S608
+            )
+        number, key = cursor.fetchone()
+    return int(number), None if key is None else str(uuid.UUID(str(key)))
 
 
 def audit_event_record(
@@ -176,9 +185,10 @@ def audit_event_record(
     # cannot commit without it even if the caller catches the error (fail closed). Called
     # outside a transaction, this is the transaction.
     with transaction.atomic(savepoint=False):
-        mac_key_id, mac_key = audit_mac_key()
+        sequence, newest_key = _next_sequence()
+        mac_key_id, mac_key = audit_mac_key(newest_key)
         event = AuditEvent(
-            sequence=_next_sequence(),
+            sequence=sequence,
             time=timezone.now(),
             actor_type=actor_type,
             actor_id=actor_id[:64],
@@ -204,20 +214,17 @@ def audit_event_record(
 # --- keys -------------------------------------------------------------------------------
 
 _key_lock = threading.Lock()
-# Unsealed once per process. MAC keys by row id; the current one is cached only once the
-# transaction that created (or found) it has committed, so a rolled-back creation is never
-# referenced by a later event.
+# Unsealed once per process, by row id. Which key is current is read with each event's number
+# (_next_sequence), so an event never names a key row that is not in the database.
 _mac_keys: dict[str, bytes] = {}
-_mac_current: str | None = None
 _signing_cache: tuple[str, Ed25519PrivateKey] | None = None
 
 
 def audit_keys_forget() -> None:
     """Drop the per-process key caches (tests that flush the database between them)."""
-    global _mac_current, _signing_cache
+    global _signing_cache
     with _key_lock:
         _mac_keys.clear()
-        _mac_current = None
         _signing_cache = None
 
 
@@ -231,38 +238,30 @@ def _mac_key_unseal(row: AuditMacKey) -> bytes:
     return key
 
 
-def audit_mac_key() -> tuple[str, bytes]:
-    """(row id, key) of the MAC key new events use; generated and sealed on first use.
+def audit_mac_key(newest: str | None = None) -> tuple[str, bytes]:
+    """(row id, key) of the MAC key new events use, given the newest key row's id as just
+    read (None: read it here); generated and sealed on first use, unsealed once per process.
 
     The key is random, not derived from master-key bytes, so it works the same when the
     master key lives in an HSM (only seal/unseal are needed). Concurrent first uses may each
     create a key: harmless, every event names its key.
     """
-    global _mac_current
-    current = _mac_current
-    if current is not None:
+    if newest is None:
+        row_id = AuditMacKey.objects.order_by("-created_at").values_list("pk", flat=True).first()
+        newest = None if row_id is None else str(row_id)
+    if newest is not None:
         with _key_lock:
-            key = _mac_keys.get(current)
+            key = _mac_keys.get(newest)
         if key is not None:
-            return current, key
-    row = AuditMacKey.objects.order_by("-created_at").first()
-    if row is None:
-        row = AuditMacKey(sealed_key=b"")
-        key = secrets.token_bytes(32)
-        row.sealed_key = seal(key, aad=row.aad)
-        row.save()
-        with _key_lock:
-            _mac_keys[str(row.pk)] = key
-    else:
-        key = _mac_key_unseal(row)
-    row_id = str(row.pk)
-
-    def remember() -> None:
-        global _mac_current
-        _mac_current = row_id
-
-    transaction.on_commit(remember)
-    return row_id, key
+            return newest, key
+        return newest, _mac_key_unseal(AuditMacKey.objects.get(pk=newest))
+    row = AuditMacKey(sealed_key=b"")
+    key = secrets.token_bytes(32)
+    row.sealed_key = seal(key, aad=row.aad)
+    row.save()
+    with _key_lock:
+        _mac_keys[str(row.pk)] = key
+    return str(row.pk), key
 
 
 def audit_mac_keys_by_id(ids: set[str]) -> dict[str, bytes]:
