@@ -6,6 +6,7 @@ DESC LIMIT n): the cost of a page does not grow with the table, and no page coun
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -148,7 +149,11 @@ def audit_chain_status(*, user: AbstractBaseUser) -> ChainStatus | None:
         .first(),
         signing_key=tree_head.signing_key if tree_head else AuditSigningKey.objects.first(),
         tree_head=tree_head,
-        tree_head_json=tree_head_json(tree_head).line() if tree_head else "",
+        tree_head_json=(
+            json.dumps(tree_head_json(tree_head).as_json(), indent=2, sort_keys=True)
+            if tree_head
+            else ""
+        ),
         pending=AuditEvent.objects.filter(leaf__isnull=True).count(),
     )
 
