@@ -90,21 +90,21 @@ def tree_size() -> int:
 
 
 def perfect_hashes(positions: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-    """Stored hashes of perfect subtrees ``(level, index)``, level 0 being the leaves."""
+    """Stored hashes of perfect subtrees ``(level, index)``, level 0 being the leaves, read in
+    one query (a proof at a million leaves needs a few dozen)."""
     positions = set(positions)
     leaves = [index for level, index in positions if level == 0]
     keys = {tree_node_key(level, index): (level, index) for level, index in positions if level}
     out: dict[tuple[int, int], bytes] = {}
-    if leaves:
-        for index, digest in AuditLeaf.objects.filter(leaf_index__in=leaves).values_list(
-            "leaf_index", "leaf_hash"
-        ):
-            out[(0, index)] = bytes(digest)
-    if keys:
-        for key, digest in AuditTreeNode.objects.filter(key__in=list(keys)).values_list(
-            "key", "hash"
-        ):
-            out[keys[key]] = bytes(digest)
+    rows = AuditLeaf.objects.filter(leaf_index__in=leaves or [-1]).values_list(
+        "leaf_index", "leaf_hash"
+    )
+    nodes = AuditTreeNode.objects.filter(key__in=list(keys) or [-1]).values_list("key", "hash")
+    for number, digest in rows.union(nodes, all=True):
+        # Leaf indexes are below 2**48; node keys carry their level (>= 1) above that.
+        position = keys.get(number) if number >> 48 else (0, number)
+        if position is not None:
+            out[position] = bytes(digest)
     missing = positions - out.keys()
     if missing:
         raise AuditTreeError(f"stored tree nodes are missing: {sorted(missing)[:3]}")
