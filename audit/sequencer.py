@@ -180,10 +180,8 @@ def _pending(batch_size: int, *, full: bool) -> list[AuditEvent]:
 
 def _integrate_batch(batch_size: int, *, full: bool, sign_with) -> tuple[int, int]:
     from .services import (
-        _signing_key,
         audit_event_record,
         audit_mac_keys_by_id,
-        audit_signing_key_private,
     )
 
     size = tree_size()
@@ -251,25 +249,35 @@ def _integrate_batch(batch_size: int, *, full: bool, sign_with) -> tuple[int, in
     if head is None and frontier.size == 0:
         return 0, len(refused)
     if head is None or frontier.size > head.tree_size:
-        if sign_with is not None:
-            row, private_key = sign_with, audit_signing_key_private(sign_with)
-        else:
-            row, private_key = _signing_key()
-        signed = tree_head_sign(
-            private_key,
-            tree_size=frontier.size,
-            root_hash=frontier.root().hex(),
-            timestamp=format_time(now),
-        )
-        AuditTreeHead(
-            tree_size=signed.tree_size,
-            root_hash=signed.root_hash,
-            timestamp=now,
-            key_id=signed.key_id,
-            signature=signed.signature,
-            signing_key=row,
-        ).save()
+        tree_head_store(frontier, now=now, sign_with=sign_with)
     return len(leaves), len(refused)
+
+
+def tree_head_store(frontier: Frontier, *, now, sign_with=None) -> AuditTreeHead:  # type: ignore[no-untyped-def]
+    """Sign and store the head of the tree ``frontier`` describes (the caller holds the
+    sequencer's lock, in the transaction that stored its leaves)."""
+    from .services import _signing_key, audit_signing_key_private
+
+    if sign_with is not None:
+        row, private_key = sign_with, audit_signing_key_private(sign_with)
+    else:
+        row, private_key = _signing_key()
+    signed = tree_head_sign(
+        private_key,
+        tree_size=frontier.size,
+        root_hash=frontier.root().hex(),
+        timestamp=format_time(now),
+    )
+    head = AuditTreeHead(
+        tree_size=signed.tree_size,
+        root_hash=signed.root_hash,
+        timestamp=now,
+        key_id=signed.key_id,
+        signature=signed.signature,
+        signing_key=row,
+    )
+    head.save()
+    return head
 
 
 # --------------------------------------------------------------------------- the thread

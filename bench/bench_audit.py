@@ -148,26 +148,9 @@ def _fill_rows(count: int) -> list[bytes]:
     # Sign the head over them as the sequencer would (it refuses leaves no head covers).
     from django.utils import timezone
 
-    from audit.models import AuditTreeHead
-    from audit.services import _signing_key
-    from kmsportal.crypto.audit_log import tree_head_sign
+    from audit.sequencer import tree_head_store
 
-    row, private_key = _signing_key()
-    now = timezone.now()
-    signed = tree_head_sign(
-        private_key,
-        tree_size=frontier.size,
-        root_hash=frontier.root().hex(),
-        timestamp=format_time(now),
-    )
-    AuditTreeHead(
-        tree_size=signed.tree_size,
-        root_hash=signed.root_hash,
-        timestamp=now,
-        key_id=signed.key_id,
-        signature=signed.signature,
-        signing_key=row,
-    ).save()
+    tree_head_store(frontier, now=timezone.now())
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT setval('audit_event_sequence', %s)", [top + count + 1])
