@@ -22,6 +22,8 @@ os.environ.setdefault("STATIC_ROOT", tempfile.mkdtemp(prefix="kmsportal-static-"
 os.environ.setdefault("KMS_PUBLIC_URL", "http://testserver")
 # Identity CAs made by `bootstrap` in tests use EC keys: RSA-3072 generation is slow.
 os.environ.setdefault("KMS_IDENTITY_CA_KEY_TYPE", "ecp256")
+# The audit sequencer thread stays off: tests integrate with audit_integrate() (deterministic).
+os.environ.setdefault("KMS_AUDIT_SEQUENCER_INTERVAL", "0")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 
 django.setup()

@@ -16,3 +16,14 @@ class AuditConfig(AppConfig):
         # The checkpoint signing key is sealed under the master keyring: rewrap re-seals it
         # and start-up refuses to drop a master key id that still seals it.
         sealed_field_register("audit.AuditSigningKey", "sealed_private_key", lambda row: row.aad)
+        sealed_field_register("audit.AuditMacKey", "sealed_key", lambda row: row.aad)
+
+        from django.db import connections
+        from django.db.backends.signals import connection_created
+
+        from .triggers import register_sqlite_function
+
+        connection_created.connect(register_sqlite_function, dispatch_uid="audit_sqlite_triggers")
+        for connection in connections.all(initialized_only=True):
+            if connection.connection is not None:
+                register_sqlite_function(None, connection)

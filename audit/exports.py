@@ -1,9 +1,13 @@
 """Streamed exports of the audit log (JSON Lines and CSV), constant memory.
 
-JSON Lines follows the format defined in kmsportal.crypto.audit_chain, so
-`python -m kmsclient audit-verify export.jsonl` checks it offline. CSV carries the same
-events, checkpoints and public key for spreadsheets; cells that a spreadsheet would run as a
-formula are prefixed with an apostrophe, so verify the JSON Lines file, not the CSV.
+JSON Lines follows version 2 of the format defined in kmsportal.crypto.audit_log, so
+`python -m kmsclient audit-verify export.jsonl --public-key key.pem` checks it offline: the
+events integrated into the tree, in leaf order (a filtered export adds each event's inclusion
+proof), optionally a consistency proof from an auditor's saved head, the public key, and last
+the signed tree head that covers them. Export starts by integrating everything committed, so
+the head covers the newest events. CSV carries the same rows for spreadsheets; cells a
+spreadsheet would run as a formula are prefixed with an apostrophe, so verify the JSON Lines
+file, not the CSV.
 """
 
 from __future__ import annotations
@@ -15,62 +19,65 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
-from kmsportal.crypto.audit_chain import (
-    EVENT_FIELDS,
-    export_checkpoint_line,
+from kmsportal.crypto.audit_chain import EVENT_FIELDS, format_time, public_key_from_pem
+from kmsportal.crypto.audit_log import (
+    export_consistency_line,
     export_event_line,
     export_header_line,
     export_public_key_line,
-    format_time,
-    public_key_from_pem,
 )
 
-from .models import AuditChainHead, AuditCheckpoint, AuditSigningKey
+from .models import AuditTreeHead
 from .selectors import EventFilters, audit_event_queryset
+from .sequencer import latest_head, proof_consistency, proof_inclusion, tree_head_json
 from .services import details_json
 
-CSV_COLUMNS = ["record", *EVENT_FIELDS, "prev_hash", "hash", "previous_signature", "signature"]
+CSV_COLUMNS = ["record", "leaf_index", *EVENT_FIELDS, "hash", "signature"]
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _snapshot() -> int:
-    """The newest sequence at export start: the export is a consistent prefix of the log."""
-    head = AuditChainHead.objects.filter(pk=1).first()
-    return head.sequence if head else 0
-
-
-def _events(user: AbstractBaseUser, filters: EventFilters, up_to: int) -> Iterator[dict[str, Any]]:
+def _events(
+    user: AbstractBaseUser, filters: EventFilters, head: AuditTreeHead
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(leaf index, event fields) of the matching events covered by ``head``, in leaf order."""
     queryset = (
         audit_event_queryset(user=user, filters=filters)
-        .filter(sequence__lte=up_to)
-        .order_by("sequence")
+        .filter(leaf__leaf_index__lt=head.tree_size)
+        .order_by("leaf__leaf_index")
+        .values_list("leaf__leaf_index", *EVENT_FIELDS)
     )
-    for event in queryset.iterator(chunk_size=2000):
-        fields = event.chain_fields()
-        fields["prev_hash"] = event.prev_hash
-        fields["hash"] = event.hash
-        yield fields
+    for row in queryset.iterator(chunk_size=2000):
+        fields = dict(zip(EVENT_FIELDS, row[1:], strict=True))
+        fields["time"] = format_time(fields["time"])
+        yield row[0], fields
 
 
-def _checkpoints(up_to: int) -> Iterator[dict[str, Any]]:
-    for checkpoint in AuditCheckpoint.objects.filter(sequence__lte=up_to).order_by("sequence"):
-        yield checkpoint.chain_fields()
-
-
-def export_jsonl(*, user: AbstractBaseUser, filters: EventFilters) -> Iterator[str]:
-    """Header, matching events (ascending), every checkpoint, the public key: one per line."""
-    up_to = _snapshot()  # a consistent snapshot of the log
+def export_jsonl(
+    *, user: AbstractBaseUser, filters: EventFilters, trusted_size: int | None = None
+) -> Iterator[str]:
+    """Header, matching events (leaf order), [consistency], public key, signed head."""
+    head = latest_head()
+    partial = bool(filters.as_dict())
     yield (
         export_header_line(exported_at=format_time(timezone.now()), filters=filters.as_dict())
         + "\n"
     )
-    for event in _events(user, filters, up_to):
-        yield export_event_line(event) + "\n"
-    for checkpoint in _checkpoints(up_to):
-        yield export_checkpoint_line(checkpoint) + "\n"
-    key = AuditSigningKey.objects.first()
-    if key is not None:
-        yield export_public_key_line(public_key_from_pem(key.public_key_pem)) + "\n"
+    if head is None:
+        return  # nothing is signed: the file ends without a head, and verifiers refuse it
+    for index, fields in _events(user, filters, head):
+        proof = proof_inclusion(index, head.tree_size) if partial else None
+        yield export_event_line(fields, leaf_index=index, inclusion=proof) + "\n"
+    if trusted_size is not None and 0 < trusted_size <= head.tree_size:
+        yield (
+            export_consistency_line(
+                from_size=trusted_size,
+                to_size=head.tree_size,
+                proof=proof_consistency(trusted_size, head.tree_size),
+            )
+            + "\n"
+        )
+    yield export_public_key_line(public_key_from_pem(head.signing_key.public_key_pem)) + "\n"
+    yield tree_head_json(head).line() + "\n"
 
 
 class _Echo:
@@ -83,19 +90,30 @@ def _cell(value: Any) -> str:
     return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
 
 
-def export_csv(*, user: AbstractBaseUser, filters: EventFilters) -> Iterator[str]:
-    """The same content as CSV rows, with a `record` column: event, checkpoint, public_key."""
+def export_csv(
+    *, user: AbstractBaseUser, filters: EventFilters, trusted_size: int | None = None
+) -> Iterator[str]:
+    """The same events as CSV rows, with a `record` column, ending with the signed head."""
     writer = csv.writer(_Echo())
-    up_to = _snapshot()
+    head = latest_head()
     yield writer.writerow(CSV_COLUMNS)
-    for event in _events(user, filters, up_to):
-        row = {**event, "record": "event", "details": details_json(event["details"])}
+    if head is None:
+        return
+    for index, fields in _events(user, filters, head):
+        row = {
+            **fields,
+            "record": "event",
+            "leaf_index": index,
+            "details": details_json(fields["details"]),
+        }
         yield writer.writerow([_cell(row.get(column, "")) for column in CSV_COLUMNS])
-    for checkpoint in _checkpoints(up_to):
-        row = {**checkpoint, "record": "checkpoint"}
-        yield writer.writerow([_cell(row.get(column, "")) for column in CSV_COLUMNS])
-    key = AuditSigningKey.objects.first()
-    if key is not None:
-        # The PEM starts with "-----": written as is, a key is not a formula.
-        row = {"record": "public_key", "details": key.public_key_pem}
-        yield writer.writerow([row.get(column, "") for column in CSV_COLUMNS])
+    signed = tree_head_json(head)
+    row = {
+        "record": "tree_head",
+        "leaf_index": head.tree_size,
+        "hash": head.root_hash,
+        "time": signed.timestamp,
+        "signature": signed.signature,
+        "details": signed.line(),
+    }
+    yield writer.writerow([_cell(row.get(column, "")) for column in CSV_COLUMNS])

@@ -32,6 +32,10 @@ class EventFilterForm(forms.Form):
     text = forms.CharField(required=False, max_length=100, label="Target contains")
     before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
     after = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+    # Exports: the size of a tree head the auditor saved, to include a consistency proof.
+    trusted_size = forms.IntegerField(
+        required=False, min_value=1, label="Saved head's tree size (for a consistency proof)"
+    )
 
     def filters(self) -> EventFilters:
         data = self.cleaned_data

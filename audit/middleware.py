@@ -14,6 +14,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 
 from .context import RequestMeta, request_meta_reset, request_meta_set
+from .sequencer import sequencer_thread_start
 
 
 class AuditRequestMiddleware:
@@ -21,6 +22,9 @@ class AuditRequestMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        # The audit sequencer thread of this process, started on its first request (not in
+        # __init__: gunicorn loads the app in the master, and threads do not survive fork).
+        sequencer_thread_start()
         # Our own id, never one taken from the client: the audit must not be steerable.
         request_id = uuid.uuid4().hex
         request.audit_request_id = request_id

@@ -1,10 +1,16 @@
-"""The audit log: append-only, hash-chained events and signed checkpoints.
+"""The audit log: append-only events in an RFC 9162 Merkle tree with signed tree heads.
 
-Invariants (see audit.services for how appends keep them):
-- `sequence` is gap-free from 1; the chain head row holds the last sequence and hash.
-- hash = SHA-256(prev_hash || canonical JSON of the event's fields) (kmsportal.crypto.audit_chain).
-- Rows are never updated or deleted: the model and its queryset refuse, and on PostgreSQL a
-  trigger (migration 0002) refuses UPDATE, DELETE and TRUNCATE.
+Invariants (see audit.services and audit.sequencer):
+- An event is inserted by `audit_event_record` in its caller's transaction, without a global
+  lock: `sequence` comes from a database sequence (unique, increasing, not gap-free), `hash`
+  is its RFC 9162 leaf hash and `mac` its HMAC under the sealed MAC key
+  (kmsportal.crypto.audit_log).
+- The sequencer (one at a time) gives committed events leaf indexes 0, 1, 2, ... (AuditLeaf),
+  stores the completed perfect subtrees (AuditTreeNode) and signs a tree head (AuditTreeHead).
+- Events written before version 2 (migration 0006) are hash-chained (`prev_hash`, the chain
+  head row and AuditCheckpoint) and became the first leaves.
+- Rows are never updated or deleted: models and querysets refuse, and triggers on every audit
+  table refuse UPDATE and DELETE on PostgreSQL and SQLite (and TRUNCATE on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from typing import Any
 
 from django.db import models
 
-from kmsportal.crypto.audit_chain import GENESIS_HASH, canonical_json, format_time
+from kmsportal.crypto.audit_chain import GENESIS_HASH, format_time
+from kmsportal.crypto.canonical import canonical_json
 
 
 class AuditLogIsAppendOnly(Exception):
@@ -23,7 +30,7 @@ class AuditLogIsAppendOnly(Exception):
 
 
 class CanonicalJSONField(models.TextField):
-    """A JSON value stored as its canonical JSON text (kmsportal.crypto.audit_chain), read as Python.
+    """A JSON value stored as its canonical JSON text (kmsportal.crypto.canonical), read as Python.
 
     The column holds exactly the bytes the event hash covers for it, so the chain check can
     let the database render events (audit.verification) instead of decoding and re-encoding
@@ -72,6 +79,8 @@ class AuditAction(models.TextChoices):
     ACCESS_DENIED = "access.denied", "Access denied"
     AUDIT_SIGNING_KEY_CREATED = "audit.signing_key_created", "Audit signing key created"
     AUDIT_CHECKPOINT = "audit.checkpoint", "Audit checkpoint signed"
+    AUDIT_SIGNING_KEY_ROTATED = "audit.signing_key_rotated", "Audit signing key rotated"
+    AUDIT_EVENT_REJECTED = "audit.event_rejected", "Audit event rejected: bad MAC"
     AUDIT_VERIFIED = "audit.verified", "Audit chain verified"
     AUDIT_EXPORTED = "audit.exported", "Audit log exported"
 
@@ -88,20 +97,77 @@ class Outcome(models.TextChoices):
     ERROR = "error", "Error"
 
 
-class AuditEventQuerySet(models.QuerySet):
+class AppendOnlyQuerySet(models.QuerySet):
     def update(self, **kwargs: Any) -> int:
-        raise AuditLogIsAppendOnly("audit events cannot be updated")
+        raise AuditLogIsAppendOnly("audit rows cannot be updated")
 
     def delete(self) -> tuple[int, dict[str, int]]:
-        raise AuditLogIsAppendOnly("audit events cannot be deleted")
+        raise AuditLogIsAppendOnly("audit rows cannot be deleted")
 
     update.queryset_only = True  # type: ignore[attr-defined]
     delete.queryset_only = True  # type: ignore[attr-defined]
 
 
+AuditEventQuerySet = AppendOnlyQuerySet
+
+
+class AppendOnlyModel(models.Model):
+    """Rows written once: save() only inserts, delete() refuses."""
+
+    objects = AppendOnlyQuerySet.as_manager()
+    # A sealed key column `manage.py rewrap` may re-seal in place (the triggers allow an
+    # UPDATE of that column alone; see audit migration 0006).
+    resealable_field: str | None = None
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        update_fields = kwargs.get("update_fields")
+        if (
+            not self._state.adding
+            and self.resealable_field
+            and update_fields is not None
+            and list(update_fields) == [self.resealable_field]
+        ):
+            super().save(*args, **kwargs)
+            return
+        if not self._state.adding:
+            raise AuditLogIsAppendOnly(f"{self._meta.label} rows cannot be changed once written")
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise AuditLogIsAppendOnly(f"{self._meta.label} rows cannot be deleted")
+
+
+class AuditMacKey(AppendOnlyModel):
+    """A random 256-bit key for the per-event MACs, sealed under the master keyring."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    sealed_key = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    resealable_field = "sealed_key"
+
+    class Meta:
+        ordering = ["-created_at"]
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"audit MAC key {self.id}"
+
+    @property
+    def aad(self) -> bytes:
+        """Associated data binding the sealed key to this row and purpose."""
+        return f"audit.AuditMacKey:{self.id}:hmac-sha256".encode()
+
+
 class AuditEvent(models.Model):
     """One security-relevant action, allowed or denied. Never changed once written."""
 
+    # Unique and increasing, from a database sequence (SQLite: max + 1 under its write lock);
+    # not gap-free: a rolled-back action leaves a hole. The tree's leaf index is the order.
     sequence = models.BigIntegerField(primary_key=True)
     time = models.DateTimeField(db_index=True)
     actor_type = models.CharField(max_length=10, choices=ActorType.choices)
@@ -119,8 +185,13 @@ class AuditEvent(models.Model):
     request_id = models.CharField(max_length=64, blank=True)
     # Canonical JSON text: the very bytes hashed (see CanonicalJSONField).
     details = CanonicalJSONField(default=dict, blank=True)
+    # Version 1 (chained) events: the previous event's hash; "" for version 2 events.
     prev_hash = models.CharField(max_length=64)
+    # Version 1: the chain hash; version 2: the RFC 9162 leaf hash of the entry, hex.
     hash = models.CharField(max_length=64, unique=True)
+    # Version 2: HMAC-SHA256 of the entry under `mac_key`, hex ("" for version 1 events).
+    mac = models.CharField(max_length=64, blank=True, default="")
+    mac_key = models.ForeignKey(AuditMacKey, null=True, blank=True, on_delete=models.PROTECT)
 
     objects = AuditEventQuerySet.as_manager()
 
@@ -176,11 +247,10 @@ class AuditEvent(models.Model):
         }
 
 
-class AuditChainHead(models.Model):
-    """The single row holding the chain's last sequence and hash.
+class AuditChainHead(AppendOnlyModel):
+    """The last event of the version 1 hash chain (frozen since version 2, migration 0006).
 
-    Appends lock this row (SELECT ... FOR UPDATE on PostgreSQL; SQLite's write lock does the
-    same), so concurrent writers take turns and the chain stays linear and gap-free.
+    Version 1 appends locked this row; version 2 appends take no global lock.
     """
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
@@ -195,13 +265,16 @@ class AuditChainHead(models.Model):
         return f"audit chain head at #{self.sequence}"
 
 
-class AuditSigningKey(models.Model):
-    """The Ed25519 key that signs checkpoints; the private half only ever sealed."""
+class AuditSigningKey(AppendOnlyModel):
+    """An Ed25519 key that signs tree heads (and version 1 checkpoints); the private half only
+    ever sealed. The newest row signs; rotation adds a row and records it in the log."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     sealed_private_key = models.BinaryField()
     public_key_pem = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
+
+    resealable_field = "sealed_private_key"
 
     class Meta:
         ordering = ["-created_at"]
@@ -216,8 +289,8 @@ class AuditSigningKey(models.Model):
         return f"audit.AuditSigningKey:{self.id}:ed25519".encode()
 
 
-class AuditCheckpoint(models.Model):
-    """A signature over (sequence, hash, time, previous checkpoint's signature)."""
+class AuditCheckpoint(AppendOnlyModel):
+    """Version 1: a signature over (sequence, hash, time, previous checkpoint's signature)."""
 
     sequence = models.BigIntegerField(unique=True)
     hash = models.CharField(max_length=64)
@@ -241,3 +314,71 @@ class AuditCheckpoint(models.Model):
             "previous_signature": self.previous_signature,
             "signature": self.signature,
         }
+
+
+class AuditLeaf(AppendOnlyModel):
+    """The event at a leaf of the tree; written by the sequencer."""
+
+    # An auto field only for its storage: SQLite then keeps rows in leaf order (the rowid),
+    # which the bulk verification reads in ranges. Values are always given by the sequencer.
+    leaf_index = models.BigAutoField(primary_key=True)
+    event = models.OneToOneField(AuditEvent, on_delete=models.PROTECT, related_name="leaf")
+    leaf_hash = models.BinaryField(max_length=32)
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"leaf {self.leaf_index}"
+
+
+def tree_node_key(level: int, index: int) -> int:
+    """Primary key of the perfect subtree ``(level, index)``: level in the top 8 bits."""
+    return (level << 48) | index
+
+
+class AuditTreeNode(AppendOnlyModel):
+    """The hash of a perfect subtree of 2**level leaves (level >= 1), for proofs in O(log n)."""
+
+    key = models.BigAutoField(primary_key=True)  # see AuditLeaf.leaf_index; tree_node_key()
+    hash = models.BinaryField(max_length=32)
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"tree node {self.key >> 48}/{self.key & ((1 << 48) - 1)}"
+
+
+class AuditTreeHead(AppendOnlyModel):
+    """A signed tree head: the tree of the first `tree_size` leaves has root `root_hash`."""
+
+    tree_size = models.BigIntegerField(primary_key=True)
+    root_hash = models.CharField(max_length=64)
+    timestamp = models.DateTimeField()
+    key_id = models.CharField(max_length=64)
+    signature = models.TextField()
+    signing_key = models.ForeignKey(AuditSigningKey, on_delete=models.PROTECT)
+
+    class Meta:
+        ordering = ["-tree_size"]
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"tree head of size {self.tree_size}"
+
+
+class AuditRejectedEvent(AppendOnlyModel):
+    """An event the sequencer refused to integrate: its MAC did not verify (forged or altered)."""
+
+    event = models.OneToOneField(
+        AuditEvent, primary_key=True, on_delete=models.PROTECT, related_name="rejection"
+    )
+    reason = models.CharField(max_length=255)
+    time = models.DateTimeField()
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"rejected event {self.event_id}"

@@ -6,6 +6,7 @@ DESC LIMIT n): the cost of a page does not grow with the table, and no page coun
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,7 +14,9 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet
 
-from .models import AuditChainHead, AuditCheckpoint, AuditEvent, AuditSigningKey
+from kmsportal.crypto.audit_log import TreeHead
+
+from .models import AuditChainHead, AuditCheckpoint, AuditEvent, AuditSigningKey, AuditTreeHead
 
 
 @dataclass(frozen=True)
@@ -118,20 +121,25 @@ def audit_event_get(*, user: AbstractBaseUser, sequence: int) -> AuditEvent | No
 
 @dataclass(frozen=True)
 class ChainStatus:
-    head_sequence: int
+    head_sequence: int  # the last event of the version 1 chain
     head_hash: str
     last_checkpoint: AuditCheckpoint | None
     last_verification: AuditEvent | None
     signing_key: AuditSigningKey | None
+    tree_head: AuditTreeHead | None
+    tree_head_json: str
+    pending: int
 
 
 def audit_chain_status(*, user: AbstractBaseUser) -> ChainStatus | None:
-    """The chain panel: head, last checkpoint, last verification (an audit event itself)."""
+    """The chain panel: latest signed tree head, pending events, last verification."""
     if not _can_read(user):
         return None
     from .models import AuditAction
+    from .sequencer import latest_head, tree_head_json
 
     head = AuditChainHead.objects.filter(pk=1).first() or AuditChainHead(sequence=0)
+    tree_head = latest_head()
     return ChainStatus(
         head_sequence=head.sequence,
         head_hash=head.hash,
@@ -139,5 +147,71 @@ def audit_chain_status(*, user: AbstractBaseUser) -> ChainStatus | None:
         last_verification=AuditEvent.objects.filter(action=AuditAction.AUDIT_VERIFIED)
         .order_by("-sequence")
         .first(),
-        signing_key=AuditSigningKey.objects.first(),
+        signing_key=tree_head.signing_key if tree_head else AuditSigningKey.objects.first(),
+        tree_head=tree_head,
+        tree_head_json=(
+            json.dumps(tree_head_json(tree_head).as_json(), indent=2, sort_keys=True)
+            if tree_head
+            else ""
+        ),
+        pending=AuditEvent.objects.filter(leaf__isnull=True).count(),
+    )
+
+
+def audit_tree_head_latest(*, user: AbstractBaseUser) -> TreeHead | None:
+    """The newest signed tree head, as the signed object (None: none yet, or no access)."""
+    if not _can_read(user):
+        return None
+    from .sequencer import latest_head, tree_head_json
+
+    head = latest_head()
+    return tree_head_json(head) if head else None
+
+
+@dataclass(frozen=True)
+class Inclusion:
+    """An event's place in the tree, checked on the server against the newest head."""
+
+    leaf_index: int | None
+    tree_size: int | None
+    proof: list[str]
+    verified: bool
+    problem: str
+
+
+def audit_event_inclusion(*, user: AbstractBaseUser, event: AuditEvent) -> Inclusion | None:
+    """The inclusion proof of `event` against the newest signed head, verified here: the leaf
+    hash recomputed from the event's content, the audit path from stored nodes, the root and
+    the head's signature checked with the trusted audit keys."""
+    if not _can_read(user):
+        return None
+    from kmsportal.crypto.audit_log import event_entry
+    from kmsportal.crypto.merkle import leaf_hash, verify_inclusion
+
+    from .models import AuditLeaf
+    from .sequencer import AuditTreeError, latest_head, proof_inclusion, tree_head_json
+    from .services import AuditTrustError, audit_trusted_keys
+
+    leaf = AuditLeaf.objects.filter(event_id=event.sequence).first()
+    head = latest_head()
+    if leaf is None or head is None or leaf.leaf_index >= head.tree_size:
+        return Inclusion(
+            leaf.leaf_index if leaf else None,
+            head.tree_size if head else None,
+            [],
+            False,
+            "not yet integrated into a signed tree head (the sequencer runs every few seconds)",
+        )
+    try:
+        proof = proof_inclusion(leaf.leaf_index, head.tree_size)
+        problem = tree_head_json(head).verify(audit_trusted_keys()) or ""
+    except (AuditTreeError, AuditTrustError) as exc:
+        return Inclusion(leaf.leaf_index, head.tree_size, [], False, str(exc))
+    digest = leaf_hash(event_entry(event.chain_fields()))
+    if not problem and not verify_inclusion(
+        leaf.leaf_index, head.tree_size, digest, proof, bytes.fromhex(head.root_hash)
+    ):
+        problem = "the proof does not verify: the event or the stored tree was altered"
+    return Inclusion(
+        leaf.leaf_index, head.tree_size, [p.hex() for p in proof], not problem, problem
     )

@@ -9,5 +9,6 @@ urlpatterns = [
     path("events/<int:sequence>/", views.EventDetailView.as_view(), name="event_detail"),
     path("chain/", views.ChainStatusView.as_view(), name="chain"),
     path("chain/verify/", views.ChainVerifyView.as_view(), name="chain_verify"),
+    path("chain/head.json", views.TreeHeadDownloadView.as_view(), name="tree_head"),
     path("export.<str:fmt>", views.ExportView.as_view(), name="export"),
 ]

@@ -91,16 +91,19 @@ class FastResult:
     fallbacks: int  # ranges the exact verifier had to decide and found sound
 
 
-def chain_check_fast(*, from_sequence: int, expected_prev_hash: str) -> FastResult | None:
-    """Verify the chain from ``from_sequence`` like ``verify_chain`` would; None if this
-    database has no fast path. ``expected_prev_hash`` is the hash of the event before."""
+def chain_check_fast(
+    *, from_sequence: int, expected_prev_hash: str, to_sequence: int | None = None
+) -> FastResult | None:
+    """Verify the chain from ``from_sequence`` (to ``to_sequence``: the version 1 chain ends
+    there) like ``verify_chain`` would; None if this database has no fast path.
+    ``expected_prev_hash`` is the hash of the event before."""
     if connection.vendor == "sqlite":
         engine: _Engine = _SQLiteEngine()
     elif connection.vendor == "postgresql":
         engine = _PostgresEngine()
     else:
         return None
-    walk = _Walk(from_sequence, expected_prev_hash)
+    walk = _Walk(from_sequence, expected_prev_hash, to_sequence)
     walk.run(engine)
     return FastResult(walk.result(), engine.method, walk.fallbacks)
 
@@ -121,7 +124,10 @@ class _Anomaly(Exception):
 class _Walk:
     """Progress of one verification: the last verified event, counts, and the verdict."""
 
-    def __init__(self, from_sequence: int, expected_prev_hash: str) -> None:
+    def __init__(
+        self, from_sequence: int, expected_prev_hash: str, to_sequence: int | None = None
+    ) -> None:
+        self.to_sequence = to_sequence
         self.from_sequence = from_sequence
         self.expected = expected_prev_hash
         self.first_sequence: int | None = None
@@ -159,6 +165,8 @@ class _Walk:
             start = self.next_sequence
             # Events appended while we work are picked up by the next round.
             top = self._scalar(f"SELECT max(sequence) FROM {self.table}", [])  # noqa: S608
+            if top is not None and self.to_sequence is not None:
+                top = min(top, self.to_sequence)
             if top is None or top < start:
                 return  # no event at or after start: the exact walk would end here too
             try:
@@ -182,6 +190,8 @@ class _Walk:
             [self.next_sequence],
         )
         bound: int | None = max(anomaly.at or anomaly.bound, following or 0)
+        if self.to_sequence is not None:
+            bound = min(bound, self.to_sequence)
         if self.last_sequence is None:
             start, expected, overlap = self.from_sequence, self.expected, 0
         else:
@@ -194,7 +204,8 @@ class _Walk:
             )
             if expected is None:  # it vanished while we worked: judge everything exactly
                 self.first_sequence, self.last_sequence, self.verified = None, None, 0
-                start, expected, overlap, bound = self.from_sequence, self.expected, 0, None
+                start, expected, overlap = self.from_sequence, self.expected, 0
+                bound = self.to_sequence
         from .services import chain_rows  # services imports this module
 
         result = verify_chain(
@@ -462,3 +473,99 @@ class _PostgresEngine(_Engine):
         except DatabaseError:
             return None
         return None if row is None else row[0]
+
+
+# --------------------------------------------------------------------------- the tree's leaves
+
+
+@dataclass(frozen=True)
+class LeafChunk:
+    """Leaves ``lo``..``lo + len(digests) - 1`` as stored, and the indexes whose event text,
+    rendered by the database, does not give the stored leaf hash (the caller decides those
+    with the exact Python serialisation)."""
+
+    lo: int
+    digests: list[bytes]
+    suspects: list[int]
+
+
+def leaf_chunk_fast(lo: int, hi: int) -> LeafChunk | None:
+    """Stored leaf hashes ``lo``..``hi`` checked against their events in bulk; None when this
+    database has no fast path or the leaves are not contiguous there (the exact walk then
+    finds and names the problem)."""
+    if connection.vendor == "sqlite":
+        return _sqlite_leaves(lo, hi)
+    if connection.vendor == "postgresql":
+        return _postgres_leaves(lo, hi)
+    return None
+
+
+def _tables() -> tuple[str, str]:
+    from .models import AuditLeaf
+
+    quote = connection.ops.quote_name
+    return quote(AuditLeaf._meta.db_table), quote(AuditEvent._meta.db_table)
+
+
+def _sqlite_leaves(lo: int, hi: int) -> LeafChunk | None:
+    leaves, events = _tables()
+    sql = (
+        "SELECT count(*), min(leaf_index), max(leaf_index), "  # noqa: S608 (no user input)
+        "CAST(group_concat(text, char(30)) AS BLOB), group_concat(hex(leaf_hash), '') FROM ("
+        f"SELECT l.leaf_index, l.leaf_hash, {_sqlite_text()} AS text FROM {leaves} l "
+        f"JOIN {events} ON {events}.sequence = l.event_id "
+        "WHERE l.leaf_index BETWEEN ? AND ? ORDER BY l.leaf_index)"
+    )
+    connection.ensure_connection()
+    cursor = connection.connection.cursor()
+    try:
+        count, first, last, texts, stored_hex = cursor.execute(sql, (lo, hi)).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        cursor.close()
+    if count != hi - lo + 1 or (first, last) != (lo, hi) or not isinstance(texts, bytes):
+        return None
+    parts = texts.split(b"\x1e")
+    stored = bytes.fromhex(stored_hex)
+    if len(parts) != count or len(stored) != 32 * count:
+        return None
+    sha256 = hashlib.sha256
+    computed = [sha256(b"\x00" + text).digest() for text in parts]
+    digests = [stored[32 * i : 32 * i + 32] for i in range(count)]
+    if b"".join(computed) == stored:
+        return LeafChunk(lo, digests, [])
+    suspects = [lo + i for i in range(count) if computed[i] != digests[i]]
+    return LeafChunk(lo, digests, suspects)
+
+
+def _postgres_leaves(lo: int, hi: int) -> LeafChunk | None:
+    leaves, events = _tables()
+    text = _postgres_event_text()
+    wrong_sql = (
+        f"SELECT l.leaf_index FROM {leaves} l JOIN {events} "  # noqa: S608 (no user input)
+        f"ON {events}.sequence = l.event_id WHERE l.leaf_index BETWEEN %s AND %s AND "
+        f"(\"time\" < '0001-01-01 00:00:00+00' OR "
+        f"sha256('\\x00'::bytea || convert_to({text}, 'UTF8')) IS DISTINCT FROM l.leaf_hash) "
+        "ORDER BY 1"
+    )
+    hashes_sql = (
+        "SELECT count(*), min(leaf_index), max(leaf_index), "  # noqa: S608 (no user input)
+        f"string_agg(leaf_hash, ''::bytea ORDER BY leaf_index) FROM {leaves} "
+        "WHERE leaf_index BETWEEN %s AND %s"
+    )
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(hashes_sql, [lo, hi])
+            count, first, last, stored = cursor.fetchone()
+            if count != hi - lo + 1 or (first, last) != (lo, hi) or stored is None:
+                return None
+            stored = bytes(stored)
+            if len(stored) != 32 * count:
+                return None
+            cursor.execute(wrong_sql, [lo, hi])
+            suspects = [row[0] for row in cursor.fetchall()]
+    except DatabaseError:
+        return None
+    digests = [stored[32 * i : 32 * i + 32] for i in range(count)]
+    return LeafChunk(lo, digests, suspects)

@@ -8,6 +8,7 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseRedirect,
+    JsonResponse,
     StreamingHttpResponse,
 )
 from django.shortcuts import render
@@ -63,7 +64,11 @@ class EventDetailView(PortalPermissionMixin, View):
         return render(
             request,
             "audit/event_detail.html",
-            {"event": event, "details_json": services.details_json(event.details)},
+            {
+                "event": event,
+                "details_json": services.details_json(event.details),
+                "inclusion": selectors.audit_event_inclusion(user=request.user, event=event),
+            },
         )
 
 
@@ -76,6 +81,21 @@ class ChainStatusView(PortalPermissionMixin, View):
         )
 
 
+class TreeHeadDownloadView(PortalPermissionMixin, View):
+    """The newest signed tree head as JSON, for auditors to keep outside the system."""
+
+    permission_required = "audit.view_auditevent"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        head = selectors.audit_tree_head_latest(user=request.user)
+        if head is None:
+            raise Http404("No signed tree head yet.")
+        response = JsonResponse(head.as_json())
+        response["Content-Disposition"] = f'attachment; filename="audit-head-{head.tree_size}.json"'
+        response["Cache-Control"] = "no-store"
+        return response
+
+
 class ChainVerifyView(PortalPermissionMixin, View):
     permission_required = "audit.verify_auditevent"
     http_method_names = ["post"]
@@ -85,11 +105,13 @@ class ChainVerifyView(PortalPermissionMixin, View):
         if report.ok:
             messages.success(
                 request,
-                f"Chain intact: {report.events_verified} events and "
-                f"{report.checkpoints_verified} checkpoints verified.",
+                f"Log intact: {report.events_verified} events, tree of {report.tree_size} "
+                f"leaves, {report.heads_verified} signed tree heads verified "
+                f"({report.pending} events waiting for the sequencer, their MACs verified).",
             )
         else:
-            messages.error(request, f"Chain BROKEN at event {report.broken_at}: {report.problem}")
+            where = f" at event {report.broken_at}" if report.broken_at is not None else ""
+            messages.error(request, f"Log verification FAILED{where}: {report.problem}")
         return HttpResponseRedirect(reverse("audit:chain"))
 
 
@@ -111,10 +133,12 @@ class ExportView(PortalPermissionMixin, View):
                 request, "audit/event_list.html", {"form": form, "page": None}, status=400
             )
         filters = form.filters()
+        trusted_size = form.cleaned_data.get("trusted_size")
         services.audit_export_start(actor=request.user, fmt=fmt, filters=filters.as_dict())
         content_type, produce = self.formats[fmt]
         response = StreamingHttpResponse(
-            produce(user=request.user, filters=filters), content_type=content_type
+            produce(user=request.user, filters=filters, trusted_size=trusted_size),
+            content_type=content_type,
         )
         stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
         response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{fmt}"'

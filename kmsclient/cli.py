@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -34,7 +36,15 @@ from kmsclient.crl import DEFAULT_TIMEOUT as CRL_TIMEOUT
 from kmsclient.crl import crl_command
 from kmsclient.identity import resolve_identity_dir, write_secret_file
 from kmsclient.verify import CertificateInputError, verify_certificate_files
-from kmsportal.crypto.audit_chain import public_key_from_pem, verify_export
+from kmsportal.crypto.audit_chain import ExportResult as LegacyExportResult
+from kmsportal.crypto.audit_chain import public_key_to_pem
+from kmsportal.crypto.audit_chain import verify_export as verify_export_v1
+from kmsportal.crypto.audit_log import (
+    key_id,
+    public_key_from_text,
+    tree_head_from_json,
+    verify_export,
+)
 from kmsportal.crypto.dh import GROUPS, X25519
 
 EXIT_OK = 0
@@ -74,42 +84,71 @@ def open_text_input(path: str) -> Iterator[TextIO]:
 
 
 def register_audit_verify(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``audit-verify FILE [--public-key PEMFILE]``."""
+    """Add ``audit-verify FILE [--public-key PEMFILE ...] [--trusted-head HEAD.json]``."""
     parser = subparsers.add_parser(
         "audit-verify",
         help="verify an audit log export (JSON Lines) offline",
         description=(
-            "Verify an audit log export offline: every event's hash, the links between "
-            "consecutive events, the signed checkpoints and their chain. Without "
-            "--public-key the export is checked against the key it carries, which proves "
-            "only that the file is internally consistent."
+            "Verify an audit log export offline: every event's inclusion in the Merkle tree, "
+            "the signed tree head that ends the export, and with --trusted-head that the log "
+            "was not rewritten before a head you saved earlier. Without --public-key the "
+            "export is checked against the key it carries, which proves only that the file "
+            "is internally consistent."
         ),
     )
     parser.add_argument("file", metavar="FILE", help="the export, or - for standard input")
     parser.add_argument(
         "--public-key",
         metavar="PEMFILE",
-        help="the portal's audit public key (PEM), obtained independently: the export must "
-        "be signed with it",
+        action="append",
+        help="the portal's audit public key (PEM), obtained independently; repeat it for "
+        "keys before and after a rotation",
+    )
+    parser.add_argument(
+        "--trusted-head",
+        metavar="HEAD.json",
+        help="a signed tree head saved earlier (the chain page's download, or "
+        "`manage.py audit_head`): the export must extend it",
     )
     parser.set_defaults(handler=audit_verify)
 
 
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
 def audit_verify(args: argparse.Namespace) -> int:
     """Verify an export; print ``OK: ...`` (status 0) or ``TAMPERED: ...`` (status 1)."""
-    trusted_pem = None
-    if args.public_key:
+    trusted_keys = None
+    for path in args.public_key or []:
         try:
-            with open(args.public_key, encoding="utf-8") as handle:
-                trusted_pem = handle.read()
-            public_key_from_pem(trusted_pem)
+            key = public_key_from_text(_read_text(path))
         except OSError as exc:
-            return _error(f"cannot read {args.public_key}: {exc.strerror or exc}")
+            return _error(f"cannot read {path}: {exc.strerror or exc}")
         except (ValueError, UnicodeDecodeError) as exc:
-            return _error(f"{args.public_key}: {exc}")
+            return _error(f"{path}: {exc}")
+        trusted_keys = {**(trusted_keys or {}), key_id(key): key}
+    trusted_head = None
+    if args.trusted_head:
+        try:
+            trusted_head = tree_head_from_json(json.loads(_read_text(args.trusted_head)))
+        except OSError as exc:
+            return _error(f"cannot read {args.trusted_head}: {exc.strerror or exc}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _error(f"{args.trusted_head}: not a signed tree head: {exc}")
     try:
-        with open_text_input(args.file) as lines:
-            result = verify_export(lines, trusted_public_key_pem=trusted_pem)
+        with open_text_input(args.file) as stream:
+            first = stream.readline()
+            version = _export_version(first)
+            lines = itertools.chain([first], stream)
+            if version == 1:
+                if trusted_head is not None:
+                    return _error("a version 1 export has no tree heads: drop --trusted-head")
+                pem = public_key_to_pem(next(iter(trusted_keys.values()))) if trusted_keys else None
+                legacy = verify_export_v1(lines, trusted_public_key_pem=pem)
+                return _legacy_report(legacy, trusted_keys is not None)
+            result = verify_export(lines, trusted_keys=trusted_keys, trusted_head=trusted_head)
     except InputError as exc:
         return _error(str(exc))
     except UnicodeDecodeError as exc:
@@ -121,16 +160,51 @@ def audit_verify(args: argparse.Namespace) -> int:
         where = f"line {result.line_number}: " if result.line_number is not None else ""
         print(f"TAMPERED: {where}{result.problem}", file=sys.stderr)
         return EXIT_FAILED
-    print(
-        f"OK: {result.events_verified} events and {result.checkpoints_verified} checkpoints "
-        "verified"
+    extra = (
+        f", consistent with the trusted head of size {trusted_head.tree_size}"
+        if trusted_head is not None
+        else ""
     )
-    if trusted_pem is None:
+    print(
+        f"OK: {result.events_verified} events verified against the signed tree head of size "
+        f"{result.tree_size}{extra}"
+    )
+    if result.used_export_key:
         print(
             "note: checked against the public key inside the export; pass --public-key with "
             "the portal's audit key to prove the export comes from the portal",
             file=sys.stderr,
         )
+    return EXIT_OK
+
+
+def _export_version(first_line: str) -> int:
+    try:
+        header = json.loads(first_line)
+    except ValueError:
+        return 2  # the verifier reports the malformed header
+    version = header.get("version") if isinstance(header, dict) else None
+    return 1 if version == 1 else 2
+
+
+def _legacy_report(result: LegacyExportResult, pinned: bool) -> int:
+    if not result.ok:
+        where = f"line {result.line_number}: " if result.line_number is not None else ""
+        print(f"TAMPERED: {where}{result.problem}", file=sys.stderr)
+        return EXIT_FAILED
+    if result.checkpoints_verified == 0:
+        print(
+            "TAMPERED: the version 1 export holds no signed checkpoint: nothing in it is "
+            "signed, so nothing can be verified",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    print(
+        f"OK: {result.events_verified} events and {result.checkpoints_verified} checkpoints "
+        "verified (version 1 export)"
+    )
+    if not pinned:
+        print("note: checked against the public key inside the export", file=sys.stderr)
     return EXIT_OK
 
 

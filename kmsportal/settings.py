@@ -323,9 +323,16 @@ KMS_MFA_REQUIRED_ROLES: list[str] = env.list(
 KMS_APPROVER_COOLING_OFF: int = env.int("KMS_APPROVER_COOLING_OFF", default=24 * 60 * 60)
 KMS_INVITATION_SECONDS: int = env.int("KMS_INVITATION_SECONDS", default=72 * 60 * 60)
 
-# Sign a checkpoint of the audit chain automatically every N events (0 turns it off;
-# `manage.py audit_checkpoint` from cron signs the rest).
-AUDIT_CHECKPOINT_EVERY: int = env.int("AUDIT_CHECKPOINT_EVERY", default=1000)
+# Audit log (docs/audit-log.md). The sequencer thread of each web process integrates
+# committed events and signs a tree head every this many seconds (0 turns the thread off;
+# `manage.py audit_head` integrates on demand). Pinned audit public keys (PEM or base64,
+# comma-separated): verification refuses a database key that is not among them.
+KMS_AUDIT_SEQUENCER_INTERVAL: float = env.float("KMS_AUDIT_SEQUENCER_INTERVAL", default=2.0)
+KMS_AUDIT_PUBLIC_KEYS: list[str] = [
+    key
+    for key in env.str("KMS_AUDIT_PUBLIC_KEYS", default="").replace(";", ",").split(",")
+    if key.strip()
+]
 
 LOGGING = {
     "version": 1,

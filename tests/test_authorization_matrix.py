@@ -113,6 +113,9 @@ TABLE: dict[str, Route] = {
     "/audit/events/<int:sequence>/": Route(
         "/audit/events/{seq}/", PORTAL,                  (302, 200, 403, 403, 200)),
     "/audit/chain/": Route("/audit/chain/", PORTAL,      (302, 200, 403, 403, 200)),
+    # the newest signed tree head (404 while none is signed: the matrix's log has none)
+    "/audit/chain/head.json": Route(
+        "/audit/chain/head.json", PORTAL,                (302, 404, 403, 403, 404)),
     # verifying reads the chain and records that it did (README: auditors verify the log)
     "/audit/chain/verify/": Route(
         "/audit/chain/verify/", PORTAL,                  (302, 405, 403, 403, 405),

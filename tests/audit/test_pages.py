@@ -14,7 +14,7 @@ from django.utils import timezone
 from accounts.roles import Role
 from audit.models import AuditAction, AuditEvent
 from audit.services import audit_checkpoint_create
-from kmsportal.crypto.audit_chain import verify_export
+from kmsportal.crypto.audit_log import verify_export
 from tests.audit.helpers import append_events, raw_tampering
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +28,8 @@ def auditor(role_client) -> Client:
 @pytest.mark.parametrize("role", [Role.AUDITOR, Role.ADMINISTRATOR])
 def test_auditors_and_administrators_read_the_log(role_client, role: Role) -> None:
     client = role_client(role)
-    for url in ["/audit/", "/audit/chain/", "/audit/events/1/"]:
+    first = AuditEvent.objects.order_by("sequence").first().sequence
+    for url in ["/audit/", "/audit/chain/", f"/audit/events/{first}/"]:
         assert client.get(url).status_code == 200, url
     assert b'href="/audit/"' in client.get("/").content
 
@@ -114,24 +115,31 @@ def test_keyset_pagination(auditor: Client) -> None:
 def test_detail_shows_hashes(auditor: Client) -> None:
     (event,) = append_events(1)
     page = auditor.get(f"/audit/events/{event.sequence}/")
-    assert event.hash.encode() in page.content and event.prev_hash.encode() in page.content
+    assert event.hash.encode() in page.content
+    assert b"not yet integrated" in page.content
+    audit_checkpoint_create()
+    page = auditor.get(f"/audit/events/{event.sequence}/")
+    assert b"verified" in page.content and b"NOT VERIFIED" not in page.content
     assert auditor.get("/audit/events/999999/").status_code == 404
 
 
 def test_verify_now_records_and_reports(auditor: Client) -> None:
     append_events(5)
     response = auditor.post("/audit/chain/verify/", follow=True)
-    assert b"Chain intact" in response.content
+    assert b"Log intact" in response.content
     event = AuditEvent.objects.filter(action=AuditAction.AUDIT_VERIFIED).get()
     assert event.actor_name == "user-auditor" and event.details["ok"] is True
     assert b"intact" in auditor.get("/audit/chain/").content
 
+    third = AuditEvent.objects.order_by("sequence")[2].sequence
     with raw_tampering() as cursor:
-        cursor.execute("UPDATE audit_auditevent SET target_label = 'x' WHERE sequence = 3")
+        cursor.execute(
+            "UPDATE audit_auditevent SET target_label = 'x' WHERE sequence = %s", [third]
+        )
     response = auditor.post("/audit/chain/verify/", follow=True)
-    assert b"Chain BROKEN at event 3" in response.content
+    assert f"Log verification FAILED at event {third}".encode() in response.content
     latest = AuditEvent.objects.filter(action=AuditAction.AUDIT_VERIFIED).order_by("-sequence")[0]
-    assert latest.outcome == "error" and latest.details["broken_at"] == 3
+    assert latest.outcome == "error" and latest.details["broken_at"] == third
 
 
 def _body(response) -> str:
@@ -148,9 +156,10 @@ def test_jsonl_export_verifies_offline_and_detects_a_modified_line(auditor: Clie
     assert "attachment" in response["Content-Disposition"]
     lines = _body(response).splitlines()
     kinds = [json.loads(line)["type"] for line in lines]
-    assert kinds[0] == "header" and kinds[-1] == "public_key" and "checkpoint" in kinds
+    assert kinds[0] == "header" and kinds[-2] == "public_key" and kinds[-1] == "tree_head"
     result = verify_export(lines)
     assert result.ok, result.problem
+    assert result.tree_size == kinds.count("event")  # the head covers the export's own record
     assert result.events_verified == kinds.count("event")
     export_event = AuditEvent.objects.filter(action=AuditAction.AUDIT_EXPORTED).get()
     assert export_event.details == {"format": "jsonl", "filters": {}}
@@ -160,7 +169,8 @@ def test_jsonl_export_verifies_offline_and_detects_a_modified_line(auditor: Clie
     tampered["target_label"] = "edited offline"
     lines[index] = json.dumps(tampered)
     result = verify_export(lines)
-    assert not result.ok and result.line_number == index + 1
+    assert not result.ok and result.line_number == len(lines)  # the root no longer matches
+    assert "altered" in result.problem
 
 
 def test_filtered_export_carries_its_filters(auditor: Client) -> None:
@@ -170,7 +180,12 @@ def test_filtered_export_carries_its_filters(auditor: Client) -> None:
     assert header["filters"] == {"text": "keep"}
     events = [json.loads(line) for line in lines if '"type":"event"' in line]
     assert len(events) == 4 and all(e["target_label"].startswith("keep") for e in events)
+    assert all(e["inclusion"] for e in events)  # each with its audit path
     assert verify_export(lines).ok
+    events[1]["target_label"] = "keep-edited"
+    lines[2] = json.dumps(events[1])
+    result = verify_export(lines)
+    assert not result.ok and result.line_number == 3 and "not included" in result.problem
 
 
 def test_csv_export(auditor: Client) -> None:
@@ -180,10 +195,10 @@ def test_csv_export(auditor: Client) -> None:
     rows = list(csv.DictReader(io.StringIO(_body(response))))
     events = [r for r in rows if r["record"] == "event"]
     assert len(events) == 3
-    assert all(len(r["hash"]) == 64 and len(r["prev_hash"]) == 64 for r in events)
+    assert all(r["leaf_index"].isdigit() for r in events)
     # Spreadsheet formulas are neutralised.
     assert all(r["target_label"].startswith("'=HYPERLINK") for r in events)
-    assert rows[-1]["record"] == "public_key" and "BEGIN PUBLIC KEY" in rows[-1]["details"]
+    assert rows[-1]["record"] == "tree_head" and '"signature"' in rows[-1]["details"]
 
 
 def test_unknown_export_format_is_404(auditor: Client) -> None:
@@ -224,7 +239,7 @@ def test_export_verifies_with_the_offline_cli(auditor: Client, tmp_path) -> None
     export.write_text("\n".join(lines) + "\n")
     result = cli(str(export))
     assert result.returncode == 1
-    assert "TAMPERED: line 3" in result.stderr
+    assert "TAMPERED:" in result.stderr and "signed root" in result.stderr
 
 
 def test_filter_by_an_event_type_of_another_app(auditor: Client) -> None:

@@ -120,7 +120,7 @@ def tampered_file(tmp_path: Path, key: Ed25519PrivateKey) -> Path:
 def test_good_export_exits_0(good_file: Path) -> None:
     proc = run_cli("audit-verify", str(good_file))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "OK: 25 events and 2 checkpoints verified"
+    assert proc.stdout.strip() == "OK: 25 events and 2 checkpoints verified (version 1 export)"
 
 
 def test_modified_export_exits_1_naming_the_line(tampered_file: Path) -> None:

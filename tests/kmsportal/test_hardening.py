@@ -62,12 +62,15 @@ def test_500_page_reveals_nothing(signed_in, admin_user, make_user) -> None:
     target = make_user("victim-500", Role.AUDITOR)
     client = signed_in(admin_user)
     client.raise_request_exception = False
-    with raw_tampering() as cursor:  # the audit log cannot be appended: fail closed
-        cursor.execute("DELETE FROM audit_auditchainhead")
+    with raw_tampering() as cursor:  # the audit MAC key does not unseal: fail closed
+        cursor.execute("UPDATE audit_auditmackey SET sealed_key = %s", [b"\x01broken"])
+    from audit.services import audit_keys_forget
+
+    audit_keys_forget()  # as in a process started after the damage
     response = client.post(f"/users/{target.pk}/deactivate/")
     assert response.status_code == 500
     assert b"Something went wrong" in response.content
-    for leak in (b"Traceback", b"AuditChainError", b"SECRET_KEY", b"audit_auditchainhead"):
+    for leak in (b"Traceback", b"EnvelopeError", b"SECRET_KEY", b"audit_auditmackey", b"sealed"):
         assert leak not in response.content
 
 

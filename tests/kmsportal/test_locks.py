@@ -296,4 +296,4 @@ def test_with_wait_a_run_waits_for_the_other_and_then_works() -> None:
         release.set()
         for thread in threads:
             thread.join(timeout=120)
-    assert output.startswith("Signed checkpoint at event ")
+    assert output.startswith("Integrated ")

@@ -1,37 +1,29 @@
-"""`manage.py audit_checkpoint [--wait]`: sign the chain head (idempotent; run it from cron).
-
-With several nodes, run it from every node's crontab: one run at a time does the work
-(kmsportal.locks); the others print "another node is running audit_checkpoint; nothing to
-do" and exit 0. Skipped runs are logged, not audited (they would flood the log).
-"""
+"""`manage.py audit_checkpoint [--wait]`: kept for existing crontabs; integrates committed
+events and signs a tree head (the sequencer thread of the web processes does this every few
+seconds anyway). One run at a time across nodes; the others skip and exit 0."""
 
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from audit.services import audit_checkpoint_create
-from kmsportal.locks import add_wait_argument, exclusive_job, skipped_message
-
-JOB = "audit_checkpoint"
+from audit.sequencer import JOB, audit_integrate
+from kmsportal.locks import add_wait_argument, skipped_message
 
 
 class Command(BaseCommand):
-    help = (
-        "Sign a checkpoint of the audit chain at its current head, if it moved since the last one."
-    )
+    help = "Integrate committed audit events and sign a tree head (see also audit_head)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         add_wait_argument(parser)
 
     def handle(self, *args: object, **options: object) -> None:
-        with exclusive_job(JOB, wait=bool(options["wait"])) as acquired:
-            if not acquired:
-                self.stdout.write(skipped_message(JOB))
-                return
-            checkpoint = audit_checkpoint_create()
-        if checkpoint is None:
-            self.stdout.write("No new audit events since the last checkpoint; nothing signed.")
+        result = audit_integrate(wait=bool(options["wait"]))
+        if result.skipped:
+            self.stdout.write(skipped_message(JOB))
+        elif result.head is None:
+            self.stdout.write("The audit log is empty; nothing signed.")
         else:
             self.stdout.write(
-                f"Signed checkpoint at event {checkpoint.sequence} (hash {checkpoint.hash})."
+                f"Integrated {result.integrated} events; signed tree head of size "
+                f"{result.head.tree_size} (root {result.head.root_hash})."
             )
