@@ -17,3 +17,4 @@ class VaultConfig(AppConfig):
         # Key material: rewrap re-seals it; start-up refuses to drop a master key sealing it.
         sealed_field_register("vault.KeyVersion", "sealed_material", lambda row: row.aad)
         sealed_field_register("vault.ServerIdentity", "sealed_private_key", lambda row: row.aad)
+        sealed_field_register("vault.OperationSession", "sealed_key", lambda row: row.aad)

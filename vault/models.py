@@ -29,7 +29,24 @@ DESTRUCTION_REQUEST_TTL = timedelta(hours=24)
 
 
 class Algorithm(models.TextChoices):
-    AES_256_GCM = "AES-256-GCM", "AES-256-GCM"
+    """Key types (issue 17). The stored value, lower-cased, is the type name that
+    `kmsportal.crypto.operations`, `key_create --type` and the API use."""
+
+    AES_256_GCM = "AES-256-GCM", "AES-256-GCM (encrypt, decrypt, data keys)"
+    HMAC_SHA256 = "HMAC-SHA256", "HMAC-SHA256 (MAC)"
+    RSA_3072 = "RSA-3072", "RSA-3072 (PSS signatures, OAEP decryption)"
+    RSA_4096 = "RSA-4096", "RSA-4096 (PSS signatures, OAEP decryption)"
+    ECDSA_P256 = "ECDSA-P256", "ECDSA P-256 (signatures)"
+    ECDSA_P384 = "ECDSA-P384", "ECDSA P-384 (signatures)"
+    ED25519 = "ED25519", "Ed25519 (signatures)"
+
+    @classmethod
+    def from_type(cls, key_type: str) -> Algorithm:
+        """The choice for a type name such as ``rsa-3072`` (ValueError if unknown)."""
+        for choice in cls:
+            if choice.value.lower() == key_type.strip().lower():
+                return choice
+        raise ValueError(f"unknown key type {key_type!r}")
 
 
 class SymmetricKey(models.Model):
@@ -76,6 +93,10 @@ class SymmetricKey(models.Model):
     destroy_after = models.DateTimeField(null=True, blank=True, db_index=True)
     state_before_destruction = models.CharField(max_length=24, blank=True)
     destroyed_at = models.DateTimeField(null=True, blank=True)
+    # Operations policy (issue 17): context names every encrypt/decrypt must carry, and
+    # whether a version reported compromised may still decrypt (audited either way).
+    required_context_keys = models.JSONField(default=list, blank=True)
+    allow_compromised_decrypt = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["name"]
@@ -89,6 +110,11 @@ class SymmetricKey(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def key_type(self) -> str:
+        """The type name used by the operations API, e.g. ``aes-256-gcm``, ``ed25519``."""
+        return self.algorithm.lower()
 
     @property
     def is_destroyed(self) -> bool:
@@ -108,9 +134,10 @@ class KeyVersion(models.Model):
     number = models.PositiveIntegerField()
     # AES-256-GCM blob from kmsportal.crypto.envelope; NULL once destroyed (crypto-shredded).
     sealed_material = models.BinaryField(null=True)
-    # Key check value: first 3 bytes of AES-256-ECB(key, 0^128), the classic KCV that HSMs
-    # print, so a custodian can compare with another system without revealing the key.
-    fingerprint = models.CharField(max_length=16)
+    # AES: key check value, first 3 bytes of AES-256-ECB(key, 0^128), the classic KCV that
+    # HSMs print, so a custodian can compare with another system without revealing the key.
+    # HMAC: first 3 bytes of HMAC(key, 0^128). Asymmetric: SHA-256 of the public key's SPKI.
+    fingerprint = models.CharField(max_length=64)
     state = models.CharField(max_length=24, choices=VersionState.choices)
     is_primary = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
@@ -244,6 +271,9 @@ class Grant(models.Model):
     versions = models.CharField(
         max_length=8, choices=GrantVersions.choices, default=GrantVersions.PRIMARY
     )
+    # What the client may do with the key, comma-separated (kmsportal.crypto.operations.
+    # OPERATIONS). The default is what every grant meant before issue 17: fetch the key.
+    operations = models.CharField(max_length=200, default="fetch")
     expires_at = models.DateTimeField(null=True, blank=True)
     created_by_name = models.CharField(max_length=150)
     created_at = models.DateTimeField(default=timezone.now)
@@ -262,6 +292,10 @@ class Grant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.client.name} → {self.key.name}"
+
+    @property
+    def operation_list(self) -> list[str]:
+        return [op for op in self.operations.split(",") if op]
 
     @property
     def is_live(self) -> bool:
@@ -329,3 +363,30 @@ class ServerIdentity(models.Model):
     @property
     def aad(self) -> bytes:
         return f"vault.ServerIdentity:{self.id}:private-key".encode()
+
+
+class OperationSession(models.Model):
+    """A session of the operations API: a key agreed by an authenticated ephemeral DH.
+
+    The session key is stored sealed under the master keyring (AAD names the row), so every
+    gunicorn worker and every server can serve the session's requests; `last_counter` is the
+    highest request counter accepted (each request must exceed it: replay and reordering are
+    refused by one conditional UPDATE, atomic on every node).
+    """
+
+    id = models.CharField(max_length=32, primary_key=True)  # 16 random bytes, hex
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    sealed_key = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+    last_counter = models.BigIntegerField(default=0)
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"operations session {self.id[:8]}"
+
+    @property
+    def aad(self) -> bytes:
+        return f"vault.OperationSession:{self.id}:session-key".encode()
