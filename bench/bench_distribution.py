@@ -114,7 +114,10 @@ def _identity(directory: Path):  # type: ignore[no-untyped-def]
     client, token = client_create(actor=None, name="bench-client")
     private_key = generate_private_key("ecp256")
     csr = build_csr(private_key=private_key, subject=parse_subject("CN=bench-client"))
-    answer = client_enroll_response(token=token, csr_pem=csr.decode())
+    from kmsportal.crypto import protocol
+
+    body, _state = protocol.build_enroll_request(token=token, csr_pem=csr.decode())
+    answer = client_enroll_response(body=body)
     files = {"cert": directory / "client.crt", "key": directory / "client.key"}
     files["ca"] = directory / "root.crt"
     files["cert"].write_text(answer["certificate"])

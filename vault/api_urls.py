@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from . import api
 
@@ -7,4 +7,6 @@ app_name = "api"
 urlpatterns = [
     path("enroll", api.EnrollView.as_view(), name="enroll"),
     path("keys/fetch", api.KeyFetchView.as_view(), name="key_fetch"),
+    # Anything else under /api/v1/ answers a problem document, never an HTML page.
+    re_path(r"^.*$", api.NotFoundView.as_view(), name="not_found"),
 ]

@@ -35,3 +35,8 @@ class VaultAction(models.TextChoices):
     KEY_OPERATION_REFUSED = "key.operation_refused", "Key operation refused (operations API)"
     CLIENT_SESSION_OPENED = "client.session_opened", "Client opened an operations session"
     SERVER_CERTIFICATE_ISSUED = "server.certificate_issued", "KMS server certificate issued"
+    DEPLOYMENT_CREATED = "server.deployment_created", "Deployment identity created"
+    API_REQUESTS_REFUSED = (
+        "api.requests_refused",
+        "Client API requests refused, not attributable to a client (count per source and minute)",
+    )

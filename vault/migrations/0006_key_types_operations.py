@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('vault', '0004_distribution_roles'),
+        ('vault', '0005_server_identity_enrollment'),
     ]
 
     operations = [
