@@ -140,10 +140,20 @@ TABLE: dict[str, Route] = {
     # --- client API (signature authentication, no session) -----------------------------
     "/api/v1/enroll": Route(
         "/api/v1/enroll", PUBLIC,                        (405, 405, 405, 405, 405),
-                                                         (400, 400, 400, 400, 400)),
+                                                         (415, 415, 415, 415, 415)),
     "/api/v1/keys/fetch": Route(
         "/api/v1/keys/fetch", PUBLIC,                    (405, 405, 405, 405, 405),
-                                                         (400, 400, 400, 400, 400)),
+                                                         (415, 415, 415, 415, 415)),
+    # the operations API (issue 17): a signed session request, then sealed requests in it
+    "/api/v1/session": Route(
+        "/api/v1/session", PUBLIC,                       (405, 405, 405, 405, 405),
+                                                         (415, 415, 415, 415, 415)),
+    "/api/v1/session/ping": Route(
+        "/api/v1/session/ping", PUBLIC,                  (405, 405, 405, 405, 405),
+                                                         (415, 415, 415, 415, 415)),
+    "/api/v1/keys/<slug:operation>": Route(
+        "/api/v1/keys/encrypt", PUBLIC,                  (405, 405, 405, 405, 405),
+                                                         (415, 415, 415, 415, 415)),
     # --- pki ---------------------------------------------------------------------------
     "/pki/": Route("/pki/", PORTAL,                      (302, 200, 403, 200, 200)),
     "/pki/cas/new/": Route(

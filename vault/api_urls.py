@@ -1,12 +1,16 @@
 from django.urls import path, re_path
 
-from . import api
+from . import api, ops_api
 
 app_name = "api"
 
 urlpatterns = [
     path("enroll", api.EnrollView.as_view(), name="enroll"),
     path("keys/fetch", api.KeyFetchView.as_view(), name="key_fetch"),
+    # The operations API (issue 17): a session, then protected requests in it.
+    path("session", ops_api.SessionOpenView.as_view(), name="session"),
+    path("session/ping", ops_api.OperationView.as_view(operation="ping"), name="session_ping"),
+    path("keys/<slug:operation>", ops_api.OperationView.as_view(), name="key_operation"),
     # Anything else under /api/v1/ answers a problem document, never an HTML page.
     re_path(r"^.*$", api.NotFoundView.as_view(), name="not_found"),
 ]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.distribution.conftest import kms  # noqa: F401 (the live KMS fixture)
 from vault import services
 from vault.models import Client, Grant, SymmetricKey
 from vault.operations import operation_cache_clear
