@@ -953,7 +953,8 @@ def _delivery_sql(vendor: str, by_number: bool) -> str:
         'SELECT g."versions", g."expires_at", k."id", k."name", k."state", '  # noqa: S608
         'k."min_decryption_version", v."number", v."state", v."is_primary", '
         'v."sealed_material", '
-        f'(SELECT s."id" FROM {_table(ServerIdentity)} s ORDER BY s."created_at" DESC LIMIT 1) '
+        f'(SELECT s."id" FROM {_table(ServerIdentity)} s ORDER BY s."created_at" DESC LIMIT 1), '
+        'g."operations" '
         f"FROM {_table(Grant)} g "
         f'JOIN {_table(SymmetricKey)} k ON k."id" = g."key_id" '
         f'LEFT JOIN {_table(KeyVersion)} v ON v."key_id" = k."id" AND {version} '
@@ -1000,7 +1001,16 @@ def _version_to_deliver(
         is_primary,
         sealed_material,
         server_identity,
+        operations,
     ) = row
+    if "fetch" not in operations.split(","):
+        # An operations-only grant (issue 17): the key is used inside the KMS, never released.
+        raise _refuse(
+            context,
+            "operation_not_granted",
+            f"client {client.name} may use key {request.key_name!r} only through the "
+            f"operations API ({operations}), not fetch it",
+        )
     key = SymmetricKey.from_db(
         connection.alias,
         ["id", "name", "state", "min_decryption_version"],

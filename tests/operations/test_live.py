@@ -195,3 +195,36 @@ def test_cli_round_trip_with_context(kms: LiveKMS) -> None:
     ok = kms.cli("verify", "signer", "--dir", directory, "--signature", signature, input="release")
     bad = kms.cli("verify", "signer", "--dir", directory, "--signature", signature, input="x")
     assert (ok.returncode, bad.returncode) == (0, 1)
+
+
+def test_an_operations_only_grant_cannot_fetch(kms: LiveKMS) -> None:
+    client = kms.enrolled("svc")
+    grant("svc", kms.key("orders"), "encrypt,decrypt")
+    with pytest.raises(KMSClientError) as caught:
+        client.fetch_key("orders")
+    assert caught.value.code == "operation_not_granted"
+    event = AuditEvent.objects.filter(action="key.fetch_refused").order_by("-sequence").first()
+    assert event.details["code"] == "operation_not_granted"
+
+
+def test_the_envelope_encryption_example_of_the_docs_works(
+    kms: LiveKMS, tmp_path, monkeypatch
+) -> None:
+    """The documented example, run as written against the live KMS (only the identity
+    directory differs)."""
+    import re
+    from pathlib import Path
+
+    kms.enrolled("billing")
+    grant("billing", kms.key("files"), "generate-data-key,decrypt")
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations-api.md").read_text()
+    [example] = re.findall(r"```python\n(.*?)```", doc, re.S)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "report.pdf").write_bytes(b"%PDF-1.7 quarterly figures")
+    monkeypatch.chdir(work)
+    namespace: dict = {}
+    exec(example.replace("/etc/billing/kms", str(kms.tmp_path / "billing")), namespace)  # noqa: S102
+    assert namespace["plaintext"] == b"%PDF-1.7 quarterly figures"
+    assert b"quarterly" not in (work / "report.pdf.enc").read_bytes()
+    assert (work / "report.pdf.key").read_text().startswith("kms:v1:")
