@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ["keyring", "audit", "vault", "pki", "revocation", "distribution"]
+MODULES = ["keyring", "audit", "vault", "pki", "revocation", "distribution", "operations"]
 # Modules that measure no database work: run once, on the first database.
 DATABASE_INDEPENDENT = {"keyring"}
 SYMBOLS = {"<=": "≤", ">=": "≥"}

@@ -151,8 +151,10 @@ def _b64(value: object, member: str) -> bytes:
     if not isinstance(value, str):
         raise _ItemError("bad_input", f"{member} must be a base64 string")
     try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
+        # strict_mode: the C decoder refuses stray characters itself (b64decode's validate
+        # runs a regular expression first, several times slower on a batch).
+        return binascii.a2b_base64(value.encode("ascii"), strict_mode=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
         raise _ItemError("bad_input", f"{member} is not valid base64") from None
 
 
@@ -236,7 +238,9 @@ class _Versions:
 
     def __init__(self, key: SymmetricKey, numbers: set[int]) -> None:
         self.key = key
-        self.rows = {v.number: v for v in key.versions.filter(number__in=numbers)}
+        self.rows = (
+            {v.number: v for v in key.versions.filter(number__in=numbers)} if numbers else {}
+        )
         self.compromised_used: set[int] = set()
         self.used: set[int] = set()
 

@@ -291,8 +291,12 @@ def _header(kind: int, key_id: uuid.UUID, version: int) -> bytes:
     return _HEADER.pack(FORMAT_VERSION, kind, key_id.bytes, version)
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _encode(header: bytes, body: bytes) -> str:
-    return TOKEN_PREFIX + base64.urlsafe_b64encode(header + body).rstrip(b"=").decode("ascii")
+    text = binascii.b2a_base64(header + body, newline=False).translate(_URLSAFE)
+    return TOKEN_PREFIX + text.rstrip(b"=").decode("ascii")
 
 
 def parse_token(token: object) -> Token:
@@ -354,6 +358,8 @@ def check_context(context: object) -> dict[str, str]:
 
 def context_bytes(context: dict[str, str] | None) -> bytes:
     """The canonical encoding of an encryption context (what the AAD contains)."""
+    if not context and (context is None or isinstance(context, dict)):
+        return b"{}"
     return json.dumps(
         check_context(context), sort_keys=True, separators=(",", ":"), ensure_ascii=False
     ).encode()

@@ -133,10 +133,14 @@ def _unb64(value: object, member: str, code: str) -> bytes:
     if not isinstance(value, str) or not value.isascii():
         raise ProtocolError(code, f"{member} must be a base64 string")
     try:
-        data = base64.b64decode(value, validate=True)
+        # strict_mode refuses stray characters, bad padding and data after the padding, in C.
+        data = binascii.a2b_base64(value.encode("ascii"), strict_mode=True)
     except (binascii.Error, ValueError):
         raise ProtocolError(code, f"{member} is not valid base64") from None
-    if _b64(data) != value:
+    # Canonical: the length the encoder gives, and the last quantum re-encodes to itself
+    # (no stray bits in its padding).
+    tail = data[-(len(data) % 3 or 3) :]
+    if len(value) != 4 * ((len(data) + 2) // 3) or (data and _b64(tail) != value[-4:]):
         raise ProtocolError(code, f"{member} is not canonical base64")
     return data
 
