@@ -34,13 +34,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import json
 import threading
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
 from audit.models import Outcome
 from audit.services import audit_event_record
@@ -48,6 +51,7 @@ from kmsportal.crypto import operations as crypto_ops
 from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.keyring.services import unseal
 
+from .distribution import _as_datetime, _as_uuid, _fetch_one, _table
 from .events import VaultAction
 from .lifecycle import KeyState, VersionState
 from .models import Client, Grant, KeyVersion, SymmetricKey
@@ -172,27 +176,77 @@ def _context(item: dict[str, Any], key: SymmetricKey, member: str = "context") -
     return context
 
 
+@functools.cache
+def _grant_sql(vendor: str) -> str:
+    # The client's live grant for the key by name (at most one: vault_one_live_grant), the
+    # key's policy and state, and its primary version: one statement, compiled once (the
+    # ORM's per-call compilation cost more than the query on the hot path).
+    return (
+        'SELECT g."operations", g."expires_at", k."id", k."name", k."state", '  # noqa: S608
+        'k."algorithm", k."min_decryption_version", k."required_context_keys", '
+        'k."allow_compromised_decrypt", k."updated_at", '
+        'v."id", v."number", v."state", v."sealed_material" '
+        f"FROM {_table(Grant)} g "
+        f'JOIN {_table(SymmetricKey)} k ON k."id" = g."key_id" '
+        f'LEFT JOIN {_table(KeyVersion)} v ON v."key_id" = k."id" AND v."is_primary" = %s '
+        'WHERE g."client_id" = %s AND g."withdrawn_at" IS NULL AND k."name" = %s'
+    )
+
+
+def _from_db(model: type[Any], **values: Any) -> Any:
+    """A model instance from already converted column values (the rest deferred), as the
+    ORM builds one: `Model.from_db` takes the values in the model's field order."""
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+    return model.from_db(connection.alias, names, [values[name] for name in names])
+
+
 def _key_for(client: Client, name: object, operation: str) -> SymmetricKey:
-    """The key, if a live grant of `client` names `operation` for it (else refused)."""
+    """The key, if a live grant of `client` names `operation` for it (else refused). Its
+    primary version comes with it (`_primary`)."""
     if not isinstance(name, str) or not name:
         raise OperationRefused("bad_key_name", "name the key")
-    grant = (
-        Grant.objects.select_related("key")
-        .filter(client=client, key__name=name, withdrawn_at__isnull=True)
-        .first()
+    row = _fetch_one(
+        _grant_sql(connection.vendor),
+        [True, Client._meta.pk.get_db_prep_value(client.pk, connection), name],
     )
-    if grant is None or not grant.is_live:
+    expires_at = _as_datetime(row[1]) if row else None
+    if row is None or (expires_at is not None and expires_at <= timezone.now()):
         raise OperationRefused(
             "not_granted", f"client {client.name} has no live grant for key {name}", 403
         )
-    if operation not in grant.operation_list:
+    operations = [op for op in row[0].split(",") if op]
+    if operation not in operations:
         raise OperationRefused(
             "operation_not_granted",
             f"client {client.name} may not {operation} with key {name} (the grant allows: "
-            f"{', '.join(grant.operation_list)})",
+            f"{', '.join(operations)})",
             403,
         )
-    key = grant.key
+    context_keys = row[7]
+    if isinstance(context_keys, str):  # SQLite hands JSON back as text
+        context_keys = json.loads(context_keys)
+    key = _from_db(
+        SymmetricKey,
+        id=_as_uuid(row[2]),
+        name=row[3],
+        state=row[4],
+        algorithm=row[5],
+        min_decryption_version=row[6],
+        required_context_keys=context_keys or [],
+        allow_compromised_decrypt=bool(row[8]),
+        updated_at=_as_datetime(row[9]),
+    )
+    key._ops_primary = None
+    if row[10] is not None:
+        key._ops_primary = _from_db(
+            KeyVersion,
+            id=row[10],
+            key_id=key.id,
+            number=row[11],
+            state=row[12],
+            sealed_material=row[13],
+            is_primary=True,
+        )
     if operation not in crypto_ops.operations_for(key.key_type):
         raise OperationRefused(
             "unsupported_operation", f"a {key.key_type} key does not support {operation}"
@@ -227,8 +281,8 @@ def _check_key_state(key: SymmetricKey, operation: str) -> None:
 
 
 def _primary(key: SymmetricKey) -> KeyVersion:
-    version = key.versions.filter(is_primary=True, state=VersionState.ACTIVE).first()
-    if version is None:
+    version = getattr(key, "_ops_primary", None)
+    if version is None or version.state != VersionState.ACTIVE:
         raise OperationRefused("no_active_version", f"key {key.name} has no active version", 409)
     return version
 

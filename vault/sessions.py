@@ -18,13 +18,14 @@ counter with one conditional UPDATE in the same transaction as the operation's a
 from __future__ import annotations
 
 import contextlib
+import functools
 import secrets
 import threading
 from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from audit.models import Outcome
@@ -35,7 +36,7 @@ from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.keyring.services import seal, unseal
 
 from . import distribution
-from .distribution import FetchRefused
+from .distribution import FetchRefused, _as_datetime, _as_uuid, _fetch_one, _table
 from .events import VaultAction
 from .models import Client, ClientState, OperationSession
 from .operations import OPERATIONS_API, OperationRefused, key_operation_perform
@@ -189,23 +190,49 @@ def operation_sessions_forget() -> None:
 # --- protected requests ----------------------------------------------------------------------------
 
 
-def _session_row(session_id: str, now: datetime) -> tuple[OperationSession, Client]:
-    row = (
-        OperationSession.objects.select_related("client")
-        .only("id", "sealed_key", "expires_at", "client__id", "client__name", "client__state")
-        .filter(id=session_id)
-        .first()
+@functools.cache
+def _session_sql(vendor: str) -> str:
+    # The session and its client's state, one statement compiled once (hot path).
+    return (
+        'SELECT s."sealed_key", s."expires_at", c."id", c."name", c."state" '  # noqa: S608
+        f"FROM {_table(OperationSession)} s "
+        f'JOIN {_table(Client)} c ON c."id" = s."client_id" WHERE s."id" = %s'
     )
+
+
+@functools.cache
+def _counter_sql(vendor: str) -> str:
+    # The replay check: the counter only moves forward, atomically on every node.
+    return (
+        f'UPDATE {_table(OperationSession)} SET "last_counter" = %s '  # noqa: S608
+        'WHERE "id" = %s AND "last_counter" < %s AND "expires_at" > %s'
+    )
+
+
+def _session_row(session_id: str, now: datetime) -> tuple[OperationSession, Client]:
+    row = _fetch_one(_session_sql(connection.vendor), [session_id])
     if row is None:
         raise SessionRefused("unknown_session", "no such session; open a new one", 401)
-    if row.expires_at <= now:
+    session = OperationSession(id=session_id, sealed_key=row[0], expires_at=_as_datetime(row[1]))
+    if session.expires_at <= now:
         raise SessionRefused("session_expired", "the session has expired; open a new one", 401)
-    client = row.client
+    client = Client.from_db(connection.alias, ["id", "name", "state"], [_as_uuid(row[2]), *row[3:]])
     if client.state != ClientState.ACTIVE:
         raise SessionRefused(
             f"client_{client.state}", f"client {client.name} is {client.state}", 403
         )
-    return row, client
+    session.client_id = client.pk
+    return session, client
+
+
+def _advance_counter(session_id: str, counter: int, now: datetime) -> bool:
+    field = OperationSession._meta.get_field("expires_at")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _counter_sql(connection.vendor),
+            [counter, session_id, counter, field.get_db_prep_value(now, connection)],
+        )
+        return cursor.rowcount == 1
 
 
 def operation_request_handle(*, operation: str, body: Any) -> tuple[int, dict[str, str]]:
@@ -227,9 +254,7 @@ def operation_request_handle(*, operation: str, body: Any) -> tuple[int, dict[st
     with transaction.atomic():
         # The replay check: only an authentic request (it opened) moves the counter, and
         # only forward. Every worker and server shares the row.
-        moved = OperationSession.objects.filter(
-            id=row.id, last_counter__lt=envelope.counter, expires_at__gt=now
-        ).update(last_counter=envelope.counter)
+        moved = _advance_counter(row.id, envelope.counter, now)
         if not moved:
             status, answer = (
                 409,
