@@ -431,6 +431,9 @@ class OperationSession(models.Model):
 
     id = models.CharField(max_length=32, primary_key=True)  # 16 random bytes, hex
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    # The certificate the session was opened with: its revocation or expiry, or the client
+    # enrolling a new one, ends the session at its next request.
+    certificate = models.ForeignKey("pki.Certificate", on_delete=models.PROTECT, related_name="+")
     sealed_key = models.BinaryField()
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(db_index=True)

@@ -34,6 +34,7 @@ from kmsportal.crypto import protocol
 from kmsportal.crypto import session as wire
 from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.keyring.services import seal, unseal
+from pki.models import Certificate, CertificateStatus
 
 from . import distribution
 from .distribution import FetchRefused, _as_datetime, _as_uuid, _fetch_one, _table
@@ -112,7 +113,14 @@ def _open(body: Any, context: distribution._Context) -> dict[str, Any]:
             raise FetchRefused(exc.code, exc.message, 400) from exc
         session_id = keys.session_id.hex()
         row = OperationSession(
-            id=session_id, client_id=client.pk, created_at=now, expires_at=expires_at
+            id=session_id,
+            client_id=client.pk,
+            # The presented certificate is the client's current one (`_certificate_status`).
+            certificate_id=Client.objects.values_list("certificate_id", flat=True).get(
+                pk=client.pk
+            ),
+            created_at=now,
+            expires_at=expires_at,
         )
         row.sealed_key = seal(keys.secret, aad=row.aad)
         row.save(force_insert=True)
@@ -194,9 +202,11 @@ def operation_sessions_forget() -> None:
 def _session_sql(vendor: str) -> str:
     # The session and its client's state, one statement compiled once (hot path).
     return (
-        'SELECT s."sealed_key", s."expires_at", c."id", c."name", c."state" '  # noqa: S608
+        'SELECT s."sealed_key", s."expires_at", c."id", c."name", c."state", '  # noqa: S608
+        'c."certificate_id" = s."certificate_id", t."status", t."not_after" '
         f"FROM {_table(OperationSession)} s "
-        f'JOIN {_table(Client)} c ON c."id" = s."client_id" WHERE s."id" = %s'
+        f'JOIN {_table(Client)} c ON c."id" = s."client_id" '
+        f'JOIN {_table(Certificate)} t ON t."id" = s."certificate_id" WHERE s."id" = %s'
     )
 
 
@@ -216,10 +226,21 @@ def _session_row(session_id: str, now: datetime) -> tuple[OperationSession, Clie
     session = OperationSession(id=session_id, sealed_key=row[0], expires_at=_as_datetime(row[1]))
     if session.expires_at <= now:
         raise SessionRefused("session_expired", "the session has expired; open a new one", 401)
-    client = Client.from_db(connection.alias, ["id", "name", "state"], [_as_uuid(row[2]), *row[3:]])
+    client = Client.from_db(
+        connection.alias, ["id", "name", "state"], [_as_uuid(row[2]), row[3], row[4]]
+    )
     if client.state != ClientState.ACTIVE:
         raise SessionRefused(
             f"client_{client.state}", f"client {client.name} is {client.state}", 403
+        )
+    same_certificate, status, not_after = row[5], row[6], _as_datetime(row[7])
+    if status == CertificateStatus.REVOKED:
+        raise SessionRefused("certificate_revoked", "the client certificate is revoked", 401)
+    if not_after <= now:
+        raise SessionRefused("certificate_expired", "the client certificate has expired", 401)
+    if not same_certificate:
+        raise SessionRefused(
+            "client_reenrolled", "the client enrolled a new certificate; open a new session", 401
         )
     session.client_id = client.pk
     return session, client

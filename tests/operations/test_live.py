@@ -228,3 +228,16 @@ def test_the_envelope_encryption_example_of_the_docs_works(
     assert namespace["plaintext"] == b"%PDF-1.7 quarterly figures"
     assert b"quarterly" not in (work / "report.pdf.enc").read_bytes()
     assert (work / "report.pdf.key").read_text().startswith("kms:v1:")
+
+
+def test_revoking_the_certificate_ends_the_session(kms: LiveKMS) -> None:
+    from pki.services import certificate_revoke
+
+    client = kms.enrolled("svc")
+    grant("svc", kms.key("orders"))
+    client.encrypt("orders", b"x")
+    record = Client.objects.select_related("certificate").get(name="svc").certificate
+    certificate_revoke(actor=None, certificate=record, reason="keyCompromise")
+    with pytest.raises(KMSClientError) as caught:
+        client.encrypt("orders", b"x")
+    assert caught.value.code == "certificate_revoked"
