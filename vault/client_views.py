@@ -13,6 +13,7 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 
 from accounts.views import PortalPermissionMixin
+from kmsportal.crypto.operations import OPERATIONS
 
 from . import distribution, selectors
 from .models import Client, GrantVersions, SymmetricKey
@@ -31,12 +32,23 @@ class ClientCreateForm(forms.Form):
 
 class GrantForm(forms.Form):
     key = forms.CharField(max_length=100, label="Key name")
+    operations = forms.MultipleChoiceField(
+        required=False,
+        choices=[(op, op) for op in OPERATIONS],
+        initial=["fetch"],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="fetch releases the key itself; the others use it inside the KMS "
+        "(docs/operations-api.md). Which ones exist depends on the key's type.",
+    )
     versions = forms.ChoiceField(choices=GrantVersions.choices, initial=GrantVersions.PRIMARY)
     expires_at = forms.DateTimeField(
         required=False,
         label="Expires (UTC)",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
     )
+
+    def clean_operations(self) -> list[str]:
+        return self.cleaned_data["operations"] or ["fetch"]  # what a grant meant before
 
 
 class RevokeForm(forms.Form):
@@ -128,11 +140,13 @@ class GrantCreateView(PortalPermissionMixin, View):
                         key=key,
                         versions=form.cleaned_data["versions"],
                         expires_at=form.cleaned_data["expires_at"],
+                        operations=form.cleaned_data["operations"],
                     )
                 except distribution.DistributionError as exc:
                     form.add_error(None, str(exc))
                 else:
-                    messages.success(request, f"{client.name} may now fetch {key.name}.")
+                    allowed = ", ".join(form.cleaned_data["operations"])
+                    messages.success(request, f"{client.name} may now {allowed} {key.name}.")
                     return HttpResponseRedirect(reverse("clients:detail", args=[client.name]))
         return _detail(request, client, grant_form=form, status=400)
 

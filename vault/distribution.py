@@ -47,6 +47,7 @@ from audit.models import Outcome
 from audit.services import audit_event_record
 from kmsportal.crypto import protocol
 from kmsportal.crypto.envelope import EnvelopeError
+from kmsportal.crypto.operations import grant_operations
 from kmsportal.crypto.server_identity import spki_sha256
 from kmsportal.crypto.x509 import (
     CertificateLoadError,
@@ -574,8 +575,14 @@ def grant_create(
     key: SymmetricKey,
     versions: str = GrantVersions.PRIMARY,
     expires_at: datetime | None = None,
+    operations: str | list[str] = "fetch",
 ) -> Grant:
-    """Allow `client` to fetch `key` (the primary version only, or every decrypt-capable one)."""
+    """Allow `client` to fetch `key` (the primary version only, or every decrypt-capable one),
+    or to use it through the operations API for `operations` (issue 17)."""
+    try:
+        operations = grant_operations(key.key_type, operations)
+    except ValueError as exc:
+        raise DistributionError(str(exc)) from None
     if versions not in GrantVersions.values:
         raise DistributionError(f"versions must be one of {', '.join(GrantVersions.values)}")
     if expires_at is not None and expires_at <= timezone.now():
@@ -592,6 +599,7 @@ def grant_create(
         client=client,
         key=key,
         versions=versions,
+        operations=operations,
         expires_at=expires_at,
         created_by_name=_actor_name(actor),
     )
@@ -604,6 +612,7 @@ def grant_create(
             "client": client.name,
             "key": key.name,
             "versions": versions,
+            "operations": operations,
             "expires_at": expires_at.isoformat() if expires_at else None,
         },
     )

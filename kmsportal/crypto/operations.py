@@ -75,6 +75,7 @@ __all__ = [
     "fingerprint",
     "generate_data_key",
     "generate_material",
+    "grant_operations",
     "load_key",
     "mac",
     "mac_verify",
@@ -167,6 +168,24 @@ class OperationError(Exception):
 def operations_for(key_type: str) -> tuple[str, ...]:
     """The operations a key of `key_type` supports at all."""
     return _TYPE_OPERATIONS[key_type]
+
+
+def grant_operations(key_type: str, operations: str | list[str] | tuple[str, ...]) -> str:
+    """The canonical comma-separated list a grant stores: known operations that `key_type`
+    supports, in `OPERATIONS` order, each once. ValueError naming the problem otherwise."""
+    names = operations.split(",") if isinstance(operations, str) else list(operations)
+    wanted = {name.strip() for name in names if name.strip()}
+    if not wanted:
+        raise ValueError("name at least one operation")
+    unknown = sorted(wanted - set(OPERATIONS))
+    if unknown:
+        raise ValueError(
+            f"unknown operation {', '.join(unknown)}; choose from {', '.join(OPERATIONS)}"
+        )
+    unsupported = [op for op in OPERATIONS if op in wanted and op not in _TYPE_OPERATIONS[key_type]]
+    if unsupported:
+        raise ValueError(f"a {key_type} key does not support {', '.join(unsupported)}")
+    return ",".join(op for op in OPERATIONS if op in wanted)
 
 
 # --- material ------------------------------------------------------------------------------
