@@ -36,35 +36,15 @@ BATCH = 1000
 VAULT_TRANSIT = "Vault transit ~1.8k ops/s per operation type (vault-benchmark example)"
 
 
-def _identity(directory: Path) -> dict[str, str]:
-    """Enroll a client in-process and write what KMSClient needs, server pins included."""
-    from cryptography.hazmat.primitives import serialization
+def _identity(directory: Path) -> tuple[object, dict[str, str]]:
+    """A client enrolled as the key fetch benchmark does, and the server pins it learns."""
+    from bench.bench_distribution import _identity as enrolled
+    from vault.distribution import server_identity_pin
 
-    from kmsportal.crypto import protocol
-    from kmsportal.crypto.x509 import build_csr, generate_private_key, parse_subject
-    from vault.distribution import client_create, client_enroll_response
-
-    _client, token = client_create(actor=None, name="bench-ops-client")
-    private_key = generate_private_key("ecp256")
-    csr = build_csr(private_key=private_key, subject=parse_subject("CN=bench-ops-client"))
-    body, _state = protocol.build_enroll_request(token=token, csr_pem=csr.decode())
-    answer = client_enroll_response(body=body)
-    (directory / "client.crt").write_text(answer["certificate"])
-    (directory / "root.crt").write_text(answer["root_ca_certificate"])
-    (directory / "client.key").write_bytes(
-        private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return {
-        "cert": str(directory / "client.crt"),
-        "key": str(directory / "client.key"),
-        "ca": str(directory / "root.crt"),
-        "spki": answer["server_identity"]["ca_spki_sha256"],
-        "deployment": answer["server_identity"]["deployment"],
-    }
+    client, _key, _pem, files = enrolled(directory)
+    pin = server_identity_pin()
+    assert pin is not None
+    return client, {**files, "spki": pin.ca_spki_sha256, "deployment": pin.deployment}
 
 
 def _client(url: str, files: dict[str, str]):  # type: ignore[no-untyped-def]
@@ -144,7 +124,7 @@ def run(*, quick: bool, database: str) -> list[Row]:
     from django.conf import settings
 
     from vault.distribution import distribution_bootstrap
-    from vault.models import Client, Grant
+    from vault.models import Grant
     from vault.operations import key_operation_perform
     from vault.services import symmetric_key_create
 
@@ -159,8 +139,7 @@ def run(*, quick: bool, database: str) -> list[Row]:
 
     distribution_bootstrap()
     key = symmetric_key_create(actor=None, name=KEY_NAME)
-    files = _identity(Path(tempfile.mkdtemp(prefix="kmsbench-ops-")))
-    client = Client.objects.get(name="bench-ops-client")
+    client, files = _identity(Path(tempfile.mkdtemp(prefix="kmsbench-ops-")))
     Grant.objects.create(
         client=client, key=key, operations="encrypt,decrypt", created_by_name="bench"
     )

@@ -59,7 +59,6 @@ can never collide under one key. ``F(x) = uint64(len(x)) || x``.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import os
@@ -73,12 +72,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kmsportal.crypto.dh import GROUPS, X25519, DHError, generate_ephemeral, hkdf_sha256
 from kmsportal.crypto.dh import public_key_length as _public_key_length
-from kmsportal.crypto.protocol import (
+from kmsportal.crypto.protocol import (  # the fetch's encodings, shared
     NONCE_BYTES,
     PROTOCOL_VERSION,
     PrivateKey,
     ProtocolError,
     PublicKey,
+    _b64encode,
+    _check_members,
     canonical_json,
     format_timestamp,
     parse_timestamp,
@@ -125,8 +126,7 @@ _MAX_PEM_CHARS = 16384
 _MAX_SIGNATURE_BYTES = 1024
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+_b64 = _b64encode
 
 
 def _unb64(value: object, member: str, code: str) -> bytes:
@@ -146,17 +146,8 @@ def _unb64(value: object, member: str, code: str) -> bytes:
 
 
 def _members(obj: object, expected: frozenset[str], kind: str, code: str) -> dict[str, Any]:
-    if not isinstance(obj, dict):
-        raise ProtocolError(code, f"the {kind} must be a JSON object")
-    if "protocol" in obj and not (type(obj["protocol"]) is int and obj["protocol"] == 1):
-        raise ProtocolError("unsupported_protocol", f"only protocol {PROTOCOL_VERSION}")
-    missing = sorted(expected - obj.keys())
-    unexpected = sorted(str(k) for k in obj.keys() - expected)
-    if missing or unexpected:
-        raise ProtocolError(
-            code, f"the {kind} lacks {missing or 'nothing'}, has unknown {unexpected or 'none'}"
-        )
-    return obj
+    """`obj` is a protocol v1 object with exactly `expected` members (as in the fetch)."""
+    return _check_members(obj, expected, kind=kind, code=code)
 
 
 def _framed(*parts: bytes) -> bytes:
