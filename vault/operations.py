@@ -68,7 +68,11 @@ _CONSUMING = frozenset({"decrypt", "reencrypt", "mac-verify", "verify"})
 _CONTEXTUAL = frozenset({"encrypt", "decrypt", "reencrypt", "generate-data-key"})
 OPERATIONS_API = tuple(op for op in crypto_ops.OPERATIONS if op != "fetch")
 
-_USABLE_KEY_STATES = {KeyState.ACTIVE, KeyState.DEACTIVATED}
+_UNUSABLE_KEY_STATES = {
+    KeyState.PENDING_DESTRUCTION,
+    KeyState.DESTROYED,
+    KeyState.DESTROYED_COMPROMISED,
+}
 _DESTROYED_VERSION_STATES = {VersionState.DESTROYED, VersionState.DESTROYED_COMPROMISED}
 
 
@@ -97,10 +101,28 @@ class _Cached:
     stamp: tuple[Any, ...]
     key: crypto_ops.LoadedKey
     loaded_at: float
+    key_id: Any = None
 
 
 _cache: OrderedDict[int, _Cached] = OrderedDict()
 _cache_lock = threading.Lock()
+_sweeper: threading.Thread | None = None
+
+
+def _sweep_forever() -> None:
+    """Drop expired entries every minute even if no request comes: an idle worker must not
+    keep a destroyed version's loaded key longer than `_CACHE_TTL` (+ one minute)."""
+    while True:
+        time.sleep(60)
+        with _cache_lock:
+            _evict_expired(time.monotonic())
+
+
+def _start_sweeper() -> None:
+    global _sweeper
+    if _sweeper is None or not _sweeper.is_alive():
+        _sweeper = threading.Thread(target=_sweep_forever, name="kms-key-cache", daemon=True)
+        _sweeper.start()
 
 
 def operation_cache_clear() -> None:
@@ -135,17 +157,25 @@ def _loaded(key: SymmetricKey, version: KeyVersion) -> crypto_ops.LoadedKey:
     finally:
         material = b""
     with _cache_lock:
-        _cache[version.pk] = _Cached(stamp=stamp, key=loaded, loaded_at=now)
+        _cache[version.pk] = _Cached(stamp=stamp, key=loaded, loaded_at=now, key_id=key.pk)
         _cache.move_to_end(version.pk)
         _evict_expired(now)
         while len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)
+        _start_sweeper()
     return loaded
 
 
 def _forget(version_pk: int) -> None:
     with _cache_lock:
         _cache.pop(version_pk, None)
+
+
+def _forget_key(key_id: Any) -> None:
+    """Drop every loaded version of a key this process holds (it became unusable)."""
+    with _cache_lock:
+        for pk in [pk for pk, entry in _cache.items() if entry.key_id == key_id]:
+            del _cache[pk]
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -256,6 +286,8 @@ def _key_for(client: Client, name: object, operation: str) -> SymmetricKey:
 
 def _check_key_state(key: SymmetricKey, operation: str) -> None:
     state = key.state
+    if state in _UNUSABLE_KEY_STATES:
+        _forget_key(key.pk)  # material of a key that is going away leaves memory now
     if state in (KeyState.DESTROYED, KeyState.DESTROYED_COMPROMISED):
         raise OperationRefused("key_destroyed", f"key {key.name} is destroyed", 410)
     if state == KeyState.PENDING_DESTRUCTION:
@@ -268,6 +300,8 @@ def _check_key_state(key: SymmetricKey, operation: str) -> None:
         raise OperationRefused("key_not_active", f"key {key.name} is not active yet", 409)
     if state == KeyState.COMPROMISED:
         if operation in _PRODUCING or not key.allow_compromised_decrypt:
+            if not key.allow_compromised_decrypt:
+                _forget_key(key.pk)
             raise OperationRefused(
                 "key_compromised", f"key {key.name} is reported compromised", 409
             )

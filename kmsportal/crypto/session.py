@@ -455,7 +455,7 @@ def open_request(keys: SessionKeys, operation: str, envelope: Envelope) -> Any:
         ) from None
     try:
         return json.loads(plain)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProtocolError("malformed_request", "the request body is not JSON") from None
 
 

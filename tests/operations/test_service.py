@@ -283,3 +283,20 @@ def test_key_create_command_takes_a_type(db) -> None:
     out = StringIO()
     call_command("key_create", "hmac-key", "--type", "hmac-sha256", stdout=out)
     assert "HMAC-SHA256" in out.getvalue()
+
+
+def test_a_key_going_away_leaves_the_process_cache(service, make_key, grant, make_user) -> None:
+    from accounts.roles import Role
+    from tests.vault.conftest import schedule_destruction
+    from vault import operations
+
+    key = make_key("leaving")
+    grant(service, key, *ENCRYPTING)
+    run(service, "encrypt", "leaving", {"plaintext": b64(b"x")})
+    assert any(entry.key_id == key.pk for entry in operations._cache.values())
+    schedule_destruction(
+        key, make_user("a", Role.KEY_CUSTODIAN), make_user("b", Role.KEY_CUSTODIAN)
+    )
+    with pytest.raises(OperationRefused):
+        run(service, "encrypt", "leaving", {"plaintext": b64(b"x")})
+    assert not any(entry.key_id == key.pk for entry in operations._cache.values())
