@@ -278,7 +278,7 @@ def _status_age(value: float | timedelta) -> timedelta:
 def _not_pinned_message(directory: object = None) -> str:
     where = f" --dir {directory}" if directory else ""
     return (
-        "no server identity is pinned for this client (it was enrolled before kmsclient "
+        "untrusted_server_identity: no server identity is pinned for this client (it was enrolled before kmsclient "
         "pinned the KMS's server identity), so no server can be trusted yet: enroll again "
         "with a new token, or pin it with `python -m kmsclient pin-server"
         f"{where} --server-ca-spki <SHA-256> --deployment <urn>` using the values "
@@ -453,7 +453,8 @@ def verify_server_identity(
     if not report.ok or len(report.path) < 2:
         raise KMSClientError(
             "untrusted_server_identity",
-            f"the server certificate {_name(leaf)!r} is not trusted: {_failed_checks(report)}",
+            f"untrusted_server_identity: the server certificate {_name(leaf)!r} is not "
+            f"trusted: {_failed_checks(report)}",
         )
     issuer = report.path[1]
     problem = server_identity_problem(
@@ -462,7 +463,8 @@ def verify_server_identity(
     if problem:
         raise KMSClientError(
             "untrusted_server_identity",
-            f"the server certificate {_name(leaf)!r} is not this KMS's server identity: {problem}",
+            f"untrusted_server_identity: the server certificate {_name(leaf)!r} is not this "
+            f"KMS's server identity: {problem}",
         )
     return leaf, issuer
 

@@ -1,4 +1,4 @@
-from django.urls import path, re_path
+from django.urls import path
 
 from . import api, ops_api
 
@@ -12,5 +12,6 @@ urlpatterns = [
     path("session/ping", ops_api.OperationView.as_view(operation="ping"), name="session_ping"),
     path("keys/<slug:operation>", ops_api.OperationView.as_view(), name="key_operation"),
     # Anything else under /api/v1/ answers a problem document, never an HTML page.
-    re_path(r"^.*$", api.NotFoundView.as_view(), name="not_found"),
+    path("", api.NotFoundView.as_view(), name="index"),
+    path("<path:rest>", api.NotFoundView.as_view(), name="not_found"),
 ]

@@ -173,7 +173,9 @@ def _server_identity_prerequisites() -> tuple[list[str], CertificateAuthority, D
         ca = certificate_authority_create(
             actor=None,
             name=name,
-            subject="CN=kmsportal server identity CA,O=kmsportal",
+            # Subjects are unique per portal (relying parties find issuers by name); a
+            # random suffix keeps a re-created server-identity CA apart from a former one.
+            subject=f"CN=kmsportal server identity CA {secrets.token_hex(4)},O=kmsportal",
             parent=root,
             key_type=settings.KMS_IDENTITY_CA_KEY_TYPE,
             server_identity=True,

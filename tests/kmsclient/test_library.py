@@ -500,7 +500,9 @@ def test_a_server_chain_to_another_root_is_refused(kms: FakeKMS) -> None:
         other.close()
     assert caught.value.code == "untrusted_server_identity"
     # Same CA names, other keys: the path is built by name, the signatures give it away.
-    assert str(caught.value).startswith("the server certificate 'CN=kms server' is not trusted: ")
+    assert str(caught.value).startswith(
+        "untrusted_server_identity: the server certificate 'CN=kms server' is not trusted: "
+    )
     assert "does not verify" in str(caught.value)
 
 
