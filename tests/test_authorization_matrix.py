@@ -152,7 +152,7 @@ TABLE: dict[str, Route] = {
     "/api/v1/session/ping": Route(
         "/api/v1/session/ping", PUBLIC,                  (405, 405, 405, 405, 405),
                                                          (415, 415, 415, 415, 415)),
-    "/api/v1/keys/<slug:operation>": Route(
+    "/api/v1/keys/<operation:operation>": Route(
         "/api/v1/keys/encrypt", PUBLIC,                  (405, 405, 405, 405, 405),
                                                          (415, 415, 415, 415, 415)),
     "/api/v1/": Route("/api/v1/", PUBLIC,           (404, 404, 404, 404, 404)),

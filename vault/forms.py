@@ -55,8 +55,8 @@ class KeyCreateForm(forms.Form):
     required_context_keys = forms.CharField(
         required=False,
         max_length=2000,
-        label="Required encryption-context names",
-        help_text="Comma-separated; every encrypt and decrypt must carry these names.",
+        label="Required encryption context",
+        help_text="Comma-separated entry names every encrypt and decrypt must carry.",
     )
     allow_compromised_decrypt = forms.BooleanField(
         required=False,

@@ -11,9 +11,22 @@ from django.http import HttpRequest, JsonResponse
 
 from . import distribution, sessions
 from .api import ApiView, _json_body, problem
+from .operations import OPERATIONS_API
 
 #: A batch of 1,000 items of 1 KiB is ~1.9 MB once base64 twice; 4 MiB leaves room.
 MAX_OPERATION_BODY_BYTES = 4 * 1024 * 1024
+
+
+class OperationConverter:
+    """A URL segment naming an operation of the operations API."""
+
+    regex = "|".join(sorted(OPERATIONS_API, key=len, reverse=True))
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
 
 
 class SessionOpenView(ApiView):

@@ -31,7 +31,7 @@ def post(client, path: str, body: object, content_type: str = "application/json"
         ("/api/v1/keys/encrypt", {**ENVELOPE, "counter": 0}, 400, "malformed_request"),
         ("/api/v1/keys/encrypt", {"session": "x"}, 400, "malformed_request"),
         ("/api/v1/keys/encrypt", [1, 2], 400, "malformed_request"),
-        ("/api/v1/keys/explode", ENVELOPE, 404, "unknown_operation"),
+        ("/api/v1/keys/explode", ENVELOPE, 404, "not_found"),
         ("/api/v1/session", {}, 400, "malformed_request"),
         ("/api/v1/session", {"protocol": 2}, 400, "unsupported_protocol"),
     ],
