@@ -51,7 +51,10 @@ def _cas() -> QuerySet[CertificateAuthority]:
 
 def profile_choices() -> list[tuple[str, str]]:
     """Leaf profiles as (name, "name: description"), for the issuance forms."""
-    return [(p.name, f"{p.name}: {p.description}") for p in PROFILES.values()]
+    # kms-server is the KMS's own profile: no page issues it (pki.services refuses it).
+    return [
+        (p.name, f"{p.name}: {p.description}") for p in PROFILES.values() if p.name != "kms-server"
+    ]
 
 
 def profile_filter_choices() -> list[tuple[str, str]]:
@@ -83,7 +86,7 @@ def ca_issuing_choices(*, user: AbstractBaseUser) -> list[tuple[str, str]]:
     return [
         (ca.name, f"{ca.name} ({ca.subject})")
         for ca in _cas()
-        .filter(state=CAState.ACTIVE, not_after__gt=now)
+        .filter(state=CAState.ACTIVE, not_after__gt=now, server_identity=False)
         .only("name", "subject")
         .order_by("name")
     ]
