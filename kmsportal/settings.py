@@ -124,8 +124,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
 
-# CACHE_URL: sign-in lockout counters and client rate limits live in the cache; with several
-# nodes they must all use the same Redis (`redis://host:6379/0`, `rediss://` for TLS).
+# CACHE_URL: with several nodes they must all use the same Redis (`redis://host:6379/0`,
+# `rediss://` for TLS).
 REDIS_SCHEMES = frozenset({"redis", "rediss", "rediscache"})
 
 
@@ -137,7 +137,22 @@ def cache_config(url: str) -> dict[str, object]:
     return env.cache_url_config(url, backend=backend)
 
 
-CACHES = {"default": cache_config(env.str("CACHE_URL", default="") or "locmemcache://kmsportal")}
+CACHE_URL: str = env.str("CACHE_URL", default="")
+CACHES = {
+    "default": cache_config(CACHE_URL or "locmemcache://kmsportal"),
+    # Lockout and rate-limit counters (kmsportal.counters): the database, which every worker
+    # and node shares, unless CACHE_URL names a Redis.
+    "counters": (
+        cache_config(CACHE_URL)
+        if CACHE_URL
+        else {
+            "BACKEND": "kmsportal.counters.DatabaseCounterCache",
+            "LOCATION": "kms_counters",  # created by accounts' migration 0003
+            # Never cull: a spray over many usernames must not push a lockout out.
+            "OPTIONS": {"MAX_ENTRIES": 10_000_000},
+        }
+    ),
+}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "auth.User"
@@ -257,6 +272,12 @@ SIGN_IN_LOCKOUT_SECONDS: int = env.int("SIGN_IN_LOCKOUT_SECONDS", default=15 * 6
 KMS_MFA_REQUIRED_ROLES: list[str] = env.list(
     "KMS_MFA_REQUIRED_ROLES", default=["administrator", "key_custodian", "ca_operator"]
 )
+
+# Separation of duties (docs/separation-of-duties.md): an account, password, authenticator or
+# role younger than this many seconds cannot approve two-person requests; invitation links
+# (new users, password resets) work once, for this many seconds.
+KMS_APPROVER_COOLING_OFF: int = env.int("KMS_APPROVER_COOLING_OFF", default=24 * 60 * 60)
+KMS_INVITATION_SECONDS: int = env.int("KMS_INVITATION_SECONDS", default=72 * 60 * 60)
 
 # Sign a checkpoint of the audit chain automatically every N events (0 turns it off;
 # `manage.py audit_checkpoint` from cron signs the rest).

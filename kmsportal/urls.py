@@ -6,6 +6,7 @@ from kmsportal.health import healthz, readyz
 
 urlpatterns = [
     path("", include("accounts.urls")),
+    path("approvals/", include("accounts.approval_urls")),
     path("audit/", include("audit.urls")),
     path("keys/", include("vault.urls")),
     path("clients/", include("vault.client_urls")),

@@ -14,6 +14,9 @@ class PkiConfig(AppConfig):
 
         # The PKI's audit event types (the recorder and the auditor's filter know them).
         audit_actions_register(PkiAction)
+        from . import approval_kinds
+
+        approval_kinds.register()  # the shared two-person inbox and confirmation pages
 
         # CA private keys: rewrap re-seals them; start-up refuses to drop a master key id
         # that still seals one.

@@ -88,9 +88,22 @@ TABLE: dict[str, Route] = {
     "/users/<int:pk>/reactivate/": Route(
         "/users/{target}/reactivate/", PORTAL,           (302, 405, 403, 403, 403),
                                                          (302, 302, 403, 403, 403)),
+    # POST replaces the password with a new invitation link (the page showing it once):
+    # the target's password stops working; nothing the matrix compares changes
     "/users/<int:pk>/password/": Route(
         "/users/{target}/password/", PORTAL,             (302, 200, 403, 403, 403),
-                                                         (302, 400, 403, 403, 403)),
+                                                         (302, 200, 403, 403, 403)),
+    # an invitation link needs no sign-in; an unknown token is 404 for everyone
+    "/accounts/invitation/": Route(
+        "/accounts/invitation/", SIGN_IN,                (404, 404, 404, 404, 404),
+                                                         (404, 404, 404, 404, 404)),
+    # --- two-person requests (one inbox, one confirmation page per request) -----------
+    "/approvals/": Route("/approvals/", PORTAL,          (302, 200, 200, 200, 200)),
+    # a withdrawn destruction request: its page shows it; a POST without a decision is
+    # refused with a message (custodians) or 403 (no permission to decide)
+    "/approvals/<slug:slug>/<int:pk>/": Route(
+        "/approvals/destruction/{destruction}/", PORTAL, (302, 200, 200, 403, 200),
+                                                         (302, 403, 302, 403, 403)),
     # a user without an authenticator: resetting is refused with a message
     "/users/<int:pk>/mfa/reset/": Route(
         "/users/{target}/mfa/reset/", PORTAL,            (302, 200, 403, 403, 403),
@@ -292,7 +305,9 @@ def matrix_objects(make_user) -> dict[str, int]:
 
     key = services.symmetric_key_create(actor=None, name="matrix-key")
     doomed = services.symmetric_key_create(actor=None, name="matrix-doomed")
-    destruction = services.destruction_request_create(actor=custodian, key=doomed, waiting_days=7)
+    destruction = services.destruction_request_create(
+        actor=custodian, key=doomed, waiting_days=7, reason="retired"
+    )
     services.destruction_request_reject(actor=custodian, request=destruction)  # withdrawn
     client, _token = distribution.client_create(actor=None, name="matrix-client")
     grant = distribution.grant_create(actor=None, client=client, key=key)

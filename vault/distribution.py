@@ -45,6 +45,7 @@ from django.utils import timezone
 from audit.context import request_meta
 from audit.models import Outcome
 from audit.services import audit_event_record
+from kmsportal.counters import counter_add, counters
 from kmsportal.crypto import protocol
 from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.crypto.operations import grant_operations
@@ -77,6 +78,7 @@ from .models import (
     ClientState,
     Delivery,
     Deployment,
+    ExportPolicy,
     Grant,
     GrantVersions,
     KeyVersion,
@@ -585,6 +587,11 @@ def grant_create(
         operations = grant_operations(key.key_type, operations)
     except ValueError as exc:
         raise DistributionError(str(exc)) from None
+    if "fetch" in operations.split(",") and key.export_policy == ExportPolicy.NEVER:
+        raise DistributionError(
+            f"key {key.name}'s export policy is 'never': it can be used only through the "
+            "operations API, never fetched"
+        )
     if versions not in GrantVersions.values:
         raise DistributionError(f"versions must be one of {', '.join(GrantVersions.values)}")
     if expires_at is not None and expires_at <= timezone.now():
@@ -882,7 +889,7 @@ def _certificate_status(
 
 
 def _rate_limit(context: _Context, client: Client) -> None:
-    """Fixed window per client, in the shared cache (Redis when several servers run).
+    """Fixed window per client, in the shared counters (database, or Redis when set).
     Charged only for requests whose signature verified: a client's certificate is public,
     so anything else would let anyone spend its budget."""
     limit = settings.KMS_CLIENT_RATE_LIMIT
@@ -892,12 +899,8 @@ def _rate_limit(context: _Context, client: Client) -> None:
     now = timezone.now().timestamp()
     bucket = int(now // window)
     name = f"kms:rate:{client.pk}:{bucket}"
-    cache.add(name, 0, timeout=window * 2)
-    try:
-        count = cache.incr(name)
-    except ValueError:  # evicted between add and incr
-        cache.set(name, 1, timeout=window * 2)
-        count = 1
+    # kmsportal.counters: every worker and node shares the count (database or Redis).
+    count = counter_add(counters(), name, timeout=window * 2)
     if count > limit:
         retry = int(window - (now % window)) + 1
         raise _refuse(

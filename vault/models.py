@@ -15,7 +15,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
-from kmsportal.two_person import TwoPersonRequest
+from kmsportal.two_person import TwoPersonChange, TwoPersonRequest
 
 from .lifecycle import KeyState, VersionState
 
@@ -47,6 +47,21 @@ class Algorithm(models.TextChoices):
             if choice.value.lower() == key_type.strip().lower():
                 return choice
         raise ValueError(f"unknown key type {key_type!r}")
+
+
+class ExportPolicy(models.TextChoices):
+    """Who must agree before a client may be granted this key's material (a fetch grant).
+
+    Ordered from the strictest: changing to a later one weakens the policy and is itself a
+    two-person request (vault.approvals)."""
+
+    NEVER = "never", "never: no client may fetch it"
+    TWO_PERSON = "two-person", "two-person: a second custodian approves each grant"
+    SINGLE = "single", "single custodian (low-sensitivity keys only)"
+
+    @classmethod
+    def strictness(cls, value: str) -> int:
+        return {cls.NEVER: 2, cls.TWO_PERSON: 1, cls.SINGLE: 0}[cls(value)]
 
 
 class SymmetricKey(models.Model):
@@ -97,11 +112,15 @@ class SymmetricKey(models.Model):
     # whether a version reported compromised may still decrypt (audited either way).
     required_context_keys = models.JSONField(default=list, blank=True)
     allow_compromised_decrypt = models.BooleanField(default=False)
+    export_policy = models.CharField(
+        max_length=12, choices=ExportPolicy.choices, default=ExportPolicy.TWO_PERSON
+    )
 
     class Meta:
         ordering = ["name"]
         permissions = [
             ("rotate_symmetrickey", "Can rotate keys"),
+            ("export_policy_symmetrickey", "Can set and approve key export policies"),
             ("suspend_symmetrickey", "Can activate, suspend, resume and deactivate keys"),
             ("compromise_symmetrickey", "Can report keys compromised"),
             ("destroy_symmetrickey", "Can request, approve and cancel key destruction"),
@@ -308,6 +327,13 @@ class Grant(models.Model):
         return [op for op in self.operations.split(",") if op]
 
     @property
+    def releases_key_material(self) -> bool:
+        """Whether this grant lets the client fetch the key itself. Only such grants follow
+        the key's export policy; grants of operations that keep the key inside the KMS
+        (encrypt, decrypt, sign, ...) are a one-person action (issue 17)."""
+        return "fetch" in self.operation_list
+
+    @property
     def is_live(self) -> bool:
         return self.withdrawn_at is None and (
             self.expires_at is None or self.expires_at > timezone.now()
@@ -448,3 +474,84 @@ class OperationSession(models.Model):
     @property
     def aad(self) -> bytes:
         return f"vault.OperationSession:{self.id}:session-key".encode()
+
+
+# --- two-person requests of the distribution (vault.approvals) ---------------------------
+
+
+class GrantRequest(TwoPersonChange):
+    """A fetch grant waiting for a second custodian (the key's export policy asks for it)."""
+
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="grant_requests")
+    key = models.ForeignKey(SymmetricKey, on_delete=models.PROTECT, related_name="grant_requests")
+    versions = models.CharField(
+        max_length=8, choices=GrantVersions.choices, default=GrantVersions.PRIMARY
+    )
+    grant_expires_at = models.DateTimeField(null=True, blank=True)
+    # What the grant will allow (always includes fetch: grants without it need no approval).
+    operations = models.CharField(max_length=200, default="fetch")
+    grant = models.ForeignKey(
+        Grant, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-requested_at"]
+        default_permissions = ("view",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client", "key"],
+                condition=models.Q(status="pending"),
+                name="vault_one_pending_grant_request",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"grant {self.key.name} to {self.client.name} ({self.status})"
+
+
+class ExportPolicyRequest(TwoPersonChange):
+    """A weaker export policy for a key, waiting for a second custodian."""
+
+    key = models.ForeignKey(
+        SymmetricKey, on_delete=models.PROTECT, related_name="export_policy_requests"
+    )
+    from_policy = models.CharField(max_length=12, choices=ExportPolicy.choices)
+    to_policy = models.CharField(max_length=12, choices=ExportPolicy.choices)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        default_permissions = ("view",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key"],
+                condition=models.Q(status="pending"),
+                name="vault_one_pending_export_policy_request",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key.name}: {self.from_policy} → {self.to_policy} ({self.status})"
+
+
+class ReenrollmentRequest(TwoPersonChange):
+    """A new enrollment token for a client that holds fetchable grants: whoever holds the
+    token can enroll a key pair of their own and fetch those keys, so a second custodian
+    approves it; the approver receives the token, once."""
+
+    client = models.ForeignKey(
+        Client, on_delete=models.PROTECT, related_name="reenrollment_requests"
+    )
+
+    class Meta:
+        ordering = ["-requested_at"]
+        default_permissions = ("view",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client"],
+                condition=models.Q(status="pending"),
+                name="vault_one_pending_reenrollment_request",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"re-enroll {self.client.name} ({self.status})"

@@ -167,13 +167,14 @@ def test_destroyed_version_is_refused_with_a_clear_code(
     service, make_key, grant, make_user
 ) -> None:
     from accounts.roles import Role
+    from tests.factories import approver_make
     from tests.vault.conftest import make_due, schedule_destruction
 
     key = make_key("shredded")
     grant(service, key, *ENCRYPTING)
     [made] = run(service, "encrypt", "shredded", {"plaintext": b64(b"gone")})
     schedule_destruction(
-        key, make_user("a", Role.KEY_CUSTODIAN), make_user("b", Role.KEY_CUSTODIAN)
+        key, make_user("a", Role.KEY_CUSTODIAN), approver_make("b", Role.KEY_CUSTODIAN)
     )
     with pytest.raises(OperationRefused) as caught:
         run(service, "decrypt", "shredded", {"ciphertext": made["ciphertext"]})
@@ -287,6 +288,7 @@ def test_key_create_command_takes_a_type(db) -> None:
 
 def test_a_key_going_away_leaves_the_process_cache(service, make_key, grant, make_user) -> None:
     from accounts.roles import Role
+    from tests.factories import approver_make
     from tests.vault.conftest import schedule_destruction
     from vault import operations
 
@@ -295,7 +297,7 @@ def test_a_key_going_away_leaves_the_process_cache(service, make_key, grant, mak
     run(service, "encrypt", "leaving", {"plaintext": b64(b"x")})
     assert any(entry.key_id == key.pk for entry in operations._cache.values())
     schedule_destruction(
-        key, make_user("a", Role.KEY_CUSTODIAN), make_user("b", Role.KEY_CUSTODIAN)
+        key, make_user("a", Role.KEY_CUSTODIAN), approver_make("b", Role.KEY_CUSTODIAN)
     )
     with pytest.raises(OperationRefused):
         run(service, "encrypt", "leaving", {"plaintext": b64(b"x")})
