@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "audit",
     "vault",
     "pki",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -235,6 +236,22 @@ CSRF_FAILURE_VIEW = "audit.views.csrf_failure"
 # for CRLs and OCSP (RFC 5280 section 4.2.1.13): relying parties must not need TLS to check
 # revocation.
 KMS_PUBLIC_URL: str = env.str("KMS_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Longest validity of tls-server certificates, days (CA/B Forum BRs: 200 since March 2026).
+KMS_TLS_SERVER_MAX_DAYS: int = env.int("KMS_TLS_SERVER_MAX_DAYS", default=200)
+# A CA's complete CRL is republished by publish_crls once its delta lists revocations and it
+# is older than this many seconds (relying parties without delta support catch up).
+KMS_CRL_REBASE_AFTER: int = env.int("KMS_CRL_REBASE_AFTER", default=3600)
+
+# Expiry notifications (manage.py notify_expiring). Email through Django's backend: SMTP from
+# EMAIL_URL (e.g. smtp+tls://user:password@mail.example.org:587), the console otherwise.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="kmsportal@localhost")
+KMS_NOTIFY_WINDOWS_DAYS: list[int] = env.list(
+    "KMS_NOTIFY_WINDOWS_DAYS", cast=int, default=[30, 7, 1]
+)
+KMS_NOTIFY_MIN_LIFETIME_DAYS: int = env.int("KMS_NOTIFY_MIN_LIFETIME_DAYS", default=7)
+KMS_NOTIFY_WEBHOOK_URL: str = env.str("KMS_NOTIFY_WEBHOOK_URL", default="")
+KMS_NOTIFY_WEBHOOK_SECRET: str = env.str("KMS_NOTIFY_WEBHOOK_SECRET", default="")
 
 # Master keyring: "id2:base64key,id1:base64key" (32-byte keys; the first seals, all unseal).
 # Parsed and checked by kmsportal.keyring (system check), never logged.

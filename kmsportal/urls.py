@@ -12,6 +12,7 @@ urlpatterns = [
     path("clients/", include("vault.client_urls")),
     path("api/v1/", include("vault.api_urls")),
     path("pki/", include("pki.urls")),
+    path("notifications/", include("notifications.urls")),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
 ]

@@ -7,7 +7,13 @@ class PkiConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.conf import settings
+
         from audit.registry import audit_actions_register
+        from kmsportal.crypto.profiles import configure_tls_server_days
+
+        # The tls-server profile's longest validity (KMS_TLS_SERVER_MAX_DAYS, default 200).
+        configure_tls_server_days(settings.KMS_TLS_SERVER_MAX_DAYS)
         from kmsportal.keyring.services import sealed_field_register
 
         from .events import PkiAction

@@ -191,6 +191,15 @@ TABLE: dict[str, Route] = {
                                                          (302, 403, 403, 302, 403)),
     "/pki/ca/<slug:name>.crt": Route("/pki/ca/kms-clients.crt", PUBLIC, (200, 200, 200, 200, 200)),
     "/pki/ca/<slug:name>.pem": Route("/pki/ca/kms-clients.pem", PUBLIC, (200, 200, 200, 200, 200)),
+    # --- expiry notifications (issue 18): CA operators and administrators manage watchers
+    "/notifications/watchers/": Route(
+        "/notifications/watchers/", PORTAL,              (302, 200, 403, 200, 403),
+                                                         (302, 400, 403, 400, 403)),
+    "/notifications/watchers/<int:pk>/delete/": Route(
+        "/notifications/watchers/{watcher}/delete/", PORTAL, (302, 405, 403, 405, 403),
+                                                         (302, 400, 403, 400, 403)),
+    "/pki/crl/<slug:name>-delta.crl": Route("/pki/crl/kms-clients-delta.crl", PUBLIC, (200, 200, 200, 200, 200)),
+    "/pki/crl/<slug:name>-delta.pem": Route("/pki/crl/kms-clients-delta.pem", PUBLIC, (200, 200, 200, 200, 200)),
     "/pki/crl/<slug:name>.crl": Route("/pki/crl/kms-clients.crl", PUBLIC, (200, 200, 200, 200, 200)),
     "/pki/crl/<slug:name>.pem": Route("/pki/crl/kms-clients.pem", PUBLIC, (200, 200, 200, 200, 200)),
     # OCSP answers a malformed request with an (unsigned) malformedRequest response, HTTP 200
@@ -331,9 +340,14 @@ def matrix_objects(make_user) -> dict[str, int]:
         actor=operator, certificate=sub_certificate, reason="superseded"
     )
     ca_revocation_withdraw(actor=operator, request=ca_revocation)
+    from notifications.services import watcher_add
+
+    watcher = watcher_add(actor=admin, email="watch@example.org", scope="profile",
+                          profile="tls-server")  # fmt: skip
     first_event = AuditEvent.objects.order_by("sequence").first()
     assert first_event is not None
     return {
+        "watcher": watcher.pk,
         "target": target.pk,
         "inactive": inactive.pk,
         "destruction": destruction.pk,

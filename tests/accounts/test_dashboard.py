@@ -265,7 +265,8 @@ def test_numbers_match_the_data(estate: Estate, admin_user: User, signed_in) -> 
     }
     assert [row.freshness.ca_name for row in context["crls"].rows] == ["legacy", "root", "issuing"]
     assert context["crls"].flagged == 2
-    assert crls["issuing"].crl_number == 2  # republished by the revocation
+    # The revocation published a delta CRL; the complete CRL is still the first.
+    assert crls["issuing"].crl_number == 1
 
     audit = context["audit"]
     assert audit.denied.value == 2

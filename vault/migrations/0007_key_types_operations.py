@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('pki', '0006_ca_server_identity'),
-        ('vault', '0006_export_policy_and_approvals'),
+        ('vault', '0006_merge_server_identity_and_approvals'),
     ]
 
     operations = [

@@ -24,7 +24,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ("accounts", "0004_separation_of_duties"),
-        ('vault', '0005_server_identity_enrollment'),
+        ('vault', '0004_distribution_roles'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
