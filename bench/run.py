@@ -28,7 +28,16 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ["keyring", "audit", "vault", "pki", "revocation", "distribution", "key_backends"]
+MODULES = [
+    "keyring",
+    "audit",
+    "vault",
+    "pki",
+    "revocation",
+    "distribution",
+    "key_backends",
+    "operations",
+]
 # Modules that measure no database work: run once, on the first database.
 DATABASE_INDEPENDENT = {"keyring"}
 SYMBOLS = {"<=": "≤", ">=": "≥"}

@@ -35,6 +35,7 @@ from kmsclient.client import (
 from kmsclient.crl import DEFAULT_TIMEOUT as CRL_TIMEOUT
 from kmsclient.crl import crl_command
 from kmsclient.identity import resolve_identity_dir, write_secret_file
+from kmsclient.operations_cli import register_operations
 from kmsclient.verify import CertificateInputError, verify_certificate_files
 from kmsportal.crypto.audit_chain import ExportResult as LegacyExportResult
 from kmsportal.crypto.audit_chain import public_key_to_pem
@@ -560,6 +561,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     register_enroll,
     register_pin_server,
     register_fetch,
+    register_operations,
     register_crl,
 )
 

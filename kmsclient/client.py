@@ -58,6 +58,7 @@ from kmsclient.identity import (
     write_file,
     write_secret_file,
 )
+from kmsclient.operations import OperationsMixin
 from kmsportal.crypto import protocol
 from kmsportal.crypto.dh import X25519
 from kmsportal.crypto.protocol import FetchedKey
@@ -285,7 +286,7 @@ def _not_pinned_message(directory: object = None) -> str:
     )
 
 
-class KMSClient:
+class KMSClient(OperationsMixin):
     """Fetch granted keys from a kmsportal KMS over the signed ephemeral-DH protocol.
 
     ``cert``, ``key`` and ``ca_cert`` are file paths, PEM/DER bytes, or loaded

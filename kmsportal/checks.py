@@ -107,9 +107,7 @@ def _key_backend_problems(backend: object) -> list[CheckMessage]:
             except DatabaseError:
                 recorded = False
             if not recorded:
-                messages.append(
-                    CheckWarning(problem.message, hint=problem.hint, id="keyring.W002")
-                )
+                messages.append(CheckWarning(problem.message, hint=problem.hint, id="keyring.W002"))
                 continue
         messages.append(Error(problem.message, hint=problem.hint, id=f"keyring.{problem.id}"))
     return messages

@@ -124,7 +124,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # but a power cut could then take back deliveries and their audit events after the key
     # material has left.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL; PRAGMA secure_delete=ON;"}
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA secure_delete=ON;",
+        }
     )
 
 # CACHE_URL: with several nodes they must all use the same Redis (`redis://host:6379/0`,
@@ -284,7 +288,9 @@ KMS_KEY_BACKENDS: dict[str, dict[str, object]] = {
     },
 }
 if KMS_KEY_BACKEND not in KMS_KEY_BACKENDS:
-    raise ImproperlyConfigured(f"KMS_KEY_BACKEND must be software or pkcs11, not {KMS_KEY_BACKEND!r}")
+    raise ImproperlyConfigured(
+        f"KMS_KEY_BACKEND must be software or pkcs11, not {KMS_KEY_BACKEND!r}"
+    )
 KMS_KEY_BACKENDS["default"] = KMS_KEY_BACKENDS[KMS_KEY_BACKEND]
 
 # Key distribution: the CAs `bootstrap` creates for client identities (the root is what

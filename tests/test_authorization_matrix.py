@@ -168,6 +168,16 @@ TABLE: dict[str, Route] = {
     "/api/v1/keys/fetch": Route(
         "/api/v1/keys/fetch", PUBLIC,                    (405, 405, 405, 405, 405),
                                                          (415, 415, 415, 415, 415)),
+    # the operations API (issue 17): a signed session request, then sealed requests in it
+    "/api/v1/session": Route(
+        "/api/v1/session", PUBLIC,                       (405, 405, 405, 405, 405),
+                                                         (415, 415, 415, 415, 415)),
+    "/api/v1/session/ping": Route(
+        "/api/v1/session/ping", PUBLIC,                  (405, 405, 405, 405, 405),
+                                                         (415, 415, 415, 415, 415)),
+    "/api/v1/keys/<operation:operation>": Route(
+        "/api/v1/keys/encrypt", PUBLIC,                  (405, 405, 405, 405, 405),
+                                                         (415, 415, 415, 415, 415)),
     "/api/v1/": Route("/api/v1/", PUBLIC,           (404, 404, 404, 404, 404)),
     "/api/v1/<path:rest>": Route(
         "/api/v1/no-such-endpoint", PUBLIC,              (404, 404, 404, 404, 404)),

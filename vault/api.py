@@ -64,7 +64,7 @@ def _refuse_unattributed(code: str, detail: str, status: int) -> _Refused:
     return _Refused(problem(code, detail, status))
 
 
-def _read_body(request: HttpRequest) -> bytes:
+def _read_body(request: HttpRequest, limit: int = MAX_BODY_BYTES) -> bytes:
     """The body, at most MAX_BODY_BYTES; read from the stream so that an oversized body is
     never buffered (and never reaches Django's own HTML 400 for DATA_UPLOAD_MAX_MEMORY_SIZE)."""
     try:
@@ -73,21 +73,21 @@ def _read_body(request: HttpRequest) -> bytes:
         raise _refuse_unattributed(
             "malformed_request", "the Content-Length header is not a number", 400
         ) from None
-    if declared > MAX_BODY_BYTES:
+    if declared > limit:
         raise _refuse_unattributed(
-            "request_too_large", f"request body larger than {MAX_BODY_BYTES // 1024} KiB", 413
+            "request_too_large", f"request body larger than {limit // 1024} KiB", 413
         )
-    body = request.read(MAX_BODY_BYTES + 1)
-    if len(body) > MAX_BODY_BYTES:
+    body = request.read(limit + 1)
+    if len(body) > limit:
         raise _refuse_unattributed(
-            "request_too_large", f"request body larger than {MAX_BODY_BYTES // 1024} KiB", 413
+            "request_too_large", f"request body larger than {limit // 1024} KiB", 413
         )
     return body
 
 
-def _json_body(request: HttpRequest) -> Any:
+def _json_body(request: HttpRequest, limit: int = MAX_BODY_BYTES) -> Any:
     """Size (413), then media type (415), then JSON (400): each refusal a problem document."""
-    body = _read_body(request)
+    body = _read_body(request, limit)
     media_type = request.content_type.strip().lower() if request.content_type else ""
     if media_type != JSON_MEDIA_TYPE:
         raise _refuse_unattributed(

@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from accounts.approvers import approver_check
 from audit.services import audit_event_record
+from kmsportal.crypto.operations import grant_operations
 from kmsportal.two_person import (
     TwoPersonError,
     TwoPersonStatus,
@@ -158,6 +159,7 @@ def grant_request_create(
     reason: str,
     versions: str = GrantVersions.PRIMARY,
     expires_at: datetime | None = None,
+    operations: str | list[str] = "fetch",
 ) -> GrantOutcome:
     """Ask for ``client`` to be allowed to fetch ``key``, as the key's export policy says:
     refused for ``never``; a request a second custodian approves for ``two-person``; the
@@ -165,6 +167,22 @@ def grant_request_create(
     (client not revoked, key not destroyed, no live grant yet) apply at request time too."""
     key = SymmetricKey.objects.select_for_update().get(pk=key.pk)
     cleaned = two_person_reason(reason)
+    try:
+        operations = grant_operations(key.key_type, operations)
+    except ValueError as exc:
+        raise DistributionError(str(exc)) from None
+    if "fetch" not in operations.split(","):
+        # Operations that keep the key inside the KMS release no key material: a one-person
+        # action whatever the export policy (issue 17). grant_create makes its own checks.
+        grant = grant_create(
+            actor=actor,
+            client=client,
+            key=key,
+            versions=versions,
+            expires_at=expires_at,
+            operations=operations,
+        )
+        return GrantOutcome(grant=grant, request=None)
     if key.export_policy == ExportPolicy.NEVER:
         raise TwoPersonError(
             f"key {key.name}'s export policy is 'never': no client may fetch it. Changing "
@@ -182,7 +200,12 @@ def grant_request_create(
         raise DistributionError(f"{client.name} already has a grant for {key.name}")
     if key.export_policy == ExportPolicy.SINGLE:
         grant = grant_create(
-            actor=actor, client=client, key=key, versions=versions, expires_at=expires_at
+            actor=actor,
+            client=client,
+            key=key,
+            versions=versions,
+            expires_at=expires_at,
+            operations=operations,
         )
         return GrantOutcome(grant=grant, request=None)
     _lapse(GrantRequest, client=client, key=key)
@@ -193,6 +216,7 @@ def grant_request_create(
         client=client,
         key=key,
         versions=versions,
+        operations=operations,
         grant_expires_at=expires_at,
     )
     _record(
@@ -204,6 +228,7 @@ def grant_request_create(
         client=client.name,
         key=key.name,
         versions=versions,
+        operations=operations,
         expires_at=expires_at.isoformat() if expires_at else None,
         reason=request.reason,
         request_expires_at=request.expires_at.isoformat(),
@@ -230,6 +255,7 @@ def grant_request_approve(*, actor: AbstractBaseUser, request: GrantRequest) -> 
         key=key,
         versions=request.versions,
         expires_at=request.grant_expires_at,
+        operations=request.operations,
     )
     request.grant = grant
     request.save(update_fields=["grant"])

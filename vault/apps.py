@@ -25,3 +25,4 @@ class VaultConfig(AppConfig):
         sealed_field_register(
             "vault.KeyImportToken", "sealed_private_key", lambda row: row.aad, SealedKind.MATERIAL
         )
+        sealed_field_register("vault.OperationSession", "sealed_key", lambda row: row.aad)

@@ -13,6 +13,7 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 
 from accounts.views import PortalPermissionMixin
+from kmsportal.crypto.operations import OPERATIONS
 from kmsportal.two_person import TwoPersonError
 
 from . import approvals, distribution, selectors
@@ -32,6 +33,14 @@ class ClientCreateForm(forms.Form):
 
 class GrantForm(forms.Form):
     key = forms.CharField(max_length=100, label="Key name")
+    operations = forms.MultipleChoiceField(
+        required=False,
+        choices=[(op, op) for op in OPERATIONS],
+        initial=["fetch"],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="fetch releases the key itself; the others use it inside the KMS "
+        "(docs/operations-api.md). Which ones exist depends on the key's type.",
+    )
     versions = forms.ChoiceField(choices=GrantVersions.choices, initial=GrantVersions.PRIMARY)
     expires_at = forms.DateTimeField(
         required=False,
@@ -42,8 +51,11 @@ class GrantForm(forms.Form):
         max_length=1000,
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="Why this client needs the key; a second key custodian reads it before "
-        "approving (unless the key's export policy is 'single').",
+        "approving a grant that includes fetch (unless the key's export policy is 'single').",
     )
+
+    def clean_operations(self) -> list[str]:
+        return self.cleaned_data["operations"] or ["fetch"]  # what a grant meant before
 
 
 class ReasonForm(forms.Form):
@@ -144,6 +156,7 @@ class GrantCreateView(PortalPermissionMixin, View):
                         key=key,
                         versions=form.cleaned_data["versions"],
                         expires_at=form.cleaned_data["expires_at"],
+                        operations=form.cleaned_data["operations"],
                         reason=form.cleaned_data["reason"],
                     )
                 except (distribution.DistributionError, TwoPersonError) as exc:
@@ -157,7 +170,8 @@ class GrantCreateView(PortalPermissionMixin, View):
                             "before the client can fetch the key.",
                         )
                     else:
-                        messages.success(request, f"{client.name} may now fetch {key.name}.")
+                        allowed = ", ".join(form.cleaned_data["operations"])
+                        messages.success(request, f"{client.name} may now {allowed} {key.name}.")
                     return HttpResponseRedirect(reverse("clients:detail", args=[client.name]))
         return _detail(request, client, grant_form=form, status=400)
 

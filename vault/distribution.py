@@ -48,6 +48,7 @@ from audit.services import audit_event_record
 from kmsportal.counters import counter_add, counters
 from kmsportal.crypto import protocol
 from kmsportal.crypto.envelope import EnvelopeError
+from kmsportal.crypto.operations import grant_operations
 from kmsportal.crypto.server_identity import spki_sha256
 from kmsportal.crypto.x509 import (
     CertificateLoadError,
@@ -78,6 +79,7 @@ from .models import (
     ClientState,
     Delivery,
     Deployment,
+    ExportPolicy,
     Grant,
     GrantVersions,
     KeyVersion,
@@ -578,8 +580,19 @@ def grant_create(
     key: SymmetricKey,
     versions: str = GrantVersions.PRIMARY,
     expires_at: datetime | None = None,
+    operations: str | list[str] = "fetch",
 ) -> Grant:
-    """Allow `client` to fetch `key` (the primary version only, or every decrypt-capable one)."""
+    """Allow `client` to fetch `key` (the primary version only, or every decrypt-capable one),
+    or to use it through the operations API for `operations` (issue 17)."""
+    try:
+        operations = grant_operations(key.key_type, operations)
+    except ValueError as exc:
+        raise DistributionError(str(exc)) from None
+    if "fetch" in operations.split(",") and key.export_policy == ExportPolicy.NEVER:
+        raise DistributionError(
+            f"key {key.name}'s export policy is 'never': it can be used only through the "
+            "operations API, never fetched"
+        )
     if versions not in GrantVersions.values:
         raise DistributionError(f"versions must be one of {', '.join(GrantVersions.values)}")
     if expires_at is not None and expires_at <= timezone.now():
@@ -596,6 +609,7 @@ def grant_create(
         client=client,
         key=key,
         versions=versions,
+        operations=operations,
         expires_at=expires_at,
         created_by_name=_actor_name(actor),
     )
@@ -608,6 +622,7 @@ def grant_create(
             "client": client.name,
             "key": key.name,
             "versions": versions,
+            "operations": operations,
             "expires_at": expires_at.isoformat() if expires_at else None,
         },
     )
@@ -953,7 +968,8 @@ def _delivery_sql(vendor: str, by_number: bool) -> str:
         'SELECT g."versions", g."expires_at", k."id", k."name", k."state", '  # noqa: S608
         'k."min_decryption_version", v."number", v."state", v."is_primary", '
         'v."sealed_material", '
-        f'(SELECT s."id" FROM {_table(ServerIdentity)} s ORDER BY s."created_at" DESC LIMIT 1) '
+        f'(SELECT s."id" FROM {_table(ServerIdentity)} s ORDER BY s."created_at" DESC LIMIT 1), '
+        'g."operations" '
         f"FROM {_table(Grant)} g "
         f'JOIN {_table(SymmetricKey)} k ON k."id" = g."key_id" '
         f'LEFT JOIN {_table(KeyVersion)} v ON v."key_id" = k."id" AND {version} '
@@ -1000,7 +1016,16 @@ def _version_to_deliver(
         is_primary,
         sealed_material,
         server_identity,
+        operations,
     ) = row
+    if "fetch" not in operations.split(","):
+        # An operations-only grant (issue 17): the key is used inside the KMS, never released.
+        raise _refuse(
+            context,
+            "operation_not_granted",
+            f"client {client.name} may use key {request.key_name!r} only through the "
+            f"operations API ({operations}), not fetch it",
+        )
     key = SymmetricKey.from_db(
         connection.alias,
         ["id", "name", "state", "min_decryption_version"],

@@ -37,6 +37,9 @@ class VaultAction(models.TextChoices):
     GRANT_WITHDRAWN = "grant.withdrawn", "Grant withdrawn"
     KEY_DELIVERED = "key.delivered", "Key version delivered to a client"
     KEY_FETCH_REFUSED = "key.fetch_refused", "Key fetch refused"
+    KEY_OPERATION = "key.operation", "Key operation batch (operations API)"
+    KEY_OPERATION_REFUSED = "key.operation_refused", "Key operation refused (operations API)"
+    CLIENT_SESSION_OPENED = "client.session_opened", "Client opened an operations session"
     SERVER_CERTIFICATE_ISSUED = "server.certificate_issued", "KMS server certificate issued"
     DEPLOYMENT_CREATED = "server.deployment_created", "Deployment identity created"
     API_REQUESTS_REFUSED = (

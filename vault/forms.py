@@ -12,6 +12,7 @@ from .models import (
     KEY_NAME_PATTERN,
     ROTATION_DAYS_MAX,
     ROTATION_DAYS_MIN,
+    Algorithm,
     ExportPolicy,
 )
 
@@ -42,8 +43,25 @@ class KeyCreateForm(forms.Form):
             "with a letter or digit."
         },
     )
+    key_type = forms.ChoiceField(
+        required=False,
+        label="Type",
+        choices=[(choice.value.lower(), choice.label) for choice in Algorithm],
+        initial="aes-256-gcm",
+        help_text="What the key does; clients use it through the operations API or fetch it.",
+    )
     description = forms.CharField(
         required=False, max_length=1000, widget=forms.Textarea(attrs={"rows": 2})
+    )
+    required_context_keys = forms.CharField(
+        required=False,
+        max_length=2000,
+        label="Required encryption context",
+        help_text="Comma-separated entry names every encrypt and decrypt must carry.",
+    )
+    allow_compromised_decrypt = forms.BooleanField(
+        required=False,
+        label="Versions reported compromised may still decrypt (audited)",
     )
     rotation_period_days = forms.IntegerField(
         required=False,
@@ -58,6 +76,12 @@ class KeyCreateForm(forms.Form):
         widget=DATETIME_WIDGET,
         help_text="Leave empty to activate now.",
     )
+
+    def clean_key_type(self) -> str:
+        return self.cleaned_data["key_type"] or "aes-256-gcm"
+
+    def clean_required_context_keys(self) -> list[str]:
+        return [name.strip() for name in self.cleaned_data["required_context_keys"].split(",")]
 
 
 class RotateForm(forms.Form):

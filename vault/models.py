@@ -29,7 +29,24 @@ DESTRUCTION_REQUEST_TTL = timedelta(hours=24)
 
 
 class Algorithm(models.TextChoices):
-    AES_256_GCM = "AES-256-GCM", "AES-256-GCM"
+    """Key types (issue 17). The stored value, lower-cased, is the type name that
+    `kmsportal.crypto.operations`, `key_create --type` and the API use."""
+
+    AES_256_GCM = "AES-256-GCM", "AES-256-GCM (encrypt, decrypt, data keys)"
+    HMAC_SHA256 = "HMAC-SHA256", "HMAC-SHA256 (MAC)"
+    RSA_3072 = "RSA-3072", "RSA-3072 (PSS signatures, OAEP decryption)"
+    RSA_4096 = "RSA-4096", "RSA-4096 (PSS signatures, OAEP decryption)"
+    ECDSA_P256 = "ECDSA-P256", "ECDSA P-256 (signatures)"
+    ECDSA_P384 = "ECDSA-P384", "ECDSA P-384 (signatures)"
+    ED25519 = "ED25519", "Ed25519 (signatures)"
+
+    @classmethod
+    def from_type(cls, key_type: str) -> Algorithm:
+        """The choice for a type name such as ``rsa-3072`` (ValueError if unknown)."""
+        for choice in cls:
+            if choice.value.lower() == key_type.strip().lower():
+                return choice
+        raise ValueError(f"unknown key type {key_type!r}")
 
 
 class ExportPolicy(models.TextChoices):
@@ -91,6 +108,10 @@ class SymmetricKey(models.Model):
     destroy_after = models.DateTimeField(null=True, blank=True, db_index=True)
     state_before_destruction = models.CharField(max_length=24, blank=True)
     destroyed_at = models.DateTimeField(null=True, blank=True)
+    # Operations policy (issue 17): context names every encrypt/decrypt must carry, and
+    # whether a version reported compromised may still decrypt (audited either way).
+    required_context_keys = models.JSONField(default=list, blank=True)
+    allow_compromised_decrypt = models.BooleanField(default=False)
     export_policy = models.CharField(
         max_length=12, choices=ExportPolicy.choices, default=ExportPolicy.TWO_PERSON
     )
@@ -108,6 +129,11 @@ class SymmetricKey(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def key_type(self) -> str:
+        """The type name used by the operations API, e.g. ``aes-256-gcm``, ``ed25519``."""
+        return self.algorithm.lower()
 
     @property
     def is_destroyed(self) -> bool:
@@ -132,14 +158,13 @@ class KeyOrigin(models.TextChoices):
 class KeyVersion(models.Model):
     key = models.ForeignKey(SymmetricKey, on_delete=models.PROTECT, related_name="versions")
     number = models.PositiveIntegerField()
-    origin = models.CharField(
-        max_length=16, choices=KeyOrigin.choices, default=KeyOrigin.GENERATED
-    )
+    origin = models.CharField(max_length=16, choices=KeyOrigin.choices, default=KeyOrigin.GENERATED)
     # AES-256-GCM blob from kmsportal.crypto.envelope; NULL once destroyed (crypto-shredded).
     sealed_material = models.BinaryField(null=True)
-    # Key check value: first 3 bytes of AES-256-ECB(key, 0^128), the classic KCV that HSMs
-    # print, so a custodian can compare with another system without revealing the key.
-    fingerprint = models.CharField(max_length=16)
+    # AES: key check value, first 3 bytes of AES-256-ECB(key, 0^128), the classic KCV that
+    # HSMs print, so a custodian can compare with another system without revealing the key.
+    # HMAC: first 3 bytes of HMAC(key, 0^128). Asymmetric: SHA-256 of the public key's SPKI.
+    fingerprint = models.CharField(max_length=64)
     state = models.CharField(max_length=24, choices=VersionState.choices)
     is_primary = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
@@ -329,6 +354,9 @@ class Grant(models.Model):
     versions = models.CharField(
         max_length=8, choices=GrantVersions.choices, default=GrantVersions.PRIMARY
     )
+    # What the client may do with the key, comma-separated (kmsportal.crypto.operations.
+    # OPERATIONS). The default is what every grant meant before issue 17: fetch the key.
+    operations = models.CharField(max_length=200, default="fetch")
     expires_at = models.DateTimeField(null=True, blank=True)
     created_by_name = models.CharField(max_length=150)
     created_at = models.DateTimeField(default=timezone.now)
@@ -349,11 +377,15 @@ class Grant(models.Model):
         return f"{self.client.name} → {self.key.name}"
 
     @property
+    def operation_list(self) -> list[str]:
+        return [op for op in self.operations.split(",") if op]
+
+    @property
     def releases_key_material(self) -> bool:
-        """Whether this grant lets the client fetch the key itself (today every grant does).
-        Only such grants follow the key's export policy; grants for operations that keep
-        the key inside the KMS (encrypt, decrypt, ...) would not."""
-        return True
+        """Whether this grant lets the client fetch the key itself. Only such grants follow
+        the key's export policy; grants of operations that keep the key inside the KMS
+        (encrypt, decrypt, sign, ...) are a one-person action (issue 17)."""
+        return "fetch" in self.operation_list
 
     @property
     def is_live(self) -> bool:
@@ -466,6 +498,38 @@ class RefusalTally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} {self.minute:%Y-%m-%d %H:%M}: {self.count}"
+
+
+class OperationSession(models.Model):
+    """A session of the operations API: a key agreed by an authenticated ephemeral DH.
+
+    The session key is stored sealed under the master keyring (AAD names the row), so every
+    gunicorn worker and every server can serve the session's requests; `last_counter` is the
+    highest request counter accepted (each request must exceed it: replay and reordering are
+    refused by one conditional UPDATE, atomic on every node).
+    """
+
+    id = models.CharField(max_length=32, primary_key=True)  # 16 random bytes, hex
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="+")
+    # The certificate the session was opened with: its revocation or expiry, or the client
+    # enrolling a new one, ends the session at its next request.
+    certificate = models.ForeignKey("pki.Certificate", on_delete=models.PROTECT, related_name="+")
+    sealed_key = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+    last_counter = models.BigIntegerField(default=0)
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"operations session {self.id[:8]}"
+
+    @property
+    def aad(self) -> bytes:
+        return f"vault.OperationSession:{self.id}:session-key".encode()
+
+
 # --- two-person requests of the distribution (vault.approvals) ---------------------------
 
 
@@ -478,6 +542,8 @@ class GrantRequest(TwoPersonChange):
         max_length=8, choices=GrantVersions.choices, default=GrantVersions.PRIMARY
     )
     grant_expires_at = models.DateTimeField(null=True, blank=True)
+    # What the grant will allow (always includes fetch: grants without it need no approval).
+    operations = models.CharField(max_length=200, default="fetch")
     grant = models.ForeignKey(
         Grant, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )

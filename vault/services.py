@@ -24,8 +24,8 @@ from django.utils import timezone
 from accounts.approvers import approver_check
 from audit.models import Outcome
 from audit.services import audit_event_record
+from kmsportal.crypto import operations as crypto_ops
 from kmsportal.crypto.envelope import EnvelopeError
-from kmsportal.crypto.symmetric import generate_key_material, key_check_value
 from kmsportal.keyring.backends import KeyBackendError, key_backend
 from kmsportal.keyring.services import (
     seal_material,
@@ -44,6 +44,7 @@ from .models import (
     DESTRUCTION_WAIT_MIN_DAYS,
     ROTATION_DAYS_MAX,
     ROTATION_DAYS_MIN,
+    Algorithm,
     DestructionRequest,
     KeyOrigin,
     KeyVersion,
@@ -108,9 +109,12 @@ def _new_version(
         created_at=now,
         activated_at=now if state == VersionState.ACTIVE else None,
     )
+    # AES/HMAC: 32 CSPRNG bytes; asymmetric: a private key as PKCS#8 DER (sealed the same way,
+    # under the version's own wrapping key when the key backend has one). Imported material
+    # (bring your own key) is AES-256 only.
     if material is None:
-        material = generate_key_material()
-    version.fingerprint = key_check_value(material)
+        material = crypto_ops.generate_material(key.key_type)
+    version.fingerprint = crypto_ops.fingerprint(key.key_type, material)
     version.sealed_material = seal_material(material, aad=version.aad)
     del material
     version.save(force_insert=True)
@@ -128,6 +132,15 @@ def _validate_rotation_days(days: int | None) -> None:
         )
 
 
+def _clean_context_keys(names: list[str]) -> list[str]:
+    cleaned = sorted({name.strip() for name in names if name.strip()})
+    if len(cleaned) > crypto_ops.MAX_CONTEXT_PAIRS or any(len(n) > 256 for n in cleaned):
+        raise VaultError(
+            f"at most {crypto_ops.MAX_CONTEXT_PAIRS} required context names of 256 characters"
+        )
+    return cleaned
+
+
 @transaction.atomic
 def symmetric_key_create(
     *,
@@ -136,13 +149,26 @@ def symmetric_key_create(
     description: str = "",
     rotation_period_days: int | None = None,
     activate_at: datetime | None = None,
+    key_type: str = "aes-256-gcm",
+    required_context_keys: list[str] | None = None,
+    allow_compromised_decrypt: bool = False,
     imported_material: bytes | None = None,
 ) -> SymmetricKey:
-    """Create an AES-256 key with version 1, active now or pre-active until `activate_at`.
-
-    `imported_material` (from `vault.key_import`) becomes version 1 with origin "external"
-    instead of fresh material."""
+    """Create a key of `key_type` (``aes-256-gcm``, ``hmac-sha256``, ``rsa-3072``,
+    ``rsa-4096``, ``ecdsa-p256``, ``ecdsa-p384``, ``ed25519``) with version 1, active now or
+    pre-active until `activate_at`. `required_context_keys` names encryption-context entries
+    every encrypt and decrypt must carry. `imported_material` (from `vault.key_import`,
+    AES-256 keys only) becomes version 1 with origin "external" instead of fresh material."""
     _validate_rotation_days(rotation_period_days)
+    try:
+        algorithm = Algorithm.from_type(key_type)
+    except ValueError:
+        raise VaultError(
+            f"unknown key type {key_type!r}; use one of {', '.join(crypto_ops.KEY_TYPES)}"
+        ) from None
+    context_keys = _clean_context_keys(required_context_keys or [])
+    if imported_material is not None and key_type != "aes-256-gcm":
+        raise VaultError("only AES-256 key material can be imported")
     if name in RESERVED_KEY_NAMES:
         raise VaultError(f"{name!r} is a reserved word and cannot name a key")
     now = timezone.now()
@@ -152,6 +178,9 @@ def symmetric_key_create(
     key = SymmetricKey(
         name=name,
         description=description,
+        algorithm=algorithm,
+        required_context_keys=context_keys,
+        allow_compromised_decrypt=allow_compromised_decrypt,
         rotation_period_days=rotation_period_days,
         state=KeyState.PRE_ACTIVE if pending else KeyState.ACTIVE,
         activate_at=activate_at if pending else None,
@@ -185,6 +214,8 @@ def symmetric_key_create(
         key=key,
         details={
             "algorithm": key.algorithm,
+            "required_context_keys": context_keys,
+            "allow_compromised_decrypt": allow_compromised_decrypt,
             "rotation_period_days": rotation_period_days,
             "activate_at": activate_at.isoformat() if pending else None,
             "version": 1,
@@ -689,7 +720,7 @@ def key_material_verify(*, actor: Actor, key: SymmetricKey) -> list[VersionInteg
     for version in usable.order_by("number"):
         try:
             material = unseal_material(bytes(version.sealed_material), aad=version.aad)
-            matches = key_check_value(material) == version.fingerprint
+            matches = crypto_ops.fingerprint(key.key_type, material) == version.fingerprint
             del material
             results.append(
                 VersionIntegrity(

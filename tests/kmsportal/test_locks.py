@@ -135,7 +135,9 @@ def test_every_job_is_skipped_with_exit_status_0_while_another_process_holds_it(
             # call_command raises on a non-zero exit; returning is exit status 0.
             assert run(job, *extra) == skipped_message(job) + "\n"
             assert skipped_message(job) == f"another node is running {job}; nothing to do"
-        assert RevocationList.objects.filter(ca=ca, is_delta=False).count() == crls, "no work was done"
+        assert RevocationList.objects.filter(ca=ca, is_delta=False).count() == crls, (
+            "no work was done"
+        )
         assert AuditEvent.objects.count() == events, "a skipped run is not audited"
     skipped = [r.getMessage() for r in caplog.records if r.name == "kmsportal.locks"]
     assert skipped == [f"job {job} skipped: another run holds its lock" for job in JOBS]

@@ -94,9 +94,7 @@ def test_the_client_rate_limit_counts_in_redis(redis_cache: str, settings) -> No
     key = services.symmetric_key_create(actor=None, name="orders-db")
     record, token = distribution.client_create(actor=None, name="billing")
     private_key = ec.generate_private_key(ec.SECP256R1())
-    body, _state = protocol.build_enroll_request(
-        token=token, csr_pem=csr_pem(private_key).decode()
-    )
+    body, _state = protocol.build_enroll_request(token=token, csr_pem=csr_pem(private_key).decode())
     _client, certificate, _chain, _mac_key = distribution.client_enroll(
         request=protocol.parse_enroll_request(body)
     )

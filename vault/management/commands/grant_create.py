@@ -1,5 +1,5 @@
-"""`manage.py grant_create CLIENT KEY --actor USERNAME --reason TEXT [--versions primary|all]
-[--expires ISO]`.
+"""`manage.py grant_create CLIENT KEY --actor USERNAME --reason TEXT
+[--operations fetch,encrypt,...] [--versions primary|all] [--expires ISO]`.
 
 A grant lets a client fetch the key's material, so the command acts for a named portal user
 (``--actor``, a key custodian) and follows the key's export policy like the portal: refused
@@ -7,6 +7,9 @@ for ``never``, a request a second custodian approves in the portal for ``two-per
 default), the grant itself for ``single``. The command never approves anything. (Whoever
 holds the server's shell and master keyring is outside what two-person rules can stop; see
 docs/separation-of-duties.md.)
+
+``--operations`` names what the client may do (issue 17, docs/operations-api.md); a grant
+without ``fetch`` releases no key material and is made at once whatever the export policy.
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ class Command(BaseCommand):
             "--actor", required=True, help="the portal user (key custodian) asking for it"
         )
         parser.add_argument("--reason", required=True, help="why the client needs the key")
+        parser.add_argument(
+            "--operations",
+            default="fetch",
+            help="comma-separated: fetch (release the key), encrypt, decrypt, reencrypt, "
+            "generate-data-key, mac, mac-verify, sign, verify, public-key; default fetch",
+        )
         parser.add_argument("--versions", choices=GrantVersions.values, default="primary")
         parser.add_argument("--expires", help="ISO 8601 time, e.g. 2030-01-31T00:00:00Z")
 
@@ -52,6 +61,7 @@ class Command(BaseCommand):
         reason: str,
         versions: str,
         expires: str | None,
+        operations: str,
         **options: object,
     ) -> None:
         user = portal_actor(actor, GRANT_PERMISSION)
@@ -67,6 +77,7 @@ class Command(BaseCommand):
                     versions=versions,
                     expires_at=expires_at,
                     reason=reason,
+                    operations=operations,
                 )
             except TwoPersonError as exc:
                 raise CommandError(str(exc)) from exc
@@ -81,5 +92,10 @@ class Command(BaseCommand):
         until = f" until {grant.expires_at:%Y-%m-%d %H:%M} UTC" if grant.expires_at else ""
         self.stdout.write(
             f"Granted {target_key.name} ({grant.get_versions_display()}) to "
-            f"{target_client.name}{until} (export policy 'single')."
+            f"{target_client.name}{until} "
+            + (
+                "(export policy 'single')."
+                if grant.releases_key_material
+                else f"(operations {grant.operations}: no key material leaves the KMS)."
+            )
         )

@@ -1,0 +1,628 @@
+"""The operations API's service: use a vault key for a client without the key leaving.
+
+`key_operation_perform` runs one request (a batch of up to 1,000 items of one operation on
+one key) for an authenticated client: it checks the grant names the operation, the key type
+supports it, the key and each version may be used, the encryption context carries the names
+the key's policy requires; then does the cryptography (`kmsportal.crypto.operations`) and
+records ONE audit event for the batch (count, outcome, versions, error codes) in the same
+transaction as the caller's session counter update.
+
+Which versions serve what
+-------------------------
+* New protected data (encrypt, generate-data-key, mac, sign): the primary version of an
+  active key. Re-encrypt writes under the primary version of the destination key.
+* Existing data (decrypt, reencrypt's source, mac-verify, verify, public-key): the version
+  named in the token, if the key is active or deactivated (decrypt-only), the version is not
+  destroyed, not pre-active, not below `min_decryption_version`, and not compromised - unless
+  the key's policy (`allow_compromised_decrypt`) says otherwise; such use is audited with
+  the versions listed as `compromised_versions_used`. A whole key reported compromised can
+  only decrypt/verify under that policy, never encrypt or sign.
+
+Loaded keys cache (per process)
+-------------------------------
+Unsealing is cheap, but loading an RSA private key costs up to ~365 ms, so loaded keys are
+kept per process, keyed by the version row and stamped with what the database said: the
+key's `updated_at` (every lifecycle service saves the key row) and the version's state. Each
+request reads both again (one query) before using the cache, so on every worker and server a
+suspension, compromise or destruction takes effect at the next request; a stale entry is
+dropped when seen, and every entry expires after `_CACHE_TTL` even if never asked for again,
+so material of a destroyed version does not outlive the destruction in an idle worker by
+more than that.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import threading
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from audit.models import Outcome
+from audit.services import audit_event_record
+from kmsportal.crypto import operations as crypto_ops
+from kmsportal.crypto.envelope import EnvelopeError
+from kmsportal.keyring.services import unseal_material
+
+from .distribution import _as_datetime, _as_uuid, _fetch_one, _table
+from .events import VaultAction
+from .lifecycle import KeyState, VersionState
+from .models import Client, Grant, KeyVersion, SymmetricKey
+
+MAX_BATCH = 1000
+_CACHE_TTL = 300.0
+_CACHE_SIZE = 512
+
+#: Operations that make new protected data with the primary version.
+_PRODUCING = frozenset({"encrypt", "generate-data-key", "mac", "sign"})
+#: Operations that read existing tokens (the version comes from the token).
+_CONSUMING = frozenset({"decrypt", "reencrypt", "mac-verify", "verify"})
+#: Operations whose items carry an encryption context (and so the key's required names).
+_CONTEXTUAL = frozenset({"encrypt", "decrypt", "reencrypt", "generate-data-key"})
+OPERATIONS_API = tuple(op for op in crypto_ops.OPERATIONS if op != "fetch")
+
+_UNUSABLE_KEY_STATES = {
+    KeyState.PENDING_DESTRUCTION,
+    KeyState.DESTROYED,
+    KeyState.DESTROYED_COMPROMISED,
+}
+_DESTROYED_VERSION_STATES = {VersionState.DESTROYED, VersionState.DESTROYED_COMPROMISED}
+
+
+class OperationRefused(Exception):
+    """The whole request is refused: `code` (stable), `message` (for people), HTTP status."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class _ItemError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --- the loaded keys cache -------------------------------------------------------------------
+
+
+@dataclass
+class _Cached:
+    stamp: tuple[Any, ...]
+    key: crypto_ops.LoadedKey
+    loaded_at: float
+    key_id: Any = None
+
+
+_cache: OrderedDict[int, _Cached] = OrderedDict()
+_cache_lock = threading.Lock()
+_sweeper: threading.Thread | None = None
+
+
+def _sweep_forever() -> None:
+    """Drop expired entries every minute even if no request comes: an idle worker must not
+    keep a destroyed version's loaded key longer than `_CACHE_TTL` (+ one minute)."""
+    while True:
+        time.sleep(60)
+        with _cache_lock:
+            _evict_expired(time.monotonic())
+
+
+def _start_sweeper() -> None:
+    global _sweeper
+    if _sweeper is None or not _sweeper.is_alive():
+        _sweeper = threading.Thread(target=_sweep_forever, name="kms-key-cache", daemon=True)
+        _sweeper.start()
+
+
+def operation_cache_clear() -> None:
+    """Forget every loaded key of this process (tests, after a keyring change)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def _evict_expired(now: float) -> None:
+    for pk in [pk for pk, entry in _cache.items() if now - entry.loaded_at > _CACHE_TTL]:
+        del _cache[pk]
+
+
+def _loaded(key: SymmetricKey, version: KeyVersion) -> crypto_ops.LoadedKey:
+    stamp = (key.updated_at, version.state, key.algorithm)
+    now = time.monotonic()
+    with _cache_lock:
+        entry = _cache.get(version.pk)
+        if entry is not None and entry.stamp == stamp and now - entry.loaded_at <= _CACHE_TTL:
+            _cache.move_to_end(version.pk)
+            return entry.key
+        _cache.pop(version.pk, None)  # stale: the key or version changed since
+    if version.sealed_material is None:
+        raise _ItemError("version_destroyed", f"version {version.number} is destroyed")
+    try:
+        material = unseal_material(bytes(version.sealed_material), aad=version.aad)
+        loaded = crypto_ops.load_key(key.key_type, material, key_id=key.id, version=version.number)
+    except (EnvelopeError, crypto_ops.OperationError):
+        raise _ItemError(
+            "key_integrity_error", f"version {version.number} of {key.name} does not open"
+        ) from None
+    finally:
+        material = b""
+    with _cache_lock:
+        _cache[version.pk] = _Cached(stamp=stamp, key=loaded, loaded_at=now, key_id=key.pk)
+        _cache.move_to_end(version.pk)
+        _evict_expired(now)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+        _start_sweeper()
+    return loaded
+
+
+def _forget(version_pk: int) -> None:
+    with _cache_lock:
+        _cache.pop(version_pk, None)
+
+
+def _forget_key(key_id: Any) -> None:
+    """Drop every loaded version of a key this process holds (it became unusable)."""
+    with _cache_lock:
+        for pk in [pk for pk, entry in _cache.items() if entry.key_id == key_id]:
+            del _cache[pk]
+
+
+# --- checks ------------------------------------------------------------------------------------
+
+
+def _b64(value: object, member: str) -> bytes:
+    if not isinstance(value, str):
+        raise _ItemError("bad_input", f"{member} must be a base64 string")
+    try:
+        # strict_mode: the C decoder refuses stray characters itself (b64decode's validate
+        # runs a regular expression first, several times slower on a batch).
+        return binascii.a2b_base64(value.encode("ascii"), strict_mode=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise _ItemError("bad_input", f"{member} is not valid base64") from None
+
+
+def _context(item: dict[str, Any], key: SymmetricKey, member: str = "context") -> dict[str, str]:
+    try:
+        context = crypto_ops.check_context(item.get(member))
+    except crypto_ops.OperationError as exc:
+        raise _ItemError(exc.code, exc.message) from None
+    missing = [name for name in key.required_context_keys if name not in context]
+    if missing:
+        raise _ItemError(
+            "context_required",
+            f"key {key.name} requires the encryption context to name: {', '.join(missing)}",
+        )
+    return context
+
+
+@functools.cache
+def _grant_sql(vendor: str) -> str:
+    # The client's live grant for the key by name (at most one: vault_one_live_grant), the
+    # key's policy and state, and its primary version: one statement, compiled once (the
+    # ORM's per-call compilation cost more than the query on the hot path).
+    return (
+        'SELECT g."operations", g."expires_at", k."id", k."name", k."state", '  # noqa: S608
+        'k."algorithm", k."min_decryption_version", k."required_context_keys", '
+        'k."allow_compromised_decrypt", k."updated_at", '
+        'v."id", v."number", v."state", v."sealed_material" '
+        f"FROM {_table(Grant)} g "
+        f'JOIN {_table(SymmetricKey)} k ON k."id" = g."key_id" '
+        f'LEFT JOIN {_table(KeyVersion)} v ON v."key_id" = k."id" AND v."is_primary" = %s '
+        'WHERE g."client_id" = %s AND g."withdrawn_at" IS NULL AND k."name" = %s'
+    )
+
+
+def _from_db(model: type[Any], **values: Any) -> Any:
+    """A model instance from already converted column values (the rest deferred), as the
+    ORM builds one: `Model.from_db` takes the values in the model's field order."""
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+    return model.from_db(connection.alias, names, [values[name] for name in names])
+
+
+def _key_for(client: Client, name: object, operation: str) -> SymmetricKey:
+    """The key, if a live grant of `client` names `operation` for it (else refused). Its
+    primary version comes with it (`_primary`)."""
+    if not isinstance(name, str) or not name:
+        raise OperationRefused("bad_key_name", "name the key")
+    row = _fetch_one(
+        _grant_sql(connection.vendor),
+        [True, Client._meta.pk.get_db_prep_value(client.pk, connection), name],
+    )
+    expires_at = _as_datetime(row[1]) if row else None
+    if row is None or (expires_at is not None and expires_at <= timezone.now()):
+        raise OperationRefused(
+            "not_granted", f"client {client.name} has no live grant for key {name}", 403
+        )
+    operations = [op for op in row[0].split(",") if op]
+    if operation not in operations:
+        raise OperationRefused(
+            "operation_not_granted",
+            f"client {client.name} may not {operation} with key {name} (the grant allows: "
+            f"{', '.join(operations)})",
+            403,
+        )
+    context_keys = row[7]
+    if isinstance(context_keys, str):  # SQLite hands JSON back as text
+        context_keys = json.loads(context_keys)
+    key = _from_db(
+        SymmetricKey,
+        id=_as_uuid(row[2]),
+        name=row[3],
+        state=row[4],
+        algorithm=row[5],
+        min_decryption_version=row[6],
+        required_context_keys=context_keys or [],
+        allow_compromised_decrypt=bool(row[8]),
+        updated_at=_as_datetime(row[9]),
+    )
+    key._ops_primary = None
+    if row[10] is not None:
+        key._ops_primary = _from_db(
+            KeyVersion,
+            id=row[10],
+            key_id=key.id,
+            number=row[11],
+            state=row[12],
+            sealed_material=row[13],
+            is_primary=True,
+        )
+    if operation not in crypto_ops.operations_for(key.key_type):
+        raise OperationRefused(
+            "unsupported_operation", f"a {key.key_type} key does not support {operation}"
+        )
+    return key
+
+
+def _check_key_state(key: SymmetricKey, operation: str) -> None:
+    state = key.state
+    if state in _UNUSABLE_KEY_STATES:
+        _forget_key(key.pk)  # material of a key that is going away leaves memory now
+    if state in (KeyState.DESTROYED, KeyState.DESTROYED_COMPROMISED):
+        raise OperationRefused("key_destroyed", f"key {key.name} is destroyed", 410)
+    if state == KeyState.PENDING_DESTRUCTION:
+        raise OperationRefused(
+            "key_pending_destruction", f"key {key.name} is scheduled for destruction", 409
+        )
+    if state == KeyState.SUSPENDED:
+        raise OperationRefused("key_suspended", f"key {key.name} is suspended", 409)
+    if state == KeyState.PRE_ACTIVE:
+        raise OperationRefused("key_not_active", f"key {key.name} is not active yet", 409)
+    if state == KeyState.COMPROMISED:
+        if operation in _PRODUCING or not key.allow_compromised_decrypt:
+            if not key.allow_compromised_decrypt:
+                _forget_key(key.pk)
+            raise OperationRefused(
+                "key_compromised", f"key {key.name} is reported compromised", 409
+            )
+        return
+    if operation in _PRODUCING and state != KeyState.ACTIVE:
+        raise OperationRefused(
+            "key_not_active",
+            f"key {key.name} is {key.get_state_display()}: it decrypts and verifies only",
+            409,
+        )
+
+
+def _primary(key: SymmetricKey) -> KeyVersion:
+    version = getattr(key, "_ops_primary", None)
+    if version is None or version.state != VersionState.ACTIVE:
+        raise OperationRefused("no_active_version", f"key {key.name} has no active version", 409)
+    return version
+
+
+class _Versions:
+    """Versions of one key read for this request (one query), checked for reading tokens."""
+
+    def __init__(self, key: SymmetricKey, numbers: set[int]) -> None:
+        self.key = key
+        self.rows = (
+            {v.number: v for v in key.versions.filter(number__in=numbers)} if numbers else {}
+        )
+        self.compromised_used: set[int] = set()
+        self.used: set[int] = set()
+
+    def loaded(self, number: int) -> crypto_ops.LoadedKey:
+        key = self.key
+        version = self.rows.get(number)
+        if version is None:
+            raise _ItemError("unknown_version", f"key {key.name} has no version {number}")
+        if version.state in _DESTROYED_VERSION_STATES or version.sealed_material is None:
+            _forget(version.pk)
+            raise _ItemError(
+                "version_destroyed",
+                f"version {number} of {key.name} was destroyed: this data cannot be recovered",
+            )
+        if version.state == VersionState.PRE_ACTIVE:
+            raise _ItemError("version_not_active", f"version {number} is not active yet")
+        if number < key.min_decryption_version:
+            raise _ItemError(
+                "version_below_minimum",
+                f"version {number} of {key.name} is below its minimum decryption version "
+                f"{key.min_decryption_version}",
+            )
+        if version.state == VersionState.COMPROMISED:
+            if not key.allow_compromised_decrypt:
+                self.compromised_used.add(number)
+                raise _ItemError(
+                    "version_compromised",
+                    f"version {number} of {key.name} is reported compromised; its policy "
+                    "forbids using it",
+                )
+            self.compromised_used.add(number)
+        self.used.add(number)
+        return _loaded(key, version)
+
+
+def _token(value: object, key: SymmetricKey, member: str) -> crypto_ops.Token:
+    try:
+        token = crypto_ops.parse_token(value)
+    except crypto_ops.OperationError as exc:
+        raise _ItemError(exc.code, f"{member}: {exc.message}") from None
+    if token.key_id != key.id:
+        raise _ItemError("wrong_key", f"this {member} was not made by key {key.name}")
+    return token
+
+
+def _token_versions(items: list[Any], member: str) -> set[int]:
+    numbers = set()
+    for item in items:
+        if isinstance(item, dict):
+            try:
+                numbers.add(crypto_ops.parse_token(item.get(member)).version)
+            except crypto_ops.OperationError:
+                continue  # reported per item
+    return numbers
+
+
+# --- the service -------------------------------------------------------------------------------
+
+_TOKEN_MEMBER = {"decrypt": "ciphertext", "reencrypt": "ciphertext", "mac-verify": "mac",
+                 "verify": "signature"}  # fmt: skip
+
+
+@dataclass
+class OperationResult:
+    """What `key_operation_perform` answers: one result per item, in order."""
+
+    key: str
+    operation: str
+    results: list[dict[str, Any]]
+
+
+def _b64e(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def key_operation_perform(
+    *,
+    client: Client,
+    operation: str,
+    key_name: object,
+    items: object,
+    options: dict[str, Any] | None = None,
+) -> OperationResult:
+    """Perform `operation` on each of `items` (1-1,000) with `key_name` for `client`.
+
+    Runs in the caller's transaction if there is one (the API's session-counter update), and
+    records one audit event: `key.operation` with count and outcome, or
+    `key.operation_refused` if the whole request is refused (raised as OperationRefused).
+    Items that fail individually get ``{"error": {"code", "detail"}}`` in their place.
+    """
+    options = options or {}
+    try:
+        # A savepoint: a refusal undoes whatever this request did, but not the caller's
+        # transaction (the session counter stays spent), where the refusal is then recorded.
+        with transaction.atomic():
+            if operation not in OPERATIONS_API:
+                raise OperationRefused("unknown_operation", f"no operation {operation!r}", 404)
+            if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+                raise OperationRefused(
+                    "bad_batch", f"items must be a list of 1 to {MAX_BATCH} entries"
+                )
+            key = _key_for(client, key_name, operation)
+            _check_key_state(key, operation)
+            return _perform(client, key, operation, items, options)
+    except OperationRefused as refusal:
+        label = key_name[:100] if isinstance(key_name, str) else ""
+        with transaction.atomic():
+            audit_event_record(
+                action=VaultAction.KEY_OPERATION_REFUSED,
+                outcome=Outcome.DENIED,
+                actor=client,
+                actor_name=client.name,
+                target_type="vault.SymmetricKey",
+                target_label=label,
+                details={
+                    "client": client.name,
+                    "key": label or None,
+                    "operation": str(operation)[:40],
+                    "code": refusal.code,
+                    "reason": refusal.message,
+                },
+            )
+        raise
+
+
+def _perform(
+    client: Client,
+    key: SymmetricKey,
+    operation: str,
+    items: list[Any],
+    options: dict[str, Any],
+) -> OperationResult:
+    member = _TOKEN_MEMBER.get(operation)
+    versions = _Versions(key, _token_versions(items, member) if member else set())
+    producer: crypto_ops.LoadedKey | None = None
+    destination: SymmetricKey | None = None
+    if operation in _PRODUCING:
+        primary = _primary(key)
+        producer = _loaded_or_refuse(key, primary)
+        versions.used.add(primary.number)
+    if operation == "reencrypt":
+        destination = key
+        name = options.get("destination_key")
+        if name is not None and name != key.name:
+            destination = _key_for(client, name, "encrypt")
+            _check_key_state(destination, "encrypt")
+        elif key.state != KeyState.ACTIVE:
+            raise OperationRefused(
+                "key_not_active", f"key {key.name} is not active: re-encrypt under another key"
+            )
+        primary = _primary(destination)
+        producer = _loaded_or_refuse(destination, primary)
+    if operation == "public-key":
+        return _public_key(client, key, items, options, versions)
+
+    results: list[dict[str, Any]] = []
+    codes: Counter[str] = Counter()
+    for item in items:
+        try:
+            if not isinstance(item, dict):
+                raise _ItemError("bad_input", "each item must be an object")
+            results.append(_item(operation, key, item, producer, versions, destination, options))
+        except _ItemError as exc:
+            codes[exc.code] += 1
+            results.append({"error": {"code": exc.code, "detail": exc.message}})
+        except crypto_ops.OperationError as exc:
+            codes[exc.code] += 1
+            results.append({"error": {"code": exc.code, "detail": exc.message}})
+    _audit_batch(client, key, operation, len(items), codes, versions, destination)
+    return OperationResult(key=key.name, operation=operation, results=results)
+
+
+def _loaded_or_refuse(key: SymmetricKey, version: KeyVersion) -> crypto_ops.LoadedKey:
+    try:
+        return _loaded(key, version)
+    except _ItemError as exc:
+        raise OperationRefused(exc.code, exc.message, 500) from None
+
+
+def _item(
+    operation: str,
+    key: SymmetricKey,
+    item: dict[str, Any],
+    producer: crypto_ops.LoadedKey | None,
+    versions: _Versions,
+    destination: SymmetricKey | None,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    if operation == "encrypt":
+        plaintext = _b64(item.get("plaintext"), "plaintext")
+        token = crypto_ops.encrypt(producer, plaintext, _context(item, key))
+        return {"ciphertext": token, "version": producer.version}
+    if operation == "generate-data-key":
+        data_key, token = crypto_ops.generate_data_key(producer, _context(item, key))
+        answer: dict[str, Any] = {"ciphertext": token, "version": producer.version}
+        if options.get("plaintext", True):
+            answer["plaintext"] = _b64e(data_key)
+        return answer
+    if operation == "mac":
+        return {
+            "mac": crypto_ops.mac(producer, _b64(item.get("message"), "message")),
+            "version": producer.version,
+        }
+    if operation == "sign":
+        return {
+            "signature": crypto_ops.sign(producer, _b64(item.get("message"), "message")),
+            "version": producer.version,
+        }
+    token = _token(item.get(_TOKEN_MEMBER[operation]), key, _TOKEN_MEMBER[operation])
+    if operation == "decrypt":
+        loaded = versions.loaded(token.version)
+        plaintext = crypto_ops.decrypt(loaded, token, _context(item, key))
+        return {"plaintext": _b64e(plaintext), "version": token.version}
+    if operation == "reencrypt":
+        loaded = versions.loaded(token.version)
+        plaintext = crypto_ops.decrypt(loaded, token, _context(item, key))
+        target = destination or key
+        context = (
+            _context(item, target, "destination_context")
+            if "destination_context" in item
+            else _context(item, target)
+        )
+        return {
+            "ciphertext": crypto_ops.encrypt(producer, plaintext, context),
+            "version": producer.version,
+            "key": target.name,
+        }
+    message = _b64(item.get("message"), "message")
+    loaded = versions.loaded(token.version)
+    if operation == "mac-verify":
+        return {"valid": crypto_ops.mac_verify(loaded, message, token), "version": token.version}
+    return {"valid": crypto_ops.verify(loaded, message, token), "version": token.version}
+
+
+def _public_key(
+    client: Client,
+    key: SymmetricKey,
+    items: list[Any],
+    options: dict[str, Any],
+    versions: _Versions,
+) -> OperationResult:
+    results: list[dict[str, Any]] = []
+    codes: Counter[str] = Counter()
+    for item in items:
+        try:
+            number = item.get("version") if isinstance(item, dict) else None
+            if number is None:
+                number = _primary(key).number
+            if type(number) is not int or number < 1:
+                raise _ItemError("bad_version", "version must be a positive integer")
+            versions.rows.setdefault(
+                number, key.versions.filter(number=number).first()
+            )  # one query per asked version; public keys are rarely batched
+            if versions.rows[number] is None:
+                del versions.rows[number]
+            loaded = versions.loaded(number)
+            results.append({"public_key": crypto_ops.public_key_pem(loaded), "version": number})
+        except (_ItemError, crypto_ops.OperationError) as exc:
+            codes[exc.code] += 1
+            results.append({"error": {"code": exc.code, "detail": exc.message}})
+    _audit_batch(client, key, "public-key", len(items), codes, versions, None)
+    return OperationResult(key=key.name, operation="public-key", results=results)
+
+
+def _audit_batch(
+    client: Client,
+    key: SymmetricKey,
+    operation: str,
+    count: int,
+    codes: Counter[str],
+    versions: _Versions,
+    destination: SymmetricKey | None,
+) -> None:
+    failed = sum(codes.values())
+    details: dict[str, Any] = {
+        "client": client.name,
+        "key": key.name,
+        "operation": operation,
+        "count": count,
+        "succeeded": count - failed,
+        "failed": failed,
+        "versions": sorted(versions.used),
+        "error_codes": dict(sorted(codes.items())),
+    }
+    if versions.compromised_used:
+        details["compromised_versions_used"] = sorted(versions.compromised_used)
+    if destination is not None and destination.pk != key.pk:
+        details["destination_key"] = destination.name
+    audit_event_record(
+        action=VaultAction.KEY_OPERATION,
+        outcome=Outcome.SUCCESS if failed == 0 else Outcome.ERROR,
+        actor=client,
+        actor_name=client.name,
+        target=key,
+        target_label=key.name,
+        details=details,
+    )

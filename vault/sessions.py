@@ -1,0 +1,329 @@
+"""Operations API sessions, server side: open one (the authenticated exchange), then answer
+protected requests in it (`kmsportal.crypto.session` documents the bytes).
+
+Opening a session runs the very checks of the key fetch (`vault.distribution`): the client
+certificate is one this KMS's identity CA issued to a client, its signature on the request
+verifies (before anything is charged to the client's rate budget), it is valid and not
+revoked, the client is active, the timestamp is within ±5 minutes and the nonce is new. The
+answer is signed by the server identity clients pinned at enrollment, with the stapled
+status of its certificate.
+
+The session's 64-byte secret is stored sealed under the master keyring (AAD names the row),
+so any worker of any server can serve the session; each process keeps the unsealed keys of
+sessions it served, until they expire. Every request re-reads the session row with its
+client's state (a suspended or revoked client is refused at once) and advances the session
+counter with one conditional UPDATE in the same transaction as the operation's audit event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import secrets
+import threading
+from collections import OrderedDict
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+
+from audit.models import Outcome
+from audit.services import audit_event_record
+from kmsportal.crypto import protocol
+from kmsportal.crypto import session as wire
+from kmsportal.crypto.envelope import EnvelopeError
+from kmsportal.keyring.services import seal, unseal
+from pki.models import Certificate, CertificateStatus
+
+from . import distribution
+from .distribution import FetchRefused, _as_datetime, _as_uuid, _fetch_one, _table
+from .events import VaultAction
+from .models import Client, ClientState, OperationSession
+from .operations import OPERATIONS_API, OperationRefused, key_operation_perform
+
+SESSION_TTL = timedelta(minutes=15)
+PING = "ping"
+_KEYS_CACHE_SIZE = 4096
+
+
+class SessionRefused(Exception):
+    """A session-level refusal (no usable session, replay, malformed envelope)."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+# --- opening -----------------------------------------------------------------------------------
+
+
+def operation_session_open(*, body: Any) -> dict[str, Any]:
+    """Answer a session request (JSON parsed) or raise FetchRefused (audited or tallied as
+    the fetch's refusals are)."""
+    context = distribution._Context()
+    try:
+        return _open(body, context)
+    except FetchRefused as refusal:
+        _audit_open_refusal(context, refusal)
+        raise
+    except Exception:
+        with contextlib.suppress(DatabaseError), transaction.atomic():
+            distribution._spend_nonce_again(context)
+        raise
+
+
+def _open(body: Any, context: distribution._Context) -> dict[str, Any]:
+    now = timezone.now()
+    try:
+        request, signature = wire.SessionRequest.from_json(body)
+    except protocol.ProtocolError as exc:
+        raise FetchRefused(exc.code, exc.message, 400) from exc
+    row, presented = distribution._certificate_lookup(context, request.client_certificate_pem)
+    try:
+        request.verify(signature, presented.public_key)
+    except protocol.ProtocolError as exc:
+        status = 401 if exc.code == "bad_signature" else 400
+        raise FetchRefused(exc.code, exc.message, status) from exc
+    context.attributable = True
+    client = distribution._certificate_status(context, row, presented, now)
+    distribution._rate_limit(context, client)
+    try:
+        protocol.check_timestamp(request.timestamp, now=now)
+    except protocol.ProtocolError as exc:
+        raise FetchRefused(exc.code, exc.message, 401) from exc
+    expires_at = now + SESSION_TTL
+    with transaction.atomic():
+        distribution._consume_nonce(context, request.client_nonce, client)
+        identity_id = distribution.ServerIdentity.objects.values_list("pk", flat=True).first()
+        credential = distribution._server_credential_of(identity_id)
+        try:
+            answer, keys = wire.build_session_response(
+                request=request,
+                request_signature=signature,
+                client_name=client.name,
+                expires_at=expires_at,
+                server_private_key=credential.key,
+                server_chain_pems=credential.chain,
+                server_status=distribution._server_status(credential.certificate_id),
+            )
+        except protocol.ProtocolError as exc:
+            raise FetchRefused(exc.code, exc.message, 400) from exc
+        session_id = keys.session_id.hex()
+        row = OperationSession(
+            id=session_id,
+            client_id=client.pk,
+            # The presented certificate is the client's current one (`_certificate_status`).
+            certificate_id=Client.objects.values_list("certificate_id", flat=True).get(
+                pk=client.pk
+            ),
+            created_at=now,
+            expires_at=expires_at,
+        )
+        row.sealed_key = seal(keys.secret, aad=row.aad)
+        row.save(force_insert=True)
+        _remember(session_id, keys, expires_at)
+        audit_event_record(
+            action=VaultAction.CLIENT_SESSION_OPENED,
+            actor=client,
+            actor_name=client.name,
+            target=client,
+            target_label=client.name,
+            details={
+                "client": client.name,
+                "session": session_id[:8],
+                "expires_at": expires_at.isoformat(),
+                "group": request.group,
+            },
+        )
+        if secrets.randbelow(100) == 0:
+            OperationSession.objects.filter(expires_at__lt=now - timedelta(hours=1)).delete()
+    return answer
+
+
+def _audit_open_refusal(context: distribution._Context, refusal: FetchRefused) -> None:
+    if not context.attributable:
+        distribution.refusal_tally(code=refusal.code)
+        return
+    with transaction.atomic():
+        distribution._spend_nonce_again(context)
+        client = context.client
+        audit_event_record(
+            action=VaultAction.KEY_OPERATION_REFUSED,
+            outcome=Outcome.DENIED,
+            actor=client,
+            anonymous=client is None,
+            actor_name=client.name if client else (context.subject or "unknown client"),
+            target_type="vault.Client",
+            target_label=client.name if client else "",
+            details={"operation": "session", "code": refusal.code, "reason": refusal.message[:300]},
+        )
+
+
+# --- the session keys cache ----------------------------------------------------------------------
+
+_keys_lock = threading.Lock()
+_keys: OrderedDict[str, tuple[wire.SessionKeys, datetime]] = OrderedDict()
+
+
+def _remember(session_id: str, keys: wire.SessionKeys, expires_at: datetime) -> None:
+    with _keys_lock:
+        _keys[session_id] = (keys, expires_at)
+        while len(_keys) > _KEYS_CACHE_SIZE:
+            _keys.popitem(last=False)
+
+
+def _session_keys(row: OperationSession, now: datetime) -> wire.SessionKeys:
+    with _keys_lock:
+        cached = _keys.get(row.id)
+    if cached is not None and cached[1] == row.expires_at:
+        return cached[0]
+    try:
+        secret = unseal(bytes(row.sealed_key), aad=row.aad)
+    except EnvelopeError:
+        raise SessionRefused("unknown_session", "this session does not open here", 401) from None
+    keys = wire.SessionKeys.from_secret(bytes.fromhex(row.id), secret)
+    _remember(row.id, keys, row.expires_at)
+    return keys
+
+
+def operation_sessions_forget() -> None:
+    """Drop this process's unsealed session keys (tests)."""
+    with _keys_lock:
+        _keys.clear()
+
+
+# --- protected requests ----------------------------------------------------------------------------
+
+
+@functools.cache
+def _session_sql(vendor: str) -> str:
+    # The session and its client's state, one statement compiled once (hot path).
+    return (
+        'SELECT s."sealed_key", s."expires_at", c."id", c."name", c."state", '  # noqa: S608
+        'c."certificate_id" = s."certificate_id", t."status", t."not_after" '
+        f"FROM {_table(OperationSession)} s "
+        f'JOIN {_table(Client)} c ON c."id" = s."client_id" '
+        f'JOIN {_table(Certificate)} t ON t."id" = s."certificate_id" WHERE s."id" = %s'
+    )
+
+
+@functools.cache
+def _counter_sql(vendor: str) -> str:
+    # The replay check: the counter only moves forward, atomically on every node.
+    return (
+        f'UPDATE {_table(OperationSession)} SET "last_counter" = %s '  # noqa: S608
+        'WHERE "id" = %s AND "last_counter" < %s AND "expires_at" > %s'
+    )
+
+
+def _session_row(session_id: str, now: datetime) -> tuple[OperationSession, Client]:
+    row = _fetch_one(_session_sql(connection.vendor), [session_id])
+    if row is None:
+        raise SessionRefused("unknown_session", "no such session; open a new one", 401)
+    session = OperationSession(id=session_id, sealed_key=row[0], expires_at=_as_datetime(row[1]))
+    if session.expires_at <= now:
+        raise SessionRefused("session_expired", "the session has expired; open a new one", 401)
+    client = Client.from_db(
+        connection.alias, ["id", "name", "state"], [_as_uuid(row[2]), row[3], row[4]]
+    )
+    if client.state != ClientState.ACTIVE:
+        raise SessionRefused(
+            f"client_{client.state}", f"client {client.name} is {client.state}", 403
+        )
+    same_certificate, status, not_after = row[5], row[6], _as_datetime(row[7])
+    if status == CertificateStatus.REVOKED:
+        raise SessionRefused("certificate_revoked", "the client certificate is revoked", 401)
+    if not_after <= now:
+        raise SessionRefused("certificate_expired", "the client certificate has expired", 401)
+    if not same_certificate:
+        raise SessionRefused(
+            "client_reenrolled", "the client enrolled a new certificate; open a new session", 401
+        )
+    session.client_id = client.pk
+    return session, client
+
+
+def _advance_counter(session_id: str, counter: int, now: datetime) -> bool:
+    field = OperationSession._meta.get_field("expires_at")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _counter_sql(connection.vendor),
+            [counter, session_id, counter, field.get_db_prep_value(now, connection)],
+        )
+        return cursor.rowcount == 1
+
+
+def operation_request_handle(*, operation: str, body: Any) -> tuple[int, dict[str, str]]:
+    """Answer one protected request: (HTTP status, sealed answer). SessionRefused if there
+    is no session to answer in (the caller then sends a plain problem document)."""
+    if operation not in OPERATIONS_API and operation != PING:
+        raise SessionRefused("unknown_operation", f"no operation {operation!r}", 404)
+    now = timezone.now()
+    try:
+        envelope = wire.parse_envelope(body)
+    except protocol.ProtocolError as exc:
+        raise SessionRefused(exc.code, exc.message, 400) from exc
+    row, client = _session_row(envelope.session_id.hex(), now)
+    keys = _session_keys(row, now)
+    try:
+        inner = wire.open_request(keys, operation, envelope)
+    except protocol.ProtocolError as exc:
+        raise SessionRefused(exc.code, exc.message, 400) from exc
+    with transaction.atomic():
+        # The replay check: only an authentic request (it opened) moves the counter, and
+        # only forward. Every worker and server shares the row.
+        moved = _advance_counter(row.id, envelope.counter, now)
+        if not moved:
+            status, answer = (
+                409,
+                _problem(
+                    "replayed_request",
+                    "this counter was already used in this session (replayed or reordered)",
+                    409,
+                ),
+            )
+        elif operation == PING:
+            status, answer = 200, {"client": client.name}
+        else:
+            status, answer = _perform(client, operation, inner)
+    if not moved:
+        distribution.refusal_tally(code="replayed_request")
+    return status, wire.seal_response(keys, operation, envelope, status, answer)
+
+
+def _perform(client: Client, operation: str, inner: Any) -> tuple[int, dict[str, Any]]:
+    if not isinstance(inner, dict) or not isinstance(inner.get("items", None), list):
+        return 400, _problem(
+            "malformed_request", 'expected {"key": NAME, "items": [...], "options": {...}}', 400
+        )
+    options = inner.get("options") or {}
+    if not isinstance(options, dict):
+        return 400, _problem("malformed_request", "options must be an object", 400)
+    try:
+        result = key_operation_perform(
+            client=client,
+            operation=operation,
+            key_name=inner.get("key"),
+            items=inner["items"],
+            options=options,
+        )
+    except OperationRefused as refusal:
+        return refusal.status, _problem(refusal.code, refusal.message, refusal.status)
+    return 200, {"key": result.key, "operation": result.operation, "results": result.results}
+
+
+PROBLEM_BASE = "https://kmsportal.invalid/problems/"
+
+
+def _problem(code: str, detail: str, status: int) -> dict[str, Any]:
+    """An RFC 9457 problem document (the same shape as `vault.api.problem`)."""
+    return {
+        "type": PROBLEM_BASE + code,
+        "title": code.replace("_", " "),
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
