@@ -76,7 +76,9 @@ def test_migrate_moves_everything_into_the_token_and_nothing_breaks(
     progress = keyring_migrate_to_token(batch_size=2)
     first = next(progress)
     progress.close()
-    assert first.resealed == 2
+    # One batch: at most two rows of one sealed field (which field comes first depends on
+    # the registry's order: the audit log's MAC key is one row).
+    assert 1 <= first.resealed <= 2
     out = run("keyring_migrate", "--to", "pkcs11", "--batch", "2")
     assert "Nothing is sealed under the software keys any more" in out
 
