@@ -1265,12 +1265,15 @@ def _minute(moment: datetime) -> datetime:
 def address_refusals_exceeded() -> int | None:
     """Seconds to wait if the current source address has had more than
     KMS_API_ADDRESS_REFUSAL_LIMIT unattributable refusals this minute (its requests are then
-    answered 429 unread), else None. One cache read."""
+    answered 429 unread), else None. One read of the shared counters."""
     limit = settings.KMS_API_ADDRESS_REFUSAL_LIMIT
     if not limit:
         return None
     now = timezone.now()
-    count = cache.get(f"kms:refusals:{_source_address()}:{int(now.timestamp() // 60)}") or 0
+    # In the shared counters (database, or Redis when set): every worker and node sees the
+    # same count, so a flood is limited per address, not per address and worker.
+    name = f"kms:refusals:{_source_address()[:45]}:{int(now.timestamp() // 60)}"
+    count = counters().get(name) or 0
     if count < limit:
         return None
     return 60 - now.second
@@ -1280,19 +1283,14 @@ def refusal_tally(*, code: str) -> None:
     """Count one client API refusal that no verified client can be held to (malformed body,
     unknown certificate, bad signature, unknown token...), per source address and minute.
 
-    One counter in the shared cache (for the per-address limit) and one row update, never
+    One shared counter (for the per-address limit) and one row update, never
     an audit event each: a flood must not take the audit chain's lock per request. One
     ``api.requests_refused`` event per (source, minute) reports the count when the minute is
     over (`refusal_tallies_report`, run from here once a minute and by ``manage.py
     report_refusals``)."""
     source = _source_address()[:45]
     now = timezone.now()
-    name = f"kms:refusals:{source}:{int(now.timestamp() // 60)}"
-    cache.add(name, 0, timeout=120)
-    try:
-        cache.incr(name)
-    except ValueError:  # evicted between add and incr
-        cache.set(name, 1, timeout=120)
+    counter_add(counters(), f"kms:refusals:{source}:{int(now.timestamp() // 60)}", timeout=120)
     minute = _minute(now)
     with contextlib.suppress(DatabaseError), transaction.atomic():
         tally, _created = RefusalTally.objects.select_for_update().get_or_create(
