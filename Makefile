@@ -2,7 +2,6 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-export DEBUG ?= true
 
 .PHONY: run test bench lint format clean venv
 
@@ -21,7 +20,10 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
 
 venv: $(VENV)/.runtime-installed
 
+# A local trial: kmsportal.trial writes .kms/trial.env (DEBUG off, a development keyring and
+# secret, KMS_PUBLIC_URL from GUNICORN_BIND unless set), which manage.py reads in any shell.
 run: $(VENV)/.runtime-installed
+	$(BIN)/python -m kmsportal.trial
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py bootstrap
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0

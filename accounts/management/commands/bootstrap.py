@@ -82,6 +82,10 @@ class Command(BaseCommand):
             f"Clients pin the root CA certificate: {settings.KMS_PUBLIC_URL}/pki/ca/{root.name}.crt"
             f" (SHA-256 {root.fingerprint_sha256})"
         )
+        from kmsportal.public_url import stale_certificate_addresses
+
+        for warning in stale_certificate_addresses():  # KMS_PUBLIC_URL changed since
+            self.stdout.write(self.style.WARNING(f"WARNING: {warning}"))
 
     def _first_administrator(self, *, username: str, email: str) -> None:
         with transaction.atomic():

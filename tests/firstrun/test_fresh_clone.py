@@ -1,0 +1,169 @@
+"""A new user's first run, from a fresh copy of the repository: `make run` on another
+`GUNICORN_BIND` writes that address into every certificate, `manage.py` works in a new
+shell, and a service enrolls and fetches a key with kmsclient's command line."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from cryptography import x509
+
+from tests.firstrun.test_trial_settings import new_shell_environment
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 240  # migrate a fresh SQLite database, bootstrap (two RSA-3072 CA keys), serve
+
+pytestmark = pytest.mark.slow
+
+
+def fresh_copy(destination: Path) -> Path:
+    """The repository as `git clone` would give it (tracked and new, not ignored, files), with
+    the test run's virtualenv linked in so `make run` installs nothing."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout.split(b"\0")
+    for name in filter(None, listed):
+        source = ROOT / name.decode()
+        if source.is_file():
+            target = destination / name.decode()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+    (destination / ".venv").symlink_to(Path(sys.prefix))
+    assert not (destination / ".kms").exists()
+    return destination
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"make run stopped ({process.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"make run did not serve {url} in {START_TIMEOUT}s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def trial(tmp_path: Path) -> Iterator[tuple[Path, str, Path]]:
+    """`make run` in a fresh copy with GUNICORN_BIND on a free port (no KMS_PUBLIC_URL)."""
+    checkout = fresh_copy(tmp_path / "kmsportal")
+    port = free_port()
+    log = tmp_path / "make-run.log"
+    env = new_shell_environment(GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="1")
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            ["make", "-o", ".venv/.runtime-installed", "run"],
+            cwd=checkout,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: make, gunicorn and workers
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(url, process, log)
+        yield checkout, url, log
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def run(args: list[str], *, cwd: Path, env: dict[str, str]) -> str:
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{args}: {done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_first_run_on_another_bind_address(trial, tmp_path: Path) -> None:
+    checkout, url, log = trial
+    printed = log.read_text()
+    assert f"Sign in at {url}/ as: admin" in printed
+    assert "127.0.0.1:8000" not in printed
+
+    # Every CA and the key server's certificate name this address.
+    clients_ca = x509.load_der_x509_certificate(
+        requests.get(f"{url}/pki/ca/kms-clients.crt", timeout=10).content
+    )
+    points = clients_ca.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert [p.full_name[0].value for p in points] == [f"{url}/pki/crl/kms-root.crl"]
+
+    # manage.py in a new shell: no variables at all, the trial settings come from .kms/.
+    shell = new_shell_environment()
+    manage = [str(checkout / ".venv/bin/python"), "manage.py"]
+    assert "already" in run([*manage, "reissue_public_urls", "--dry-run"], cwd=checkout, env=shell)
+    run([*manage, "key_create", "shared-db"], cwd=checkout, env=shell)
+    created = run([*manage, "client_create", "billing"], cwd=checkout, env=shell)
+    token = re.search(r"\): ([0-9a-f]{32,})", created).group(1)
+    run([*manage, "grant_create", "billing", "shared-db"], cwd=checkout, env=shell)
+
+    # The service machine: kmsclient's command line, from another directory.
+    service = tmp_path / "service"
+    service.mkdir()
+    (service / "root.pem").write_bytes(
+        requests.get(f"{url}/pki/ca/kms-root.pem", timeout=10).content
+    )
+    client_env = {**shell, "PYTHONPATH": str(checkout)}
+    kmsclient = [sys.executable, "-m", "kmsclient"]
+    enrolled = run(
+        [
+            *kmsclient,
+            "enroll",
+            "--url",
+            url,
+            f"--token={token}",
+            "--ca-cert",
+            "root.pem",
+            "--out",
+            "id",
+        ],
+        cwd=service,
+        env=client_env,
+    )
+    assert "enrolled as billing" in enrolled
+    identity = x509.load_pem_x509_certificate((service / "id" / "client.crt").read_bytes())
+    aia = identity.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    assert {d.access_location.value for d in aia} == {
+        f"{url}/pki/ca/kms-clients.crt",
+        f"{url}/pki/ocsp/kms-clients",
+    }
+    fetched = run(
+        [*kmsclient, "fetch", "shared-db", "--dir", "id", "--out", "shared-db.key"],
+        cwd=service,
+        env=client_env,
+    )
+    assert "fetched shared-db version 1" in fetched
+    assert len((service / "shared-db.key").read_bytes()) == 32
+
+    # The portal's own error page, never Django's debug page with the URL configuration.
+    missing = requests.get(f"{url}/no/such/page", timeout=10)
+    assert missing.status_code == 404
+    assert "There is nothing at this address" in missing.text
+    assert "URLconf" not in missing.text and "DEBUG = True" not in missing.text
