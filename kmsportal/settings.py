@@ -93,6 +93,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Logs requests addressed to another host than KMS_PUBLIC_URL (once per host).
     "kmsportal.public_url.PublicUrlHostMiddleware",
+    # Bidi controls in user text are shown as visible [U+202E] markers (text spoofing).
+    "kmsportal.bidi.BidiNeutralizeMiddleware",
 ]
 
 ROOT_URLCONF = "kmsportal.urls"
@@ -110,6 +112,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "accounts.context_processors.navigation",
             ],
+            # |utc (ISO 8601 UTC) and the human labels, on every page without {% load %}.
+            "builtins": ["kmsportal.template_filters"],
         },
     },
 ]
@@ -175,6 +179,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# One date-time format everywhere: ISO 8601 in UTC (kmsportal/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["kmsportal.formats"]
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]

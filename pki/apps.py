@@ -20,3 +20,5 @@ class PkiConfig(AppConfig):
         sealed_field_register("pki.CertificateAuthority", "sealed_private_key", lambda row: row.aad)
         # Delegated OCSP responder keys, the same way.
         sealed_field_register("pki.OCSPResponder", "sealed_private_key", lambda row: row.aad)
+        # Generated key pairs waiting for their one download (erased after it).
+        sealed_field_register("pki.GeneratedKeyDelivery", "sealed_bundle", lambda row: row.aad)

@@ -286,6 +286,12 @@ class GeneratedIssueForm(GeneratedRequestForm):
         label="Download as",
     )
 
+    # A random token per confirmation page: the same form submitted twice issues once
+    # (pki.generated_delivery).
+    idempotency_token = forms.CharField(
+        widget=forms.HiddenInput, min_length=16, max_length=64, required=True
+    )
+
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         first, second = data.get("password1"), data.get("password2")

@@ -839,13 +839,15 @@ def certificate_issue_generated(
     days: int | None = None,
     key_type: KeyType | str = DEFAULT_LEAF_KEY_TYPE,
     pem_bundle: bool = False,
+    in_transaction: Callable[[GeneratedCredential], None] | None = None,
 ) -> GeneratedCredential:
     """Generate a key pair in memory, issue its certificate and return both, once, in a
     PKCS#12 protected by ``pkcs12_password`` (and optionally a PEM bundle).
 
     The private key is never stored, logged or audited; the audit log records the issuance
     and that a key was delivered, without the password. Input is checked before the key is
-    generated; the database work is one transaction.
+    generated; the database work is one transaction, in which ``in_transaction`` (if given)
+    runs with the credential (the portal's delivery record commits with the certificate).
     """
     password = _password_bytes(pkcs12_password)
     kind = _key_type(key_type)
@@ -857,7 +859,7 @@ def certificate_issue_generated(
     private_key = generate_private_key(kind)
     try:
         with transaction.atomic():
-            return _issue_generated(
+            credential = _issue_generated(
                 actor=actor,
                 ca=ca,
                 private_key=private_key,
@@ -869,6 +871,9 @@ def certificate_issue_generated(
                 pem_bundle=pem_bundle,
                 key_type=kind,
             )
+            if in_transaction is not None:
+                in_transaction(credential)
+            return credential
     finally:
         del private_key
 

@@ -1,0 +1,77 @@
+"""Template filters every page can use without `{% load %}` (TEMPLATES builtins).
+
+- `utc`: the one date-time format of the portal, ISO 8601 in UTC: ``2026-12-01T13:20:05Z``
+  (``|utc:"date"`` gives ``2026-12-01``). Empty for None, so ``|default:"—"`` still works.
+- `action_label`, `role_label`, `target_type_label`: the human labels of audit event types,
+  roles and audit target types, for pages that hold the raw codes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from django import template
+
+register = template.Library()
+
+#: The portal's date-time format (ISO 8601, UTC, whole seconds); also settings' formats.
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+#: Audit target types (model labels) as people call them.
+TARGET_TYPE_LABELS: dict[str, str] = {
+    "auth.User": "User",
+    "pki.Certificate": "Certificate",
+    "pki.CertificateAuthority": "Certificate authority",
+    "pki.CARevocationRequest": "CA revocation request",
+    "pki.RevocationList": "CRL",
+    "pki.OCSPResponder": "OCSP responder",
+    "vault.SymmetricKey": "Key",
+    "vault.KeyVersion": "Key version",
+    "vault.Client": "Client service",
+    "vault.Grant": "Grant",
+    "vault.DestructionRequest": "Destruction request",
+    "keyring.MasterKeyRecord": "Master key",
+    "audit.AuditCheckpoint": "Audit checkpoint",
+}
+
+
+def utc_text(value: datetime | date | None, part: str = "") -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        if part == "date":
+            return value.strftime("%Y-%m-%d")
+        return value.strftime(UTC_FORMAT)
+    if isinstance(value, date):
+        return value.strftime("%Y-%m-%d")
+    return str(value)
+
+
+@register.filter(name="utc")
+def utc(value: datetime | date | None, part: str = "") -> str:
+    """``2026-12-01T13:20:05Z`` (``part="date"``: ``2026-12-01``)."""
+    return utc_text(value, part)
+
+
+@register.filter
+def action_label(value: str) -> str:
+    from audit.registry import audit_action_label
+
+    return audit_action_label(str(value))
+
+
+@register.filter
+def role_label(value: str) -> str:
+    from accounts.roles import Role
+
+    try:
+        return str(Role(value).label)
+    except ValueError:
+        return str(value)
+
+
+@register.filter
+def target_type_label(value: str) -> str:
+    return TARGET_TYPE_LABELS.get(str(value), str(value))
