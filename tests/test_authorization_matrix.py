@@ -135,6 +135,9 @@ TABLE: dict[str, Route] = {
         "/clients/matrix-client/grants/{grant}/withdraw/", PORTAL, (302, 403, 405, 403, 403),
                                                          (302, 403, 302, 403, 403)),
     # an active client: resuming is refused with a message
+    # the one-time token page, with no token waiting: 410 and how to get a new one
+    "/clients/<str:name>/enrollment-token/": Route(
+        "/clients/matrix-client/enrollment-token/", PORTAL, (302, 403, 410, 403, 403)),
     "/clients/<str:name>/<str:action>/": Route(
         "/clients/matrix-client/resume/", PORTAL,        (302, 403, 200, 403, 403),
                                                          (302, 403, 302, 403, 403)),
