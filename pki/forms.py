@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 
 from .models import (
@@ -110,6 +111,10 @@ class CACreateForm(forms.Form):
     def __init__(self, *args: Any, parents: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["parent"].choices = [("", "none: a self-signed root"), *parents]
+        # Most new CAs are intermediates under the deployment's root: offer that first.
+        names = [name for name, _ in parents]
+        if settings.KMS_ROOT_CA_NAME in names:
+            self.fields["parent"].initial = settings.KMS_ROOT_CA_NAME
 
 
 class CADisableForm(forms.Form):
@@ -190,7 +195,8 @@ class _IssueBase(forms.Form):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["ca"].choices = cas
+        # One CA: it is the default. Several: the operator chooses (no silent default).
+        self.fields["ca"].choices = cas if len(cas) <= 1 else [("", "choose the issuing CA"), *cas]
         self.fields["profile"].choices = profiles
 
 

@@ -159,7 +159,7 @@ class CACreateView(PortalPermissionMixin, View):
     permission_required = MANAGE_CA
 
     def form(self, data: Any = None) -> CACreateForm:
-        return CACreateForm(data, parents=selectors.ca_issuing_choices(user=self.request.user))
+        return CACreateForm(data, parents=selectors.ca_parent_choices(user=self.request.user))
 
     def get(self, request: HttpRequest) -> HttpResponse:
         return render(request, "pki/ca_create.html", {"form": self.form()})
