@@ -12,27 +12,12 @@ from datetime import UTC, date, datetime
 
 from django import template
 
+from kmsportal.labels import target_type_label
+
 register = template.Library()
 
 #: The portal's date-time format (ISO 8601, UTC, whole seconds); also settings' formats.
 UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-
-#: Audit target types (model labels) as people call them.
-TARGET_TYPE_LABELS: dict[str, str] = {
-    "auth.User": "User",
-    "pki.Certificate": "Certificate",
-    "pki.CertificateAuthority": "Certificate authority",
-    "pki.CARevocationRequest": "CA revocation request",
-    "pki.RevocationList": "CRL",
-    "pki.OCSPResponder": "OCSP responder",
-    "vault.SymmetricKey": "Key",
-    "vault.KeyVersion": "Key version",
-    "vault.Client": "Client service",
-    "vault.Grant": "Grant",
-    "vault.DestructionRequest": "Destruction request",
-    "keyring.MasterKeyRecord": "Master key",
-    "audit.AuditCheckpoint": "Audit checkpoint",
-}
 
 
 def utc_text(value: datetime | date | None, part: str = "") -> str:
@@ -72,6 +57,6 @@ def role_label(value: str) -> str:
         return str(value)
 
 
-@register.filter
-def target_type_label(value: str) -> str:
-    return TARGET_TYPE_LABELS.get(str(value), str(value))
+@register.filter(name="target_type_label")
+def target_type_label_filter(value: str) -> str:
+    return target_type_label(str(value))

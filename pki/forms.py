@@ -12,6 +12,8 @@ from django import forms
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 
+from kmsportal.widgets import utc_datetime_input
+
 from .models import (
     CA_NAME_MESSAGE,
     CA_NAME_PATTERN,
@@ -380,7 +382,7 @@ class RevokeForm(forms.Form):
         required=False,
         input_formats=DATETIME_INPUT_FORMATS,
         label="Invalidity date (UTC, optional)",
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        widget=utc_datetime_input(),
         help_text="Only with "
         + " or ".join(sorted(r.label.lower() for r in INVALIDITY_DATE_REASONS))
         + ": since when the private key is known or suspected to be compromised.",

@@ -15,6 +15,7 @@ from django.views.decorators.cache import never_cache
 
 from accounts.views import PortalPermissionMixin
 from kmsportal.one_time import one_time_secret_keep, one_time_secret_take
+from kmsportal.widgets import utc_datetime_input
 
 from . import distribution, selectors
 from .models import Client, GrantVersions, SymmetricKey
@@ -37,7 +38,7 @@ class GrantForm(forms.Form):
     expires_at = forms.DateTimeField(
         required=False,
         label="Expires (UTC)",
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        widget=utc_datetime_input(),
     )
 
 

@@ -242,7 +242,7 @@ def test_generated_request_refused_by_the_profile(operator: Client, issuing) -> 
     before = pki_state()
     response = generated_request(operator, profile="tls-server", sans="email:zoe@example.org")
     assert response.status_code == 400
-    assert "the tls-server profile does not allow email addresses as SAN" in text(response)
+    assert "The tls-server profile does not allow email addresses as SAN" in text(response)
     assert pki_state() == before
 
 
@@ -279,8 +279,8 @@ def test_administrator_creates_a_ca_after_confirmation(administrator: Client, ro
     ("form", "message"),
     [
         ({"name": "Bad Name"}, "Use 1-64 lower-case letters"),
-        ({"name": "root"}, "a CA named 'root' already exists"),
-        ({"subject": "CN=Test Root CA,O=Example Org"}, "a CA with the subject"),
+        ({"name": "root"}, "A CA named 'root' already exists"),
+        ({"subject": "CN=Test Root CA,O=Example Org"}, "A CA with the subject"),
         ({"parent": "root", "days": "4000"}, "after its parent CA"),
         ({"subject": "Foo"}, "is not of the form ATTRIBUTE=value"),
         ({"path_length": "11"}, "Ensure this value is less than or equal to 10."),
@@ -485,10 +485,10 @@ def test_validation_page_with_an_uploaded_der_and_chain(operator: Client, severa
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"certificate_text": "hello"}, "the data is not a certificate"),
+        ({"certificate_text": "hello"}, "The data is not a certificate"),
         (
             {"certificate_text": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"},
-            "the PEM block is damaged",
+            "The PEM block is damaged",
         ),
         ({}, "Paste the certificate or upload a file."),
         (
