@@ -48,6 +48,11 @@ dist: $(VENV)/.runtime-installed
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist ./kmsclient
 	@ls dist
 
+# The documentation site (MkDocs with Material, mkdocs.yml) from docs/ into site/. --strict:
+# a broken link, a missing page or anchor fails the build (CI runs it).
+docs: $(VENV)/.dev-installed
+	$(BIN)/mkdocs build --strict --site-dir site
+
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -19,19 +19,16 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from audit.services import audit_event_record
-from kmsportal.crypto.profiles import SUB_CA_PROFILE_NAME
 from kmsportal.crypto.x509 import (
     build_ca_certificate,
-    certificate_to_der,
-    certificate_to_pem,
     describe_certificate,
 )
 
 from .distribution import ca_distribution_points
 from .errors import PkiError
 from .events import PkiAction
-from .models import CAState, CertificateAuthority, CertificateSource, serial_to_hex
-from .services import _certificate_row, _fingerprint, _sign_with_unique_serial, _x509_errors
+from .models import CAState, CertificateAuthority
+from .services import _ca_certificate_set, _sign_sub_ca, _x509_errors
 from .signers import ca_signer
 
 
@@ -131,26 +128,9 @@ def certificate_authority_reissue(
                 not_before=start,
             )
 
-    certificate, _ = _sign_with_unique_serial(
-        ca=parent,
-        build=build,
-        row=lambda cert: _certificate_row(
-            ca=parent,
-            certificate=cert,
-            profile=SUB_CA_PROFILE_NAME,
-            source=CertificateSource.CA,
-            actor=actor,
-            sans=[],
-        ),
-    )
+    certificate = _sign_sub_ca(parent=parent, actor=actor, build=build)
     previous_serial = ca.serial_number_display
-    der = certificate_to_der(certificate)
-    ca.certificate_der = der
-    ca.certificate_pem = certificate_to_pem(certificate).decode("ascii")
-    ca.serial_hex = serial_to_hex(certificate.serial_number)
-    ca.fingerprint_sha256 = _fingerprint(der)
-    ca.not_before = certificate.not_valid_before_utc
-    ca.not_after = certificate.not_valid_after_utc
+    _ca_certificate_set(ca, certificate)
     ca.save(
         update_fields=[
             "certificate_der",

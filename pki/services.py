@@ -402,6 +402,40 @@ def certificate_authority_create(
     return ca
 
 
+def _sign_sub_ca(
+    *,
+    parent: CertificateAuthority,
+    actor: Actor,
+    build: Callable[[int], x509.Certificate],
+) -> x509.Certificate:
+    """Sign an intermediate's certificate under ``parent`` with a unique serial, recorded in
+    the parent's list of issued certificates (profile sub-ca)."""
+    certificate, _ = _sign_with_unique_serial(
+        ca=parent,
+        build=build,
+        row=lambda cert: _certificate_row(
+            ca=parent,
+            certificate=cert,
+            profile=SUB_CA_PROFILE_NAME,
+            source=CertificateSource.CA,
+            actor=actor,
+            sans=[],
+        ),
+    )
+    return certificate
+
+
+def _ca_certificate_set(ca: CertificateAuthority, certificate: x509.Certificate) -> None:
+    """Put ``certificate`` on the CA row (not saved): DER, PEM, serial, fingerprint, validity."""
+    der = certificate_to_der(certificate)
+    ca.certificate_der = der
+    ca.certificate_pem = certificate_to_pem(certificate).decode("ascii")
+    ca.serial_hex = serial_to_hex(certificate.serial_number)
+    ca.fingerprint_sha256 = _fingerprint(der)
+    ca.not_before = certificate.not_valid_before_utc
+    ca.not_after = certificate.not_valid_after_utc
+
+
 def _ca_create(*, actor: Actor, plan: _CAPlan, new_key: GeneratedCAKey) -> CertificateAuthority:
     parent = None
     if plan.parent is not None:
@@ -425,27 +459,14 @@ def _ca_create(*, actor: Actor, plan: _CAPlan, new_key: GeneratedCAKey) -> Certi
         certificate = _build_ca(plan, public_key=new_key.public_key, signer=new_key.signer)
     else:
         parent_signer = ca_signer(parent)
-        certificate, _ = _sign_with_unique_serial(
-            ca=parent,
+        certificate = _sign_sub_ca(
+            parent=parent,
+            actor=actor,
             build=lambda serial: _build_ca(
                 plan, public_key=new_key.public_key, signer=parent_signer, serial=serial
             ),
-            row=lambda cert: _certificate_row(
-                ca=parent,
-                certificate=cert,
-                profile=SUB_CA_PROFILE_NAME,
-                source=CertificateSource.CA,
-                actor=actor,
-                sans=[],
-            ),
         )
-    der = certificate_to_der(certificate)
-    ca.certificate_der = der
-    ca.certificate_pem = certificate_to_pem(certificate).decode("ascii")
-    ca.serial_hex = serial_to_hex(certificate.serial_number)
-    ca.fingerprint_sha256 = _fingerprint(der)
-    ca.not_before = certificate.not_valid_before_utc
-    ca.not_after = certificate.not_valid_after_utc
+    _ca_certificate_set(ca, certificate)
     try:
         with transaction.atomic():
             ca.save(force_insert=True)
