@@ -99,8 +99,11 @@ def certificate_authority_reissue(
     The previous certificate stays valid (chains that carry it keep working); the CA row
     serves the new one from now on (`/pki/ca/<name>.crt`, chains handed to clients).
     """
-    ca = CertificateAuthority.objects.select_for_update().select_related("parent").get(pk=ca.pk)
-    parent = ca.parent
+    # Parent first, then the CA (the order issuance under a parent uses): a disable or a
+    # revocation committed meanwhile is seen, and waits for this.
+    parent_id = CertificateAuthority.objects.filter(pk=ca.pk).values_list("parent_id", flat=True)
+    parent = CertificateAuthority.objects.select_for_update().filter(pk__in=parent_id).first()
+    ca = CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
     if parent is None:
         raise PkiError(f"{ca.name} is a root CA: its certificate names no addresses")
     if ca.state != CAState.ACTIVE or parent.state != CAState.ACTIVE:
