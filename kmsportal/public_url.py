@@ -108,6 +108,12 @@ def public_url_warnings(request: HttpRequest) -> list[str]:
 
 
 def log_startup_warnings() -> None:
+    if settings.KMS_TRIAL_SETTINGS_FILE is not None:
+        logger.warning(
+            "serving with the trial settings of %s (a development keyring and secret, plain "
+            "HTTP cookies): for a local trial only; a deployment sets its environment instead",
+            settings.KMS_TRIAL_SETTINGS_FILE,
+        )
     for message in stale_certificate_addresses():
         logger.warning("%s", message)
 

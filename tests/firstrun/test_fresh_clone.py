@@ -107,6 +107,7 @@ def test_first_run_on_another_bind_address(trial, tmp_path: Path) -> None:
     printed = log.read_text()
     assert f"Sign in at {url}/ as: admin" in printed
     assert "127.0.0.1:8000" not in printed
+    assert "serving with the trial settings of" in printed  # said loudly, never silently
 
     # Every CA and the key server's certificate name this address.
     clients_ca = x509.load_der_x509_certificate(
