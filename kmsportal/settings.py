@@ -43,10 +43,10 @@ def _secret_key() -> str:
         return value
     if not DEBUG:
         raise ImproperlyConfigured(
-            "SECRET_KEY is not set (or is a placeholder). For a local trial run `make run` once in the checkout "
-            "(it writes .kms/trial.env, which manage.py then reads in any shell); a real "
-            'deployment sets SECRET_KEY to a long random string (python -c "import secrets; '
-            'print(secrets.token_urlsafe(50))").'
+            "SECRET_KEY is not set (or is a placeholder). For a local trial run `make run` "
+            "once in the checkout (it writes .kms/trial.env, which manage.py then reads in any "
+            "shell); a real deployment sets SECRET_KEY to a long random string "
+            '(python -c "import secrets; print(secrets.token_urlsafe(50))").'
         )
     # Development only: a random key kept in the data directory so sessions survive restarts.
     if _DEV_SECRET_KEY_FILE.exists():
