@@ -28,6 +28,8 @@ def utc_text(value: datetime | date | None, part: str = "") -> str:
             value = value.astimezone(UTC)
         if part == "date":
             return value.strftime("%Y-%m-%d")
+        if part == "micro":  # the audit log's precision
+            return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         return value.strftime(UTC_FORMAT)
     if isinstance(value, date):
         return value.strftime("%Y-%m-%d")
@@ -36,7 +38,7 @@ def utc_text(value: datetime | date | None, part: str = "") -> str:
 
 @register.filter(name="utc")
 def utc(value: datetime | date | None, part: str = "") -> str:
-    """``2026-12-01T13:20:05Z`` (``part="date"``: ``2026-12-01``)."""
+    """``2026-12-01T13:20:05Z`` (``"date"``: ``2026-12-01``; ``"micro"``: with microseconds)."""
     return utc_text(value, part)
 
 
