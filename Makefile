@@ -51,7 +51,7 @@ dist: $(VENV)/.runtime-installed
 # The documentation site (MkDocs with Material, mkdocs.yml) from docs/ into site/. --strict:
 # a broken link, a missing page or anchor fails the build (CI runs it).
 docs: $(VENV)/.dev-installed
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
