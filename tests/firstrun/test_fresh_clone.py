@@ -4,6 +4,7 @@ shell, and a service enrolls and fetches a key with kmsclient's command line."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -67,12 +68,11 @@ def wait_until_serving(url: str, process: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"make run did not serve {url} in {START_TIMEOUT}s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture
-def trial(tmp_path: Path) -> Iterator[tuple[Path, str, Path]]:
-    """`make run` in a fresh copy with GUNICORN_BIND on a free port (no KMS_PUBLIC_URL)."""
-    checkout = fresh_copy(tmp_path / "kmsportal")
+@contextlib.contextmanager
+def make_run(checkout: Path, log: Path) -> Iterator[str]:
+    """`make run` in ``checkout`` with GUNICORN_BIND on a free port (no KMS_PUBLIC_URL), until
+    the block ends; yields the address it serves."""
     port = free_port()
-    log = tmp_path / "make-run.log"
     env = new_shell_environment(GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="1")
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -86,7 +86,7 @@ def trial(tmp_path: Path) -> Iterator[tuple[Path, str, Path]]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(url, process, log)
-        yield checkout, url, log
+        yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -96,10 +96,37 @@ def trial(tmp_path: Path) -> Iterator[tuple[Path, str, Path]]:
             process.wait(timeout=30)
 
 
+@pytest.fixture
+def trial(tmp_path: Path) -> Iterator[tuple[Path, str, Path]]:
+    """`make run` in a fresh copy of the repository on another port."""
+    checkout = fresh_copy(tmp_path / "kmsportal")
+    log = tmp_path / "make-run.log"
+    with make_run(checkout, log) as url:
+        yield checkout, url, log
+
+
 def run(args: list[str], *, cwd: Path, env: dict[str, str]) -> str:
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"{args}: {done.stdout}\n{done.stderr}"
     return done.stdout
+
+
+KMSCLIENT = [sys.executable, "-m", "kmsclient"]  # its public command line
+
+
+def enroll(url: str, token: str, service: Path, checkout: Path) -> tuple[str, dict[str, str]]:
+    """Pin the root and enroll, as the token page says, from the service's own directory."""
+    service.mkdir()
+    root = requests.get(f"{url}/pki/ca/kms-root.pem", timeout=10).content
+    (service / "root.pem").write_bytes(root)
+    client_env = {**new_shell_environment(), "PYTHONPATH": str(checkout)}
+    arguments = ["enroll", "--url", url, f"--token={token}", "--ca-cert", "root.pem", "--out", "id"]
+    return run([*KMSCLIENT, *arguments], cwd=service, env=client_env), client_env
+
+
+def fetch(service: Path, client_env: dict[str, str]) -> str:
+    arguments = ["fetch", "shared-db", "--dir", "id", "--out", "shared-db.key", "--force"]
+    return run([*KMSCLIENT, *arguments], cwd=service, env=client_env)
 
 
 def test_first_run_on_another_bind_address(trial, tmp_path: Path) -> None:
@@ -127,27 +154,7 @@ def test_first_run_on_another_bind_address(trial, tmp_path: Path) -> None:
 
     # The service machine: kmsclient's command line, from another directory.
     service = tmp_path / "service"
-    service.mkdir()
-    (service / "root.pem").write_bytes(
-        requests.get(f"{url}/pki/ca/kms-root.pem", timeout=10).content
-    )
-    client_env = {**shell, "PYTHONPATH": str(checkout)}
-    kmsclient = [sys.executable, "-m", "kmsclient"]
-    enrolled = run(
-        [
-            *kmsclient,
-            "enroll",
-            "--url",
-            url,
-            f"--token={token}",
-            "--ca-cert",
-            "root.pem",
-            "--out",
-            "id",
-        ],
-        cwd=service,
-        env=client_env,
-    )
+    enrolled, client_env = enroll(url, token, service, checkout)
     assert "enrolled as billing" in enrolled
     identity = x509.load_pem_x509_certificate((service / "id" / "client.crt").read_bytes())
     aia = identity.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
@@ -155,12 +162,7 @@ def test_first_run_on_another_bind_address(trial, tmp_path: Path) -> None:
         f"{url}/pki/ca/kms-clients.crt",
         f"{url}/pki/ocsp/kms-clients",
     }
-    fetched = run(
-        [*kmsclient, "fetch", "shared-db", "--dir", "id", "--out", "shared-db.key"],
-        cwd=service,
-        env=client_env,
-    )
-    assert "fetched shared-db version 1" in fetched
+    assert "fetched shared-db version 1" in fetch(service, client_env)
     assert len((service / "shared-db.key").read_bytes()) == 32
 
     # The portal's own error page, never Django's debug page with the URL configuration.
@@ -168,3 +170,36 @@ def test_first_run_on_another_bind_address(trial, tmp_path: Path) -> None:
     assert missing.status_code == 404
     assert "There is nothing at this address" in missing.text
     assert "URLconf" not in missing.text and "DEBUG = True" not in missing.text
+
+
+def test_a_trial_moved_to_another_port_is_fixed_by_reissue_public_urls(tmp_path: Path) -> None:
+    checkout = fresh_copy(tmp_path / "kmsportal")
+    with make_run(checkout, tmp_path / "first.log") as first_url:
+        pass
+    with make_run(checkout, tmp_path / "second.log") as url:
+        printed = (tmp_path / "second.log").read_text()
+        # Start-up names what still points at the first address, and the fix.
+        assert f"The CA kms-clients names {first_url}/pki/crl/kms-root.crl" in printed
+        assert "run `manage.py reissue_public_urls`" in printed
+
+        shell = new_shell_environment()
+        manage = [str(checkout / ".venv/bin/python"), "manage.py"]
+        reissued = run([*manage, "reissue_public_urls"], cwd=checkout, env=shell)
+        assert "Re-issued CA kms-clients" in reissued
+        assert "Renewed the key server certificate" in reissued
+        clients_ca = x509.load_der_x509_certificate(
+            requests.get(f"{url}/pki/ca/kms-clients.crt", timeout=10).content
+        )
+        points = clients_ca.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        assert [p.full_name[0].value for p in points] == [f"{url}/pki/crl/kms-root.crl"]
+
+        # A service enrolled now fetches through the new address (the server certificate's
+        # revocation is checked there).
+        run([*manage, "key_create", "shared-db"], cwd=checkout, env=shell)
+        created = run([*manage, "client_create", "billing"], cwd=checkout, env=shell)
+        token = re.search(r"\): ([0-9a-f]{32,})", created).group(1)
+        run([*manage, "grant_create", "billing", "shared-db"], cwd=checkout, env=shell)
+        service = tmp_path / "service"
+        enrolled, client_env = enroll(url, token, service, checkout)
+        assert "enrolled as billing" in enrolled
+        assert "fetched shared-db version 1" in fetch(service, client_env)
