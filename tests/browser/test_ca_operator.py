@@ -166,9 +166,7 @@ def test_ca_operator(operator_and_cas: None, journey, live_settings: str) -> Non
     journey.shot("generated-result")
     journey.phone()  # the phone only looks: the download stays for the desktop
     p12 = journey.download(page.get_by_role("button", name="Download the file"))
-    _key, certificate, _chain = pkcs12.load_key_and_certificates(
-        p12, b"journey-pkcs12-password"
-    )
+    _key, certificate, _chain = pkcs12.load_key_and_certificates(p12, b"journey-pkcs12-password")
     assert certificate is not None and f"{certificate.serial_number:X}" == serial.lstrip("0")
     # Back and submit again (a reload of the result page, the Back button): nothing new.
     page.goto(result_url)
