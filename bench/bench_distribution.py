@@ -2,14 +2,14 @@
 raw cost of the same cryptography.
 
 1. Over HTTP: gunicorn (2 sync workers, ``kmsportal/gunicorn.conf.py``, ``bench.settings``) on
-   loopback, driven by ``kmsclient.KMSClient`` (revocation checking on: the CRLs are
-   downloaded once per client process and cached) from a second process (``bench/load.py
+   loopback, driven by ``kmsclient.KMSClient`` (server identity pinned; the server's
+   revocation status comes stapled in each answer, no CRL is downloaded) from a second process (``bench/load.py
    fetch``), sequentially and from 2 threads (one client each), bounded in requests and
    time. The rate limit is off for the run (``KMS_CLIENT_RATE_LIMIT=0``).
 2. In one process, no HTTP: the same ``KMSClient`` code (request, signature, server chain
-   validation, CRL check from its cache, DH, HKDF, decryption) with a session that hands the
+   validation, stapled-status check, DH, HKDF, decryption) with a session that hands the
    JSON body straight to ``vault.distribution.key_fetch`` (every check, the nonce row, the
-   delivery row, the audit event) and serves CRL downloads from the stored bytes: the whole
+   delivery row, the audit event) and refuses any GET (no download per fetch): the whole
    exchange but the socket, HTTP and Django's request handling. Target: at least 0.5x the
    raw cryptography.
 3. Server time only: ``key_fetch`` in-process on pre-built requests, against the server's
@@ -19,7 +19,7 @@ Baseline for 1 and 2: the same cryptography in one process, no HTTP, no database
 ``build_fetch_request`` (client ephemeral X25519, ECDSA P-256 signature),
 ``verify_fetch_request``, ``build_fetch_response`` (server ephemeral DH, HKDF, AES-GCM, ECDSA
 P-256 signature with the KMS's own server key) and ``open_fetch_response`` (verification, DH,
-HKDF, decryption). The client's certificate chain validation and CRL lookups are not in it.
+HKDF, decryption). The client's certificate chain validation and status check are not in it.
 
 Also the peak RSS of a gunicorn worker after serving the fetches. Identity CAs are RSA-3072
 (the product default); client and server keys are EC P-256.
@@ -57,8 +57,8 @@ class InProcessSession(requests.Session):
     """What ``KMSClient`` sends, answered by the server's own code in this process.
 
     POST (the fetch): the JSON body goes to ``vault.distribution.key_fetch`` and its answer
-    comes back as JSON text, as the API view does minus HTTP. GET (a CRL download): the
-    stored DER bytes of the named CA's newest CRL, as the CRL view serves them.
+    comes back as JSON text, as the API view does minus HTTP. A GET (a CRL download) would
+    be a regression: the server's status is stapled in the answer.
     """
 
     def post(self, url: str, data: Any = None, **kwargs: Any) -> requests.Response:
@@ -67,12 +67,7 @@ class InProcessSession(requests.Session):
         return _response(url, json.dumps(key_fetch(body=json.loads(data))).encode())
 
     def get(self, url: str, **kwargs: Any) -> requests.Response:
-        from pki.crl import crl_download_der, crl_download_get
-
-        name = url.rsplit("/", 1)[1].removesuffix(".crl")
-        download = crl_download_get(ca_name=name)
-        assert download is not None, url
-        return _response(url, crl_download_der(download=download) or b"")
+        raise AssertionError(f"a key fetch must download nothing, not {url}")
 
 
 def _response(url: str, body: bytes) -> requests.Response:
@@ -89,6 +84,7 @@ def _drive(
 ) -> tuple[float, float]:
     command = [sys.executable, str(ROOT / "bench" / "load.py"), "fetch", url,
                files["cert"], files["key"], files["ca"], "--key-name", KEY_NAME,
+               "--server-ca-spki", files["server_ca_spki"], "--deployment", files["deployment"],
                "--count", str(count), "--repeats", str(repeats), "--threads", str(threads),
                "--max-seconds", str(max_seconds)]  # fmt: skip
     done = subprocess.run(
@@ -114,7 +110,10 @@ def _identity(directory: Path):  # type: ignore[no-untyped-def]
     client, token = client_create(actor=None, name="bench-client")
     private_key = generate_private_key("ecp256")
     csr = build_csr(private_key=private_key, subject=parse_subject("CN=bench-client"))
-    answer = client_enroll_response(token=token, csr_pem=csr.decode())
+    from kmsportal.crypto import protocol
+
+    body, _state = protocol.build_enroll_request(token=token, csr_pem=csr.decode())
+    answer = client_enroll_response(body=body)
     files = {"cert": directory / "client.crt", "key": directory / "client.key"}
     files["ca"] = directory / "root.crt"
     files["cert"].write_text(answer["certificate"])
@@ -127,10 +126,30 @@ def _identity(directory: Path):  # type: ignore[no-untyped-def]
         )
     )
     client.refresh_from_db()
-    return client, private_key, answer["certificate"], {k: str(v) for k, v in files.items()}
+    pinned = {
+        "server_ca_spki": answer["server_identity"]["ca_spki_sha256"],
+        "deployment": answer["server_identity"]["deployment"],
+    }
+    return (
+        client,
+        private_key,
+        answer["certificate"],
+        {
+            **{k: str(v) for k, v in files.items()},
+            **pinned,
+        },
+    )
 
 
-def _raw_exchanges(count: int, cert_pem: str, client_key, server_key, chain, leaf_key):  # type: ignore[no-untyped-def]
+def _staple() -> bytes:
+    """The server's stapled status, as the fetch gets it (from the cache, made once)."""
+    from vault.distribution import _server_status
+    from vault.models import ServerIdentity
+
+    return _server_status(ServerIdentity.objects.values_list("certificate_id", flat=True).first())
+
+
+def _raw_exchanges(count: int, cert_pem: str, client_key, server_key, chain, leaf_key, staple):  # type: ignore[no-untyped-def]
     """`count` complete exchanges, every step of the cryptography, no HTTP, no database."""
     from kmsportal.crypto import protocol
 
@@ -156,6 +175,7 @@ def _raw_exchanges(count: int, cert_pem: str, client_key, server_key, chain, lea
                 key_material=material,
                 server_private_key=server_key,
                 server_chain_pems=chain,
+                server_status=staple,
             )
             protocol.open_fetch_response(
                 state=state, response=response, trusted_server_public_key=leaf_key
@@ -218,8 +238,9 @@ def run(*, quick: bool, database: str) -> list[Row]:
     grant_create(actor=None, client=client, key=key)
     server_key, chain = _server_credential()
     leaf_key = protocol.server_leaf_certificate({"server_certificate_chain": chain}).public_key()
+    staple = _staple()
 
-    raw = _raw_exchanges(count, cert_pem, client_key, server_key, chain, leaf_key)
+    raw = _raw_exchanges(count, cert_pem, client_key, server_key, chain, leaf_key, staple)
     raw()  # warm up
     raw_rates = []
     for _ in range(repeats):
@@ -228,8 +249,16 @@ def run(*, quick: bool, database: str) -> list[Row]:
     base, base_spread = spread(raw_rates)
 
     # 2. The whole exchange in this process: kmsclient's code, the server's service.
-    local = KMSClient(url, files["cert"], files["key"], files["ca"], session=InProcessSession())
-    local.fetch_key(KEY_NAME)  # warm up: CRLs into the client's cache, signer loaded
+    local = KMSClient(
+        url,
+        files["cert"],
+        files["key"],
+        files["ca"],
+        server_ca_spki_sha256=files["server_ca_spki"],
+        deployment=files["deployment"],
+        session=InProcessSession(),
+    )
+    local.fetch_key(KEY_NAME)  # warm up: the staple into the cache, signer loaded
 
     def in_process() -> float:
         began = time.perf_counter()
@@ -273,6 +302,7 @@ def run(*, quick: bool, database: str) -> list[Row]:
             key_material=material,
             server_private_key=server_key,
             server_chain_pems=chain,
+            server_status=staple,
         )
 
     server_base, server_base_spread = _timed_on_prebuilt(
@@ -289,7 +319,7 @@ def run(*, quick: bool, database: str) -> list[Row]:
     return [
         Row(
             "key fetch, the full exchange in one process, no HTTP (kmsclient + key_fetch "
-            "service: chain and CRL checks, nonce, delivery, audit)",
+            "service: chain, server identity and stapled-status checks, nonce, delivery, audit)",
             exchange,
             exchange_spread,
             baseline_name,
@@ -308,7 +338,7 @@ def run(*, quick: bool, database: str) -> list[Row]:
             base_spread,
             "ops/s",
             database,
-            note="HTTP included; client validates the server chain and CRLs (cached); "
+            note="HTTP included; client validates the server chain, identity and staple; "
             "rate limit off",
         ),
         Row(

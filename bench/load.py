@@ -105,11 +105,18 @@ def _fetch(args: argparse.Namespace) -> list[float]:
     from kmsclient.client import KMSClient
 
     clients = [
-        KMSClient(args.url, args.cert, args.key, args.ca, check_revocation=True)
+        KMSClient(
+            args.url,
+            args.cert,
+            args.key,
+            args.ca,
+            server_ca_spki_sha256=args.server_ca_spki,
+            deployment=args.deployment,
+        )
         for _ in range(args.threads)
     ]
     for client in clients:
-        client.fetch_key(args.key_name)  # warm up: connections, CRL downloads, both workers
+        client.fetch_key(args.key_name)  # warm up: connections, both workers
     per_thread = max(1, args.count // args.threads)
     rates = []
     for _ in range(args.repeats):
@@ -147,6 +154,8 @@ def main() -> None:
     fetch.add_argument("cert")
     fetch.add_argument("key")
     fetch.add_argument("ca")
+    fetch.add_argument("--server-ca-spki", required=True, help="the pinned server identity")
+    fetch.add_argument("--deployment", required=True)
     fetch.add_argument("--key-name", default="bench-key")
     fetch.add_argument("--count", type=int, required=True)
     fetch.add_argument("--repeats", type=int, default=3)

@@ -20,6 +20,7 @@ from typing import TextIO
 
 from kmsclient import __version__
 from kmsclient.client import (
+    DEFAULT_MAX_STATUS_AGE_SECONDS,
     DEFAULT_TIMEOUT,
     KEY_TYPES,
     IdentityError,
@@ -27,10 +28,11 @@ from kmsclient.client import (
     KMSClientError,
     encode_key,
     enroll,
+    pin_server,
 )
 from kmsclient.crl import DEFAULT_TIMEOUT as CRL_TIMEOUT
 from kmsclient.crl import crl_command
-from kmsclient.identity import load_identity, resolve_identity_dir, write_secret_file
+from kmsclient.identity import resolve_identity_dir, write_secret_file
 from kmsclient.verify import CertificateInputError, verify_certificate_files
 from kmsportal.crypto.audit_chain import public_key_from_pem, verify_export
 from kmsportal.crypto.dh import GROUPS, X25519
@@ -198,9 +200,11 @@ def register_enroll(subparsers: argparse._SubParsersAction) -> None:
         help="enroll this service with the KMS using a one-time token",
         description=(
             "Generate this service's private key here (it never leaves this machine), send a "
-            "certificate request with the one-time enrollment token, check that the returned "
-            "certificate chain leads to the root CA you pin with --ca-cert, and store the "
-            "identity in DIR: client.key (mode 0600), client.crt, chain.pem, ca.pem and "
+            "certificate request proving the one-time enrollment token with a MAC (the token "
+            "itself is never sent), check that the answer is authenticated by the token and "
+            "signed by the KMS's server identity, that the returned certificate chain leads "
+            "to the root CA you pin with --ca-cert, pin the KMS's server identity, and store "
+            "the identity in DIR: client.key (mode 0600), client.crt, chain.pem, ca.pem and "
             "kmsclient.json. Exit status 0 enrolled, 1 refused, 2 usage or I/O error."
         ),
     )
@@ -255,6 +259,56 @@ def enroll_command(args: argparse.Namespace) -> int:
         return _refused(exc)
     until = f", certificate valid until {identity.not_after}" if identity.not_after else ""
     print(f"enrolled as {identity.client}: identity stored in {identity.directory}{until}")
+    print(
+        f"pinned the KMS's server identity: {identity.deployment}, server-identity CA key "
+        f"SHA-256 {identity.server_ca_spki_sha256}"
+    )
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- pin-server
+
+
+def register_pin_server(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``pin-server --server-ca-spki HEX --deployment URN [--dir DIR]``."""
+    parser = subparsers.add_parser(
+        "pin-server",
+        help="pin the KMS's server identity in an identity enrolled before pinning existed",
+        description=(
+            "Record in DIR/kmsclient.json the KMS's server identity: the SHA-256 of its "
+            "server-identity CA's public key and its deployment URI, as `manage.py "
+            "bootstrap` prints them on the KMS. Take both from the KMS's operator over a "
+            "channel you trust: fetch trusts exactly what is pinned. Identities enrolled "
+            "with a current kmsclient are pinned already. Exit status 0 pinned, 2 errors."
+        ),
+    )
+    parser.add_argument(
+        "--server-ca-spki",
+        metavar="SHA256",
+        required=True,
+        help="SHA-256 (hex, colons allowed) of the server-identity CA's public key",
+    )
+    parser.add_argument(
+        "--deployment", metavar="URN", required=True, help="urn:kmsportal:deployment:<uuid>"
+    )
+    parser.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="the identity directory; default: $KMSCLIENT_DIR, else the current directory",
+    )
+    parser.set_defaults(handler=pin_server_command)
+
+
+def pin_server_command(args: argparse.Namespace) -> int:
+    try:
+        identity = pin_server(
+            resolve_identity_dir(args.dir),
+            server_ca_spki_sha256=args.server_ca_spki,
+            deployment=args.deployment,
+        )
+    except IdentityError as exc:
+        return _error(str(exc))
+    print(f"pinned {identity.deployment} in {identity.directory}")
     return EXIT_OK
 
 
@@ -278,8 +332,10 @@ def register_fetch(subparsers: argparse._SubParsersAction) -> None:
         help="fetch a key this service was granted",
         description=(
             "Fetch key NAME (its primary version, or --version N) over the signed ephemeral "
-            "Diffie-Hellman exchange, after checking the server's certificate chain against "
-            "the pinned root, its revocation status (CRL) and its signature. The raw key is "
+            "Diffie-Hellman exchange, after checking that the server is the KMS's server "
+            "identity pinned at enrollment (chain to the pinned root, pinned server-identity "
+            "CA, deployment), its stapled revocation status (fresh, good) and its signature. "
+            "The raw key is "
             "written to FILE with mode 0600, or printed base64 with --stdout; key material is "
             "never printed otherwise. Exit status 0 fetched, 1 refused (by the server or by a "
             "check here), 2 usage or I/O error."
@@ -301,10 +357,12 @@ def register_fetch(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds")
     parser.add_argument(
-        "--no-revocation-check",
-        action="store_true",
-        help="do not check the server certificate against its CRL (only when the CRL "
-        "cannot be reached; a warning is printed)",
+        "--max-status-age",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_MAX_STATUS_AGE_SECONDS,
+        help="refuse a stapled server status older than this; default "
+        f"{DEFAULT_MAX_STATUS_AGE_SECONDS} (10 minutes)",
     )
     parser.set_defaults(handler=fetch_command)
 
@@ -319,22 +377,13 @@ def fetch_command(args: argparse.Namespace) -> int:
     if args.out and not args.force and os.path.lexists(args.out):
         return _error(f"{args.out} already exists; use --force to replace it")
     try:
-        identity = load_identity(resolve_identity_dir(args.dir))
-        client = KMSClient(
-            identity.url,
-            identity.cert,
-            identity.key,
-            identity.ca_cert,
+        client = KMSClient.from_identity(
+            resolve_identity_dir(args.dir),
             timeout=args.timeout,
-            check_revocation=not args.no_revocation_check,
+            max_status_age=args.max_status_age,
         )
     except IdentityError as exc:
         return _error(str(exc))
-    if args.no_revocation_check:
-        print(
-            "warning: the server certificate's revocation status is NOT checked",
-            file=sys.stderr,
-        )
     try:
         with client:
             fetched = client.fetch(args.name, args.version, group=args.group)
@@ -394,6 +443,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     register_audit_verify,
     register_verify_cert,
     register_enroll,
+    register_pin_server,
     register_fetch,
     register_crl,
 )

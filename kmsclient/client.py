@@ -8,22 +8,23 @@ runs on machines without the portal::
     kms = KMSClient.from_identity("/etc/billing/kms")      # what `enroll` wrote
     key = kms.fetch_key("orders-db")                        # 32 bytes, AES-256
 
-Trust: the only thing the client trusts is the root CA certificate it pinned at enrollment.
-Before it derives anything from a response it checks, in this order, and refuses at the
-first failure:
+Trust: the client trusts the root CA certificate it pinned at enrollment and the server
+identity it learned there (docs/server-identity.md), nothing else. Before it derives anything
+from a response it checks, in this order, and refuses at the first failure:
 
 1. the server certificate chain in the response builds a path to the pinned root, every
    signature verifies, every certificate is valid now;
-2. the leaf is a ``kms-server`` certificate: extendedKeyUsage serverAuth, digitalSignature,
-   not a CA;
-3. no certificate of that path (below the root) is revoked, according to the CRL at its CRL
-   distribution point: downloaded, signature checked with the issuing CA's certificate from
-   the (validated) chain, current (thisUpdate <= now < nextUpdate). A CRL that cannot be had
-   is a refusal, not a shrug ("cannot check revocation of the server certificate: ...").
-   CRLs are cached per process until their nextUpdate;
+2. the leaf is this deployment's server identity: issued directly by the server-identity CA
+   whose public key (SPKI SHA-256) was pinned at enrollment, naming the pinned deployment URI
+   (``urn:kmsportal:deployment:<uuid>``), with the ``kms-server`` profile (serverAuth,
+   digitalSignature, not a CA). Any other certificate, even one the same portal issued, is
+   refused with ``untrusted_server_identity``;
+3. the stapled OCSP response in the (signed) response: signed by that pinned CA, for this
+   certificate, ``good``, and no older than ``max_status_age`` (default 10 minutes). No CRL
+   is downloaded: a revoked server certificate is refused within that bound;
 4. the server's signature over the whole transcript, with the leaf's key (this binds our
-   request, our ephemeral key and every member of the response); only then DH, HKDF and
-   AES-GCM (``kmsportal.crypto.protocol.open_fetch_response``).
+   request, our ephemeral key and every member of the response, the staple included); only
+   then DH, HKDF and AES-GCM (``kmsportal.crypto.protocol.open_fetch_response``).
 
 Every refusal, from the server (an RFC 9457 problem document) or from a local check, is a
 :class:`KMSClientError` with a stable ``code`` and a one-line message naming the reason.
@@ -32,13 +33,12 @@ Every refusal, from the server (an RFC 9457 problem document) or from a local ch
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
-import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,9 +47,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from kmsclient.crl import format_serial
 from kmsclient.identity import (
     CONFIG_FILE,
     Identity,
@@ -61,16 +59,16 @@ from kmsclient.identity import (
     write_secret_file,
 )
 from kmsportal.crypto import protocol
-from kmsportal.crypto.crl import (
-    CRLError,
-    crl_is_fresh,
-    crl_summary,
-    load_crl,
-    revoked_serials,
-    verify_crl_signature,
-)
 from kmsportal.crypto.dh import X25519
 from kmsportal.crypto.protocol import FetchedKey
+from kmsportal.crypto.server_identity import (
+    DEFAULT_MAX_STATUS_AGE,
+    ServerStatusError,
+    check_server_status,
+    deployment_uri_problem,
+    server_identity_problem,
+    spki_pin_problem,
+)
 from kmsportal.crypto.validation import validate_certificate
 from kmsportal.crypto.x509 import (
     X509Error,
@@ -89,8 +87,8 @@ __all__ = [
     "IdentityError",
     "KMSClient",
     "KMSClientError",
-    "clear_crl_cache",
     "enroll",
+    "pin_server",
     "problem_error",
 ]
 
@@ -98,8 +96,8 @@ ENROLL_PATH = "/api/v1/enroll"
 FETCH_PATH = "/api/v1/keys/fetch"
 KEY_TYPES = ("ecp256", "rsa2048", "rsa3072")
 DEFAULT_TIMEOUT = 10.0
-#: Largest CRL the client downloads (a CRL of 100k entries is about 4 MiB).
-MAX_CRL_BYTES = 16 * 1024 * 1024
+#: Default for ``max_status_age`` (seconds): the oldest stapled server status accepted.
+DEFAULT_MAX_STATUS_AGE_SECONDS = int(DEFAULT_MAX_STATUS_AGE.total_seconds())
 _MAX_MESSAGE_CHARS = 500
 
 
@@ -259,58 +257,44 @@ def _fingerprint(certificate: x509.Certificate) -> str:
 
 
 def _name(certificate: x509.Certificate) -> str:
-    return format_name(certificate.subject) or f"serial {format_serial(certificate.serial_number)}"
+    return format_name(certificate.subject) or f"serial {certificate.serial_number:X}"
 
 
 def _failed_checks(report: Any) -> str:
     return "; ".join(f"{c.name}: {c.detail}" for c in report.failed) or "no path to the root"
 
 
-# --- CRLs --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _CachedCRL:
-    next_update: datetime
-    this_update: datetime
-    revoked: dict[int, Any]
-
-
-_crl_lock = threading.Lock()
-_crl_cache: dict[tuple[str, str], _CachedCRL] = {}
-
-
-def clear_crl_cache() -> None:
-    """Forget every cached CRL (they are otherwise kept until their nextUpdate)."""
-    with _crl_lock:
-        _crl_cache.clear()
-
-
-def _crl_urls(certificate: x509.Certificate) -> list[str]:
-    try:
-        points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-    except x509.ExtensionNotFound:
-        return []
-    return [
-        name.value
-        for point in points
-        for name in point.full_name or ()
-        if isinstance(name, x509.UniformResourceIdentifier)
-        and urlsplit(name.value).scheme in ("http", "https")
-    ]
-
-
 # --- the client --------------------------------------------------------------------------
+
+
+def _status_age(value: float | timedelta) -> timedelta:
+    age = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    if age <= timedelta(0):
+        raise IdentityError("the maximum age of the server's status must be positive")
+    return age
+
+
+def _not_pinned_message(directory: object = None) -> str:
+    where = f" --dir {directory}" if directory else ""
+    return (
+        "untrusted_server_identity: no server identity is pinned for this client (it was enrolled before kmsclient "
+        "pinned the KMS's server identity), so no server can be trusted yet: enroll again "
+        "with a new token, or pin it with `python -m kmsclient pin-server"
+        f"{where} --server-ca-spki <SHA-256> --deployment <urn>` using the values "
+        "`manage.py bootstrap` printed on the KMS (docs/server-identity.md)"
+    )
 
 
 class KMSClient:
     """Fetch granted keys from a kmsportal KMS over the signed ephemeral-DH protocol.
 
     ``cert``, ``key`` and ``ca_cert`` are file paths, PEM/DER bytes, or loaded
-    ``cryptography`` objects; ``ca_cert`` is the pinned root. ``check_revocation=False``
-    skips step 3 above (only for a KMS whose CRLs cannot be reached; the server's signature
-    is still checked). ``session`` lets the caller supply a configured ``requests.Session``
-    (proxies, TLS settings).
+    ``cryptography`` objects; ``ca_cert`` is the pinned root. ``server_ca_spki_sha256`` and
+    ``deployment`` are the server identity pinned at enrollment (``from_identity`` reads
+    them from ``kmsclient.json``); without them every fetch is refused. ``max_status_age``
+    (seconds or a timedelta, default 600) is the oldest stapled status of the server's
+    certificate accepted. ``clock`` returns the current time (aware UTC; for tests).
+    ``session`` lets the caller supply a configured ``requests.Session`` (proxies, TLS).
     """
 
     def __init__(
@@ -320,9 +304,12 @@ class KMSClient:
         key: Any,
         ca_cert: x509.Certificate | PathOrData,
         *,
+        server_ca_spki_sha256: str | None = None,
+        deployment: str | None = None,
+        max_status_age: float | timedelta = DEFAULT_MAX_STATUS_AGE,
         timeout: float = DEFAULT_TIMEOUT,
-        check_revocation: bool = True,
         session: requests.Session | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.url = _base_url(url)
         self.certificate = _load_cert(cert, "the client certificate")
@@ -330,10 +317,22 @@ class KMSClient:
         self.root = _load_cert(ca_cert, "the pinned root CA certificate")
         if self.certificate.public_key() != self._key.public_key():
             raise IdentityError("the client key does not belong to the client certificate")
+        if server_ca_spki_sha256:
+            problem = spki_pin_problem(server_ca_spki_sha256)
+            if problem:
+                raise IdentityError(f"the pinned server-identity CA: {problem}")
+        if deployment:
+            problem = deployment_uri_problem(deployment)
+            if problem:
+                raise IdentityError(f"the pinned deployment: {problem}")
+        self.server_ca_spki_sha256 = server_ca_spki_sha256 or ""
+        self.deployment = deployment or ""
+        self.max_status_age = _status_age(max_status_age)
         self._cert_pem = self.certificate.public_bytes(serialization.Encoding.PEM).decode()
         self.timeout = timeout
-        self.check_revocation = check_revocation
         self.session = session if session is not None else requests.Session()
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._directory: object = None
 
     def __repr__(self) -> str:
         return f"<KMSClient {self.url} as {_name(self.certificate)}>"
@@ -355,7 +354,11 @@ class KMSClient:
         """A client for the identity `enroll` stored in ``directory`` (default: ``--dir``
         rules: ``$KMSCLIENT_DIR``, else the current directory)."""
         identity = load_identity(resolve_identity_dir(directory))
-        return cls(identity.url, identity.cert, identity.key, identity.ca_cert, **kwargs)
+        kwargs.setdefault("server_ca_spki_sha256", identity.server_ca_spki_sha256)
+        kwargs.setdefault("deployment", identity.deployment)
+        client = cls(identity.url, identity.cert, identity.key, identity.ca_cert, **kwargs)
+        client._directory = identity.directory
+        return client
 
     # -- public API
 
@@ -365,6 +368,8 @@ class KMSClient:
 
     def fetch(self, name: str, version: int | None = None, group: str = X25519) -> FetchedKey:
         """Like :meth:`fetch_key`, also telling which version was delivered."""
+        if not self.server_ca_spki_sha256 or not self.deployment:
+            raise KMSClientError("untrusted_server_identity", _not_pinned_message(self._directory))
         try:
             body, state = protocol.build_fetch_request(
                 key_name=name,
@@ -372,6 +377,7 @@ class KMSClient:
                 group=group,
                 client_certificate_pem=self._cert_pem,
                 client_private_key=self._key,
+                now=self._clock(),
             )
         except protocol.ProtocolError as exc:
             raise KMSClientError(exc.code, f"cannot ask for that: {exc.message}") from None
@@ -379,7 +385,7 @@ class KMSClient:
         if response.status_code != 200:
             raise problem_error(response)
         answer = _json_answer(response)
-        leaf = self._verify_server_chain(answer)
+        leaf = self._verify_server(answer)
         try:
             return protocol.open_fetch_response(
                 state=state, response=answer, trusted_server_public_key=leaf.public_key()
@@ -391,166 +397,75 @@ class KMSClient:
 
     # -- checks
 
-    def _verify_server_chain(self, answer: Any) -> x509.Certificate:
+    def _verify_server(self, answer: Any) -> x509.Certificate:
         """Steps 1-3: the leaf of the response's chain, validated; KMSClientError if not."""
-        try:
-            leaf = protocol.server_leaf_certificate(answer)
-        except protocol.ProtocolError as exc:
-            raise KMSClientError(
-                exc.code, f"rejected the KMS's response: {exc.code}: {exc.message}"
-            ) from None
-        intermediates = []
-        for position, pem in enumerate(answer["server_certificate_chain"][1:], start=2):
-            try:
-                intermediates.append(load_certificate(pem.encode("ascii")))
-            except X509Error as exc:
-                raise KMSClientError(
-                    "bad_certificate",
-                    f"rejected the KMS's response: certificate {position} of its chain: {exc}",
-                ) from None
-        now = datetime.now(UTC)
-        report = validate_certificate(
-            leaf=leaf,
-            intermediates=intermediates,
-            trust_roots=[self.root],
-            purpose="server",
-            hostname=None,
+        now = self._clock()
+        leaf, issuer = verify_server_identity(
+            answer.get("server_certificate_chain") if isinstance(answer, dict) else None,
+            root=self.root,
+            ca_spki_sha256=self.server_ca_spki_sha256,
+            deployment=self.deployment,
             now=now,
         )
-        if not report.ok:
-            raise KMSClientError(
-                "untrusted_server_certificate",
-                f"the server certificate {_name(leaf)!r} is not trusted: {_failed_checks(report)}",
-            )
-        problem = _kms_server_problem(leaf)
-        if problem:
-            raise KMSClientError(
-                "untrusted_server_certificate",
-                f"the server certificate {_name(leaf)!r} is not a kms-server certificate: "
-                f"{problem}",
-            )
-        if self.check_revocation:
-            self._check_revocation(report.path, now)
+        status = answer.get("server_status")
+        try:
+            der = base64.b64decode(status, validate=True) if isinstance(status, str) else b""
+        except ValueError:
+            der = b""
+        try:
+            check_server_status(der, leaf=leaf, issuer=issuer, now=now, max_age=self.max_status_age)
+        except ServerStatusError as exc:
+            raise KMSClientError(exc.code, f"rejected the KMS's response: {exc.message}") from None
         return leaf
 
-    def _check_revocation(self, path: list[x509.Certificate], now: datetime) -> None:
-        """Every certificate below the pinned root must be absent from its issuer's CRL."""
-        for index, certificate in enumerate(path[:-1]):
-            issuer = path[index + 1]
-            what = (
-                "the server certificate"
-                if index == 0
-                else f"the server's CA certificate {_name(certificate)!r}"
-            )
-            urls = _crl_urls(certificate)
-            if not urls:
-                raise KMSClientError(
-                    "revocation_unavailable",
-                    f"cannot check revocation of {what}: it names no CRL distribution point",
-                )
-            revoked = self._revoked_serials(urls[0], issuer, what, now)
-            info = revoked.get(certificate.serial_number)
-            if info is not None:
-                raise KMSClientError(
-                    "server_certificate_revoked",
-                    f"{what} (serial {format_serial(certificate.serial_number)}) was revoked on "
-                    f"{info.revocation_date:%Y-%m-%d %H:%M} UTC (reason: {info.reason.value}); "
-                    "refusing to trust the KMS's response",
-                )
 
-    def _revoked_serials(
-        self, url: str, issuer: x509.Certificate, what: str, now: datetime
-    ) -> dict[int, Any]:
-        cache_key = (url, _fingerprint(issuer))
-        with _crl_lock:
-            cached = _crl_cache.get(cache_key)
-        if cached is not None and cached.this_update <= now < cached.next_update:
-            return cached.revoked
-        cannot = f"cannot check revocation of {what}"
-        data = self._download_crl(url, cannot)
+def verify_server_identity(
+    chain: Any, *, root: x509.Certificate, ca_spki_sha256: str, deployment: str, now: datetime
+) -> tuple[x509.Certificate, x509.Certificate]:
+    """(leaf, its issuer) of a server certificate chain (PEMs, leaf first) that is this
+    deployment's server identity under ``root``; else KMSClientError
+    ``untrusted_server_identity`` naming the reason (``malformed_response`` for a chain
+    that is not a list of certificates)."""
+    try:
+        leaf = protocol.server_leaf_certificate({"server_certificate_chain": chain})
+    except protocol.ProtocolError as exc:
+        raise KMSClientError(
+            exc.code, f"rejected the KMS's response: {exc.code}: {exc.message}"
+        ) from None
+    intermediates = []
+    for position, pem in enumerate(chain[1:], start=2):
         try:
-            crl = load_crl(data)
-            summary = crl_summary(crl)
-        except CRLError as exc:
-            raise KMSClientError("revocation_unavailable", f"{cannot}: {url}: {exc}") from None
-        if not verify_crl_signature(crl, issuer):
+            intermediates.append(load_certificate(pem.encode("ascii")))
+        except X509Error as exc:
             raise KMSClientError(
-                "revocation_unavailable",
-                f"{cannot}: the CRL at {url} is not signed by {_name(issuer)!r}",
-            )
-        if summary.is_delta:
-            raise KMSClientError(
-                "revocation_unavailable", f"{cannot}: {url} serves a delta CRL, not a full one"
-            )
-        if not crl_is_fresh(crl, now):
-            next_update = summary.next_update
-            raise KMSClientError(
-                "revocation_unavailable",
-                f"{cannot}: the CRL at {url} is not current (this update "
-                f"{summary.this_update:%Y-%m-%d %H:%M} UTC, next update "
-                f"{next_update:%Y-%m-%d %H:%M} UTC)"
-                if next_update
-                else f"{cannot}: the CRL at {url} has no next update",
-            )
-        try:
-            revoked = revoked_serials(crl)
-        except CRLError as exc:
-            raise KMSClientError("revocation_unavailable", f"{cannot}: {url}: {exc}") from None
-        assert summary.next_update is not None  # crl_is_fresh checked it
-        with _crl_lock:
-            _crl_cache[cache_key] = _CachedCRL(
-                next_update=summary.next_update, this_update=summary.this_update, revoked=revoked
-            )
-        return revoked
-
-    def _download_crl(self, url: str, cannot: str) -> bytes:
-        try:
-            with self.session.get(url, timeout=self.timeout, stream=True) as response:
-                if response.status_code != 200:
-                    raise KMSClientError(
-                        "revocation_unavailable",
-                        f"{cannot}: GET {url} answered HTTP {response.status_code} "
-                        f"{response.reason or ''}",
-                    )
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in response.iter_content(65536):
-                    size += len(chunk)
-                    if size > MAX_CRL_BYTES:
-                        raise KMSClientError(
-                            "revocation_unavailable",
-                            f"{cannot}: the CRL at {url} is larger than {MAX_CRL_BYTES} bytes",
-                        )
-                    chunks.append(chunk)
-                return b"".join(chunks)
-        except requests.RequestException as exc:
-            raise KMSClientError(
-                "revocation_unavailable",
-                f"{cannot}: cannot download {url}: {type(exc).__name__}: {exc}",
+                "bad_certificate",
+                f"rejected the KMS's response: certificate {position} of its chain: {exc}",
             ) from None
-
-
-def _kms_server_problem(leaf: x509.Certificate) -> str | None:
-    """Why ``leaf`` does not have the ``kms-server`` profile, or None."""
-    try:
-        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return "it has no extendedKeyUsage (serverAuth is required)"
-    if ExtendedKeyUsageOID.SERVER_AUTH not in eku:
-        return "its extendedKeyUsage lacks serverAuth"
-    try:
-        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return "it has no keyUsage (digitalSignature is required)"
-    if not usage.digital_signature:
-        return "its keyUsage lacks digitalSignature"
-    try:
-        constraints = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        constraints = None
-    if constraints is not None and constraints.ca:
-        return "it is a CA certificate"
-    return None
+    report = validate_certificate(
+        leaf=leaf,
+        intermediates=intermediates,
+        trust_roots=[root],
+        purpose="server",
+        hostname=None,
+        now=now,
+    )
+    if not report.ok or len(report.path) < 2:
+        raise KMSClientError(
+            "untrusted_server_identity",
+            f"untrusted_server_identity: the server certificate {_name(leaf)!r} is not "
+            f"trusted: {_failed_checks(report)}",
+        )
+    issuer = report.path[1]
+    problem = server_identity_problem(
+        leaf, issuer, ca_spki_sha256=ca_spki_sha256, deployment=deployment
+    )
+    if problem:
+        raise KMSClientError(
+            "untrusted_server_identity",
+            f"untrusted_server_identity: the server certificate {_name(leaf)!r} is not this "
+            f"KMS's server identity: {problem}",
+        )
+    return leaf, issuer
 
 
 # --- enrollment --------------------------------------------------------------------------
@@ -596,6 +511,10 @@ def enroll(
         raise IdentityError(f"key type must be one of {', '.join(KEY_TYPES)}")
     if not token:
         raise IdentityError("the enrollment token is empty")
+    try:
+        protocol.enrollment_token_keys(token)  # its form, before a key is made
+    except protocol.ProtocolError as exc:
+        raise IdentityError(exc.message) from None
     pinned = _load_cert(ca_cert_path, "the root CA certificate")
     try:
         is_ca = pinned.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -663,7 +582,11 @@ def _enroll_with_key(
     session: requests.Session | None,
 ) -> Identity:
     csr = build_csr(private_key=private_key, subject=parse_subject("CN=kmsclient enrollment"))
-    body = {"token": token, "csr": csr.decode("ascii")}
+    try:
+        # The token never travels: the request proves it with a MAC over the CSR.
+        body, state = protocol.build_enroll_request(token=token, csr_pem=csr.decode("ascii"))
+    except protocol.ProtocolError as exc:
+        raise IdentityError(exc.message) from None
     if session is None:
         with requests.Session() as own_session:
             response = _post_json(own_session, base + ENROLL_PATH, body, timeout)
@@ -671,11 +594,13 @@ def _enroll_with_key(
         response = _post_json(session, base + ENROLL_PATH, body, timeout)
     if response.status_code != 201:
         raise problem_error(response)
-    answer = _json_answer(response)
-    if not isinstance(answer, dict) or not all(
-        k in answer for k in ("client", "certificate", "chain", "root_ca_certificate")
-    ):
-        raise KMSClientError("malformed_response", "the enrollment answer lacks members")
+    try:
+        opened = protocol.open_enroll_response(state=state, response=_json_answer(response))
+    except protocol.ProtocolError as exc:
+        raise KMSClientError(
+            exc.code, f"rejected the enrollment answer: {exc.code}: {exc.message}"
+        ) from None
+    answer = opened.members
     if not isinstance(answer["chain"], list) or not answer["chain"]:
         raise KMSClientError("malformed_response", "the enrollment answer has no chain")
     (leaf,) = _parse_certificates([answer["certificate"]], "the certificate")
@@ -705,17 +630,63 @@ def _enroll_with_key(
             f"{_failed_checks(report)}",
         )
 
+    # The server identity to pin: the answer is authenticated by our token (MAC checked
+    # above), and the server identity it names must also hold up on its own: its chain
+    # leads to the root we pinned, its certificate is issued by the named CA key and names
+    # the deployment, and its key signed this very answer.
+    pin = answer["server_identity"]
+    for problem in (
+        spki_pin_problem(pin["ca_spki_sha256"]),
+        deployment_uri_problem(pin["deployment"]),
+    ):
+        if problem:
+            raise KMSClientError("malformed_response", f"the enrollment answer: {problem}")
+    server_leaf, _issuer = verify_server_identity(
+        answer["server_certificate_chain"],
+        root=pinned,
+        ca_spki_sha256=pin["ca_spki_sha256"],
+        deployment=pin["deployment"],
+        now=datetime.now(UTC),
+    )
+    if not opened.signature_verifies(server_leaf.public_key()):
+        raise KMSClientError(
+            "bad_server_signature",
+            "the enrollment answer is not signed by the KMS's server identity",
+        )
+
     identity = Identity(
         directory=directory,
         url=base,
         client=str(answer["client"]),
         not_after=str(answer.get("not_after", "")),
+        server_ca_spki_sha256=pin["ca_spki_sha256"],
+        deployment=pin["deployment"],
         **{k: directory / v for k, v in names.items()},
     )
     write_file(identity.cert, _pem(leaf))
     write_file(identity.chain, b"".join(_pem(c) for c in chain))
     write_file(identity.ca_cert, _pem(pinned))
     return identity
+
+
+def pin_server(
+    directory: str | os.PathLike[str], *, server_ca_spki_sha256: str, deployment: str
+) -> Identity:
+    """Pin the KMS's server identity in an identity directory enrolled before pinning
+    existed (or replace the pin after the KMS's server-identity CA was re-created). The two
+    values must come from the KMS's operator over a channel you trust (``manage.py
+    bootstrap`` prints them): whatever is pinned here is what the client will trust."""
+    spki = server_ca_spki_sha256.strip().lower().replace(":", "")
+    for problem in (spki_pin_problem(spki), deployment_uri_problem(deployment)):
+        if problem:
+            raise IdentityError(problem)
+    identity = load_identity(directory)
+    pinned = dataclasses.replace(identity, server_ca_spki_sha256=spki, deployment=deployment)
+    try:
+        write_config(pinned)
+    except OSError as exc:
+        raise IdentityError(f"cannot write {identity.directory}: {exc.strerror or exc}") from None
+    return pinned
 
 
 def encode_key(material: bytes) -> str:

@@ -2,11 +2,17 @@
 
 Layout (file names are recorded in ``kmsclient.json``, relative to the directory)::
 
-    kmsclient.json   {"url", "client", "cert", "key", "chain", "ca_cert", "not_after"}
+    kmsclient.json   {"url", "client", "cert", "key", "chain", "ca_cert", "not_after",
+                      "server_identity": {"ca_spki_sha256", "deployment"}}
     client.key       the client's private key (PKCS#8 PEM, mode 0600, never leaves the host)
     client.crt       its ``kms-client`` certificate
     chain.pem        the certificate chain the KMS returned, leaf first, up to the root
     ca.pem           the pinned root: the one given to ``enroll --ca-cert``
+
+``server_identity`` is what the client pinned at enrollment, next to the root: the SHA-256
+of the server-identity CA's public key (SPKI) and this deployment's URI. Only a server
+certificate issued by that key and naming that deployment is taken for the KMS. Directories
+enrolled before it existed lack it; ``kmsclient pin-server`` adds it (docs/server-identity.md).
 
 Commands find the directory with ``--dir DIR``, else ``$KMSCLIENT_DIR``, else the current
 directory. Secret files are created with ``os.open(..., 0o600)`` so they are never readable
@@ -54,6 +60,9 @@ class Identity:
     chain: Path
     ca_cert: Path
     not_after: str = ""
+    #: The pinned server identity ("" when enrolled before pinning existed).
+    server_ca_spki_sha256: str = ""
+    deployment: str = ""
 
 
 def resolve_identity_dir(
@@ -89,11 +98,22 @@ def load_identity(directory: str | os.PathLike[str]) -> Identity:
     if missing:
         raise IdentityError(f"{config_path} lacks: {', '.join(missing)}")
     paths = {k: directory / config[k] for k in _FILE_KEYS}
+    pinned = config.get("server_identity")
+    if pinned is not None and not (
+        isinstance(pinned, dict)
+        and isinstance(pinned.get("ca_spki_sha256"), str)
+        and isinstance(pinned.get("deployment"), str)
+    ):
+        raise IdentityError(
+            f"{config_path}: server_identity must be {{ca_spki_sha256, deployment}} strings"
+        )
     return Identity(
         directory=directory,
         url=config["url"],
         client=config["client"],
         not_after=str(config.get("not_after", "")),
+        server_ca_spki_sha256=pinned["ca_spki_sha256"] if pinned else "",
+        deployment=pinned["deployment"] if pinned else "",
         **paths,
     )
 
@@ -146,6 +166,11 @@ def write_config(identity: Identity) -> None:
         "not_after": identity.not_after,
         **{k: _relative(getattr(identity, k), identity.directory) for k in _FILE_KEYS},
     }
+    if identity.server_ca_spki_sha256 or identity.deployment:
+        config["server_identity"] = {
+            "ca_spki_sha256": identity.server_ca_spki_sha256,
+            "deployment": identity.deployment,
+        }
     write_file(
         identity.directory / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode("utf-8")
     )

@@ -252,6 +252,16 @@ KMS_IDENTITY_CA_NAME: str = env.str("KMS_IDENTITY_CA_NAME", default="kms-clients
 KMS_IDENTITY_CA_KEY_TYPE: str = env.str("KMS_IDENTITY_CA_KEY_TYPE", default="rsa3072")
 KMS_CLIENT_RATE_LIMIT: int = env.int("KMS_CLIENT_RATE_LIMIT", default=120)  # requests/minute
 KMS_CLIENT_RATE_WINDOW_SECONDS = 60
+# Server identity (issue 13, docs/server-identity.md): the CA that signs only the KMS's own
+# certificate (clients pin its key), how often the stapled OCSP status of that certificate
+# is renewed in the shared cache (clients refuse one older than 10 minutes by default), and
+# how many unattributable client API refusals one source address gets per minute before
+# its requests are refused unread (429).
+KMS_SERVER_IDENTITY_CA_NAME: str = env.str(
+    "KMS_SERVER_IDENTITY_CA_NAME", default="kms-server-identity"
+)
+KMS_SERVER_STATUS_REFRESH_SECONDS: int = env.int("KMS_SERVER_STATUS_REFRESH_SECONDS", default=120)
+KMS_API_ADDRESS_REFUSAL_LIMIT: int = env.int("KMS_API_ADDRESS_REFUSAL_LIMIT", default=60)
 
 # Sign-in lockout (accounts.throttle): failures per username and per source address before
 # further attempts are refused for SIGN_IN_LOCKOUT_SECONDS.

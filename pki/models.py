@@ -110,6 +110,10 @@ class CertificateAuthority(models.Model):
     crl_validity_days = models.PositiveSmallIntegerField(
         default=CRL_VALIDITY_DAYS_DEFAULT, validators=[MinValueValidator(1), MaxValueValidator(366)]
     )
+    # The deployment's server-identity CA (issue 13): it signs the KMS's own `kms-server`
+    # certificate and nothing else. Every issuance service refuses it (and the `kms-server`
+    # profile) except `server_identity_certificate_issue`; clients pin its public key.
+    server_identity = models.BooleanField(default=False, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -119,6 +123,14 @@ class CertificateAuthority(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            # At most one server-identity CA per deployment.
+            models.UniqueConstraint(
+                fields=["server_identity"],
+                condition=models.Q(server_identity=True),
+                name="pki_one_server_identity_ca",
+            )
+        ]
         verbose_name = "certificate authority"
         verbose_name_plural = "certificate authorities"
         default_permissions = ("view",)

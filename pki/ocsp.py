@@ -63,6 +63,7 @@ __all__ = [
     "RESPONDER_RENEW_BEFORE",
     "RESPONSE_VALIDITY",
     "OCSPAnswer",
+    "certificate_status_staple",
     "ocsp_respond",
     "ocsp_responder_current",
     "ocsp_responder_ensure",
@@ -117,7 +118,10 @@ def _needs_renewal(
 
 
 def _can_issue(ca: CertificateAuthority, now: datetime) -> bool:
-    return ca.state == CAState.ACTIVE and ca.not_after > now
+    # The server-identity CA issues nothing but the KMS's own certificate (issue 13), so it
+    # has no delegated responder: it signs its OCSP responses itself, which is also what
+    # clients check the stapled status of the KMS's certificate against (the pinned key).
+    return ca.state == CAState.ACTIVE and ca.not_after > now and not ca.server_identity
 
 
 @transaction.atomic
@@ -139,6 +143,8 @@ def ocsp_responder_ensure(
 
 
 def _responder_issue(*, ca: CertificateAuthority, actor: object) -> OCSPResponder:
+    if ca.server_identity:
+        raise PkiError(f"CA {ca.name} is the server-identity CA; it has no delegated responder")
     profile = get_profile(RESPONDER_PROFILE)
     subject = parse_subject(f"CN={ca.name} OCSP responder"[:64])
     key = GeneratedCAKey(RESPONDER_KEY_TYPE)
@@ -251,3 +257,29 @@ def ocsp_respond(*, ca_name: str, request_der: bytes) -> OCSPAnswer:
         logger.exception("cannot answer an OCSP request for CA %s", ca.name)
         return OCSPAnswer(build_ocsp_error("internalError"))
     return OCSPAnswer(der, cacheable_until=None if parsed.nonce is not None else next_update)
+
+
+def certificate_status_staple(*, certificate: Certificate) -> bytes:
+    """A signed OCSP response (DER) for one of our certificates, as the responder would
+    answer a request without a nonce: what the KMS staples to its own certificate in every
+    key fetch (vault.distribution caches it in the shared cache and refreshes it).
+
+    PkiError if no successful response can be made."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509 import ocsp as x509_ocsp
+
+    ca = CertificateAuthority.objects.defer("sealed_private_key").get(pk=certificate.ca_id)
+    leaf = _certificate(bytes(certificate.certificate_der))
+    issuer = _certificate(bytes(ca.certificate_der))
+    request = (
+        x509_ocsp.OCSPRequestBuilder()
+        .add_certificate(leaf, issuer, hashes.SHA256())
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+    answer = ocsp_respond(ca_name=ca.name, request_der=request)
+    if x509_ocsp.load_der_ocsp_response(answer.der).response_status is not (
+        x509_ocsp.OCSPResponseStatus.SUCCESSFUL
+    ):
+        raise PkiError(f"CA {ca.name} could not answer for certificate {certificate.serial_hex}")
+    return answer.der

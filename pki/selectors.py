@@ -52,7 +52,10 @@ def _cas() -> QuerySet[CertificateAuthority]:
 
 def profile_choices() -> list[tuple[str, str]]:
     """Leaf profiles as (name, "name: description"), for the issuance forms."""
-    return [(p.name, f"{p.name}: {p.description}") for p in PROFILES.values()]
+    # kms-server is the KMS's own profile: no page issues it (pki.services refuses it).
+    return [
+        (p.name, f"{p.name}: {p.description}") for p in PROFILES.values() if p.name != "kms-server"
+    ]
 
 
 def profile_filter_choices() -> list[tuple[str, str]]:
@@ -92,7 +95,7 @@ def _signing_cas(user: AbstractBaseUser) -> QuerySet[CertificateAuthority]:
         return _cas().none()
     return (
         _cas()
-        .filter(state=CAState.ACTIVE, not_after__gt=timezone.now())
+        .filter(state=CAState.ACTIVE, not_after__gt=timezone.now(), server_identity=False)
         .exclude(name__in=internal_ca_names())
         .order_by("name")
     )

@@ -284,6 +284,11 @@ def _ca_plan(
     if parent is None:
         return _CAPlan(name, name_object, None, kind, days or DEFAULT_ROOT_DAYS, path_length)
     parent = CertificateAuthority.objects.defer("sealed_private_key").get(pk=parent.pk)
+    if parent.server_identity:
+        raise PkiError(
+            f"CA {parent.name} is this KMS's server-identity CA: it signs only the KMS's own "
+            "certificate, never an intermediate CA"
+        )
     if parent.state != CAState.ACTIVE:
         raise PkiError(
             f"the parent CA {parent.name} is {parent.get_state_display()}; only an active CA "
@@ -377,9 +382,11 @@ def certificate_authority_create(
     key_type: KeyType | str = DEFAULT_CA_KEY_TYPE,
     days: int | None = None,
     path_length: int | None = None,
+    server_identity: bool = False,
 ) -> CertificateAuthority:
     """Create a CA: a self-signed root (``parent=None``) or an intermediate signed by the
-    active CA ``parent``.
+    active CA ``parent``. ``server_identity`` marks the deployment's server-identity CA (an
+    intermediate; only the vault's bootstrap asks for it, and there is at most one).
 
     The key (default RSA-3072) is generated here, sealed with AAD naming the new CA row, and
     its signer kept for this process. Defaults: 3650 days for a root, 1825 for an
@@ -395,10 +402,12 @@ def certificate_authority_create(
         days=days,
         path_length=path_length,
     )
+    if server_identity and parent is None:
+        raise PkiError("the server-identity CA is an intermediate under the deployment's root")
     _preview_ca(plan)  # refuse what the X.509 layer would refuse before generating a key
     new_key = GeneratedCAKey(plan.key_type)
     with transaction.atomic():
-        ca = _ca_create(actor=actor, plan=plan, new_key=new_key)
+        ca = _ca_create(actor=actor, plan=plan, new_key=new_key, server_identity=server_identity)
     return ca
 
 
@@ -436,11 +445,15 @@ def _ca_certificate_set(ca: CertificateAuthority, certificate: x509.Certificate)
     ca.not_after = certificate.not_valid_after_utc
 
 
-def _ca_create(*, actor: Actor, plan: _CAPlan, new_key: GeneratedCAKey) -> CertificateAuthority:
+def _ca_create(
+    *, actor: Actor, plan: _CAPlan, new_key: GeneratedCAKey, server_identity: bool = False
+) -> CertificateAuthority:
     parent = None
     if plan.parent is not None:
         # Lock the parent: a disable committed meanwhile is seen, and waits for this.
         parent = CertificateAuthority.objects.select_for_update().get(pk=plan.parent.pk)
+        if parent.server_identity:
+            raise PkiError(f"CA {parent.name} is the server-identity CA; it signs no CA")
         if parent.state != CAState.ACTIVE:
             raise PkiError(f"the parent CA {parent.name} is {parent.get_state_display()}")
         plan = _CAPlan(plan.name, plan.subject, parent, plan.key_type, plan.days, plan.path_length)
@@ -450,6 +463,7 @@ def _ca_create(*, actor: Actor, plan: _CAPlan, new_key: GeneratedCAKey) -> Certi
         parent=parent,
         key_type=plan.key_type.value,
         path_length=plan.path_length,
+        server_identity=server_identity,
         created_by=actor,
         created_by_name=_actor_name(actor),
     )
@@ -490,6 +504,7 @@ def _ca_create(*, actor: Actor, plan: _CAPlan, new_key: GeneratedCAKey) -> Certi
             "not_after": ca.not_after.isoformat(),
             "path_length": ca.path_length,
             "fingerprint": ca.fingerprint_sha256,
+            **({"server_identity": True} if server_identity else {}),
         },
     )
     signer = new_key.signer
@@ -524,8 +539,36 @@ def certificate_authority_disable(
 # --- issuance --------------------------------------------------------------------------------
 
 
-def _issuing_ca(ca: CertificateAuthority, *, lock: bool = False) -> CertificateAuthority:
-    """The CA as stored now; it must be active.
+#: The KMS's own certificate profile: issued only by `server_identity_certificate_issue`.
+SERVER_IDENTITY_PROFILE = "kms-server"
+
+
+def _refuse_reserved(ca: CertificateAuthority, profile: str, *, server_identity: bool) -> None:
+    """The server-identity rule (issue 13): the deployment's server-identity CA signs the
+    KMS's own `kms-server` certificate and nothing else, and no other path issues that
+    profile. Clients pin that CA's key, so nothing a portal role can obtain passes for the KMS.
+    Checked on the CA row as stored now, so a stale object passed in cannot get round it."""
+    if server_identity:
+        if not ca.server_identity or profile != SERVER_IDENTITY_PROFILE:
+            raise PkiError("the server identity is issued by the server-identity CA only")
+        return
+    if ca.server_identity:
+        raise PkiError(
+            f"CA {ca.name} is this KMS's server-identity CA: it signs only the KMS's own "
+            "certificate (manage.py server_cert_renew), never anything else"
+        )
+    if profile == SERVER_IDENTITY_PROFILE:
+        raise PkiError(
+            f"the {SERVER_IDENTITY_PROFILE} profile is reserved for the KMS's own certificate, "
+            "which only manage.py bootstrap and server_cert_renew issue"
+        )
+
+
+def _issuing_ca(
+    ca: CertificateAuthority, *, profile: str, lock: bool = False, server_identity: bool = False
+) -> CertificateAuthority:
+    """The CA as stored now; it must be active, and may issue ``profile`` (see
+    `_refuse_reserved`).
 
     ``lock`` (inside the issuing transaction): on PostgreSQL a shared row lock (FOR SHARE)
     held until commit. Issuers of one CA still run in parallel (shared locks do not conflict),
@@ -542,6 +585,7 @@ def _issuing_ca(ca: CertificateAuthority, *, lock: bool = False) -> CertificateA
                 [ca.pk],
             )
     fresh = CertificateAuthority.objects.get(pk=ca.pk)
+    _refuse_reserved(fresh, profile, server_identity=server_identity)
     if fresh.state != CAState.ACTIVE:
         raise PkiError(
             f"CA {fresh.name} is {fresh.get_state_display()}; it cannot issue certificates"
@@ -690,7 +734,7 @@ def certificate_csr_preview(
     csr = _load_csr(csr_pem_or_der)
     leaf_profile = _profile(profile)
     subject, sans = _csr_subject_and_sans(csr, subject_override, sans_override)
-    ca = _issuing_ca(ca)
+    ca = _issuing_ca(ca, profile=leaf_profile.name)
     certificate = _build_leaf(
         ca=ca,
         signer=PreviewSigner(_certificate_of(ca).public_key()),  # type: ignore[arg-type]
@@ -753,10 +797,52 @@ def certificate_issue_from_csr(
     as ``dns:www.example.org``). ``days`` defaults to the profile's maximum; validity is
     clipped to the CA's own notAfter.
     """
+    return _issue_from_csr(
+        actor=actor,
+        ca=ca,
+        csr_pem_or_der=csr_pem_or_der,
+        profile=profile,
+        subject_override=subject_override,
+        sans_override=sans_override,
+        days=days,
+        server_identity=False,
+    )
+
+
+@transaction.atomic
+def server_identity_certificate_issue(
+    *, ca: CertificateAuthority, csr_pem_or_der: bytes, subject: str, sans: Sequence[str]
+) -> Certificate:
+    """The KMS's own `kms-server` certificate, from the server-identity CA: the one path that
+    may use either (called by the vault's `server_identity_renew`, i.e. bootstrap and
+    ``manage.py server_cert_renew``; no page, API or other command reaches it)."""
+    return _issue_from_csr(
+        actor=None,
+        ca=ca,
+        csr_pem_or_der=csr_pem_or_der,
+        profile=SERVER_IDENTITY_PROFILE,
+        subject_override=subject,
+        sans_override=sans,
+        days=None,
+        server_identity=True,
+    )
+
+
+def _issue_from_csr(
+    *,
+    actor: Actor,
+    ca: CertificateAuthority,
+    csr_pem_or_der: bytes,
+    profile: str,
+    subject_override: str | None,
+    sans_override: Sequence[str] | None,
+    days: int | None,
+    server_identity: bool,
+) -> Certificate:
     csr = _load_csr(csr_pem_or_der)
     leaf_profile = _profile(profile)
     subject, sans = _csr_subject_and_sans(csr, subject_override, sans_override)
-    ca = _issuing_ca(ca, lock=True)
+    ca = _issuing_ca(ca, profile=leaf_profile.name, lock=True, server_identity=server_identity)
     signer = ca_signer(ca)
     public_key = csr.public_key()
     _, record = _issue_leaf(
@@ -789,7 +875,7 @@ def certificate_generated_preview(
     leaf_profile = _profile(profile)
     name = _subject_from(subject)
     general_names = _sans_from(sans)
-    ca = _issuing_ca(ca)
+    ca = _issuing_ca(ca, profile=leaf_profile.name)
     certificate = _preview_generated(ca, name, general_names, leaf_profile, days, kind)
     return IssuePreview(
         ca=ca,
@@ -876,7 +962,9 @@ def certificate_issue_generated(
     name = _subject_from(subject)
     general_names = _sans_from(sans)
     # Refuse what issuance would refuse before spending time on a key.
-    _preview_generated(_issuing_ca(ca), name, general_names, leaf_profile, days, kind)
+    _preview_generated(
+        _issuing_ca(ca, profile=leaf_profile.name), name, general_names, leaf_profile, days, kind
+    )
     private_key = generate_private_key(kind)
     try:
         with transaction.atomic():
@@ -912,7 +1000,7 @@ def _issue_generated(
     pem_bundle: bool,
     key_type: KeyType,
 ) -> GeneratedCredential:
-    ca = _issuing_ca(ca, lock=True)
+    ca = _issuing_ca(ca, profile=leaf_profile.name, lock=True)
     signer = ca_signer(ca)
     public_key = private_key.public_key()
     certificate, record = _issue_leaf(

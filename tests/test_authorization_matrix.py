@@ -142,12 +142,16 @@ TABLE: dict[str, Route] = {
         "/clients/matrix-client/resume/", PORTAL,        (302, 403, 200, 403, 403),
                                                          (302, 403, 302, 403, 403)),
     # --- client API (signature authentication, no session) -----------------------------
+    # (an empty POST is not application/json: 415, a problem document like every answer)
     "/api/v1/enroll": Route(
         "/api/v1/enroll", PUBLIC,                        (405, 405, 405, 405, 405),
-                                                         (400, 400, 400, 400, 400)),
+                                                         (415, 415, 415, 415, 415)),
     "/api/v1/keys/fetch": Route(
         "/api/v1/keys/fetch", PUBLIC,                    (405, 405, 405, 405, 405),
-                                                         (400, 400, 400, 400, 400)),
+                                                         (415, 415, 415, 415, 415)),
+    "/api/v1/": Route("/api/v1/", PUBLIC,           (404, 404, 404, 404, 404)),
+    "/api/v1/<path:rest>": Route(
+        "/api/v1/no-such-endpoint", PUBLIC,              (404, 404, 404, 404, 404)),
     # --- pki ---------------------------------------------------------------------------
     "/pki/": Route("/pki/", PORTAL,                      (302, 200, 403, 200, 200)),
     "/pki/cas/new/": Route(

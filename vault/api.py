@@ -1,12 +1,25 @@
 """The client API (/api/v1/): JSON in, JSON out, authenticated by signatures, not cookies.
 
-Errors are RFC 9457 problem documents: {"type", "title", "status", "detail", "code"}, with a
-stable machine-readable `code` that kmsclient turns into a one-line message.
+Every answer that is not a success is an RFC 9457 problem document ({"type", "title",
+"status", "detail", "code"}, ``application/problem+json``) with a stable machine-readable
+``code`` that kmsclient turns into a one-line message; never an HTML page:
+
+    413 request_too_large       body over 64 KiB (not read)
+    415 unsupported_media_type  Content-Type is not application/json
+    400 malformed_request       not JSON, or not a request of the protocol
+    404 not_found / 405 method_not_allowed
+    429 rate_limited            this source address sent too many unattributable requests
+    ...                         and every refusal of `vault.distribution` with its own code
+
+Refusals that no verified client can be held to are counted per source address and minute
+(`distribution.refusal_tally`), never audited one by one; the others are audited in the
+client's name by the distribution services.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
@@ -17,8 +30,16 @@ from django.views.decorators.csrf import csrf_exempt
 
 from . import distribution
 
+logger = logging.getLogger(__name__)
+
 MAX_BODY_BYTES = 64 * 1024
 PROBLEM_BASE = "https://kmsportal.invalid/problems/"
+JSON_MEDIA_TYPE = "application/json"
+
+
+class _Refused(Exception):
+    def __init__(self, response: JsonResponse) -> None:
+        self.response = response
 
 
 def problem(code: str, detail: str, status: int, *, retry_after: int | None = None) -> JsonResponse:
@@ -38,13 +59,51 @@ def problem(code: str, detail: str, status: int, *, retry_after: int | None = No
     return response
 
 
-def _json_body(request: HttpRequest) -> tuple[Any, JsonResponse | None]:
-    if len(request.body) > MAX_BODY_BYTES:
-        return None, problem("malformed_request", "request body larger than 64 KiB", 413)
+def _refuse_unattributed(code: str, detail: str, status: int) -> _Refused:
+    distribution.refusal_tally(code=code)
+    return _Refused(problem(code, detail, status))
+
+
+def _read_body(request: HttpRequest) -> bytes:
+    """The body, at most MAX_BODY_BYTES; read from the stream so that an oversized body is
+    never buffered (and never reaches Django's own HTML 400 for DATA_UPLOAD_MAX_MEMORY_SIZE)."""
     try:
-        return json.loads(request.body), None
-    except (ValueError, UnicodeDecodeError):
-        return None, problem("malformed_request", "the body is not valid JSON", 400)
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise _refuse_unattributed(
+            "malformed_request", "the Content-Length header is not a number", 400
+        ) from None
+    if declared > MAX_BODY_BYTES:
+        raise _refuse_unattributed(
+            "request_too_large", f"request body larger than {MAX_BODY_BYTES // 1024} KiB", 413
+        )
+    body = request.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        raise _refuse_unattributed(
+            "request_too_large", f"request body larger than {MAX_BODY_BYTES // 1024} KiB", 413
+        )
+    return body
+
+
+def _json_body(request: HttpRequest) -> Any:
+    """Size (413), then media type (415), then JSON (400): each refusal a problem document."""
+    body = _read_body(request)
+    media_type = request.content_type.strip().lower() if request.content_type else ""
+    if media_type != JSON_MEDIA_TYPE:
+        raise _refuse_unattributed(
+            "unsupported_media_type",
+            f"send the request as {JSON_MEDIA_TYPE}, not {media_type or 'no Content-Type'}",
+            415,
+        )
+    charset = (request.content_params or {}).get("charset", "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise _refuse_unattributed(
+            "unsupported_media_type", "the JSON body must be UTF-8 (RFC 8259)", 415
+        )
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise _refuse_unattributed("malformed_request", "the body is not valid JSON", 400) from None
 
 
 @method_decorator([csrf_exempt, never_cache], name="dispatch")
@@ -54,22 +113,37 @@ class ApiView(View):
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
         # The API records its own refusals; the portal's 403 middleware must not add one.
         request.audit_recorded = True
-        return super().dispatch(request, *args, **kwargs)
+        wait = distribution.address_refusals_exceeded()
+        if wait is not None:
+            # A source that keeps sending what nobody can be held to: answered unread.
+            return problem(
+                "rate_limited",
+                "too many refused requests from this address; retry later",
+                429,
+                retry_after=wait,
+            )
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        except _Refused as refused:
+            return refused.response
+        except Exception:
+            # A bug or an outage: still a problem document, never Django's HTML page.
+            logger.exception("client API request failed")
+            return problem("internal_error", "the KMS could not answer this request", 500)
+
+    def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        response = problem(
+            "method_not_allowed", f"{request.method} is not allowed here; use POST", 405
+        )
+        response["Allow"] = "POST"
+        return response
 
 
 class EnrollView(ApiView):
     def post(self, request: HttpRequest) -> JsonResponse:
-        body, error = _json_body(request)
-        if error:
-            return error
-        if (
-            not isinstance(body, dict)
-            or not isinstance(body.get("token"), str)
-            or not isinstance(body.get("csr"), str)
-        ):
-            return problem("malformed_request", 'expected {"token": "...", "csr": "<PEM>"}', 400)
+        body = _json_body(request)
         try:
-            answer = distribution.client_enroll_response(token=body["token"], csr_pem=body["csr"])
+            answer = distribution.client_enroll_response(body=body)
         except distribution.FetchRefused as exc:
             return problem(exc.code, exc.message, exc.status)
         return JsonResponse(answer, status=201)
@@ -77,9 +151,7 @@ class EnrollView(ApiView):
 
 class KeyFetchView(ApiView):
     def post(self, request: HttpRequest) -> JsonResponse:
-        body, error = _json_body(request)
-        if error:
-            return error
+        body = _json_body(request)
         try:
             answer = distribution.key_fetch(
                 body=body, request_id=getattr(request, "audit_request_id", "")
@@ -87,3 +159,12 @@ class KeyFetchView(ApiView):
         except distribution.FetchRefused as exc:
             return problem(exc.code, exc.message, exc.status, retry_after=exc.retry_after)
         return JsonResponse(answer)
+
+
+@method_decorator([csrf_exempt, never_cache], name="dispatch")
+class NotFoundView(View):
+    """Anything else under /api/v1/: a problem document, not the portal's HTML 404."""
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+        request.audit_recorded = True
+        return problem("not_found", "no such client API endpoint", 404)

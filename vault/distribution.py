@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import secrets
 import threading
 import uuid
@@ -43,10 +42,12 @@ from django.core.cache import cache
 from django.db import DatabaseError, IntegrityError, connection, models, transaction
 from django.utils import timezone
 
+from audit.context import request_meta
 from audit.models import Outcome
 from audit.services import audit_event_record
 from kmsportal.crypto import protocol
 from kmsportal.crypto.envelope import EnvelopeError
+from kmsportal.crypto.server_identity import spki_sha256
 from kmsportal.crypto.x509 import (
     CertificateLoadError,
     X509Error,
@@ -60,7 +61,12 @@ from kmsportal.crypto.x509 import (
 from kmsportal.keyring.services import seal, unseal
 from pki.errors import PkiError
 from pki.models import Certificate, CertificateAuthority, CertificateStatus, serial_to_hex
-from pki.services import certificate_authority_create, certificate_issue_from_csr
+from pki.ocsp import certificate_status_staple
+from pki.services import (
+    certificate_authority_create,
+    certificate_issue_from_csr,
+    server_identity_certificate_issue,
+)
 
 from .events import VaultAction
 from .lifecycle import KeyState, VersionState
@@ -69,9 +75,11 @@ from .models import (
     Client,
     ClientState,
     Delivery,
+    Deployment,
     Grant,
     GrantVersions,
     KeyVersion,
+    RefusalTally,
     ReplayNonce,
     ServerIdentity,
     SymmetricKey,
@@ -102,10 +110,6 @@ def _actor_name(actor: Actor) -> str:
     return actor.get_username() if actor is not None else "system"
 
 
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 # --- identity CAs and the server credential ---------------------------------------------
 
 
@@ -117,9 +121,84 @@ def root_ca() -> CertificateAuthority | None:
     return CertificateAuthority.objects.filter(name=settings.KMS_ROOT_CA_NAME).first()
 
 
+def server_identity_ca() -> CertificateAuthority | None:
+    """The deployment's server-identity CA (at most one is marked, a database constraint)."""
+    return CertificateAuthority.objects.filter(server_identity=True).first()
+
+
+def deployment() -> Deployment | None:
+    return Deployment.objects.order_by("created_at").first()
+
+
+@dataclass(frozen=True)
+class ServerIdentityPin:
+    """What a client pins next to the root: the server-identity CA's key and the deployment."""
+
+    ca_spki_sha256: str
+    deployment: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"ca_spki_sha256": self.ca_spki_sha256, "deployment": self.deployment}
+
+
+def server_identity_pin() -> ServerIdentityPin | None:
+    ca = server_identity_ca()
+    current = deployment()
+    if ca is None or current is None:
+        return None
+    return ServerIdentityPin(
+        ca_spki_sha256=spki_sha256(load_certificate(bytes(ca.certificate_der))),
+        deployment=current.uri,
+    )
+
+
+def _server_identity_prerequisites() -> tuple[list[str], CertificateAuthority, Deployment]:
+    """Create, when missing, the server-identity CA (under the root) and the deployment id.
+
+    Existing deployments (from before issue 13) get both the first time `bootstrap` or
+    `server_cert_renew` runs; the KMS's certificate is then re-issued from the new CA."""
+    done = []
+    root = root_ca()
+    if root is None:
+        raise DistributionError("no root CA; run `manage.py bootstrap` first")
+    ca = server_identity_ca()
+    if ca is None:
+        name = settings.KMS_SERVER_IDENTITY_CA_NAME
+        if CertificateAuthority.objects.filter(name=name).exists():
+            raise DistributionError(
+                f"a CA named {name!r} exists but is not the server-identity CA; set "
+                "KMS_SERVER_IDENTITY_CA_NAME to a free name"
+            )
+        ca = certificate_authority_create(
+            actor=None,
+            name=name,
+            # Subjects are unique per portal (relying parties find issuers by name); a
+            # random suffix keeps a re-created server-identity CA apart from a former one.
+            subject=f"CN=kmsportal server identity CA {secrets.token_hex(4)},O=kmsportal",
+            parent=root,
+            key_type=settings.KMS_IDENTITY_CA_KEY_TYPE,
+            server_identity=True,
+        )
+        done.append(f"created the server-identity CA {ca.name}")
+    current = deployment()
+    if current is None:
+        with transaction.atomic():
+            current = Deployment.objects.create()
+            audit_event_record(
+                action=VaultAction.DEPLOYMENT_CREATED,
+                target=current,
+                target_label=current.uri,
+                details={"deployment": current.uri},
+            )
+        done.append(f"created the deployment identity {current.uri}")
+    return done, ca, current
+
+
 def distribution_bootstrap() -> list[str]:
-    """Create, when missing, the root CA, the client-identity CA under it and the KMS's own
-    `kms-server` certificate. Idempotent; returns what it did, for `bootstrap` to print."""
+    """Create, when missing, the root CA, the client-identity CA under it, the server-identity
+    CA, the deployment identity and the KMS's own `kms-server` certificate (re-issued when the
+    current one is not from the server-identity CA or does not name the deployment).
+    Idempotent; returns what it did, for `bootstrap` to print."""
     done = []
     root = root_ca()
     key_type = settings.KMS_IDENTITY_CA_KEY_TYPE
@@ -140,28 +219,37 @@ def distribution_bootstrap() -> list[str]:
             key_type=key_type,
         )
         done.append(f"created client identity CA {ca.name}")
-    if not ServerIdentity.objects.exists():
+    created, server_ca, current = _server_identity_prerequisites()
+    done.extend(created)
+    newest = ServerIdentity.objects.select_related("certificate").first()
+    if (
+        newest is None
+        or newest.certificate.ca_id != server_ca.pk
+        or f"uri:{current.uri}" not in newest.certificate.san_list
+    ):
         identity = server_identity_renew()
         done.append(f"issued the KMS server certificate (serial {identity.certificate.serial_hex})")
     return done
 
 
+def _server_host() -> str:
+    return settings.KMS_PUBLIC_URL.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+
+
 @transaction.atomic
 def server_identity_renew() -> ServerIdentity:
-    """Issue a fresh `kms-server` certificate from the identity CA; its key is sealed."""
-    ca = identity_ca()
-    if ca is None:
-        raise DistributionError("no client identity CA; run `manage.py bootstrap` first")
-    host = settings.KMS_PUBLIC_URL.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    """Issue a fresh `kms-server` certificate (new sealed key) from the server-identity CA,
+    naming this deployment; creates that CA and the deployment id first if missing."""
+    _done, ca, current = _server_identity_prerequisites()
+    host = _server_host()
     private_key = generate_private_key("ecp256")
     csr = build_csr(private_key=private_key, subject=parse_subject("CN=kmsportal key server"))
-    record = certificate_issue_from_csr(
-        actor=None,
+    host_san = f"ip:{host}" if host.replace(".", "").isdigit() else f"dns:{host}"
+    record = server_identity_certificate_issue(
         ca=ca,
         csr_pem_or_der=csr,
-        profile=SERVER_PROFILE,
-        subject_override="CN=kmsportal key server,O=kmsportal",
-        sans_override=[f"dns:{host}"] if not host.replace(".", "").isdigit() else [f"ip:{host}"],
+        subject="CN=kmsportal key server,O=kmsportal",
+        sans=[host_san, f"uri:{current.uri}"],
     )
     identity = ServerIdentity(certificate=record, sealed_private_key=b"")
     identity.sealed_private_key = seal(private_key_to_der(private_key), aad=identity.aad)
@@ -171,7 +259,12 @@ def server_identity_renew() -> ServerIdentity:
         action=VaultAction.SERVER_CERTIFICATE_ISSUED,
         target=record,
         target_label=record.subject,
-        details={"serial": record.serial_hex, "not_after": record.not_after.isoformat()},
+        details={
+            "serial": record.serial_hex,
+            "not_after": record.not_after.isoformat(),
+            "ca": ca.name,
+            "deployment": current.uri,
+        },
     )
     _server_cache.clear()
     return identity
@@ -183,10 +276,19 @@ _server_cache: dict[str, Any] = {}
 
 def _server_credential() -> tuple[Any, list[str]]:
     """(private key, chain PEMs leaf first) of the newest server identity, loaded once."""
-    return _server_credential_of(ServerIdentity.objects.values_list("pk", flat=True).first())
+    credential = _server_credential_of(ServerIdentity.objects.values_list("pk", flat=True).first())
+    return credential.key, credential.chain
 
 
-def _server_credential_of(identity_id: uuid.UUID | None) -> tuple[Any, list[str]]:
+@dataclass(frozen=True)
+class _ServerCredential:
+    identity_id: uuid.UUID
+    certificate_id: int
+    key: Any
+    chain: list[str]
+
+
+def _server_credential_of(identity_id: uuid.UUID | None) -> _ServerCredential:
     """The credential of server identity `identity_id`, which the caller read as the newest
     (the key fetch does, in its one query). Loaded once per process: a renewal adds a newer
     row (rows never change in place), so the next fetch on every server loads that one."""
@@ -194,7 +296,7 @@ def _server_credential_of(identity_id: uuid.UUID | None) -> tuple[Any, list[str]
         raise FetchRefused("server_not_ready", "the key server has no certificate yet", 503)
     with _server_lock:
         cached = _server_cache.get("credential")
-        if cached is None or cached[0] != identity_id:
+        if cached is None or cached.identity_id != identity_id:
             identity = ServerIdentity.objects.select_related("certificate__ca").get(pk=identity_id)
             key = private_key_from_der(unseal(bytes(identity.sealed_private_key), aad=identity.aad))
             chain = [identity.certificate.certificate_pem]
@@ -202,18 +304,43 @@ def _server_credential_of(identity_id: uuid.UUID | None) -> tuple[Any, list[str]
             while ca is not None:
                 chain.append(ca.certificate_pem)
                 ca = ca.parent
-            cached = (identity.pk, key, chain)
+            cached = _ServerCredential(identity.pk, identity.certificate_id, key, chain)
             _server_cache["credential"] = cached
-        return cached[1], cached[2]
+        return cached
+
+
+def _server_status(certificate_id: int) -> bytes:
+    """The stapled status of the KMS's own certificate: a signed OCSP response, kept in
+    Django's cache (Redis when several servers run, so every worker and node shares one) and
+    renewed every KMS_SERVER_STATUS_REFRESH_SECONDS, well inside the 10 minutes clients
+    accept by default. A revocation of the server certificate reaches every client within
+    refresh + their maximum age; no fetch ever costs a CRL download or a signature beyond
+    the one renewal per period."""
+    name = f"kms:server-status:{certificate_id}"
+    der = cache.get(name)
+    if der is None:
+        try:
+            der = certificate_status_staple(certificate=Certificate.objects.get(pk=certificate_id))
+        except PkiError as exc:
+            raise FetchRefused(
+                "server_not_ready", "the key server cannot state its certificate's status", 503
+            ) from exc
+        cache.set(name, der, timeout=settings.KMS_SERVER_STATUS_REFRESH_SECONDS)
+    return der
 
 
 # --- clients and grants -------------------------------------------------------------------
 
 
 def _new_token(client: Client) -> str:
-    # Hex: never starts with "-", which a command line would take for an option.
-    token = secrets.token_hex(24)
-    client.enrollment_token_hash = _token_hash(token)
+    """A fresh one-time token for `client` (the caller saves the row). Stored: SHA-256 of the
+    token id derived from it (the lookup) and the derived MAC key, sealed with AAD naming this
+    row and that lookup; never the token, so a database reader cannot enroll with it."""
+    token = protocol.new_enrollment_token()
+    token_id, mac_key = protocol.enrollment_token_keys(token)
+    lookup = protocol.enrollment_token_lookup(token_id)
+    client.enrollment_token_hash = lookup
+    client.enrollment_mac_key_sealed = seal(mac_key, aad=client.enrollment_mac_key_aad(lookup))
     client.enrollment_token_expires_at = timezone.now() + ENROLLMENT_TOKEN_TTL
     return token
 
@@ -262,29 +389,49 @@ def client_enrollment_token_renew(*, actor: Actor, client: Client) -> str:
 
 
 @transaction.atomic
-def client_enroll(*, token: str, csr_pem: bytes) -> tuple[Client, Certificate, list[str]]:
-    """Exchange a one-time token and a CSR for a `kms-client` certificate.
+def client_enroll(
+    *, request: protocol.EnrollRequest
+) -> tuple[Client, Certificate, list[str], bytes]:
+    """Exchange a proven one-time token and a CSR for a `kms-client` certificate.
 
-    The client generated its key itself; only the CSR travels. The token works once: it is
-    cleared in the same transaction that issues the certificate.
+    The client generated its key itself; only the CSR travels, with a MAC under the token's
+    key over it (the token itself never travels). The token works once: it is cleared in the
+    same transaction that issues the certificate. On re-enrollment the superseded client
+    certificate is revoked (reason superseded) in this same transaction, so CRL and OCSP say
+    so. Returns the client, its certificate, the chain and the MAC key for the answer.
     """
     client = (
         Client.objects.select_for_update()
-        .filter(enrollment_token_hash=_token_hash(token or ""))
+        .filter(enrollment_token_hash=protocol.enrollment_token_lookup(request.token_id))
         .exclude(enrollment_token_hash="")
         .first()
     )
-    if client is None:
+    if client is None or not client.enrollment_mac_key_sealed:
         raise FetchRefused("invalid_token", "the enrollment token is unknown or already used", 401)
+    try:
+        mac_key = unseal(
+            bytes(client.enrollment_mac_key_sealed),
+            aad=client.enrollment_mac_key_aad(client.enrollment_token_hash),
+        )
+    except EnvelopeError as exc:
+        raise _enroll_refusal(
+            client, "integrity_error", "the pending enrollment failed its integrity check", 500
+        ) from exc
+    try:
+        protocol.verify_enroll_request(request, mac_key)
+    except protocol.ProtocolError as exc:
+        raise _enroll_refusal(client, exc.code, exc.message, 401) from exc
     if (
         client.enrollment_token_expires_at is None
         or client.enrollment_token_expires_at <= timezone.now()
     ):
-        raise FetchRefused(
-            "expired_token", "the enrollment token has expired; ask for a new one", 401
+        raise _enroll_refusal(
+            client, "expired_token", "the enrollment token has expired; ask for a new one", 401
         )
     if client.state != ClientState.ACTIVE:
-        raise FetchRefused(f"client_{client.state}", f"client {client.name} is {client.state}", 403)
+        raise _enroll_refusal(
+            client, f"client_{client.state}", f"client {client.name} is {client.state}", 403
+        )
     ca = identity_ca()
     if ca is None:
         raise FetchRefused("server_not_ready", "no client identity CA is configured", 503)
@@ -292,15 +439,24 @@ def client_enroll(*, token: str, csr_pem: bytes) -> tuple[Client, Certificate, l
         record = certificate_issue_from_csr(
             actor=None,
             ca=ca,
-            csr_pem_or_der=csr_pem,
+            csr_pem_or_der=request.csr_pem.encode("ascii"),
             profile=CLIENT_PROFILE,
             subject_override=f"CN={client.name},O=kmsportal clients",
             sans_override=[f"uri:urn:kmsportal:client:{client.name}"],
         )
     except (X509Error, PkiError) as exc:
-        raise FetchRefused("bad_csr", str(exc), 400) from exc
+        raise _enroll_refusal(client, "bad_csr", str(exc), 400) from exc
+    superseded = None
+    if client.certificate_id is not None:
+        previous = Certificate.objects.get(pk=client.certificate_id)
+        if previous.status != CertificateStatus.REVOKED:
+            # Lock order as in client_revoke: the revocation (CA row, CRL) before this
+            # service's audit event takes the chain head.
+            _revoke_certificate(actor=None, certificate=previous, reason="superseded")
+            superseded = previous.serial_hex
     client.certificate = record
     client.enrollment_token_hash = ""
+    client.enrollment_mac_key_sealed = b""
     client.enrollment_token_expires_at = None
     client.enrolled_at = timezone.now()
     client.save()
@@ -309,14 +465,26 @@ def client_enroll(*, token: str, csr_pem: bytes) -> tuple[Client, Certificate, l
         actor=client,
         actor_name=client.name,
         target=client,
-        details={"serial": record.serial_hex, "not_after": record.not_after.isoformat()},
+        details={
+            "serial": record.serial_hex,
+            "not_after": record.not_after.isoformat(),
+            "superseded": superseded,
+        },
     )
     chain = [record.certificate_pem]
     parent = record.ca
     while parent is not None:
         chain.append(parent.certificate_pem)
         parent = parent.parent
-    return client, record, chain
+    return client, record, chain, mac_key
+
+
+def _enroll_refusal(client: Client, code: str, message: str, status: int) -> FetchRefused:
+    """A refusal of an enrollment that names a pending token: attributable, so audited in
+    the client's name (an unknown token is not: it is counted per source instead)."""
+    refusal = FetchRefused(code, message, status)
+    refusal.client = client  # type: ignore[attr-defined]
+    return refusal
 
 
 def _client_transition(
@@ -484,6 +652,10 @@ class _Context:
     # The request's nonce once inserted: if the request is refused later, the rollback
     # removes the row and the refusal's own transaction inserts it again (still spent).
     nonce: str = ""
+    # True once the request's signature verified with a certificate this KMS issued to a
+    # client: from then on a refusal is that client's and is audited in its name. Before,
+    # anyone could have sent it (certificates are public): it is only counted per source.
+    attributable: bool = False
 
 
 def _refuse(
@@ -495,6 +667,9 @@ def _refuse(
 
 
 def _audit_refusal(context: _Context, refusal: FetchRefused) -> None:
+    if not context.attributable:
+        refusal_tally(code=refusal.code)
+        return
     with transaction.atomic():
         _spend_nonce_again(context)
         audit_event_record(
@@ -634,9 +809,12 @@ def _issuer(der: bytes) -> x509.Certificate:
         return issuer
 
 
-def _certificate_checks(
-    context: _Context, pem: str, now: datetime
-) -> tuple[Client, _PresentedCertificate]:
+def _certificate_lookup(
+    context: _Context, pem: str
+) -> tuple[tuple[Any, ...], _PresentedCertificate]:
+    """The presented certificate must be a client certificate of our identity CA, and its
+    CA signature must verify. Refusals here are not attributable (anyone can present any
+    certificate)."""
     presented = _presented_certificate(context, pem)
     context.subject = presented.subject
     row = _fetch_one(
@@ -649,8 +827,7 @@ def _certificate_checks(
             "untrusted_certificate",
             "the certificate was not issued to a client by this KMS's identity CA",
         )
-    status, _der, issuer_der, client_id, client_name, client_state = row
-    issuer_der = bytes(issuer_der)
+    issuer_der = bytes(row[2])
     if presented.verified_by != issuer_der:
         try:
             presented.certificate.verify_directly_issued_by(_issuer(issuer_der))
@@ -661,6 +838,21 @@ def _certificate_checks(
         presented.public_key = presented.certificate.public_key()
         presented.verified_by = issuer_der
     _remember_presented(pem, presented)
+    return row, presented
+
+
+def _certificate_status(
+    context: _Context, row: tuple[Any, ...], presented: _PresentedCertificate, now: datetime
+) -> Client:
+    """After the request's signature verified: validity, revocation and the client's state
+    (attributable refusals, audited in the client's name)."""
+    status, _der, _issuer_der, client_id, client_name, client_state = row
+    if client_id is not None:
+        context.client = Client.from_db(
+            connection.alias,
+            ["id", "name", "state"],
+            [_as_uuid(client_id), client_name, client_state],
+        )
     certificate = presented.certificate
     if not (certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc):
         raise _refuse(
@@ -672,19 +864,18 @@ def _certificate_checks(
         )
     if status == CertificateStatus.REVOKED:
         raise _refuse(context, "certificate_revoked", "the client certificate is revoked", 401)
-    if client_id is None:
+    client = context.client
+    if client is None:
         raise _refuse(context, "unknown_client", "no client holds this certificate (re-enrolled?)")
-    client = Client.from_db(
-        connection.alias, ["id", "name", "state"], [_as_uuid(client_id), client_name, client_state]
-    )
-    context.client = client
     if client.state != ClientState.ACTIVE:
         raise _refuse(context, f"client_{client.state}", f"client {client.name} is {client.state}")
-    return client, presented
+    return client
 
 
 def _rate_limit(context: _Context, client: Client) -> None:
-    """Fixed window per client, in the shared cache (Redis when several servers run)."""
+    """Fixed window per client, in the shared cache (Redis when several servers run).
+    Charged only for requests whose signature verified: a client's certificate is public,
+    so anything else would let anyone spend its budget."""
     limit = settings.KMS_CLIENT_RATE_LIMIT
     if not limit:
         return
@@ -902,16 +1093,24 @@ def _key_fetch(*, body: Any, request_id: str, context: _Context) -> dict[str, An
     if isinstance(body, dict):
         context.key_name = str(body.get("key_name", ""))[:100]
     try:
-        parsed, _signature = protocol.FetchRequest.from_json(body)
+        request, signature = protocol.FetchRequest.from_json(body)
     except protocol.ProtocolError as exc:
         raise _refuse(context, exc.code, exc.message, 400) from exc
-    client, presented = _certificate_checks(context, parsed.client_certificate_pem, now)
+    row, presented = _certificate_lookup(context, request.client_certificate_pem)
+    try:
+        protocol.verify_fetch_request_signature(request, signature, presented.public_key)
+    except protocol.ProtocolError as exc:
+        status = 401 if exc.code == "bad_signature" else 400
+        raise _refuse(context, exc.code, exc.message, status) from exc
+    # From here on the request is authentic: its refusals are the client's, and it is
+    # charged to the client's rate budget (never before, see `_rate_limit`).
+    context.attributable = True
+    client = _certificate_status(context, row, presented, now)
     _rate_limit(context, client)
     try:
-        request, signature = protocol.verify_fetch_request(body, presented.public_key, now=now)
+        protocol.check_timestamp(request.timestamp, now=now)
     except protocol.ProtocolError as exc:
-        status = 401 if exc.code in ("bad_signature", "stale_timestamp") else 400
-        raise _refuse(context, exc.code, exc.message, status) from exc
+        raise _refuse(context, exc.code, exc.message, 401) from exc
     # One transaction, one commit: the nonce, the delivery ledger row and the audit event
     # (a refusal rolls it back; `key_fetch` then records the refusal and the nonce).
     with transaction.atomic():
@@ -934,18 +1133,26 @@ def _key_fetch(*, body: Any, request_id: str, context: _Context) -> dict[str, An
             )
             refusal.outcome = Outcome.ERROR
             raise refusal from exc
-        server_key, chain = _server_credential_of(delivery.server_identity)
-        response = protocol.build_fetch_response(
-            request=request,
-            request_signature=signature,
-            key_name=key.name,
-            version=version.number,
-            client_name=client.name,
-            key_material=material,
-            server_private_key=server_key,
-            server_chain_pems=chain,
-        )
-        del material
+        credential = _server_credential_of(delivery.server_identity)
+        try:
+            response = protocol.build_fetch_response(
+                request=request,
+                request_signature=signature,
+                key_name=key.name,
+                version=version.number,
+                client_name=client.name,
+                key_material=material,
+                server_private_key=credential.key,
+                server_chain_pems=credential.chain,
+                server_status=_server_status(credential.certificate_id),
+            )
+        except protocol.ProtocolError as exc:
+            # A degenerate ephemeral public value (low-order X25519 point, ffdhe3072 value
+            # out of range or outside the prime-order subgroup): the client's mistake or
+            # attack, answered as such and audited in its name.
+            raise _refuse(context, exc.code, exc.message, 400) from exc
+        finally:
+            del material
         _insert(
             Delivery,
             client=client.pk,
@@ -970,26 +1177,143 @@ def _key_fetch(*, body: Any, request_id: str, context: _Context) -> dict[str, An
     return response
 
 
-def client_enroll_response(*, token: str, csr_pem: str) -> dict[str, Any]:
-    """The enrollment endpoint's JSON answer."""
+def client_enroll_response(*, body: Any) -> dict[str, Any]:
+    """The enrollment endpoint's JSON answer to a parsed JSON body, or FetchRefused.
+
+    Refusals that name a pending token are audited in its client's name; the others (an
+    unknown token id, a malformed or legacy request) are counted per source address."""
     try:
-        client, record, chain = client_enroll(token=token, csr_pem=csr_pem.encode())
+        request = protocol.parse_enroll_request(body)
+    except protocol.ProtocolError as exc:
+        refusal_tally(code=exc.code)
+        raise FetchRefused(exc.code, exc.message, 400) from exc
+    try:
+        client, record, chain, mac_key = client_enroll(request=request)
+        pin = server_identity_pin()
+        if pin is None:
+            raise FetchRefused("server_not_ready", "the KMS has no server identity yet", 503)
+        credential = _server_credential()
     except FetchRefused as exc:
+        client = getattr(exc, "client", None)
+        if client is None:
+            refusal_tally(code=exc.code)
+            raise
         with transaction.atomic():
             audit_event_record(
                 action=VaultAction.CLIENT_ENROLLMENT_REFUSED,
                 outcome=Outcome.DENIED,
                 anonymous=True,
                 actor_name="enrollment",
-                target_type="vault.Client",
-                details={"code": exc.code, "reason": exc.message[:300]},
+                target=client,
+                target_label=client.name,
+                details={"code": exc.code, "reason": exc.message[:300], "client": client.name},
             )
         raise
+    server_key, server_chain = credential
     root = root_ca()
-    return {
-        "client": client.name,
-        "certificate": record.certificate_pem,
-        "chain": chain,
-        "root_ca_certificate": root.certificate_pem if root else chain[-1],
-        "not_after": record.not_after.isoformat(),
-    }
+    return protocol.build_enroll_response(
+        request=request,
+        mac_key=mac_key,
+        answer={
+            "client": client.name,
+            "certificate": record.certificate_pem,
+            "chain": chain,
+            "root_ca_certificate": root.certificate_pem if root else chain[-1],
+            "not_after": record.not_after.isoformat(),
+            "server_identity": pin.as_json(),
+        },
+        server_private_key=server_key,
+        server_chain_pems=server_chain,
+    )
+
+
+# --- refusals nobody can be held to ---------------------------------------------------------
+
+
+def _source_address() -> str:
+    meta = request_meta()
+    return (meta.source_ip if meta else "") or "unknown"
+
+
+def _minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def address_refusals_exceeded() -> int | None:
+    """Seconds to wait if the current source address has had more than
+    KMS_API_ADDRESS_REFUSAL_LIMIT unattributable refusals this minute (its requests are then
+    answered 429 unread), else None. One cache read."""
+    limit = settings.KMS_API_ADDRESS_REFUSAL_LIMIT
+    if not limit:
+        return None
+    now = timezone.now()
+    count = cache.get(f"kms:refusals:{_source_address()}:{int(now.timestamp() // 60)}") or 0
+    if count < limit:
+        return None
+    return 60 - now.second
+
+
+def refusal_tally(*, code: str) -> None:
+    """Count one client API refusal that no verified client can be held to (malformed body,
+    unknown certificate, bad signature, unknown token...), per source address and minute.
+
+    One counter in the shared cache (for the per-address limit) and one row update, never
+    an audit event each: a flood must not take the audit chain's lock per request. One
+    ``api.requests_refused`` event per (source, minute) reports the count when the minute is
+    over (`refusal_tallies_report`, run from here once a minute and by ``manage.py
+    report_refusals``)."""
+    source = _source_address()[:45]
+    now = timezone.now()
+    name = f"kms:refusals:{source}:{int(now.timestamp() // 60)}"
+    cache.add(name, 0, timeout=120)
+    try:
+        cache.incr(name)
+    except ValueError:  # evicted between add and incr
+        cache.set(name, 1, timeout=120)
+    minute = _minute(now)
+    with contextlib.suppress(DatabaseError), transaction.atomic():
+        tally, _created = RefusalTally.objects.select_for_update().get_or_create(
+            source=source, minute=minute
+        )
+        codes = dict(tally.codes)
+        if code in codes or len(codes) < 20:
+            codes[code[:40]] = codes.get(code[:40], 0) + 1
+        RefusalTally.objects.filter(pk=tally.pk).update(count=models.F("count") + 1, codes=codes)
+    if cache.add(f"kms:refusals-report:{int(now.timestamp() // 60)}", 1, timeout=120):
+        with contextlib.suppress(DatabaseError):
+            refusal_tallies_report()
+
+
+def refusal_tallies_report(*, now: datetime | None = None) -> int:
+    """One ``api.requests_refused`` audit event per (source, minute) tally of a minute that is
+    over and not yet reported; returns how many. Safe to run from several places at once:
+    each tally is claimed under a row lock and marked reported with its event."""
+    cutoff = _minute(now or timezone.now())
+    reported = 0
+    pending = list(
+        RefusalTally.objects.filter(reported=False, minute__lt=cutoff).values_list("pk", flat=True)
+    )
+    for pk in pending:
+        with transaction.atomic():
+            tally = RefusalTally.objects.select_for_update().filter(pk=pk, reported=False).first()
+            if tally is None:
+                continue
+            tally.reported = True
+            tally.save(update_fields=["reported"])
+            audit_event_record(
+                action=VaultAction.API_REQUESTS_REFUSED,
+                outcome=Outcome.DENIED,
+                anonymous=True,
+                actor_name=f"unverified requests from {tally.source}",
+                target_type="vault.RefusalTally",
+                target_id=str(tally.pk),
+                target_label=f"{tally.source} {tally.minute:%Y-%m-%d %H:%M} UTC",
+                details={
+                    "source": tally.source,
+                    "minute": tally.minute.isoformat(),
+                    "count": tally.count,
+                    "codes": tally.codes,
+                },
+            )
+            reported += 1
+    return reported

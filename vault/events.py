@@ -32,3 +32,8 @@ class VaultAction(models.TextChoices):
     KEY_DELIVERED = "key.delivered", "Key version delivered to a client"
     KEY_FETCH_REFUSED = "key.fetch_refused", "Key fetch refused"
     SERVER_CERTIFICATE_ISSUED = "server.certificate_issued", "KMS server certificate issued"
+    DEPLOYMENT_CREATED = "server.deployment_created", "Deployment identity created"
+    API_REQUESTS_REFUSED = (
+        "api.requests_refused",
+        "Client API requests refused, not attributable to a client (count per source and minute)",
+    )

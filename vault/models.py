@@ -216,7 +216,13 @@ class Client(models.Model):
     certificate = models.ForeignKey(
         "pki.Certificate", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    # Enrollment (issue 13): the token never crosses the wire and is never stored. What is
+    # stored is SHA-256 of the token id derived from it (the lookup; `kmsportal.crypto.
+    # protocol.enrollment_token_keys`) and the token's MAC key, sealed under the master
+    # keyring with AAD naming this row and that lookup, so a database reader cannot use a
+    # pending token either. Both are cleared when the token is spent.
     enrollment_token_hash = models.CharField(max_length=64, blank=True)
+    enrollment_mac_key_sealed = models.BinaryField(blank=True, default=b"")
     enrollment_token_expires_at = models.DateTimeField(null=True, blank=True)
     enrolled_at = models.DateTimeField(null=True, blank=True)
     created_by_name = models.CharField(max_length=150)
@@ -229,6 +235,10 @@ class Client(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def enrollment_mac_key_aad(self, lookup: str) -> bytes:
+        """AAD of the sealed enrollment MAC key: this row and the token it belongs to."""
+        return f"vault.Client:{self.id}:enrollment-mac-key:{lookup}".encode()
 
 
 class GrantVersions(models.TextChoices):
@@ -329,3 +339,48 @@ class ServerIdentity(models.Model):
     @property
     def aad(self) -> bytes:
         return f"vault.ServerIdentity:{self.id}:private-key".encode()
+
+
+class Deployment(models.Model):
+    """This deployment's identity: a random id made once by `bootstrap` (one row, ever).
+
+    It is written into the KMS's server certificate as the URI SAN
+    ``urn:kmsportal:deployment:<id>``, which clients pin at enrollment next to the
+    server-identity CA's key: two deployments that share a root cannot pass for each other.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return self.uri
+
+    @property
+    def uri(self) -> str:
+        return f"urn:kmsportal:deployment:{self.id}"
+
+
+class RefusalTally(models.Model):
+    """Client API refusals not attributable to a verified client, counted per source address
+    and minute. A flood of garbage costs one counter update each, never an audit event each
+    (which would take the audit chain's lock); one ``api.requests_refused`` event per row
+    reports the count once the minute is over (`vault.distribution.refusal_tallies_report`).
+    """
+
+    source = models.CharField(max_length=45)
+    minute = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+    codes = models.JSONField(default=dict)
+    reported = models.BooleanField(default=False, db_index=True)
+
+    class Meta:
+        default_permissions = ()
+        constraints = [
+            models.UniqueConstraint(fields=["source", "minute"], name="vault_one_tally_per_minute")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.minute:%Y-%m-%d %H:%M}: {self.count}"

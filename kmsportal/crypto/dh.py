@@ -15,10 +15,10 @@ Security invariants:
   and a peer cannot choose them (the group is named, never transmitted as numbers).
 * **Peer public values are validated** before use. X25519: exactly 32 bytes, and an all-zero
   shared secret (a low-order peer point, RFC 7748 §6.1) is refused. ffdhe3072: exactly 384
-  bytes and 2 <= y <= p-2 (RFC 7919 §5.1), which excludes the elements of order 1 and 2;
-  a shared secret of 1 or p-1 is refused as well (defence in depth). p is a safe prime, so
-  any remaining y has order q or 2q (q = (p-1)/2): at most the parity of the private
-  exponent could leak, and that exponent is used exactly once.
+  bytes, 2 <= y <= p-2 (RFC 7919 §5.1), which excludes the elements of order 1 and 2, and
+  y in the prime-order subgroup (y^q = 1 mod p, q = (p-1)/2; RFC 7919 §5.1's optional
+  check), so not even the parity of the private exponent can leak; a shared secret of 1 or
+  p-1 is refused as well (defence in depth).
 * All arithmetic goes through ``cryptography`` (OpenSSL); no primitive is implemented here.
 
 cryptography 50 marks finite-field DH as deprecated (it warns when the ``dh`` module's names are
@@ -214,12 +214,33 @@ def _x25519_exchange(private: x25519.X25519PrivateKey, peer_public: bytes) -> by
     return shared
 
 
+def _jacobi(a: int, n: int) -> int:
+    """The Jacobi symbol (a/n) for odd n > 0: binary algorithm (quadratic reciprocity)."""
+    a %= n
+    result = 1
+    while a:
+        twos = (a & -a).bit_length() - 1
+        a >>= twos
+        if twos & 1 and n % 8 in (3, 5):
+            result = -result
+        if a % 4 == 3 and n % 4 == 3:
+            result = -result
+        a, n = n % a, a
+    return result if n == 1 else 0
+
+
 def _ffdhe3072_exchange(private: DHPrivateKey, peer_public: bytes) -> bytes:
     y = int.from_bytes(peer_public, "big")
     # RFC 7919 §5.1: 1 < y < p-1. With p a safe prime this leaves only elements of order q or
     # 2q (q = (p-1)/2), so no small-subgroup confinement of the shared secret is possible.
     if not 2 <= y <= FFDHE3072_P - 2:
         raise DHError("peer public value outside [2, p-2]")
+    # And y must lie in the subgroup of prime order q (y^q = 1 mod p). For a safe prime
+    # that subgroup is exactly the quadratic residues, so the Legendre symbol (y/p) = 1
+    # decides it: microseconds, where the modular exponentiation in Python takes ~60 ms.
+    # OpenSSL does not make this check on a DH peer key.
+    if _jacobi(y, FFDHE3072_P) != 1:
+        raise DHError("peer public value is not in the prime-order subgroup (y^q != 1 mod p)")
     try:
         peer = DHPublicNumbers(y, _FFDHE3072_NUMBERS).public_key()
         shared = private.exchange(peer)

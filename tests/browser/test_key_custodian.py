@@ -96,7 +96,7 @@ def test_key_custodian(custodians: None, journey, live_settings: str) -> None:
     journey.shot("register-client")
     page.get_by_role("button", name="Register").click()
     token = page.locator("#enrollment-token").inner_text().strip()
-    assert re.fullmatch(r"[0-9a-f]{48}", token), "no one-time enrollment token shown"
+    assert re.fullmatch(r"[0-9a-f]{64}", token), "no one-time enrollment token shown"
     journey.shot("enrollment-token")
     page.get_by_role("link", name="I have copied it").click()
     expect(page.locator("h1")).to_contain_text(CLIENT)

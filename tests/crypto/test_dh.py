@@ -166,10 +166,29 @@ def test_ffdhe3072_out_of_range_peer_is_refused(value: int) -> None:
         key.exchange(value.to_bytes(FFDHE3072_BYTES, "big"))
 
 
-@pytest.mark.parametrize("value", [2, FFDHE3072_P - 2], ids=["2", "p-2"])
-def test_ffdhe3072_range_bounds_are_accepted(value: int) -> None:
-    secret = generate_ephemeral(FFDHE3072).exchange(value.to_bytes(FFDHE3072_BYTES, "big"))
+def test_ffdhe3072_lower_bound_is_accepted() -> None:
+    # 2 is the generator: in the subgroup of prime order q.
+    secret = generate_ephemeral(FFDHE3072).exchange((2).to_bytes(FFDHE3072_BYTES, "big"))
     assert len(secret) == FFDHE3072_BYTES
+
+
+@pytest.mark.parametrize(
+    "value", [FFDHE3072_P - 2, 5, 13, FFDHE3072_P - 4], ids=["p-2", "5", "13", "p-4"]
+)
+def test_ffdhe3072_values_outside_the_prime_order_subgroup_are_refused(value: int) -> None:
+    """Order 2q, not q (y^q = p-1): RFC 7919 section 5.1's subgroup check. p-2 is in range
+    but -2 is a quadratic non-residue for this p; so are 5 and 13 (checked against pow)."""
+    q = (FFDHE3072_P - 1) // 2
+    assert pow(value, q, FFDHE3072_P) == FFDHE3072_P - 1  # the definition, the slow way
+    with pytest.raises(DHError, match="not in the prime-order subgroup"):
+        generate_ephemeral(FFDHE3072).exchange(value.to_bytes(FFDHE3072_BYTES, "big"))
+
+
+def test_ffdhe3072_subgroup_members_are_accepted() -> None:
+    q = (FFDHE3072_P - 1) // 2
+    for value in (3, 4, 9, pow(2, 12345, FFDHE3072_P)):
+        assert pow(value, q, FFDHE3072_P) == 1
+        assert len(generate_ephemeral(FFDHE3072).exchange(value.to_bytes(384, "big"))) == 384
 
 
 @pytest.mark.parametrize("length", [0, 32, 383, 385])

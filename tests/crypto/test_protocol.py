@@ -52,6 +52,9 @@ MATERIAL = bytes(range(32))
 ALICE_PRIVATE = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
 SIGNATURE_CONTEXT = PROTOCOL_LABEL + b"|fetch-response|"
 
+#: Stands in for the stapled OCSP response: the protocol layer carries and signs it only.
+STAPLE = bytes.fromhex("3003 0a01 00".replace(" ", ""))
+
 
 # --- fixtures ----------------------------------------------------------------------------
 
@@ -174,6 +177,7 @@ def exchange(
             key_material=MATERIAL,
             server_private_key=signing_key,
             server_chain_pems=server_chain,
+            server_status=STAPLE,
         )
         return body, state, _wire(response)
 
@@ -254,11 +258,13 @@ def test_response_body_shape(exchange: Callable[..., Exchange], server_chain: li
         "version",
         "client_name",
         "server_certificate_chain",
+        "server_status",
         "gcm_nonce",
         "ciphertext",
         "signature",
     }
     assert response["type"] == "fetch-response"
+    assert base64.b64decode(response["server_status"]) == STAPLE
     assert response["server_certificate_chain"] == server_chain
     assert len(base64.b64decode(response["server_nonce"])) == NONCE_BYTES
     assert len(base64.b64decode(response["gcm_nonce"])) == 12
@@ -688,6 +694,7 @@ def test_server_refuses_a_low_order_client_key(
             key_material=MATERIAL,
             server_private_key=server_key,
             server_chain_pems=server_chain,
+            server_status=STAPLE,
         )
     assert caught.value.code == "bad_public_key"
     assert "all-zero" in caught.value.message
@@ -729,6 +736,7 @@ def test_server_refuses_inconsistent_arguments(
         "key_material": MATERIAL,
         "server_private_key": server_key,
         "server_chain_pems": server_chain,
+        "server_status": STAPLE,
     }
     with pytest.raises(ValueError, match=message):
         build_fetch_response(**{**arguments, **overrides})
@@ -804,6 +812,7 @@ def test_construction_matches_the_module_documentation(
             key_material=MATERIAL,
             server_private_key=server_key,
             server_chain_pems=server_chain,
+            server_status=STAPLE,
         )
     )
 

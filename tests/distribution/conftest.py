@@ -18,29 +18,13 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from django.urls import Resolver404, resolve
 
 from audit.models import AuditEvent
-from kmsclient.client import KMSClient, KMSClientError, clear_crl_cache, enroll
+from kmsclient.client import KMSClient, KMSClientError, enroll
 from vault import distribution, services
 from vault.models import Client, GrantVersions, SymmetricKey
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CRL_PROBE = "/pki/crl/x.crl"
-
-
-def crl_endpoint_available() -> bool:
-    """Whether the portal serves CRLs yet (another issue adds `/pki/crl/<ca>.crl`)."""
-    try:
-        resolve(CRL_PROBE)
-    except Resolver404:
-        return False
-    return True
-
-
-needs_crl_endpoint = pytest.mark.skipif(
-    not crl_endpoint_available(), reason="CRL endpoint not available yet"
-)
 
 
 @dataclass
@@ -51,12 +35,6 @@ class LiveKMS:
     root_pem: str
     tmp_path: Path
     clients: list[KMSClient] = field(default_factory=list)
-
-    @property
-    def check_revocation(self) -> bool:
-        # Until the portal publishes CRLs every client check would stop at "cannot check
-        # revocation"; the tests that need the CRL are marked `needs_crl_endpoint`.
-        return crl_endpoint_available()
 
     @property
     def root_file(self) -> Path:
@@ -87,7 +65,6 @@ class LiveKMS:
     def client_for(self, name: str, **kwargs: Any) -> KMSClient:
         """A library client for the enrolled `name` (e.g. with a tampering `session`)."""
         directory = self.tmp_path / name
-        kwargs.setdefault("check_revocation", self.check_revocation)
         client = KMSClient.from_identity(directory, **kwargs)
         self.clients.append(client)  # closed after the test: no keep-alive outlives it
         return client
@@ -135,12 +112,10 @@ def kms(live_server, settings, tmp_path: Path) -> Iterator[LiveKMS]:
     distribution.distribution_bootstrap()
     root = distribution.root_ca()
     assert root is not None
-    clear_crl_cache()
     live = LiveKMS(url=live_server.url, root_pem=root.certificate_pem, tmp_path=tmp_path)
     yield live
     for client in live.clients:
         client.close()
-    clear_crl_cache()
 
 
 def refused(code: str, call: Any, *args: Any, **kwargs: Any) -> KMSClientError:

@@ -38,11 +38,10 @@ from pki.models import Certificate, CertificateStatus
 from tests.distribution.conftest import (
     LiveKMS,
     assert_refusal_audited,
-    needs_crl_endpoint,
     refused,
 )
 from vault import distribution, services
-from vault.models import Client, Delivery, GrantVersions, KeyVersion, ServerIdentity, SymmetricKey
+from vault.models import Client, Delivery, GrantVersions, KeyVersion, SymmetricKey
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
@@ -188,58 +187,29 @@ def test_a_response_re_signed_by_another_key_is_refused(kms: LiveKMS, chain: str
             server_chain_pems=(
                 foreign_chain if chain == "foreign chain" else answer["server_certificate_chain"]
             ),
+            server_status=base64.b64decode(answer["server_status"]),
         )
 
     client = kms.client_for("billing", session=tampering_session(re_sign))
     if chain == "foreign chain":
-        error = refused("untrusted_server_certificate", client.fetch, "orders-db")
+        error = refused("untrusted_server_identity", client.fetch, "orders-db")
         assert "does not verify" in str(error)
     else:
         refused("bad_server_signature", client.fetch, "orders-db")
 
 
-def test_the_client_refuses_when_the_crl_cannot_be_had(kms: LiveKMS) -> None:
+def test_a_fetch_downloads_no_crl(kms: LiveKMS) -> None:
+    """The server's status comes stapled in the signed response: no CRL, no OCSP request."""
     key = kms.key()
-    kms.enrolled("billing")
+    client = kms.enrolled("billing")
     kms.grant("billing", key)
-    session = requests.Session()
-
-    def no_crl(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
-        if response.request.method == "GET" and response.request.url.endswith(".crl"):
-            response.status_code, response.reason, response._content = 404, "Not Found", b""
-        return response
-
-    session.hooks["response"].append(no_crl)
-    client = kms.client_for("billing", check_revocation=True, session=session)
-    error = refused("revocation_unavailable", client.fetch, "orders-db")
-    assert str(error).startswith("cannot check revocation of the server certificate: GET ")
-    assert "/pki/crl/kms-clients.crl answered HTTP 404" in str(error)
-
-
-@needs_crl_endpoint
-def test_the_server_certificate_is_checked_against_the_live_crl(kms: LiveKMS) -> None:
-    key = kms.key()
-    client = kms.enrolled("billing", check_revocation=True)
-    kms.grant("billing", key)
-    downloads: list[str] = []
+    requests_made: list[str] = []
     client.session.hooks["response"].append(
-        lambda r, *a, **k: downloads.append(r.request.url) if r.request.method == "GET" else None
+        lambda r, *a, **k: requests_made.append(f"{r.request.method} {r.request.url}")
     )
-    assert client.fetch_key("orders-db") == sealed_material(key)
-    assert f"{kms.url}/pki/crl/kms-clients.crl" in downloads
-
-    from pki import services as pki_services
-
-    revoke = getattr(pki_services, "certificate_revoke", None)
-    if revoke is None:
-        pytest.skip("pki.services.certificate_revoke does not exist yet")
-    server_certificate = ServerIdentity.objects.get().certificate
-    revoke(actor=None, certificate=server_certificate, reason="keyCompromise")
-    from kmsclient.client import clear_crl_cache
-
-    clear_crl_cache()  # a fresh process: CRLs are otherwise cached until nextUpdate
-    error = refused("server_certificate_revoked", client.fetch, "orders-db")
-    assert "the server certificate" in str(error)
+    for _ in range(3):
+        assert client.fetch_key("orders-db") == sealed_material(key)
+    assert requests_made == [f"POST {kms.url}/api/v1/keys/fetch"] * 3
 
 
 # --- the server's checks ------------------------------------------------------------------

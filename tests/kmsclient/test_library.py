@@ -2,8 +2,9 @@
 documents, and every client-side check against a small stand-in KMS.
 
 The stand-in speaks the real protocol (``kmsportal.crypto.protocol``) over real HTTP on
-loopback with a real CA hierarchy and real CRLs, so the client's chain, profile, revocation
-and signature checks run exactly as against the portal; only the portal's own checks
+loopback with a real CA hierarchy (root -> server-identity CA -> kms-server certificate naming
+a deployment) and real stapled OCSP responses, so the client's chain, server identity,
+status and signature checks run exactly as against the portal; only the portal's own checks
 (grants, replay, ...) are absent. Those are covered by tests/distribution against a live
 server.
 """
@@ -28,11 +29,11 @@ from typing import Any
 import pytest
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from kmsclient.cli import main
-from kmsclient.client import KMSClient, KMSClientError, clear_crl_cache, enroll, problem_error
+from kmsclient.client import KMSClient, KMSClientError, enroll, problem_error
 from kmsclient.identity import (
     IdentityError,
     load_identity,
@@ -40,7 +41,8 @@ from kmsclient.identity import (
     write_secret_file,
 )
 from kmsportal.crypto import protocol
-from kmsportal.crypto.crl import build_crl, crl_to_der
+from kmsportal.crypto.ocsp import build_ocsp_response, parse_ocsp_request
+from kmsportal.crypto.server_identity import spki_sha256
 from kmsportal.crypto.signer import LoadedKeySigner
 from kmsportal.crypto.x509 import (
     build_ca_certificate,
@@ -53,6 +55,8 @@ from kmsportal.crypto.x509 import (
 )
 
 KEY = bytes(range(32))
+TOKEN = "0123456789abcdef" * 4
+DEPLOYMENT = "urn:kmsportal:deployment:12345678-1234-4123-8123-123456789abc"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -74,7 +78,6 @@ class _CA:
     key: Any
     certificate: x509.Certificate
     revoked: set[int] = field(default_factory=set)
-    crl_mode: str = "good"  # good | missing | stale | wrong-signer | garbage
 
     @property
     def signer(self) -> LoadedKeySigner:
@@ -82,7 +85,8 @@ class _CA:
 
 
 class FakeKMS:
-    """Root CA -> issuing CA -> kms-server certificate; enroll, fetch and CRLs over HTTP."""
+    """Root CA -> issuing (server-identity) CA -> kms-server certificate; enroll and fetch
+    over HTTP, with the server's status stapled (``status_mode``)."""
 
     def __init__(self) -> None:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -91,12 +95,14 @@ class FakeKMS:
         self.requests: list[tuple[str, str]] = []
         self.problem: tuple[int, dict[str, Any], dict[str, str]] | None = None
         self.tamper: str | None = None
+        self.status_mode = "good"  # good | missing | stale | revoked | wrong-signer | garbage
+        self.status_age = timedelta(seconds=5)
         self.keys = {"orders-db": KEY}
         self.root = self._ca("root", None)
         self.issuing = self._ca("issuing", self.root)
         self.server_key = generate_private_key("ecp256")
         self.server_certificate = self._leaf(
-            self.server_key, "kms-server", "CN=kms server", ["dns:localhost"]
+            self.server_key, "kms-server", "CN=kms server", ["dns:localhost", f"uri:{DEPLOYMENT}"]
         )
         self.client_key = generate_private_key("ecp256")
         self.client_certificate = self._leaf(
@@ -143,9 +149,45 @@ class FakeKMS:
             for c in (self.server_certificate, self.issuing.certificate, self.root.certificate)
         ]
 
+    @property
+    def pin(self) -> dict[str, str]:
+        return {"ca_spki_sha256": spki_sha256(self.issuing.certificate), "deployment": DEPLOYMENT}
+
     def client(self, **kwargs: Any) -> KMSClient:
+        kwargs.setdefault("server_ca_spki_sha256", self.pin["ca_spki_sha256"])
+        kwargs.setdefault("deployment", DEPLOYMENT)
         return KMSClient(
             self.url, self.client_certificate, self.client_key, self.root.certificate, **kwargs
+        )
+
+    def staple(self) -> bytes:
+        """The OCSP response for the server certificate, as `status_mode` says."""
+        if self.status_mode == "garbage":
+            return b"not an OCSP response"
+        # A forged staple: made by a CA of the same name with another key.
+        signer_ca = self._ca("issuing", self.root) if self.status_mode == "wrong-signer" else None
+        issuer = (signer_ca or self.issuing).certificate
+        request = (
+            x509.ocsp.OCSPRequestBuilder()
+            .add_certificate(self.server_certificate, issuer, hashes.SHA256())
+            .build()
+        )
+        parsed = parse_ocsp_request(request.public_bytes(serialization.Encoding.DER))
+        now = datetime.now(UTC).replace(microsecond=0)
+        age = timedelta(minutes=11) if self.status_mode == "stale" else self.status_age
+        this_update = now - age
+        revoked = self.status_mode == "revoked"
+        return build_ocsp_response(
+            parsed_request=parsed,
+            issuer_certificate=issuer,
+            responder_certificate=issuer,
+            signer=(signer_ca or self.issuing).signer,
+            status="revoked" if revoked else "good",
+            revocation_time=now - timedelta(minutes=1) if revoked else None,
+            revocation_reason="keyCompromise" if revoked else None,
+            this_update=this_update,
+            next_update=this_update + timedelta(hours=1),
+            subject_certificate=None,
         )
 
     def write_identity(self, directory: Path) -> Path:
@@ -161,6 +203,7 @@ class FakeKMS:
             "key": "client.key",
             "chain": "chain.pem",
             "ca_cert": "ca.pem",
+            "server_identity": self.pin,
         }
         (directory / "kmsclient.json").write_text(json.dumps(config))
         return directory
@@ -168,8 +211,11 @@ class FakeKMS:
     # -- request handling
 
     def fetch(self, body: Any) -> tuple[int, dict[str, Any]]:
-        request, signature = protocol.verify_fetch_request(
-            body, self.client_certificate.public_key(), now=datetime.now(UTC)
+        # The stand-in checks the signature only (not the timestamp): the clock tests move
+        # the client's clock, not the server's.
+        request, signature = protocol.FetchRequest.from_json(body)
+        protocol.verify_fetch_request_signature(
+            request, signature, self.client_certificate.public_key()
         )
         response = protocol.build_fetch_response(
             request=request,
@@ -180,69 +226,42 @@ class FakeKMS:
             key_material=self.keys[request.key_name],
             server_private_key=self.server_key,
             server_chain_pems=self.chain,
+            server_status=b"\x00" if self.status_mode == "missing" else self.staple(),
         )
+        if self.status_mode == "missing":
+            del response["server_status"]
         if self.tamper == "swap-ephemeral":
             attacker = x25519.X25519PrivateKey.generate().public_key()
             response["server_public"] = base64.b64encode(attacker.public_bytes_raw()).decode()
         return 200, response
 
     def enroll(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        if body.get("token") != "good-token":
+        request = protocol.parse_enroll_request(body)
+        token_id, mac_key = protocol.enrollment_token_keys(TOKEN)
+        if request.token_id != token_id:
             return 401, _problem(
                 "invalid_token", "the enrollment token is unknown or already used", 401
             )
-        csr = load_csr(body["csr"].encode())
+        protocol.verify_enroll_request(request, mac_key)
+        csr = load_csr(request.csr_pem.encode())
         leaf = self._leaf(
             csr.public_key(), "kms-client", "CN=billing", ["uri:urn:kmsportal:client:billing"]
         )
         chain = [_pem(leaf), _pem(self.issuing.certificate), _pem(self.root.certificate)]
-        return 201, {
-            "client": "billing",
-            "certificate": chain[0],
-            "chain": chain,
-            "root_ca_certificate": chain[-1],
-            "not_after": leaf.not_valid_after_utc.isoformat(),
-        }
-
-    def crl(self, name: str) -> tuple[int, bytes]:
-        ca = {"root": self.root, "issuing": self.issuing}.get(name)
-        if ca is None or ca.crl_mode == "missing":
-            return 404, b"<html>not found</html>"
-        if ca.crl_mode == "garbage":
-            return 200, b"not a CRL"
-        now = datetime.now(UTC)
-        this_update, next_update = now - timedelta(minutes=1), now + timedelta(days=1)
-        if ca.crl_mode == "stale":
-            this_update, next_update = now - timedelta(days=3), now - timedelta(days=1)
-        signer = ca.signer
-        if ca.crl_mode == "wrong-signer":
-            impostor = generate_private_key("ecp256")
-            certificate = build_ca_certificate(
-                subject=ca.certificate.subject,
-                public_key=impostor.public_key(),
-                signer=LoadedKeySigner(impostor),
-                issuer_certificate=None,
-                days=3,
-                path_length=None,
-            )
-            crl = build_crl(
-                issuer_certificate=certificate,
-                signer=LoadedKeySigner(impostor),
-                entries=[],
-                crl_number=1,
-                this_update=this_update,
-                next_update=next_update,
-            )
-            return 200, crl_to_der(crl)
-        crl = build_crl(
-            issuer_certificate=ca.certificate,
-            signer=signer,
-            entries=[(s, now - timedelta(seconds=30), "keyCompromise", None) for s in ca.revoked],
-            crl_number=1,
-            this_update=this_update,
-            next_update=next_update,
+        return 201, protocol.build_enroll_response(
+            request=request,
+            mac_key=mac_key,
+            answer={
+                "client": "billing",
+                "certificate": chain[0],
+                "chain": chain,
+                "root_ca_certificate": chain[-1],
+                "not_after": leaf.not_valid_after_utc.isoformat(),
+                "server_identity": self.pin,
+            },
+            server_private_key=self.server_key,
+            server_chain_pems=self.chain,
         )
-        return 200, crl_to_der(crl)
 
 
 def _problem(code: str, detail: str, status: int) -> dict[str, Any]:
@@ -276,10 +295,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.kms.requests.append(("GET", self.path))
-        if self.path.startswith("/pki/crl/") and self.path.endswith(".crl"):
-            status, data = self.kms.crl(self.path.removeprefix("/pki/crl/").removesuffix(".crl"))
-            self._send(status, data, "application/pkix-crl" if status == 200 else "text/html")
-            return
         self._send(404, b"not found", "text/plain")
 
     def do_POST(self) -> None:
@@ -302,17 +317,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def kms() -> Iterator[FakeKMS]:
-    clear_crl_cache()
     fake = FakeKMS()
     yield fake
     fake.close()
-    clear_crl_cache()
-
-
-def _crl_downloads(kms: FakeKMS) -> int:
-    return sum(
-        1 for method, path in kms.requests if method == "GET" and path.startswith("/pki/crl/")
-    )
 
 
 def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -> requests.Response:
@@ -391,67 +398,72 @@ def test_an_answer_that_is_not_a_problem_document_is_named_as_such() -> None:
 # --- fetching: the client's own checks ------------------------------------------------------
 
 
-def test_fetch_checks_the_chain_and_the_crl_and_caches_the_crl(kms: FakeKMS) -> None:
+def test_fetch_checks_the_chain_and_the_stapled_status_without_any_download(
+    kms: FakeKMS,
+) -> None:
     client = kms.client()
     fetched = client.fetch("orders-db")
     assert (fetched.key_name, fetched.version, fetched.material) == ("orders-db", 1, KEY)
     assert "material" not in repr(fetched) and KEY.hex() not in repr(fetched)
-    # Issuing CA's CRL (for the server certificate) and the root's (for the issuing CA).
-    assert _crl_downloads(kms) == 2
     assert client.fetch_key("orders-db", group="ffdhe3072") == KEY
-    assert _crl_downloads(kms) == 2, "CRLs are cached until their nextUpdate"
-
-
-@pytest.mark.parametrize("which", ["issuing", "root"])
-def test_a_crl_that_cannot_be_had_is_a_refusal(kms: FakeKMS, which: str) -> None:
-    getattr(kms, which).crl_mode = "missing"
-    with pytest.raises(KMSClientError) as caught:
-        kms.client().fetch("orders-db")
-    assert caught.value.code == "revocation_unavailable"
-    what = "the server certificate" if which == "issuing" else "the server's CA certificate"
-    assert str(caught.value).startswith(f"cannot check revocation of {what}")
-    assert f"/pki/crl/{which}.crl answered HTTP 404" in str(caught.value)
+    assert kms.requests == [("POST", "/api/v1/keys/fetch")] * 2, "no CRL, no OCSP request"
 
 
 @pytest.mark.parametrize(
-    ("mode", "reason"),
+    ("mode", "code", "reason"),
     [
-        ("stale", "is not current"),
-        ("wrong-signer", "is not signed by 'CN=Fake issuing CA'"),
-        ("garbage", "not a valid X.509 CRL"),
+        ("missing", "bad_server_status", "carries no stapled status"),
+        ("garbage", "bad_server_status", "not an OCSP response"),
+        ("wrong-signer", "bad_server_status", "not signed by the pinned server-identity CA"),
+        ("stale", "stale_server_status", "older than the 600 s this client accepts"),
+        ("revoked", "server_certificate_revoked", "was revoked on"),
     ],
 )
-def test_a_crl_that_is_stale_forged_or_garbage_is_a_refusal(
-    kms: FakeKMS, mode: str, reason: str
+def test_a_stapled_status_that_is_missing_forged_stale_or_revoked_is_a_refusal(
+    kms: FakeKMS, mode: str, code: str, reason: str
 ) -> None:
-    kms.issuing.crl_mode = mode
+    kms.status_mode = mode
     with pytest.raises(KMSClientError) as caught:
         kms.client().fetch("orders-db")
-    assert caught.value.code == "revocation_unavailable"
-    assert str(caught.value).startswith("cannot check revocation of the server certificate: ")
+    assert caught.value.code == code
     assert reason in str(caught.value)
 
 
-def test_a_revoked_server_certificate_is_refused(kms: FakeKMS) -> None:
-    kms.issuing.revoked.add(kms.server_certificate.serial_number)
+def test_the_maximum_status_age_is_the_clients_choice(kms: FakeKMS) -> None:
+    kms.status_age = timedelta(minutes=3)
+    assert kms.client().fetch_key("orders-db") == KEY  # default 10 minutes
     with pytest.raises(KMSClientError) as caught:
-        kms.client().fetch("orders-db")
-    assert caught.value.code == "server_certificate_revoked"
-    assert "the server certificate" in str(caught.value) and "keyCompromise" in str(caught.value)
-
-
-def test_a_revoked_issuing_ca_is_refused(kms: FakeKMS) -> None:
-    kms.root.revoked.add(kms.issuing.certificate.serial_number)
+        kms.client(max_status_age=120).fetch("orders-db")
+    assert caught.value.code == "stale_server_status"
+    # A client whose clock runs 20 minutes ahead sees the status as too old.
+    ahead = kms.client(clock=lambda: datetime.now(UTC) + timedelta(minutes=20))
     with pytest.raises(KMSClientError) as caught:
-        kms.client().fetch("orders-db")
-    assert caught.value.code == "server_certificate_revoked"
-    assert "CN=Fake issuing CA" in str(caught.value)
+        ahead.fetch("orders-db")
+    assert caught.value.code == "stale_server_status"
 
 
-def test_revocation_checking_can_be_switched_off_explicitly(kms: FakeKMS) -> None:
-    kms.issuing.crl_mode = "missing"
-    assert kms.client(check_revocation=False).fetch_key("orders-db") == KEY
-    assert _crl_downloads(kms) == 0
+def test_a_client_without_a_pinned_server_identity_refuses_and_says_how_to_fix_it(
+    kms: FakeKMS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(KMSClientError) as caught:
+        kms.client(server_ca_spki_sha256=None, deployment=None).fetch("orders-db")
+    assert caught.value.code == "untrusted_server_identity"
+    assert "pin-server" in str(caught.value) and "enroll again" in str(caught.value)
+    assert kms.requests == [], "nothing is sent without a pin"
+
+    identity = kms.write_identity(tmp_path / "old")
+    config = json.loads((identity / "kmsclient.json").read_text())
+    del config["server_identity"]
+    (identity / "kmsclient.json").write_text(json.dumps(config))
+    assert main(["fetch", "orders-db", "--stdout", "--dir", str(identity)]) == 1
+    assert "pin-server --dir" in capsys.readouterr().err
+    spki = kms.pin["ca_spki_sha256"]
+    colons = ":".join(spki[i : i + 2] for i in range(0, 64, 2)).upper()
+    args = ["pin-server", "--dir", str(identity), "--deployment", DEPLOYMENT]
+    assert main([*args, "--server-ca-spki", "nothex"]) == 2
+    assert main([*args, "--server-ca-spki", colons]) == 0
+    assert load_identity(identity).server_ca_spki_sha256 == spki
+    assert main(["fetch", "orders-db", "--stdout", "--dir", str(identity)]) == 0
 
 
 def test_a_swapped_server_ephemeral_key_is_refused(kms: FakeKMS) -> None:
@@ -467,21 +479,30 @@ def test_a_server_certificate_without_the_kms_server_profile_is_refused(kms: Fak
     kms.server_certificate = kms.client_certificate
     with pytest.raises(KMSClientError) as caught:
         kms.client().fetch("orders-db")
-    assert caught.value.code == "untrusted_server_certificate"
+    assert caught.value.code == "untrusted_server_identity"
     assert "serverAuth" in str(caught.value)
 
 
 def test_a_server_chain_to_another_root_is_refused(kms: FakeKMS) -> None:
     other = FakeKMS()
     try:
-        client = KMSClient(kms.url, kms.client_certificate, kms.client_key, other.root.certificate)
+        client = KMSClient(
+            kms.url,
+            kms.client_certificate,
+            kms.client_key,
+            other.root.certificate,
+            server_ca_spki_sha256=other.pin["ca_spki_sha256"],
+            deployment=DEPLOYMENT,
+        )
         with pytest.raises(KMSClientError) as caught:
             client.fetch("orders-db")
     finally:
         other.close()
-    assert caught.value.code == "untrusted_server_certificate"
+    assert caught.value.code == "untrusted_server_identity"
     # Same CA names, other keys: the path is built by name, the signatures give it away.
-    assert str(caught.value).startswith("the server certificate 'CN=kms server' is not trusted: ")
+    assert str(caught.value).startswith(
+        "untrusted_server_identity: the server certificate 'CN=kms server' is not trusted: "
+    )
     assert "does not verify" in str(caught.value)
 
 
@@ -495,7 +516,12 @@ def test_server_refusals_and_unreachable_servers(kms: FakeKMS) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     client = KMSClient(
-        f"http://127.0.0.1:{port}", kms.client_certificate, kms.client_key, kms.root.certificate
+        f"http://127.0.0.1:{port}",
+        kms.client_certificate,
+        kms.client_key,
+        kms.root.certificate,
+        server_ca_spki_sha256=kms.pin["ca_spki_sha256"],
+        deployment=DEPLOYMENT,
     )
     with pytest.raises(KMSClientError) as caught:
         client.fetch("orders-db")
@@ -521,7 +547,7 @@ def test_enroll_stores_a_0600_key_and_the_pinned_chain(kms: FakeKMS, tmp_path: P
     root = tmp_path / "root.der"
     root.write_bytes(kms.root.certificate.public_bytes(serialization.Encoding.DER))
     out = tmp_path / "identity"
-    identity = enroll(kms.url + "/", "good-token", root, out)
+    identity = enroll(kms.url + "/", TOKEN, root, out)
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
     assert stat.S_IMODE((out / "client.key").stat().st_mode) == 0o600
     assert sorted(p.name for p in out.iterdir()) == [
@@ -540,21 +566,22 @@ def test_enroll_stores_a_0600_key_and_the_pinned_chain(kms: FakeKMS, tmp_path: P
         "key": "client.key",
         "chain": "chain.pem",
         "ca_cert": "ca.pem",
+        "server_identity": kms.pin,  # learned at enrollment, authenticated by the token
     }
     assert x509.load_pem_x509_certificate((out / "ca.pem").read_bytes()) == kms.root.certificate
     assert len(x509.load_pem_x509_certificates((out / "chain.pem").read_bytes())) == 3
     assert load_identity(out) == identity
 
     with pytest.raises(IdentityError, match="already holds an identity"):
-        enroll(kms.url, "good-token", root, out)
+        enroll(kms.url, TOKEN, root, out)
     key_before = (out / "client.key").read_bytes()
     with pytest.raises(KMSClientError, match="refused by server: invalid_token"):
-        enroll(kms.url, "spent-token", root, out, force=True)
+        enroll(kms.url, "f" * 64, root, out, force=True)
     assert (out / "client.key").read_bytes() == key_before, (
         "a failed re-enrollment keeps the old key"
     )
     assert sorted(p.name for p in out.iterdir())[-1] == "kmsclient.json"
-    enroll(kms.url, "good-token", root, out, force=True, key_type="rsa2048")
+    enroll(kms.url, TOKEN, root, out, force=True, key_type="rsa2048")
     assert (out / "client.key").read_bytes() != key_before
 
 
@@ -565,7 +592,7 @@ def test_enroll_refuses_a_root_other_than_the_pinned_one(kms: FakeKMS, tmp_path:
     pinned.write_text(_pem(other.root.certificate))
     out = tmp_path / "identity"
     with pytest.raises(KMSClientError) as caught:
-        enroll(kms.url, "good-token", pinned, out)
+        enroll(kms.url, TOKEN, pinned, out)
     assert caught.value.code == "root_mismatch"
     assert "is not the root you pinned with --ca-cert" in str(caught.value)
     assert list(out.iterdir()) == [], "no key is left behind"
@@ -575,7 +602,7 @@ def test_enroll_refuses_a_leaf_as_the_pinned_root(kms: FakeKMS, tmp_path: Path) 
     leaf = tmp_path / "leaf.pem"
     leaf.write_text(_pem(kms.server_certificate))
     with pytest.raises(IdentityError, match="not a CA certificate"):
-        enroll(kms.url, "good-token", leaf, tmp_path / "identity")
+        enroll(kms.url, TOKEN, leaf, tmp_path / "identity")
 
 
 # --- the command line --------------------------------------------------------------------
@@ -635,14 +662,14 @@ def test_cli_exit_status_names_the_reason_in_one_line(
     assert err == "error: refused by server: no_grant: client billing has no grant for key 'x'\n"
 
     kms.problem = None
-    kms.issuing.crl_mode = "missing"
+    kms.status_mode = "stale"
     assert main(["fetch", "orders-db", "--stdout"]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.startswith("error: cannot check revocation of the server certificate: ")
+    assert captured.err.startswith("error: rejected the KMS's response: the stapled status")
     assert captured.err.count("\n") == 1
-    assert main(["fetch", "orders-db", "--stdout", "--no-revocation-check"]) == 0
-    assert "NOT checked" in capsys.readouterr().err
+    assert main(["fetch", "orders-db", "--stdout", "--max-status-age", "1200"]) == 0
+    capsys.readouterr()
 
     monkeypatch.chdir(tmp_path)
     assert main(["fetch", "orders-db", "--stdout"]) == 2
@@ -656,11 +683,12 @@ def test_cli_enroll(kms: FakeKMS, tmp_path: Path, capsys: pytest.CaptureFixture[
     root.write_text(_pem(kms.root.certificate))
     out = tmp_path / "id"
     args = ["enroll", "--url", kms.url, "--ca-cert", str(root), "--out", str(out)]
-    assert main([*args, "--token", "bad"]) == 1
+    assert main([*args, "--token", "f" * 64]) == 1
     assert capsys.readouterr().err.startswith("error: refused by server: invalid_token: ")
-    assert main([*args, "--token=-looks-like-an-option"]) == 1  # tokens may start with "-"
-    assert capsys.readouterr().err.startswith("error: refused by server: invalid_token: ")
-    assert main([*args, "--token", "good-token"]) == 0
+    assert main([*args, "--token=-looks-like-an-option"]) == 2  # not even sent
+    assert "64 hex digits" in capsys.readouterr().err
+    assert kms.requests == [("POST", "/api/v1/enroll")]
+    assert main([*args, "--token", TOKEN]) == 0
     assert capsys.readouterr().out.startswith(f"enrolled as billing: identity stored in {out}")
     assert os.stat(out / "client.key").st_mode & 0o077 == 0
     assert (
@@ -674,7 +702,7 @@ def test_cli_enroll(kms: FakeKMS, tmp_path: Path, capsys: pytest.CaptureFixture[
                 "--out",
                 str(tmp_path / "x"),
                 "--token",
-                "t",
+                TOKEN,
             ]
         )
         == 2

@@ -65,12 +65,17 @@ def test_every_profile_verifies_with_openssl(
     leaf_key: str,
 ) -> None:
     root, issuing = rsa_pki
-    record = services.certificate_issue_from_csr(
-        actor=None,
-        ca=issuing,
-        csr_pem_or_der=csr_pem(request.getfixturevalue(leaf_key), subject, sans),
-        profile=profile,
-    )
+    csr = csr_pem(request.getfixturevalue(leaf_key), subject, sans)
+    if profile == "kms-server":
+        # Only a deployment's server-identity CA issues this profile, through its own path.
+        CertificateAuthority.objects.filter(pk=issuing.pk).update(server_identity=True)
+        record = services.server_identity_certificate_issue(
+            ca=issuing, csr_pem_or_der=csr, subject=subject, sans=list(sans)
+        )
+    else:
+        record = services.certificate_issue_from_csr(
+            actor=None, ca=issuing, csr_pem_or_der=csr, profile=profile
+        )
     (tmp_path / "root.pem").write_text(root.certificate_pem)
     (tmp_path / "intermediate.pem").write_text(issuing.certificate_pem)
     (tmp_path / "leaf.pem").write_text(record.certificate_pem)
@@ -110,7 +115,7 @@ def test_every_profile_verifies_with_openssl(
     ("profile", "purpose", "sans", "hostname"),
     [
         ("tls-server", "server", ("dns:www.example.org",), "www.example.org"),
-        ("kms-server", "server", ("dns:kms.example.org", "ip:192.0.2.7"), "192.0.2.7"),
+        ("tls-server", "server", ("dns:kms.example.org", "ip:192.0.2.7"), "192.0.2.7"),
         ("tls-client", "client", ("email:alice@example.org",), None),
         ("kms-client", "client", ("uri:https://kms.example.org/clients/7",), None),
     ],

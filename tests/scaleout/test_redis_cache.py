@@ -94,8 +94,11 @@ def test_the_client_rate_limit_counts_in_redis(redis_cache: str, settings) -> No
     key = services.symmetric_key_create(actor=None, name="orders-db")
     record, token = distribution.client_create(actor=None, name="billing")
     private_key = ec.generate_private_key(ec.SECP256R1())
-    _client, certificate, _chain = distribution.client_enroll(
-        token=token, csr_pem=csr_pem(private_key)
+    body, _state = protocol.build_enroll_request(
+        token=token, csr_pem=csr_pem(private_key).decode()
+    )
+    _client, certificate, _chain, _mac_key = distribution.client_enroll(
+        request=protocol.parse_enroll_request(body)
     )
     distribution.grant_create(actor=None, client=record, key=key, versions="primary")
 

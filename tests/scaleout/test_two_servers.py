@@ -36,7 +36,7 @@ from accounts import mfa
 from accounts.roles import Role
 from audit.models import AuditEvent
 from audit.services import audit_chain_check
-from kmsclient.client import FETCH_PATH, KMSClient, KMSClientError, clear_crl_cache, enroll
+from kmsclient.client import FETCH_PATH, KMSClient, KMSClientError, enroll
 from kmsclient.identity import load_identity
 from kmsportal.crypto import protocol
 from kmsportal.crypto.crl import crl_summary, load_crl, revoked_serials
@@ -158,11 +158,17 @@ class Cluster:
         distribution.grant_create(actor=None, client=record, key=key, versions="primary")
 
     def client_at(self, node: GunicornNode, name: str) -> KMSClient:
-        """The enrolled client ``name`` talking to ``node`` (it checks the server's
-        certificate against the CRL, fetched from node A, the distribution point)."""
+        """The enrolled client ``name`` talking to ``node`` (it checks the server identity
+        it pinned and the status both nodes staple from the shared cache)."""
         identity = load_identity(self.tmp_path / name)
         client = KMSClient(
-            node.url, identity.cert, identity.key, identity.ca_cert, session=http_session()
+            node.url,
+            identity.cert,
+            identity.key,
+            identity.ca_cert,
+            server_ca_spki_sha256=identity.server_ca_spki_sha256,
+            deployment=identity.deployment,
+            session=http_session(),
         )
         self.clients.append(client)
         return client
@@ -195,12 +201,10 @@ def cluster(
     distribution.distribution_bootstrap()
     root = distribution.root_ca()
     assert root is not None
-    clear_crl_cache()
     cluster = Cluster(a=a, b=b, root_pem=root.certificate_pem, tmp_path=tmp_path)
     yield cluster
     for client in cluster.clients:
         client.close()
-    clear_crl_cache()
     flush_redis(REDIS_DB_NODES)
 
 

@@ -33,11 +33,13 @@ def custodian(make_user, signed_in) -> HttpClient:
     return signed_in(make_user("kc-one", Role.KEY_CUSTODIAN))
 
 
-def enroll(token: str, client: HttpClient | None = None):
+def enroll(token: str, client: HttpClient | None = None, csr: str | None = None):
     key = generate_private_key("ecp256")
-    csr = build_csr(private_key=key, subject=parse_subject("CN=anything")).decode()
+    if csr is None:
+        csr = build_csr(private_key=key, subject=parse_subject("CN=anything")).decode()
+    body, _state = protocol.build_enroll_request(token=token, csr_pem=csr)
     response = (client or HttpClient()).post(
-        "/api/v1/enroll", json.dumps({"token": token, "csr": csr}), content_type="application/json"
+        "/api/v1/enroll", json.dumps(body), content_type="application/json"
     )
     return response, key
 
@@ -112,11 +114,7 @@ def test_expired_token_and_bad_csr(server) -> None:
     assert response.status_code == 401 and response.json()["code"] == "expired_token"
 
     client2, token2 = distribution.client_create(actor=None, name="garbage")
-    response = HttpClient().post(
-        "/api/v1/enroll",
-        json.dumps({"token": token2, "csr": "not a csr"}),
-        content_type="application/json",
-    )
+    response, _ = enroll(token2, csr="not a csr")
     assert response.status_code == 400 and response.json()["code"] == "bad_csr"
     client2.refresh_from_db()
     assert client2.certificate is None and client2.enrollment_token_hash  # token not spent
@@ -129,7 +127,7 @@ def test_expired_token_and_bad_csr(server) -> None:
         (b"{not json", 400, "malformed_request"),
         (b"[]", 400, "malformed_request"),
         (json.dumps({"key_name": "x"}).encode(), 400, "malformed_request"),
-        (b"x" * (65 * 1024), 413, "malformed_request"),
+        (b"x" * (65 * 1024), 413, "request_too_large"),
     ],
 )
 def test_fetch_bad_bodies(server, body: bytes, status: int, code: str) -> None:

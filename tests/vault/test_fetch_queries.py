@@ -66,7 +66,8 @@ def enrolled() -> Enrolled:
     client, token = distribution.client_create(actor=None, name="billing")
     key = generate_private_key("ecp256")
     csr = build_csr(private_key=key, subject=parse_subject("CN=billing"))
-    answer = distribution.client_enroll_response(token=token, csr_pem=csr.decode())
+    body, _state = protocol.build_enroll_request(token=token, csr_pem=csr.decode())
+    answer = distribution.client_enroll_response(body=body)
     client.refresh_from_db()
     return Enrolled(client, answer["certificate"], key)
 

@@ -73,7 +73,7 @@ class Command(BaseCommand):
             self.stdout.write(key.public_key_pem.strip())
 
     def _distribution(self) -> None:
-        from vault.distribution import distribution_bootstrap, root_ca
+        from vault.distribution import distribution_bootstrap, root_ca, server_identity_pin
 
         for line in distribution_bootstrap():
             self.stdout.write(line[0].upper() + line[1:] + ".")
@@ -82,6 +82,16 @@ class Command(BaseCommand):
             f"Clients pin the root CA certificate: {settings.KMS_PUBLIC_URL}/pki/ca/{root.name}.crt"
             f" (SHA-256 {root.fingerprint_sha256})"
         )
+        pin = server_identity_pin()
+        if pin is not None:
+            # What `kmsclient enroll` pins by itself; clients enrolled before server-identity
+            # pinning take these two values with `kmsclient pin-server`.
+            self.stdout.write(
+                f"Server identity (pinned by clients at enrollment): deployment {pin.deployment},"
+                f" server-identity CA key SHA-256 {pin.ca_spki_sha256}\n"
+                "  Clients enrolled earlier: kmsclient pin-server "
+                f"--server-ca-spki {pin.ca_spki_sha256} --deployment {pin.deployment}"
+            )
         from kmsportal.public_url import stale_certificate_addresses
 
         for warning in stale_certificate_addresses():  # KMS_PUBLIC_URL changed since

@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pki', '0005_ca_revocation_request'),
+        ('pki', '0006_ca_server_identity'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
