@@ -114,6 +114,16 @@ def run(args: list[str], *, cwd: Path, env: dict[str, str]) -> str:
 KMSCLIENT = [sys.executable, "-m", "kmsclient"]  # its public command line
 
 
+def key_client_and_grant(checkout: Path) -> str:
+    """The operator, with manage.py in a new shell: a key, a client, a grant; the token."""
+    shell = new_shell_environment()
+    manage = [str(checkout / ".venv/bin/python"), "manage.py"]
+    run([*manage, "key_create", "shared-db"], cwd=checkout, env=shell)
+    created = run([*manage, "client_create", "billing"], cwd=checkout, env=shell)
+    run([*manage, "grant_create", "billing", "shared-db"], cwd=checkout, env=shell)
+    return re.search(r"\): ([0-9a-f]{32,})", created).group(1)
+
+
 def enroll(url: str, token: str, service: Path, checkout: Path) -> tuple[str, dict[str, str]]:
     """Pin the root and enroll, as the token page says, from the service's own directory."""
     service.mkdir()
@@ -147,10 +157,7 @@ def test_first_run_on_another_bind_address(trial, tmp_path: Path) -> None:
     shell = new_shell_environment()
     manage = [str(checkout / ".venv/bin/python"), "manage.py"]
     assert "already" in run([*manage, "reissue_public_urls", "--dry-run"], cwd=checkout, env=shell)
-    run([*manage, "key_create", "shared-db"], cwd=checkout, env=shell)
-    created = run([*manage, "client_create", "billing"], cwd=checkout, env=shell)
-    token = re.search(r"\): ([0-9a-f]{32,})", created).group(1)
-    run([*manage, "grant_create", "billing", "shared-db"], cwd=checkout, env=shell)
+    token = key_client_and_grant(checkout)
 
     # The service machine: kmsclient's command line, from another directory.
     service = tmp_path / "service"
@@ -195,10 +202,7 @@ def test_a_trial_moved_to_another_port_is_fixed_by_reissue_public_urls(tmp_path:
 
         # A service enrolled now fetches through the new address (the server certificate's
         # revocation is checked there).
-        run([*manage, "key_create", "shared-db"], cwd=checkout, env=shell)
-        created = run([*manage, "client_create", "billing"], cwd=checkout, env=shell)
-        token = re.search(r"\): ([0-9a-f]{32,})", created).group(1)
-        run([*manage, "grant_create", "billing", "shared-db"], cwd=checkout, env=shell)
+        token = key_client_and_grant(checkout)
         service = tmp_path / "service"
         enrolled, client_env = enroll(url, token, service, checkout)
         assert "enrolled as billing" in enrolled
