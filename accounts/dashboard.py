@@ -26,6 +26,7 @@ from django.views.generic import TemplateView
 
 from audit.models import AuditEvent, Outcome
 from audit.selectors import EventFilters, audit_event_queryset
+from kmsportal.two_person import pending_summary, two_person_kinds
 from pki.selectors import (
     CertificateOverview,
     CRLFreshness,
@@ -134,26 +135,57 @@ class ApprovalsSection:
     ca_revocations: Stat | None = None  # CA revocation requests
     ca_expired: int = 0
     ca_approvable: int = 0
+    # The other two-person kinds (key grants, export policies, re-enrollment, role grants).
+    others: tuple[Stat, ...] = ()
+    others_approvable: int = 0
+    inbox: str = ""
 
     @property
     def stats(self) -> list[Stat]:
-        return [stat for stat in (self.waiting, self.ca_revocations) if stat is not None]
+        pair = [stat for stat in (self.waiting, self.ca_revocations) if stat is not None]
+        return pair + list(self.others)
 
     @property
     def any_approvable(self) -> int:
-        return self.approvable + self.ca_approvable
+        return self.approvable + self.ca_approvable + self.others_approvable
 
     @property
     def any_waiting(self) -> int:
         return sum(stat.value for stat in self.stats)
 
 
+def _other_approvals(user: AbstractBaseUser, now: datetime) -> tuple[list[Stat], int]:
+    """The two-person kinds beyond destruction and CA revocation, one aggregate each."""
+    stats: list[Stat] = []
+    approvable = 0
+    for kind in two_person_kinds():
+        if kind.slug in ("destruction", "ca-revocation") or not user.has_perm(kind.visible):
+            continue
+        summary = pending_summary(
+            kind.model, user=user, can_approve=user.has_perm(kind.permission), now=now
+        )
+        stats.append(
+            Stat(
+                f"{kind.label} requests waiting",
+                summary.waiting,
+                _link("approvals:inbox", kind=kind.slug),
+                "warn",
+            )
+        )
+        approvable += summary.approvable
+    return stats, approvable
+
+
 def _approvals_section(user: AbstractBaseUser, now: datetime) -> ApprovalsSection | None:
     destruction = destruction_request_summary(user=user, now=now)
     revocation = ca_revocation_summary(user=user, now=now)
-    if destruction is None and revocation is None:
+    others, others_approvable = _other_approvals(user, now)
+    if destruction is None and revocation is None and not others:
         return None
     return ApprovalsSection(
+        others=tuple(others),
+        others_approvable=others_approvable,
+        inbox=_link("approvals:inbox"),
         waiting=(
             Stat(
                 "destruction requests waiting for a second custodian",

@@ -17,3 +17,15 @@ class MfaAction(models.TextChoices):
         "Recovery codes regenerated",
     )
     MFA_RESET = "auth.mfa_reset", "Multi-factor sign-in reset by an administrator"
+
+
+class AccountAction(models.TextChoices):
+    """Invitations and privileged role grants (issue 15, docs/separation-of-duties.md)."""
+
+    INVITATION_ISSUED = "user.invitation_issued", "Invitation link issued"
+    INVITATION_ACCEPTED = "user.invitation_accepted", "Invitation accepted: own password set"
+    ROLE_GRANT_REQUESTED = "user.role_grant_requested", "Privileged role grant requested"
+    ROLE_GRANT_APPROVED = "user.role_grant_approved", "Privileged role grant approved"
+    ROLE_GRANT_REJECTED = "user.role_grant_rejected", "Privileged role grant rejected"
+    ROLE_GRANT_WITHDRAWN = "user.role_grant_withdrawn", "Privileged role grant withdrawn"
+    ROLE_GRANT_EXPIRED = "user.role_grant_expired", "Privileged role grant expired undecided"

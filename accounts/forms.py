@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib.auth.models import User
-from django.contrib.auth.password_validation import password_validators_help_text_html
 from django.core.validators import validate_email
 
 from .roles import Role
@@ -20,45 +19,15 @@ class RolesField(forms.TypedMultipleChoiceField):
         )
 
 
-class PasswordChoiceForm(forms.Form):
-    """Either a random password shown once, or one the administrator types twice."""
-
-    password_mode = forms.ChoiceField(
-        choices=[("random", "Generate a random password (shown once)"), ("set", "Set it myself")],
-        initial="random",
-        widget=forms.RadioSelect,
-    )
-    password1 = forms.CharField(
-        label="Password",
-        required=False,
-        strip=False,
-        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
-        help_text=password_validators_help_text_html(),
-    )
-    password2 = forms.CharField(
-        label="Password again",
-        required=False,
-        strip=False,
-        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
-    )
-
-    def clean(self) -> dict:
-        data = super().clean()
-        if data.get("password_mode") == "set":
-            if not data.get("password1"):
-                self.add_error("password1", "Type the password, or choose a random one.")
-            elif data.get("password1") != data.get("password2"):
-                self.add_error("password2", "The two passwords differ.")
-        return data
-
-    def chosen_password(self) -> str | None:
-        """The typed password, or None for a random one."""
-        if self.cleaned_data["password_mode"] == "set":  # noqa: S105 (a mode, not a password)
-            return self.cleaned_data["password1"]
-        return None
+REASON_HELP = (
+    "Why (recorded in the audit log). Once two or more administrators exist, roles wait "
+    "for a second administrator, who reads this."
+)
 
 
-class UserCreateForm(PasswordChoiceForm):
+class UserCreateForm(forms.Form):
+    """A new account: no password here, the person sets their own through the invitation."""
+
     username = forms.CharField(
         max_length=150,
         validators=User._meta.get_field("username").validators,
@@ -66,16 +35,22 @@ class UserCreateForm(PasswordChoiceForm):
     )
     email = forms.CharField(required=False, validators=[validate_email])
     roles = RolesField()
-
-    field_order = ["username", "email", "roles", "password_mode", "password1", "password2"]
+    reason = forms.CharField(
+        required=False,
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text=REASON_HELP,
+    )
 
 
 class UserRolesForm(forms.Form):
     roles = RolesField()
-
-
-class PasswordResetForm(PasswordChoiceForm):
-    pass
+    reason = forms.CharField(
+        required=False,
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text=REASON_HELP,
+    )
 
 
 class MfaCodeForm(forms.Form):

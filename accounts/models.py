@@ -13,6 +13,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from kmsportal.two_person import TwoPersonChange
+
 
 class MfaDevice(models.Model):
     """A user's authenticator app: the TOTP secret they scanned, sealed.
@@ -71,3 +73,108 @@ class RecoveryCode(models.Model):
 
     def __str__(self) -> str:
         return f"recovery code {self.pk} of user {self.user_id}"
+
+
+# --- separation of duties (issue 15) -------------------------------------------------------
+
+
+class AccountSetup(models.Model):
+    """What the person behind an account did themselves: chose their password.
+
+    Set when they accept an invitation (accounts.invitations) or change their own password;
+    cleared when an administrator issues a password-reset invitation. An account whose
+    password nobody but its holder chose is one an administrator cannot be behind: only such
+    accounts may approve two-person requests (accounts.approvers).
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="account_setup"
+    )
+    password_chosen_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"setup of user {self.user_id}"
+
+
+class Invitation(models.Model):
+    """A one-time link at which a person sets their own password (new account or reset).
+
+    Only the SHA-256 of the token is stored; the link works once, until `expires_at`, and a
+    newer invitation for the same user voids older unused ones.
+    """
+
+    class Purpose(models.TextChoices):
+        NEW_ACCOUNT = "new_account", "new account"
+        PASSWORD_RESET = "password_reset", "password reset"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="invitations"
+    )
+    token_hash = models.CharField(max_length=64, unique=True)
+    purpose = models.CharField(max_length=16, choices=Purpose.choices)
+    created_by_name = models.CharField(max_length=150)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"invitation {self.pk} of user {self.user_id}"
+
+    @property
+    def is_usable(self) -> bool:
+        return self.used_at is None and self.voided_at is None and self.expires_at > timezone.now()
+
+
+class RoleAssignment(models.Model):
+    """When a user received a role they hold (the group membership is the role itself).
+
+    The approver cooling-off (accounts.approvers) counts from here: a role younger than
+    KMS_APPROVER_COOLING_OFF seconds lends no power to approve.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="role_assignments"
+    )
+    role = models.CharField(max_length=32)
+    granted_at = models.DateTimeField(default=timezone.now)
+    granted_by_name = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        default_permissions = ()
+        constraints = [
+            models.UniqueConstraint(fields=["user", "role"], name="accounts_one_assignment")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} of user {self.user_id}"
+
+
+class RoleGrantRequest(TwoPersonChange):
+    """Privileged roles to add to a user, waiting for a second administrator."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="role_grant_requests"
+    )
+    roles = models.JSONField(default=list)  # role values to add
+
+    class Meta:
+        ordering = ["-requested_at"]
+        default_permissions = ("view",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=models.Q(status="pending"),
+                name="accounts_one_pending_role_grant",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"grant {', '.join(self.roles)} to user {self.user_id} ({self.status})"

@@ -9,6 +9,7 @@ urlpatterns = [
     path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/logout/", views.LogoutView.as_view(), name="logout"),
     path("accounts/password/", views.PasswordChangeView.as_view(), name="password_change"),
+    path("accounts/invitation/", views.InvitationView.as_view(), name="invitation"),
     path("accounts/mfa/", mfa_views.MfaManageView.as_view(), name="mfa_manage"),
     path("accounts/mfa/verify/", mfa_views.MfaVerifyView.as_view(), name="mfa_verify"),
     path("accounts/mfa/enroll/", mfa_views.MfaEnrollView.as_view(), name="mfa_enroll"),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
-from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, SetPasswordForm
 from django.contrib.auth.mixins import LoginRequiredMixin, PermissionRequiredMixin
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -18,8 +19,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import ListView
 
-from . import mfa, selectors, services, throttle
-from .forms import PasswordResetForm, UserCreateForm, UserRolesForm
+from . import invitations, mfa, selectors, services, throttle
+from .forms import UserCreateForm, UserRolesForm
+from .models import AccountSetup, Invitation, RoleGrantRequest
 from .roles import Role, user_roles
 
 
@@ -41,14 +43,16 @@ class LoginView(auth_views.LoginView):
     redirect_authenticated_user = True
 
     def _attempt(self) -> tuple[str, str]:
+        """The username as authentication reads it (stripped, NFKC) and the address."""
         return (
-            (self.request.POST.get("username") or "")[:150],
+            throttle.username_normalise((self.request.POST.get("username") or "")[:300])[:150],
             self.request.META.get("REMOTE_ADDR", ""),
         )
 
     def post(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
         username, address = self._attempt()
-        lockout = throttle.sign_in_lockout(username=username, address=address)
+        # Counted before the password is looked at (accounts.throttle).
+        lockout = throttle.sign_in_attempt_begin(username=username, address=address)
         if lockout is not None:
             # Refused before the password is even looked at; the same words whether or not
             # the username exists.
@@ -125,20 +129,25 @@ class UserListView(PortalPermissionMixin, ListView):
         return context
 
 
-def _render_password_once(
-    request: HttpRequest, *, subject: User, password: str, action: str
+def _render_invitation_once(
+    request: HttpRequest, *, subject: User, token: str, action: str, role_request: object = None
 ) -> HttpResponse:
-    """Show a generated password in this one response; it is stored nowhere in clear."""
+    """Show an invitation link in this one response; only its hash is stored."""
     response = render(
         request,
-        "accounts/password_once.html",
-        {"subject": subject, "password": password, "action": action},
+        "accounts/invitation_once.html",
+        {
+            "subject": subject,
+            "link": invitations.invitation_url(token),
+            "action": action,
+            "role_request": role_request,
+            "expires_hours": settings.KMS_INVITATION_SECONDS // 3600,
+        },
     )
     response["Cache-Control"] = "no-store"
     return response
 
 
-@method_decorator(sensitive_post_parameters("password1", "password2"), name="dispatch")
 @method_decorator(never_cache, name="dispatch")
 class UserCreateView(PortalPermissionMixin, View):
     permission_required = "auth.add_user"
@@ -151,24 +160,25 @@ class UserCreateView(PortalPermissionMixin, View):
         form = UserCreateForm(request.POST)
         if form.is_valid():
             try:
-                user, password = services.user_create(
+                created = services.user_create(
                     actor=request.user,
                     username=form.cleaned_data["username"],
                     email=form.cleaned_data["email"],
                     roles=form.cleaned_data["roles"],
-                    password=form.chosen_password(),
+                    reason=form.cleaned_data["reason"],
                 )
             except services.AccountPolicyError as exc:
                 form.add_error(None, str(exc))
             except ValidationError as exc:
-                form.add_error("password1" if form.chosen_password() else None, exc)
+                form.add_error(None, exc)
             else:
-                if password:
-                    return _render_password_once(
-                        request, subject=user, password=password, action="created"
-                    )
-                messages.success(request, f"User {user.username} created.")
-                return HttpResponseRedirect(reverse("accounts:user_detail", args=[user.pk]))
+                return _render_invitation_once(
+                    request,
+                    subject=created.user,
+                    token=created.invitation_token,
+                    action="created",
+                    role_request=created.role_request,
+                )
         return render(request, self.template_name, {"form": form}, status=400)
 
 
@@ -188,6 +198,8 @@ class UserDetailView(PortalPermissionMixin, View):
             "roles_form": forms.get("roles_form") or UserRolesForm(initial={"roles": roles}),
             "is_self": subject.pk == self.request.user.pk,
             "subject_mfa": mfa.mfa_status(user=subject),
+            "subject_setup": AccountSetup.objects.filter(user=subject).first(),
+            "role_requests": RoleGrantRequest.objects.filter(user=subject, status="pending"),
         }
 
 
@@ -216,13 +228,23 @@ class UserRolesView(UserActionView):
         if not form.is_valid():
             return self.refused(subject, ValueError("Choose at least one valid role."))
         try:
-            services.user_roles_set(
-                actor=request.user, user=subject, roles=form.cleaned_data["roles"]
+            changed = services.user_roles_set(
+                actor=request.user,
+                user=subject,
+                roles=form.cleaned_data["roles"],
+                reason=form.cleaned_data["reason"],
             )
         except services.AccountPolicyError as exc:
             return self.refused(subject, exc)
-        labels = ", ".join(Role(r).label for r in form.cleaned_data["roles"])
-        return self.done(subject, f"Roles of {subject.username} are now: {labels}.")
+        labels = ", ".join(r.label for r in user_roles(subject)) or "none"
+        message = f"Roles of {subject.username} are now: {labels}."
+        if changed.request is not None:
+            waiting = ", ".join(Role(r).label for r in changed.request.roles)
+            message += (
+                f" {waiting} waits for a second administrator's approval (Approvals): with two "
+                "or more administrators no one grants a role alone."
+            )
+        return self.done(subject, message)
 
 
 class UserDeactivateView(UserActionView):
@@ -252,34 +274,81 @@ class UserReactivateView(UserActionView):
         return self.done(subject, f"{subject.username} can sign in again.")
 
 
-@method_decorator(sensitive_post_parameters("password1", "password2"), name="dispatch")
 @method_decorator(never_cache, name="dispatch")
 class UserPasswordResetView(UserActionView):
+    """GET: what a reset does. POST: end the password and hand over a new invitation link."""
+
     http_method_names = ["get", "post"]
     template_name = "accounts/user_password_reset.html"
 
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
-        subject = self.subject(pk)
-        return render(
-            request, self.template_name, {"subject": subject, "form": PasswordResetForm()}
-        )
+        return render(request, self.template_name, {"subject": self.subject(pk)})
 
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         subject = self.subject(pk)
-        form = PasswordResetForm(request.POST)
+        try:
+            token = services.user_password_reset(actor=request.user, user=subject)
+        except services.AccountPolicyError as exc:
+            return self.refused(subject, exc)
+        return _render_invitation_once(request, subject=subject, token=token, action="reset")
+
+
+@method_decorator(sensitive_post_parameters("new_password1", "new_password2"), name="dispatch")
+@method_decorator(never_cache, name="dispatch")
+class InvitationView(View):
+    """The invitation link: the person sets their own password (no sign-in needed; the
+    token in the link's query string is the credential, once)."""
+
+    template_name = "registration/invitation.html"
+
+    def _invitation(self, token: str) -> Invitation | None:
+        try:
+            return invitations.invitation_get(token=token)
+        except invitations.InvitationInvalid:
+            return None
+
+    def _render(
+        self, invitation: Invitation | None, form: object, status: int = 200
+    ) -> HttpResponse:
+        response = render(
+            self.request,
+            self.template_name,
+            {"invitation": invitation, "form": form},
+            status=status if invitation else 404,
+        )
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        token = request.GET.get("token", "")
+        invitation = self._invitation(token)
+        form = SetPasswordForm(invitation.user) if invitation else None
+        return self._render(invitation, form)
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        token = request.GET.get("token", "")  # the form posts back to the link itself
+        invitation = self._invitation(token)
+        if invitation is None:
+            return self._render(None, None)
+        form = SetPasswordForm(invitation.user, request.POST)
         if form.is_valid():
             try:
-                password = services.user_password_reset(
-                    actor=request.user, user=subject, password=form.chosen_password()
+                user = invitations.invitation_accept(
+                    token=token, password=form.cleaned_data["new_password1"]
                 )
-            except services.AccountPolicyError as exc:
-                form.add_error(None, str(exc))
+            except invitations.InvitationInvalid:
+                return self._render(None, None)
             except ValidationError as exc:
-                form.add_error("password1", exc)
+                form.add_error("new_password1", exc)
             else:
-                if password:
-                    return _render_password_once(
-                        request, subject=subject, password=password, action="reset"
-                    )
-                return self.done(subject, f"Password of {subject.username} was reset.")
-        return render(request, self.template_name, {"subject": subject, "form": form}, status=400)
+                messages.success(
+                    request,
+                    f"Your password is set, {user.username}. Sign in with it now"
+                    + (
+                        "; you will set up your authenticator app next."
+                        if mfa.mfa_required_for(user)
+                        else "."
+                    ),
+                )
+                return HttpResponseRedirect(reverse("accounts:login"))
+        return self._render(invitation, form, status=400)

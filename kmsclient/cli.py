@@ -5,7 +5,8 @@ Each command is one ``register_<command>(subparsers)`` function that adds its pa
 command means writing those two functions and listing the register function in ``COMMANDS``.
 
 Exit status: 0 success, 1 the check failed (e.g. a tampered audit export, a certificate that
-does not validate), 2 usage or input errors (missing file, unreadable input, bad arguments).
+does not validate), 2 usage or input errors (missing file, unreadable input, bad arguments);
+``verify-cert`` adds 3: valid, but revocation was not checked (``--offline``) or not known.
 """
 
 from __future__ import annotations
@@ -138,15 +139,22 @@ def audit_verify(args: argparse.Namespace) -> int:
 
 
 def register_verify_cert(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``verify-cert CERT --ca-cert ROOT [--chain FILE] [--hostname H] [--purpose P]``."""
+    """Add ``verify-cert CERT --ca-cert ROOT [--chain FILE] [--hostname H] [--purpose P]
+    [--crl FILE ... | --ocsp | --offline]``."""
     parser = subparsers.add_parser(
         "verify-cert",
-        help="validate a certificate offline against a trusted CA certificate",
+        help="validate a certificate against a trusted CA certificate, revocation included",
         description=(
-            "Validate a certificate offline: path to the trusted CA certificate, every "
-            "signature, validity periods, basic constraints, key usage and EKU for the "
-            "purpose, and the host name. Prints each check; exit status 0 if none failed, "
-            "1 if one did, 2 if an input cannot be read. Revocation is not checked offline."
+            "Validate a certificate: path to the trusted CA certificate (every candidate "
+            "issuer tried), signatures, validity periods, basic constraints, name "
+            "constraints, critical extensions, key and signature algorithms, key usage and "
+            "EKU for the purpose, the host name, and revocation of every certificate below "
+            "the root: by default from its CRL distribution point (complete and delta CRL), "
+            "else its OCSP responder. Prints one line per check. Exit status 0: valid and "
+            "not revoked; 1: a check failed (revoked, expired, not a certificate, ...); 2: a "
+            "trust root, chain or CRL file cannot be read, or a usage error; 3: every other "
+            "check passed but revocation was not established (--offline, or no source "
+            "answered)."
         ),
     )
     parser.add_argument("certificate", metavar="CERT", help="the certificate (PEM or DER)")
@@ -162,6 +170,23 @@ def register_verify_cert(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--purpose", choices=["server", "client", "any"], default="any", help="default any"
     )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--crl",
+        metavar="FILE",
+        action="append",
+        help="check revocation with these CRL files (complete and delta; repeatable) "
+        "instead of downloading",
+    )
+    source.add_argument(
+        "--ocsp", action="store_true", help="ask the certificates' OCSP responders only"
+    )
+    source.add_argument(
+        "--offline",
+        action="store_true",
+        help="do not check revocation (exit status 3 instead of 0 when otherwise valid)",
+    )
+    parser.add_argument("--timeout", type=float, default=15.0, help="seconds per download")
     parser.set_defaults(handler=verify_cert)
 
 
@@ -169,7 +194,14 @@ _MARKS = {True: "PASS", False: "FAIL", None: "SKIP"}
 
 
 def verify_cert(args: argparse.Namespace) -> int:
-    """Print ``PASS/FAIL/SKIP check: detail`` per check, then ``OK`` or ``FAILED``."""
+    """Print ``PASS/FAIL/SKIP check: detail`` per check, then ``OK``, ``FAILED`` or
+    ``UNCHECKED``; see :mod:`kmsclient.verify` for the exit statuses."""
+    from kmsclient.verify import EXIT_OK as VERIFY_OK
+    from kmsclient.verify import EXIT_REVOCATION_UNCHECKED
+
+    mode = (
+        "offline" if args.offline else "ocsp" if args.ocsp else "crl-files" if args.crl else "auto"
+    )
     try:
         result = verify_certificate_files(
             certificate=args.certificate,
@@ -177,17 +209,27 @@ def verify_cert(args: argparse.Namespace) -> int:
             chain=args.chain,
             hostname=args.hostname,
             purpose=args.purpose,
+            revocation=mode,  # type: ignore[arg-type]
+            crl_files=args.crl or (),
+            timeout=args.timeout,
         )
     except CertificateInputError as exc:
         return _error(str(exc))
     for check in result.report.checks:
         print(f"{_MARKS[check.passed]} {check.name}: {check.detail}")
-    if result.report.ok:
-        print(f"OK: {result.subject} is valid for purpose {args.purpose}")
-        return EXIT_OK
-    failed = ", ".join(c.name for c in result.report.failed) or "path"
-    print(f"FAILED: {result.subject} ({failed})", file=sys.stderr)
-    return EXIT_FAILED
+    status = result.exit_status
+    if status == VERIFY_OK:
+        print(f"OK: {result.subject} is valid for purpose {args.purpose} and not revoked")
+    elif status == EXIT_REVOCATION_UNCHECKED:
+        why = "--offline" if args.offline else "no revocation source answered"
+        print(
+            f"UNCHECKED: {result.subject} passed every other check for purpose "
+            f"{args.purpose}, but its revocation status was not checked ({why})"
+        )
+    else:
+        failed = ", ".join(c.name for c in result.report.failed) or "path"
+        print(f"FAILED: {result.subject} ({failed})", file=sys.stderr)
+    return status
 
 
 # --------------------------------------------------------------------------- enroll

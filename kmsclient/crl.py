@@ -1,9 +1,11 @@
 """Fetch and check a CA's CRL as a relying party: ``python -m kmsclient crl``.
 
 Downloads the CRL from its distribution point (plain HTTP is fine: the CRL is signed),
-checks that it is a complete CRL signed by the CA certificate the relying party trusts
-(``--ca-cert``, obtained independently), that it is current (thisUpdate <= now < nextUpdate),
-and, given a serial number, whether that certificate is on it. Uses `kmsportal.crypto` and
+checks it as RFC 5280 §6.3.3 asks against the CA certificate the relying party trusts
+(``--ca-cert``, obtained independently): a complete CRL, issued and signed by that CA whose
+key usage allows cRLSign, with a non-critical CRLNumber, no unknown critical extension, a
+scope that covers the CA's certificates, current (thisUpdate <= now < nextUpdate); and, given
+a serial number, whether that certificate is on it or on the delta CRL the CRL points to. Uses `kmsportal.crypto` and
 `requests`, never Django.
 """
 
@@ -18,14 +20,10 @@ import requests
 from cryptography import x509
 
 from kmsportal.crypto.crl import (
-    CRLError,
     CRLSummary,
     RevokedInfo,
-    crl_is_fresh,
-    crl_summary,
-    load_crl,
-    revoked_serials,
-    verify_crl_signature,
+    crl_revocation_status,
+    validate_crl,
 )
 from kmsportal.crypto.x509 import X509Error, format_name, load_certificate
 
@@ -60,6 +58,8 @@ class CRLCheck:
     issuer: str
     serial: int | None
     revoked: RevokedInfo | None
+    #: The delta CRL also consulted for ``serial`` (its number), if any.
+    delta_crl_number: int | None = None
 
     @property
     def is_revoked(self) -> bool:
@@ -132,44 +132,52 @@ def check_crl(
     serial: str | None = None,
     now: datetime | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    use_delta: bool = True,
 ) -> CRLCheck:
     """Download the CRL at ``url`` and check it against the CA certificate in the file
-    ``ca_certificate``; report on ``serial`` (hex) if given.
+    ``ca_certificate`` as RFC 5280 §6.3.3 asks (:func:`validate_crl`: issuer, signature,
+    cRLSign, CRLNumber, critical extensions, scope, freshness); report on ``serial`` (hex)
+    if given, taking a delta CRL (FreshestCRL) into account when the CRL points at one.
 
     Raises :class:`CRLInputError` (bad arguments, unreadable file, download failure) or
-    :class:`CRLInvalid` (not a CRL, not signed by that CA, a delta CRL, not current).
+    :class:`CRLInvalid` (every reason the CRL cannot be relied on, in one message).
     """
     wanted = parse_serial(serial) if serial is not None else None
     issuer = _load_ca(ca_certificate)
     data = download_crl(url, timeout=timeout)
-    try:
-        crl = load_crl(data)
-        summary = crl_summary(crl)
-    except CRLError as exc:
-        raise CRLInvalid(f"{url}: {exc}") from None
-    issuer_name = format_name(issuer.subject) or "(empty subject)"
-    if not verify_crl_signature(crl, issuer):
-        raise CRLInvalid(
-            f"the CRL at {url} is not signed by {issuer_name} (issuer {summary.issuer!r})"
-        )
-    if summary.is_delta:
-        raise CRLInvalid(f"{url} serves a delta CRL, not a complete one")
     moment = now or datetime.now(UTC)
-    if not crl_is_fresh(crl, moment):
-        if summary.next_update is None:
-            raise CRLInvalid(f"the CRL at {url} has no next update, so it is never current")
-        raise CRLInvalid(
-            f"the CRL at {url} is not current: this update "
-            f"{summary.this_update:%Y-%m-%d %H:%M:%S} UTC, next update "
-            f"{summary.next_update:%Y-%m-%d %H:%M:%S} UTC, now {moment:%Y-%m-%d %H:%M:%S} UTC"
-        )
+    result = validate_crl(
+        data, issuer_certificate=issuer, now=moment, read_entries=wanted is not None
+    )
+    if not result.ok or result.summary is None:
+        raise CRLInvalid(f"the CRL at {url} cannot be relied on: " + "; ".join(result.problems))
+    issuer_name = format_name(issuer.subject) or "(empty subject)"
     revoked = None
+    delta_number = None
     if wanted is not None:
-        try:
-            revoked = revoked_serials(crl).get(wanted)
-        except CRLError as exc:
-            raise CRLInvalid(f"{url}: {exc}") from None
-    return CRLCheck(summary=summary, issuer=issuer_name, serial=wanted, revoked=revoked)
+        delta = None
+        if use_delta and result.summary.freshest_crl_urls:
+            delta_url = result.summary.freshest_crl_urls[0]
+            delta = validate_crl(
+                download_crl(delta_url, timeout=timeout),
+                issuer_certificate=issuer,
+                now=moment,
+                base=result,
+            )
+            if not delta.ok:
+                raise CRLInvalid(
+                    f"the delta CRL at {delta_url} cannot be relied on: "
+                    + "; ".join(delta.problems)
+                )
+            delta_number = delta.summary.crl_number if delta.summary else None
+        revoked = crl_revocation_status(wanted, result, delta)
+    return CRLCheck(
+        summary=result.summary,
+        issuer=issuer_name,
+        serial=wanted,
+        revoked=revoked,
+        delta_crl_number=delta_number,
+    )
 
 
 # --- the command line ------------------------------------------------------------------------
@@ -211,6 +219,8 @@ def crl_command(args: object) -> int:
     if result.serial is None:
         return EXIT_GOOD
     serial = format_serial(result.serial)
+    if result.delta_crl_number is not None:
+        print(f"delta CRL #{result.delta_crl_number} consulted as well")
     if result.revoked is None:
         print(f"GOOD: serial {serial} is not on the CRL")
         return EXIT_GOOD

@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "audit",
     "vault",
     "pki",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -139,8 +140,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
 
-# CACHE_URL: sign-in lockout counters and client rate limits live in the cache; with several
-# nodes they must all use the same Redis (`redis://host:6379/0`, `rediss://` for TLS).
+# CACHE_URL: with several nodes they must all use the same Redis (`redis://host:6379/0`,
+# `rediss://` for TLS).
 REDIS_SCHEMES = frozenset({"redis", "rediss", "rediscache"})
 
 
@@ -152,7 +153,22 @@ def cache_config(url: str) -> dict[str, object]:
     return env.cache_url_config(url, backend=backend)
 
 
-CACHES = {"default": cache_config(env.str("CACHE_URL", default="") or "locmemcache://kmsportal")}
+CACHE_URL: str = env.str("CACHE_URL", default="")
+CACHES = {
+    "default": cache_config(CACHE_URL or "locmemcache://kmsportal"),
+    # Lockout and rate-limit counters (kmsportal.counters): the database, which every worker
+    # and node shares, unless CACHE_URL names a Redis.
+    "counters": (
+        cache_config(CACHE_URL)
+        if CACHE_URL
+        else {
+            "BACKEND": "kmsportal.counters.DatabaseCounterCache",
+            "LOCATION": "kms_counters",  # created by accounts' migration 0003
+            # Never cull: a spray over many usernames must not push a lockout out.
+            "OPTIONS": {"MAX_ENTRIES": 10_000_000},
+        }
+    ),
+}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "auth.User"
@@ -237,6 +253,22 @@ CSRF_FAILURE_VIEW = "audit.views.csrf_failure"
 # for CRLs and OCSP (RFC 5280 section 4.2.1.13): relying parties must not need TLS to check
 # revocation.
 KMS_PUBLIC_URL: str = env.str("KMS_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Longest validity of tls-server certificates, days (CA/B Forum BRs: 200 since March 2026).
+KMS_TLS_SERVER_MAX_DAYS: int = env.int("KMS_TLS_SERVER_MAX_DAYS", default=200)
+# A CA's complete CRL is republished by publish_crls once its delta lists revocations and it
+# is older than this many seconds (relying parties without delta support catch up).
+KMS_CRL_REBASE_AFTER: int = env.int("KMS_CRL_REBASE_AFTER", default=3600)
+
+# Expiry notifications (manage.py notify_expiring). Email through Django's backend: SMTP from
+# EMAIL_URL (e.g. smtp+tls://user:password@mail.example.org:587), the console otherwise.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="kmsportal@localhost")
+KMS_NOTIFY_WINDOWS_DAYS: list[int] = env.list(
+    "KMS_NOTIFY_WINDOWS_DAYS", cast=int, default=[30, 7, 1]
+)
+KMS_NOTIFY_MIN_LIFETIME_DAYS: int = env.int("KMS_NOTIFY_MIN_LIFETIME_DAYS", default=7)
+KMS_NOTIFY_WEBHOOK_URL: str = env.str("KMS_NOTIFY_WEBHOOK_URL", default="")
+KMS_NOTIFY_WEBHOOK_SECRET: str = env.str("KMS_NOTIFY_WEBHOOK_SECRET", default="")
 
 # Master keyring: "id2:base64key,id1:base64key" (32-byte keys; the first seals, all unseal).
 # Parsed and checked by kmsportal.keyring (system check), never logged.
@@ -274,6 +306,12 @@ SIGN_IN_LOCKOUT_SECONDS: int = env.int("SIGN_IN_LOCKOUT_SECONDS", default=15 * 6
 KMS_MFA_REQUIRED_ROLES: list[str] = env.list(
     "KMS_MFA_REQUIRED_ROLES", default=["administrator", "key_custodian", "ca_operator"]
 )
+
+# Separation of duties (docs/separation-of-duties.md): an account, password, authenticator or
+# role younger than this many seconds cannot approve two-person requests; invitation links
+# (new users, password resets) work once, for this many seconds.
+KMS_APPROVER_COOLING_OFF: int = env.int("KMS_APPROVER_COOLING_OFF", default=24 * 60 * 60)
+KMS_INVITATION_SECONDS: int = env.int("KMS_INVITATION_SECONDS", default=72 * 60 * 60)
 
 # Sign a checkpoint of the audit chain automatically every N events (0 turns it off;
 # `manage.py audit_checkpoint` from cron signs the rest).

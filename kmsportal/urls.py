@@ -6,11 +6,13 @@ from kmsportal.health import healthz, readyz
 
 urlpatterns = [
     path("", include("accounts.urls")),
+    path("approvals/", include("accounts.approval_urls")),
     path("audit/", include("audit.urls")),
     path("keys/", include("vault.urls")),
     path("clients/", include("vault.client_urls")),
     path("api/v1/", include("vault.api_urls")),
     path("pki/", include("pki.urls")),
+    path("notifications/", include("notifications.urls")),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
 ]

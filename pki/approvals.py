@@ -30,8 +30,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts.approvers import approver_check
 from audit.services import audit_event_record
 from kmsportal.crypto.crl import RevocationReason
+from kmsportal.two_person import TwoPersonError
 
 from .errors import PkiError
 from .events import PkiAction
@@ -204,6 +206,10 @@ def ca_revocation_approve(*, actor: AbstractBaseUser, request: CARevocationReque
             "you asked for this revocation; a different person who may revoke certificates "
             "must approve it (two-person rule)"
         )
+    try:  # own password, own authenticator, past the cooling-off (accounts.approvers)
+        approver_check(user=actor, permission="pki.revoke_certificate")
+    except TwoPersonError as exc:
+        raise PkiError(str(exc)) from None
     if request.is_expired:
         raise PkiError(
             f"this request expired at {request.expires_at:%Y-%m-%d %H:%M} UTC; ask for a new "

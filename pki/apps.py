@@ -7,13 +7,22 @@ class PkiConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.conf import settings
+
         from audit.registry import audit_actions_register
+        from kmsportal.crypto.profiles import configure_tls_server_days
+
+        # The tls-server profile's longest validity (KMS_TLS_SERVER_MAX_DAYS, default 200).
+        configure_tls_server_days(settings.KMS_TLS_SERVER_MAX_DAYS)
         from kmsportal.keyring.services import sealed_field_register
 
         from .events import PkiAction
 
         # The PKI's audit event types (the recorder and the auditor's filter know them).
         audit_actions_register(PkiAction)
+        from . import approval_kinds
+
+        approval_kinds.register()  # the shared two-person inbox and confirmation pages
 
         # CA private keys: rewrap re-seals them; start-up refuses to drop a master key id
         # that still seals one.

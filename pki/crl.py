@@ -2,16 +2,24 @@
 
 One CRL per CA, v2, signed by the CA's own key (RFC 5280 5.1): thisUpdate, nextUpdate
 (``CertificateAuthority.crl_validity_days`` later), AKI, cRLNumber, and per entry the
-reasonCode (left out for unspecified) and the invalidityDate. It lists every certificate of
-the CA that is revoked now, certificateHold included; a released hold is simply absent
-from the next CRL (there are no delta CRLs, so removeFromCRL is never needed).
+reasonCode (left out for unspecified) and the invalidityDate. The complete CRL lists every
+certificate of the CA that is revoked now, certificateHold included, and carries FreshestCRL
+pointing at the CA's delta CRL (RFC 5280 5.2.4, 5.2.6: ``/pki/crl/<ca>-delta.crl``), which
+lists the revocations since its base (the newest complete CRL). A released hold is absent
+from the next complete CRL, which a release publishes (with a new delta for it), so
+removeFromCRL is never needed.
 
 When a CRL is published
     * when the CA is created (number 1, in the creating transaction): a relying party never
       gets a 404 for an existing CA;
-    * inside every revocation's (and hold release's) own transaction, after the change;
-    * by ``manage.py publish_crls`` once the current one is past half its lifetime, and on
-      demand from the CRL page ("publish now").
+    * a delta CRL inside every revocation's own transaction, after the change: revoking one
+      certificate with 100,000 already revoked costs a delta of the few revocations since
+      the base, not a rebuild of the complete CRL; a hold release publishes both, and so
+      does a revocation when the complete CRL is older than ``KMS_CRL_REBASE_AFTER``;
+    * by ``manage.py publish_crls`` (complete + delta) once the current one (or its delta)
+      is past half its lifetime, or when the delta lists revocations and the complete CRL is
+      older than ``KMS_CRL_REBASE_AFTER`` (default one hour), and on demand from the CRL
+      page ("publish now").
 
 Why inside the revocation's transaction and not in ``transaction.on_commit``: the CRL row
 commits or rolls back together with the revocation, so a stored CRL can never list a
@@ -43,15 +51,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Model, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
 from audit.services import audit_event_record
-from kmsportal.crypto.crl import CRLError, build_crl, crl_to_der
+from kmsportal.crypto.crl import CRLError, EntryCache, build_crl, crl_to_der
 from kmsportal.crypto.signer import Signer
 
+from .distribution import ca_distribution_points
 from .errors import PkiError
 from .events import PkiAction
 from .models import (
@@ -65,9 +75,11 @@ from .signers import ca_signer
 
 __all__ = [
     "CRLDownload",
+    "crl_delta_publish_locked",
     "crl_download_der",
     "crl_download_get",
     "crl_download_pem",
+    "crl_entry_cache_clear",
     "crl_is_due",
     "crl_pem",
     "crl_publish",
@@ -79,7 +91,9 @@ def _actor_name(actor: object) -> str:
     return actor.get_username() if actor is not None else "system"  # type: ignore[attr-defined]
 
 
-def crl_entries(ca_id: object) -> list[tuple[int, datetime, str | None, datetime | None]]:
+def crl_entries(
+    ca_id: object, *, since: datetime | None = None
+) -> list[tuple[int, datetime, str | None, datetime | None]]:
     """Every revoked certificate of the CA as (serial, revocation date, reason, invalidity
     date): four columns per row straight from the database, the serial from its stored hex.
 
@@ -89,9 +103,11 @@ def crl_entries(ca_id: object) -> list[tuple[int, datetime, str | None, datetime
     databases store UTC; SQLite's text has no offset (naive, which X.509 takes as UTC),
     PostgreSQL's (session time zone UTC) ends in ``+00``. One fetch, no server-side cursor.
     """
+    revoked = Certificate.objects.filter(ca_id=ca_id, status=CertificateStatus.REVOKED)
+    if since is not None:
+        revoked = revoked.filter(revoked_at__gte=since)  # index (ca, revoked_at)
     rows = (
-        Certificate.objects.filter(ca_id=ca_id, status=CertificateStatus.REVOKED)
-        .order_by()
+        revoked.order_by()
         .annotate(
             revoked_text=Cast("revoked_at", TextField()),
             invalid_text=Cast("invalidity_date", TextField()),
@@ -137,6 +153,77 @@ def _store_der(row: RevocationList, der: bytes) -> None:
     row.crl_der = der
 
 
+#: A delta CRL lists the revocations since its base CRL's thisUpdate minus this margin
+#: (clock differences between nodes); listing a revocation the base also lists is harmless.
+DELTA_MARGIN = timedelta(minutes=5)
+
+
+def _next_number(ca: CertificateAuthority) -> int:
+    previous = (
+        RevocationList.objects.filter(ca=ca)
+        .order_by("-crl_number")
+        .values_list("crl_number", flat=True)
+        .first()
+    )
+    return (previous or 0) + 1
+
+
+def _store(
+    *,
+    ca: CertificateAuthority,
+    number: int,
+    der: bytes,
+    entries: int,
+    this_update: datetime,
+    next_update: datetime,
+    trigger: CRLTrigger,
+    actor: object,
+    base_number: int | None,
+) -> RevocationList:
+    row = RevocationList.objects.create(
+        ca=ca,
+        crl_number=number,
+        this_update=this_update,
+        next_update=next_update,
+        entry_count=entries,
+        crl_der=None,
+        size=len(der),
+        sha256=hashlib.sha256(der).hexdigest(),
+        trigger=trigger,
+        published_by_name=_actor_name(actor),
+        is_delta=base_number is not None,
+        base_crl_number=base_number,
+    )
+    _store_der(row, der)
+    # Only the newest CRL of each kind is ever served; older rows keep their metadata.
+    RevocationList.objects.filter(
+        ca=ca, is_delta=base_number is not None, crl_number__lt=number, crl_der__isnull=False
+    ).update(crl_der=None)
+    return row
+
+
+#: Per process, the built entries of the last complete CRL of the few CAs published most
+#: recently (see kmsportal.crypto.crl.EntryCache): a CA's row lock serialises its builds.
+ENTRY_CACHE_CAS = 2
+_entry_caches: OrderedDict[object, EntryCache] = OrderedDict()
+_entry_caches_lock = threading.Lock()
+
+
+def _entry_cache(ca_id: object) -> EntryCache:
+    with _entry_caches_lock:
+        cache = _entry_caches.pop(ca_id, None) or EntryCache()
+        _entry_caches[ca_id] = cache
+        while len(_entry_caches) > ENTRY_CACHE_CAS:
+            _entry_caches.popitem(last=False)
+        return cache
+
+
+def crl_entry_cache_clear() -> None:
+    """Forget every cached CRL entry (tests, and the benchmark's cold-process figure)."""
+    with _entry_caches_lock:
+        _entry_caches.clear()
+
+
 def crl_publish_locked(
     *,
     ca: CertificateAuthority,
@@ -145,66 +232,164 @@ def crl_publish_locked(
     signer: Signer | None = None,
     now: datetime | None = None,
 ) -> RevocationList:
-    """Build, sign and store the next CRL of ``ca``.
+    """Build, sign and store the next complete CRL of ``ca``, then a delta CRL for it.
+
+    The complete CRL carries FreshestCRL (where the delta CRL is); the delta published right
+    after it names it as its base, so a relying party never combines the new complete CRL
+    with a delta of an older one that would still list a released hold.
 
     The caller holds the lock on ``ca``'s row (or has just inserted it) inside its
     transaction, and loaded the row with its sealed key unless it passes ``signer``. Not
     audited here: the caller's event covers it. ``now`` exists for tests (a CRL from the
-    past).
+    past). Returns the complete CRL's row.
     """
     moment = (now or timezone.now()).replace(microsecond=0)
-    previous = (
-        RevocationList.objects.filter(ca=ca)
-        .order_by("-crl_number")
-        .values_list("crl_number", flat=True)
-        .first()
-    )
-    number = (previous or 0) + 1
+    number = _next_number(ca)
     entries = crl_entries(ca.pk)
-    this_update = moment
     next_update = moment + timedelta(days=ca.crl_validity_days)
+    signer = signer or ca_signer(ca)
+    issuer = x509.load_der_x509_certificate(bytes(ca.certificate_der))
+    points = ca_distribution_points(ca.name)
+    cache = _entry_cache(ca.pk)
     try:
         crl = build_crl(
-            issuer_certificate=x509.load_der_x509_certificate(bytes(ca.certificate_der)),
-            signer=signer or ca_signer(ca),
+            issuer_certificate=issuer,
+            signer=signer,
             entries=entries,
             crl_number=number,
-            this_update=this_update,
+            this_update=moment,
             next_update=next_update,
+            freshest_crl_url=points.delta_crl,
+            entry_cache=cache,
         )
     except CRLError as exc:
+        cache.entries = {}
         raise PkiError(f"the CRL of CA {ca.name} cannot be built: {exc}") from None
-    der = crl_to_der(crl)
-    row = RevocationList.objects.create(
+    row = _store(
         ca=ca,
-        crl_number=number,
-        this_update=this_update,
+        number=number,
+        der=crl_to_der(crl),
+        entries=len(entries),
+        this_update=moment,
         next_update=next_update,
-        entry_count=len(entries),
-        crl_der=None,
-        size=len(der),
-        sha256=hashlib.sha256(der).hexdigest(),
         trigger=trigger,
-        published_by_name=_actor_name(actor),
+        actor=actor,
+        base_number=None,
     )
-    _store_der(row, der)
-    # Only the newest CRL is ever served; older rows keep their metadata, not their bytes.
-    RevocationList.objects.filter(ca=ca, crl_number__lt=number, crl_der__isnull=False).update(
-        crl_der=None
+    _publish_delta(
+        ca=ca, base=row, trigger=trigger, actor=actor, signer=signer, issuer=issuer, now=moment
     )
     return row
 
 
-def crl_is_due(latest: RevocationList | None, *, now: datetime | None = None) -> bool:
-    """True if there is no CRL or the newest is past half its lifetime: time to replace it,
-    long before relying parties (and OpenSSL) refuse it at nextUpdate."""
+def _publish_delta(
+    *,
+    ca: CertificateAuthority,
+    base: RevocationList,
+    trigger: CRLTrigger,
+    actor: object,
+    signer: Signer,
+    issuer: x509.Certificate,
+    now: datetime,
+) -> RevocationList:
+    number = _next_number(ca)
+    # Every revocation since the base (RFC 5280 5.2.4). A released hold is not listed: a
+    # release publishes a new complete CRL (which omits it) and a delta for that one.
+    entries = crl_entries(ca.pk, since=base.this_update - DELTA_MARGIN)
+    # A delta CRL must not outlive its base.
+    next_update = min(now + timedelta(days=ca.crl_validity_days), base.next_update)
+    if next_update <= now:
+        next_update = now + timedelta(days=ca.crl_validity_days)
+    try:
+        crl = build_crl(
+            issuer_certificate=issuer,
+            signer=signer,
+            entries=entries,
+            crl_number=number,
+            this_update=now,
+            next_update=next_update,
+            delta_crl_indicator=base.crl_number,
+        )
+    except CRLError as exc:
+        raise PkiError(f"the delta CRL of CA {ca.name} cannot be built: {exc}") from None
+    return _store(
+        ca=ca,
+        number=number,
+        der=crl_to_der(crl),
+        entries=len(entries),
+        this_update=now,
+        next_update=next_update,
+        trigger=trigger,
+        actor=actor,
+        base_number=base.crl_number,
+    )
+
+
+def crl_delta_publish_locked(
+    *,
+    ca: CertificateAuthority,
+    trigger: CRLTrigger,
+    actor: object = None,
+    signer: Signer | None = None,
+) -> RevocationList:
+    """Publish the next delta CRL of ``ca`` against its newest complete CRL: what a
+    revocation costs (the revocations since the base, read through the (ca, revoked_at)
+    index), instead of rebuilding the complete CRL. A CA without a complete CRL gets one
+    (and its delta), and so does one whose complete CRL is older than
+    ``KMS_CRL_REBASE_AFTER``: relying parties that ignore delta CRLs then see the first
+    revocation after a quiet spell at once, without waiting for ``publish_crls`` from cron
+    (which a trial under ``make run`` does not have). At most one revocation per
+    ``KMS_CRL_REBASE_AFTER`` pays for a complete rebuild. The caller holds ``ca``'s row
+    lock; returns the delta's row."""
+    base = _latest(ca)
+    rebase_after = timedelta(seconds=settings.KMS_CRL_REBASE_AFTER)
+    if base is None or timezone.now() - base.this_update >= rebase_after:
+        crl_publish_locked(ca=ca, trigger=trigger, actor=actor, signer=signer)
+        delta = _latest(ca, delta=True)
+        assert delta is not None
+        return delta
+    moment = timezone.now().replace(microsecond=0)
+    return _publish_delta(
+        ca=ca,
+        base=base,
+        trigger=trigger,
+        actor=actor,
+        signer=signer or ca_signer(ca),
+        issuer=x509.load_der_x509_certificate(bytes(ca.certificate_der)),
+        now=moment,
+    )
+
+
+def crl_is_due(
+    latest: RevocationList | None,
+    *,
+    now: datetime | None = None,
+    delta: RevocationList | None = None,
+) -> bool:
+    """True if there is no complete CRL, the newest is past half its lifetime (time to
+    replace it, long before relying parties and OpenSSL refuse it at nextUpdate), its delta
+    is, or the delta lists revocations and the complete CRL is older than
+    ``KMS_CRL_REBASE_AFTER`` (so relying parties that ignore delta CRLs see them soon)."""
     if latest is None:
         return True
-    return (now or timezone.now()) >= latest.republish_after
+    moment = now or timezone.now()
+    if moment >= latest.republish_after:
+        return True
+    if delta is None:
+        return False
+    if moment >= delta.republish_after:
+        return True
+    rebase_after = timedelta(seconds=settings.KMS_CRL_REBASE_AFTER)
+    return delta.entry_count > 0 and moment - latest.this_update >= rebase_after
 
 
-def _latest(ca: CertificateAuthority) -> RevocationList | None:
-    return RevocationList.objects.filter(ca=ca).defer("crl_der").order_by("-crl_number").first()
+def _latest(ca: CertificateAuthority, *, delta: bool = False) -> RevocationList | None:
+    return (
+        RevocationList.objects.filter(ca=ca, is_delta=delta)
+        .defer("crl_der")
+        .order_by("-crl_number")
+        .first()
+    )
 
 
 @transaction.atomic
@@ -224,9 +409,10 @@ def crl_publish(
     """
     locked = CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
     latest = _latest(locked)
-    if not force and not crl_is_due(latest):
+    delta = _latest(locked, delta=True)
+    if not force and not crl_is_due(latest, delta=delta):
         return None
-    if trigger == CRLTrigger.FIRST_DOWNLOAD and latest is not None:
+    if trigger == CRLTrigger.FIRST_DOWNLOAD and latest is not None and delta is not None:
         return None  # another request published it while this one waited for the lock
     row = crl_publish_locked(ca=locked, trigger=trigger, actor=actor)
     audit_event_record(
@@ -247,6 +433,7 @@ def crl_publish(
             "sha256": row.sha256,
             "trigger": str(trigger),
             "previous_crl_number": latest.crl_number if latest is not None else None,
+            "delta_crl_number": row.crl_number + 1,
         },
     )
     return row
@@ -281,14 +468,13 @@ class CRLDownload:
 
 @functools.cache
 def _newest_crl_sql(vendor: str) -> str:
-    # Indexes: the CA's unique name, then (ca, crl_number) of the pki_crl_number constraint.
-    # A subquery rather than a join: PostgreSQL plans it in half the time, which is a third
-    # of what the query costs.
+    # Indexes: the CA's unique name, then (ca, is_delta, crl_number). A subquery rather than
+    # a join: PostgreSQL plans it in half the time, which is a third of what the query costs.
     return (
         'SELECT r."id", r."sha256", r."this_update", r."next_update" '  # noqa: S608 (no input)
         f"FROM {_table(RevocationList)} r "
         f'WHERE r."ca_id" = (SELECT a."id" FROM {_table(CertificateAuthority)} a '
-        'WHERE a."name" = %s) ORDER BY r."crl_number" DESC LIMIT 1'
+        'WHERE a."name" = %s) AND r."is_delta" = %s ORDER BY r."crl_number" DESC LIMIT 1'
     )
 
 
@@ -301,22 +487,27 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def crl_download_get(*, ca_name: str) -> CRLDownload | None:
-    """The newest CRL of the CA called ``ca_name``, or None if there is no such CA.
+def crl_download_get(*, ca_name: str, delta: bool = False) -> CRLDownload | None:
+    """The newest complete CRL (or, with ``delta``, delta CRL) of the CA called
+    ``ca_name``, or None if there is no such CA.
 
-    One indexed query (CA by name, newest CRL number), without the bytes. A CA without any
-    CRL gets its first one here, once (see the module docstring); after that nothing is ever
-    built on download.
+    One indexed query (CA by name, newest CRL number of that kind), without the bytes. A CA
+    without any CRL gets its first one here, once (see the module docstring); after that
+    nothing is ever built on download.
     """
     with connection.cursor() as cursor:
-        cursor.execute(_newest_crl_sql(connection.vendor), [ca_name])
+        cursor.execute(_newest_crl_sql(connection.vendor), [ca_name, delta])
         row = cursor.fetchone()
     if row is None:
         ca = CertificateAuthority.objects.filter(name=ca_name).first()
         if ca is None:
             return None
         crl_publish(actor=None, ca=ca, trigger=CRLTrigger.FIRST_DOWNLOAD)
-        return crl_download_get(ca_name=ca_name)
+        with connection.cursor() as cursor:
+            cursor.execute(_newest_crl_sql(connection.vendor), [ca_name, delta])
+            row = cursor.fetchone()
+        if row is None:
+            return None
     pk, sha256, this_update, next_update = row
     return CRLDownload(
         pk=pk, sha256=sha256, this_update=_aware(this_update), next_update=_aware(next_update)

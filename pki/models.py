@@ -214,6 +214,8 @@ class Certificate(models.Model):
         ]
         indexes = [
             models.Index(fields=["ca", "id"], name="pki_cert_ca_id"),
+            # Delta CRLs read the revocations since their base CRL.
+            models.Index(fields=["ca", "revoked_at"], name="pki_cert_ca_revoked_at"),
             models.Index(fields=["status", "not_after"], name="pki_cert_status_expiry"),
             # The certificate list filtered by status, newest first (keyset on id).
             models.Index(fields=["status", "id"], name="pki_cert_status_id"),
@@ -275,6 +277,10 @@ class RevocationList(models.Model):
     trigger = models.CharField(max_length=16, choices=CRLTrigger.choices)
     published_by_name = models.CharField(max_length=150)
     published_at = models.DateTimeField(default=timezone.now)
+    #: A delta CRL (RFC 5280 5.2.4): the changes since the complete CRL ``base_crl_number``.
+    #: Complete and delta CRLs of a CA share one number sequence (RFC 5280 5.2.3).
+    is_delta = models.BooleanField(default=False)
+    base_crl_number = models.PositiveBigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-crl_number"]
@@ -283,6 +289,10 @@ class RevocationList(models.Model):
         permissions = [("publish_crl", "Can publish CRLs on demand")]
         constraints = [
             models.UniqueConstraint(fields=["ca", "crl_number"], name="pki_crl_number"),
+        ]
+        indexes = [
+            # The newest complete (or delta) CRL of a CA, for downloads.
+            models.Index(fields=["ca", "is_delta", "crl_number"], name="pki_crl_kind_number"),
         ]
 
     def __str__(self) -> str:

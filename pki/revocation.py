@@ -33,7 +33,7 @@ from audit.services import audit_event_record
 from kmsportal.crypto.crl import RevocationReason
 from kmsportal.crypto.profiles import SUB_CA_PROFILE_NAME
 
-from .crl import crl_publish_locked
+from .crl import crl_delta_publish_locked, crl_publish_locked
 from .errors import PkiError
 from .events import PkiAction
 from .models import (
@@ -217,10 +217,13 @@ def certificate_revoke(
     who may revoke.
     """
     chosen = _reason(reason)
-    now = timezone.now().replace(microsecond=0)
-    invalid_since = _invalidity_date(invalidity_date, chosen, now)
+    invalid_since = _invalidity_date(invalidity_date, chosen, timezone.now().replace(microsecond=0))
 
     ca = _lock_ca(certificate.ca_id)
+    # The time is taken under the CA lock: a complete CRL published before this revocation
+    # has a thisUpdate no later than it, so the delta CRL (revocations since its base's
+    # thisUpdate) cannot miss it.
+    now = timezone.now().replace(microsecond=0)
     record = Certificate.objects.select_for_update().get(pk=certificate.pk)
     record.ca = ca
     was_on_hold = record.is_on_hold
@@ -247,7 +250,8 @@ def certificate_revoke(
         tree = _revoke_ca_tree(top=revoked_ca, reason=_cascade_reason(chosen), now=now)
         for member, _count in tree:
             tree_crls[member.pk] = _publish_below(member, actor)
-    crl = crl_publish_locked(ca=ca, trigger=CRLTrigger.REVOCATION, actor=actor)
+    # A delta CRL, not a rebuild of the complete CRL (see pki.crl).
+    crl = crl_delta_publish_locked(ca=ca, trigger=CRLTrigger.REVOCATION, actor=actor)
 
     details: dict[str, object] = {
         "ca": ca.name,
@@ -258,6 +262,7 @@ def certificate_revoke(
         "revoked_at": now.isoformat(),
         "invalidity_date": invalid_since.isoformat() if invalid_since else None,
         "crl_number": crl.crl_number,
+        "delta_crl": True,
     }
     if was_on_hold:
         details["previous_reason"] = _HOLD.value

@@ -18,7 +18,7 @@ from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from kmsportal.crypto.crl import CRLError, crl_summary, load_crl, verify_crl_signature
+from kmsportal.crypto.crl import validate_crl
 from kmsportal.crypto.profiles import PROFILES, SUB_CA_PROFILE_NAME
 from kmsportal.crypto.x509 import CertificateSummary, describe_certificate
 from kmsportal.two_person import ApprovalSummary, pending_summary
@@ -467,14 +467,17 @@ class CRLHealth:
 
 
 def _check_stored_crl(der: bytes, ca: CertificateAuthority, row: RevocationList) -> str:
-    """Empty if the stored CRL is sound, else what is wrong with it."""
-    try:
-        crl = load_crl(der)
-        summary = crl_summary(crl)
-    except CRLError as exc:
-        return f"the stored CRL cannot be read: {exc}"
-    if not verify_crl_signature(crl, x509.load_der_x509_certificate(bytes(ca.certificate_der))):
-        return "the signature does not verify with the CA certificate"
+    """Empty if the stored CRL is sound, else what is wrong with it: the relying party's
+    checks (RFC 5280 6.3.3, :func:`validate_crl`), then the row's own facts."""
+    checked = validate_crl(
+        der,
+        issuer_certificate=x509.load_der_x509_certificate(bytes(ca.certificate_der)),
+        now=row.this_update,
+        read_entries=False,
+    )
+    if not checked.ok or checked.summary is None:
+        return "the stored CRL cannot be relied on: " + "; ".join(checked.problems)
+    summary = checked.summary
     if summary.crl_number != row.crl_number or summary.entry_count != row.entry_count:
         return (
             f"the CRL says number {summary.crl_number} with {summary.entry_count} entries, "
@@ -501,7 +504,12 @@ def crl_health(*, ca: CertificateAuthority) -> CRLHealth:
     history = list(
         RevocationList.objects.filter(ca=ca).defer("crl_der").order_by("-crl_number")[:CRL_HISTORY]
     )
-    latest = history[0] if history else None
+    latest = (
+        RevocationList.objects.filter(ca=ca, is_delta=False)
+        .defer("crl_der")
+        .order_by("-crl_number")
+        .first()
+    )
     signature_ok: bool | None = None
     problem = ""
     state = "missing"
@@ -570,7 +578,9 @@ def crl_freshness_list(
     if not user.has_perm(VIEW_CA):
         return None
     now = now or timezone.now()
-    newest = RevocationList.objects.filter(ca=OuterRef("pk")).order_by("-crl_number")
+    newest = RevocationList.objects.filter(ca=OuterRef("pk"), is_delta=False).order_by(
+        "-crl_number"
+    )
     rows = (
         CertificateAuthority.objects.order_by("name")
         .annotate(

@@ -38,7 +38,11 @@ from django.utils import timezone
 from audit.services import audit_event_record
 from kmsportal.crypto.profiles import SUB_CA_PROFILE_NAME, Profile, ProfileError
 from kmsportal.crypto.signer import PrivateKey, PublicKey, Signer
-from kmsportal.crypto.validation import RevocationStatus, ValidationReport, validate_certificate
+from kmsportal.crypto.validation import (
+    RevocationStatus,
+    ValidationReport,
+    validate_certificate_data,
+)
 from kmsportal.crypto.x509 import (
     CLOCK_SKEW,
     DEFAULT_CA_KEY_TYPE,
@@ -58,8 +62,6 @@ from kmsportal.crypto.x509 import (
     generate_pkcs12,
     generate_private_key,
     get_profile,
-    load_certificate,
-    load_certificates,
     load_csr,
     new_serial_number,
     parse_san,
@@ -266,6 +268,9 @@ def _ca_plan(
         raise PkiError(f"the CA name {name!r} is not valid: {CA_NAME_MESSAGE}")
     if name in RESERVED_CA_NAMES:
         raise PkiError(f"{name!r} is a reserved word and cannot name a CA")
+    if name.endswith("-delta"):
+        # /pki/crl/<ca>-delta.crl is the delta CRL of <ca>.
+        raise PkiError(f"a CA name may not end in -delta ({name!r}): that names delta CRLs")
     if CertificateAuthority.objects.filter(name=name).exists():
         raise PkiError(f"a CA named {name!r} already exists")
     kind = _key_type(key_type)
@@ -320,6 +325,7 @@ def _build_ca(
             ca_issuers_url=points.ca_issuers or None,
             ocsp_url=points.ocsp or None,
             serial_number=serial,
+            freshest_crl_url=points.delta_crl or None,
         )
 
 
@@ -659,6 +665,7 @@ def _build_leaf(
             ocsp_url=points.ocsp,
             days=days,
             serial_number=serial,
+            freshest_crl_url=points.delta_crl,
         )
 
 
@@ -1060,7 +1067,7 @@ class ValidationOutcome:
     """A validation report with what the pages show around it."""
 
     report: ValidationReport
-    leaf: CertificateSummary
+    leaf: CertificateSummary | None  # None when the input could not be read or described
     issued_here: Certificate | None
     path: list[PathEntry]
     purpose: str
@@ -1102,18 +1109,17 @@ def certificate_validate(
     """Validate a certificate (PEM or DER) for ``purpose`` ("server", "client", "any") and
     optionally ``hostname``, against the roots of this PKI.
 
-    Every check is reported (path to one of our roots, signatures, validity, basic
-    constraints, key usage and EKU, hostname, revocation status from our database). Our own
-    intermediates are available to the path builder, so a chain is optional. Changes
-    nothing and is not audited; ``actor`` must be allowed to read certificates.
+    Every check is reported (decoding, path to one of our roots, signatures, validity, basic
+    constraints, name constraints, critical extensions, algorithms, key usage and EKU,
+    hostname, revocation status from our database). Our own intermediates are available to
+    the path builder, so a chain is optional. Any bytes give a report: input that is not a
+    certificate fails the decoding check. Changes nothing and is not audited; ``actor``
+    must be allowed to read certificates.
     """
     if actor is not None and not actor.has_perm("pki.view_certificate"):
         raise PkiError("validating certificates needs the pki.view_certificate permission")
     if purpose not in PURPOSES:
         raise PkiError(f"unknown purpose {purpose!r}; choose server, client or any")
-    with _x509_errors():
-        leaf = load_certificate(pem_data)
-        supplied = load_certificates(chain_pem) if chain_pem and chain_pem.strip() else []
     roots: list[x509.Certificate] = []
     ours: list[x509.Certificate] = []
     names: dict[str, str] = {}
@@ -1129,10 +1135,11 @@ def certificate_validate(
         else:
             ours.append(certificate)
     host = (hostname or "").strip() or None
-    report = validate_certificate(
-        leaf=leaf,
-        intermediates=[*supplied, *ours],
+    report, leaf = validate_certificate_data(
+        certificate=pem_data,
+        chain=chain_pem,
         trust_roots=roots,
+        extra_intermediates=ours,
         purpose=purpose,  # type: ignore[arg-type]
         hostname=host,
         is_revoked=_database_status,
@@ -1144,15 +1151,23 @@ def certificate_validate(
         )
         for c in report.path
     ]
+    if leaf is None:
+        return ValidationOutcome(
+            report=report, leaf=None, issued_here=None, path=path, purpose=purpose, hostname=host
+        )
     issued_here = (
         Certificate.objects.select_related("ca")
         .defer("ca__sealed_private_key")
         .filter(fingerprint_sha256=_fingerprint(certificate_to_der(leaf)))
         .first()
     )
+    try:
+        summary = describe_certificate(leaf)
+    except Exception:  # a certificate too malformed to describe is still reported on
+        summary = None
     return ValidationOutcome(
         report=report,
-        leaf=describe_certificate(leaf),
+        leaf=summary,
         issued_here=issued_here,
         path=path,
         purpose=purpose,

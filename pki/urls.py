@@ -27,6 +27,19 @@ urlpatterns = [
         name="ca_certificate_pem",
     ),
     # Public (no sign-in): the CRL distribution point written into every certificate.
+    # Delta CRLs first: "<ca>-delta.crl" would otherwise match "<slug>.crl".
+    path(
+        "crl/<slug:name>-delta.crl",
+        views.CRLView.as_view(),
+        {"encoding": "der", "delta": True},
+        name="delta_crl_der",
+    ),
+    path(
+        "crl/<slug:name>-delta.pem",
+        views.CRLView.as_view(),
+        {"encoding": "pem", "delta": True},
+        name="delta_crl_pem",
+    ),
     path("crl/<slug:name>.crl", views.CRLView.as_view(), {"encoding": "der"}, name="crl_der"),
     path("crl/<slug:name>.pem", views.CRLView.as_view(), {"encoding": "pem"}, name="crl_pem"),
     # Public: the OCSP responder (AIA OCSP). POST to the bare URL; GET with the request in

@@ -312,16 +312,18 @@ class CACertificateView(View):
 @method_decorator(login_not_required, name="dispatch")
 class CRLView(View):
     """Public: the CA's newest CRL as stored, DER (``.crl``, the CRL distribution point in
-    every certificate) or PEM. Never built or signed here (see `pki.crl`). ETag: the
+    every certificate) or PEM; ``<ca>-delta.crl`` / ``.pem``: its newest delta CRL. Never built or signed here (see `pki.crl`). ETag: the
     SHA-256 of the DER bytes; Last-Modified: thisUpdate; fresh until nextUpdate at most."""
 
     http_method_names = ["get", "head"]
 
-    def get(self, request: HttpRequest, name: str, encoding: str) -> HttpResponse:
+    def get(
+        self, request: HttpRequest, name: str, encoding: str, delta: bool = False
+    ) -> HttpResponse:
         # A CRL published between reading the newest one's validators and its bytes makes a
         # try come back empty; the next one reads the new CRL.
         for _ in range(3):
-            download = crl.crl_download_get(ca_name=name)
+            download = crl.crl_download_get(ca_name=name, delta=delta)
             if download is None:
                 raise Http404("No such certificate authority.")
             if encoding == "der":

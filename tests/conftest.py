@@ -8,10 +8,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from accounts import services
 from accounts.roles import Role
 from tests import factories
-from tests.factories import TEST_PASSWORD
 
 
 @pytest.fixture(autouse=True)
@@ -22,11 +20,25 @@ def _fast_password_hasher(settings, request) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _empty_cache() -> None:
-    """Sign-in lockout and rate-limit counters live in the cache: no test inherits them."""
-    from django.core.cache import cache
+def _no_approver_cooling_off(settings) -> None:
+    """Users made in a test approve at once (KMS_APPROVER_COOLING_OFF=0); the default of
+    24 h is proved by tests/accounts/test_separation_of_duties.py, which sets it back."""
+    settings.KMS_APPROVER_COOLING_OFF = 0
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache(request, django_db_blocker):
+    """No test inherits another's cached values or counters. The `counters` cache is a
+    database table: a test's transaction rolls it back, but a transactional test's flush
+    does not empty it (Django flushes only its models' tables), so that is done here."""
+    from django.core.cache import cache, caches
 
     cache.clear()
+    yield
+    marker = request.node.get_closest_marker("django_db")
+    if marker and (marker.kwargs.get("transaction") or marker.args[:1] == (True,)):
+        with django_db_blocker.unblock():
+            caches["counters"].clear()
 
 
 @pytest.fixture(autouse=True)
@@ -73,10 +85,7 @@ def make_user(db) -> Callable[..., User]:
     """Create a user with roles through the service; password is TEST_PASSWORD."""
 
     def make(username: str, *roles: Role, email: str = "") -> User:
-        user, _ = services.user_create(
-            actor=None, username=username, roles=list(roles), email=email, password=TEST_PASSWORD
-        )
-        return user
+        return factories.user_make(username, *roles, email=email)
 
     return make
 

@@ -13,6 +13,30 @@ if TYPE_CHECKING:  # importable before Django is set up (bench scripts, live-ser
 TEST_PASSWORD = "correct horse battery staple 42"
 
 
+def user_make(username: str, *roles: object, email: str = "") -> AbstractBaseUser:
+    """A user as the portal makes one: created by the system with `roles`, who then set
+    TEST_PASSWORD at their invitation link themselves. Roles that would wait for a second
+    administrator (two or more exist) are applied directly: the fixture stands for a team
+    set up earlier. No authenticator: `sign_in` or `mfa_enroll` add one."""
+    from accounts import invitations, services
+    from accounts.models import RoleGrantRequest
+
+    created = services.user_create(
+        actor=None, username=username, roles=list(roles), email=email, reason="test user"
+    )
+    if created.role_request is not None:
+        RoleGrantRequest.objects.filter(pk=created.role_request.pk).delete()
+        services._roles_add(created.user, list(roles), by="test")
+    return invitations.invitation_accept(token=created.invitation_token, password=TEST_PASSWORD)
+
+
+def approver_make(username: str, *roles: object) -> AbstractBaseUser:
+    """A user who may approve two-person requests: own password and own authenticator."""
+    user = user_make(username, *roles)
+    mfa_enroll(user)
+    return user
+
+
 def totp_code(secret: bytes, step: int | None = None) -> str:
     """The 6-digit code an authenticator app holding `secret` shows at `step` (now if None)."""
     from kmsportal.crypto import otp

@@ -89,9 +89,22 @@ TABLE: dict[str, Route] = {
     "/users/<int:pk>/reactivate/": Route(
         "/users/{target}/reactivate/", PORTAL,           (302, 405, 403, 403, 403),
                                                          (302, 302, 403, 403, 403)),
+    # POST replaces the password with a new invitation link (the page showing it once):
+    # the target's password stops working; nothing the matrix compares changes
     "/users/<int:pk>/password/": Route(
         "/users/{target}/password/", PORTAL,             (302, 200, 403, 403, 403),
-                                                         (302, 400, 403, 403, 403)),
+                                                         (302, 200, 403, 403, 403)),
+    # an invitation link needs no sign-in; an unknown token is 404 for everyone
+    "/accounts/invitation/": Route(
+        "/accounts/invitation/", SIGN_IN,                (404, 404, 404, 404, 404),
+                                                         (404, 404, 404, 404, 404)),
+    # --- two-person requests (one inbox, one confirmation page per request) -----------
+    "/approvals/": Route("/approvals/", PORTAL,          (302, 200, 200, 200, 200)),
+    # a withdrawn destruction request: its page shows it; a POST without a decision is
+    # refused with a message (custodians) or 403 (no permission to decide)
+    "/approvals/<slug:slug>/<int:pk>/": Route(
+        "/approvals/destruction/{destruction}/", PORTAL, (302, 200, 200, 403, 200),
+                                                         (302, 403, 302, 403, 403)),
     # a user without an authenticator: resetting is refused with a message
     "/users/<int:pk>/mfa/reset/": Route(
         "/users/{target}/mfa/reset/", PORTAL,            (302, 200, 403, 403, 403),
@@ -172,6 +185,15 @@ TABLE: dict[str, Route] = {
                                                          (302, 403, 403, 302, 403)),
     "/pki/ca/<slug:name>.crt": Route("/pki/ca/kms-clients.crt", PUBLIC, (200, 200, 200, 200, 200)),
     "/pki/ca/<slug:name>.pem": Route("/pki/ca/kms-clients.pem", PUBLIC, (200, 200, 200, 200, 200)),
+    # --- expiry notifications (issue 18): CA operators and administrators manage watchers
+    "/notifications/watchers/": Route(
+        "/notifications/watchers/", PORTAL,              (302, 200, 403, 200, 403),
+                                                         (302, 400, 403, 400, 403)),
+    "/notifications/watchers/<int:pk>/delete/": Route(
+        "/notifications/watchers/{watcher}/delete/", PORTAL, (302, 405, 403, 405, 403),
+                                                         (302, 400, 403, 400, 403)),
+    "/pki/crl/<slug:name>-delta.crl": Route("/pki/crl/kms-clients-delta.crl", PUBLIC, (200, 200, 200, 200, 200)),
+    "/pki/crl/<slug:name>-delta.pem": Route("/pki/crl/kms-clients-delta.pem", PUBLIC, (200, 200, 200, 200, 200)),
     "/pki/crl/<slug:name>.crl": Route("/pki/crl/kms-clients.crl", PUBLIC, (200, 200, 200, 200, 200)),
     "/pki/crl/<slug:name>.pem": Route("/pki/crl/kms-clients.pem", PUBLIC, (200, 200, 200, 200, 200)),
     # OCSP answers a malformed request with an (unsigned) malformedRequest response, HTTP 200
@@ -290,7 +312,9 @@ def matrix_objects(make_user) -> dict[str, int]:
 
     key = services.symmetric_key_create(actor=None, name="matrix-key")
     doomed = services.symmetric_key_create(actor=None, name="matrix-doomed")
-    destruction = services.destruction_request_create(actor=custodian, key=doomed, waiting_days=7)
+    destruction = services.destruction_request_create(
+        actor=custodian, key=doomed, waiting_days=7, reason="retired"
+    )
     services.destruction_request_reject(actor=custodian, request=destruction)  # withdrawn
     client, _token = distribution.client_create(actor=None, name="matrix-client")
     grant = distribution.grant_create(actor=None, client=client, key=key)
@@ -314,6 +338,10 @@ def matrix_objects(make_user) -> dict[str, int]:
         actor=operator, certificate=sub_certificate, reason="superseded"
     )
     ca_revocation_withdraw(actor=operator, request=ca_revocation)
+    from notifications.services import watcher_add
+
+    watcher = watcher_add(actor=admin, email="watch@example.org", scope="profile",
+                          profile="tls-server")  # fmt: skip
     first_event = AuditEvent.objects.order_by("sequence").first()
     assert first_event is not None
     from pki.models import GeneratedKeyDelivery
@@ -323,6 +351,7 @@ def matrix_objects(make_user) -> dict[str, int]:
     )
     return {
         "delivery": delivery.pk,
+        "watcher": watcher.pk,
         "target": target.pk,
         "inactive": inactive.pk,
         "destruction": destruction.pk,

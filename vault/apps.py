@@ -12,6 +12,9 @@ class VaultConfig(AppConfig):
         from .events import VaultAction
 
         audit_actions_register(VaultAction)
+        from . import approval_kinds
+
+        approval_kinds.register()  # the shared two-person inbox and confirmation pages
         from kmsportal.keyring.services import sealed_field_register
 
         # Key material: rewrap re-seals it; start-up refuses to drop a master key sealing it.

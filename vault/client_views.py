@@ -15,9 +15,10 @@ from django.views.decorators.cache import never_cache
 
 from accounts.views import PortalPermissionMixin
 from kmsportal.one_time import one_time_secret_keep, one_time_secret_take
+from kmsportal.two_person import TwoPersonError
 from kmsportal.widgets import utc_datetime_input
 
-from . import distribution, selectors
+from . import approvals, distribution, selectors
 from .models import Client, GrantVersions, SymmetricKey
 
 
@@ -39,6 +40,20 @@ class GrantForm(forms.Form):
         required=False,
         label="Expires (UTC)",
         widget=utc_datetime_input(),
+    )
+    reason = forms.CharField(
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Why this client needs the key; a second key custodian reads it before "
+        "approving (unless the key's export policy is 'single').",
+    )
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Why; when the client holds grants a second key custodian reads it.",
     )
 
 
@@ -124,6 +139,7 @@ def _detail(
             "deliveries": selectors.client_deliveries(client=client),
             "grant_form": grant_form or GrantForm(),
             "revoke_form": RevokeForm(),
+            "grant_requests": client.grant_requests.filter(status="pending").select_related("key"),
         },
         status=status,
     )
@@ -149,17 +165,26 @@ class GrantCreateView(PortalPermissionMixin, View):
                 form.add_error("key", "No key with this name.")
             else:
                 try:
-                    distribution.grant_create(
+                    outcome = approvals.grant_request_create(
                         actor=request.user,
                         client=client,
                         key=key,
                         versions=form.cleaned_data["versions"],
                         expires_at=form.cleaned_data["expires_at"],
+                        reason=form.cleaned_data["reason"],
                     )
-                except distribution.DistributionError as exc:
+                except (distribution.DistributionError, TwoPersonError) as exc:
                     form.add_error(None, str(exc))
                 else:
-                    messages.success(request, f"{client.name} may now fetch {key.name}.")
+                    if outcome.request is not None:
+                        messages.success(
+                            request,
+                            f"Grant of {key.name} to {client.name} requested: a second key "
+                            "custodian must approve it on its confirmation page (Approvals) "
+                            "before the client can fetch the key.",
+                        )
+                    else:
+                        messages.success(request, f"{client.name} may now fetch {key.name}.")
                     return HttpResponseRedirect(reverse("clients:detail", args=[client.name]))
         return _detail(request, client, grant_form=form, status=400)
 
@@ -196,8 +221,10 @@ class ClientActionView(PortalPermissionMixin, View):
         ),
         "token": (
             "New enrollment token",
-            "A fresh one-time token lets the service enroll a "
-            "new key pair; an unused earlier token stops working.",
+            "A fresh one-time token lets the service enroll a new key pair; an unused earlier "
+            "token stops working. Whoever enrolls with it can fetch every key this client is "
+            "granted: while it holds live grants, a second key custodian must approve (the "
+            "approver receives the token).",
         ),
     }
 
@@ -218,7 +245,7 @@ class ClientActionView(PortalPermissionMixin, View):
                 "client": client,
                 "title": title,
                 "explanation": explanation,
-                "form": RevokeForm() if action == "revoke" else None,
+                "form": {"revoke": RevokeForm(), "token": ReasonForm()}.get(action),
             },
         )
 
@@ -231,10 +258,30 @@ class ClientActionView(PortalPermissionMixin, View):
             elif action == "resume":
                 distribution.client_resume(actor=request.user, client=client)
             elif action == "token":
-                token = distribution.client_enrollment_token_renew(
-                    actor=request.user, client=client
+                form = ReasonForm(request.POST)
+                if not form.is_valid():
+                    return render(
+                        request,
+                        "vault/client_action.html",
+                        {
+                            "client": client,
+                            "title": title,
+                            "explanation": explanation,
+                            "form": form,
+                        },
+                        status=400,
+                    )
+                outcome = approvals.client_reenrollment_request(
+                    actor=request.user, client=client, reason=form.cleaned_data["reason"]
                 )
-                return _token_page(request, client, token)
+                if outcome.token is not None:
+                    return _token_page(request, client, outcome.token)
+                messages.success(
+                    request,
+                    f"{client.name} holds live grants: the new enrollment token waits for a "
+                    "second key custodian's approval (Approvals); the approver receives it.",
+                )
+                return HttpResponseRedirect(reverse("clients:detail", args=[client.name]))
             else:
                 form = RevokeForm(request.POST)
                 if not form.is_valid():
@@ -252,7 +299,7 @@ class ClientActionView(PortalPermissionMixin, View):
                 distribution.client_revoke(
                     actor=request.user, client=client, reason=form.cleaned_data["reason"]
                 )
-        except distribution.DistributionError as exc:
+        except (distribution.DistributionError, TwoPersonError) as exc:
             messages.error(request, str(exc))
         else:
             messages.success(request, f"{title}: done for {client.name}.")

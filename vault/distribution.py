@@ -45,6 +45,7 @@ from django.utils import timezone
 from audit.context import request_meta
 from audit.models import Outcome
 from audit.services import audit_event_record
+from kmsportal.counters import counter_add, counters
 from kmsportal.crypto import protocol
 from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.crypto.server_identity import spki_sha256
@@ -873,7 +874,7 @@ def _certificate_status(
 
 
 def _rate_limit(context: _Context, client: Client) -> None:
-    """Fixed window per client, in the shared cache (Redis when several servers run).
+    """Fixed window per client, in the shared counters (database, or Redis when set).
     Charged only for requests whose signature verified: a client's certificate is public,
     so anything else would let anyone spend its budget."""
     limit = settings.KMS_CLIENT_RATE_LIMIT
@@ -883,12 +884,8 @@ def _rate_limit(context: _Context, client: Client) -> None:
     now = timezone.now().timestamp()
     bucket = int(now // window)
     name = f"kms:rate:{client.pk}:{bucket}"
-    cache.add(name, 0, timeout=window * 2)
-    try:
-        count = cache.incr(name)
-    except ValueError:  # evicted between add and incr
-        cache.set(name, 1, timeout=window * 2)
-        count = 1
+    # kmsportal.counters: every worker and node shares the count (database or Redis).
+    count = counter_add(counters(), name, timeout=window * 2)
     if count > limit:
         retry = int(window - (now % window)) + 1
         raise _refuse(

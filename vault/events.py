@@ -37,3 +37,34 @@ class VaultAction(models.TextChoices):
         "api.requests_refused",
         "Client API requests refused, not attributable to a client (count per source and minute)",
     )
+    # Two-person requests of the distribution (vault.approvals, issue 15).
+    GRANT_REQUESTED = "grant.requested", "Key grant to a client requested (two-person rule)"
+    GRANT_REQUEST_APPROVED = "grant.request_approved", "Key grant request approved"
+    GRANT_REQUEST_REJECTED = "grant.request_rejected", "Key grant request rejected"
+    GRANT_REQUEST_WITHDRAWN = "grant.request_withdrawn", "Key grant request withdrawn"
+    GRANT_REQUEST_EXPIRED = "grant.request_expired", "Key grant request expired undecided"
+    KEY_EXPORT_POLICY_CHANGED = "key.export_policy_changed", "Key export policy changed"
+    KEY_EXPORT_POLICY_REQUESTED = (
+        "key.export_policy_requested",
+        "Weaker key export policy requested (two-person rule)",
+    )
+    KEY_EXPORT_POLICY_REJECTED = "key.export_policy_rejected", "Export policy request rejected"
+    KEY_EXPORT_POLICY_WITHDRAWN = (
+        "key.export_policy_withdrawn",
+        "Export policy request withdrawn",
+    )
+    KEY_EXPORT_POLICY_EXPIRED = "key.export_policy_expired", "Export policy request expired"
+    CLIENT_REENROLLMENT_REQUESTED = (
+        "client.reenrollment_requested",
+        "Re-enrollment of a client holding grants requested (two-person rule)",
+    )
+    CLIENT_REENROLLMENT_APPROVED = "client.reenrollment_approved", "Client re-enrollment approved"
+    CLIENT_REENROLLMENT_REJECTED = "client.reenrollment_rejected", "Client re-enrollment rejected"
+    CLIENT_REENROLLMENT_WITHDRAWN = (
+        "client.reenrollment_withdrawn",
+        "Client re-enrollment request withdrawn",
+    )
+    CLIENT_REENROLLMENT_EXPIRED = (
+        "client.reenrollment_expired",
+        "Client re-enrollment request expired",
+    )

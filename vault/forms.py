@@ -14,6 +14,7 @@ from .models import (
     KEY_NAME_PATTERN,
     ROTATION_DAYS_MAX,
     ROTATION_DAYS_MIN,
+    ExportPolicy,
 )
 
 DATETIME_WIDGET = utc_datetime_input()
@@ -106,5 +107,16 @@ class DestructionRequestForm(forms.Form):
         ),
     )
     reason = forms.CharField(
-        required=False, max_length=1000, widget=forms.Textarea(attrs={"rows": 2})
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Why; the custodian who approves reads it.",
+    )
+
+
+class ExportPolicyForm(forms.Form):
+    policy = forms.ChoiceField(choices=ExportPolicy.choices, label="Export policy")
+    reason = forms.CharField(
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Why; a weaker policy waits for a second key custodian, who reads it.",
     )

@@ -15,7 +15,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
-from kmsportal.two_person import TwoPersonRequest
+from kmsportal.two_person import TwoPersonChange, TwoPersonRequest
 
 from .lifecycle import KeyState, VersionState
 
@@ -30,6 +30,21 @@ DESTRUCTION_REQUEST_TTL = timedelta(hours=24)
 
 class Algorithm(models.TextChoices):
     AES_256_GCM = "AES-256-GCM", "AES-256-GCM"
+
+
+class ExportPolicy(models.TextChoices):
+    """Who must agree before a client may be granted this key's material (a fetch grant).
+
+    Ordered from the strictest: changing to a later one weakens the policy and is itself a
+    two-person request (vault.approvals)."""
+
+    NEVER = "never", "never: no client may fetch it"
+    TWO_PERSON = "two-person", "two-person: a second custodian approves each grant"
+    SINGLE = "single", "single custodian (low-sensitivity keys only)"
+
+    @classmethod
+    def strictness(cls, value: str) -> int:
+        return {cls.NEVER: 2, cls.TWO_PERSON: 1, cls.SINGLE: 0}[cls(value)]
 
 
 class SymmetricKey(models.Model):
@@ -76,11 +91,15 @@ class SymmetricKey(models.Model):
     destroy_after = models.DateTimeField(null=True, blank=True, db_index=True)
     state_before_destruction = models.CharField(max_length=24, blank=True)
     destroyed_at = models.DateTimeField(null=True, blank=True)
+    export_policy = models.CharField(
+        max_length=12, choices=ExportPolicy.choices, default=ExportPolicy.TWO_PERSON
+    )
 
     class Meta:
         ordering = ["name"]
         permissions = [
             ("rotate_symmetrickey", "Can rotate keys"),
+            ("export_policy_symmetrickey", "Can set and approve key export policies"),
             ("suspend_symmetrickey", "Can activate, suspend, resume and deactivate keys"),
             ("compromise_symmetrickey", "Can report keys compromised"),
             ("destroy_symmetrickey", "Can request, approve and cancel key destruction"),
@@ -274,6 +293,13 @@ class Grant(models.Model):
         return f"{self.client.name} → {self.key.name}"
 
     @property
+    def releases_key_material(self) -> bool:
+        """Whether this grant lets the client fetch the key itself (today every grant does).
+        Only such grants follow the key's export policy; grants for operations that keep
+        the key inside the KMS (encrypt, decrypt, ...) would not."""
+        return True
+
+    @property
     def is_live(self) -> bool:
         return self.withdrawn_at is None and (
             self.expires_at is None or self.expires_at > timezone.now()
@@ -384,3 +410,80 @@ class RefusalTally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} {self.minute:%Y-%m-%d %H:%M}: {self.count}"
+# --- two-person requests of the distribution (vault.approvals) ---------------------------
+
+
+class GrantRequest(TwoPersonChange):
+    """A fetch grant waiting for a second custodian (the key's export policy asks for it)."""
+
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="grant_requests")
+    key = models.ForeignKey(SymmetricKey, on_delete=models.PROTECT, related_name="grant_requests")
+    versions = models.CharField(
+        max_length=8, choices=GrantVersions.choices, default=GrantVersions.PRIMARY
+    )
+    grant_expires_at = models.DateTimeField(null=True, blank=True)
+    grant = models.ForeignKey(
+        Grant, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-requested_at"]
+        default_permissions = ("view",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client", "key"],
+                condition=models.Q(status="pending"),
+                name="vault_one_pending_grant_request",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"grant {self.key.name} to {self.client.name} ({self.status})"
+
+
+class ExportPolicyRequest(TwoPersonChange):
+    """A weaker export policy for a key, waiting for a second custodian."""
+
+    key = models.ForeignKey(
+        SymmetricKey, on_delete=models.PROTECT, related_name="export_policy_requests"
+    )
+    from_policy = models.CharField(max_length=12, choices=ExportPolicy.choices)
+    to_policy = models.CharField(max_length=12, choices=ExportPolicy.choices)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        default_permissions = ("view",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key"],
+                condition=models.Q(status="pending"),
+                name="vault_one_pending_export_policy_request",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key.name}: {self.from_policy} → {self.to_policy} ({self.status})"
+
+
+class ReenrollmentRequest(TwoPersonChange):
+    """A new enrollment token for a client that holds fetchable grants: whoever holds the
+    token can enroll a key pair of their own and fetch those keys, so a second custodian
+    approves it; the approver receives the token, once."""
+
+    client = models.ForeignKey(
+        Client, on_delete=models.PROTECT, related_name="reenrollment_requests"
+    )
+
+    class Meta:
+        ordering = ["-requested_at"]
+        default_permissions = ("view",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client"],
+                condition=models.Q(status="pending"),
+                name="vault_one_pending_reenrollment_request",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"re-enroll {self.client.name} ({self.status})"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
@@ -17,7 +18,16 @@ from audit.models import AuditEvent
 from kmsportal.two_person import ApprovalSummary, pending_summary
 
 from .lifecycle import KeyState, VersionState
-from .models import Client, Delivery, DestructionRequest, Grant, KeyVersion, SymmetricKey
+from .models import (
+    Client,
+    Delivery,
+    DestructionRequest,
+    ExportPolicyRequest,
+    Grant,
+    GrantRequest,
+    KeyVersion,
+    SymmetricKey,
+)
 
 PAGE_SIZE = 50
 
@@ -142,6 +152,21 @@ def destruction_requests_pending(*, user: AbstractBaseUser) -> list[DestructionR
         .select_related("key")
         .order_by("requested_at")
     )
+
+
+def key_requests_pending(
+    *, user: AbstractBaseUser, key: SymmetricKey
+) -> list[tuple[str, Any, str]]:
+    """The key's pending grant and export policy requests the user may see, as (kind slug,
+    request, what it asks) for the key page."""
+    rows: list[tuple[str, Any, str]] = []
+    if user.has_perm("vault.view_grantrequest"):
+        for r in GrantRequest.objects.filter(key=key, status="pending").select_related("client"):
+            rows.append(("grant", r, f"Grant to client {r.client.name}"))
+    if user.has_perm("vault.view_exportpolicyrequest"):
+        for r in ExportPolicyRequest.objects.filter(key=key, status="pending"):
+            rows.append(("export-policy", r, f"Export policy {r.from_policy} → {r.to_policy}"))
+    return rows
 
 
 def destruction_request_get(*, user: AbstractBaseUser, pk: int) -> DestructionRequest | None:

@@ -21,11 +21,13 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from accounts.approvers import approver_check
 from audit.models import Outcome
 from audit.services import audit_event_record
 from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.crypto.symmetric import generate_key_material, key_check_value
 from kmsportal.keyring.services import seal, unseal
+from kmsportal.two_person import TwoPersonError
 
 from .events import VaultAction
 from .lifecycle import InvalidTransition, KeyAction, KeyState, VersionState, next_state
@@ -399,7 +401,8 @@ def destruction_request_create(
     waiting_days: int = DESTRUCTION_WAIT_DEFAULT_DAYS,
     reason: str = "",
 ) -> DestructionRequest:
-    """First custodian: ask for the key to be destroyed after `waiting_days` (7-30)."""
+    """First custodian: ask for the key to be destroyed after `waiting_days` (7-30), saying
+    why (a blank reason is refused)."""
     key = _locked(key)
     next_state(key.state, KeyAction.REQUEST_DESTRUCTION)
     if not DESTRUCTION_WAIT_MIN_DAYS <= waiting_days <= DESTRUCTION_WAIT_MAX_DAYS:
@@ -407,6 +410,8 @@ def destruction_request_create(
             f"the waiting period must be {DESTRUCTION_WAIT_MIN_DAYS} to "
             f"{DESTRUCTION_WAIT_MAX_DAYS} days"
         )
+    if not reason.strip():
+        raise VaultError("say why the key should be destroyed (the approver reads it)")
     _expire_stale_requests(key)
     if key.destruction_requests.filter(status=DestructionRequest.Status.PENDING).exists():
         raise VaultError(f"a destruction request for {key.name} is already waiting for approval")
@@ -458,6 +463,10 @@ def destruction_request_approve(
         raise VaultError(
             "you asked for this destruction; a different key custodian must approve it"
         )
+    try:  # own password, own authenticator, past the cooling-off (accounts.approvers)
+        approver_check(user=actor, permission="vault.destroy_symmetrickey")
+    except TwoPersonError as exc:
+        raise VaultError(str(exc)) from None
     previous = key.state
     key.state = next_state(key.state, KeyAction.SCHEDULE_DESTRUCTION)
     now = timezone.now()

@@ -21,13 +21,21 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 
 from accounts.views import PortalPermissionMixin
+from kmsportal.two_person import TwoPersonError
 
-from . import selectors, services
-from .forms import CompromiseForm, DestructionRequestForm, KeyCreateForm, KeyFilterForm, RotateForm
+from . import approvals, selectors, services
+from .forms import (
+    CompromiseForm,
+    DestructionRequestForm,
+    ExportPolicyForm,
+    KeyCreateForm,
+    KeyFilterForm,
+    RotateForm,
+)
 from .lifecycle import InvalidTransition, KeyAction, allowed_actions
 from .models import SymmetricKey
 
-DOMAIN_ERRORS = (services.VaultError, InvalidTransition)
+DOMAIN_ERRORS = (services.VaultError, InvalidTransition, TwoPersonError)
 
 
 class KeyListView(PortalPermissionMixin, View):
@@ -138,8 +146,8 @@ def _request_destruction(*, actor: Any, key: SymmetricKey, waiting_days: int, re
         actor=actor, key=key, waiting_days=waiting_days, reason=reason
     )
     return (
-        "Destruction requested. A different key custodian must approve it within 24 hours "
-        "(Approvals)."
+        "Destruction requested. A different key custodian must approve it within 24 hours, "
+        "on its confirmation page (Approvals)."
     )
 
 
@@ -250,6 +258,37 @@ VERIFY = ActionSpec(
 )
 
 
+def _export_policy(*, actor: Any, key: SymmetricKey, policy: str, reason: str) -> str:
+    outcome = approvals.export_policy_set(actor=actor, key=key, policy=policy, reason=reason)
+    if outcome.request is not None:
+        return (
+            f"A weaker export policy ('{policy}') waits for a second key custodian's approval "
+            "(Approvals)."
+        )
+    withdrawn = (
+        f" {outcome.grants_withdrawn} live grant(s) were withdrawn."
+        if outcome.grants_withdrawn
+        else ""
+    )
+    return f"The export policy of {key.name} is now '{policy}'.{withdrawn}"
+
+
+EXPORT_POLICY = ActionSpec(
+    "export-policy",
+    KeyAction.ROTATE,
+    "vault.export_policy_symmetrickey",
+    "Change export policy",
+    "Who must agree before a client may fetch this key. 'never': no client can be granted it "
+    "(choosing it withdraws the live grants); 'two-person' (the default): every grant waits "
+    "for a second key custodian; 'single': one custodian grants alone, for keys of low "
+    "sensitivity only. A stricter policy applies at once; a weaker one waits for a second "
+    "key custodian's approval.",
+    ExportPolicyForm,
+    _export_policy,
+    danger=True,
+)
+
+
 def available_actions(user: Any, key: SymmetricKey) -> list[ActionSpec]:
     """Actions the key's state allows and the user's permissions grant."""
     allowed = set(allowed_actions(key.state))
@@ -266,6 +305,8 @@ def available_actions(user: Any, key: SymmetricKey) -> list[ActionSpec]:
     ]
     if not key.is_destroyed and user.has_perm(VERIFY.permission):
         allowed_slugs.append(VERIFY)
+    if not key.is_destroyed and user.has_perm(EXPORT_POLICY.permission):
+        allowed_slugs.append(EXPORT_POLICY)
     return allowed_slugs
 
 
@@ -290,6 +331,7 @@ class KeyDetailView(PortalPermissionMixin, View):
                     for r in selectors.destruction_requests_pending(user=request.user)
                     if r.key_id == key.pk
                 ],
+                "other_requests": selectors.key_requests_pending(user=request.user, key=key),
             },
         )
 
@@ -301,7 +343,9 @@ class KeyActionView(PortalPermissionMixin, View):
     permission_required = "vault.view_symmetrickey"
 
     def spec(self, slug: str) -> ActionSpec:
-        spec = VERIFY if slug == VERIFY.slug else ACTIONS.get(slug)
+        spec = {VERIFY.slug: VERIFY, EXPORT_POLICY.slug: EXPORT_POLICY}.get(slug) or ACTIONS.get(
+            slug
+        )
         if spec is None:
             raise Http404("No such action.")
         if not self.request.user.has_perm(spec.permission):

@@ -13,7 +13,7 @@ certificates (``sub-ca``) are not a :class:`Profile`; they are built by
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
@@ -24,8 +24,10 @@ __all__ = [
     "SAN_TYPES",
     "SAN_TYPE_LABELS",
     "SUB_CA_PROFILE_NAME",
+    "TLS_SERVER_DEFAULT_DAYS",
     "Profile",
     "ProfileError",
+    "configure_tls_server_days",
     "get_profile",
 ]
 
@@ -114,13 +116,21 @@ class Profile:
         return ", ".join(labels[:-1]) + " or " + labels[-1]
 
 
-# CAB Forum Baseline Requirements: TLS server certificates at most 398 days; 397 leaves a day
-# of margin for the clock-skew backdating of notBefore.
+# Validity is counted inclusively (RFC 5280 4.1.2.5: notBefore and notAfter both belong to the
+# period), so a certificate of N days has notAfter = notBefore + N days - 1 second.
+#
+# TLS server certificates: the CA/Browser Forum Baseline Requirements allow at most 200 days
+# since 15 March 2026 (100 from March 2027, 47 from March 2029, ballot SC-081). The default
+# follows today's rule; ``configure_tls_server_days`` (the KMS_TLS_SERVER_MAX_DAYS setting)
+# lowers it, or raises it up to 398 days for a private PKI whose clients do not apply the BRs.
+TLS_SERVER_DEFAULT_DAYS = 200
+TLS_SERVER_LIMIT_DAYS = 398
+# Other TLS profiles (client authentication, the KMS's own mutual TLS): the older 397 days.
 _TLS_DAYS = 397
 # S/MIME and code signing: the older 825-day limit, a common private-PKI choice.
 _LONG_DAYS = 825
 
-PROFILES: Mapping[str, Profile] = MappingProxyType(
+_REGISTRY: dict[str, Profile] = dict(
     {
         p.name: p
         for p in (
@@ -131,7 +141,7 @@ PROFILES: Mapping[str, Profile] = MappingProxyType(
                 # for EC keys at issuance (RFC 8813 section 3).
                 key_usage={"digital_signature": True, "key_encipherment": True},
                 extended_key_usage=(ExtendedKeyUsageOID.SERVER_AUTH,),
-                max_validity_days=_TLS_DAYS,
+                max_validity_days=TLS_SERVER_DEFAULT_DAYS,
                 allowed_san_types=frozenset({"dns", "ip"}),
                 # Clients match host names against SANs only (RFC 6125 / CAB BR); never CN.
                 san_required=True,
@@ -197,6 +207,21 @@ PROFILES: Mapping[str, Profile] = MappingProxyType(
         )
     }
 )
+PROFILES: Mapping[str, Profile] = MappingProxyType(_REGISTRY)
+
+
+def configure_tls_server_days(days: int) -> None:
+    """Set the longest validity of the ``tls-server`` profile (1 to 398 days), e.g. from the
+    ``KMS_TLS_SERVER_MAX_DAYS`` setting at start-up. ValueError outside that range."""
+    if (
+        isinstance(days, bool)
+        or not isinstance(days, int)
+        or not 1 <= days <= TLS_SERVER_LIMIT_DAYS
+    ):
+        raise ValueError(
+            f"the tls-server maximum validity must be 1 to {TLS_SERVER_LIMIT_DAYS} days, not {days!r}"
+        )
+    _REGISTRY["tls-server"] = replace(_REGISTRY["tls-server"], max_validity_days=days)
 
 
 def get_profile(name: str) -> Profile:

@@ -811,9 +811,14 @@ def _authority_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIden
 
 
 def _distribution_extensions(
-    *, crl_distribution_url: str | None, ca_issuers_url: str | None, ocsp_url: str | None
+    *,
+    crl_distribution_url: str | None,
+    ca_issuers_url: str | None,
+    ocsp_url: str | None,
+    freshest_crl_url: str | None = None,
 ) -> list[x509.ExtensionType]:
-    """CRL distribution point and authority information access, each non-critical."""
+    """CRL distribution point, FreshestCRL (where delta CRLs are, RFC 5280 4.2.1.15) and
+    authority information access, each non-critical."""
     extensions: list[x509.ExtensionType] = []
     if crl_distribution_url:
         extensions.append(
@@ -821,6 +826,19 @@ def _distribution_extensions(
                 [
                     x509.DistributionPoint(
                         full_name=[x509.UniformResourceIdentifier(crl_distribution_url)],
+                        relative_name=None,
+                        reasons=None,
+                        crl_issuer=None,
+                    )
+                ]
+            )
+        )
+    if freshest_crl_url:
+        extensions.append(
+            x509.FreshestCRL(
+                [
+                    x509.DistributionPoint(
+                        full_name=[x509.UniformResourceIdentifier(freshest_crl_url)],
                         relative_name=None,
                         reasons=None,
                         crl_issuer=None,
@@ -888,6 +906,7 @@ def build_ca_certificate(
     ocsp_url: str | None = None,
     serial_number: int | None = None,
     not_before: dt.datetime | None = None,
+    freshest_crl_url: str | None = None,
 ) -> x509.Certificate:
     """Build and sign a CA certificate: a self-signed root or an intermediate.
 
@@ -940,6 +959,7 @@ def build_ca_certificate(
             crl_distribution_url=crl_distribution_url,
             ca_issuers_url=ca_issuers_url,
             ocsp_url=ocsp_url,
+            freshest_crl_url=freshest_crl_url,
         )
 
     builder = (
@@ -1071,6 +1091,7 @@ def build_certificate(
     days: int | None = None,
     serial_number: int | None = None,
     now: dt.datetime | None = None,
+    freshest_crl_url: str | None = None,
 ) -> x509.Certificate:
     """Build and sign an end-entity certificate under ``profile``.
 
@@ -1112,7 +1133,8 @@ def build_certificate(
             f"the issuing CA {_display_name(issuer_certificate.subject)} expired on "
             f"{_format_time(issuer_end)}; it cannot issue certificates"
         )
-    end = min(start + dt.timedelta(days=days), issuer_end)
+    # RFC 5280 4.1.2.5 counts notAfter inclusively: N days end one second before N * 24 h.
+    end = min(start + dt.timedelta(days=days) - dt.timedelta(seconds=1), issuer_end)
 
     builder = (
         x509.CertificateBuilder()
@@ -1140,6 +1162,7 @@ def build_certificate(
         crl_distribution_url=crl_distribution_url,
         ca_issuers_url=ca_issuers_url,
         ocsp_url=None if profile.ocsp_no_check else ocsp_url,
+        freshest_crl_url=freshest_crl_url,
     ):
         builder = builder.add_extension(extension, critical=False)
     if profile.ocsp_no_check:

@@ -82,15 +82,26 @@ def test_bootstrap_with_environment_keyring_records_check_value(settings) -> Non
     assert User.objects.get(username="root").is_active
 
 
-def test_createuser_prints_password_once(db) -> None:
+def test_createuser_prints_an_invitation_link_never_a_password(db) -> None:
     out = run(
         "createuser", "lena", "--role", "key-custodian", "--role", "auditor", "--email", "l@x.org"
     )
-    password = re.search(r"clear\): (\S+)", out).group(1)
+    assert "assword (" not in out
+    link = re.search(r"hash is stored\): (\S+)", out).group(1)
+    assert link.startswith("http://testserver/accounts/invitation/")
     lena = User.objects.get(username="lena")
     assert lena.email == "l@x.org"
     assert user_roles(lena) == [Role.KEY_CUSTODIAN, Role.AUDITOR]
-    assert Client().login(username="lena", password=password)
+    assert not lena.has_usable_password()
+    path = link.removeprefix("http://testserver")
+    page = Client().get(path)
+    assert page.status_code == 200 and b"Choose your password" in page.content
+    chosen = "lena's own passphrase 93"
+    done = Client().post(path, {"new_password1": chosen, "new_password2": chosen})
+    assert done.status_code == 302
+    assert Client().login(username="lena", password=chosen)
+    # Once only.
+    assert Client().get(path).status_code == 404
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from accounts.roles import Role
 from audit.models import AuditEvent
 from pki import services as pki_services
 from pki.models import Certificate, CertificateAuthority, RevocationList
+from tests.factories import approver_make
 from tests.pki.conftest import csr_pem, ec_key, issuing, root  # noqa: F401 - fixtures
 from vault import services as vault_services
 from vault.models import SymmetricKey
@@ -105,6 +106,8 @@ def listed(client: Client, href: str) -> int:
         return len(context["requests"])
     if path == "/pki/revocations/":
         return len(context["rows"])
+    if path == "/approvals/":
+        return sum(len(section["rows"]) for section in context["sections"])
     if path == "/users/":
         return context["paginator"].count
     raise AssertionError(f"no list page known at {href}")
@@ -130,7 +133,7 @@ def estate(make_user, signed_in, issuing, root, ec_key) -> Estate:  # noqa: F811
     """Keys in every live state, a pending two-person request, certificates expiring over
     the coming months (one revoked, one expired), CRLs ok / due / expired, denied events."""
     first = make_user("kim-custodian", Role.KEY_CUSTODIAN)
-    second = make_user("lou-custodian", Role.KEY_CUSTODIAN)
+    second = approver_make("lou-custodian", Role.KEY_CUSTODIAN)
     now = timezone.now()
 
     create = vault_services.symmetric_key_create
@@ -262,7 +265,8 @@ def test_numbers_match_the_data(estate: Estate, admin_user: User, signed_in) -> 
     }
     assert [row.freshness.ca_name for row in context["crls"].rows] == ["legacy", "root", "issuing"]
     assert context["crls"].flagged == 2
-    assert crls["issuing"].crl_number == 2  # republished by the revocation
+    # The revocation published a delta CRL; the complete CRL is still the first.
+    assert crls["issuing"].crl_number == 1
 
     audit = context["audit"]
     assert audit.denied.value == 2
@@ -284,10 +288,10 @@ def test_every_link_lists_exactly_what_it_counts(
     response = client.get("/")
     links = links_of(response)
     counted = [(href, count) for href, count in links if count is not None]
-    # keys: total, 3 highlights, 8 states; approvals (destructions, CA revocations); 5
-    # certificate totals; 13 bars and the same 13 in the table; users (total, active,
-    # inactive, 4 roles); denied events.
-    assert len(counted) == 1 + 3 + 8 + 2 + 5 + 2 * EXPIRY_WINDOWS + 7 + 1
+    # keys: total, 3 highlights, 8 states; approvals (destructions, CA revocations, and key
+    # grants, export policies, re-enrollments, role grants); 5 certificate totals; 13 bars
+    # and the same 13 in the table; users (total, active, inactive, 4 roles); denied events.
+    assert len(counted) == 1 + 3 + 8 + 2 + 4 + 5 + 2 * EXPIRY_WINDOWS + 7 + 1
     for href, count in counted:
         assert listed(client, href) == count, href
     others = [href for href, count in links if count is None]
@@ -463,10 +467,11 @@ def queries_of(client: Client, url: str) -> int:
 
 
 #: The dashboard's own queries for a user who sees every section: keys, approvals (key
-#: destructions, CA revocations), certificates, CRLs, audit (recent events, denied count),
-#: users (totals, per role) and the master key count; for administrators, the public-URL
-#: check (the intermediate CAs' and the key server's certificates: one query each).
-DASHBOARD_QUERIES = 12
+#: destructions, CA revocations, and one aggregate for each of the four other two-person
+#: kinds), certificates, CRLs, audit (recent events, denied count), users (totals, per
+#: role) and the master key count; for administrators, the public-URL check (the
+#: intermediate CAs' and the key server's certificates: one query each).
+DASHBOARD_QUERIES = 16
 
 
 def test_queries_do_not_grow_with_the_data(

@@ -63,3 +63,26 @@ def test_success_resets_the_username_count(make_user, settings) -> None:
     for _ in range(4):
         attempt(Client(), "forgetful", "wrong password 1")
     assert attempt(Client(), "forgetful", TEST_PASSWORD).status_code == 302
+
+
+def test_every_spelling_of_one_username_counts_for_it(make_user) -> None:
+    make_user("caop1", Role.AUDITOR)
+    for variant in ["  caop1   ", "\uff43aop1", "CAOP1", "caop1\t", "Caop1"]:
+        assert attempt(Client(), variant, "wrong password 1").status_code == 200
+    for variant in ["caop1", " caop1", "\uff43\uff41\uff4f\uff50\uff11"]:
+        assert attempt(Client(), variant, TEST_PASSWORD).status_code == 429
+    # The counters are in the shared `counters` cache (the database here), not the default.
+    from django.core.cache import cache, caches
+
+    assert not any(key.startswith("kms:signin") for key in getattr(cache, "_cache", {}))
+    assert type(caches["counters"]).__name__ == "DatabaseCounterCache"
+
+
+def test_parallel_attempts_cannot_slip_under_the_limit(make_user) -> None:
+    """Each attempt is counted before its password is checked: the count is what decides."""
+    from accounts import throttle
+
+    for i in range(5):
+        assert throttle.sign_in_attempt_begin(username="Racer", address=f"192.0.2.{i}") is None
+    refused = throttle.sign_in_attempt_begin(username=" racer ", address="192.0.2.99")
+    assert refused is not None and refused.scope == "username"

@@ -1,6 +1,8 @@
 """Journey 1, administrator: first sign-in with the password `manage.py bootstrap` printed,
-MFA enrolment, three new colleagues (key custodian, CA operator, auditor) with passwords
-shown once, then a root CA and an intermediate CA below it.
+MFA enrolment, three new colleagues (key custodian, CA operator, auditor) each with a one-time
+invitation link (the administrator never sees their passwords), then a root CA and an
+intermediate CA below it; the custodian opens their link, sets their own password and is asked
+to enrol their own authenticator.
 
 Only the first administrator comes from outside the pages, the way a deployment gets it:
 `manage.py bootstrap`.
@@ -70,8 +72,8 @@ def test_administrator(journey, live_settings: str) -> None:
     assert journey.sign_in(username, password) == "enrolled"
     journey.shot("dashboard-first")
 
-    # --- three colleagues, one role each, passwords shown once ------------------------------
-    passwords: dict[str, str] = {}
+    # --- three colleagues, one role each, invitation links shown once -----------------------
+    links: dict[str, str] = {}
     for colleague, role in COLLEAGUES:
         journey.nav("Users")
         page.get_by_role("link", name="New user").click()
@@ -83,9 +85,10 @@ def test_administrator(journey, live_settings: str) -> None:
             journey.phone()
         page.get_by_role("button", name="Create user").click()
         expect(page.get_by_role("heading", name=f"User {colleague} created")).to_be_visible()
-        passwords[colleague] = page.locator("#one-time-password").inner_text().strip()
-        assert len(passwords[colleague]) >= 20
-        journey.shot(f"password-once-{colleague}")
+        links[colleague] = page.locator("#invitation-link").inner_text().strip()
+        assert re.search(r"/accounts/invitation/\?token=[\w-]{40,}$", links[colleague])
+        expect(page.locator("main")).not_to_contain_text("Password")
+        journey.shot(f"invitation-{colleague}")
         page.get_by_role("link", name="I have copied it").click()
         expect(page.locator("h1")).to_have_text(colleague)
         expect(page.locator("dl.facts")).to_contain_text(role)
@@ -121,10 +124,19 @@ def test_administrator(journey, live_settings: str) -> None:
     journey.shot("dashboard")
     journey.phone()
 
-    # --- the password shown once works: the custodian's first sign-in asks for MFA ----------
+    # --- the custodian sets their own password at the link; the first sign-in asks for MFA --
     journey.sign_out()
+    own_password = "carol's own passphrase 2026"
+    page.goto(links["carol-custodian"])
+    expect(page.get_by_role("heading", name="Welcome, carol-custodian")).to_be_visible()
+    journey.shot("invitation-accept")
+    page.get_by_label("New password", exact=True).fill(own_password)
+    page.get_by_label("New password confirmation").fill(own_password)
+    page.get_by_role("button", name="Set my password").click()
+    expect(page.locator(".message.success")).to_contain_text("Your password is set")
+    # (The link works once: tests/accounts/test_user_admin.py opens it again.)
     page.get_by_label("Username").fill("carol-custodian")
-    page.get_by_label("Password").fill(passwords["carol-custodian"])
+    page.get_by_label("Password").fill(own_password)
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(re.compile(re.escape(MFA_ENROLL_PATH)))
     journey.shot("custodian-first-sign-in")

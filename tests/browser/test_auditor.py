@@ -24,6 +24,7 @@ from audit.models import AuditEvent
 from pki import services as pki_services
 from pki.models import Certificate, CertificateStatus
 from tests.browser.journeys import expect
+from tests.factories import approver_make
 from vault import distribution
 from vault import services as vault_services
 from vault.models import GrantVersions, SymmetricKey
@@ -58,7 +59,7 @@ def other_journeys(make_user) -> dict[str, Certificate]:
     """What journeys 1-3 leave behind, made with the services by the same people."""
     admin = make_user("alice-admin", Role.ADMINISTRATOR)
     carol = make_user(CUSTODIAN, Role.KEY_CUSTODIAN)
-    dave = make_user("dave-custodian", Role.KEY_CUSTODIAN)
+    dave = approver_make("dave-custodian", Role.KEY_CUSTODIAN)  # may approve: own MFA
     omar = make_user(OPERATOR, Role.CA_OPERATOR)
     make_user(AUDITOR, Role.AUDITOR)
 

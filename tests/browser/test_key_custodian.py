@@ -1,6 +1,7 @@
 """Journey 2, key custodian: signs in with MFA (enrolling at the first sign-in), creates a key,
-rotates it, reports a version compromised, registers a client service and grants it the key,
-requests the key's destruction; a second custodian approves it (two-person rule); the first
+rotates it, reports a version compromised, registers a client service and asks to grant it the
+key, requests the key's destruction; a second custodian approves both on their confirmation
+pages (two-person rule); the first
 signs in again, now with a code from the authenticator app, and finds the key pending
 destruction.
 
@@ -73,6 +74,7 @@ def test_key_custodian(custodians: None, journey, live_settings: str) -> None:
     expect(version_row(page, 2)).to_contain_text("primary")
     expect(version_row(page, 1)).not_to_contain_text("primary")
     expect(version_row(page, 1).locator("code")).to_have_text(first_fingerprint)
+    second_fingerprint = version_row(page, 2).locator("code").inner_text()
     journey.shot("rotated")
 
     # --- report version 1 compromised -------------------------------------------------------
@@ -101,16 +103,22 @@ def test_key_custodian(custodians: None, journey, live_settings: str) -> None:
     page.get_by_role("link", name="I have copied it").click()
     expect(page.locator("h1")).to_contain_text(CLIENT)
     page.get_by_label("Key name").fill(KEY)
-    page.get_by_role("button", name="Grant").click()
-    expect(page.locator(".message.success")).to_contain_text(f"{CLIENT} may now fetch {KEY}")
-    grant = page.locator("tbody tr", has_text=KEY)
-    expect(grant).to_contain_text("live")
-    journey.shot("client-granted")
+    page.get_by_label("Reason").fill("invoicing stores card tokens encrypted under this key")
+    page.get_by_role("button", name="Grant (or request)").click()
+    # The key's export policy is two-person (the default): the grant is only a request.
+    expect(page.locator(".message.success")).to_contain_text(
+        "a second key custodian must approve it"
+    )
+    expect(page.locator("#grant-requests")).to_contain_text(KEY)
+    expect(page.get_by_text("No grants.")).to_be_visible()
+    journey.shot("grant-requested")
     journey.phone()
 
     # --- the key page now: the README's key screenshot ---------------------------------------
-    grant.get_by_role("link", name=KEY).click()
+    journey.nav("Keys")
+    page.locator("tbody tr", has_text=KEY).get_by_role("link", name=KEY).click()
     expect(page.locator("h1")).to_contain_text(KEY)
+    expect(page.locator("#export-policy")).to_contain_text("two-person")
     journey.shot("key-detail", readme="key-detail.png")
     journey.phone()
 
@@ -121,11 +129,14 @@ def test_key_custodian(custodians: None, journey, live_settings: str) -> None:
     expect(page.locator(".message.success")).to_contain_text("Destruction requested")
     expect(page.get_by_role("heading", name="Pending approval")).to_be_visible()
     journey.shot("destruction-requested")
-    # The requester cannot approve their own request.
+    # The requester cannot approve their own requests: the confirmation page offers only
+    # Withdraw.
     journey.nav("Approvals")
-    request_row = page.locator("tbody tr", has_text=KEY)
-    expect(request_row.get_by_role("button", name="Withdraw")).to_be_visible()
-    expect(request_row.get_by_role("button", name="Approve")).to_have_count(0)
+    request_row = page.locator("tbody tr", has_text=f"destroy key {KEY}")
+    expect(request_row).to_contain_text("carol-custodian")
+    request_row.get_by_role("link", name="Review or withdraw").click()
+    expect(page.get_by_role("button", name="Withdraw")).to_be_visible()
+    expect(page.get_by_role("button", name="Approve")).to_have_count(0)
     journey.shot("approvals-requester")
     journey.sign_out()
 
@@ -134,13 +145,30 @@ def test_key_custodian(custodians: None, journey, live_settings: str) -> None:
     journey.shot("dashboard-second-custodian")
     journey.phone()
     journey.nav("Approvals")
-    request_row = page.locator("tbody tr", has_text=KEY)
-    expect(request_row).to_contain_text("carol-custodian")
     journey.shot("approvals")
     journey.phone()
-    request_row.get_by_role("button", name="Approve").click()
+    # First the grant: its confirmation page names the key, its fingerprint and the client.
+    grant_row = page.locator("tbody tr", has_text=f"grant {KEY} to client {CLIENT}")
+    expect(grant_row).to_contain_text("carol-custodian")
+    grant_row.get_by_role("link", name="Review").click()
+    expect(page.locator("h1")).to_have_text(f"Grant key {KEY} to client {CLIENT}")
+    expect(page.locator("#changes")).to_contain_text(f"fingerprint {second_fingerprint}")
+    expect(page.locator("#affected")).to_contain_text(CLIENT)
+    expect(page.locator("#affected")).to_contain_text("not enrolled yet")
+    journey.shot("grant-confirmation")
+    journey.phone()
+    page.get_by_role("button", name="Approve").click()
+    expect(page.locator(".message.success")).to_contain_text(f"{CLIENT} may now fetch {KEY}")
+    # Then the destruction: the versions erased and the client that loses the key.
+    destroy_row = page.locator("tbody tr", has_text=f"destroy key {KEY}")
+    destroy_row.get_by_role("link", name="Review").click()
+    expect(page.locator("h1")).to_have_text(f"Destroy key {KEY}")
+    expect(page.locator("#changes")).to_contain_text(second_fingerprint)
+    expect(page.locator("#affected")).to_contain_text(CLIENT)
+    journey.shot("destruction-confirmation")
+    page.get_by_role("button", name="Approve").click()
     expect(page.locator(".message.success")).to_contain_text(f"Approved: {KEY} is unusable now")
-    expect(page.locator("tbody")).to_contain_text("Nothing waits for approval.")
+    expect(page.locator("main")).to_contain_text("Nothing waits for approval.")
     journey.shot("approved")
     journey.sign_out()
 

@@ -297,7 +297,7 @@ def test_profile_registry() -> None:
         assert profile.allowed_san_types <= SAN_TYPES
         assert set(profile.key_usage) <= set(KEY_USAGE_FLAGS)
     assert PROFILES["tls-server"].san_required
-    assert PROFILES["tls-server"].max_validity_days == 397
+    assert PROFILES["tls-server"].max_validity_days == 200
     assert PROFILES["ocsp-responder"].max_validity_days == 30
     assert get_profile("email") is PROFILES["email"]
     with pytest.raises(ProfileError, match="unknown certificate profile 'nope'"):
@@ -361,7 +361,10 @@ def test_every_profile_verifies_with_openssl(
     assert usage.value.digital_signature
     assert usage.value.key_encipherment == bool(profile.key_usage.get("key_encipherment"))
     assert list(ext(cert, x509.ExtendedKeyUsage).value) == list(profile.extended_key_usage)
-    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == profile.max_validity_days
+    # RFC 5280 counts validity inclusively: exactly the maximum, not a second more.
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == dt.timedelta(
+        days=profile.max_validity_days
+    ) - dt.timedelta(seconds=1)
     if sans:
         san = ext(cert, x509.SubjectAlternativeName)
         assert not san.critical
@@ -628,11 +631,13 @@ def test_missing_required_san(issue: Issue) -> None:
 
 def test_days_over_profile_maximum(issue: Issue) -> None:
     with pytest.raises(
-        IssuanceError, match="tls-server profile allows at most 397 days; 398 days were requested"
+        IssuanceError, match="tls-server profile allows at most 200 days; 201 days were requested"
     ):
-        issue("tls-server", "CN=x", [parse_san("dns:x.example.org")], days=398)
+        issue("tls-server", "CN=x", [parse_san("dns:x.example.org")], days=201)
     cert = issue("tls-server", "CN=x", [parse_san("dns:x.example.org")], days=90)
-    assert cert.not_valid_after_utc - cert.not_valid_before_utc == dt.timedelta(days=90)
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == dt.timedelta(
+        days=90
+    ) - dt.timedelta(seconds=1)
 
 
 def test_weak_leaf_key_is_refused(issue: Issue, weak_rsa_key: rsa.RSAPrivateKey) -> None:
@@ -675,7 +680,7 @@ def test_leaf_with_not_before_in_the_past(issue: Issue) -> None:
     now = dt.datetime(2020, 1, 1, 12, 0, tzinfo=dt.UTC)
     cert = issue("tls-server", "CN=x", [parse_san("dns:x.example.org")], days=30, now=now)
     assert cert.not_valid_before_utc == now - CLOCK_SKEW
-    assert cert.not_valid_after_utc == now - CLOCK_SKEW + dt.timedelta(days=30)
+    assert cert.not_valid_after_utc == now - CLOCK_SKEW + dt.timedelta(days=30, seconds=-1)
 
 
 # --- CSRs ----------------------------------------------------------------------------------

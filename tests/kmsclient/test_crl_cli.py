@@ -38,7 +38,8 @@ def kmsclient(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def pki(tmp_path: Path) -> dict[str, object]:
+def pki(tmp_path: Path, live_server, settings) -> dict[str, object]:
+    settings.KMS_PUBLIC_URL = live_server.url  # FreshestCRL points at the live delta CRL
     root = services.certificate_authority_create(
         actor=None, name="root", subject="CN=CRL CLI Root", key_type="ecp256"
     )
@@ -82,11 +83,14 @@ def test_good_then_revoked(live_server, pki: dict[str, object]) -> None:
     colons = ":".join(serial[i : i + 2] for i in range(0, len(serial), 2)).lower()
     revoked = kmsclient("--url", url, "--ca-cert", directory / "issuing.der", "--serial", colons)
     assert revoked.returncode == 1, revoked.stdout + revoked.stderr
-    assert "OK: CRL #2" in revoked.stdout and "1 revoked certificate" in revoked.stdout
+    # The complete CRL is still #1; the revocation is in the delta CRL it points to.
+    assert "OK: CRL #1" in revoked.stdout and "0 revoked certificates" in revoked.stdout
+    assert "delta CRL #3 consulted as well" in revoked.stdout
     assert f"REVOKED: serial {serial} was revoked on" in revoked.stdout
     assert "reason keyCompromise, key compromised since" in revoked.stdout
 
-    # Without --serial: the CRL itself is fine.
+    # Once publish_crls has run, the complete CRL lists it itself.
+    services.crl_publish(actor=None, ca=pki["issuing"])  # type: ignore[arg-type]
     plain = kmsclient("--url", url.replace(".crl", ".pem"), "--ca-cert", directory / "issuing.pem")
     assert plain.returncode == 0, plain.stderr
     assert "1 revoked certificate" in plain.stdout
@@ -100,7 +104,7 @@ def test_a_crl_not_signed_by_the_given_ca_is_invalid(live_server, pki: dict[str,
     assert result.returncode == 1
     assert (
         "INVALID: the CRL at" in result.stderr
-        and "is not signed by CN=CRL CLI Root" in result.stderr
+        and "is not the CA (CN=CRL CLI Root)" in result.stderr
     )
 
 

@@ -34,6 +34,7 @@ from pki.models import (
     CertificateStatus,
     RevocationList,
 )
+from tests.factories import approver_make
 
 from .conftest import csr_pem
 
@@ -89,8 +90,9 @@ def tree(root, ec_key) -> dict[str, object]:
 
 
 @pytest.fixture
-def operators(make_user):
-    return make_user("olga-operator", Role.CA_OPERATOR), make_user(
+def operators(db):
+    """Two CA operators who may approve (own password, own authenticator)."""
+    return approver_make("olga-operator", Role.CA_OPERATOR), approver_make(
         "omar-operator", Role.CA_OPERATOR
     )
 
@@ -129,11 +131,15 @@ def test_request_then_second_operator_approves_revokes_the_tree(
     # mid's leaf, low's two leaves and low's own certificate
     assert "CA mid, the CAs below it (low) and 4 certificates" in inbox
     assert f"/pki/revocations/{asked.pk}/withdraw/" in inbox
-    assert f"/pki/revocations/{asked.pk}/approve/" not in inbox
+    assert f"/approvals/ca-revocation/{asked.pk}/" not in inbox
+    # The approver reviews on the confirmation page: nothing is approved from the inbox.
     assert (
-        f"/pki/revocations/{asked.pk}/approve/"
+        f"/approvals/ca-revocation/{asked.pk}/"
         in approver.get("/pki/revocations/").content.decode()
     )
+    confirmation = approver.get(f"/approvals/ca-revocation/{asked.pk}/").content.decode()
+    for fact in ("Revoke CA mid", record.serial_number_display, "keyCompromise", "low"):
+        assert fact in confirmation, fact
     # The CA and its certificate show the pending request.
     assert "waiting for approval" in asker.get("/pki/cas/mid/").content.decode()
     assert "waiting for approval" in asker.get(f"/pki/certificates/{record.pk}/").content.decode()
@@ -281,7 +287,7 @@ def test_an_expired_request_cannot_be_approved(operators, signed_in, tree) -> No
     before = snapshot()
     approver = signed_in(approver_user)
     inbox = approver.get("/pki/revocations/").content.decode()
-    assert "expired" in inbox and f"/pki/revocations/{asked.pk}/approve/" not in inbox
+    assert "expired" in inbox and f"/approvals/ca-revocation/{asked.pk}/" not in inbox
     response = approver.post(f"/pki/revocations/{asked.pk}/approve/", follow=True)
     assert "This request expired" in response.content.decode()
     assert snapshot() == before
@@ -394,7 +400,7 @@ def test_two_approvers_racing_approve_once(make_user, root, ec_key) -> None:
     )
     issue(mid, ec_key, "race.example.org")
     asker = make_user("olga-operator", Role.CA_OPERATOR)
-    approvers = [make_user(f"approver-{i}", Role.CA_OPERATOR) for i in range(4)]
+    approvers = [approver_make(f"approver-{i}", Role.CA_OPERATOR) for i in range(4)]
     asked = ca_revocation_request(actor=asker, certificate=ca_certificate(mid), reason="superseded")
     barrier = threading.Barrier(len(approvers))
     outcomes: list[str] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import stat
+from datetime import timedelta
 from io import StringIO
 from pathlib import Path
 
@@ -139,7 +140,7 @@ def test_cert_issue_from_csr(issuing, ec_key, tmp_path: Path) -> None:
     assert f"Wrote the certificate (PEM) to {tmp_path / 'leaf.pem'}" in out
     cert = x509.load_pem_x509_certificate((tmp_path / "leaf.pem").read_bytes())
     assert format(cert.serial_number, "X").zfill(40) == record.serial_hex
-    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 30
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=30, seconds=-1)
 
 
 def test_cert_issue_to_stdout_with_overrides(issuing, ec_key, tmp_path: Path) -> None:
@@ -242,7 +243,7 @@ def test_cert_issue_generate_writes_a_private_pkcs12(issuing, tmp_path: Path) ->
         ),
         (
             ["--ca", "issuing", "--profile", "tls-server", "--csr", "{req}", "--days", "500"],
-            "allows at most 397 days",
+            "allows at most 200 days",
         ),
         (
             ["--ca", "issuing", "--profile", "tls-server", "--csr", "{req}", "--san", "mail:x"],

@@ -34,12 +34,13 @@ def issue(ca: CertificateAuthority, key: object, name: str = "www.example.org") 
     )
 
 
-def rows(ca: CertificateAuthority) -> list[RevocationList]:
-    return list(RevocationList.objects.filter(ca=ca).order_by("crl_number"))
+def rows(ca: CertificateAuthority, *, delta: bool = False) -> list[RevocationList]:
+    """The complete CRLs of ``ca`` (or its delta CRLs), oldest first."""
+    return list(RevocationList.objects.filter(ca=ca, is_delta=delta).order_by("crl_number"))
 
 
-def newest(ca: CertificateAuthority) -> RevocationList:
-    return rows(ca)[-1]
+def newest(ca: CertificateAuthority, *, delta: bool = False) -> RevocationList:
+    return rows(ca, delta=delta)[-1]
 
 
 def ca_certificate(ca: CertificateAuthority) -> x509.Certificate:
@@ -68,6 +69,7 @@ def test_crl_content_is_rfc_5280(issuing, ec_key) -> None:
     CertificateAuthority.objects.filter(pk=issuing.pk).update(crl_validity_days=3)
     record = issue(issuing, ec_key)
     services.certificate_revoke(actor=None, certificate=record, reason="superseded")
+    services.crl_publish(actor=None, ca=issuing)  # the complete CRL (publish_crls)
     row = newest(issuing)
     crl = load_crl(bytes(row.crl_der))
     summary = crl_summary(crl)
@@ -76,28 +78,44 @@ def test_crl_content_is_rfc_5280(issuing, ec_key) -> None:
     assert crl.issuer == issuer.subject
     # v2: the DER's TBSCertList starts with version INTEGER 1.
     assert bytes(row.crl_der)[:20].find(b"\x02\x01\x01") != -1
-    assert summary.crl_number == row.crl_number == 2
+    # 1 and 2: complete and delta at creation; 3: the revocation's delta.
+    assert summary.crl_number == row.crl_number == 4
     assert summary.this_update == row.this_update
     assert summary.next_update == row.next_update == row.this_update + timedelta(days=3)
     ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     assert summary.authority_key_identifier == ski.digest.hex()
     assert summary.entry_count == row.entry_count == 1
     assert not summary.is_delta
+    assert summary.freshest_crl_urls == ("http://testserver/pki/crl/issuing-delta.crl",)
     aki = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
     number = crl.extensions.get_extension_for_class(x509.CRLNumber)
     assert not aki.critical and not number.critical
     assert row.size == len(row.crl_der) and len(row.sha256) == 64
 
 
-def test_crl_numbers_increase_and_only_the_newest_keeps_its_bytes(issuing, ec_key) -> None:
+def test_a_revocation_publishes_a_delta_crl_not_a_complete_one(issuing, ec_key) -> None:
+    """RFC 5280 5.2.4: each revocation costs a delta CRL of the changes since the base."""
     for index in range(3):
         record = issue(issuing, ec_key, f"h{index}.example.org")
         services.certificate_revoke(actor=None, certificate=record, reason="keyCompromise")
-    history = rows(issuing)
-    assert [r.crl_number for r in history] == [1, 2, 3, 4]
-    assert [r.entry_count for r in history] == [0, 1, 2, 3]
-    assert [r.crl_der is None for r in history] == [True, True, True, False]
-    assert [r.trigger for r in history] == ["ca-created", "revocation", "revocation", "revocation"]
+    complete = rows(issuing)
+    deltas = rows(issuing, delta=True)
+    assert [r.crl_number for r in complete] == [1]
+    assert [r.crl_number for r in deltas] == [2, 3, 4, 5]
+    assert [r.entry_count for r in deltas] == [0, 1, 2, 3]
+    assert {r.base_crl_number for r in deltas} == {1}
+    assert [r.crl_der is None for r in deltas] == [True, True, True, False]
+    assert complete[0].crl_der is not None  # the complete CRL keeps its bytes
+    delta = load_crl(bytes(deltas[-1].crl_der))
+    summary = crl_summary(delta)
+    assert summary.is_delta and summary.base_crl_number == 1
+    indicator = delta.extensions.get_extension_for_class(x509.DeltaCRLIndicator)
+    assert indicator.critical
+    # The next complete CRL lists them all and gets its own delta.
+    services.crl_publish(actor=None, ca=issuing)
+    assert newest(issuing).entry_count == 3
+    latest_delta = rows(issuing, delta=True)[-1]
+    assert latest_delta.base_crl_number == newest(issuing).crl_number
 
 
 def test_the_crl_reads_serials_from_the_database_not_certificates(
@@ -141,7 +159,8 @@ def test_publish_crls_publishes_only_what_is_due(root, issuing) -> None:
     assert len(rows(issuing)) == 1
     age(issuing, 0.2)  # 3.6 days: past half
     out = run("publish_crls")
-    assert "issuing: published CRL #2 with 0 entries" in out
+    # Numbers are shared with the delta CRLs (RFC 5280 5.2.3): #2 is the first delta.
+    assert "issuing: published CRL #3 with 0 entries and delta CRL #4" in out
     assert "root: CRL #1 is current" in out
     assert newest(issuing).trigger == "scheduled"
     run("publish_crls")  # idempotent: nothing is due now
@@ -150,7 +169,7 @@ def test_publish_crls_publishes_only_what_is_due(root, issuing) -> None:
     assert (event.actor_type, event.details["trigger"], event.details["crl_number"]) == (
         "system",
         "scheduled",
-        2,
+        3,
     )
 
 
@@ -162,7 +181,7 @@ def test_publish_crls_replaces_an_expired_crl(issuing) -> None:
 
 def test_publish_crls_force_and_one_ca(root, issuing) -> None:
     out = run("publish_crls", "--ca", "issuing", "--force")
-    assert "issuing: published CRL #2" in out and "root" not in out
+    assert "issuing: published CRL #3" in out and "root" not in out
     assert len(rows(root)) == 1
     assert newest(issuing).trigger == "manual"
     run("publish_crls", "--force")

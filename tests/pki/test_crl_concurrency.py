@@ -3,7 +3,6 @@ listing every revocation committed before it, no revocation lost."""
 
 from __future__ import annotations
 
-import itertools
 import threading
 
 import pytest
@@ -75,16 +74,29 @@ def test_eight_concurrent_revokers_get_strictly_increasing_crl_numbers(ec_key) -
 
     crls = list(RevocationList.objects.filter(ca=ca).order_by("id"))
     numbers = [row.crl_number for row in crls]
-    # Inserted in commit order (the CA lock serialises publishers), numbered 1, 2, 3, ...
-    assert numbers == list(range(1, 2 + THREADS * PER_THREAD + PER_THREAD))
-    # Each CRL lists every revocation committed before it: the counts never go down, and each
-    # revocation adds exactly one.
-    counts = [row.entry_count for row in crls]
-    assert counts == sorted(counts) and counts[-1] == THREADS * PER_THREAD
-    assert sum(1 for a, b in itertools.pairwise(counts) if b == a + 1) == len(records)
-    newest = load_crl(bytes(crls[-1].crl_der))
-    assert crl_summary(newest).crl_number == numbers[-1]
-    assert set(revoked_serials(newest)) == {int(r.serial_hex, 16) for r in records}
+    # Inserted in commit order (the CA lock serialises publishers), numbered 1, 2, 3, ...:
+    # complete and delta CRLs share the sequence (RFC 5280 5.2.3). A revocation publishes a
+    # delta CRL; a publication (and the CA's creation) a complete CRL and its delta.
+    assert numbers == list(range(1, 1 + 2 + THREADS * PER_THREAD + 2 * PER_THREAD))
+    complete = [row for row in crls if not row.is_delta]
+    deltas = [row for row in crls if row.is_delta]
+    # Complete CRLs list every revocation committed before them: never fewer entries.
+    counts = [row.entry_count for row in complete]
+    assert counts == sorted(counts)
+    # Every delta names the newest complete CRL committed before it as its base.
+    base = None
+    for row in crls:
+        if row.is_delta:
+            assert row.base_crl_number == base
+        else:
+            base = row.crl_number
+    # The newest complete CRL and its newest delta together list every revocation.
+    newest = load_crl(bytes(complete[-1].crl_der))
+    delta = load_crl(bytes(deltas[-1].crl_der))
+    assert crl_summary(delta).crl_number == numbers[-1]
+    assert crl_summary(delta).base_crl_number == crl_summary(newest).crl_number
+    listed = set(revoked_serials(newest)) | set(revoked_serials(delta))
+    assert listed == {int(r.serial_hex, 16) for r in records}
     assert not Certificate.objects.filter(ca=ca, status="valid").exists()
     assert CertificateAuthority.objects.get(pk=ca.pk).state == "active"
     report = audit_chain_check()

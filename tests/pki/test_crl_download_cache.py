@@ -37,16 +37,24 @@ def test_a_revocation_is_in_the_very_next_download(
     client: Client, issuing: CertificateAuthority, ec_key
 ) -> None:
     certificate = issue(issuing, ec_key)
-    before = client.get("/pki/crl/issuing.crl")
-    client.get("/pki/crl/issuing.pem")  # both forms of the old CRL are cached now
+    before = client.get("/pki/crl/issuing-delta.crl")
+    client.get("/pki/crl/issuing-delta.pem")  # both forms of the old delta CRL are cached now
     services.certificate_revoke(actor=None, certificate=certificate, reason="keyCompromise")
-    row = newest(issuing)
-    after = client.get("/pki/crl/issuing.crl")
+    row = newest(issuing, delta=True)
+    after = client.get("/pki/crl/issuing-delta.crl")
     assert after["ETag"] == f'"{row.sha256}"' != before["ETag"]
     assert after.content == bytes(row.crl_der) != before.content
-    pem = client.get("/pki/crl/issuing.pem")
+    pem = client.get("/pki/crl/issuing-delta.pem")
     assert pem.content == crl_module.crl_pem(bytes(row.crl_der))
     assert pem["ETag"] == f'"{row.sha256}-pem"'
+    # The complete CRL is the same until it is published again, then it lists it too.
+    complete = client.get("/pki/crl/issuing.crl")
+    services.crl_publish(actor=None, ca=issuing)
+    assert (
+        client.get("/pki/crl/issuing.crl").content
+        == bytes(newest(issuing).crl_der)
+        != (complete.content)
+    )
 
 
 def test_the_cache_holds_only_bytes_whose_hash_is_their_key(

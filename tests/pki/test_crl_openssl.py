@@ -35,6 +35,7 @@ def files(tmp_path: Path, root, issuing, ec_key) -> dict[str, Path]:
     good = issue(issuing, ec_key, "good.example.org")
     bad = issue(issuing, ec_key, "bad.example.org")
     services.certificate_revoke(actor=None, certificate=bad, reason="keyCompromise")
+    services.crl_publish(actor=None, ca=issuing)  # the next complete CRL (publish_crls)
     paths = {
         "root": tmp_path / "root.pem",
         "chain": tmp_path / "chain.pem",

@@ -453,7 +453,7 @@ def test_validation_page_lists_every_check(operator: Client, several) -> None:
     )
     assert response.status_code == 200
     page = text(response)
-    assert page.count('<span class="badge ok">pass</span>') == 7
+    assert page.count('<span class="badge ok">pass</span>') == 11
     assert "Issued here" in page and "beta.example.org matches dns:beta.example.org" in page
     mismatch = operator.post(
         "/pki/validate/",
@@ -490,6 +490,37 @@ def test_validation_page_with_an_uploaded_der_and_chain(operator: Client, severa
             {"certificate_text": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"},
             "The PEM block is damaged",
         ),
+    ],
+)
+def test_validation_page_reports_on_any_bytes(
+    operator: Client, root, data: dict, message: str
+) -> None:
+    """Issue 18: bytes that are not a certificate give a report (200), never an error page."""
+    before = pki_state()
+    response = operator.post("/pki/validate/", {"purpose": "any", **data})
+    assert response.status_code == 200
+    page = text(response)
+    assert "not valid" in page and message in page
+    assert response.context["outcome"].report.check("decoding").passed is False
+    assert pki_state() == before
+
+
+def test_validation_page_reports_on_an_underscore_hostname(operator: Client, several) -> None:
+    response = operator.post(
+        "/pki/validate/",
+        {
+            "certificate_text": several[1].certificate_pem,
+            "purpose": "server",
+            "hostname": "under_score.example.org",
+        },
+    )
+    assert response.status_code == 200
+    assert "under_score.example.org does not match" in text(response)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
         ({}, "Paste the certificate or upload a file."),
         (
             {"certificate_text": "x" * 70000},

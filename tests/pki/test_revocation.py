@@ -42,6 +42,8 @@ def issue(ca: CertificateAuthority, key: object, name: str = "www.example.org") 
 
 
 def latest(ca: CertificateAuthority) -> RevocationList:
+    """The newest CRL of ``ca``: after a revocation its delta CRL, which lists every
+    revocation since the complete CRL (RFC 5280 5.2.4)."""
     return RevocationList.objects.filter(ca=ca).order_by("-crl_number").first()
 
 
@@ -188,13 +190,15 @@ def test_a_hold_is_listed_then_released_off_the_next_crl(issuing, ec_key) -> Non
     assert record.status == CertificateStatus.VALID
     assert (record.revoked_at, record.revocation_reason, record.invalidity_date) == (None, "", None)
     released = latest(issuing)
-    assert released.crl_number == held.crl_number + 1 and released.trigger == "release"
+    # A release publishes a complete CRL and its delta (no removeFromCRL needed).
+    assert released.crl_number == held.crl_number + 2 and released.trigger == "release"
+    assert released.is_delta and released.base_crl_number == held.crl_number + 1
     serials = revoked_serials(crl_of(issuing))
     assert int(record.serial_hex, 16) not in serials
     assert int(other.serial_hex, 16) in serials
     event = AuditEvent.objects.order_by("-sequence").first()
     assert event.action == "certificate.released"
-    assert event.details["crl_number"] == released.crl_number
+    assert event.details["crl_number"] == released.base_crl_number
     assert event.details["held_since"] is not None
 
 
@@ -278,7 +282,9 @@ def test_revocation_is_audited(issuing, ec_key, make_user) -> None:
         "revoked_at": record.revoked_at.isoformat(),
         "invalidity_date": "2026-02-01T00:00:00+00:00",
         "crl_number": latest(issuing).crl_number,
+        "delta_crl": True,
     }
+    assert latest(issuing).is_delta
     assert audit_chain_check().ok
 
 
@@ -344,8 +350,9 @@ def test_revoking_an_intermediate_revokes_everything_below_it(root, tree, ec_key
     low_crl = revoked_serials(crl_of(low))  # type: ignore[arg-type]
     assert {int(r.serial_hex, 16) for r in tree["low_leaves"]} == set(low_crl)  # type: ignore[union-attr]
     assert not Certificate.objects.filter(ca__in=[mid, low], status="valid").exists()
-    for ca in (root, mid, low):
-        assert latest(ca).crl_number == numbers[ca.name] + 1  # type: ignore[union-attr]
+    # The parent publishes a delta CRL; each revoked CA a complete CRL and its delta.
+    for ca, published in ((root, 1), (mid, 2), (low, 2)):
+        assert latest(ca).crl_number == numbers[ca.name] + published  # type: ignore[union-attr]
     # Revoked CAs issue nothing more.
     for ca in (mid, low):
         with pytest.raises(services.PkiError, match="is revoked; it cannot issue"):

@@ -40,10 +40,12 @@ def redis_cache(settings) -> Iterator[str]:
     require(redis_unavailable_reason())
     url = redis_url(REDIS_DB_CACHE_TESTS)
     flush_redis(REDIS_DB_CACHE_TESTS)
-    settings.CACHES = {"default": cache_config(url)}
+    settings.CACHES = {"default": cache_config(url), "counters": cache_config(url)}
     assert type(caches["default"]).__name__ == "RedisCache"
+    assert type(caches["counters"]).__name__ == "RedisCache"
     yield url
     caches["default"].close()
+    caches["counters"].close()
     flush_redis(REDIS_DB_CACHE_TESTS)
 
 

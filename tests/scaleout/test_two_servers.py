@@ -387,14 +387,16 @@ def test_concurrent_revocations_through_both_nodes_keep_one_crl_sequence_and_one
     )
     assert set(revoked.values_list("actor_name", flat=True)) == {"olga-operator", "omar-operator"}
 
-    # One CRL per revocation after the CA's first: numbered 1, 2, 3, ... in commit order,
-    # each listing one more certificate than the one before.
+    # The CA's first complete CRL and its delta, then one delta CRL per revocation: numbered
+    # 1, 2, 3, ... in commit order, each delta listing one more certificate than the one
+    # before (every revocation since the complete CRL, RFC 5280 5.2.4).
     crls = list(RevocationList.objects.filter(ca=ca).order_by("id"))
-    assert [c.crl_number for c in crls] == list(range(1, CERTIFICATES + 2))
-    assert [c.entry_count for c in crls] == list(range(CERTIFICATES + 1))
+    assert [c.crl_number for c in crls] == list(range(1, CERTIFICATES + 3))
+    assert [c.is_delta for c in crls] == [False] + [True] * (CERTIFICATES + 1)
+    assert [c.entry_count for c in crls] == [0, *range(CERTIFICATES + 1)]
     newest = crls[-1]
     parsed = load_crl(bytes(newest.crl_der))
-    assert crl_summary(parsed).crl_number == CERTIFICATES + 1
+    assert crl_summary(parsed).crl_number == CERTIFICATES + 2
     assert set(revoked_serials(parsed)) == {int(c.serial_hex, 16) for c in certificates}
 
     # One audit chain, gap-free, linking the events both nodes wrote.
@@ -403,9 +405,9 @@ def test_concurrent_revocations_through_both_nodes_keep_one_crl_sequence_and_one
     sequences = list(AuditEvent.objects.order_by("sequence").values_list("sequence", flat=True))
     assert sequences == list(range(1, len(sequences) + 1))
 
-    # Relying parties get the same CRL whichever node the load balancer picks.
+    # Relying parties get the same (delta) CRL whichever node the load balancer picks.
     served = {
-        node.name: http_session().get(f"{node.url}/pki/crl/scale-ca.crl", timeout=30)
+        node.name: http_session().get(f"{node.url}/pki/crl/scale-ca-delta.crl", timeout=30)
         for node in (cluster.a, cluster.b)
     }
     for answer in served.values():

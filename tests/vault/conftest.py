@@ -17,19 +17,21 @@ from django.utils import timezone
 
 from accounts.roles import Role
 from audit.models import AuditEvent
+from tests.factories import approver_make
 from vault import services
 from vault.lifecycle import KeyState
 from vault.models import DestructionRequest, KeyVersion, SymmetricKey
 
 
 @pytest.fixture
-def custodian(make_user) -> User:
-    return make_user("kim-custodian", Role.KEY_CUSTODIAN)
+def custodian(db) -> User:
+    """A key custodian who may approve (own password, own authenticator)."""
+    return approver_make("kim-custodian", Role.KEY_CUSTODIAN)
 
 
 @pytest.fixture
-def second_custodian(make_user) -> User:
-    return make_user("lou-custodian", Role.KEY_CUSTODIAN)
+def second_custodian(db) -> User:
+    return approver_make("lou-custodian", Role.KEY_CUSTODIAN)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from kmsportal.crypto import protocol
 from kmsportal.crypto.x509 import build_csr, generate_private_key, parse_subject
 from pki.models import CertificateStatus
 from vault import distribution, services
-from vault.models import Client, Delivery, Grant
+from vault.models import Client, Delivery, Grant, GrantRequest
 
 pytestmark = pytest.mark.django_db
 
@@ -73,7 +73,12 @@ def test_register_enroll_grant_fetch(server, custodian: HttpClient) -> None:
     assert again.status_code == 401 and again.json()["code"] == "invalid_token"
 
     symmetric = services.symmetric_key_create(actor=None, name="orders-db")
-    response = custodian.post("/clients/billing/grants/", {"key": "orders-db", "versions": "all"})
+    # A low-sensitivity key: one custodian grants it alone (tests/vault/test_exfiltration.py
+    # has the default policy, where a second custodian must approve).
+    symmetric.__class__.objects.filter(pk=symmetric.pk).update(export_policy="single")
+    response = custodian.post(
+        "/clients/billing/grants/", {"key": "orders-db", "versions": "all", "reason": "billing"}
+    )
     assert response.status_code == 302
     grant = Grant.objects.get(client=client)
     assert grant.versions == "all"
@@ -173,15 +178,19 @@ def test_revoking_an_enrolled_client_revokes_its_certificate(server) -> None:
 
 def test_new_token_page_and_grant_errors(server, custodian: HttpClient) -> None:
     distribution.client_create(actor=None, name="svc2")
-    response = custodian.post("/clients/svc2/token/", follow=True)
+    assert custodian.post("/clients/svc2/token/").status_code == 400  # a reason is required
+    # No grants yet: the token is issued at once.
+    response = custodian.post("/clients/svc2/token/", {"reason": "new host"}, follow=True)
     assert b'id="enrollment-token"' in response.content
     response = custodian.post(
-        "/clients/svc2/grants/", {"key": "no-such-key", "versions": "primary"}
+        "/clients/svc2/grants/", {"key": "no-such-key", "versions": "primary", "reason": "x"}
     )
     assert response.status_code == 400 and b"No key with this name" in response.content
-    services.symmetric_key_create(actor=None, name="k1")
-    custodian.post("/clients/svc2/grants/", {"key": "k1", "versions": "primary"})
-    response = custodian.post("/clients/svc2/grants/", {"key": "k1", "versions": "primary"})
+    k1 = services.symmetric_key_create(actor=None, name="k1")
+    k1.__class__.objects.filter(pk=k1.pk).update(export_policy="single")
+    grant = {"key": "k1", "versions": "primary", "reason": "svc2 reads k1"}
+    custodian.post("/clients/svc2/grants/", grant)
+    response = custodian.post("/clients/svc2/grants/", grant)
     assert response.status_code == 400 and b"already has a grant" in response.content
     grant = Grant.objects.get()
     assert custodian.post(f"/clients/svc2/grants/{grant.pk}/withdraw/").status_code == 302
@@ -213,19 +222,34 @@ def run(*args: str) -> str:
     return out.getvalue()
 
 
-def test_commands(server) -> None:
+def test_commands(server, make_user) -> None:
     out = run("client_create", "payments", "--description", "payments svc")
     assert re.search(r"Enrollment token \(shown once.*\): \S+", out)
-    services.symmetric_key_create(actor=None, name="cards")
+    cards = services.symmetric_key_create(actor=None, name="cards")
+    make_user("kc", Role.KEY_CUSTODIAN)
+    make_user("reader", Role.AUDITOR)
+    who = ("--actor", "kc", "--reason", "payments charges cards")
+    # The default export policy: the command asks; a second custodian approves in the portal.
+    asked = run("grant_create", "payments", "cards", *who)
+    assert "A second key custodian must approve it in the portal" in asked
+    assert not Grant.objects.exists()
+    with pytest.raises(CommandError, match="already waiting"):
+        run("grant_create", "payments", "cards", *who)
+    with pytest.raises(CommandError, match="required: --actor"):
+        run("grant_create", "payments", "cards", "--reason", "x")
+    with pytest.raises(CommandError, match=r"lacks the vault\.add_grant permission"):
+        run("grant_create", "payments", "cards", "--actor", "reader", "--reason", "x")
+    GrantRequest.objects.update(status="withdrawn")
+    cards.__class__.objects.filter(pk=cards.pk).update(export_policy="single")
     assert "Granted cards (every version that may decrypt) to payments" in run(
-        "grant_create", "payments", "cards", "--versions", "all"
+        "grant_create", "payments", "cards", "--versions", "all", *who
     )
     with pytest.raises(CommandError, match="already has a grant"):
-        run("grant_create", "payments", "cards")
+        run("grant_create", "payments", "cards", *who)
     with pytest.raises(CommandError, match="no client named 'nobody'"):
-        run("grant_create", "nobody", "cards")
+        run("grant_create", "nobody", "cards", *who)
     with pytest.raises(CommandError, match="not an ISO 8601 time"):
-        run("grant_create", "payments", "cards", "--expires", "soon")
+        run("grant_create", "payments", "cards", "--expires", "soon", *who)
     with pytest.raises(CommandError, match="already exists"):
         run("client_create", "payments")
     assert "Revoked client payments" in run(

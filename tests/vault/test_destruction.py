@@ -41,7 +41,9 @@ def raw_material(version_ids: list[int]) -> list[object]:
 
 def test_the_requester_cannot_approve_their_own_request(key, custodian) -> None:
     k = key()
-    request = services.destruction_request_create(actor=custodian, key=k, waiting_days=7)
+    request = services.destruction_request_create(
+        actor=custodian, key=k, waiting_days=7, reason="retired"
+    )
     before = snapshot(k)
     with pytest.raises(services.VaultError, match="a different key custodian must approve"):
         services.destruction_request_approve(actor=custodian, request=request)
@@ -83,22 +85,28 @@ def test_waiting_period_outside_7_to_30_days_is_refused(key, custodian, waiting_
     k = key()
     before = snapshot(k)
     with pytest.raises(services.VaultError, match="the waiting period must be 7 to 30 days"):
-        services.destruction_request_create(actor=custodian, key=k, waiting_days=waiting_days)
+        services.destruction_request_create(
+            actor=custodian, key=k, waiting_days=waiting_days, reason="retired"
+        )
     assert snapshot(k) == before
 
 
 def test_only_one_request_may_wait_for_approval(key, custodian, second_custodian) -> None:
     k = key()
-    services.destruction_request_create(actor=custodian, key=k, waiting_days=7)
+    services.destruction_request_create(actor=custodian, key=k, waiting_days=7, reason="retired")
     before = snapshot(k)
     with pytest.raises(services.VaultError, match="already waiting for approval"):
-        services.destruction_request_create(actor=second_custodian, key=k, waiting_days=10)
+        services.destruction_request_create(
+            actor=second_custodian, key=k, waiting_days=10, reason="retired"
+        )
     assert snapshot(k) == before
 
 
 def test_a_request_expires_after_24_hours(key, custodian, second_custodian) -> None:
     k = key()
-    request = services.destruction_request_create(actor=custodian, key=k, waiting_days=7)
+    request = services.destruction_request_create(
+        actor=custodian, key=k, waiting_days=7, reason="retired"
+    )
     DestructionRequest.objects.filter(pk=request.pk).update(
         expires_at=timezone.now() - timedelta(seconds=1)
     )
@@ -109,7 +117,9 @@ def test_a_request_expires_after_24_hours(key, custodian, second_custodian) -> N
     assert SymmetricKey.objects.get(pk=k.pk).state == KeyState.ACTIVE
 
     # The lapsed request no longer blocks a new one; it is visibly withdrawn.
-    fresh = services.destruction_request_create(actor=second_custodian, key=k, waiting_days=7)
+    fresh = services.destruction_request_create(
+        actor=second_custodian, key=k, waiting_days=7, reason="retired"
+    )
     request.refresh_from_db()
     assert (request.status, request.decided_by_name) == ("withdrawn", "expired")
     k = services.destruction_request_approve(actor=custodian, request=fresh)
@@ -118,14 +128,18 @@ def test_a_request_expires_after_24_hours(key, custodian, second_custodian) -> N
 
 def test_reject_and_withdraw(key, custodian, second_custodian) -> None:
     k = key()
-    request = services.destruction_request_create(actor=custodian, key=k, waiting_days=7)
+    request = services.destruction_request_create(
+        actor=custodian, key=k, waiting_days=7, reason="retired"
+    )
     services.destruction_request_reject(actor=second_custodian, request=request)
     request.refresh_from_db()
     assert request.status == DestructionRequest.Status.REJECTED
     with pytest.raises(services.VaultError, match="this request is already rejected"):
         services.destruction_request_approve(actor=second_custodian, request=request)
 
-    request = services.destruction_request_create(actor=custodian, key=k, waiting_days=7)
+    request = services.destruction_request_create(
+        actor=custodian, key=k, waiting_days=7, reason="retired"
+    )
     services.destruction_request_reject(actor=custodian, request=request)
     request.refresh_from_db()
     assert request.status == DestructionRequest.Status.WITHDRAWN
@@ -249,7 +263,9 @@ def test_a_destroyed_key_refuses_every_action(
         lambda: services.symmetric_key_deactivate(actor=custodian, key=k),
         lambda: services.symmetric_key_compromise(actor=custodian, key=k, reason="x"),
         lambda: services.key_version_compromise(actor=custodian, key=k, number=1, reason="x"),
-        lambda: services.destruction_request_create(actor=custodian, key=k, waiting_days=7),
+        lambda: services.destruction_request_create(
+            actor=custodian, key=k, waiting_days=7, reason="retired"
+        ),
         lambda: services.symmetric_key_destruction_cancel(actor=custodian, key=k),
         lambda: services.symmetric_key_destroy(actor=None, key=k),
     ]

@@ -30,7 +30,9 @@ pytestmark = pytest.mark.django_db
 
 def _request_for_approval(key: SymmetricKey, requester, state: KeyState) -> DestructionRequest:
     if state in TRANSITIONS[KeyAction.REQUEST_DESTRUCTION]:
-        return services.destruction_request_create(actor=requester, key=key, waiting_days=7)
+        return services.destruction_request_create(
+            actor=requester, key=key, waiting_days=7, reason="retired"
+        )
     # No service makes a pending request for a key that cannot be destroyed (any more): the
     # row is written directly so that the approval itself meets the table.
     now = timezone.now()
@@ -59,7 +61,7 @@ def perform(action: KeyAction, key: SymmetricKey, a, b, state: KeyState) -> Call
             actor=a, key=key, number=1, reason="found in a backup"
         ),
         KeyAction.REQUEST_DESTRUCTION: lambda: services.destruction_request_create(
-            actor=a, key=key, waiting_days=7
+            actor=a, key=key, waiting_days=7, reason="retired"
         ),
         KeyAction.CANCEL_DESTRUCTION: lambda: services.symmetric_key_destruction_cancel(
             actor=a, key=key

@@ -110,8 +110,8 @@ class Command(BaseCommand):
                 )
                 return
             try:
-                user, password = services.user_create(
-                    actor=None, username=username, email=email, roles=[Role.ADMINISTRATOR]
+                user, password = services.user_bootstrap_administrator(
+                    username=username, email=email
                 )
             except services.AccountPolicyError as exc:
                 raise CommandError(str(exc)) from exc

@@ -1,4 +1,9 @@
-"""`manage.py createuser USERNAME --role ROLE [--role ROLE] [--email E]`."""
+"""`manage.py createuser USERNAME --role ROLE [--role ROLE] [--email E] [--reason TEXT]`.
+
+Prints a one-time invitation link, never a password: the person sets their own. With two or
+more active administrators the roles wait for an administrator's approval in the portal
+(the request is the system's, so any administrator may approve it).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,12 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts import services
+from accounts.invitations import invitation_url
 from accounts.roles import Role
 
 
 class Command(BaseCommand):
-    help = "Create a user with one or more roles; prints a random password once."
+    help = "Create a user with one or more roles; prints a one-time invitation link."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
@@ -22,19 +28,40 @@ class Command(BaseCommand):
             help=f"one of: {', '.join(Role.values)} (repeat for several)",
         )
         parser.add_argument("--email", default="")
+        parser.add_argument(
+            "--reason", default="", help="why (needed once two administrators exist)"
+        )
 
     def handle(
-        self, *args: object, username: str, roles: list[str], email: str, **options: object
+        self,
+        *args: object,
+        username: str,
+        roles: list[str],
+        email: str,
+        reason: str,
+        **options: object,
     ) -> None:
         try:
             parsed = [Role.parse(text) for text in roles]
-            user, password = services.user_create(
-                actor=None, username=username, email=email, roles=parsed
+            created = services.user_create(
+                actor=None, username=username, email=email, roles=parsed, reason=reason
             )
         except (ValueError, services.AccountPolicyError) as exc:
             raise CommandError(str(exc)) from exc
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc
         labels = ", ".join(r.label for r in parsed)
+        user = created.user
         self.stdout.write(f"Created user {user.username} ({labels}).")
-        self.stdout.write(f"Password (shown once, not stored in clear): {password}")
+        if created.role_request is not None:
+            self.stdout.write(
+                "The roles wait for an administrator's approval in the portal (Approvals)."
+            )
+        self.stdout.write(
+            "Invitation link (works once; shown once, only its hash is stored): "
+            + invitation_url(created.invitation_token)
+        )
+        self.stdout.write(
+            f"{user.username} sets their own password there, and their authenticator app at "
+            "the first sign-in."
+        )

@@ -1,7 +1,9 @@
 """`manage.py publish_crls [--ca NAME] [--force] [--wait]`: keep every CA's CRL current.
 
-Publishes a new CRL for each CA (or only NAME) whose current CRL is past half its lifetime
-(or that has none); with --force, for each one regardless. Also renews each CA's delegated
+Publishes a new complete CRL and its delta CRL for each CA (or only NAME) whose current CRL
+(or delta CRL) is past half its lifetime, that has none, or whose delta CRL lists revocations
+while the complete CRL is older than KMS_CRL_REBASE_AFTER; with --force, for each one
+regardless. Also renews each CA's delegated
 OCSP responder certificate when it nears expiry. Idempotent and safe to run concurrently:
 run it from cron every few minutes (every minute is fine) so that no CRL ever reaches its
 nextUpdate, after which relying parties refuse the CA's certificates. With several nodes,
@@ -59,7 +61,9 @@ class Command(BaseCommand):
                 self.stderr.write(f"{ca.name}: no CRL published: {exc}")
                 continue
             if row is None:
-                current = ca.crls.order_by("-crl_number").defer("crl_der").first()
+                current = (
+                    ca.crls.filter(is_delta=False).order_by("-crl_number").defer("crl_der").first()
+                )
                 assert current is not None  # not due means there is one
                 self.stdout.write(
                     f"{ca.name}: CRL #{current.crl_number} is current (next update "
@@ -69,7 +73,8 @@ class Command(BaseCommand):
             else:
                 self.stdout.write(
                     f"{ca.name}: published CRL #{row.crl_number} with {row.entry_count} "
-                    f"entries, next update {row.next_update:%Y-%m-%d %H:%M} UTC"
+                    f"entries and delta CRL #{row.crl_number + 1}, next update "
+                    f"{row.next_update:%Y-%m-%d %H:%M} UTC"
                 )
             try:
                 ocsp_responder_ensure(ca=ca)

@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pki', '0006_ca_server_identity'),
+        ('pki', '0007_delta_crls'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -1,0 +1,201 @@
+"""Issue 15: administrators cannot manufacture approvers; privileged roles need two admins.
+
+An account an administrator creates cannot approve anything until its holder has set their
+own password (invitation), enrolled their own authenticator and passed the cooling-off; once
+two administrators exist, a role grant waits for the second one.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.utils import timezone
+
+from accounts import services
+from accounts.approvers import approver_refusal
+from accounts.models import AccountSetup, MfaDevice, RoleAssignment, RoleGrantRequest
+from accounts.roles import Role, user_roles
+from audit.models import AuditEvent
+from tests.factories import TEST_PASSWORD, approver_make, mfa_enroll, sign_in
+from vault import services as vault_services
+from vault.lifecycle import KeyState
+
+pytestmark = pytest.mark.django_db
+
+DESTROY = "vault.destroy_symmetrickey"
+
+
+def invitation_of(response) -> str:
+    link = re.search(rb'id="invitation-link">http://testserver([^<]+)<', response.content)
+    return link.group(1).decode()
+
+
+def test_the_default_cooling_off_is_24_hours(monkeypatch) -> None:
+    """Without KMS_APPROVER_COOLING_OFF in the environment the settings say 24 hours (the
+    tests' conftest sets 0 on top of them)."""
+    import importlib
+
+    monkeypatch.delenv("KMS_APPROVER_COOLING_OFF", raising=False)
+    import kmsportal.settings as module
+
+    assert importlib.reload(module).KMS_APPROVER_COOLING_OFF == 24 * 60 * 60
+
+
+def test_an_administrator_made_account_cannot_approve_until_its_holder_set_it_up(
+    settings,
+) -> None:
+    settings.KMS_APPROVER_COOLING_OFF = 24 * 60 * 60
+    admin = approver_make("root-admin", Role.ADMINISTRATOR)
+    requester = approver_make("kim", Role.KEY_CUSTODIAN)
+    # Both accounts are old enough: move their history a day and a bit back.
+    old = timezone.now() - timedelta(days=2)
+    for user in (admin, requester):
+        User.objects.filter(pk=user.pk).update(date_joined=old)
+        AccountSetup.objects.filter(user=user).update(password_chosen_at=old)
+        MfaDevice.objects.filter(user=user).update(confirmed_at=old)
+        RoleAssignment.objects.filter(user=user).update(granted_at=old)
+    key = vault_services.symmetric_key_create(actor=None, name="payroll")
+    request = vault_services.destruction_request_create(
+        actor=requester, key=key, waiting_days=7, reason="retired"
+    )
+
+    # The administrator creates a custodian through the page: a link, no password.
+    page = sign_in(admin)
+    created = page.post("/users/new/", {"username": "sock-puppet", "roles": ["key_custodian"]})
+    path = invitation_of(created)
+    puppet = User.objects.get(username="sock-puppet")
+    assert user_roles(puppet) == [Role.KEY_CUSTODIAN]  # one administrator: applies at once
+
+    # Not set up: no password of their own.
+    assert "has not chosen their own password" in approver_refusal(user=puppet, permission=DESTROY)
+    with pytest.raises(vault_services.VaultError, match="has not chosen their own password"):
+        vault_services.destruction_request_approve(actor=puppet, request=request)
+
+    # Whoever opens the link (even the administrator) sets the password...
+    Client().post(path, {"new_password1": TEST_PASSWORD, "new_password2": TEST_PASSWORD})
+    puppet.refresh_from_db()
+    assert "has not enrolled their own authenticator" in approver_refusal(
+        user=puppet, permission=DESTROY
+    )
+    # ...and the authenticator: still the cooling-off, counted from the newest of them.
+    mfa_enroll(puppet)
+    refusal = approver_refusal(user=puppet, permission=DESTROY)
+    assert refusal.startswith("cooling-off:") and "24 hours" in refusal
+    with pytest.raises(vault_services.VaultError, match="cooling-off"):
+        vault_services.destruction_request_approve(actor=puppet, request=request)
+    # The confirmation page says why, and offers no Approve button.
+    shown = sign_in(puppet).get(f"/approvals/destruction/{request.pk}/").content.decode()
+    assert "You cannot approve this yet: cooling-off" in shown
+    assert 'value="approve"' not in shown
+    key.refresh_from_db()
+    assert key.state == KeyState.ACTIVE
+
+    # A day later (every moment moved back), the holder of the account may approve.
+    for model, field in (
+        (User, "date_joined"),
+        (AccountSetup, "password_chosen_at"),
+        (MfaDevice, "confirmed_at"),
+        (RoleAssignment, "granted_at"),
+    ):
+        where = {"pk": puppet.pk} if model is User else {"user": puppet}
+        model.objects.filter(**where).update(**{field: old})
+    puppet.refresh_from_db()
+    assert approver_refusal(user=puppet, permission=DESTROY) is None
+    vault_services.destruction_request_approve(actor=puppet, request=request)
+    key.refresh_from_db()
+    assert key.state == KeyState.PENDING_DESTRUCTION
+
+
+def test_a_password_reset_takes_the_account_back_to_not_eligible(make_user) -> None:
+    admin = make_user("admin-one", Role.ADMINISTRATOR)
+    custodian = approver_make("kim", Role.KEY_CUSTODIAN)
+    assert approver_refusal(user=custodian, permission=DESTROY) is None
+    services.user_password_reset(actor=admin, user=custodian)
+    custodian.refresh_from_db()
+    assert "has not chosen their own password" in approver_refusal(
+        user=custodian, permission=DESTROY
+    )
+
+
+def test_with_two_administrators_a_role_grant_waits_for_the_second(make_user) -> None:
+    first = approver_make("ada", Role.ADMINISTRATOR)
+    page = sign_in(first)
+    # One administrator (the bootstrap phase): a second administrator is made at once.
+    made = page.post(
+        "/users/new/", {"username": "bob", "roles": ["administrator"], "reason": "second admin"}
+    )
+    bob = User.objects.get(username="bob")
+    assert user_roles(bob) == [Role.ADMINISTRATOR]
+    Client().post(
+        invitation_of(made),
+        {"new_password1": TEST_PASSWORD, "new_password2": TEST_PASSWORD},
+    )
+    mfa_enroll(bob)
+
+    # Two administrators now: roles for a new user wait, and need a reason.
+    refused = page.post("/users/new/", {"username": "carol", "roles": ["key_custodian"]})
+    assert refused.status_code == 400 and b"say why" in refused.content
+    assert not User.objects.filter(username="carol").exists()
+    made = page.post(
+        "/users/new/",
+        {"username": "carol", "roles": ["key_custodian"], "reason": "new custodian for payroll"},
+    )
+    assert b"wait for a second administrator" in made.content
+    carol = User.objects.get(username="carol")
+    assert user_roles(carol) == []
+    asked = RoleGrantRequest.objects.get(user=carol)
+    assert asked.roles == ["key_custodian"]
+    # Adding a role to an existing user waits too; removing one does not.
+    target = make_user("dave", Role.AUDITOR)
+    page.post(
+        f"/users/{target.pk}/roles/", {"roles": ["ca_operator"], "reason": "moves to the PKI team"}
+    )
+    assert user_roles(target) == []  # auditor removed at once, CA operator waiting
+    waiting = RoleGrantRequest.objects.get(user=target)
+    detail = page.get(f"/users/{target.pk}/").content.decode()
+    assert f"/approvals/role-grant/{waiting.pk}/" in detail and "ca_operator" in detail
+
+    # The requester cannot approve; the second administrator does, on the confirmation page.
+    confirm = f"/approvals/role-grant/{asked.pk}/"
+    forged = page.post(confirm, {"decision": "approve"}, follow=True)
+    assert b"a different person must approve it" in forged.content
+    assert user_roles(carol) == []
+    second_page = sign_in(bob)
+    shown = second_page.get(confirm).content.decode()
+    for fact in (
+        "Grant Key custodian to carol",
+        "Key custodian",
+        "not yet (invitation not accepted)",
+        "new custodian for payroll",
+    ):
+        assert fact in shown, fact
+    second_page.post(confirm, {"decision": "approve"})
+    assert user_roles(carol) == [Role.KEY_CUSTODIAN]
+    second_page.post(
+        f"/approvals/role-grant/{waiting.pk}/", {"decision": "reject", "comment": "no"}
+    )
+    assert user_roles(target) == []
+    actions = set(AuditEvent.objects.values_list("action", flat=True))
+    assert {
+        "user.role_grant_requested",
+        "user.role_grant_approved",
+        "user.role_grant_rejected",
+    } <= actions
+
+
+def test_nobody_approves_their_own_role_grant(make_user) -> None:
+    first = approver_make("ada", Role.ADMINISTRATOR)
+    second = approver_make("bob", Role.ADMINISTRATOR)
+    third = approver_make("cyd", Role.AUDITOR)
+    changed = services.user_roles_set(
+        actor=first, user=third, roles=[Role.AUDITOR, Role.ADMINISTRATOR], reason="on call"
+    )
+    assert changed.request is not None
+    with pytest.raises(Exception, match="different person"):
+        services.role_grant_approve(actor=first, request=changed.request)
+    services.role_grant_approve(actor=second, request=changed.request)
+    assert Role.ADMINISTRATOR in user_roles(third)

@@ -1,0 +1,510 @@
+"""Two-person rule for making key material leave: grants, export policies, re-enrollment.
+
+No single person can cause key material to leave the KMS. A client fetches a key only under
+a live grant, with a certificate it enrolled with a one-time token, so each of these is a
+door the rule guards (docs/separation-of-duties.md):
+
+- **granting** a key to a client (:func:`grant_request_create`) follows the key's export
+  policy: ``never`` refuses, ``two-person`` (the default) makes a :class:`GrantRequest` a
+  second key custodian approves on a confirmation page, ``single`` (keys marked
+  low-sensitivity) grants at once;
+- **weakening** a key's export policy (never → two-person → single) is itself a request;
+  tightening applies at once, and tightening to ``never`` withdraws the key's live grants;
+- **re-enrolling** a client that holds live fetchable grants (a new enrollment token:
+  whoever holds it enrolls a key pair of their own and fetches those keys) is a request;
+  the approver receives the token, once. A client without such grants gets a token at once.
+
+Every decision goes through kmsportal.two_person: the request row is locked first, so
+approvers racing take turns and the second finds it decided; the approver is never the
+requester and must be eligible (accounts.approvers: own password, own authenticator,
+cooling-off). The granting itself is vault.distribution's :func:`grant_create` /
+:func:`client_enrollment_token_renew`, called in the approval's transaction. Every service
+is one transaction with its audit event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.approvers import approver_check
+from audit.services import audit_event_record
+from kmsportal.two_person import (
+    TwoPersonError,
+    TwoPersonStatus,
+    two_person_check_not_requester,
+    two_person_check_unexpired,
+    two_person_decide,
+    two_person_lapse,
+    two_person_locked,
+    two_person_reason,
+    two_person_reject,
+    two_person_withdraw,
+)
+
+from .distribution import DistributionError, client_enrollment_token_renew, grant_create
+from .events import VaultAction
+from .models import (
+    Client,
+    ClientState,
+    ExportPolicy,
+    ExportPolicyRequest,
+    Grant,
+    GrantRequest,
+    GrantVersions,
+    ReenrollmentRequest,
+    SymmetricKey,
+)
+
+REQUEST_TTL = timedelta(hours=72)
+# What deciding each kind needs (the approver's role must hold it, past the cooling-off).
+GRANT_PERMISSION = "vault.add_grant"
+EXPORT_POLICY_PERMISSION = "vault.export_policy_symmetrickey"
+REENROLLMENT_PERMISSION = "vault.change_client"
+
+Pending = TwoPersonStatus.PENDING
+
+
+def _name(actor: AbstractBaseUser | None) -> str:
+    return actor.get_username() if actor is not None else "system"
+
+
+def _record(
+    action: VaultAction, *, actor: AbstractBaseUser | None, target: Any, label: str, **details: Any
+) -> None:
+    audit_event_record(
+        action=action, actor=actor, target=target, target_label=label, details=details
+    )
+
+
+def _create(model: type, *, actor: AbstractBaseUser, reason: str, **fields: Any) -> Any:
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            return model.objects.create(
+                reason=two_person_reason(reason),
+                requested_by=actor,
+                requested_by_name=_name(actor),
+                requested_at=now,
+                expires_at=now + REQUEST_TTL,
+                **fields,
+            )
+    except IntegrityError:
+        raise TwoPersonError(
+            "the same request is already waiting for approval; approve, reject or withdraw that one"
+        ) from None
+
+
+_EXPIRED = {
+    "GrantRequest": VaultAction.GRANT_REQUEST_EXPIRED,
+    "ExportPolicyRequest": VaultAction.KEY_EXPORT_POLICY_EXPIRED,
+    "ReenrollmentRequest": VaultAction.CLIENT_REENROLLMENT_EXPIRED,
+}
+
+
+def _lapse(model: type, **where: Any) -> None:
+    """Pending requests past their time become ``expired`` (visibly, audited, not deleted)."""
+
+    def record(request: Any) -> None:
+        target = request.client if model is ReenrollmentRequest else request.key
+        _record(
+            _EXPIRED[model.__name__],
+            actor=None,
+            target=target,
+            label=target.name,
+            request=request.pk,
+            requested_by=request.requested_by_name,
+            expired_at=request.expires_at.isoformat(),
+        )
+
+    two_person_lapse(
+        model, record=record, related=("client", "key") if model is GrantRequest else (), **where
+    )
+
+
+def live_fetch_grants(client: Client) -> list[Grant]:
+    """The client's live grants that release key material (fetch)."""
+    now = timezone.now()
+    grants = client.grants.filter(withdrawn_at__isnull=True).select_related("key")
+    return [
+        g
+        for g in grants
+        if (g.expires_at is None or g.expires_at > now)
+        and g.releases_key_material
+        and not g.key.is_destroyed
+    ]
+
+
+# --- grants -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GrantOutcome:
+    grant: Grant | None  # made now (export policy `single`)
+    request: GrantRequest | None  # waiting for a second custodian
+
+
+@transaction.atomic
+def grant_request_create(
+    *,
+    actor: AbstractBaseUser,
+    client: Client,
+    key: SymmetricKey,
+    reason: str,
+    versions: str = GrantVersions.PRIMARY,
+    expires_at: datetime | None = None,
+) -> GrantOutcome:
+    """Ask for ``client`` to be allowed to fetch ``key``, as the key's export policy says:
+    refused for ``never``; a request a second custodian approves for ``two-person``; the
+    grant at once for ``single``. A reason is always required. The grant's own checks
+    (client not revoked, key not destroyed, no live grant yet) apply at request time too."""
+    key = SymmetricKey.objects.select_for_update().get(pk=key.pk)
+    cleaned = two_person_reason(reason)
+    if key.export_policy == ExportPolicy.NEVER:
+        raise TwoPersonError(
+            f"key {key.name}'s export policy is 'never': no client may fetch it. Changing "
+            "the policy is itself a two-person request."
+        )
+    if versions not in GrantVersions.values:
+        raise DistributionError(f"versions must be one of {', '.join(GrantVersions.values)}")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise DistributionError("the grant's expiry must be in the future")
+    if client.state == ClientState.REVOKED:
+        raise DistributionError(f"client {client.name} is revoked")
+    if key.is_destroyed:
+        raise DistributionError(f"key {key.name} is destroyed")
+    if Grant.objects.filter(client=client, key=key, withdrawn_at__isnull=True).exists():
+        raise DistributionError(f"{client.name} already has a grant for {key.name}")
+    if key.export_policy == ExportPolicy.SINGLE:
+        grant = grant_create(
+            actor=actor, client=client, key=key, versions=versions, expires_at=expires_at
+        )
+        return GrantOutcome(grant=grant, request=None)
+    _lapse(GrantRequest, client=client, key=key)
+    request = _create(
+        GrantRequest,
+        actor=actor,
+        reason=cleaned,
+        client=client,
+        key=key,
+        versions=versions,
+        grant_expires_at=expires_at,
+    )
+    _record(
+        VaultAction.GRANT_REQUESTED,
+        actor=actor,
+        target=key,
+        label=key.name,
+        request=request.pk,
+        client=client.name,
+        key=key.name,
+        versions=versions,
+        expires_at=expires_at.isoformat() if expires_at else None,
+        reason=request.reason,
+        request_expires_at=request.expires_at.isoformat(),
+    )
+    return GrantOutcome(grant=None, request=request)
+
+
+@transaction.atomic
+def grant_request_approve(*, actor: AbstractBaseUser, request: GrantRequest) -> Grant:
+    """Second custodian: approve; the grant is made now (vault.distribution.grant_create).
+
+    Refused (nothing changes) for the requester, an ineligible approver, an expired request,
+    and when the key's policy became ``never`` meanwhile."""
+    request = two_person_locked(GrantRequest, request.pk, related=("client", "key"))
+    two_person_check_not_requester(request, actor)
+    approver_check(user=actor, permission=GRANT_PERMISSION)
+    two_person_check_unexpired(request)
+    key = SymmetricKey.objects.select_for_update().get(pk=request.key_id)
+    if key.export_policy == ExportPolicy.NEVER:
+        raise TwoPersonError(f"key {key.name}'s export policy became 'never'; reject this")
+    grant = grant_create(
+        actor=actor,
+        client=request.client,
+        key=key,
+        versions=request.versions,
+        expires_at=request.grant_expires_at,
+    )
+    request.grant = grant
+    request.save(update_fields=["grant"])
+    two_person_decide(request, actor=actor, status=TwoPersonStatus.APPROVED)
+    _record(
+        VaultAction.GRANT_REQUEST_APPROVED,
+        actor=actor,
+        target=key,
+        label=key.name,
+        request=request.pk,
+        client=request.client.name,
+        key=key.name,
+        requested_by=request.requested_by_name,
+    )
+    return grant
+
+
+@transaction.atomic
+def grant_request_reject(
+    *, actor: AbstractBaseUser, request: GrantRequest, comment: str = ""
+) -> GrantRequest:
+    request = two_person_reject(
+        GrantRequest, request.pk, actor=actor, comment=comment, related=("client", "key")
+    )
+    _record(
+        VaultAction.GRANT_REQUEST_REJECTED,
+        actor=actor,
+        target=request.key,
+        label=request.key.name,
+        request=request.pk,
+        client=request.client.name,
+        comment=request.decision_comment,
+    )
+    return request
+
+
+@transaction.atomic
+def grant_request_withdraw(*, actor: AbstractBaseUser, request: GrantRequest) -> GrantRequest:
+    request = two_person_withdraw(GrantRequest, request.pk, actor=actor, related=("client", "key"))
+    _record(
+        VaultAction.GRANT_REQUEST_WITHDRAWN,
+        actor=actor,
+        target=request.key,
+        label=request.key.name,
+        request=request.pk,
+        client=request.client.name,
+    )
+    return request
+
+
+# --- export policy ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicyOutcome:
+    key: SymmetricKey
+    request: ExportPolicyRequest | None  # a weaker policy waits for a second custodian
+    grants_withdrawn: int = 0
+
+
+def _policy_apply(
+    *, actor: AbstractBaseUser, key: SymmetricKey, policy: str, reason: str, **details: Any
+) -> int:
+    previous = key.export_policy
+    key.export_policy = policy
+    key.save(update_fields=["export_policy", "updated_at"])
+    withdrawn = 0
+    if policy == ExportPolicy.NEVER:
+        # No client may fetch it any more: its live grants end in the same transaction.
+        now = timezone.now()
+        withdrawn = Grant.objects.filter(key=key, withdrawn_at__isnull=True).update(
+            withdrawn_at=now, withdrawn_by_name=_name(actor)
+        )
+    _record(
+        VaultAction.KEY_EXPORT_POLICY_CHANGED,
+        actor=actor,
+        target=key,
+        label=key.name,
+        key=key.name,
+        **{"from": previous, "to": policy},
+        reason=reason,
+        grants_withdrawn=withdrawn,
+        **details,
+    )
+    return withdrawn
+
+
+@transaction.atomic
+def export_policy_set(
+    *, actor: AbstractBaseUser, key: SymmetricKey, policy: str, reason: str
+) -> PolicyOutcome:
+    """Change ``key``'s export policy: a stricter one at once (``never`` also withdraws the
+    key's live grants); a weaker one becomes a request a second custodian approves."""
+    key = SymmetricKey.objects.select_for_update().get(pk=key.pk)
+    cleaned = two_person_reason(reason)
+    try:
+        policy = ExportPolicy(policy).value
+    except ValueError:
+        raise TwoPersonError(f"unknown export policy {policy!r}") from None
+    if policy == key.export_policy:
+        raise TwoPersonError(f"key {key.name}'s export policy is already '{policy}'")
+    if ExportPolicy.strictness(policy) > ExportPolicy.strictness(key.export_policy):
+        withdrawn = _policy_apply(actor=actor, key=key, policy=policy, reason=cleaned)
+        return PolicyOutcome(key=key, request=None, grants_withdrawn=withdrawn)
+    _lapse(ExportPolicyRequest, key=key)
+    request = _create(
+        ExportPolicyRequest,
+        actor=actor,
+        reason=cleaned,
+        key=key,
+        from_policy=key.export_policy,
+        to_policy=policy,
+    )
+    _record(
+        VaultAction.KEY_EXPORT_POLICY_REQUESTED,
+        actor=actor,
+        target=key,
+        label=key.name,
+        request=request.pk,
+        key=key.name,
+        **{"from": request.from_policy, "to": request.to_policy},
+        reason=request.reason,
+        request_expires_at=request.expires_at.isoformat(),
+    )
+    return PolicyOutcome(key=key, request=request)
+
+
+@transaction.atomic
+def export_policy_request_approve(
+    *, actor: AbstractBaseUser, request: ExportPolicyRequest
+) -> SymmetricKey:
+    """Second custodian: the weaker policy applies now (if the key's policy is still the one
+    the request started from; otherwise refused)."""
+    request = two_person_locked(ExportPolicyRequest, request.pk, related=("key",))
+    two_person_check_not_requester(request, actor)
+    approver_check(user=actor, permission=EXPORT_POLICY_PERMISSION)
+    two_person_check_unexpired(request)
+    key = SymmetricKey.objects.select_for_update().get(pk=request.key_id)
+    if key.export_policy != request.from_policy:
+        raise TwoPersonError(
+            f"key {key.name}'s policy changed meanwhile (now '{key.export_policy}'); reject this"
+        )
+    two_person_decide(request, actor=actor, status=TwoPersonStatus.APPROVED)
+    _policy_apply(
+        actor=actor,
+        key=key,
+        policy=request.to_policy,
+        reason=request.reason,
+        request=request.pk,
+        requested_by=request.requested_by_name,
+    )
+    return key
+
+
+@transaction.atomic
+def export_policy_request_reject(
+    *, actor: AbstractBaseUser, request: ExportPolicyRequest, comment: str = ""
+) -> ExportPolicyRequest:
+    request = two_person_reject(
+        ExportPolicyRequest, request.pk, actor=actor, comment=comment, related=("key",)
+    )
+    _record(
+        VaultAction.KEY_EXPORT_POLICY_REJECTED,
+        actor=actor,
+        target=request.key,
+        label=request.key.name,
+        request=request.pk,
+        comment=request.decision_comment,
+    )
+    return request
+
+
+@transaction.atomic
+def export_policy_request_withdraw(
+    *, actor: AbstractBaseUser, request: ExportPolicyRequest
+) -> ExportPolicyRequest:
+    request = two_person_withdraw(ExportPolicyRequest, request.pk, actor=actor, related=("key",))
+    _record(
+        VaultAction.KEY_EXPORT_POLICY_WITHDRAWN,
+        actor=actor,
+        target=request.key,
+        label=request.key.name,
+        request=request.pk,
+    )
+    return request
+
+
+# --- re-enrollment ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenOutcome:
+    token: str | None  # issued now (the client holds no fetchable grant)
+    request: ReenrollmentRequest | None  # waiting for a second custodian
+
+
+@transaction.atomic
+def client_reenrollment_request(
+    *, actor: AbstractBaseUser, client: Client, reason: str
+) -> TokenOutcome:
+    """A new enrollment token for ``client``: at once when it holds no live fetchable grant,
+    else a request a second custodian approves (the approver receives the token)."""
+    client = Client.objects.select_for_update().get(pk=client.pk)
+    cleaned = two_person_reason(reason)
+    if client.state == ClientState.REVOKED:
+        raise DistributionError(f"client {client.name} is revoked")
+    grants = live_fetch_grants(client)
+    if not grants:
+        return TokenOutcome(
+            token=client_enrollment_token_renew(actor=actor, client=client), request=None
+        )
+    _lapse(ReenrollmentRequest, client=client)
+    request = _create(ReenrollmentRequest, actor=actor, reason=cleaned, client=client)
+    _record(
+        VaultAction.CLIENT_REENROLLMENT_REQUESTED,
+        actor=actor,
+        target=client,
+        label=client.name,
+        request=request.pk,
+        client=client.name,
+        keys=sorted(g.key.name for g in grants),
+        reason=request.reason,
+        request_expires_at=request.expires_at.isoformat(),
+    )
+    return TokenOutcome(token=None, request=request)
+
+
+@transaction.atomic
+def client_reenrollment_approve(*, actor: AbstractBaseUser, request: ReenrollmentRequest) -> str:
+    """Second custodian: approve; returns the new enrollment token (show it once)."""
+    request = two_person_locked(ReenrollmentRequest, request.pk, related=("client",))
+    two_person_check_not_requester(request, actor)
+    approver_check(user=actor, permission=REENROLLMENT_PERMISSION)
+    two_person_check_unexpired(request)
+    token = client_enrollment_token_renew(actor=actor, client=request.client)
+    two_person_decide(request, actor=actor, status=TwoPersonStatus.APPROVED)
+    _record(
+        VaultAction.CLIENT_REENROLLMENT_APPROVED,
+        actor=actor,
+        target=request.client,
+        label=request.client.name,
+        request=request.pk,
+        requested_by=request.requested_by_name,
+    )
+    return token
+
+
+@transaction.atomic
+def client_reenrollment_reject(
+    *, actor: AbstractBaseUser, request: ReenrollmentRequest, comment: str = ""
+) -> ReenrollmentRequest:
+    request = two_person_reject(
+        ReenrollmentRequest, request.pk, actor=actor, comment=comment, related=("client",)
+    )
+    _record(
+        VaultAction.CLIENT_REENROLLMENT_REJECTED,
+        actor=actor,
+        target=request.client,
+        label=request.client.name,
+        request=request.pk,
+        comment=request.decision_comment,
+    )
+    return request
+
+
+@transaction.atomic
+def client_reenrollment_withdraw(
+    *, actor: AbstractBaseUser, request: ReenrollmentRequest
+) -> ReenrollmentRequest:
+    request = two_person_withdraw(ReenrollmentRequest, request.pk, actor=actor, related=("client",))
+    _record(
+        VaultAction.CLIENT_REENROLLMENT_WITHDRAWN,
+        actor=actor,
+        target=request.client,
+        label=request.client.name,
+        request=request.pk,
+    )
+    return request
