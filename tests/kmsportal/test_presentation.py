@@ -10,6 +10,7 @@ from django.template import Context, Template
 
 from accounts.roles import Role
 from kmsportal.bidi import bidi_neutralize
+from tests.factories import mfa_enroll
 from vault import services
 
 
@@ -43,7 +44,10 @@ def test_roles_events_and_version_states_have_labels_and_badges(make_user, signe
     first, second = make_user("kay", Role.KEY_CUSTODIAN), make_user("ken", Role.KEY_CUSTODIAN)
     key = services.symmetric_key_create(actor=None, name="doomed")
     services.key_version_compromise(actor=None, key=key, number=1, reason="tape lost")
-    request = services.destruction_request_create(actor=first, key=key, waiting_days=7)
+    request = services.destruction_request_create(
+        actor=first, key=key, waiting_days=7, reason="retired with the old service"
+    )
+    mfa_enroll(second)  # only an account with a second factor approves
     services.destruction_request_approve(actor=second, request=request)
     page = signed_in(first).get("/keys/doomed/").content.decode()
     versions = page[page.index("<h2>Versions</h2>") :]
