@@ -20,19 +20,24 @@ def main() -> int:
     from kmsportal.cli_actor import (
         SERVING_COMMANDS,
         UnknownActorError,
+        command_declares_actor,
         command_line_actor_for,
         command_line_actor_set,
         split_actor_option,
     )
 
-    argv, username = split_actor_option(sys.argv)
-    command = argv[1] if len(argv) > 1 else ""
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
     try:
         django.setup()
+        if command_declares_actor(command):
+            # The command acts for the portal user it names itself (e.g. grant_create).
+            argv, username = list(sys.argv), ""
+        else:
+            argv, username = split_actor_option(sys.argv)
         if command not in SERVING_COMMANDS:
             command_line_actor_set(command_line_actor_for(username))
     except ImproperlyConfigured as exc:
-        if "--traceback" in argv:
+        if "--traceback" in sys.argv:
             raise
         print(f"Error: {exc}", file=sys.stderr)
         return 1

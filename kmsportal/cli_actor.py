@@ -86,3 +86,15 @@ def split_actor_option(argv: list[str]) -> tuple[list[str], str]:
         else:
             rest.append(item)
     return rest, username
+
+
+def command_declares_actor(command: str) -> bool:
+    """Whether management command ``command`` has an ``--actor`` option of its own (then it,
+    not manage.py, reads it). Needs django.setup()."""
+    from django.core.management import get_commands, load_command_class
+
+    app = get_commands().get(command)
+    if not command or app is None:
+        return False
+    parser = load_command_class(app, command).create_parser("manage.py", command)
+    return any("--actor" in action.option_strings for action in parser._actions)

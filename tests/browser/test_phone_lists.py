@@ -13,11 +13,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from accounts import services as account_services
 from accounts.roles import Role
 from pki import services as pki_services
 from tests.browser.journeys import PHONE, expect
-from tests.factories import TEST_PASSWORD
 from vault import distribution
 from vault import services as vault_services
 
@@ -49,12 +47,7 @@ def csr(host: str) -> bytes:
 
 @pytest.fixture
 def busy_portal(make_user) -> None:
-    account_services.user_create(
-        actor=None,
-        username=VIEWER,
-        roles=[Role.ADMINISTRATOR, Role.AUDITOR],
-        password=TEST_PASSWORD,
-    )
+    make_user(VIEWER, Role.ADMINISTRATOR, Role.AUDITOR)
     custodian = make_user("kristina-custodian-with-a-long-name", Role.KEY_CUSTODIAN)
     root = pki_services.certificate_authority_create(
         actor=None, name="phone-root", subject="CN=Phone Root CA,O=Example Org", key_type="ecp256"

@@ -115,12 +115,19 @@ KMSCLIENT = [sys.executable, "-m", "kmsclient"]  # its public command line
 
 
 def key_client_and_grant(checkout: Path) -> str:
-    """The operator, with manage.py in a new shell: a key, a client, a grant; the token."""
+    """The operator, with manage.py in a new shell: a key and a client from the commands, the
+    grant through the service (the grant command asks a second custodian, who a trial does
+    not have yet); returns the enrollment token."""
     shell = new_shell_environment()
     manage = [str(checkout / ".venv/bin/python"), "manage.py"]
     run([*manage, "key_create", "shared-db"], cwd=checkout, env=shell)
     created = run([*manage, "client_create", "billing"], cwd=checkout, env=shell)
-    run([*manage, "grant_create", "billing", "shared-db"], cwd=checkout, env=shell)
+    grant = (
+        "from vault import distribution; from vault.models import Client, SymmetricKey; "
+        "distribution.grant_create(actor=None, client=Client.objects.get(name='billing'), "
+        "key=SymmetricKey.objects.get(name='shared-db'))"
+    )
+    run([*manage, "shell", "--no-imports", "-c", grant], cwd=checkout, env=shell)
     return re.search(r"\): ([0-9a-f]{32,})", created).group(1)
 
 

@@ -485,10 +485,10 @@ def test_validation_page_with_an_uploaded_der_and_chain(operator: Client, severa
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"certificate_text": "hello"}, "The data is not a certificate"),
+        ({"certificate_text": "hello"}, "the data is not a certificate"),
         (
             {"certificate_text": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"},
-            "The PEM block is damaged",
+            "the PEM block is damaged",
         ),
     ],
 )
