@@ -2,9 +2,8 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-export DEBUG ?= true
 
-.PHONY: run test bench lint format clean venv
+.PHONY: run test bench lint format clean venv dist docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +20,10 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
 
 venv: $(VENV)/.runtime-installed
 
+# A local trial: kmsportal.trial writes .kms/trial.env (DEBUG off, a development keyring and
+# secret, KMS_PUBLIC_URL from GUNICORN_BIND unless set), which manage.py reads in any shell.
 run: $(VENV)/.runtime-installed
+	$(BIN)/python -m kmsportal.trial
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py bootstrap
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
@@ -39,6 +41,18 @@ test: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)
 
+# The kmsclient wheel and sdist for service machines (pip install dist/kmsclient-*.whl): they
+# depend on cryptography and requests only (kmsclient/pyproject.toml says how they are built).
+dist: $(VENV)/.runtime-installed
+	rm -rf dist
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist ./kmsclient
+	@ls dist
+
+# The documentation site (MkDocs with Material, mkdocs.yml) from docs/ into site/. --strict:
+# a broken link, a missing page or anchor fails the build (CI runs it).
+docs: $(VENV)/.dev-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -48,4 +62,4 @@ format: $(VENV)/.dev-installed
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache dist site

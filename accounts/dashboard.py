@@ -50,6 +50,8 @@ DENIED_WINDOW = timedelta(hours=24)
 EXPIRY_WINDOWS = 13
 EXPIRY_WINDOW_DAYS = 7
 AUDIT_PERMISSION = "audit.view_auditevent"  # the audit list's permission
+#: Who sees the public-URL warnings (administrators: they manage CAs and the deployment).
+PUBLIC_URL_PERMISSION = "pki.manage_certificateauthority"
 
 
 def _link(url_name: str, **query: object) -> str:
@@ -487,4 +489,8 @@ class DashboardView(LoginRequiredMixin, TemplateView):
         context = super().get_context_data(**kwargs)
         # The user's roles are in every page's context already (nav_roles).
         context.update(dashboard_sections(user=self.request.user))
+        if self.request.user.has_perm(PUBLIC_URL_PERMISSION):
+            from kmsportal.public_url import public_url_warnings
+
+            context["public_url_warnings"] = public_url_warnings(self.request)
         return context

@@ -168,13 +168,24 @@ class MfaEnrollView(LoginRequiredMixin, View):
         already = self._already(request)
         if already is not None:
             return already
-        provisioning = mfa.mfa_enrollment_begin(user=request.user)
+        # The secret stays the same for the whole attempt (sealed on the unconfirmed device):
+        # a reload after scanning the QR code must not make the app's codes wrong.
+        provisioning = mfa.mfa_enrollment_pending(user=request.user)
+        if provisioning is None:
+            provisioning = mfa.mfa_enrollment_begin(user=request.user)
         return self._render(request, provisioning, MfaTotpCodeForm())
 
     def post(self, request: HttpRequest) -> HttpResponse:
         already = self._already(request)
         if already is not None:
             return already
+        if request.POST.get("restart"):
+            # "Start again with a new secret": the old one stops working.
+            mfa.mfa_enrollment_begin(user=request.user)
+            messages.info(
+                request, "A new secret was made: remove the old entry from your app and scan again."
+            )
+            return HttpResponseRedirect(_with_next(reverse("accounts:mfa_enroll"), request))
         provisioning = mfa.mfa_enrollment_pending(user=request.user)
         if provisioning is None:  # no enrollment in progress: start one
             return HttpResponseRedirect(_with_next(reverse("accounts:mfa_enroll"), request))

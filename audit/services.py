@@ -26,6 +26,7 @@ from django.db import connection, models, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from kmsportal.cli_actor import command_line_actor
 from kmsportal.crypto.audit_chain import (
     EVENT_FIELDS,
     GENESIS_HASH,
@@ -115,6 +116,9 @@ def _actor_fields(
     if actor is None:
         if anonymous:
             return ActorType.USER, "", actor_name or "anonymous"
+        cli = command_line_actor()  # set once per management command run (manage.py)
+        if cli is not None and actor_name is None:
+            return (ActorType.USER if cli.user_id else ActorType.SYSTEM), cli.user_id, cli.name
         return ActorType.SYSTEM, "", actor_name or "system"
     if isinstance(actor, AbstractBaseUser):
         return ActorType.USER, str(actor.pk), actor.get_username()

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TextIO
 
+from kmsclient import __version__
 from kmsclient.client import (
     DEFAULT_MAX_STATUS_AGE_SECONDS,
     DEFAULT_TIMEOUT,
@@ -569,8 +570,9 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command of :data:`COMMANDS` registered."""
     parser = argparse.ArgumentParser(
-        prog="python -m kmsclient", description="kmsportal client for services and auditors."
+        prog="kmsclient", description="kmsportal client for services and auditors."
     )
+    parser.add_argument("--version", action="version", version=f"kmsclient {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for register in COMMANDS:
         register(subparsers)

@@ -1,7 +1,8 @@
 """kmsportal settings: one module, every deployment difference is an environment variable.
 
 Every variable is documented in `.env.example`. Defaults are safe for production
-(`DEBUG=False`, secure cookies, HSTS); `make run` opts into `DEBUG=true` for a local trial.
+(`DEBUG=False`, secure cookies, HSTS). `make run` writes a local trial's settings to
+`.kms/trial.env` (kmsportal/trial.py), read here below the environment; DEBUG stays off.
 """
 
 from __future__ import annotations
@@ -18,10 +19,17 @@ env = environ.Env()
 # A local `.env` file is read if present; real environment variables win over it.
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-DEBUG: bool = env.bool("DEBUG", default=False)
-
 # Where the embedded database and the development keyring live (git-ignored).
 KMS_DATA_DIR = Path(env.str("KMS_DATA_DIR", default="") or BASE_DIR / ".kms").resolve()
+# `make run` writes the trial's settings there (kmsportal/trial.py); read below the
+# environment, so `manage.py` in any shell sees the same database, keyring and URL.
+KMS_TRIAL_SETTINGS_FILE: Path | None = KMS_DATA_DIR / "trial.env"
+if KMS_TRIAL_SETTINGS_FILE.exists():
+    environ.Env.read_env(KMS_TRIAL_SETTINGS_FILE, overwrite=False)
+else:
+    KMS_TRIAL_SETTINGS_FILE = None
+
+DEBUG: bool = env.bool("DEBUG", default=False)
 
 # Placeholder values that must never protect a real deployment.
 INSECURE_SECRET_KEYS = frozenset({"", "change-me", "changeme", "insecure", "secret"})
@@ -35,9 +43,10 @@ def _secret_key() -> str:
         return value
     if not DEBUG:
         raise ImproperlyConfigured(
-            "SECRET_KEY is missing or is a placeholder value. With DEBUG=False set SECRET_KEY "
-            "to a long random string (for example: python -c "
-            '"import secrets; print(secrets.token_urlsafe(50))").'
+            "SECRET_KEY is not set (or is a placeholder). For a local trial run `make run` "
+            "once in the checkout (it writes .kms/trial.env, which manage.py then reads in any "
+            "shell); a real deployment sets SECRET_KEY to a long random string "
+            '(python -c "import secrets; print(secrets.token_urlsafe(50))").'
         )
     # Development only: a random key kept in the data directory so sessions survive restarts.
     if _DEV_SECRET_KEY_FILE.exists():
@@ -85,6 +94,10 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # A key backend (PKCS#11 token) that fails mid-request answers 503, not a traceback.
     "kmsportal.keyring.middleware.KeyBackendUnavailableMiddleware",
+    # Logs requests addressed to another host than KMS_PUBLIC_URL (once per host).
+    "kmsportal.public_url.PublicUrlHostMiddleware",
+    # Bidi controls in user text are shown as visible [U+202E] markers (text spoofing).
+    "kmsportal.bidi.BidiNeutralizeMiddleware",
 ]
 
 ROOT_URLCONF = "kmsportal.urls"
@@ -102,6 +115,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "accounts.context_processors.navigation",
             ],
+            # |utc (ISO 8601 UTC) and the human labels, on every page without {% load %}.
+            "builtins": ["kmsportal.template_filters"],
         },
     },
 ]
@@ -186,6 +201,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# One date-time format everywhere: ISO 8601 in UTC (kmsportal/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["kmsportal.formats"]
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]

@@ -37,3 +37,5 @@ class PkiConfig(AppConfig):
         sealed_field_register(
             "pki.OCSPResponder", "sealed_private_key", lambda row: row.aad, SealedKind.PRIVATE_KEY
         )
+        # Generated key pairs waiting for their one download (erased after it).
+        sealed_field_register("pki.GeneratedKeyDelivery", "sealed_bundle", lambda row: row.aad)

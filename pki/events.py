@@ -7,6 +7,7 @@ class PkiAction(models.TextChoices):
     CA_CREATED = "ca.created", "Certificate authority created"
     CA_IMPORTED = "ca.imported", "Certificate authority imported (certificate and key)"
     CA_DISABLED = "ca.disabled", "Certificate authority disabled"
+    CA_REISSUED = "ca.reissued", "CA certificate re-issued with the current public URL"
     CA_REVOKED = "ca.revoked", "Certificate authority revoked (with everything it issued)"
     CA_REVOCATION_REQUESTED = "ca.revocation_requested", "CA revocation requested"
     CA_REVOCATION_APPROVED = "ca.revocation_approved", "CA revocation approved (revoked)"

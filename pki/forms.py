@@ -9,7 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
+
+from kmsportal.widgets import utc_datetime_input
 
 from .models import (
     CA_NAME_MESSAGE,
@@ -110,6 +113,10 @@ class CACreateForm(forms.Form):
     def __init__(self, *args: Any, parents: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["parent"].choices = [("", "none: a self-signed root"), *parents]
+        # Most new CAs are intermediates under the deployment's root: offer that first.
+        names = [name for name, _ in parents]
+        if settings.KMS_ROOT_CA_NAME in names:
+            self.fields["parent"].initial = settings.KMS_ROOT_CA_NAME
 
 
 class CADisableForm(forms.Form):
@@ -190,7 +197,8 @@ class _IssueBase(forms.Form):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["ca"].choices = cas
+        # One CA: it is the default. Several: the operator chooses (no silent default).
+        self.fields["ca"].choices = cas if len(cas) <= 1 else [("", "choose the issuing CA"), *cas]
         self.fields["profile"].choices = profiles
 
 
@@ -286,6 +294,12 @@ class GeneratedIssueForm(GeneratedRequestForm):
         label="Download as",
     )
 
+    # A random token per confirmation page: the same form submitted twice issues once
+    # (pki.generated_delivery).
+    idempotency_token = forms.CharField(
+        widget=forms.HiddenInput, min_length=16, max_length=64, required=True
+    )
+
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         first, second = data.get("password1"), data.get("password2")
@@ -368,7 +382,7 @@ class RevokeForm(forms.Form):
         required=False,
         input_formats=DATETIME_INPUT_FORMATS,
         label="Invalidity date (UTC, optional)",
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        widget=utc_datetime_input(),
         help_text="Only with "
         + " or ".join(sorted(r.label.lower() for r in INVALIDITY_DATE_REASONS))
         + ": since when the private key is known or suspected to be compromised.",

@@ -398,3 +398,49 @@ class OCSPResponder(models.Model):
 UPLOAD_MAX_BYTES = 64 * 1024
 #: Largest chain (PEM bundle) the validation page accepts (the X.509 layer's bundle limit).
 CHAIN_UPLOAD_MAX_BYTES = 1024 * 1024
+
+
+class GeneratedKeyDelivery(models.Model):
+    """One submission of the generated-key issuance form, and its file until downloaded.
+
+    The form carries a random idempotency token; its hash is unique here, so a second submit
+    of the same form (a double click, a reload, a second worker) finds this row instead of
+    issuing again. The PKCS#12 (or PEM bundle), already encrypted under the operator's
+    password, is kept sealed under the master keyring only until its one download or
+    `DELIVERY_TTL`, then erased: the private key is never kept longer than that.
+    """
+
+    DELIVERY_TTL = timedelta(minutes=10)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    token_hash = models.CharField(max_length=64, unique=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    certificate = models.ForeignKey(
+        Certificate, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    filename = models.CharField(max_length=200, blank=True)
+    content_type = models.CharField(max_length=64, blank=True)
+    sealed_bundle = models.BinaryField(default=b"", blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        default_permissions = ()
+
+    def __str__(self) -> str:
+        return f"generated key delivery {self.id}"
+
+    @property
+    def aad(self) -> bytes:
+        """Associated data binding the sealed file to this row and its purpose."""
+        return f"pki.GeneratedKeyDelivery:{self.id}:bundle".encode()
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.created_at + self.DELIVERY_TTL
+
+    @property
+    def downloadable(self) -> bool:
+        return bool(self.sealed_bundle) and timezone.now() < self.expires_at

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from cryptography import x509
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
@@ -78,17 +79,46 @@ def ca_get(*, user: AbstractBaseUser, name: str) -> CertificateAuthority | None:
     return _cas().select_related("parent").filter(name=name).first()
 
 
-def ca_issuing_choices(*, user: AbstractBaseUser) -> list[tuple[str, str]]:
-    """Active CAs as (name, label): the CAs that can sign now."""
+def internal_ca_names() -> set[str]:
+    """The key distribution's own CAs: their certificates come from enrollment and
+    `bootstrap`, never from the portal's issuance forms (nor do CAs go under them)."""
+    names = {
+        settings.KMS_IDENTITY_CA_NAME,
+        getattr(settings, "KMS_SERVER_IDENTITY_CA_NAME", ""),
+    }
+    return {name for name in names if name}
+
+
+def _signing_cas(user: AbstractBaseUser) -> QuerySet[CertificateAuthority]:
+    """Active, unexpired CAs other than the internal ones, by name."""
     if not user.has_perm(VIEW_CA):
-        return []
-    now = timezone.now()
+        return _cas().none()
+    return (
+        _cas()
+        .filter(state=CAState.ACTIVE, not_after__gt=timezone.now(), server_identity=False)
+        .exclude(name__in=internal_ca_names())
+        .order_by("name")
+    )
+
+
+def ca_issuing_choices(*, user: AbstractBaseUser) -> list[tuple[str, str]]:
+    """CAs the issuance forms offer, as (name, label): active intermediates. Roots sign
+    intermediates only (their key is the one everything trusts); the internal CAs are
+    not offered (see `internal_ca_names`)."""
     return [
         (ca.name, f"{ca.name} ({ca.subject})")
-        for ca in _cas()
-        .filter(state=CAState.ACTIVE, not_after__gt=now, server_identity=False)
+        for ca in _signing_cas(user).filter(parent__isnull=False).only("name", "subject")
+    ]
+
+
+def ca_parent_choices(*, user: AbstractBaseUser) -> list[tuple[str, str]]:
+    """CAs that may sign a new intermediate: active, and their path length leaves room for
+    one more CA below them (a CA with path length 0 issues end-entity certificates only)."""
+    return [
+        (ca.name, f"{ca.name} ({ca.subject})")
+        for ca in _signing_cas(user)
+        .filter(Q(path_length__isnull=True) | Q(path_length__gt=0))
         .only("name", "subject")
-        .order_by("name")
     ]
 
 

@@ -425,6 +425,40 @@ def certificate_authority_create(
     return ca
 
 
+def _sign_sub_ca(
+    *,
+    parent: CertificateAuthority,
+    actor: Actor,
+    build: Callable[[int], x509.Certificate],
+) -> x509.Certificate:
+    """Sign an intermediate's certificate under ``parent`` with a unique serial, recorded in
+    the parent's list of issued certificates (profile sub-ca)."""
+    certificate, _ = _sign_with_unique_serial(
+        ca=parent,
+        build=build,
+        row=lambda cert: _certificate_row(
+            ca=parent,
+            certificate=cert,
+            profile=SUB_CA_PROFILE_NAME,
+            source=CertificateSource.CA,
+            actor=actor,
+            sans=[],
+        ),
+    )
+    return certificate
+
+
+def _ca_certificate_set(ca: CertificateAuthority, certificate: x509.Certificate) -> None:
+    """Put ``certificate`` on the CA row (not saved): DER, PEM, serial, fingerprint, validity."""
+    der = certificate_to_der(certificate)
+    ca.certificate_der = der
+    ca.certificate_pem = certificate_to_pem(certificate).decode("ascii")
+    ca.serial_hex = serial_to_hex(certificate.serial_number)
+    ca.fingerprint_sha256 = _fingerprint(der)
+    ca.not_before = certificate.not_valid_before_utc
+    ca.not_after = certificate.not_valid_after_utc
+
+
 def _ca_create(
     *, actor: Actor, plan: _CAPlan, new_key: GeneratedCAKey, server_identity: bool = False
 ) -> CertificateAuthority:
@@ -453,18 +487,11 @@ def _ca_create(
         certificate = _build_ca(plan, public_key=new_key.public_key, signer=new_key.signer)
     else:
         parent_signer = ca_signer(parent)
-        certificate, _ = _sign_with_unique_serial(
-            ca=parent,
+        certificate = _sign_sub_ca(
+            parent=parent,
+            actor=actor,
             build=lambda serial: _build_ca(
                 plan, public_key=new_key.public_key, signer=parent_signer, serial=serial
-            ),
-            row=lambda cert: _certificate_row(
-                ca=parent,
-                certificate=cert,
-                profile=SUB_CA_PROFILE_NAME,
-                source=CertificateSource.CA,
-                actor=actor,
-                sans=[],
             ),
         )
     return _ca_store(
@@ -488,13 +515,7 @@ def _ca_store(
 ) -> CertificateAuthority:
     """Insert a new CA row (created or imported) with its certificate, publish its first
     CRL, record ``action`` and keep its signer for this process."""
-    der = certificate_to_der(certificate)
-    ca.certificate_der = der
-    ca.certificate_pem = certificate_to_pem(certificate).decode("ascii")
-    ca.serial_hex = serial_to_hex(certificate.serial_number)
-    ca.fingerprint_sha256 = _fingerprint(der)
-    ca.not_before = certificate.not_valid_before_utc
-    ca.not_after = certificate.not_valid_after_utc
+    _ca_certificate_set(ca, certificate)
     try:
         with transaction.atomic():
             ca.save(force_insert=True)
@@ -960,13 +981,15 @@ def certificate_issue_generated(
     days: int | None = None,
     key_type: KeyType | str = DEFAULT_LEAF_KEY_TYPE,
     pem_bundle: bool = False,
+    in_transaction: Callable[[GeneratedCredential], None] | None = None,
 ) -> GeneratedCredential:
     """Generate a key pair in memory, issue its certificate and return both, once, in a
     PKCS#12 protected by ``pkcs12_password`` (and optionally a PEM bundle).
 
     The private key is never stored, logged or audited; the audit log records the issuance
     and that a key was delivered, without the password. Input is checked before the key is
-    generated; the database work is one transaction.
+    generated; the database work is one transaction, in which ``in_transaction`` (if given)
+    runs with the credential (the portal's delivery record commits with the certificate).
     """
     password = _password_bytes(pkcs12_password)
     kind = _key_type(key_type)
@@ -980,7 +1003,7 @@ def certificate_issue_generated(
     private_key = generate_private_key(kind)
     try:
         with transaction.atomic():
-            return _issue_generated(
+            credential = _issue_generated(
                 actor=actor,
                 ca=ca,
                 private_key=private_key,
@@ -992,6 +1015,9 @@ def certificate_issue_generated(
                 pem_bundle=pem_bundle,
                 key_type=kind,
             )
+            if in_transaction is not None:
+                in_transaction(credential)
+            return credential
     finally:
         del private_key
 

@@ -81,5 +81,10 @@ urlpatterns = [
     ),
     path("issue/", views.IssueFromCSRView.as_view(), name="issue_csr"),
     path("issue/generated/", views.IssueGeneratedView.as_view(), name="issue_generated"),
+    path(
+        "issue/generated/<uuid:delivery_id>/",
+        views.IssueGeneratedResultView.as_view(),
+        name="issue_generated_result",
+    ),
     path("validate/", views.ValidateView.as_view(), name="validate"),
 ]

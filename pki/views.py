@@ -21,6 +21,8 @@ import base64
 import binascii
 import functools
 import re
+import secrets
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -55,6 +57,11 @@ from .forms import (
     GeneratedRequestForm,
     RevokeForm,
     ValidationForm,
+)
+from .generated_delivery import (
+    generated_key_delivery_get,
+    generated_key_download,
+    generated_key_issue_once,
 )
 from .models import CA_REVOCATION_REQUEST_TTL, Certificate, CertificateAuthority, CRLTrigger
 
@@ -152,7 +159,7 @@ class CACreateView(PortalPermissionMixin, View):
     permission_required = MANAGE_CA
 
     def form(self, data: Any = None) -> CACreateForm:
-        return CACreateForm(data, parents=selectors.ca_issuing_choices(user=self.request.user))
+        return CACreateForm(data, parents=selectors.ca_parent_choices(user=self.request.user))
 
     def get(self, request: HttpRequest) -> HttpResponse:
         return render(request, "pki/ca_create.html", {"form": self.form()})
@@ -837,6 +844,7 @@ class IssueGeneratedView(_IssueMixin, View):
                 form.add_error(None, str(exc))
             else:
                 carried = {name: request.POST.get(name, "") for name in GENERATED_CARRIED}
+                carried["idempotency_token"] = secrets.token_urlsafe(24)
                 return self.confirm_page(self.issue_form(initial=carried), preview)
         return render(request, "pki/issue_generated.html", {"form": form}, status=400)
 
@@ -874,8 +882,9 @@ class IssueGeneratedView(_IssueMixin, View):
         if form.is_valid():
             data = form.cleaned_data
             try:
-                credential = services.certificate_issue_generated(
+                submission = generated_key_issue_once(
                     actor=self.request.user,
+                    token=data["idempotency_token"],
                     ca=self.issuing_ca(form),
                     subject=data["subject"],
                     sans=data["san_lines"],
@@ -888,16 +897,14 @@ class IssueGeneratedView(_IssueMixin, View):
             except services.PkiError as exc:
                 form.add_error(None, str(exc))
             else:
-                if data["delivery"] == "pem" and credential.pem_bundle is not None:
-                    return _download(
-                        credential.pem_bundle,
-                        content_type=PEM_TYPE,
-                        filename=f"{credential.filename_stem}.pem",
+                if not submission.issued_now:
+                    messages.info(
+                        self.request,
+                        "This form was already submitted: nothing was issued again.",
                     )
-                return _download(
-                    credential.pkcs12,
-                    content_type=PKCS12_TYPE,
-                    filename=f"{credential.filename_stem}.p12",
+                # Post/Redirect/Get: a reload shows the result, never submits again.
+                return HttpResponseRedirect(
+                    reverse("pki:issue_generated_result", args=[submission.delivery.pk])
                 )
         try:
             # Show what would be signed again next to the errors, if it can still be built.
@@ -905,7 +912,40 @@ class IssueGeneratedView(_IssueMixin, View):
             preview = self.preview(check) if check.is_valid() else None
         except services.PkiError:
             preview = None
+        # The passwords are never sent back into the page.
         return self.confirm_page(form, preview, status=400)
+
+
+@method_decorator(never_cache, name="dispatch")
+class IssueGeneratedResultView(PortalPermissionMixin, View):
+    """After generated-key issuance: serial, link, and the one download (POST, so that no
+    link prefetcher can spend it). Only the operator who issued sees it."""
+
+    permission_required = ISSUE
+
+    def get(self, request: HttpRequest, delivery_id: uuid.UUID) -> HttpResponse:
+        return self.page(delivery_id)
+
+    def post(self, request: HttpRequest, delivery_id: uuid.UUID) -> HttpResponse:
+        delivered = generated_key_download(user=request.user, delivery_id=delivery_id)
+        if delivered is None:
+            messages.error(
+                request,
+                "The file was already downloaded or has expired: it is offered once. Issue a "
+                "new certificate if the file is lost.",
+            )
+            return self.page(delivery_id, status=410)
+        return _download(
+            delivered.content, content_type=delivered.content_type, filename=delivered.filename
+        )
+
+    def page(self, delivery_id: uuid.UUID, status: int = 200) -> HttpResponse:
+        delivery = generated_key_delivery_get(user=self.request.user, delivery_id=delivery_id)
+        if delivery is None:
+            raise Http404("no such issuance")
+        return render(
+            self.request, "pki/issue_generated_result.html", {"delivery": delivery}, status=status
+        )
 
 
 # --- validation ------------------------------------------------------------------------------

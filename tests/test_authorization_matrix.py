@@ -8,7 +8,8 @@ for a user holding exactly one role. A pattern missing from the table fails
 POSTs carry an empty body, and the sample objects are chosen so that an allowed role's
 POST changes nothing (a form error, or an action the object's state refuses): roles with
 the permission get 400 (form errors) or 302 (back to the page with an error message),
-roles without it get 403 and anonymous visitors are sent to sign-in.
+roles without it get 403 and anonymous visitors are sent to sign-in. (A one-time download
+already spent answers 410 Gone.)
 """
 
 from __future__ import annotations
@@ -157,6 +158,9 @@ TABLE: dict[str, Route] = {
         "/clients/matrix-client/grants/{grant}/withdraw/", PORTAL, (302, 403, 405, 403, 403),
                                                          (302, 403, 302, 403, 403)),
     # an active client: resuming is refused with a message
+    # the one-time token page, with no token waiting: 410 and how to get a new one
+    "/clients/<str:name>/enrollment-token/": Route(
+        "/clients/matrix-client/enrollment-token/", PORTAL, (302, 403, 410, 403, 403)),
     "/clients/<str:name>/<str:action>/": Route(
         "/clients/matrix-client/resume/", PORTAL,        (302, 403, 200, 403, 403),
                                                          (302, 403, 302, 403, 403)),
@@ -245,6 +249,10 @@ TABLE: dict[str, Route] = {
     "/pki/issue/generated/": Route(
         "/pki/issue/generated/", PORTAL,                 (302, 403, 403, 200, 403),
                                                          (302, 403, 403, 400, 403)),
+    # the matrix operator's own generated-key issuance, already downloaded: 410 Gone
+    "/pki/issue/generated/<uuid:delivery_id>/": Route(
+        "/pki/issue/generated/{delivery}/", PORTAL,      (302, 403, 403, 200, 403),
+                                                         (302, 403, 403, 410, 403)),
     # validation reads only: every role that may read certificates may use it
     "/pki/validate/": Route(
         "/pki/validate/", PORTAL,                        (302, 200, 403, 200, 200),
@@ -356,7 +364,13 @@ def matrix_objects(make_user) -> dict[str, int]:
                           profile="tls-server")  # fmt: skip
     first_event = AuditEvent.objects.order_by("sequence").first()
     assert first_event is not None
+    from pki.models import GeneratedKeyDelivery
+
+    delivery = GeneratedKeyDelivery.objects.create(
+        token_hash="0" * 64, requested_by=operator, certificate=certificate
+    )
     return {
+        "delivery": delivery.pk,
         "watcher": watcher.pk,
         "target": target.pk,
         "inactive": inactive.pk,
@@ -410,7 +424,7 @@ def test_authorization_matrix(actor: str, matrix_objects, signed_in) -> None:
                 assert response.status_code == 302, (method, path)
                 assert response["Location"].startswith("/accounts/login/?next="), (method, path)
             if method == "POST" and entry.kind == PORTAL and actor != "anon":
-                assert response.status_code in (200, 302, 400, 403), (method, path)
+                assert response.status_code in (200, 302, 400, 403, 410), (method, path)
     mismatches = {
         f"{method} {route}": f"expected {expected[route, method]}, got {status}"
         for (route, method), status in seen.items()

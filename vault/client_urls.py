@@ -14,5 +14,6 @@ urlpatterns = [
         views.GrantWithdrawView.as_view(),
         name="grant_withdraw",
     ),
+    path("<str:name>/enrollment-token/", views.ClientTokenView.as_view(), name="enrollment_token"),
     path("<str:name>/<str:action>/", views.ClientActionView.as_view(), name="action"),
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -14,7 +15,9 @@ from django.views.decorators.cache import never_cache
 
 from accounts.views import PortalPermissionMixin
 from kmsportal.crypto.operations import OPERATIONS
+from kmsportal.one_time import one_time_secret_keep, one_time_secret_take
 from kmsportal.two_person import TwoPersonError
+from kmsportal.widgets import utc_datetime_input
 
 from . import approvals, distribution, selectors
 from .models import Client, GrantVersions, SymmetricKey
@@ -45,7 +48,7 @@ class GrantForm(forms.Form):
     expires_at = forms.DateTimeField(
         required=False,
         label="Expires (UTC)",
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        widget=utc_datetime_input(),
     )
     reason = forms.CharField(
         max_length=1000,
@@ -78,10 +81,34 @@ def _client_or_404(request: HttpRequest, name: str) -> Client:
 
 
 def _token_page(request: HttpRequest, client: Client, token: str) -> HttpResponse:
-    """The enrollment token in this one response only; it is stored as a hash."""
-    response = render(request, "vault/client_token.html", {"client": client, "token": token})
-    response["Cache-Control"] = "no-store"
-    return response
+    """Post/Redirect/Get to the one-time token page: the token waits in the session (sealed)
+    for that one GET; a reload then explains how to get a new one instead of re-posting."""
+    one_time_secret_keep(request, purpose=_token_purpose(client), secret=token)
+    return HttpResponseRedirect(reverse("clients:enrollment_token", args=[client.name]))
+
+
+def _token_purpose(client: Client) -> str:
+    return f"vault.Client:{client.pk}:enrollment-token"
+
+
+@method_decorator(never_cache, name="dispatch")
+class ClientTokenView(PortalPermissionMixin, View):
+    """The enrollment token just made, shown once, with the enroll command and the root
+    fingerprint to pin; afterwards, how to get a new token."""
+
+    permission_required = "vault.change_client"
+
+    def get(self, request: HttpRequest, name: str) -> HttpResponse:
+        client = _client_or_404(request, name)
+        token = one_time_secret_take(request, purpose=_token_purpose(client))
+        root = distribution.root_ca()
+        context = {
+            "client": client,
+            "token": token,
+            "public_url": settings.KMS_PUBLIC_URL,
+            "root": root,
+        }
+        return render(request, "vault/client_token.html", context, status=200 if token else 410)
 
 
 class ClientListView(PortalPermissionMixin, View):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django import forms
 
+from kmsportal.widgets import utc_datetime_input
+
 from .lifecycle import KeyState
 from .models import (
     DESTRUCTION_WAIT_DEFAULT_DAYS,
@@ -16,7 +18,7 @@ from .models import (
     ExportPolicy,
 )
 
-DATETIME_WIDGET = forms.DateTimeInput(attrs={"type": "datetime-local"})
+DATETIME_WIDGET = utc_datetime_input()
 
 
 class KeyFilterForm(forms.Form):

@@ -568,3 +568,30 @@ def test_the_same_code_raced_from_many_requests_passes_once(make_user) -> None:
     recovery = mfa.mfa_recovery_codes_regenerate(user=user, code=mfa_next_code(user))[0]
     for code in (mfa_next_code(user), recovery):
         assert race(user, code) == ["passed"] + ["refused"] * (THREADS - 1), code
+
+
+def test_the_secret_stays_the_same_across_reloads_until_restarted(make_user) -> None:
+    user = make_user("rita-reload", Role.KEY_CUSTODIAN)
+    client = Client()
+    password_sign_in(client, user)
+    first = secret_on_page(client.get("/accounts/mfa/enroll/").content)
+    assert secret_on_page(client.get("/accounts/mfa/enroll/").content) == first  # a reload
+    # The app scanned before the reload makes codes that confirm the enrollment.
+    response = client.post("/accounts/mfa/enroll/", {"code": totp_code(decode_secret(first))})
+    assert response.status_code == 200
+    assert events("auth.mfa_enrolled")
+
+
+def test_start_again_makes_a_new_secret(make_user) -> None:
+    user = make_user("sam-restart", Role.KEY_CUSTODIAN)
+    client = Client()
+    password_sign_in(client, user)
+    first = secret_on_page(client.get("/accounts/mfa/enroll/").content)
+    restarted = client.post("/accounts/mfa/enroll/", {"restart": "1"})
+    assert restarted.status_code == 302
+    page = client.get(restarted["Location"])
+    second = secret_on_page(page.content)
+    assert second != first
+    assert "A new secret was made" in page.content.decode()
+    refused = client.post("/accounts/mfa/enroll/", {"code": totp_code(decode_secret(first))})
+    assert refused.status_code == 400

@@ -138,7 +138,9 @@ def test_with_two_administrators_a_role_grant_waits_for_the_second(make_user) ->
 
     # Two administrators now: roles for a new user wait, and need a reason.
     refused = page.post("/users/new/", {"username": "carol", "roles": ["key_custodian"]})
-    assert refused.status_code == 400 and b"say why" in refused.content
+    assert (
+        refused.status_code == 400 and b"Say why" in refused.content
+    )  # errors start with a capital
     assert not User.objects.filter(username="carol").exists()
     made = page.post(
         "/users/new/",

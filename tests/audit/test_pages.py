@@ -251,3 +251,15 @@ def test_filter_by_an_event_type_of_another_app(auditor: Client) -> None:
     events = page.context["page"].events
     assert [e.target_label for e in events] == ["filtered-key"]
     assert b"Key created" in page.content  # the registered label, not the raw value
+
+
+def test_target_type_filter_takes_labels_and_from_after_until_is_an_error(auditor: Client) -> None:
+    page = auditor.get("/audit/")
+    assert b'<option value="pki.Certificate">Certificate</option>' in page.content
+    assert b'type="datetime-local"' not in page.content  # UTC text, not a local AM/PM picker
+    typed = auditor.get("/audit/", {"target_type": "certificate authority"})
+    assert typed.status_code == 200
+    assert typed.context["form"].cleaned_data["target_type"] == "pki.CertificateAuthority"
+    swapped = auditor.get("/audit/", {"since": "2026-12-02T00:00Z", "until": "2026-12-01T00:00Z"})
+    assert swapped.status_code == 400
+    assert b"Until is before From" in swapped.content

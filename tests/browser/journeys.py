@@ -231,10 +231,12 @@ class Journey:
         expect(page.locator("main svg").first).to_be_visible()
         self.shot(f"mfa-enroll-{username}")
         self.phone()
-        # Every visit of the page starts the enrolment afresh with a new secret (the phone's
-        # visit just did): scan the one on the page as it is now.
+        # The secret stays the same for the enrolment attempt: the phone's visit and a reload
+        # show the one the app scanned first.
+        scanned = re.sub(r"\s", "", page.locator("#mfa-secret").inner_text())
         page.reload()
         secret = re.sub(r"\s", "", page.locator("#mfa-secret").inner_text())
+        assert secret == scanned, "the TOTP secret changed on reload"
         assert re.fullmatch(r"[A-Z2-7]{16,}=*", secret), "the secret is not base32"
         self.authenticator.secrets[username] = secret
         page.locator("input[name=code]").fill(self.authenticator.code(username))
@@ -316,6 +318,14 @@ def assert_usable_on_phone(page: Page) -> None:
             f"{target} is off the screen on {page.url}: {box}"
         )
         target.click(trial=True, timeout=5000)
+    # List pages are cards on a phone: every cell of every row starts and ends on screen
+    # (not a column squeezed to a few characters, nor one pushed off to the right).
+    for cell in page.locator("main .table-stack td:visible").all()[:60]:
+        box = cell.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width + 1, (
+            f"a list cell is off the screen on {page.url}: {box}"
+        )
+        assert box["width"] >= width * 0.6, f"a list cell is squeezed on {page.url}: {box}"
     for field_ in page.locator(
         "main input:visible, main select:visible, main textarea:visible"
     ).all():

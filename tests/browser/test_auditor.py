@@ -159,7 +159,7 @@ def test_auditor(other_journeys: dict[str, Certificate], journey, live_settings:
 
     filter_log(journey, Actor=CUSTODIAN)
     actions = table_column(page, "Action")
-    assert set(table_column(page, "Actor")) == {f"{CUSTODIAN} user"}
+    assert set(table_column(page, "Actor")) == {f"{CUSTODIAN} User"}
     for action in (
         "key.created",
         "key.rotated",
@@ -179,7 +179,7 @@ def test_auditor(other_journeys: dict[str, Certificate], journey, live_settings:
 
     filter_log(journey, **{"Target contains": KEY})
     actors = set(table_column(page, "Actor"))
-    assert actors == {f"{CUSTODIAN} user", "dave-custodian user"}, actors
+    assert actors == {f"{CUSTODIAN} User", "dave-custodian User"}, actors
     assert any("key.destruction_approved" in cell for cell in table_column(page, "Action"))
     journey.shot("audit-log-key")
 

@@ -14,6 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from accounts.roles import Role
@@ -145,3 +146,29 @@ def test_ca_operator(operator_and_cas: None, journey, live_settings: str) -> Non
     journey.phone()
     row.get_by_role("link").click()
     assert page.url == certificate_url
+
+    # --- a certificate with a generated key pair: a result page, the file once ------------
+    journey.nav("Certificates")
+    page.get_by_role("link", name="Issue with generated key").click()
+    page.get_by_label("Issuing CA").select_option("journey-issuing")
+    page.get_by_label("Profile").select_option("tls-client")
+    page.get_by_label("Subject", exact=True).fill("CN=laptop-7,O=Example")
+    page.get_by_label("Key type").select_option("ecp256")
+    page.get_by_role("button", name="Review").click()
+    page.get_by_label("PKCS#12 password").fill("journey-pkcs12-password")
+    page.get_by_label("Password again").fill("journey-pkcs12-password")
+    journey.shot("generated-confirm")
+    page.get_by_role("button", name="Issue", exact=True).click()
+    expect(page.get_by_role("heading", name="Certificate issued")).to_be_visible()
+    result_url = page.url
+    serial = fact(page, "Serial").inner_text().strip()
+    assert re.fullmatch(r"[0-9A-F]+", serial), serial
+    journey.shot("generated-result")
+    journey.phone()  # the phone only looks: the download stays for the desktop
+    p12 = journey.download(page.get_by_role("button", name="Download the file"))
+    _key, certificate, _chain = pkcs12.load_key_and_certificates(p12, b"journey-pkcs12-password")
+    assert certificate is not None and f"{certificate.serial_number:X}" == serial.lstrip("0")
+    # Back and submit again (a reload of the result page, the Back button): nothing new.
+    page.goto(result_url)
+    expect(page.locator("#download-spent")).to_contain_text("was downloaded at")
+    journey.shot("generated-downloaded")

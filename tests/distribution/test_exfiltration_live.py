@@ -43,7 +43,9 @@ def material(key: SymmetricKey) -> bytes:
 def register_and_request(kms: LiveKMS, page) -> tuple[str, GrantRequest]:
     """The insider's first steps: key, client (token from the page), grant request."""
     assert page.post("/keys/new/", {"name": "payroll"}).status_code == 302
-    created = page.post("/clients/new/", {"name": "exfil", "description": "totally legit"})
+    created = page.post(
+        "/clients/new/", {"name": "exfil", "description": "totally legit"}, follow=True
+    )
     token = re.search(rb'id="enrollment-token">([^<]+)<', created.content).group(1).decode()
     answer = page.post(
         "/clients/exfil/grants/",

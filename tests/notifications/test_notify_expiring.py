@@ -185,7 +185,7 @@ def test_watchers_page(signed_in, people, issuing) -> None:
     bad = operator.post(
         "/notifications/watchers/", {"email": "x@example.org", "scope": "ca", "ca_name": "nope"}
     )
-    assert bad.status_code == 400 and "there is no CA named" in bad.content.decode()
+    assert bad.status_code == 400 and "There is no CA named" in bad.content.decode()  # a capital
     assert operator.post(f"/notifications/watchers/{watcher.pk}/delete/").status_code == 400
     removed = operator.post(f"/notifications/watchers/{watcher.pk}/delete/", {"confirm": "yes"})
     assert removed.status_code == 302 and not Watcher.objects.exists()

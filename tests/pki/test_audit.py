@@ -70,9 +70,10 @@ def test_generated_key_delivery_is_audited_without_the_password(operator: Client
             "password1": PASSWORD,
             "password2": PASSWORD,
             "delivery": "pkcs12",
+            "idempotency_token": "audit-test-token-0001",
         },
     )
-    assert response.status_code == 200
+    assert response.status_code == 302
     issued, delivered = AuditEvent.objects.order_by("sequence").reverse()[:2][::-1]
     assert issued.action == "certificate.issued" and issued.details["source"] == "generated"
     assert delivered.action == "certificate.key_delivered"

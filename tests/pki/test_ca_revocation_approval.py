@@ -289,7 +289,7 @@ def test_an_expired_request_cannot_be_approved(operators, signed_in, tree) -> No
     inbox = approver.get("/pki/revocations/").content.decode()
     assert "expired" in inbox and f"/approvals/ca-revocation/{asked.pk}/" not in inbox
     response = approver.post(f"/pki/revocations/{asked.pk}/approve/", follow=True)
-    assert "this request expired" in response.content.decode()
+    assert "This request expired" in response.content.decode()
     assert snapshot() == before
     # Asking again lapses the old one (visibly) and starts a new week.
     again = ca_revocation_request(actor=asker_user, certificate=record, reason="superseded")

@@ -153,6 +153,15 @@ def generated_request(client: Client, **extra: str):
     )
 
 
+def issue_and_download(client: Client, data: dict[str, str]):
+    """Submit the confirmation form (Post/Redirect/Get), then download from the result page."""
+    issued = client.post("/pki/issue/generated/", data)
+    assert issued.status_code == 302, text(issued)
+    result = client.get(issued["Location"])
+    assert result.status_code == 200
+    return client.post(issued["Location"])
+
+
 def test_generated_key_pair_is_downloaded_once_as_pkcs12(
     operator: Client, issuing, openssl: Callable, tmp_path: Path
 ) -> None:
@@ -165,7 +174,7 @@ def test_generated_key_pair_is_downloaded_once_as_pkcs12(
 
     data = {**carried(confirm.context["form"]), "step": "issue"}
     data.update(password1=PASSWORD, password2=PASSWORD, delivery="pkcs12")
-    response = operator.post("/pki/issue/generated/", data)
+    response = issue_and_download(operator, data)
     assert response.status_code == 200
     record = Certificate.objects.get(source="generated")
     assert response["Content-Type"] == "application/x-pkcs12"
@@ -194,7 +203,7 @@ def test_generated_key_pair_as_pem_bundle(operator: Client, issuing) -> None:
     confirm = generated_request(operator, key_type="rsa2048")
     data = {**carried(confirm.context["form"]), "step": "issue"}
     data.update(password1=PASSWORD, password2=PASSWORD, delivery="pem")
-    response = operator.post("/pki/issue/generated/", data)
+    response = issue_and_download(operator, data)
     assert response.status_code == 200
     assert response["Content-Type"] == "application/x-pem-file"
     assert response["Content-Disposition"].endswith('.pem"')
@@ -233,7 +242,7 @@ def test_generated_request_refused_by_the_profile(operator: Client, issuing) -> 
     before = pki_state()
     response = generated_request(operator, profile="tls-server", sans="email:zoe@example.org")
     assert response.status_code == 400
-    assert "the tls-server profile does not allow email addresses as SAN" in text(response)
+    assert "The tls-server profile does not allow email addresses as SAN" in text(response)
     assert pki_state() == before
 
 
@@ -270,8 +279,8 @@ def test_administrator_creates_a_ca_after_confirmation(administrator: Client, ro
     ("form", "message"),
     [
         ({"name": "Bad Name"}, "Use 1-64 lower-case letters"),
-        ({"name": "root"}, "a CA named 'root' already exists"),
-        ({"subject": "CN=Test Root CA,O=Example Org"}, "a CA with the subject"),
+        ({"name": "root"}, "A CA named 'root' already exists"),
+        ({"subject": "CN=Test Root CA,O=Example Org"}, "A CA with the subject"),
         ({"parent": "root", "days": "4000"}, "after its parent CA"),
         ({"subject": "Foo"}, "is not of the form ATTRIBUTE=value"),
         ({"path_length": "11"}, "Ensure this value is less than or equal to 10."),

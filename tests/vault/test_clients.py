@@ -45,9 +45,19 @@ def enroll(token: str, client: HttpClient | None = None, csr: str | None = None)
 
 
 def test_register_enroll_grant_fetch(server, custodian: HttpClient) -> None:
-    response = custodian.post("/clients/new/", {"name": "billing", "description": "billing svc"})
+    created = custodian.post("/clients/new/", {"name": "billing", "description": "billing svc"})
+    assert created.status_code == 302  # Post/Redirect/Get: a reload never posts again
+    response = custodian.get(created["Location"])
     assert response.status_code == 200 and "no-store" in response["Cache-Control"]
     token = re.search(rb'id="enrollment-token">([^<]+)<', response.content).group(1).decode()
+    page = response.content.decode()
+    root = distribution.root_ca()
+    assert root.fingerprint_sha256 in page  # the root to pin, and the command to run
+    assert "kmsclient enroll --url http://testserver --token=-" in page
+    # A reload: the token is gone for good, and the page says how to get a new one.
+    reloaded = custodian.get(created["Location"])
+    assert reloaded.status_code == 410 and token.encode() not in reloaded.content
+    assert b"New enrollment token for billing" in reloaded.content
     client = Client.objects.get(name="billing")
     assert token not in client.enrollment_token_hash  # stored only as a hash
     assert token.encode() not in custodian.get("/clients/billing/").content
@@ -170,7 +180,7 @@ def test_new_token_page_and_grant_errors(server, custodian: HttpClient) -> None:
     distribution.client_create(actor=None, name="svc2")
     assert custodian.post("/clients/svc2/token/").status_code == 400  # a reason is required
     # No grants yet: the token is issued at once.
-    response = custodian.post("/clients/svc2/token/", {"reason": "new host"})
+    response = custodian.post("/clients/svc2/token/", {"reason": "new host"}, follow=True)
     assert b'id="enrollment-token"' in response.content
     response = custodian.post(
         "/clients/svc2/grants/", {"key": "no-such-key", "versions": "primary", "reason": "x"}

@@ -139,7 +139,7 @@ def test_rotate_and_suspend_resume(custodian: Client, key: SymmetricKey) -> None
     assert key.state == KeyState.SUSPENDED
     response = custodian.post("/keys/orders-db/rotate/")
     assert response.status_code == 400
-    assert b"cannot rotate a key that is suspended" in response.content
+    assert b"Cannot rotate a key that is suspended" in response.content
     assert custodian.post("/keys/orders-db/resume/").status_code == 302
     key.refresh_from_db()
     assert key.state == KeyState.ACTIVE
@@ -221,7 +221,7 @@ def test_tampered_blob_shows_a_clear_error_not_a_500(custodian: Client, key: Sym
     KeyVersion.objects.filter(key=key, number=2).update(sealed_material=v1.sealed_material)
     response = custodian.post("/keys/orders-db/verify/", follow=True)
     assert response.status_code == 200
-    assert b"sealed material of key orders-db failed its check: version 2" in response.content
+    assert b"Sealed material of key orders-db failed its check: version 2" in response.content
     event = AuditEvent.objects.filter(action="key.integrity_failed").get()
     assert event.outcome == "error" and event.details["failed"][0]["version"] == 2
 

@@ -101,9 +101,13 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Server identity (pinned by clients at enrollment): deployment {pin.deployment},"
                 f" server-identity CA key SHA-256 {pin.ca_spki_sha256}\n"
-                "  Clients enrolled earlier: python -m kmsclient pin-server "
+                "  Clients enrolled earlier: kmsclient pin-server "
                 f"--server-ca-spki {pin.ca_spki_sha256} --deployment {pin.deployment}"
             )
+        from kmsportal.public_url import stale_certificate_addresses
+
+        for warning in stale_certificate_addresses():  # KMS_PUBLIC_URL changed since
+            self.stdout.write(self.style.WARNING(f"WARNING: {warning}"))
 
     def _first_administrator(self, *, username: str, email: str) -> None:
         with transaction.atomic():
