@@ -119,6 +119,20 @@ def audit_event_get(*, user: AbstractBaseUser, sequence: int) -> AuditEvent | No
     return AuditEvent.objects.filter(sequence=sequence).first()
 
 
+def audit_event_neighbours(
+    *, user: AbstractBaseUser, event: AuditEvent
+) -> tuple[int | None, int | None]:
+    """The numbers of the events just before and just after ``event`` (None at either end).
+    Event numbers are unique and increasing but not gap-free (a rolled-back action leaves a
+    hole), so the neighbours are looked up, never computed as number ± 1."""
+    if not _can_read(user):
+        return None, None
+    events = AuditEvent.objects.values_list("sequence", flat=True)
+    previous = events.filter(sequence__lt=event.sequence).order_by("-sequence").first()
+    following = events.filter(sequence__gt=event.sequence).order_by("sequence").first()
+    return previous, following
+
+
 @dataclass(frozen=True)
 class ChainStatus:
     head_sequence: int  # the last event of the version 1 chain

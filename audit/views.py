@@ -61,11 +61,14 @@ class EventDetailView(PortalPermissionMixin, View):
         event = selectors.audit_event_get(user=request.user, sequence=sequence)
         if event is None:
             raise Http404("No such audit event.")
+        previous, following = selectors.audit_event_neighbours(user=request.user, event=event)
         return render(
             request,
             "audit/event_detail.html",
             {
                 "event": event,
+                "previous_sequence": previous,
+                "next_sequence": following,
                 "details_json": services.details_json(event.details),
                 "inclusion": selectors.audit_event_inclusion(user=request.user, event=event),
             },

@@ -8,6 +8,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
@@ -263,3 +264,21 @@ def test_target_type_filter_takes_labels_and_from_after_until_is_an_error(audito
     swapped = auditor.get("/audit/", {"since": "2026-12-02T00:00Z", "until": "2026-12-01T00:00Z"})
     assert swapped.status_code == 400
     assert b"Until is before From" in swapped.content
+
+
+def test_previous_and_next_follow_the_numbers_that_exist(auditor: Client) -> None:
+    """Event numbers are not gap-free (on PostgreSQL a rolled-back action leaves a hole in
+    the sequence): the links lead to the neighbours that exist, and the newest has no Next."""
+    first, _ = append_events(2)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        append_events(1)
+        raise RuntimeError("the action fails: its event rolls back with it")
+    (last,) = append_events(1)
+    numbers = list(AuditEvent.objects.order_by("sequence").values_list("sequence", flat=True))
+    position = numbers.index(last.sequence)
+    page = auditor.get(f"/audit/events/{last.sequence}/").content.decode()
+    assert f'href="/audit/events/{numbers[position - 1]}/">Previous event' in page
+    assert "Next event" not in page
+    page = auditor.get(f"/audit/events/{first.sequence}/").content.decode()
+    following = numbers[numbers.index(first.sequence) + 1]
+    assert f'href="/audit/events/{following}/">Next event' in page

@@ -232,7 +232,7 @@ def test_the_portal_pages_import_a_key(make_user, signed_in) -> None:
             "wrapped_key": SimpleUploadedFile("wrapped-key.bin", blob),
         },
     )
-    assert wrong.status_code == 400 and "unknown import token" in wrong.content.decode()
+    assert wrong.status_code == 400 and "Unknown import token" in wrong.content.decode()
     done = custodian.post(
         "/keys/import/upload/",
         {
