@@ -28,12 +28,13 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
+from kmsportal.errors import problem_response
+
 from . import distribution
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-PROBLEM_BASE = "https://kmsportal.invalid/problems/"
 JSON_MEDIA_TYPE = "application/json"
 
 
@@ -43,20 +44,7 @@ class _Refused(Exception):
 
 
 def problem(code: str, detail: str, status: int, *, retry_after: int | None = None) -> JsonResponse:
-    response = JsonResponse(
-        {
-            "type": PROBLEM_BASE + code,
-            "title": code.replace("_", " "),
-            "status": status,
-            "detail": detail,
-            "code": code,
-        },
-        status=status,
-        content_type="application/problem+json",
-    )
-    if retry_after is not None:
-        response["Retry-After"] = str(retry_after)
-    return response
+    return problem_response(code, detail, status, retry_after=retry_after)
 
 
 def _refuse_unattributed(code: str, detail: str, status: int) -> _Refused:

@@ -1,0 +1,73 @@
+"""The one root of the errors this project tells a person or a program about.
+
+Every refusal a user can cause is a :class:`KMSError` (or a subclass): it carries a stable
+machine-readable ``code`` (the last segment of the problem document's ``type``), the HTTP
+``status`` it maps to, and a ``message`` written for the person who caused it (what went wrong
+and what to do). Each surface maps it in one place:
+
+* JSON APIs: :func:`problem_response` (RFC 9457 ``application/problem+json``);
+* portal pages: the message goes on the form or the page, the status on the response;
+* command-line tools: the message on standard error, a non-zero exit.
+
+Code that raises does not know which surface will show the error; code that shows it does
+not inspect the class beyond these three attributes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import JsonResponse
+
+__all__ = ["PROBLEM_BASE", "KMSError", "problem_document", "problem_response"]
+
+# Problem types are URIs (RFC 9457 §3.1.1); ".invalid" says they are identifiers, not pages.
+PROBLEM_BASE = "https://kmsportal.invalid/problems/"
+
+
+class KMSError(Exception):
+    """A request that cannot be done as asked: ``code``, ``status`` and a ``message``."""
+
+    code: str = "refused"
+    status: int = 400
+
+    def __init__(self, message: str = "", *, code: str | None = None, status: int | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args and self.args[0] else self.code.replace("_", " ")
+
+
+def problem_document(code: str, detail: str, status: int, **extra: Any) -> dict[str, Any]:
+    """An RFC 9457 problem document; ``extra`` members (e.g. field errors) are added as is."""
+    return {
+        "type": PROBLEM_BASE + code,
+        "title": code.replace("_", " "),
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+
+
+def problem_response(
+    code: str, detail: str, status: int, *, retry_after: int | None = None, **extra: Any
+) -> JsonResponse:
+    response = JsonResponse(
+        problem_document(code, detail, status, **extra),
+        status=status,
+        content_type="application/problem+json",
+    )
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
+def problem_for(exc: KMSError, **extra: Any) -> JsonResponse:
+    """The problem document for a :class:`KMSError`."""
+    return problem_response(exc.code, exc.message, exc.status, **extra)
