@@ -1,6 +1,6 @@
-"""The one root of the errors this project tells a person or a program about.
+"""Rendering the one root of the errors this project tells a person or a program about.
 
-Every refusal a user can cause is a :class:`KMSError` (or a subclass): it carries a stable
+Every refusal a user can cause is a :class:`KMSError` (``kmsportal.crypto.errors``, or a subclass): it carries a stable
 machine-readable ``code`` (the last segment of the problem document's ``type``), the HTTP
 ``status`` it maps to, and a ``message`` written for the person who caused it (what went wrong
 and what to do). Each surface maps it in one place:
@@ -19,28 +19,12 @@ from typing import Any
 
 from django.http import JsonResponse
 
+from kmsportal.crypto.errors import KMSError
+
 __all__ = ["PROBLEM_BASE", "KMSError", "problem_document", "problem_response"]
 
 # Problem types are URIs (RFC 9457 §3.1.1); ".invalid" says they are identifiers, not pages.
 PROBLEM_BASE = "https://kmsportal.invalid/problems/"
-
-
-class KMSError(Exception):
-    """A request that cannot be done as asked: ``code``, ``status`` and a ``message``."""
-
-    code: str = "refused"
-    status: int = 400
-
-    def __init__(self, message: str = "", *, code: str | None = None, status: int | None = None):
-        super().__init__(message)
-        if code is not None:
-            self.code = code
-        if status is not None:
-            self.status = status
-
-    @property
-    def message(self) -> str:
-        return str(self.args[0]) if self.args and self.args[0] else self.code.replace("_", " ")
 
 
 def problem_document(code: str, detail: str, status: int, **extra: Any) -> dict[str, Any]:
