@@ -34,7 +34,7 @@ from ninja.openapi.schema import OpenAPISchema
 
 from . import errors
 from .auth import ApiTokenAuth
-from .routers import tokens
+from .routers import accounts, approvals, clients, keys, tokens
 
 DESCRIPTION = """\
 Everything the portal lets a signed-in role do, as calls under `/api/v1/admin/`, with the same
@@ -116,6 +116,10 @@ api = AdminApi(
 )
 errors.install(api)
 api.add_router("/admin/tokens", tokens.router)
+api.add_router("/admin/keys", keys.router)
+api.add_router("/admin/clients", clients.router)
+api.add_router("/admin/approvals", approvals.router)
+api.add_router("/admin/accounts", accounts.router)
 
 
 def no_store(response: HttpResponse) -> HttpResponse:

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from accounts.roles import Role
+
+
+def test_openapi_document_is_public_and_3_1(client) -> None:
+    response = client.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    assert response.json()["openapi"].startswith("3.1")
+
+
+def test_key_lifecycle_through_the_api(make_user, api_client) -> None:
+    custodian = make_user("kc", Role.KEY_CUSTODIAN)
+    api = api_client(custodian)
+    created = api.post("/api/v1/admin/keys", {"name": "payroll"}, content_type="application/json")
+    assert created.status_code == 201, created.content
+    assert created.json()["state"] == "active"
+    rotated = api.post("/api/v1/admin/keys/payroll/rotate", {}, content_type="application/json")
+    assert rotated.status_code == 200, rotated.content
+    assert rotated.json()["version"] == 2
+    listed = api.get("/api/v1/admin/keys")
+    assert [k["name"] for k in listed.json()["keys"]] == ["payroll"]
+    missing = api.get("/api/v1/admin/keys/nope")
+    assert missing.status_code == 404
+    assert missing["Content-Type"] == "application/problem+json"
+    bad = api.post("/api/v1/admin/keys", {"name": "NO"}, content_type="application/json")
+    assert bad.status_code == 422, bad.content
+    assert bad.json()["errors"]
+    wrong = api.delete("/api/v1/admin/keys")
+    assert wrong.status_code == 405 and wrong.json()["code"] == "method_not_allowed"
