@@ -34,10 +34,17 @@ TOKEN=$("$BIN/python" manage.py api_token_create fuzz --scope roles --days 1 --n
 GUNICORN_WORKERS=2 "$BIN/gunicorn" -c kmsportal/gunicorn.conf.py --access-logfile /dev/null \
     >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
-for _ in $(seq 1 60); do
-    curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-    sleep 0.5
-done
+"$BIN/python" - "$PORT" <<'PY'
+import sys, time, urllib.request
+for _ in range(120):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/healthz", timeout=2)
+        break
+    except OSError:
+        time.sleep(0.5)
+else:
+    sys.exit("the server did not start")
+PY
 
 status=0
 "$BIN/schemathesis" run "http://127.0.0.1:$PORT/api/v1/openapi.json" \
