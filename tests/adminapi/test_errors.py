@@ -57,6 +57,21 @@ def test_bad_input_is_a_problem_with_field_errors(make_user) -> None:
     _problem(api.get(f"/api/v1/admin/accounts/users/{2**60}"), 422)
 
 
+def test_nul_characters_and_dates_beyond_reason_are_refused(make_user) -> None:
+    api = bearer(make_user("kc", Role.KEY_CUSTODIAN))
+    json = "application/json"
+    _problem(
+        api.post("/api/v1/admin/keys", {"name": "k", "description": "a\x00b"}, content_type=json),
+        422,
+    )
+    _problem(api.get("/api/v1/admin/keys?q=a%00b"), 422)
+    far = {"name": "k", "activate_at": "9999-12-31T23:59:59Z", "rotation_period_days": 3650}
+    _problem(api.post("/api/v1/admin/keys", far, content_type=json), 422, "validation_failed")
+    naive = {"name": "k", "activate_at": "2100-01-01T00:00:00"}
+    made = api.post("/api/v1/admin/keys", naive, content_type=json)
+    assert made.status_code == 201 and made.json()["state"] == "pre_active"
+
+
 def test_state_conflicts_and_domain_refusals_are_problems(make_user) -> None:
     api = bearer(make_user("kc", Role.KEY_CUSTODIAN))
     json = "application/json"
