@@ -28,3 +28,20 @@ def test_key_lifecycle_through_the_api(make_user, api_client) -> None:
     assert bad.json()["errors"]
     wrong = api.delete("/api/v1/admin/keys")
     assert wrong.status_code == 405 and wrong.json()["code"] == "method_not_allowed"
+
+
+def test_client_detail_lists_grants_and_deliveries(make_user, api_client) -> None:
+    from vault import distribution, selectors, services
+
+    custodian = make_user("kc", Role.KEY_CUSTODIAN)
+    api = api_client(custodian)
+    made = api.post("/api/v1/admin/clients", {"name": "billing"}, content_type="application/json")
+    assert made.status_code == 201 and made.json()["enrollment_token"]
+    assert "no-store" in made["Cache-Control"]
+    key = services.symmetric_key_create(actor=None, name="payroll")
+    client = selectors.client_get(user=custodian, name="billing")
+    distribution.grant_create(actor=None, client=client, key=key, operations="encrypt")
+    detail = api.get("/api/v1/admin/clients/billing").json()
+    assert [g["key"] for g in detail["grants"]] == ["payroll"]
+    assert detail["deliveries"] == []
+    assert made.json()["enrollment_token"] not in str(detail)
