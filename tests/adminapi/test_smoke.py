@@ -45,3 +45,24 @@ def test_client_detail_lists_grants_and_deliveries(make_user, api_client) -> Non
     assert [g["key"] for g in detail["grants"]] == ["payroll"]
     assert detail["deliveries"] == []
     assert made.json()["enrollment_token"] not in str(detail)
+
+
+def test_key_detail_shows_pending_requests_and_no_material(make_user, api_client) -> None:
+    from vault.models import KeyVersion
+
+    custodian = make_user("kc", Role.KEY_CUSTODIAN)
+    api = api_client(custodian)
+    json = "application/json"
+    assert api.post("/api/v1/admin/keys", {"name": "k"}, content_type=json).status_code == 201
+    asked = api.post("/api/v1/admin/keys/k/destruction", {"reason": "old"}, content_type=json)
+    detail = api.get("/api/v1/admin/keys/k").json()
+    assert detail["pending_requests"] == [
+        {
+            "kind": "destruction",
+            "id": asked.json()["request_id"],
+            "summary": "destroy after 30 days",
+        }
+    ]
+    version = KeyVersion.objects.get(key__name="k")
+    assert detail["versions"][0]["fingerprint"] == version.fingerprint
+    assert "material" not in str(detail) and detail["compromise_impact"] == []
