@@ -1,3 +1,6 @@
+"""Keys and clients through the admin API: lifecycle calls, what a detail shows (never key
+material), the OpenAPI document served publicly."""
+
 from __future__ import annotations
 
 from accounts.roles import Role
