@@ -28,6 +28,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, URLResolver, reverse
 from ninja import NinjaAPI, Swagger
@@ -147,7 +149,15 @@ def _api_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
 
     @functools.wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if _has_nul(request):
+        try:
+            nul = _has_nul(request)
+        except RequestDataTooBig:
+            return errors.problem(
+                "request_too_large",
+                f"the body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes",
+                413,
+            )
+        if nul:
             return errors.problem(
                 "validation_failed", "NUL characters are not accepted in any field", 422
             )

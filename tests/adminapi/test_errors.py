@@ -72,6 +72,12 @@ def test_nul_characters_and_dates_beyond_reason_are_refused(make_user) -> None:
     assert made.status_code == 201 and made.json()["state"] == "pre_active"
 
 
+def test_a_body_too_large_is_a_413_problem(make_user, settings) -> None:
+    api = bearer(make_user("kc", Role.KEY_CUSTODIAN))
+    big = '{"name": "k", "description": "' + "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1) + '"}'
+    _problem(api.post("/api/v1/admin/keys", big, content_type="application/json"), 413)
+
+
 def test_state_conflicts_and_domain_refusals_are_problems(make_user) -> None:
     api = bearer(make_user("kc", Role.KEY_CUSTODIAN))
     json = "application/json"
