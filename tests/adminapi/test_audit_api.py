@@ -187,3 +187,21 @@ def test_bad_filters_are_problem_documents(auditor) -> None:
     problem(auditor.get(BASE + "/events", {"limit": 0}), 422, "validation_failed")
     problem(auditor.get(BASE + "/export", {"format": "xml"}), 422, "validation_failed")
     problem(auditor.get(BASE + "/events/abc"), 404, "not_found")
+
+
+def test_each_operation_needs_what_its_portal_page_needs() -> None:
+    """Parity with the auditor's pages' own permissions (audit.views)."""
+    from adminapi.routers.audit import RULES
+    from audit import views
+
+    pages = {
+        "audit_event_list": views.EventListView,
+        "audit_event_get": views.EventDetailView,
+        "audit_chain_status": views.ChainStatusView,
+        "audit_tree_head": views.TreeHeadDownloadView,
+        "audit_export": views.ExportView,
+        "audit_verify": views.ChainVerifyView,
+    }
+    assert set(pages) == set(RULES)
+    for operation_id, page in pages.items():
+        assert RULES[operation_id].permissions == (page.permission_required,), operation_id

@@ -561,3 +561,60 @@ def test_hold_and_release(api_as, issuing, leaf_key) -> None:
     released = operator.post(f"/certificates/{leaf.pk}/release")
     assert released.status_code == 200 and released.json()["status"] == "valid"
     assert serial not in crl_serials(issuing)
+
+
+def test_each_operation_needs_what_its_portal_page_needs() -> None:
+    """Parity with the PKI pages' own permissions (pki.views), one page per operation."""
+    from adminapi.routers.pki import RULES
+    from pki import views
+
+    pages = {
+        "pki_ca_list": views.CAListView,
+        "pki_ca_get": views.CADetailView,
+        "pki_ca_create": views.CACreateView,
+        "pki_ca_disable": views.CADisableView,
+        "pki_ca_revocation_request": views.CertificateRevokeView,
+        "pki_ca_revocation_list": views.CARevocationApprovalsView,
+        "pki_ca_revocation_get": views.CARevocationApprovalsView,
+        "pki_crl_get": views.CRLHealthView,
+        "pki_crl_publish": views.CRLPublishView,
+        "pki_certificate_list": views.CertificateListView,
+        "pki_certificate_get": views.CertificateDetailView,
+        "pki_certificate_download": views.CertificateDownloadView,
+        "pki_certificate_issue_csr": views.IssueFromCSRView,
+        "pki_certificate_issue_generated": views.IssueGeneratedView,
+        "pki_certificate_revoke": views.CertificateRevokeView,
+        "pki_certificate_release": views.CertificateReleaseView,
+        "pki_certificate_validate": views.ValidateView,
+    }
+    assert set(pages) == set(RULES)
+    for operation_id, page in pages.items():
+        assert RULES[operation_id].permissions == (page.permission_required,), operation_id
+
+
+@pytest.mark.django_db
+def test_malformed_names_and_values_are_refused_by_the_services(api_as, issuing, leaf_key) -> None:
+    """What only the services can judge (subjects, SANs, profile limits) comes back as a
+    problem document naming the operation, never a 500, and nothing is made."""
+    admin, operator = api_as(Role.ADMINISTRATOR), api_as(Role.CA_OPERATOR)
+    before = (CertificateAuthority.objects.count(), Certificate.objects.count())
+    for subject in ("CN=", "X=1", "CN=a,,", "=", "CN=" + "a" * 1000, "ü"):
+        problem(admin.post("/cas", {"name": "bad", "subject": subject}), 409, "ca_refused")
+    problem(admin.post("/cas", {"name": "new", "subject": "CN=New"}), 409, "ca_refused")
+    problem(admin.post("/cas", {"name": "Bad_Name", "subject": "CN=x"}), 422, "validation_failed")
+    good = {"ca": "issuing", "profile": "tls-server", "csr_pem": csr_pem(leaf_key)}
+    for san in ("dns:", "ip:999.1.1.1", "uri:::", "x", "email:@", "dns:*.*"):
+        problem(
+            operator.post("/certificates/issue", {**good, "sans": [san]}), 422, "issuance_refused"
+        )
+    problem(operator.post("/certificates/issue", {**good, "days": 3650}), 422, "issuance_refused")
+    generated = {"ca": "issuing", "profile": "tls-server", "password": "long enough"}
+    problem(
+        operator.post("/certificates/issue-generated", {**generated, "subject": ""}),
+        422,
+        "issuance_refused",
+    )
+    assert (CertificateAuthority.objects.count(), Certificate.objects.count()) == before
+    for hostname in ("*.", "[::1]", "a" * 253, "ü.example", ".."):
+        answer = operator.post("/validate", {"certificate_pem": "x", "hostname": hostname})
+        assert answer.status_code == 200 and answer.json()["ok"] is False
