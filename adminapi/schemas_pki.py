@@ -332,3 +332,57 @@ class ValidateOut(Schema):
     subject: str | None
     serial: str | None
     issued_here: int | None = Field(description="The certificate's id if a CA here issued it.")
+
+
+# --- previews (what the portal's confirmation pages show) ------------------------------------
+
+
+class CertificateSummaryOut(Schema):
+    """The certificate that would be signed, decoded (bar serial and the second of notBefore)."""
+
+    subject: str
+    issuer: str
+    not_before: datetime
+    not_after: datetime
+    public_key: str
+    signature_algorithm: str
+    subject_alternative_names: list[str]
+    key_usage: list[str]
+    extended_key_usage: list[str]
+    is_ca: bool
+    path_length: int | None
+    crl_distribution_points: list[str]
+    ca_issuers_urls: list[str]
+    ocsp_urls: list[str]
+
+
+class CAPreviewOut(Schema):
+    name: str
+    subject: str
+    parent: str | None
+    key_type: str
+    days: int
+    path_length: int | None
+    certificate: CertificateSummaryOut
+
+
+class IssuePreviewOut(Schema):
+    ca: str
+    profile: str
+    subject: str
+    sans: list[str]
+    days: int | None
+    certificate: CertificateSummaryOut
+
+
+class RevocationPreviewOut(Schema):
+    certificate_id: int
+    serial: str
+    reason: str
+    invalidity_date: datetime | None
+    revoked_ca: str | None = Field(
+        description="The intermediate CA whose certificate this is (two-person rule), or null."
+    )
+    cas_below: list[str]
+    certificates_below: int
+    current_crl_number: int | None

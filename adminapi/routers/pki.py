@@ -30,6 +30,7 @@ from ninja import Path, Query, Router, Status
 
 from kmsportal.errors import KMSError
 from pki import approvals, selectors, services
+from pki.distribution import ca_distribution_points
 from pki.errors import PkiError
 from pki.models import (
     CA_NAME_PATTERN,
@@ -48,6 +49,7 @@ from ..schemas_pki import (
     CADetailOut,
     CADisableIn,
     CAOut,
+    CAPreviewOut,
     CARevocationPendingOut,
     CARevocationRequestIn,
     CARevocationRequestOut,
@@ -60,6 +62,8 @@ from ..schemas_pki import (
     IssueCSRIn,
     IssueGeneratedIn,
     IssueGeneratedOut,
+    IssuePreviewOut,
+    RevocationPreviewOut,
     RevokeIn,
     ValidateIn,
     ValidateOut,
@@ -80,6 +84,7 @@ RULES: dict[str, Rule] = {
     "pki_ca_list": Rule((VIEW_CA,), write=False),  # /pki/
     "pki_ca_get": Rule((VIEW_CA,), write=False),  # /pki/cas/<name>/
     "pki_ca_create": Rule((MANAGE_CA,), write=True),  # /pki/cas/new/
+    "pki_ca_preview": Rule((MANAGE_CA,), write=True, note="POST; changes nothing"),
     "pki_ca_disable": Rule((MANAGE_CA,), write=True),  # /pki/cas/<name>/disable/
     # /pki/certificates/<pk>/revoke/ of a CA's certificate: asks, a second person approves.
     "pki_ca_revocation_request": Rule((REVOKE,), write=True),
@@ -93,8 +98,10 @@ RULES: dict[str, Rule] = {
     "pki_certificate_get": Rule((VIEW_CERTIFICATE,), write=False),
     "pki_certificate_download": Rule((VIEW_CERTIFICATE,), write=False),
     "pki_certificate_issue_csr": Rule((ISSUE,), write=True),  # /pki/issue/
+    "pki_certificate_issue_preview": Rule((ISSUE,), write=True, note="POST; changes nothing"),
     "pki_certificate_issue_generated": Rule((ISSUE,), write=True),  # /pki/issue/generated/
     "pki_certificate_revoke": Rule((REVOKE,), write=True),  # /pki/certificates/<pk>/revoke/
+    "pki_certificate_revoke_preview": Rule((REVOKE,), write=True, note="POST; changes nothing"),
     "pki_certificate_release": Rule((REVOKE,), write=True),  # /pki/certificates/<pk>/release/
     # /pki/validate/: changes nothing, but takes a body (a chain may be 1 MiB), so it is a
     # POST, which read-only tokens never send (adminapi.auth).
@@ -119,7 +126,10 @@ def _refused(code: str, status: int = 409) -> Iterator[None]:
     try:
         yield
     except PkiError as exc:
-        if isinstance(exc, KMSError) and exc.code not in ("refused", "pki_error"):
+        # A subclass that names its own problem keeps it; the plain PkiError is this one.
+        if type(exc) is not PkiError and getattr(exc, "code", None) != getattr(
+            PkiError, "code", None
+        ):
             raise
         raise KMSError(str(exc), code=code, status=status) from None
 
@@ -233,6 +243,26 @@ def _crl_out(row: RevocationList | None) -> dict[str, object] | None:
     }
 
 
+def _summary_out(summary: Any) -> dict[str, object]:
+    """A decoded certificate (kmsportal.crypto.x509.CertificateSummary) as the previews show it."""
+    return {
+        "subject": summary.subject,
+        "issuer": summary.issuer,
+        "not_before": summary.not_before,
+        "not_after": summary.not_after,
+        "public_key": summary.public_key,
+        "signature_algorithm": summary.signature_algorithm,
+        "subject_alternative_names": list(summary.subject_alternative_names),
+        "key_usage": list(summary.key_usage),
+        "extended_key_usage": list(summary.extended_key_usage),
+        "is_ca": summary.is_ca,
+        "path_length": summary.path_length,
+        "crl_distribution_points": list(summary.crl_distribution_points),
+        "ca_issuers_urls": list(summary.ca_issuers_urls),
+        "ocsp_urls": list(summary.ocsp_urls),
+    }
+
+
 def _latest_delta(ca: CertificateAuthority) -> RevocationList | None:
     return (
         RevocationList.objects.filter(ca=ca, is_delta=True)
@@ -265,7 +295,7 @@ def pki_ca_get(request: HttpRequest, name: str) -> dict[str, object]:
 def _ca_detail_out(user: Any, ca: CertificateAuthority) -> dict[str, object]:
     detail = selectors.ca_detail(ca=ca)
     own = selectors.ca_own_certificate(ca=ca)
-    points = services.ca_distribution_points(ca.name)
+    points = ca_distribution_points(ca.name)
     return {
         **_ca_out(ca),
         "certificate_pem": ca.certificate_pem,
@@ -298,6 +328,13 @@ def pki_ca_create(request: HttpRequest, body: CACreateIn) -> Status[dict[str, ob
     which must be one the CA page offers (active, unexpired, room in its path length, not
     one of the key distribution's own CAs)."""
     user = _allowed(request, "pki_ca_create")
+    with _refused("ca_refused"):
+        ca = services.certificate_authority_create(actor=user, **_ca_arguments(user, body))
+    return Status(201, _ca_detail_out(user, _ca_or_404(user, ca.name)))
+
+
+def _ca_arguments(user: Any, body: CACreateIn) -> dict[str, Any]:
+    """The service's arguments; the parent must be one the CA page offers."""
     parent = None
     if body.parent:
         offered = {name for name, _ in selectors.ca_parent_choices(user=user)}
@@ -309,17 +346,36 @@ def pki_ca_create(request: HttpRequest, body: CACreateIn) -> Status[dict[str, ob
                 status=409,
             )
         parent = _ca_or_404(user, body.parent)
+    return {
+        "name": body.name,
+        "subject": body.subject,
+        "parent": parent,
+        "key_type": body.key_type,
+        "days": body.days,
+        "path_length": body.path_length,
+    }
+
+
+@router.post(
+    "/ca-preview",
+    response=CAPreviewOut,
+    summary="What creating this CA would make (the confirmation page); changes nothing",
+)
+def pki_ca_preview(request: HttpRequest, body: CACreateIn) -> dict[str, object]:
+    """The same checks as creating it, and the CA certificate it would get, signed by a
+    throwaway key: no key is generated and nothing is stored or audited."""
+    user = _allowed(request, "pki_ca_preview")
     with _refused("ca_refused"):
-        ca = services.certificate_authority_create(
-            actor=user,
-            name=body.name,
-            subject=body.subject,
-            parent=parent,
-            key_type=body.key_type,
-            days=body.days,
-            path_length=body.path_length,
-        )
-    return Status(201, _ca_detail_out(user, _ca_or_404(user, ca.name)))
+        preview = services.certificate_authority_preview(**_ca_arguments(user, body))
+    return {
+        "name": preview.name,
+        "subject": preview.subject,
+        "parent": preview.parent.name if preview.parent is not None else None,
+        "key_type": str(preview.key_type),
+        "days": preview.days,
+        "path_length": preview.path_length,
+        "certificate": _summary_out(preview.summary),
+    }
 
 
 @router.post(
@@ -416,7 +472,7 @@ def pki_crl_get(request: HttpRequest, name: str) -> dict[str, object]:
     user = _allowed(request, "pki_crl_get")
     ca = _ca_or_404(user, name)
     health = selectors.crl_health(ca=ca)
-    points = services.ca_distribution_points(ca.name)
+    points = ca_distribution_points(ca.name)
     return {
         "ca": ca.name,
         "state": health.state,
@@ -611,6 +667,35 @@ def pki_certificate_issue_csr(request: HttpRequest, body: IssueCSRIn) -> Status[
 
 
 @router.post(
+    "/certificates/issue-preview",
+    response=IssuePreviewOut,
+    summary="What issuing from this CSR would sign (the review page); changes nothing",
+)
+def pki_certificate_issue_preview(request: HttpRequest, body: IssueCSRIn) -> dict[str, object]:
+    """The same checks as issuing, and the certificate that would be signed (bar serial and
+    the second of notBefore), signed by a throwaway key: nothing is stored or audited."""
+    user = _allowed(request, "pki_certificate_issue_preview")
+    ca = _issuing_ca(user, body.ca)
+    with _refused("issuance_refused", status=422):
+        preview = services.certificate_csr_preview(
+            ca=ca,
+            csr_pem_or_der=body.csr_pem.encode("utf-8"),
+            profile=_profile(body.profile),
+            subject_override=body.subject,
+            sans_override=body.sans,
+            days=body.days,
+        )
+    return {
+        "ca": preview.ca.name,
+        "profile": preview.profile,
+        "subject": preview.subject,
+        "sans": preview.sans,
+        "days": preview.days,
+        "certificate": _summary_out(preview.summary),
+    }
+
+
+@router.post(
     "/certificates/issue-generated",
     response={201: IssueGeneratedOut},
     summary="Issue a certificate with a key pair generated here (PKCS#12, once)",
@@ -679,6 +764,34 @@ def pki_certificate_revoke(
             invalidity_date=body.invalidity_date,
         )
     return _certificate_out(revoked)
+
+
+@router.post(
+    "/certificates/{int:certificate_id}/revoke-preview",
+    response=RevocationPreviewOut,
+    summary="What revoking this certificate would do (the confirmation page); changes nothing",
+)
+def pki_certificate_revoke_preview(
+    request: HttpRequest, body: RevokeIn, certificate_id: int = Path(..., ge=1, le=MAX_ID)
+) -> dict[str, object]:
+    """The same checks as revoking, and what it would take along: for an intermediate CA's
+    certificate, the CAs and certificates below (whose revocation needs a second person)."""
+    user = _allowed(request, "pki_certificate_revoke_preview")
+    certificate = _certificate_or_404(user, certificate_id)
+    with _refused("revocation_refused"):
+        preview = services.certificate_revocation_preview(
+            certificate=certificate, reason=body.reason, invalidity_date=body.invalidity_date
+        )
+    return {
+        "certificate_id": certificate.pk,
+        "serial": certificate.serial_number_display,
+        "reason": preview.reason.value,
+        "invalidity_date": preview.invalidity_date,
+        "revoked_ca": preview.revoked_ca.name if preview.revoked_ca is not None else None,
+        "cas_below": preview.cas_below,
+        "certificates_below": preview.certificates_below,
+        "current_crl_number": preview.current_crl_number,
+    }
 
 
 @router.post(

@@ -69,6 +69,9 @@ BODIES: dict[str, dict[str, Any]] = {
         "password": "matrix-password",
     },
     "pki_certificate_revoke": {"reason": "superseded"},
+    "pki_certificate_revoke_preview": {"reason": "superseded"},
+    "pki_certificate_issue_preview": {"ca": "mx-none", "profile": "tls-server", "csr_pem": "x"},
+    "pki_ca_preview": {"name": "mx-preview", "subject": "CN=mx", "key_type": "ecp256"},
     "pki_certificate_validate": {"certificate_pem": "x"},
 }
 

@@ -572,6 +572,7 @@ def test_each_operation_needs_what_its_portal_page_needs() -> None:
         "pki_ca_list": views.CAListView,
         "pki_ca_get": views.CADetailView,
         "pki_ca_create": views.CACreateView,
+        "pki_ca_preview": views.CACreateView,
         "pki_ca_disable": views.CADisableView,
         "pki_ca_revocation_request": views.CertificateRevokeView,
         "pki_ca_revocation_list": views.CARevocationApprovalsView,
@@ -583,7 +584,9 @@ def test_each_operation_needs_what_its_portal_page_needs() -> None:
         "pki_certificate_download": views.CertificateDownloadView,
         "pki_certificate_issue_csr": views.IssueFromCSRView,
         "pki_certificate_issue_generated": views.IssueGeneratedView,
+        "pki_certificate_issue_preview": views.IssueFromCSRView,
         "pki_certificate_revoke": views.CertificateRevokeView,
+        "pki_certificate_revoke_preview": views.CertificateRevokeView,
         "pki_certificate_release": views.CertificateReleaseView,
         "pki_certificate_validate": views.ValidateView,
     }
@@ -618,3 +621,66 @@ def test_malformed_names_and_values_are_refused_by_the_services(api_as, issuing,
     for hostname in ("*.", "[::1]", "a" * 253, "ü.example", ".."):
         answer = operator.post("/validate", {"certificate_pem": "x", "hostname": hostname})
         assert answer.status_code == 200 and answer.json()["ok"] is False
+
+
+@pytest.mark.django_db
+def test_previews_show_what_would_be_made_and_change_nothing(api_as, root, issuing, leaf_key):
+    """The confirmation pages as calls: the same checks, the certificate that would be
+    signed or what a revocation would take along; no row and no audit event is added."""
+    admin, operator = api_as(Role.ADMINISTRATOR), api_as(Role.CA_OPERATOR)
+    leaf = services.certificate_issue_from_csr(
+        actor=None, ca=issuing, csr_pem_or_der=csr_pem(leaf_key).encode(), profile="tls-server"
+    )
+    own = Certificate.objects.get(ca=root, serial_hex=issuing.serial_hex)
+    counts = (
+        CertificateAuthority.objects.count(),
+        Certificate.objects.count(),
+        RevocationList.objects.count(),
+        AuditEvent.objects.exclude(action__startswith="api.").count(),
+    )
+
+    ca = admin.post(
+        "/ca-preview",
+        {"name": "next", "subject": "CN=Next CA", "parent": "root", "key_type": "ecp256"},
+    )
+    assert ca.status_code == 200, ca.content
+    assert ca.json()["certificate"]["is_ca"] and ca.json()["certificate"]["path_length"] == 0
+    assert ca.json()["certificate"]["issuer"] == "CN=API Test Root,O=Example Org"
+    problem(
+        admin.post("/ca-preview", {"name": "issuing", "subject": "CN=Again"}), 409, "ca_refused"
+    )
+
+    body = {
+        "ca": "issuing",
+        "profile": "tls-server",
+        "csr_pem": csr_pem(leaf_key, "api.example.org"),
+        "sans": ["dns:api.example.org", "dns:www.api.example.org"],
+        "days": 10,
+    }
+    issue = operator.post("/certificates/issue-preview", body).json()
+    assert issue["sans"] == ["dns:api.example.org", "dns:www.api.example.org"]
+    assert issue["subject"] == "CN=api.example.org" and issue["days"] == 10
+    assert issue["certificate"]["extended_key_usage"] == ["serverAuth"]
+    assert issue["certificate"]["issuer"] == "CN=API Test Issuing,O=Example Org"
+    problem(
+        operator.post("/certificates/issue-preview", {**body, "csr_pem": "x"}),
+        422,
+        "issuance_refused",
+    )
+
+    revoke = operator.post(f"/certificates/{own.pk}/revoke-preview", {"reason": "superseded"})
+    assert revoke.json()["revoked_ca"] == "issuing"
+    assert revoke.json()["certificates_below"] == 1
+    plain = operator.post(f"/certificates/{leaf.pk}/revoke-preview", {"reason": "superseded"})
+    assert plain.json()["revoked_ca"] is None and plain.json()["certificates_below"] == 0
+    problem(
+        operator.post(f"/certificates/{own.pk}/revoke-preview", {"reason": "certificateHold"}),
+        409,
+        "revocation_refused",
+    )
+    assert counts == (
+        CertificateAuthority.objects.count(),
+        Certificate.objects.count(),
+        RevocationList.objects.count(),
+        AuditEvent.objects.exclude(action__startswith="api.").count(),
+    )
