@@ -23,6 +23,7 @@ portal users whose session passed the second factor.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -130,11 +131,28 @@ def no_store(response: HttpResponse) -> HttpResponse:
     return response
 
 
-def _problem_for_not_allowed(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Ninja answers a method a path does not take with a plain-text 405: a problem instead."""
+_NUL_ESCAPE = re.compile(rb"\\u0000", re.IGNORECASE)
+
+
+def _has_nul(request: HttpRequest) -> bool:
+    """A NUL character anywhere in the input: the portal's forms refuse it (Django's
+    ProhibitNullCharactersValidator), and PostgreSQL cannot store it in text."""
+    if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.GET.items()):
+        return True
+    body = request.body if request.method not in ("GET", "HEAD") else b""
+    return b"\x00" in body or bool(_NUL_ESCAPE.search(body))
+
+
+def _api_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Every API view: NUL characters refused (422), and the plain-text 405 ninja answers for
+    a method the path does not take turned into a problem document."""
 
     @functools.wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if _has_nul(request):
+            return errors.problem(
+                "validation_failed", "NUL characters are not accepted in any field", 422
+            )
         response = view(request, *args, **kwargs)
         if response.status_code == 405 and "problem" not in response.get("Content-Type", ""):
             allowed = response.get("Allow", "")
@@ -185,7 +203,7 @@ def urlpatterns() -> list[URLPattern | URLResolver]:
         result.append(
             URLPattern(
                 pattern.pattern,
-                _problem_for_not_allowed(callback),
+                _api_view(callback),
                 pattern.default_args,
                 pattern.name,
             )

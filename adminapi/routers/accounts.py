@@ -10,6 +10,7 @@ administrator decides it through /admin/approvals, kind ``role-grant``).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
@@ -74,10 +75,13 @@ class UserFilter(Schema):
     role: str = Field("", max_length=32)
 
 
+RoleName = Literal[tuple(Role.values)]  # type: ignore[valid-type]
+
+
 class UserCreateIn(Schema):
-    username: str = Field(min_length=1, max_length=150)
+    username: str = Field(min_length=1, max_length=150, pattern=r"^[\w.@+-]+$")
     email: str = Field("", max_length=254)
-    roles: list[str] = Field(min_length=1, max_length=4)
+    roles: list[RoleName] = Field(min_length=1, max_length=4)  # type: ignore[valid-type]
     reason: str = Field("", max_length=1000)
 
 
@@ -90,7 +94,7 @@ class InvitationOut(Schema):
 
 
 class RolesIn(Schema):
-    roles: list[str] = Field(min_length=1, max_length=4)
+    roles: list[RoleName] = Field(min_length=1, max_length=4)  # type: ignore[valid-type]
     reason: str = Field("", max_length=1000)
 
 

@@ -23,7 +23,7 @@ from vault.models import Client, Grant, GrantVersions, SymmetricKey
 
 from ..auth import require
 from ..permissions import Rule
-from ..schemas import MAX_ID, REASON, ReasonIn
+from ..schemas import MAX_ID, REASON, Instant, ReasonIn
 
 router = Router(tags=["Clients and grants"])
 
@@ -128,7 +128,7 @@ class GrantIn(Schema):
         default_factory=lambda: ["fetch"], min_length=1, max_length=len(OPERATIONS)
     )
     versions: Literal[tuple(GrantVersions.values)] = GrantVersions.PRIMARY  # type: ignore[valid-type]
-    expires_at: datetime | None = None
+    expires_at: Instant | None = None
     reason: str = REASON
 
 

@@ -32,7 +32,7 @@ from vault.models import (
 
 from ..auth import require
 from ..permissions import Rule
-from ..schemas import REASON
+from ..schemas import REASON, Instant
 
 router = Router(tags=["Keys"])
 
@@ -146,7 +146,7 @@ class KeyCreateIn(Schema):
     required_context_keys: list[str] = Field(default_factory=list, max_length=50)
     allow_compromised_decrypt: bool = False
     rotation_period_days: int | None = Field(None, ge=ROTATION_DAYS_MIN, le=ROTATION_DAYS_MAX)
-    activate_at: datetime | None = None
+    activate_at: Instant | None = None
 
 
 class RotateIn(Schema):
@@ -163,7 +163,7 @@ class CompromiseIn(Schema):
     scope: Literal["version", "key"] = "version"
     version: int | None = Field(None, ge=1, le=1_000_000)
     reason: str = REASON
-    compromised_at: datetime | None = None
+    compromised_at: Instant | None = None
 
 
 class CompromiseOut(Schema):
