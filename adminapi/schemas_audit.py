@@ -12,15 +12,14 @@ from typing import Any, Literal
 
 from ninja import Field, Schema
 
-from .schemas import MAX_ID
-from .schemas_pki import TextInput
+from .schemas import MAX_ID, Instant
 
 
-class EventFilterIn(TextInput):
+class EventFilterIn(Schema):
     """What to narrow the log to; empty values mean no filter (as on the event list)."""
 
-    since: datetime | None = Field(default=None, description="Events at or after (UTC).")
-    until: datetime | None = Field(default=None, description="Events before (UTC).")
+    since: Instant | None = Field(default=None, description="Events at or after (UTC).")
+    until: Instant | None = Field(default=None, description="Events before (UTC).")
     actor: str = Field(default="", max_length=150, description="Exact actor name.")
     action: str = Field(default="", max_length=64, description="An event type, e.g. key.rotated.")
     target_type: str = Field(

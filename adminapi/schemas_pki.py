@@ -13,14 +13,13 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 from ninja import Field, Schema
-from pydantic import field_validator
 
 from kmsportal.crypto.x509 import KeyType
 from pki.forms import CA_DAYS_MAX, LEAF_DAYS_MAX
 from pki.models import CA_NAME_PATTERN, CHAIN_UPLOAD_MAX_BYTES, UPLOAD_MAX_BYTES
 from pki.revocation import REVOCATION_REASONS
 
-from .schemas import MAX_ID
+from .schemas import MAX_ID, Instant
 
 KeyTypeName = Literal["rsa2048", "rsa3072", "rsa4096", "ecp256", "ecp384"]
 assert set(KeyTypeName.__args__) == {k.value for k in KeyType}  # type: ignore[attr-defined]
@@ -47,20 +46,6 @@ def _ca_name(description: str = "The CA's name (as in its URLs).") -> Any:
 # Pasted PEM text: the portal's limits (64 KiB for a CSR or certificate, 1 MiB for a chain).
 PEM_MAX = UPLOAD_MAX_BYTES
 CHAIN_MAX = CHAIN_UPLOAD_MAX_BYTES
-
-
-class TextInput(Schema):
-    """A request body or query whose text never holds a NUL character: no form field can
-    carry one, PostgreSQL refuses to store or compare one, and no PEM, name or filter has a
-    use for it. Refused as a 422 naming the field, before anything runs."""
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        items = value if isinstance(value, list) else [value]
-        if any(isinstance(item, str) and "\x00" in item for item in items):
-            raise ValueError("must not contain NUL characters")
-        return value
 
 
 # --- certificate authorities -----------------------------------------------------------------
@@ -119,7 +104,7 @@ class CADetailOut(CAOut):
     revocation_requests: list[CARevocationRequestOut]
 
 
-class CACreateIn(TextInput):
+class CACreateIn(Schema):
     name: str = _ca_name()
     subject: str = Field(
         min_length=1, max_length=1024, description="RFC 4514, e.g. CN=Issuing CA,O=Example"
@@ -137,13 +122,13 @@ class CACreateIn(TextInput):
     path_length: int | None = Field(default=None, ge=0, le=10)
 
 
-class CADisableIn(TextInput):
+class CADisableIn(Schema):
     reason: str = Field(default="", max_length=1000)
 
 
-class CARevocationRequestIn(TextInput):
+class CARevocationRequestIn(Schema):
     reason: ReasonName = Field(description="Any final reason; a CA is never put on hold.")
-    invalidity_date: datetime | None = Field(
+    invalidity_date: Instant | None = Field(
         default=None, description="With keyCompromise or cACompromise only; not in the future."
     )
     comment: str = Field(default="", max_length=1000)
@@ -238,7 +223,7 @@ class CertificatePageOut(Schema):
     next_cursor: int | None = Field(description="Pass as ?after= for the next (older) page.")
 
 
-class CertificateFilters(TextInput):
+class CertificateFilters(Schema):
     """The portal's certificate list filters."""
 
     ca: str = Field(default="", max_length=64)
@@ -255,7 +240,7 @@ class CertificateFilters(TextInput):
     limit: int = Field(default=50, ge=1, le=200)
 
 
-class IssueCSRIn(TextInput):
+class IssueCSRIn(Schema):
     ca: str = _ca_name()
     profile: str = Field(max_length=32)
     csr_pem: str = Field(min_length=1, max_length=PEM_MAX)
@@ -272,7 +257,7 @@ class IssueCSRIn(TextInput):
     )
 
 
-class IssueGeneratedIn(TextInput):
+class IssueGeneratedIn(Schema):
     ca: str = _ca_name()
     profile: str = Field(max_length=32)
     subject: str = Field(default="", max_length=1024)
@@ -297,14 +282,14 @@ class IssueGeneratedOut(Schema):
     )
 
 
-class RevokeIn(TextInput):
+class RevokeIn(Schema):
     reason: ReasonName = "unspecified"
-    invalidity_date: datetime | None = Field(
+    invalidity_date: Instant | None = Field(
         default=None, description="With keyCompromise or cACompromise only; not in the future."
     )
 
 
-class ValidateIn(TextInput):
+class ValidateIn(Schema):
     certificate_pem: str = Field(min_length=1, max_length=PEM_MAX)
     chain_pem: str = Field(default="", max_length=CHAIN_MAX)
     purpose: Literal["server", "client", "any"] = "server"

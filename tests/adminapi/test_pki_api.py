@@ -497,7 +497,7 @@ def test_bad_input_is_a_problem_document_never_a_500(api_as, root, issuing, leaf
         422,
         "validation_failed",
     )
-    problem(operator.get("/cas/%00"), 404, "not_found")
+    problem(operator.get("/cas/%00"), 422, "validation_failed")
     problem(operator.get("/cas/NOT-A-NAME/crl"), 404, "not_found")
     problem(operator.get("/cas/nope"), 404, "not_found")
     problem(operator.get("/certificates/1/download/p7b"), 422, "validation_failed")
