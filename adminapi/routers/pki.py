@@ -2,7 +2,7 @@
 validation, under ``/api/v1/admin/pki/``.
 
 Each endpoint does what a portal page does, through the same selectors and services and
-behind the same permission (declared in :data:`OPERATIONS`): it parses the body, checks the
+behind the same permission (declared in :data:`RULES`): it parses the body, checks the
 token's permission, calls one service and renders. Every refusal of a service (a
 :class:`~pki.errors.PkiError`) becomes a problem document with a stable code; nothing here
 changes state except through a service, which records its audit event in its own
