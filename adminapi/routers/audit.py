@@ -2,7 +2,7 @@
 ``/api/v1/admin/audit/``.
 
 The same selectors and services as the auditor's pages, behind the same permissions
-(declared in :data:`OPERATIONS`): ``audit.view_auditevent`` to read, ``audit.export_auditevent``
+(declared in :data:`RULES`): ``audit.view_auditevent`` to read, ``audit.export_auditevent``
 to export (the export is recorded before its first byte, as on the page), and
 ``audit.verify_auditevent`` to verify (the full check `manage.py verify_audit` runs, recorded
 with its result). The export is a GET, as on the page, so read-only tokens may export;
