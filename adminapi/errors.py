@@ -71,6 +71,8 @@ def problem(code: str, detail: str, status: int, **extra: Any) -> HttpResponse:
 
 
 def _kms_error(request: HttpRequest, exc: KMSError) -> HttpResponse:
+    if exc.status == 403:  # audit.middleware records it as access.denied, with this reason
+        request.audit_denied_reason = exc.message[:200]
     if exc.status >= 500:
         logger.error("admin API %s %s: %s", request.method, request.path, exc.code)
     return problem_for(exc)
@@ -80,6 +82,8 @@ def _domain(code: str, status: int) -> Callable[[HttpRequest, Exception], HttpRe
     def handle(request: HttpRequest, exc: Exception) -> HttpResponse:
         if isinstance(exc, KMSError):  # converted to the one root since: its own code wins
             return _kms_error(request, exc)
+        if status == 403:
+            request.audit_denied_reason = (str(exc) or code)[:200]
         return problem(code, str(exc) or code.replace("_", " "), status)
 
     return handle

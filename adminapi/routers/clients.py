@@ -100,9 +100,17 @@ class PendingGrantOut(Schema):
     expires_at: datetime
 
 
+class DeliveryOut(Schema):
+    key: str
+    version: int
+    group: str
+    delivered_at: datetime
+
+
 class ClientDetailOut(ClientOut):
     grants: list[GrantOut]
     pending_grants: list[PendingGrantOut]
+    deliveries: list[DeliveryOut] = Field(description="the newest 50 key deliveries")
 
 
 class ClientCreateIn(Schema):
@@ -154,7 +162,8 @@ def clients_list(request: HttpRequest) -> list[ClientOut]:
 
 @router.get("/{name}", response=ClientDetailOut)
 def clients_get(request: HttpRequest, name: str) -> ClientDetailOut:
-    """One client with its grants and the grant requests waiting for approval."""
+    """One client with its grants, the grant requests waiting for approval and the newest
+    deliveries (which key versions it received), as its portal page shows them."""
     require(request, VIEW, write=False)
     client = _client(request, name)
     pending = client.grant_requests.filter(status="pending").select_related("key")
@@ -170,6 +179,12 @@ def clients_get(request: HttpRequest, name: str) -> ClientDetailOut:
                 expires_at=r.expires_at,
             )
             for r in pending
+        ],
+        deliveries=[
+            DeliveryOut(
+                key=d.key.name, version=d.version, group=d.group, delivered_at=d.delivered_at
+            )
+            for d in selectors.client_deliveries(client=client)
         ],
     )
 

@@ -112,8 +112,27 @@ class KeyOut(Schema):
         )
 
 
+class ImpactOut(Schema):
+    version: int
+    client: str
+    delivered_at: datetime
+    group: str
+
+
+class PendingRequestOut(Schema):
+    kind: str = Field(description="decide it at /api/v1/admin/approvals/{kind}/{id}")
+    id: int
+    summary: str
+
+
 class KeyDetailOut(KeyOut):
     versions: list[VersionOut]
+    compromise_impact: list[ImpactOut] = Field(
+        description="clients that received a compromised version (the delivery ledger)"
+    )
+    pending_requests: list[PendingRequestOut] = Field(
+        description="two-person requests about this key the caller may see"
+    )
 
 
 class KeySummaryOut(Schema):
@@ -313,7 +332,8 @@ def keys_import(request: HttpRequest, body: ImportIn) -> ImportOut:
 
 @router.get("/{name}", response=KeyDetailOut)
 def keys_get(request: HttpRequest, name: str) -> KeyDetailOut:
-    """One key with its versions (fingerprints, states; never material)."""
+    """One key with its versions (fingerprints, states; never material), the clients that
+    received a compromised version, and its pending two-person requests, as the key page."""
     require(request, VIEW, write=False)
     key = _key(request, name)
     versions = [
@@ -331,7 +351,25 @@ def keys_get(request: HttpRequest, name: str) -> KeyDetailOut:
         )
         for v in selectors.key_versions(key=key)
     ]
-    return KeyDetailOut(**KeyOut.from_key(key).dict(), versions=versions)
+    pending = [
+        PendingRequestOut(
+            kind="destruction", id=r.pk, summary=f"destroy after {r.waiting_days} days"
+        )
+        for r in selectors.destruction_requests_pending(user=request.user)
+        if r.key_id == key.pk
+    ] + [
+        PendingRequestOut(kind=slug, id=r.pk, summary=summary)
+        for slug, r, summary in selectors.key_requests_pending(user=request.user, key=key)
+    ]
+    return KeyDetailOut(
+        **KeyOut.from_key(key).dict(),
+        versions=versions,
+        compromise_impact=[
+            ImpactOut(version=i.version, client=i.client, delivered_at=i.time, group=i.group)
+            for i in selectors.key_compromise_impact(key=key)
+        ],
+        pending_requests=pending,
+    )
 
 
 @router.post("", response={201: KeyOut})

@@ -5,6 +5,9 @@ RULES). An operation missing from the table, or one the table and the code disag
 fails here; so does any 401 for a live token, any 5xx, and any error that is not a problem
 document.
 
+A new router adds, here, a sample object for each new path parameter (``matrix_objects``) and
+a valid body for each operation that takes one (``BODIES``).
+
 Requests carry valid bodies (a body is validated before the permission check: a refused
 caller learns only what the public OpenAPI document says), so a permitted caller reaches the service (which may then refuse
 with 404/409/400 as the objects' states say; the matrix only asks whether the permission
@@ -141,7 +144,13 @@ def _path(template: str, operation_id: str, objects: dict[str, str]) -> str:
     values = dict(objects)
     if operation_id.startswith(("clients_", "grants_")):
         values["name"] = "mx-client"
-    return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)
+
+    def value(match: re.Match[str]) -> str:
+        if match.group(1) not in values:
+            pytest.fail(f"{operation_id}: add a sample for {{{match.group(1)}}} to matrix_objects")
+        return values[match.group(1)]
+
+    return re.sub(r"\{(\w+)\}", value, template)
 
 
 def test_every_operation_is_declared_once(client) -> None:
