@@ -205,3 +205,30 @@ def test_each_operation_needs_what_its_portal_page_needs() -> None:
     assert set(pages) == set(RULES)
     for operation_id, page in pages.items():
         assert RULES[operation_id].permissions == (page.permission_required,), operation_id
+
+
+@pytest.mark.django_db
+def test_the_trail_of_one_object_by_its_type_label(auditor) -> None:
+    """A PKI action done through the API shows in the log under its target, found by the
+    type's label as on the event list, with the token's user as the actor."""
+    from pki import services
+
+    root = services.certificate_authority_create(
+        actor=None, name="trail-root", subject="CN=Trail Root", key_type="ecp256"
+    )
+    admin = user_make("trail-admin", Role.ADMINISTRATOR)
+    token = api_token_create(actor=admin, user=admin, name="tests", scope="roles", days=1)
+    disabled = Client(headers={"authorization": f"Bearer {token.secret}"}).post(
+        "/api/v1/admin/pki/cas/trail-root/disable",
+        json.dumps({"reason": "trail"}),
+        content_type="application/json",
+    )
+    assert disabled.status_code == 200, disabled.content
+    trail = auditor.get(
+        BASE + "/events",
+        {"target_type": "certificate authority", "target_id": str(root.pk)},
+    ).json()["items"]
+    assert [event["action"] for event in trail] == ["ca.disabled", "ca.created"]
+    assert trail[0]["actor_name"] == "trail-admin"
+    assert trail[0]["details"]["reason"] == "trail"
+    assert trail[0]["target_type"] == "pki.CertificateAuthority"
