@@ -71,7 +71,8 @@ def problem(code: str, detail: str, status: int, **extra: Any) -> HttpResponse:
 
 
 def _kms_error(request: HttpRequest, exc: KMSError) -> HttpResponse:
-    if exc.status == 403:  # audit.middleware records it as access.denied, with this reason
+    if exc.status == 403 and not getattr(request, "audit_denied_reason", None):
+        # audit.middleware records the 403 as access.denied, with this reason
         request.audit_denied_reason = exc.message[:200]
     if exc.status >= 500:
         logger.error("admin API %s %s: %s", request.method, request.path, exc.code)
@@ -82,7 +83,7 @@ def _domain(code: str, status: int) -> Callable[[HttpRequest, Exception], HttpRe
     def handle(request: HttpRequest, exc: Exception) -> HttpResponse:
         if isinstance(exc, KMSError):  # converted to the one root since: its own code wins
             return _kms_error(request, exc)
-        if status == 403:
+        if status == 403 and not getattr(request, "audit_denied_reason", None):
             request.audit_denied_reason = (str(exc) or code)[:200]
         return problem(code, str(exc) or code.replace("_", " "), status)
 
