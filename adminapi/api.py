@@ -37,7 +37,7 @@ from ninja.openapi.schema import OpenAPISchema
 
 from . import errors
 from .auth import ApiTokenAuth
-from .routers import accounts, approvals, clients, keys, tokens
+from .routers import accounts, approvals, audit, clients, keys, pki, tokens
 
 DESCRIPTION = """\
 Everything the portal lets a signed-in role do, as calls under `/api/v1/admin/`, with the same
@@ -123,6 +123,8 @@ api.add_router("/admin/keys", keys.router)
 api.add_router("/admin/clients", clients.router)
 api.add_router("/admin/approvals", approvals.router)
 api.add_router("/admin/accounts", accounts.router)
+api.add_router("/admin/pki", pki.router)
+api.add_router("/admin/audit", audit.router)
 
 
 def no_store(response: HttpResponse) -> HttpResponse:

@@ -59,6 +59,23 @@ BODIES: dict[str, dict[str, Any]] = {
     "approvals_reject": {"comment": "matrix"},
     "users_create": {"username": "mx-user-{actor}", "roles": ["auditor"]},
     "users_roles_set": {"roles": ["auditor"], "reason": "matrix"},
+    # PKI: permitted callers reach the service, which refuses the sample objects (no such CA
+    # or certificate: 404/409) without generating a key; CA creation makes an EC root.
+    "pki_ca_create": {"name": "mx-ca-{actor}", "subject": "CN=mx {actor}", "key_type": "ecp256"},
+    "pki_ca_disable": {"reason": "matrix"},
+    "pki_ca_revocation_request": {"reason": "superseded"},
+    "pki_certificate_issue_csr": {"ca": "mx-none", "profile": "tls-server", "csr_pem": "x"},
+    "pki_certificate_issue_generated": {
+        "ca": "mx-none",
+        "profile": "tls-server",
+        "subject": "CN=mx",
+        "password": "matrix-password",
+    },
+    "pki_certificate_revoke": {"reason": "superseded"},
+    "pki_certificate_revoke_preview": {"reason": "superseded"},
+    "pki_certificate_issue_preview": {"ca": "mx-none", "profile": "tls-server", "csr_pem": "x"},
+    "pki_ca_preview": {"name": "mx-preview", "subject": "CN=mx", "key_type": "ecp256"},
+    "pki_certificate_validate": {"certificate_pem": "x"},
 }
 
 
@@ -117,6 +134,9 @@ def matrix_objects(make_user) -> dict[str, str]:
         "kind": SAMPLE_KIND,
         "request_id": str(destruction.pk),
         "token_id": "999999999",  # nobody's: a caller's own token is not revoked mid-matrix
+        "certificate_id": "999999999",  # no such certificate: 404 once let through
+        "encoding": "pem",
+        "sequence": "1",
     }
 
 
