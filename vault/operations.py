@@ -51,8 +51,8 @@ from kmsportal.crypto import operations as crypto_ops
 from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.keyring.services import unseal_material
 
-from .distribution import _as_datetime, _as_uuid, _fetch_one, _table
 from .events import VaultAction
+from .exchange import _as_datetime, _as_uuid, _fetch_one, _table
 from .lifecycle import KeyState, VersionState
 from .models import Client, Grant, KeyVersion, SymmetricKey
 
