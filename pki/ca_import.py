@@ -31,7 +31,8 @@ from .models import (
     CAState,
     CertificateAuthority,
 )
-from .services import RESERVED_CA_NAMES, Actor, _actor_name, _ca_store, _certificate_of
+from .services.cas import _ca_store
+from .services.records import RESERVED_CA_NAMES, Actor, _actor_name, _certificate_of
 from .signers import GeneratedCAKey
 
 __all__ = ["certificate_authority_import"]
