@@ -43,7 +43,6 @@ created before CRLs were published at creation) gets its first one on the first 
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import threading
 from collections import OrderedDict
@@ -52,9 +51,7 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Model, TextField
-from django.db.models.functions import Cast
+from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_event_record
@@ -65,12 +62,11 @@ from .distribution import ca_distribution_points
 from .errors import PkiError
 from .events import PkiAction
 from .models import (
-    Certificate,
     CertificateAuthority,
-    CertificateStatus,
     CRLTrigger,
     RevocationList,
 )
+from .queries import crl_der_store, crl_entry_rows, newest_crl_row
 from .signers import ca_signer
 
 __all__ = [
@@ -103,22 +99,7 @@ def crl_entries(
     databases store UTC; SQLite's text has no offset (naive, which X.509 takes as UTC),
     PostgreSQL's (session time zone UTC) ends in ``+00``. One fetch, no server-side cursor.
     """
-    revoked = Certificate.objects.filter(ca_id=ca_id, status=CertificateStatus.REVOKED)
-    if since is not None:
-        revoked = revoked.filter(revoked_at__gte=since)  # index (ca, revoked_at)
-    rows = (
-        revoked.order_by()
-        .annotate(
-            revoked_text=Cast("revoked_at", TextField()),
-            invalid_text=Cast("invalidity_date", TextField()),
-        )
-        .values_list("serial_hex", "revoked_text", "revocation_reason", "invalid_text")
-    )
-    # The ORM writes the SQL; the rows come straight from the cursor (no per-row iterator).
-    sql, params = rows.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        fetched = cursor.fetchall()
+    fetched = crl_entry_rows(ca_id, since=since)
     parse = datetime.fromisoformat
     return [
         (
@@ -134,22 +115,9 @@ def crl_entries(
 def _store_der(row: RevocationList, der: bytes) -> None:
     """Write the CRL bytes into ``row``, already inserted without them.
 
-    On PostgreSQL, Django's psycopg cursor binds parameters on the client, as a hex literal
-    the server parses again: ~200 ms for the 4 MB CRL of 100,000 entries. A cursor with
-    server-side binding on the same connection (same transaction) sends the bytes as a
-    binary parameter in ~25 ms. Elsewhere the ORM writes them.
+    On PostgreSQL the bytes go as a binary parameter (see `pki.queries.crl_der_store`).
     """
-    if connection.vendor == "postgresql":
-        import psycopg
-
-        table = RevocationList._meta.db_table
-        with psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(
-                f"UPDATE {table} SET crl_der = %b WHERE id = %s",  # noqa: S608 - model's table
-                [der, row.pk],
-            )
-    else:
-        RevocationList.objects.filter(pk=row.pk).update(crl_der=der)
+    crl_der_store(pk=row.pk, der=der)
     row.crl_der = der
 
 
@@ -466,22 +434,6 @@ class CRLDownload:
     next_update: datetime
 
 
-@functools.cache
-def _newest_crl_sql(vendor: str) -> str:
-    # Indexes: the CA's unique name, then (ca, is_delta, crl_number). A subquery rather than
-    # a join: PostgreSQL plans it in half the time, which is a third of what the query costs.
-    return (
-        'SELECT r."id", r."sha256", r."this_update", r."next_update" '  # noqa: S608 (no input)
-        f"FROM {_table(RevocationList)} r "
-        f'WHERE r."ca_id" = (SELECT a."id" FROM {_table(CertificateAuthority)} a '
-        'WHERE a."name" = %s) AND r."is_delta" = %s ORDER BY r."crl_number" DESC LIMIT 1'
-    )
-
-
-def _table(model: type[Model]) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
-
-
 def _aware(value: datetime) -> datetime:
     """A datetime column read from the cursor: SQLite's is UTC without an offset."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
@@ -495,17 +447,13 @@ def crl_download_get(*, ca_name: str, delta: bool = False) -> CRLDownload | None
     without any CRL gets its first one here, once (see the module docstring); after that
     nothing is ever built on download.
     """
-    with connection.cursor() as cursor:
-        cursor.execute(_newest_crl_sql(connection.vendor), [ca_name, delta])
-        row = cursor.fetchone()
+    row = newest_crl_row(ca_name=ca_name, delta=delta)
     if row is None:
         ca = CertificateAuthority.objects.filter(name=ca_name).first()
         if ca is None:
             return None
         crl_publish(actor=None, ca=ca, trigger=CRLTrigger.FIRST_DOWNLOAD)
-        with connection.cursor() as cursor:
-            cursor.execute(_newest_crl_sql(connection.vendor), [ca_name, delta])
-            row = cursor.fetchone()
+        row = newest_crl_row(ca_name=ca_name, delta=delta)
         if row is None:
             return None
     pk, sha256, this_update, next_update = row

@@ -34,7 +34,9 @@ from .models import (
     CertificateStatus,
     OCSPResponder,
     RevocationList,
+    serial_to_hex,
 )
+from .queries import client_certificate_row
 from .revocation import certificate_revocation_preview
 
 PAGE_SIZE = 50
@@ -701,3 +703,58 @@ def ca_revocation_summary(
         can_approve=user.has_perm(REVOKE),
         now=now or timezone.now(),
     )
+
+
+# --- for other apps (vault): pki's public reads -------------------------------------------
+#
+# vault asks pki through these and `pki.services`, never through pki's models or tables.
+
+
+def ca_by_name(*, name: str) -> CertificateAuthority | None:
+    """The CA called ``name`` (the whole row: services may sign with it), or None."""
+    return CertificateAuthority.objects.filter(name=name).first()
+
+
+def ca_server_identity() -> CertificateAuthority | None:
+    """The deployment's server-identity CA (at most one is marked, a database constraint)."""
+    return CertificateAuthority.objects.filter(server_identity=True).first()
+
+
+def certificate_by_id(*, pk: int) -> Certificate:
+    """The certificate row ``pk`` (raises Certificate.DoesNotExist if there is none)."""
+    return Certificate.objects.get(pk=pk)
+
+
+def certificate_chain_pems(*, certificate: Certificate) -> list[str]:
+    """PEM of ``certificate`` followed by its CA's and each ancestor's, up to the root."""
+    chain = [certificate.certificate_pem]
+    ca = certificate.ca
+    while ca is not None:
+        chain.append(ca.certificate_pem)
+        ca = ca.parent
+    return chain
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    """What the key fetch needs to know of a presented client certificate."""
+
+    pk: int
+    is_revoked: bool
+    der: bytes
+    ca_der: bytes
+
+
+def client_certificate_for_fetch(
+    *, serial_number: int, ca_name: str, profile: str
+) -> ClientCertificate | None:
+    """The certificate with this serial and profile issued by the CA called ``ca_name``, as
+    stored now (the caller compares ``der`` with what it was shown); None if there is none.
+    One indexed query (`pki.queries.client_certificate_row`: the key fetch's hot path)."""
+    row = client_certificate_row(
+        serial_hex=serial_to_hex(serial_number), ca_name=ca_name, profile=profile
+    )
+    if row is None:
+        return None
+    pk, status, der, ca_der = row
+    return ClientCertificate(pk, status == CertificateStatus.REVOKED, der, ca_der)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -17,7 +17,7 @@ from kmsportal.crypto.operations import grant_operations
 from kmsportal.crypto.x509 import X509Error
 from kmsportal.keyring.services import seal, unseal
 from pki.errors import PkiError
-from pki.models import Certificate, CertificateStatus
+from pki.selectors import certificate_by_id, certificate_chain_pems
 from pki.services import certificate_issue_from_csr
 
 from .events import VaultAction
@@ -32,6 +32,9 @@ from .models import (
 )
 from .refusals import DistributionError, FetchRefused, refusal_tally
 from .server_identity import _server_credential, identity_ca, root_ca, server_identity_pin
+
+if TYPE_CHECKING:  # annotations only: vault reads pki through pki.selectors
+    from pki.models import Certificate
 
 Actor = AbstractBaseUser | None
 CLIENT_PROFILE = "kms-client"
@@ -157,8 +160,8 @@ def client_enroll(
         raise _enroll_refusal(client, "bad_csr", str(exc), 400) from exc
     superseded = None
     if client.certificate_id is not None:
-        previous = Certificate.objects.get(pk=client.certificate_id)
-        if previous.status != CertificateStatus.REVOKED:
+        previous = certificate_by_id(pk=client.certificate_id)
+        if not previous.is_revoked:
             # Lock order as in client_revoke: the revocation (CA row, CRL) before this
             # service's audit event takes the chain head.
             _revoke_certificate(actor=None, certificate=previous, reason="superseded")
@@ -180,12 +183,7 @@ def client_enroll(
             "superseded": superseded,
         },
     )
-    chain = [record.certificate_pem]
-    parent = record.ca
-    while parent is not None:
-        chain.append(parent.certificate_pem)
-        parent = parent.parent
-    return client, record, chain, mac_key
+    return client, record, certificate_chain_pems(certificate=record), mac_key
 
 
 def _enroll_refusal(client: Client, code: str, message: str, status: int) -> FetchRefused:
@@ -248,17 +246,15 @@ def client_revoke(*, actor: Actor, client: Client, reason: str) -> Client:
     """Revoke the client for good and, in the same transaction, its certificate."""
     if reason not in CLIENT_REVOCATION_REASONS:
         raise DistributionError(f"reason must be one of {', '.join(CLIENT_REVOCATION_REASONS)}")
-    locked = (
-        Client.objects.select_for_update(of=("self",))
-        .select_related("certificate")
-        .get(pk=client.pk)
-    )
+    locked = Client.objects.select_for_update().get(pk=client.pk)
     if locked.state not in (ClientState.ACTIVE, ClientState.SUSPENDED):
         raise DistributionError(f"client {locked.name} is {locked.state}; it cannot be revoked")
     # Lock order: the certificate's revocation (CA row lock, CRL) comes before this service's
     # audit event, which takes the audit chain head: never hold the head while waiting.
-    if locked.certificate_id and locked.certificate.status != CertificateStatus.REVOKED:
-        _revoke_certificate(actor=actor, certificate=locked.certificate, reason=reason)
+    if locked.certificate_id:
+        certificate = certificate_by_id(pk=locked.certificate_id)
+        if not certificate.is_revoked:
+            _revoke_certificate(actor=actor, certificate=certificate, reason=reason)
     return _client_transition(
         actor=actor,
         client=locked,

@@ -25,19 +25,18 @@ material itself is only ever in memory, encrypted to the client's ephemeral key.
 from __future__ import annotations
 
 import contextlib
-import functools
 import secrets
 import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, models, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from audit.models import Outcome
@@ -48,7 +47,7 @@ from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.crypto.x509 import CertificateLoadError, load_certificate
 from kmsportal.keyring.backends import KeyBackendError
 from kmsportal.keyring.services import unseal_material
-from pki.models import Certificate, CertificateAuthority, CertificateStatus, serial_to_hex
+from pki.selectors import ClientCertificate, client_certificate_for_fetch
 
 from .clients import CLIENT_PROFILE
 from .events import VaultAction
@@ -57,12 +56,18 @@ from .models import (
     Client,
     ClientState,
     Delivery,
-    Grant,
     GrantVersions,
     KeyVersion,
     ReplayNonce,
-    ServerIdentity,
     SymmetricKey,
+)
+from .queries import (
+    as_datetime,
+    as_uuid,
+    client_of_certificate,
+    delivery_row,
+    insert_row,
+    key_row_lock,
 )
 from .refusals import FetchRefused, refusal_tally
 from .server_identity import _server_credential_of, _server_status
@@ -127,52 +132,13 @@ def _audit_refusal(context: _Context, refusal: FetchRefused) -> None:
         )
 
 
-def _table(model: type[models.Model]) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
-
-
-def _as_uuid(value: Any) -> uuid.UUID:
-    """A UUID column as read from the cursor (32 hex digits on SQLite, UUID on PostgreSQL)."""
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
-
-
-def _as_datetime(value: Any) -> datetime | None:
-    """A datetime column as read from the cursor: SQLite's holds UTC without an offset."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
-
-
-def _fetch_one(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone()
-
-
-def _insert(model: type[models.Model], **values: Any) -> None:
-    """INSERT one row, each value adapted by its field as the ORM would (UUIDs, datetimes),
-    without the ORM's per-call SQL compilation."""
-    fields = [model._meta.get_field(name) for name in values]
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    params = [
-        field.get_db_prep_save(value, connection)
-        for field, value in zip(fields, values.values(), strict=True)
-    ]
-    placeholders = ", ".join(["%s"] * len(params))
-    sql = f"INSERT INTO {_table(model)} ({columns}) VALUES ({placeholders})"  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-
-
 @dataclass
 class _PresentedCertificate:
     """A client certificate as parsed from a request, and what the checks need of it."""
 
     certificate: x509.Certificate
     der: bytes
-    serial_hex: str
+    serial_number: int
     subject: str
     # The DER of the CA certificate whose signature on `der` has verified (a pure function
     # of the two byte strings, so it need not be checked again for the same CA certificate),
@@ -203,7 +169,7 @@ def _presented_certificate(context: _Context, pem: str) -> _PresentedCertificate
     return _PresentedCertificate(
         certificate=certificate,
         der=certificate.public_bytes(Encoding.DER),
-        serial_hex=serial_to_hex(certificate.serial_number),
+        serial_number=certificate.serial_number,
         subject=certificate.subject.rfc4514_string()[:150],
     )
 
@@ -214,22 +180,6 @@ def _remember_presented(pem: str, presented: _PresentedCertificate) -> None:
         _presented.move_to_end(pem)
         while len(_presented) > _PRESENTED_CACHE_SIZE:
             _presented.popitem(last=False)
-
-
-@functools.cache
-def _client_certificate_sql(vendor: str) -> str:
-    # The certificate row (serial, identity CA by name, kms-client profile), its CA's
-    # certificate, and the client holding it (if any), like `Client.objects.filter(
-    # certificate=record).first()` (ordered by name).
-    return (
-        'SELECT c."status", c."certificate_der", a."certificate_der", '  # noqa: S608 (no input)
-        'k."id", k."name", k."state" '
-        f"FROM {_table(Certificate)} c "
-        f'JOIN {_table(CertificateAuthority)} a ON a."id" = c."ca_id" '
-        f'LEFT JOIN {_table(Client)} k ON k."certificate_id" = c."id" '
-        'WHERE c."serial_hex" = %s AND a."name" = %s AND c."profile" = %s '
-        'ORDER BY k."name" LIMIT 1'
-    )
 
 
 _issuers_lock = threading.Lock()
@@ -248,48 +198,44 @@ def _issuer(der: bytes) -> x509.Certificate:
 
 def _certificate_lookup(
     context: _Context, pem: str
-) -> tuple[tuple[Any, ...], _PresentedCertificate]:
+) -> tuple[ClientCertificate, _PresentedCertificate]:
     """The presented certificate must be a client certificate of our identity CA, and its
     CA signature must verify. Refusals here are not attributable (anyone can present any
     certificate)."""
     presented = _presented_certificate(context, pem)
     context.subject = presented.subject
-    row = _fetch_one(
-        _client_certificate_sql(connection.vendor),
-        [presented.serial_hex, settings.KMS_IDENTITY_CA_NAME, CLIENT_PROFILE],
+    stored = client_certificate_for_fetch(
+        serial_number=presented.serial_number,
+        ca_name=settings.KMS_IDENTITY_CA_NAME,
+        profile=CLIENT_PROFILE,
     )
-    if row is None or bytes(row[1]) != presented.der:
+    if stored is None or stored.der != presented.der:
         raise _refuse(
             context,
             "untrusted_certificate",
             "the certificate was not issued to a client by this KMS's identity CA",
         )
-    issuer_der = bytes(row[2])
-    if presented.verified_by != issuer_der:
+    if presented.verified_by != stored.ca_der:
         try:
-            presented.certificate.verify_directly_issued_by(_issuer(issuer_der))
+            presented.certificate.verify_directly_issued_by(_issuer(stored.ca_der))
         except Exception as exc:  # ValueError, TypeError, InvalidSignature, a bad CA row
             raise _refuse(
                 context, "untrusted_certificate", "the certificate's signature does not verify"
             ) from exc
         presented.public_key = presented.certificate.public_key()
-        presented.verified_by = issuer_der
+        presented.verified_by = stored.ca_der
     _remember_presented(pem, presented)
-    return row, presented
+    return stored, presented
 
 
 def _certificate_status(
-    context: _Context, row: tuple[Any, ...], presented: _PresentedCertificate, now: datetime
+    context: _Context, stored: ClientCertificate, presented: _PresentedCertificate, now: datetime
 ) -> Client:
     """After the request's signature verified: validity, revocation and the client's state
     (attributable refusals, audited in the client's name)."""
-    status, _der, _issuer_der, client_id, client_name, client_state = row
-    if client_id is not None:
-        context.client = Client.from_db(
-            connection.alias,
-            ["id", "name", "state"],
-            [_as_uuid(client_id), client_name, client_state],
-        )
+    holder = client_of_certificate(stored.pk)
+    if holder is not None:
+        context.client = Client.from_db(connection.alias, ["id", "name", "state"], list(holder))
     certificate = presented.certificate
     if not (certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc):
         raise _refuse(
@@ -299,7 +245,7 @@ def _certificate_status(
             f"to {certificate.not_valid_after_utc:%Y-%m-%d}",
             401,
         )
-    if status == CertificateStatus.REVOKED:
+    if stored.is_revoked:
         raise _refuse(context, "certificate_revoked", "the client certificate is revoked", 401)
     client = context.client
     if client is None:
@@ -344,7 +290,7 @@ def _consume_nonce(context: _Context, nonce: bytes, client: Client) -> None:
     to the original client's ephemeral key anyway.
     """
     try:
-        _insert(ReplayNonce, nonce=nonce.hex(), client_name=client.name, seen_at=timezone.now())
+        insert_row(ReplayNonce, nonce=nonce.hex(), client_name=client.name, seen_at=timezone.now())
     except IntegrityError:
         # Nothing more runs in this transaction: raising leaves it (rolled back).
         raise _refuse(
@@ -364,7 +310,7 @@ def _spend_nonce_again(context: _Context) -> None:
         return
     try:
         with transaction.atomic():
-            _insert(
+            insert_row(
                 ReplayNonce,
                 nonce=context.nonce,
                 client_name=context.client.name,
@@ -372,29 +318,6 @@ def _spend_nonce_again(context: _Context) -> None:
             )
     except IntegrityError:
         pass
-
-
-@functools.cache
-def _key_lock_sql(vendor: str) -> str:
-    return f'SELECT "id" FROM {_table(SymmetricKey)} WHERE "name" = %s FOR UPDATE'  # noqa: S608
-
-
-@functools.cache
-def _delivery_sql(vendor: str, by_number: bool) -> str:
-    # The live grant of the client for the key (at most one: vault_one_live_grant), the key,
-    # the version asked for (or the primary) if it exists, and the newest server identity.
-    version = 'v."number" = %s' if by_number else 'v."is_primary" = %s'
-    return (
-        'SELECT g."versions", g."expires_at", k."id", k."name", k."state", '  # noqa: S608
-        'k."min_decryption_version", v."number", v."state", v."is_primary", '
-        'v."sealed_material", '
-        f'(SELECT s."id" FROM {_table(ServerIdentity)} s ORDER BY s."created_at" DESC LIMIT 1), '
-        'g."operations" '
-        f"FROM {_table(Grant)} g "
-        f'JOIN {_table(SymmetricKey)} k ON k."id" = g."key_id" '
-        f'LEFT JOIN {_table(KeyVersion)} v ON v."key_id" = k."id" AND {version} '
-        'WHERE g."client_id" = %s AND g."withdrawn_at" IS NULL AND k."name" = %s'
-    )
 
 
 @dataclass
@@ -411,14 +334,7 @@ def _version_to_deliver(
     (PostgreSQL) or the database's write lock (SQLite), so this reads committed state."""
     now = timezone.now()
     by_number = request.version is not None
-    row = _fetch_one(
-        _delivery_sql(connection.vendor, by_number),
-        [
-            request.version if by_number else True,
-            Client._meta.pk.get_db_prep_value(client.pk, connection),
-            request.key_name,
-        ],
-    )
+    row = delivery_row(client_id=client.pk, key_name=request.key_name, version=request.version)
     if row is None:
         # Same answer whether the key exists or not: a client learns nothing by guessing.
         raise _refuse(
@@ -449,9 +365,9 @@ def _version_to_deliver(
     key = SymmetricKey.from_db(
         connection.alias,
         ["id", "name", "state", "min_decryption_version"],
-        [_as_uuid(key_id), key_name, key_state, min_decryption_version],
+        [as_uuid(key_id), key_name, key_state, min_decryption_version],
     )
-    expires_at = _as_datetime(expires_at)
+    expires_at = as_datetime(expires_at)
     if expires_at is not None and expires_at <= now:
         raise _refuse(
             context,
@@ -475,7 +391,7 @@ def _version_to_deliver(
             [key.pk, number, sealed_material, version_state, bool(is_primary)],
         )
     )
-    identity = None if server_identity is None else _as_uuid(server_identity)
+    identity = None if server_identity is None else as_uuid(server_identity)
     if not by_number:
         if version is None or version.state != VersionState.ACTIVE:
             raise _refuse(
@@ -562,7 +478,7 @@ def _key_fetch(*, body: Any, request_id: str, context: _Context) -> dict[str, An
             # Lock the key row: a compromise or suspension committed before this point is
             # seen by the next statement; one committing after waits until this delivery is
             # recorded. (SQLite: this transaction began with the database's write lock.)
-            _fetch_one(_key_lock_sql(connection.vendor), [request.key_name])
+            key_row_lock(request.key_name)
         context.key_name = request.key_name
         delivery = _version_to_deliver(context, client, request)
         key, version = delivery.key, delivery.version
@@ -596,7 +512,7 @@ def _key_fetch(*, body: Any, request_id: str, context: _Context) -> dict[str, An
             raise _refuse(context, exc.code, exc.message, 400) from exc
         finally:
             del material
-        _insert(
+        insert_row(
             Delivery,
             client=client.pk,
             key=key.pk,

@@ -12,7 +12,7 @@ import secrets
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -30,28 +30,36 @@ from kmsportal.crypto.x509 import (
 )
 from kmsportal.keyring.services import seal, unseal
 from pki.errors import PkiError
-from pki.models import Certificate, CertificateAuthority
 from pki.ocsp import certificate_status_staple
+from pki.selectors import (
+    ca_by_name,
+    ca_server_identity,
+    certificate_by_id,
+    certificate_chain_pems,
+)
 from pki.services import certificate_authority_create, server_identity_certificate_issue
 
 from .events import VaultAction
 from .models import Deployment, ServerIdentity
 from .refusals import DistributionError, FetchRefused
 
+if TYPE_CHECKING:  # annotations only: vault reads pki through pki.selectors
+    from pki.models import CertificateAuthority
+
 SERVER_PROFILE = "kms-server"
 
 
 def identity_ca() -> CertificateAuthority | None:
-    return CertificateAuthority.objects.filter(name=settings.KMS_IDENTITY_CA_NAME).first()
+    return ca_by_name(name=settings.KMS_IDENTITY_CA_NAME)
 
 
 def root_ca() -> CertificateAuthority | None:
-    return CertificateAuthority.objects.filter(name=settings.KMS_ROOT_CA_NAME).first()
+    return ca_by_name(name=settings.KMS_ROOT_CA_NAME)
 
 
 def server_identity_ca() -> CertificateAuthority | None:
     """The deployment's server-identity CA (at most one is marked, a database constraint)."""
-    return CertificateAuthority.objects.filter(server_identity=True).first()
+    return ca_server_identity()
 
 
 def deployment() -> Deployment | None:
@@ -92,7 +100,7 @@ def _server_identity_prerequisites() -> tuple[list[str], CertificateAuthority, D
     ca = server_identity_ca()
     if ca is None:
         name = settings.KMS_SERVER_IDENTITY_CA_NAME
-        if CertificateAuthority.objects.filter(name=name).exists():
+        if ca_by_name(name=name) is not None:
             raise DistributionError(
                 f"a CA named {name!r} exists but is not the server-identity CA; set "
                 "KMS_SERVER_IDENTITY_CA_NAME to a free name"
@@ -149,11 +157,12 @@ def distribution_bootstrap() -> list[str]:
         done.append(f"created client identity CA {ca.name}")
     created, server_ca, current = _server_identity_prerequisites()
     done.extend(created)
-    newest = ServerIdentity.objects.select_related("certificate").first()
+    newest = ServerIdentity.objects.first()
+    newest_certificate = None if newest is None else certificate_by_id(pk=newest.certificate_id)
     if (
-        newest is None
-        or newest.certificate.ca_id != server_ca.pk
-        or f"uri:{current.uri}" not in newest.certificate.san_list
+        newest_certificate is None
+        or newest_certificate.ca_id != server_ca.pk
+        or f"uri:{current.uri}" not in newest_certificate.san_list
     ):
         identity = server_identity_renew()
         done.append(f"issued the KMS server certificate (serial {identity.certificate.serial_hex})")
@@ -225,13 +234,11 @@ def _server_credential_of(identity_id: uuid.UUID | None) -> _ServerCredential:
     with _server_lock:
         cached = _server_cache.get("credential")
         if cached is None or cached.identity_id != identity_id:
-            identity = ServerIdentity.objects.select_related("certificate__ca").get(pk=identity_id)
+            identity = ServerIdentity.objects.get(pk=identity_id)
             key = private_key_from_der(unseal(bytes(identity.sealed_private_key), aad=identity.aad))
-            chain = [identity.certificate.certificate_pem]
-            ca = identity.certificate.ca
-            while ca is not None:
-                chain.append(ca.certificate_pem)
-                ca = ca.parent
+            chain = certificate_chain_pems(
+                certificate=certificate_by_id(pk=identity.certificate_id)
+            )
             cached = _ServerCredential(identity.pk, identity.certificate_id, key, chain)
             _server_cache["credential"] = cached
         return cached
@@ -248,7 +255,7 @@ def _server_status(certificate_id: int) -> bytes:
     der = cache.get(name)
     if der is None:
         try:
-            der = certificate_status_staple(certificate=Certificate.objects.get(pk=certificate_id))
+            der = certificate_status_staple(certificate=certificate_by_id(pk=certificate_id))
         except PkiError as exc:
             raise FetchRefused(
                 "server_not_ready", "the key server cannot state its certificate's status", 503

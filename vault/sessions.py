@@ -38,9 +38,9 @@ from pki.models import Certificate, CertificateStatus
 
 from . import exchange, models, refusals, server_identity
 from .events import VaultAction
-from .exchange import _as_datetime, _as_uuid, _fetch_one, _table
 from .models import Client, ClientState, OperationSession
 from .operations import OPERATIONS_API, OperationRefused, key_operation_perform
+from .queries import as_datetime, as_uuid, fetch_one, table
 from .refusals import FetchRefused
 
 SESSION_TTL = timedelta(minutes=15)
@@ -205,9 +205,9 @@ def _session_sql(vendor: str) -> str:
     return (
         'SELECT s."sealed_key", s."expires_at", c."id", c."name", c."state", '  # noqa: S608
         'c."certificate_id" = s."certificate_id", t."status", t."not_after" '
-        f"FROM {_table(OperationSession)} s "
-        f'JOIN {_table(Client)} c ON c."id" = s."client_id" '
-        f'JOIN {_table(Certificate)} t ON t."id" = s."certificate_id" WHERE s."id" = %s'
+        f"FROM {table(OperationSession)} s "
+        f'JOIN {table(Client)} c ON c."id" = s."client_id" '
+        f'JOIN {table(Certificate)} t ON t."id" = s."certificate_id" WHERE s."id" = %s'
     )
 
 
@@ -215,26 +215,26 @@ def _session_sql(vendor: str) -> str:
 def _counter_sql(vendor: str) -> str:
     # The replay check: the counter only moves forward, atomically on every node.
     return (
-        f'UPDATE {_table(OperationSession)} SET "last_counter" = %s '  # noqa: S608
+        f'UPDATE {table(OperationSession)} SET "last_counter" = %s '  # noqa: S608
         'WHERE "id" = %s AND "last_counter" < %s AND "expires_at" > %s'
     )
 
 
 def _session_row(session_id: str, now: datetime) -> tuple[OperationSession, Client]:
-    row = _fetch_one(_session_sql(connection.vendor), [session_id])
+    row = fetch_one(_session_sql(connection.vendor), [session_id])
     if row is None:
         raise SessionRefused("unknown_session", "no such session; open a new one", 401)
-    session = OperationSession(id=session_id, sealed_key=row[0], expires_at=_as_datetime(row[1]))
+    session = OperationSession(id=session_id, sealed_key=row[0], expires_at=as_datetime(row[1]))
     if session.expires_at <= now:
         raise SessionRefused("session_expired", "the session has expired; open a new one", 401)
     client = Client.from_db(
-        connection.alias, ["id", "name", "state"], [_as_uuid(row[2]), row[3], row[4]]
+        connection.alias, ["id", "name", "state"], [as_uuid(row[2]), row[3], row[4]]
     )
     if client.state != ClientState.ACTIVE:
         raise SessionRefused(
             f"client_{client.state}", f"client {client.name} is {client.state}", 403
         )
-    same_certificate, status, not_after = row[5], row[6], _as_datetime(row[7])
+    same_certificate, status, not_after = row[5], row[6], as_datetime(row[7])
     if status == CertificateStatus.REVOKED:
         raise SessionRefused("certificate_revoked", "the client certificate is revoked", 401)
     if not_after <= now:

@@ -36,14 +36,15 @@ from vault.models import Client, Delivery, ReplayNonce
 
 pytestmark = pytest.mark.django_db
 
-#: One successful fetch: the certificate with its CA and client; the nonce; on PostgreSQL the
-#: key row lock; grant, key, version and server identity; the delivery; the audit event
+#: One successful fetch: the certificate with its CA (pki.selectors), the client holding it
+#: (vault's own query: one more than before issue 20, when vault joined pki's tables); the
+#: nonce; on PostgreSQL the key row lock; grant, key, version and server identity; the delivery; the audit event
 #: (chain head, event, head update); the transaction's and the audit event's savepoints or
 #: BEGIN/COMMIT. (19 to 20 before issue 9.) The nonce store's pruning, 1 request in 100,
 #: adds one; the test below turns it off. Plus the client's rate counter in the shared
 #: `counters` table (kmsportal.counters, issue 15): a read and a write in their own short
 #: transaction (its savepoint statements in a test), before the exchange's transaction.
-MAX_QUERIES_PER_FETCH = 16
+MAX_QUERIES_PER_FETCH = 17
 
 
 @dataclass
