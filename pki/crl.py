@@ -51,6 +51,7 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -172,6 +173,9 @@ def _store(
 
 #: Per process, the built entries of the last complete CRL of the few CAs published most
 #: recently (see kmsportal.crypto.crl.EntryCache): a CA's row lock serialises its builds.
+#: Process-local on purpose, not in Django's cache: the entries are `cryptography` objects
+#: that cannot be pickled, and they only spare this process rebuilding entries it built
+#: before; what is published and served (the stored CRL) never depends on them.
 ENTRY_CACHE_CAS = 2
 _entry_caches: OrderedDict[object, EntryCache] = OrderedDict()
 _entry_caches_lock = threading.Lock()
@@ -410,14 +414,15 @@ def crl_publish(
 # --- downloads -----------------------------------------------------------------------------
 #
 # A download costs one indexed query: the newest CRL's validators (its row id, SHA-256 and
-# dates). Its bytes come from a per-process cache addressed by that SHA-256, filled from the
-# database on a miss and checked against the hash: every download serves the newest CRL
-# stored when its query ran, on every server, and the cache can only ever hold bytes whose
-# hash is their key.
+# dates). Its bytes come from Django's cache (Redis when CACHE_URL is set, so every worker
+# and node shares them), addressed by that SHA-256 and filled from the database on a miss:
+# every download serves the newest CRL stored when its query ran, on every server, and a
+# new CRL needs no invalidation (a new hash is a new key). Bytes read from the cache are
+# hashed again before they are served: a shared cache is not trusted to hold what its key
+# names (an older, still validly signed CRL put under the new key would hide revocations).
 
-#: Bytes of CRLs (DER, and PEM once asked for) kept per process; a CRL larger than this is
-#: read from the database for every download.
-CRL_CACHE_BYTES = 64 * 1024 * 1024
+#: The largest CRL kept in the cache; a larger one is read from the database every time.
+CRL_CACHE_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -462,83 +467,34 @@ def crl_download_get(*, ca_name: str, delta: bool = False) -> CRLDownload | None
     )
 
 
-class _CachedCRL:
-    __slots__ = ("der", "pem")
-
-    def __init__(self, der: bytes) -> None:
-        self.der = der
-        self.pem: bytes | None = None
-
-    @property
-    def size(self) -> int:
-        return len(self.der) + len(self.pem or b"")
-
-
-_cache_lock = threading.Lock()
-# SHA-256 (hex, as stored) -> the DER bytes with that hash (and their PEM once asked for).
-_cache: OrderedDict[str, _CachedCRL] = OrderedDict()
-_cache_size = 0
-
-
-def _cached(sha256: str) -> _CachedCRL | None:
-    with _cache_lock:
-        entry = _cache.get(sha256)
-        if entry is not None:
-            _cache.move_to_end(sha256)
-        return entry
-
-
-def _remember(sha256: str, der: bytes) -> _CachedCRL:
-    global _cache_size
-    entry = _CachedCRL(der)
-    if len(der) > CRL_CACHE_BYTES or hashlib.sha256(der).hexdigest() != sha256:
-        return entry  # too big to keep, or not the bytes its hash names: serve, keep nothing
-    with _cache_lock:
-        if sha256 not in _cache:
-            _cache[sha256] = entry
-            _cache_size += len(der)
-        _evict()
-        return _cache.get(sha256, entry)
-
-
-def _evict() -> None:
-    """Drop the least recently used CRLs beyond the budget; the caller holds the lock."""
-    global _cache_size
-    while _cache_size > CRL_CACHE_BYTES and _cache:
-        _old, dropped = _cache.popitem(last=False)
-        _cache_size -= dropped.size
-
-
-def _download_entry(download: CRLDownload) -> _CachedCRL | None:
-    entry = _cached(download.sha256)
-    if entry is not None:
-        return entry
-    der = RevocationList.objects.filter(pk=download.pk).values_list("crl_der", flat=True).first()
-    return None if der is None else _remember(download.sha256, bytes(der))
+def _cache_key(sha256: str) -> str:
+    return f"kms:crl:{sha256}"
 
 
 def crl_download_der(*, download: CRLDownload) -> bytes | None:
     """The stored DER bytes of ``download``, exactly as signed; None if they are not in the
     cache and a newer CRL replaced them since ``download`` was read (ask again)."""
-    entry = _download_entry(download)
-    return None if entry is None else entry.der
+    key = _cache_key(download.sha256)
+    der = cache.get(key)
+    if der is not None and hashlib.sha256(der).hexdigest() == download.sha256:
+        return der
+    stored = RevocationList.objects.filter(pk=download.pk).values_list("crl_der", flat=True).first()
+    if stored is None:
+        return None
+    der = bytes(stored)
+    # Only bytes whose hash is their key are kept (a damaged row is served as stored, as
+    # before, but not remembered, so repairing it takes effect at once). They stay until
+    # the CRL's nextUpdate, when a newer one has long replaced it.
+    if len(der) <= CRL_CACHE_MAX_BYTES and hashlib.sha256(der).hexdigest() == download.sha256:
+        lifetime = (download.next_update - timezone.now()).total_seconds()
+        cache.set(key, der, timeout=max(60, int(lifetime)))
+    return der
 
 
 def crl_download_pem(*, download: CRLDownload) -> bytes | None:
-    """The PEM form of :func:`crl_download_der` (encoded once per process and CRL)."""
-    global _cache_size
-    entry = _download_entry(download)
-    if entry is None:
-        return None
-    if entry.pem is None:
-        pem = crl_pem(entry.der)
-        with _cache_lock:
-            if entry.pem is None:
-                entry.pem = pem
-                if _cache.get(download.sha256) is entry:
-                    _cache_size += len(pem)
-                    _evict()
-    return entry.pem
+    """The PEM form of :func:`crl_download_der` (encoded from the DER on each download)."""
+    der = crl_download_der(download=download)
+    return None if der is None else crl_pem(der)
 
 
 def crl_pem(der: bytes) -> bytes:
