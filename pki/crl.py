@@ -56,6 +56,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_event_record
+from kmsportal.actors import actor_name
 from kmsportal.crypto.crl import CRLError, EntryCache, build_crl, crl_to_der
 from kmsportal.crypto.signer import Signer
 
@@ -82,10 +83,6 @@ __all__ = [
     "crl_publish",
     "crl_publish_locked",
 ]
-
-
-def _actor_name(actor: object) -> str:
-    return actor.get_username() if actor is not None else "system"  # type: ignore[attr-defined]
 
 
 def crl_entries(
@@ -159,7 +156,7 @@ def _store(
         size=len(der),
         sha256=hashlib.sha256(der).hexdigest(),
         trigger=trigger,
-        published_by_name=_actor_name(actor),
+        published_by_name=actor_name(actor),  # type: ignore[arg-type]
         is_delta=base_number is not None,
         base_crl_number=base_number,
     )

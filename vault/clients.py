@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
 from audit.models import Outcome
 from audit.services import audit_event_record
+from kmsportal.actors import Actor, actor_name
 from kmsportal.crypto import protocol
 from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.crypto.operations import grant_operations
@@ -36,12 +36,7 @@ from .server_identity import _server_credential, identity_ca, root_ca, server_id
 if TYPE_CHECKING:  # annotations only: vault reads pki through pki.selectors
     from pki.models import Certificate
 
-Actor = AbstractBaseUser | None
 CLIENT_PROFILE = "kms-client"
-
-
-def _actor_name(actor: Actor) -> str:
-    return actor.get_username() if actor is not None else "system"
 
 
 def _new_token(client: Client) -> str:
@@ -65,7 +60,7 @@ def client_create(*, actor: Actor, name: str, description: str = "") -> tuple[Cl
 
     if name == "new":
         raise DistributionError("'new' is a reserved word and cannot name a client")
-    client = Client(name=name, description=description, created_by_name=_actor_name(actor))
+    client = Client(name=name, description=description, created_by_name=actor_name(actor))
     try:
         client.full_clean(exclude=["certificate", "enrollment_token_hash"])
     except ValidationError as exc:
@@ -312,7 +307,7 @@ def grant_create(
         versions=versions,
         operations=operations,
         expires_at=expires_at,
-        created_by_name=_actor_name(actor),
+        created_by_name=actor_name(actor),
     )
     audit_event_record(
         action=VaultAction.GRANT_CREATED,
@@ -336,7 +331,7 @@ def grant_withdraw(*, actor: Actor, grant: Grant) -> Grant:
     if grant.withdrawn_at is not None:
         raise DistributionError("this grant was already withdrawn")
     grant.withdrawn_at = timezone.now()
-    grant.withdrawn_by_name = _actor_name(actor)
+    grant.withdrawn_by_name = actor_name(actor)
     grant.save()
     audit_event_record(
         action=VaultAction.GRANT_WITHDRAWN,

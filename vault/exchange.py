@@ -75,13 +75,15 @@ from .server_identity import _server_credential_of, _server_status
 # --- the exchange -----------------------------------------------------------------------
 #
 # The fetch is the KMS's hot path (issue 9). What it costs besides the cryptography:
-# * Reads: three statements (the presented certificate with its CA and client; on PostgreSQL
-#   the key row lock; the grant, key, version and server identity), written once below as
-#   SQL and run on the cursor: the ORM's per-call compilation cost several times the query.
+# * Reads: four statements (the presented certificate with its CA, through pki.selectors;
+#   the client holding it; on PostgreSQL the key row lock; the grant, key, version and
+#   server identity), written once as SQL (pki/queries.py, vault/queries.py) and run on the
+#   cursor: the ORM's per-call compilation cost several times the query.
 # * Writes: the nonce, the delivery and the audit event in one transaction, so one commit
 #   (one fsync) per fetch.
 # * Per-process caches, for parsing and verifying only: the presented certificate's parse
-#   and CA signature check, and the loaded server credential. Whatever the database decides
+#   and CA signature check, and the loaded server credential (secret: never shared). The
+#   stapled status of the server certificate is in Django's cache, shared by every node. Whatever the database decides
 #   (which CA, revocation, client state, grant, key and version states) is read again on
 #   every request, so a revocation or suspension stops the very next request on every server.
 
@@ -151,6 +153,10 @@ _PRESENTED_CACHE_SIZE = 1024
 _presented_lock = threading.Lock()
 # PEM text -> its parse. Only certificates the database knows as a client certificate of
 # the identity CA get in, so unknown certificates cannot push known ones out.
+# Per process on purpose, like `_issuers` below: they hold parsed `cryptography` objects
+# (which cannot be pickled into Django's cache) and are pure functions of the bytes they are
+# keyed by, so they need no invalidation; whatever the database decides (revocation, client
+# state, grants) is read on every request, never cached.
 _presented: OrderedDict[str, _PresentedCertificate] = OrderedDict()
 
 

@@ -207,6 +207,11 @@ def server_identity_renew() -> ServerIdentity:
     return identity
 
 
+# The server's credential (its unsealed private key and chain), per process and never in
+# Django's cache: with CACHE_URL that is a Redis every node and anyone with its password can
+# read, and an unsealed private key must never leave this process's memory. It needs no
+# invalidation message either: a renewal adds a newer ServerIdentity row, which the next
+# fetch reads (`_server_credential_of`), on every server.
 _server_lock = threading.Lock()
 _server_cache: dict[str, Any] = {}
 

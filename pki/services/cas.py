@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.services import audit_event_record
+from kmsportal.actors import Actor, actor_name
 from kmsportal.crypto.profiles import SUB_CA_PROFILE_NAME
 from kmsportal.crypto.signer import PublicKey, Signer
 from kmsportal.crypto.x509 import (
@@ -52,8 +53,6 @@ from .records import (
     DEFAULT_ROOT_DAYS,
     MAX_CA_DAYS,
     RESERVED_CA_NAMES,
-    Actor,
-    _actor_name,
     _certificate_of,
     _certificate_row,
     _fingerprint,
@@ -305,7 +304,7 @@ def _ca_create(
         path_length=plan.path_length,
         server_identity=server_identity,
         created_by=actor,
-        created_by_name=_actor_name(actor),
+        created_by_name=actor_name(actor),
     )
     ca.sealed_private_key = new_key.seal(aad=ca.aad)
 

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from django.db import connection, transaction
 
 from audit.services import audit_event_record
+from kmsportal.actors import Actor
 from kmsportal.crypto.profiles import Profile
 from kmsportal.crypto.signer import PrivateKey, PublicKey, Signer
 from kmsportal.crypto.x509 import (
@@ -49,7 +50,6 @@ from ..signers import (
 )
 from .records import (
     DEFAULT_LEAF_KEY_TYPE,
-    Actor,
     _certificate_of,
     _certificate_row,
     _key_type,

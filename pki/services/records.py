@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from cryptography import x509
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from kmsportal.actors import Actor, actor_name
 from kmsportal.crypto.profiles import ProfileError
 from kmsportal.crypto.x509 import (
     KeyType,
@@ -33,8 +33,6 @@ from ..models import (
     serial_to_hex,
 )
 
-Actor = AbstractBaseUser | None
-
 DEFAULT_ROOT_DAYS = 3650
 DEFAULT_INTERMEDIATE_DAYS = 1825
 #: Key type of server-generated leaf key pairs: RSA-2048 opens everywhere PKCS#12 is read.
@@ -45,10 +43,6 @@ RESERVED_CA_NAMES = frozenset({"new"})
 # A duplicate serial means 159 random bits collided; a few tries settle it for good.
 _SERIAL_ATTEMPTS = 5
 PURPOSES = ("server", "client", "any")
-
-
-def _actor_name(actor: Actor) -> str:
-    return actor.get_username() if actor is not None else "system"
 
 
 @contextmanager
@@ -104,7 +98,7 @@ def _certificate_row(
         status=CertificateStatus.VALID,
         source=source,
         issued_by=actor,
-        issued_by_name=_actor_name(actor),
+        issued_by_name=actor_name(actor),
         issued_at=timezone.now(),
     )
 

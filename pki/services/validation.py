@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
+from kmsportal.actors import Actor
 from kmsportal.crypto.validation import (
     RevocationStatus,
     ValidationReport,
@@ -27,7 +28,6 @@ from ..models import (
 )
 from .records import (
     PURPOSES,
-    Actor,
     _fingerprint,
 )
 
