@@ -1,0 +1,115 @@
+"""pki's reads, its public read surface: ``from pki import selectors`` / ``from pki.selectors
+import ...``. Who sees what is decided here.
+
+No read ever loads a CA's sealed private key (`defer`), and no page gets one. The
+certificate list is keyset-paginated on the primary key (newest first), so a page costs the
+same with ten certificates or a million: no OFFSET, no COUNT(*). Other apps (vault) read pki
+only through these functions (`client_certificate_for_fetch`, `ca_by_name`,
+`certificate_by_id`...), never through pki's models or tables.
+"""
+
+from __future__ import annotations
+
+from .ca_revocations import (
+    PendingCARevocation,
+    ca_of_certificate,
+    ca_own_certificate,
+    ca_revocation_request_get,
+    ca_revocation_requests_of,
+    ca_revocation_requests_pending,
+    ca_revocation_summary,
+)
+from .cas import (
+    PAGE_SIZE,
+    REVOKE,
+    VIEW_CA,
+    VIEW_CA_REVOCATION_REQUEST,
+    VIEW_CERTIFICATE,
+    CADetail,
+    ca_by_name,
+    ca_chain,
+    ca_chain_pem,
+    ca_children,
+    ca_detail,
+    ca_get,
+    ca_issuing_choices,
+    ca_list,
+    ca_parent_choices,
+    ca_public_get,
+    ca_server_identity,
+    internal_ca_names,
+    profile_choices,
+    profile_filter_choices,
+)
+from .certificates import (
+    CertificateDetail,
+    CertificateOverview,
+    CertificatePage,
+    ClientCertificate,
+    ExpiryWindow,
+    certificate_by_id,
+    certificate_chain_pems,
+    certificate_detail,
+    certificate_fullchain_pem,
+    certificate_get,
+    certificate_overview,
+    certificate_page,
+    client_certificate_for_fetch,
+)
+from .crls import (
+    CRL_HISTORY,
+    CRLFreshness,
+    CRLHealth,
+    crl_freshness_list,
+    crl_freshness_state,
+    crl_health,
+)
+
+__all__ = [
+    "CRL_HISTORY",
+    "PAGE_SIZE",
+    "REVOKE",
+    "VIEW_CA",
+    "VIEW_CA_REVOCATION_REQUEST",
+    "VIEW_CERTIFICATE",
+    "CADetail",
+    "CRLFreshness",
+    "CRLHealth",
+    "CertificateDetail",
+    "CertificateOverview",
+    "CertificatePage",
+    "ClientCertificate",
+    "ExpiryWindow",
+    "PendingCARevocation",
+    "ca_by_name",
+    "ca_chain",
+    "ca_chain_pem",
+    "ca_children",
+    "ca_detail",
+    "ca_get",
+    "ca_issuing_choices",
+    "ca_list",
+    "ca_of_certificate",
+    "ca_own_certificate",
+    "ca_parent_choices",
+    "ca_public_get",
+    "ca_revocation_request_get",
+    "ca_revocation_requests_of",
+    "ca_revocation_requests_pending",
+    "ca_revocation_summary",
+    "ca_server_identity",
+    "certificate_by_id",
+    "certificate_chain_pems",
+    "certificate_detail",
+    "certificate_fullchain_pem",
+    "certificate_get",
+    "certificate_overview",
+    "certificate_page",
+    "client_certificate_for_fetch",
+    "crl_freshness_list",
+    "crl_freshness_state",
+    "crl_health",
+    "internal_ca_names",
+    "profile_choices",
+    "profile_filter_choices",
+]
