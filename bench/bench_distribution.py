@@ -144,9 +144,11 @@ def _identity(directory: Path):  # type: ignore[no-untyped-def]
 def _staple() -> bytes:
     """The server's stapled status, as the fetch gets it (from the cache, made once)."""
     from vault.models import ServerIdentity
-    from vault.server_identity import _server_status
+    from vault.server_identity import server_status_staple
 
-    return _server_status(ServerIdentity.objects.values_list("certificate_id", flat=True).first())
+    return server_status_staple(
+        ServerIdentity.objects.values_list("certificate_id", flat=True).first()
+    )
 
 
 def _raw_exchanges(count: int, cert_pem: str, client_key, server_key, chain, leaf_key, staple):  # type: ignore[no-untyped-def]
@@ -214,7 +216,7 @@ def run(*, quick: bool, database: str) -> list[Row]:
     from kmsportal.crypto import protocol
     from vault.clients import grant_create
     from vault.exchange import key_fetch
-    from vault.server_identity import _server_credential, distribution_bootstrap
+    from vault.server_identity import distribution_bootstrap, server_credential
     from vault.services import symmetric_key_create
 
     count = 60 if quick else 300
@@ -233,7 +235,7 @@ def run(*, quick: bool, database: str) -> list[Row]:
     directory = Path(tempfile.mkdtemp(prefix="kmsbench-client-"))
     client, client_key, cert_pem, files = _identity(directory)
     grant_create(actor=None, client=client, key=key)
-    server_key, chain = _server_credential()
+    server_key, chain = server_credential()
     leaf_key = protocol.server_leaf_certificate({"server_certificate_chain": chain}).public_key()
     staple = _staple()
 

@@ -31,7 +31,7 @@ from .models import (
     SymmetricKey,
 )
 from .refusals import DistributionError, FetchRefused, refusal_tally
-from .server_identity import _server_credential, identity_ca, root_ca, server_identity_pin
+from .server_identity import identity_ca, root_ca, server_credential, server_identity_pin
 
 if TYPE_CHECKING:  # annotations only: vault reads pki through pki.selectors
     from pki.models import Certificate
@@ -358,7 +358,7 @@ def client_enroll_response(*, body: Any) -> dict[str, Any]:
         pin = server_identity_pin()
         if pin is None:
             raise FetchRefused("server_not_ready", "the KMS has no server identity yet", 503)
-        credential = _server_credential()
+        credential = server_credential()
     except FetchRefused as exc:
         client = getattr(exc, "client", None)
         if client is None:

@@ -70,7 +70,7 @@ from .queries import (
     key_row_lock,
 )
 from .refusals import FetchRefused, refusal_tally
-from .server_identity import _server_credential_of, _server_status
+from .server_identity import server_credential_of, server_status_staple
 
 # --- the exchange -----------------------------------------------------------------------
 #
@@ -498,7 +498,7 @@ def _key_fetch(*, body: Any, request_id: str, context: _Context) -> dict[str, An
             )
             refusal.outcome = Outcome.ERROR
             raise refusal from exc
-        credential = _server_credential_of(delivery.server_identity)
+        credential = server_credential_of(delivery.server_identity)
         try:
             response = protocol.build_fetch_response(
                 request=request,
@@ -509,7 +509,7 @@ def _key_fetch(*, body: Any, request_id: str, context: _Context) -> dict[str, An
                 key_material=material,
                 server_private_key=credential.key,
                 server_chain_pems=credential.chain,
-                server_status=_server_status(credential.certificate_id),
+                server_status=server_status_staple(credential.certificate_id),
             )
         except protocol.ProtocolError as exc:
             # A degenerate ephemeral public value (low-order X25519 point, ffdhe3072 value

@@ -211,26 +211,29 @@ def server_identity_renew() -> ServerIdentity:
 # Django's cache: with CACHE_URL that is a Redis every node and anyone with its password can
 # read, and an unsealed private key must never leave this process's memory. It needs no
 # invalidation message either: a renewal adds a newer ServerIdentity row, which the next
-# fetch reads (`_server_credential_of`), on every server.
+# fetch reads (`server_credential_of`), on every server.
 _server_lock = threading.Lock()
 _server_cache: dict[str, Any] = {}
 
 
-def _server_credential() -> tuple[Any, list[str]]:
+def server_credential() -> tuple[Any, list[str]]:
     """(private key, chain PEMs leaf first) of the newest server identity, loaded once."""
-    credential = _server_credential_of(ServerIdentity.objects.values_list("pk", flat=True).first())
+    credential = server_credential_of(ServerIdentity.objects.values_list("pk", flat=True).first())
     return credential.key, credential.chain
 
 
 @dataclass(frozen=True)
-class _ServerCredential:
+class ServerCredential:
+    """The KMS's signing credential: its unsealed private key (process memory only) and its
+    chain, leaf first."""
+
     identity_id: uuid.UUID
     certificate_id: int
     key: Any
     chain: list[str]
 
 
-def _server_credential_of(identity_id: uuid.UUID | None) -> _ServerCredential:
+def server_credential_of(identity_id: uuid.UUID | None) -> ServerCredential:
     """The credential of server identity `identity_id`, which the caller read as the newest
     (the key fetch does, in its one query). Loaded once per process: a renewal adds a newer
     row (rows never change in place), so the next fetch on every server loads that one."""
@@ -244,12 +247,12 @@ def _server_credential_of(identity_id: uuid.UUID | None) -> _ServerCredential:
             chain = certificate_chain_pems(
                 certificate=certificate_by_id(pk=identity.certificate_id)
             )
-            cached = _ServerCredential(identity.pk, identity.certificate_id, key, chain)
+            cached = ServerCredential(identity.pk, identity.certificate_id, key, chain)
             _server_cache["credential"] = cached
         return cached
 
 
-def _server_status(certificate_id: int) -> bytes:
+def server_status_staple(certificate_id: int) -> bytes:
     """The stapled status of the KMS's own certificate: a signed OCSP response, kept in
     Django's cache (Redis when several servers run, so every worker and node shares one) and
     renewed every KMS_SERVER_STATUS_REFRESH_SECONDS, well inside the 10 minutes clients

@@ -99,7 +99,7 @@ def _open(body: Any, context: exchange._Context) -> dict[str, Any]:
     with transaction.atomic():
         exchange._consume_nonce(context, request.client_nonce, client)
         identity_id = models.ServerIdentity.objects.values_list("pk", flat=True).first()
-        credential = server_identity._server_credential_of(identity_id)
+        credential = server_identity.server_credential_of(identity_id)
         try:
             answer, keys = wire.build_session_response(
                 request=request,
@@ -108,7 +108,7 @@ def _open(body: Any, context: exchange._Context) -> dict[str, Any]:
                 expires_at=expires_at,
                 server_private_key=credential.key,
                 server_chain_pems=credential.chain,
-                server_status=server_identity._server_status(credential.certificate_id),
+                server_status=server_identity.server_status_staple(credential.certificate_id),
             )
         except protocol.ProtocolError as exc:
             raise FetchRefused(exc.code, exc.message, 400) from exc
