@@ -126,3 +126,19 @@ def crl_der_store(*, pk: int, der: bytes) -> None:
             )
     else:
         RevocationList.objects.filter(pk=pk).update(crl_der=der)
+
+
+@functools.cache
+def _standing_sql(vendor: str) -> str:
+    return (
+        'SELECT "status", "not_after" <= %s FROM '  # noqa: S608 (no input)
+        f'{_table(Certificate)} WHERE "id" = %s'
+    )
+
+
+def certificate_standing_row(*, pk: int, now: datetime) -> tuple[str, bool] | None:
+    """(status, whether not_after <= ``now``) of certificate ``pk``, or None: every protected
+    operations-API request asks it (bench module ``operations``)."""
+    moment = Certificate._meta.get_field("not_after").get_db_prep_value(now, connection)
+    row = _fetch_one(_standing_sql(connection.vendor), [moment, pk])
+    return None if row is None else (row[0], bool(row[1]))

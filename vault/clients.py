@@ -18,7 +18,7 @@ from kmsportal.crypto.x509 import X509Error
 from kmsportal.keyring.services import seal, unseal
 from pki.errors import PkiError
 from pki.selectors import certificate_by_id, certificate_chain_pems
-from pki.services import certificate_issue_from_csr
+from pki.services import certificate_issue_from_csr, certificate_revoke
 
 from .events import VaultAction
 from .models import (
@@ -263,8 +263,6 @@ def client_revoke(*, actor: Actor, client: Client, reason: str) -> Client:
 
 def _revoke_certificate(*, actor: Actor, certificate: Certificate, reason: str) -> None:
     """Through the PKI's revocation service: it also republishes the CA's CRL."""
-    from pki.services import certificate_revoke
-
     certificate_revoke(actor=actor, certificate=certificate, reason=reason)
 
 

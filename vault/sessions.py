@@ -34,7 +34,7 @@ from kmsportal.crypto import protocol
 from kmsportal.crypto import session as wire
 from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.keyring.services import seal, unseal
-from pki.models import Certificate, CertificateStatus
+from pki.selectors import certificate_standing
 
 from . import exchange, models, refusals, server_identity
 from .events import VaultAction
@@ -204,10 +204,9 @@ def _session_sql(vendor: str) -> str:
     # The session and its client's state, one statement compiled once (hot path).
     return (
         'SELECT s."sealed_key", s."expires_at", c."id", c."name", c."state", '  # noqa: S608
-        'c."certificate_id" = s."certificate_id", t."status", t."not_after" '
+        'c."certificate_id" = s."certificate_id", s."certificate_id" '
         f"FROM {table(OperationSession)} s "
-        f'JOIN {table(Client)} c ON c."id" = s."client_id" '
-        f'JOIN {table(Certificate)} t ON t."id" = s."certificate_id" WHERE s."id" = %s'
+        f'JOIN {table(Client)} c ON c."id" = s."client_id" WHERE s."id" = %s'
     )
 
 
@@ -234,10 +233,14 @@ def _session_row(session_id: str, now: datetime) -> tuple[OperationSession, Clie
         raise SessionRefused(
             f"client_{client.state}", f"client {client.name} is {client.state}", 403
         )
-    same_certificate, status, not_after = row[5], row[6], as_datetime(row[7])
-    if status == CertificateStatus.REVOKED:
+    same_certificate = row[5]
+    # The certificate's standing through pki's selectors: vault never reads pki's tables.
+    standing = certificate_standing(pk=row[6], now=now)
+    if standing is None:  # the session's certificate row is gone (cannot happen: a FK)
+        raise SessionRefused("unknown_session", "no such session; open a new one", 401)
+    if standing.is_revoked:
         raise SessionRefused("certificate_revoked", "the client certificate is revoked", 401)
-    if not_after <= now:
+    if standing.is_expired:
         raise SessionRefused("certificate_expired", "the client certificate has expired", 401)
     if not same_certificate:
         raise SessionRefused(

@@ -45,6 +45,7 @@ from .certificates import (
     CertificateDetail,
     CertificateOverview,
     CertificatePage,
+    CertificateStanding,
     ClientCertificate,
     ExpiryWindow,
     certificate_by_id,
@@ -54,6 +55,7 @@ from .certificates import (
     certificate_get,
     certificate_overview,
     certificate_page,
+    certificate_standing,
     client_certificate_for_fetch,
 )
 from .crls import (
@@ -78,6 +80,7 @@ __all__ = [
     "CertificateDetail",
     "CertificateOverview",
     "CertificatePage",
+    "CertificateStanding",
     "ClientCertificate",
     "ExpiryWindow",
     "PendingCARevocation",
@@ -105,6 +108,7 @@ __all__ = [
     "certificate_get",
     "certificate_overview",
     "certificate_page",
+    "certificate_standing",
     "client_certificate_for_fetch",
     "crl_freshness_list",
     "crl_freshness_state",

@@ -21,7 +21,7 @@ from ..models import (
     CertificateStatus,
     serial_to_hex,
 )
-from ..queries import client_certificate_row
+from ..queries import certificate_standing_row, client_certificate_row
 from .cas import (
     PAGE_SIZE,
     VIEW_CERTIFICATE,
@@ -287,3 +287,22 @@ def client_certificate_for_fetch(
         return None
     pk, status, der, ca_der = row
     return ClientCertificate(pk, status == CertificateStatus.REVOKED, der, ca_der)
+
+
+@dataclass(frozen=True)
+class CertificateStanding:
+    """Whether a certificate is revoked, and whether it has expired, at a given moment."""
+
+    is_revoked: bool
+    is_expired: bool
+
+
+def certificate_standing(*, pk: int, now: datetime) -> CertificateStanding | None:
+    """Certificate ``pk``'s revocation and expiry at ``now`` as stored now; None if there is
+    no such certificate. One indexed query (`pki.queries.certificate_standing_row`: every
+    operations-API request asks it)."""
+    row = certificate_standing_row(pk=pk, now=now)
+    if row is None:
+        return None
+    status, expired = row
+    return CertificateStanding(status == CertificateStatus.REVOKED, expired)

@@ -125,3 +125,13 @@ def test_crl_der_store_writes_what_the_orm_reads(issuing: CertificateAuthority) 
     der = bytes(range(256)) * 3
     queries.crl_der_store(pk=row.pk, der=der)
     assert bytes(RevocationList.objects.get(pk=row.pk).crl_der) == der
+
+
+def test_certificate_standing_row_is_the_orm_answer(issued: list[Certificate]) -> None:
+    for record in issued:
+        for now in (record.not_after - timedelta(seconds=1), record.not_after, timezone.now()):
+            assert queries.certificate_standing_row(pk=record.pk, now=now) == (
+                record.status,
+                record.not_after <= now,
+            )
+    assert queries.certificate_standing_row(pk=10**9, now=timezone.now()) is None
