@@ -327,7 +327,7 @@ def matrix_objects(make_user) -> dict[str, int]:
     from pki import services as pki_services
     from pki.approvals import ca_revocation_request, ca_revocation_withdraw
     from pki.models import Certificate, CertificateAuthority
-    from vault import distribution, services
+    from vault import clients, server_identity, services
 
     admin = make_user("matrix-administrator", Role.ADMINISTRATOR)
     custodian = make_user("matrix-key_custodian", Role.KEY_CUSTODIAN)
@@ -337,7 +337,7 @@ def matrix_objects(make_user) -> dict[str, int]:
     inactive = make_user("matrix-inactive", Role.AUDITOR)
     account_services.user_deactivate(actor=admin, user=inactive)
 
-    distribution.distribution_bootstrap()
+    server_identity.distribution_bootstrap()
     retired = pki_services.certificate_authority_create(
         actor=None,
         name="matrix-retired",
@@ -352,9 +352,9 @@ def matrix_objects(make_user) -> dict[str, int]:
         actor=custodian, key=doomed, waiting_days=7, reason="retired"
     )
     services.destruction_request_reject(actor=custodian, request=destruction)  # withdrawn
-    client, _token = distribution.client_create(actor=None, name="matrix-client")
-    grant = distribution.grant_create(actor=None, client=client, key=key)
-    distribution.grant_withdraw(actor=None, grant=grant)
+    client, _token = clients.client_create(actor=None, name="matrix-client")
+    grant = clients.grant_create(actor=None, client=client, key=key)
+    clients.grant_withdraw(actor=None, grant=grant)
 
     certificate = Certificate.objects.first()
     assert certificate is not None

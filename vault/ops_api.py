@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
 
-from . import distribution, sessions
+from . import refusals, sessions
 from .api import ApiView, _json_body, problem
 from .operations import OPERATIONS_API
 
@@ -34,7 +34,7 @@ class SessionOpenView(ApiView):
         body = _json_body(request)
         try:
             answer = sessions.operation_session_open(body=body)
-        except distribution.FetchRefused as exc:
+        except refusals.FetchRefused as exc:
             return problem(exc.code, exc.message, exc.status, retry_after=exc.retry_after)
         return JsonResponse(answer, status=201)
 
@@ -51,6 +51,6 @@ class OperationView(ApiView):
                 operation=operation or self.operation, body=body
             )
         except sessions.SessionRefused as exc:
-            distribution.refusal_tally(code=exc.code)
+            refusals.refusal_tally(code=exc.code)
             return problem(exc.code, exc.message, exc.status)
         return JsonResponse(answer, status=status)

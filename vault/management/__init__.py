@@ -13,9 +13,9 @@ from datetime import datetime
 
 from django.core.management.base import CommandError
 
-from vault.distribution import DistributionError
 from vault.lifecycle import InvalidTransition
 from vault.models import Client, SymmetricKey
+from vault.refusals import DistributionError
 from vault.services import VaultError
 
 

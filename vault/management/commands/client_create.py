@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from vault.distribution import client_create
+from vault.clients import client_create
 from vault.management import domain_errors
 
 

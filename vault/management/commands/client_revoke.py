@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from vault.distribution import CLIENT_REVOCATION_REASONS, client_revoke
+from vault.clients import CLIENT_REVOCATION_REASONS, client_revoke
 from vault.management import client_by_name, domain_errors
 
 

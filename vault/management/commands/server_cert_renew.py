@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from vault.distribution import server_identity_renew
 from vault.management import domain_errors
+from vault.server_identity import server_identity_renew
 
 
 class Command(BaseCommand):
