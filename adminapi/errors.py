@@ -46,8 +46,8 @@ def _domain_errors() -> list[tuple[type[Exception], str, int]]:
     from kmsportal.keyring.backends.base import KeyBackendError
     from kmsportal.two_person import TwoPersonError
     from pki.errors import PkiError
-    from vault.distribution import DistributionError
     from vault.lifecycle import InvalidTransition
+    from vault.refusals import DistributionError
     from vault.services import KeyIntegrityError, VaultError
 
     table: list[tuple[type[Exception], str, int]] = [

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from kmsportal.crypto.errors import KMSError
 from kmsportal.crypto.operations import OPERATIONS
-from vault import approvals, distribution, selectors
+from vault import approvals, clients, selectors
 from vault.models import Client, Grant, GrantVersions, SymmetricKey
 
 from ..auth import require
@@ -127,7 +127,7 @@ class EnrollmentOut(Schema):
 
 
 class RevokeIn(Schema):
-    reason: Literal[distribution.CLIENT_REVOCATION_REASONS]  # type: ignore[valid-type]
+    reason: Literal[clients.CLIENT_REVOCATION_REASONS]  # type: ignore[valid-type]
 
 
 class GrantIn(Schema):
@@ -195,7 +195,7 @@ def clients_create(
 ) -> Status[EnrollmentOut]:
     """Register a client service; its one-time enrollment token is in this response only."""
     user = require(request, "vault.add_client", write=True)
-    client, token = distribution.client_create(
+    client, token = clients.client_create(
         actor=user, name=body.name, description=body.description
     )
     response["Cache-Control"] = "no-store"
@@ -206,7 +206,7 @@ def clients_create(
 def clients_suspend(request: HttpRequest, name: str) -> ClientOut:
     user = require(request, "vault.change_client", write=True)
     return ClientOut.from_client(
-        distribution.client_suspend(actor=user, client=_client(request, name))
+        clients.client_suspend(actor=user, client=_client(request, name))
     )
 
 
@@ -214,7 +214,7 @@ def clients_suspend(request: HttpRequest, name: str) -> ClientOut:
 def clients_resume(request: HttpRequest, name: str) -> ClientOut:
     user = require(request, "vault.change_client", write=True)
     return ClientOut.from_client(
-        distribution.client_resume(actor=user, client=_client(request, name))
+        clients.client_resume(actor=user, client=_client(request, name))
     )
 
 
@@ -223,7 +223,7 @@ def clients_revoke(request: HttpRequest, name: str, body: RevokeIn) -> ClientOut
     """Cut the client off for good; its certificate is revoked in the same transaction."""
     user = require(request, "vault.change_client", write=True)
     return ClientOut.from_client(
-        distribution.client_revoke(actor=user, client=_client(request, name), reason=body.reason)
+        clients.client_revoke(actor=user, client=_client(request, name), reason=body.reason)
     )
 
 
@@ -285,4 +285,4 @@ def grants_withdraw(
     grant = client.grants.filter(pk=grant_id).select_related("key").first()
     if grant is None:
         raise KMSError("no such grant for this client", code="not_found", status=404)
-    return GrantOut.from_grant(distribution.grant_withdraw(actor=user, grant=grant))
+    return GrantOut.from_grant(clients.grant_withdraw(actor=user, grant=grant))

@@ -115,7 +115,7 @@ def operations(client: Client) -> list[tuple[str, str, str]]:
 @pytest.fixture
 def matrix_objects(make_user) -> dict[str, str]:
     """The objects the sample paths name."""
-    from vault import distribution, services
+    from vault import clients, services
 
     custodian = make_user("mx-requester", Role.KEY_CUSTODIAN)
     services.symmetric_key_create(actor=None, name="mx-key")
@@ -123,9 +123,9 @@ def matrix_objects(make_user) -> dict[str, str]:
     destruction = services.destruction_request_create(
         actor=custodian, key=doomed, waiting_days=7, reason="matrix"
     )
-    client, _token = distribution.client_create(actor=None, name="mx-client")
+    client, _token = clients.client_create(actor=None, name="mx-client")
     key = services.symmetric_key_create(actor=None, name="mx-granted")
-    grant = distribution.grant_create(actor=None, client=client, key=key, operations="encrypt")
+    grant = clients.grant_create(actor=None, client=client, key=key, operations="encrypt")
     target = make_user("mx-target", Role.AUDITOR)
     return {
         "name": "mx-key",

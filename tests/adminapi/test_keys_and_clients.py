@@ -34,7 +34,7 @@ def test_key_lifecycle_through_the_api(make_user, api_client) -> None:
 
 
 def test_client_detail_lists_grants_and_deliveries(make_user, api_client) -> None:
-    from vault import distribution, selectors, services
+    from vault import clients, selectors, services
 
     custodian = make_user("kc", Role.KEY_CUSTODIAN)
     api = api_client(custodian)
@@ -43,7 +43,7 @@ def test_client_detail_lists_grants_and_deliveries(make_user, api_client) -> Non
     assert "no-store" in made["Cache-Control"]
     key = services.symmetric_key_create(actor=None, name="payroll")
     client = selectors.client_get(user=custodian, name="billing")
-    distribution.grant_create(actor=None, client=client, key=key, operations="encrypt")
+    clients.grant_create(actor=None, client=client, key=key, operations="encrypt")
     detail = api.get("/api/v1/admin/clients/billing").json()
     assert [g["key"] for g in detail["grants"]] == ["payroll"]
     assert detail["deliveries"] == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from accounts.roles import Role
 from tests.factories import approver_make
-from vault import distribution, services
+from vault import clients, services
 from vault.models import Grant, SymmetricKey
 
 from .conftest import bearer
@@ -19,7 +19,7 @@ def test_a_fetch_grant_waits_for_a_second_custodian(make_user) -> None:
     bob = bearer(bob_user)
     admin = bearer(approver_make("root-admin", Role.ADMINISTRATOR))
     services.symmetric_key_create(actor=None, name="payroll")
-    distribution.client_create(actor=None, name="billing")
+    clients.client_create(actor=None, name="billing")
 
     asked = alice.post(
         "/api/v1/admin/clients/billing/grants",
@@ -57,7 +57,7 @@ def test_a_fetch_grant_waits_for_a_second_custodian(make_user) -> None:
 def test_an_operations_only_grant_is_one_persons_action(make_user) -> None:
     alice = bearer(make_user("alice", Role.KEY_CUSTODIAN))
     services.symmetric_key_create(actor=None, name="payroll")
-    distribution.client_create(actor=None, name="billing")
+    clients.client_create(actor=None, name="billing")
     made = alice.post(
         "/api/v1/admin/clients/billing/grants",
         {"key": "payroll", "operations": ["encrypt"], "reason": "encrypt only"},
