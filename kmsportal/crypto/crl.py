@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
 from kmsportal.crypto.signer import Signer
+from kmsportal.crypto.timeutil import as_utc
 
 __all__ = [
     "MAX_CRL_NUMBER",
@@ -225,11 +226,9 @@ _FULL_CRL_REASONS = _reason_extensions(delta=False)
 _DELTA_CRL_REASONS = _reason_extensions(delta=True)
 
 
-def _as_utc(value: datetime, what: str) -> datetime:
-    """An aware UTC datetime; naive input is taken as UTC (cryptography's convention)."""
-    if not isinstance(value, datetime):
-        raise CRLError(f"{what} must be a datetime, not {type(value).__name__}")
-    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def _encodable_time(value: datetime, what: str) -> datetime:
+    """An aware UTC datetime (naive input taken as UTC) that X.509 can encode (1950 or later)."""
+    value = as_utc(value, what=what, error=CRLError)
     if value < _EARLIEST:
         raise CRLError(f"{what} {value.isoformat()} is before 1950, which X.509 cannot encode")
     return value
@@ -279,8 +278,8 @@ def _revoked_certificates(
             # RFC 5280 §4.1.2.2: positive, at most 20 octets. (TypeError for non-ints.)
             if not 0 < serial <= _MAX_SERIAL:
                 raise CRLError("the serial number must be positive and at most 20 octets")
-            if revoked_at.year <= 1950:  # cheap pre-check; the exact one is in _as_utc
-                _as_utc(revoked_at, "the revocation date")  # raises before 1950-01-01 UTC
+            if revoked_at.year <= 1950:  # cheap pre-check; the exact one is in _encodable_time
+                _encodable_time(revoked_at, "the revocation date")  # raises before 1950-01-01 UTC
             reason_extensions = reasons.get(reason)
             if reason_extensions is None:
                 raise CRLError(_reason_problem(reason, delta=delta))
@@ -397,8 +396,8 @@ def build_crl(
     Raises :class:`CRLError` for invalid input: times out of order, a CRL number out of range,
     a signer that does not hold the issuer's key, or a bad entry (the message names it).
     """
-    this_update = _as_utc(this_update, "this_update")
-    next_update = _as_utc(next_update, "next_update")
+    this_update = _encodable_time(this_update, "this_update")
+    next_update = _encodable_time(next_update, "next_update")
     if next_update <= this_update:
         raise CRLError(
             f"next_update ({next_update.isoformat()}) must be after "

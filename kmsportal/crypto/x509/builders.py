@@ -18,10 +18,11 @@ from kmsportal.crypto.profiles import (
     Profile,
 )
 from kmsportal.crypto.signer import PublicKey, Signer
+from kmsportal.crypto.timeutil import as_utc
 from kmsportal.crypto.x509.errors import IssuanceError
-from kmsportal.crypto.x509.keys import _public_key_problem
-from kmsportal.crypto.x509.loading import _get_extension
-from kmsportal.crypto.x509.names import _display_name, format_san, san_type
+from kmsportal.crypto.x509.keys import public_key_problem
+from kmsportal.crypto.x509.loading import get_extension
+from kmsportal.crypto.x509.names import display_name, format_san, san_type
 
 #: notBefore is backdated by this much so that clients with slightly slow clocks accept a
 #: certificate right after issuance.
@@ -58,11 +59,9 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _as_utc(moment: dt.datetime) -> dt.datetime:
+def _whole_seconds_utc(moment: dt.datetime) -> dt.datetime:
     """Aware UTC with whole seconds (X.509 times have no fractions, RFC 5280 4.1.2.5)."""
-    if moment.tzinfo is None:
-        raise TypeError("datetimes must be timezone-aware")
-    return moment.astimezone(dt.UTC).replace(microsecond=0)
+    return as_utc(moment, naive_is_utc=False).replace(microsecond=0)
 
 
 def _format_time(moment: dt.datetime) -> str:
@@ -77,7 +76,7 @@ def _authority_key_identifier(issuer: x509.Certificate) -> x509.AuthorityKeyIden
     Issuer name and serial are left out: they would pin the child to one issuer certificate
     and break re-issued (cross-signed or renewed) CA certificates.
     """
-    ski = _get_extension(issuer, x509.SubjectKeyIdentifier)
+    ski = get_extension(issuer, x509.SubjectKeyIdentifier)
     if isinstance(ski, x509.SubjectKeyIdentifier):
         return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
     return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())  # type: ignore[arg-type]
@@ -140,22 +139,22 @@ def _distribution_extensions(
 
 def _check_issuer(issuer_certificate: x509.Certificate, signer: Signer) -> None:
     """The issuer must be a CA allowed to sign certificates, and the signer must hold its key."""
-    constraints = _get_extension(issuer_certificate, x509.BasicConstraints)
+    constraints = get_extension(issuer_certificate, x509.BasicConstraints)
     if not (isinstance(constraints, x509.BasicConstraints) and constraints.ca):
         raise IssuanceError(
-            f"{_display_name(issuer_certificate.subject)} is not a CA certificate "
+            f"{display_name(issuer_certificate.subject)} is not a CA certificate "
             "(basicConstraints CA:TRUE is missing), so it cannot issue certificates"
         )
-    usage = _get_extension(issuer_certificate, x509.KeyUsage)
+    usage = get_extension(issuer_certificate, x509.KeyUsage)
     if isinstance(usage, x509.KeyUsage) and not usage.key_cert_sign:
         raise IssuanceError(
-            f"{_display_name(issuer_certificate.subject)} may not sign certificates "
+            f"{display_name(issuer_certificate.subject)} may not sign certificates "
             "(its key usage lacks keyCertSign)"
         )
     if signer.public_key != issuer_certificate.public_key():
         raise IssuanceError(
             "the signing key does not belong to the issuing CA certificate "
-            f"{_display_name(issuer_certificate.subject)}"
+            f"{display_name(issuer_certificate.subject)}"
         )
 
 
@@ -201,12 +200,16 @@ def build_ca_certificate(
     if len(subject) == 0:
         # RFC 5280 4.1.2.4/4.1.2.6: a CA's name becomes the issuer field, which MUST NOT be empty.
         raise IssuanceError("a CA certificate needs a subject name, e.g. CN=Example Issuing CA")
-    problem = _public_key_problem(public_key)
+    problem = public_key_problem(public_key)
     if problem:
         raise IssuanceError(f"the CA key is {problem}")
     if path_length is not None and (isinstance(path_length, bool) or path_length < 0):
         raise IssuanceError("the path length must be 0 or more (or empty for no limit)")
-    start = _as_utc(not_before) if not_before is not None else _as_utc(_utcnow() - CLOCK_SKEW)
+    start = (
+        _whole_seconds_utc(not_before)
+        if not_before is not None
+        else _whole_seconds_utc(_utcnow() - CLOCK_SKEW)
+    )
     end = start + dt.timedelta(days=days)
 
     ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
@@ -270,13 +273,13 @@ def build_ca_certificate(
 
 def _check_child_path_length(parent: x509.Certificate, path_length: int | None) -> None:
     """RFC 5280 4.2.1.9: a CA with pathLenConstraint n allows at most n CAs below it."""
-    constraints = _get_extension(parent, x509.BasicConstraints)
+    constraints = get_extension(parent, x509.BasicConstraints)
     parent_limit = (
         constraints.path_length if isinstance(constraints, x509.BasicConstraints) else None
     )
     if parent_limit is None:
         return
-    parent_name = _display_name(parent.subject)
+    parent_name = display_name(parent.subject)
     if parent_limit == 0:
         raise IssuanceError(
             f"the parent CA {parent_name} has path length 0, so it cannot issue intermediate "
@@ -294,7 +297,7 @@ def _check_within_parent(parent: x509.Certificate, start: dt.datetime, end: dt.d
     parent_end = parent.not_valid_after_utc
     if parent_end <= start:
         raise IssuanceError(
-            f"the parent CA {_display_name(parent.subject)} expired on "
+            f"the parent CA {display_name(parent.subject)} expired on "
             f"{_format_time(parent_end)}; it cannot issue certificates"
         )
     if end > parent_end:
@@ -382,7 +385,7 @@ def build_certificate(
     distribution point, AIA (caIssuers and OCSP; no OCSP pointer in an OCSP responder's own
     certificate, which carries id-pkix-ocsp-nocheck instead).
     """
-    problem = _public_key_problem(public_key)
+    problem = public_key_problem(public_key)
     if problem:
         raise IssuanceError(f"the certificate's public key is {problem}")
     sans = list(sans)
@@ -399,11 +402,11 @@ def build_certificate(
         )
     _check_issuer(issuer_certificate, signer)
 
-    start = _as_utc((now if now is not None else _utcnow()) - CLOCK_SKEW)
+    start = _whole_seconds_utc((now if now is not None else _utcnow()) - CLOCK_SKEW)
     issuer_end = issuer_certificate.not_valid_after_utc
     if issuer_end <= start:
         raise IssuanceError(
-            f"the issuing CA {_display_name(issuer_certificate.subject)} expired on "
+            f"the issuing CA {display_name(issuer_certificate.subject)} expired on "
             f"{_format_time(issuer_end)}; it cannot issue certificates"
         )
     # RFC 5280 4.1.2.5 counts notAfter inclusively: N days end one second before N * 24 h.

@@ -14,12 +14,12 @@ from cryptography.x509.oid import (
 
 from kmsportal.crypto.signer import PrivateKey, signature_hash_for
 from kmsportal.crypto.x509.errors import CSRError
-from kmsportal.crypto.x509.keys import _public_key_problem
+from kmsportal.crypto.x509.keys import public_key_problem
 from kmsportal.crypto.x509.loading import (
-    _der_structure_problem,
-    _looks_like_pem,
-    _pem_blocks,
-    _pem_label_problem,
+    der_structure_problem,
+    looks_like_pem,
+    pem_blocks,
+    pem_label_problem,
 )
 
 #: Largest CSR accepted (PEM or DER). Real CSRs are 1-4 KiB.
@@ -52,10 +52,10 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
         )
     if not data.strip():
         raise CSRError("the CSR is empty")
-    if _looks_like_pem(data):
+    if looks_like_pem(data):
         csr = _load_pem_csr(data)
     elif data[0] == 0x30:  # an ASN.1 SEQUENCE: try DER
-        problem = _der_structure_problem(data)
+        problem = der_structure_problem(data)
         if problem:
             raise CSRError(f"the CSR cannot be read: {problem}")
         try:
@@ -72,7 +72,7 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
 
 
 def _load_pem_csr(data: bytes) -> x509.CertificateSigningRequest:
-    blocks, unterminated = _pem_blocks(data)
+    blocks, unterminated = pem_blocks(data)
     for label, block in blocks:
         if label in {"CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"}:
             try:
@@ -83,7 +83,7 @@ def _load_pem_csr(data: bytes) -> x509.CertificateSigningRequest:
                     "signing request (was it cut off or edited?)"
                 ) from None
     if blocks:
-        raise CSRError(_pem_label_problem(blocks[0][0], "certificate signing request"))
+        raise CSRError(pem_label_problem(blocks[0][0], "certificate signing request"))
     if unterminated:
         raise CSRError(f"the PEM data is incomplete: no matching -----END {unterminated}----- line")
     raise CSRError("the PEM data has no valid -----BEGIN CERTIFICATE REQUEST----- line")
@@ -94,7 +94,7 @@ def _check_csr(csr: x509.CertificateSigningRequest) -> None:
         public_key = csr.public_key()
     except (ValueError, UnsupportedAlgorithm):
         raise CSRError("the CSR's public key uses an unsupported algorithm") from None
-    problem = _public_key_problem(public_key)
+    problem = public_key_problem(public_key)
     if problem:
         raise CSRError(f"the CSR uses {problem}")
     weak = _WEAK_SIGNATURE_ALGORITHMS.get(csr.signature_algorithm_oid)

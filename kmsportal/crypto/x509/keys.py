@@ -86,7 +86,7 @@ def private_key_to_encrypted_pem(key: PrivateKey, password: bytes) -> bytes:
 
     The password must be at least :data:`MIN_EXPORT_PASSWORD_LENGTH` characters.
     """
-    _check_export_password(password)
+    check_export_password(password)
     return key.private_bytes(
         encoding=serialization.Encoding.PEM,
         format=serialization.PrivateFormat.PKCS8,
@@ -114,7 +114,7 @@ def describe_public_key(public_key: object) -> str:
     return "unknown"
 
 
-def _public_key_problem(public_key: object) -> str | None:
+def public_key_problem(public_key: object) -> str | None:
     """Why ``public_key`` is not acceptable for a certificate, or None if it is.
 
     The answer completes a sentence such as "the CSR uses ...".
@@ -147,7 +147,7 @@ def _public_key_problem(public_key: object) -> str | None:
     )
 
 
-def _check_export_password(password: bytes) -> None:
+def check_export_password(password: bytes) -> None:
     if not isinstance(password, bytes):
         raise TypeError("password must be bytes")
     if len(password) < MIN_EXPORT_PASSWORD_LENGTH:

@@ -19,7 +19,7 @@ BUNDLE_MAX_BYTES = 1024 * 1024
 _PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----")
 
 
-def _pem_blocks(data: bytes) -> tuple[list[tuple[str, bytes]], str | None]:
+def pem_blocks(data: bytes) -> tuple[list[tuple[str, bytes]], str | None]:
     """The PEM blocks of ``data`` as (label, whole block) in order, and the label of a block
     whose END line is missing (scanning stops there).
 
@@ -41,7 +41,7 @@ def _pem_blocks(data: bytes) -> tuple[list[tuple[str, bytes]], str | None]:
         blocks.append((label.decode("ascii"), data[begin.start() : position]))
 
 
-def _der_structure_problem(data: bytes) -> str | None:
+def der_structure_problem(data: bytes) -> str | None:
     """Check the outer DER TLV of ``data``: None if the length fits, else what is wrong."""
     if len(data) < 2:
         return f"the DER data is truncated: only {len(data)} byte(s) are present"
@@ -67,7 +67,7 @@ def _der_structure_problem(data: bytes) -> str | None:
     return None
 
 
-def _pem_label_problem(label: str, expected: str) -> str:
+def pem_label_problem(label: str, expected: str) -> str:
     if "PRIVATE KEY" in label:
         return f"this is a private key, not a {expected}; never upload private keys"
     if label in {"CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"}:
@@ -77,7 +77,7 @@ def _pem_label_problem(label: str, expected: str) -> str:
     return f"the PEM block is a {label.title()}, not a {expected}"
 
 
-def _looks_like_pem(data: bytes) -> bool:
+def looks_like_pem(data: bytes) -> bool:
     return b"-----BEGIN " in data
 
 
@@ -97,12 +97,12 @@ def load_certificate(data: bytes) -> x509.Certificate:
         )
     if not data.strip():
         raise CertificateLoadError("the certificate is empty")
-    if _looks_like_pem(data):
-        blocks, unterminated = _pem_blocks(data)
+    if looks_like_pem(data):
+        blocks, unterminated = pem_blocks(data)
         certificate_blocks = [b for label, b in blocks if label == "CERTIFICATE"]
         if not certificate_blocks:
             if blocks:
-                raise CertificateLoadError(_pem_label_problem(blocks[0][0], "certificate"))
+                raise CertificateLoadError(pem_label_problem(blocks[0][0], "certificate"))
             if unterminated:
                 raise CertificateLoadError(
                     f"the PEM data is incomplete: no matching -----END {unterminated}----- line"
@@ -113,7 +113,7 @@ def load_certificate(data: bytes) -> x509.Certificate:
         raise CertificateLoadError(
             "the data is not a certificate: expected PEM (-----BEGIN CERTIFICATE-----) or DER"
         )
-    problem = _der_structure_problem(data)
+    problem = der_structure_problem(data)
     if problem:
         raise CertificateLoadError(f"the certificate cannot be read: {problem}")
     try:
@@ -154,9 +154,9 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
         )
     if not data.strip():
         raise CertificateLoadError("the certificate bundle is empty")
-    if not _looks_like_pem(data):
+    if not looks_like_pem(data):
         return [load_certificate(data)]
-    blocks, unterminated = _pem_blocks(data)
+    blocks, unterminated = pem_blocks(data)
     if unterminated:
         raise CertificateLoadError(
             f"block {len(blocks) + 1} of the bundle is incomplete: no matching "
@@ -168,7 +168,7 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
     for position, (label, block) in enumerate(blocks, start=1):
         if label != "CERTIFICATE":
             raise CertificateLoadError(
-                f"block {position} of the bundle: {_pem_label_problem(label, 'certificate')}"
+                f"block {position} of the bundle: {pem_label_problem(label, 'certificate')}"
             )
         try:
             certificates.append(_load_pem_block(block))
@@ -187,7 +187,7 @@ def certificate_to_der(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.DER)
 
 
-def _get_extension(
+def get_extension(
     cert: x509.Certificate, kind: type[x509.ExtensionType]
 ) -> x509.ExtensionType | None:
     try:

@@ -165,7 +165,7 @@ def format_name(name: x509.Name) -> str:
     return name.rfc4514_string(_NAME_KEYWORDS)
 
 
-def _display_name(name: x509.Name) -> str:
+def display_name(name: x509.Name) -> str:
     return format_name(name) or "(empty subject)"
 
 

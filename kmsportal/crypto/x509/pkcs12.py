@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from kmsportal.crypto.signer import PrivateKey
 from kmsportal.crypto.x509.errors import ExportError
-from kmsportal.crypto.x509.keys import _check_export_password
+from kmsportal.crypto.x509.keys import check_export_password
 
 # --- PKCS#12 ---------------------------------------------------------------------------------
 
@@ -29,7 +29,7 @@ def generate_pkcs12(
     HMAC-SHA256 MAC), which OpenSSL 3 and current Windows/macOS read. The password must be at
     least :data:`MIN_EXPORT_PASSWORD_LENGTH` characters; the key must match the certificate.
     """
-    _check_export_password(password)
+    check_export_password(password)
     if private_key.public_key() != certificate.public_key():
         raise ExportError("the private key does not belong to the certificate")
     return pkcs12.serialize_key_and_certificates(

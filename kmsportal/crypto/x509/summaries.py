@@ -18,8 +18,8 @@ from cryptography.x509.oid import (
 )
 
 from kmsportal.crypto.x509.keys import describe_public_key
-from kmsportal.crypto.x509.loading import _get_extension
-from kmsportal.crypto.x509.names import _display_name, format_san
+from kmsportal.crypto.x509.loading import get_extension
+from kmsportal.crypto.x509.names import display_name, format_san
 
 # --- display ---------------------------------------------------------------------------------
 
@@ -114,8 +114,8 @@ def _uris(names: Iterable[x509.GeneralName] | None) -> list[str]:
 
 def describe_certificate(certificate: x509.Certificate) -> CertificateSummary:
     """Decode ``certificate`` for display (see :class:`CertificateSummary`)."""
-    sans = _get_extension(certificate, x509.SubjectAlternativeName)
-    usage = _get_extension(certificate, x509.KeyUsage)
+    sans = get_extension(certificate, x509.SubjectAlternativeName)
+    usage = get_extension(certificate, x509.KeyUsage)
     key_usage: list[str] = []
     if isinstance(usage, x509.KeyUsage):
         for flag, label in _KEY_USAGE_NAMES.items():
@@ -124,8 +124,8 @@ def describe_certificate(certificate: x509.Certificate) -> CertificateSummary:
                     key_usage.append(label)
             except ValueError:  # encipher_only/decipher_only without keyAgreement
                 continue
-    eku = _get_extension(certificate, x509.ExtendedKeyUsage)
-    constraints = _get_extension(certificate, x509.BasicConstraints)
+    eku = get_extension(certificate, x509.ExtendedKeyUsage)
+    constraints = get_extension(certificate, x509.BasicConstraints)
     is_ca = isinstance(constraints, x509.BasicConstraints) and constraints.ca
     path_length = (
         constraints.path_length if isinstance(constraints, x509.BasicConstraints) else None
@@ -135,11 +135,11 @@ def describe_certificate(certificate: x509.Certificate) -> CertificateSummary:
         basic = "CA:TRUE" if constraints.ca else "CA:FALSE"
         if constraints.ca and constraints.path_length is not None:
             basic += f", pathlen:{constraints.path_length}"
-    ski = _get_extension(certificate, x509.SubjectKeyIdentifier)
-    aki = _get_extension(certificate, x509.AuthorityKeyIdentifier)
-    cdp = _get_extension(certificate, x509.CRLDistributionPoints)
+    ski = get_extension(certificate, x509.SubjectKeyIdentifier)
+    aki = get_extension(certificate, x509.AuthorityKeyIdentifier)
+    cdp = get_extension(certificate, x509.CRLDistributionPoints)
     crl_urls = [u for point in cdp or () for u in _uris(point.full_name)] if cdp else []
-    aia = _get_extension(certificate, x509.AuthorityInformationAccess)
+    aia = get_extension(certificate, x509.AuthorityInformationAccess)
     ca_issuers = [
         d.access_location.value
         for d in aia or ()
@@ -158,8 +158,8 @@ def describe_certificate(certificate: x509.Certificate) -> CertificateSummary:
         public_key = "an unsupported key type"
     oid = certificate.signature_algorithm_oid
     return CertificateSummary(
-        subject=_display_name(certificate.subject),
-        issuer=_display_name(certificate.issuer),
+        subject=display_name(certificate.subject),
+        issuer=display_name(certificate.issuer),
         serial_number=_serial_hex(certificate.serial_number),
         not_before=certificate.not_valid_before_utc,
         not_after=certificate.not_valid_after_utc,
@@ -182,7 +182,7 @@ def describe_certificate(certificate: x509.Certificate) -> CertificateSummary:
         crl_distribution_points=tuple(crl_urls),
         ca_issuers_urls=tuple(ca_issuers),
         ocsp_urls=tuple(ocsp_urls),
-        ocsp_no_check=_get_extension(certificate, x509.OCSPNoCheck) is not None,
+        ocsp_no_check=get_extension(certificate, x509.OCSPNoCheck) is not None,
         is_self_signed=certificate.subject == certificate.issuer,
         sha256_fingerprint=_hex(certificate.fingerprint(hashes.SHA256())),
         sha1_fingerprint=_hex(certificate.fingerprint(hashes.SHA1())),  # noqa: S303 - display only
