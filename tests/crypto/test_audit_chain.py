@@ -18,7 +18,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from kmsportal.crypto import audit_chain
 from kmsportal.crypto.audit_chain import (
     EVENT_FIELDS,
     GENESIS_HASH,
@@ -40,6 +39,7 @@ from kmsportal.crypto.audit_chain import (
     verify_checkpoints,
     verify_export,
 )
+from kmsportal.crypto.audit_chain import canonical as audit_canonical
 
 T0 = datetime(2026, 11, 28, 14, 42, 19, 123456, tzinfo=UTC)
 
@@ -460,7 +460,7 @@ def test_plain_events_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> Non
     def forbidden(obj: Any) -> bytes:
         raise AssertionError("canonical_json used for a plain event")
 
-    monkeypatch.setattr(audit_chain, "canonical_json", forbidden)
+    monkeypatch.setattr(audit_canonical, "canonical_json", forbidden)
     assert verify_chain(events).ok
 
 
