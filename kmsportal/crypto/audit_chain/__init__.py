@@ -29,11 +29,12 @@ Every audit event is a JSON object with exactly the fields in :data:`EVENT_FIELD
 
 ``hash = SHA-256(bytes.fromhex(prev_hash) || canonical_json(event restricted to EVENT_FIELDS))``
 as 64 lowercase hex digits, where ``prev_hash`` is the previous event's ``hash`` and the first
-event's ``prev_hash`` is :data:`GENESIS_HASH`. Canonical JSON is
-``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)``
-encoded as UTF-8 (see :func:`canonical_json`). Because the sequence number is inside the hashed
-content and every hash covers its predecessor, editing, inserting, deleting or reordering a row
-breaks the chain at that row.
+event's ``prev_hash`` is :data:`GENESIS_HASH`. Canonical JSON is RFC 8785
+(:func:`kmsportal.crypto.canonical.canonical_json`, UTF-8, no floats); events were first
+hashed with ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+allow_nan=False)``, which gives the same bytes for event values (see :mod:`.canonical`).
+Because the sequence number is inside the hashed content and every hash covers its
+predecessor, editing, inserting, deleting or reordering a row breaks the chain at that row.
 
 Signed checkpoints
 ==================

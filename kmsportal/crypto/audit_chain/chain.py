@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
-from kmsportal.crypto.audit_chain.canonical import _event_text, _get_link_fields, _is_hash, _short
+from kmsportal.crypto.audit_chain.canonical import _is_hash, _short, event_canonical_bytes
+
+_get_link_fields = itemgetter("sequence", "prev_hash", "hash")
 
 # --------------------------------------------------------------------------- results
 
@@ -52,7 +55,7 @@ def verify_chain(
             f"expected_prev_hash must be 64 lowercase hex digits: {expected_prev_hash!r}"
         )
     sha256 = hashlib.sha256
-    text_of = _event_text
+    serialise = event_canonical_bytes
     link_fields = _get_link_fields
     first_sequence: int | None = None
     last_sequence: int | None = None
@@ -101,7 +104,7 @@ def verify_chain(
             # Equal to the previous stored hash, which equals its recomputed digest: reuse it.
             prev_digest = last_digest
         try:
-            canonical = text_of(event).encode()
+            canonical = serialise(event)
         except (KeyError, TypeError, ValueError, RecursionError) as exc:
             return broken(sequence, f"event {sequence}: cannot be serialised: {_message(exc)}")
         digest = sha256(prev_digest + canonical)

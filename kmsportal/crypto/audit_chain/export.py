@@ -16,7 +16,6 @@ from kmsportal.crypto.audit_chain.canonical import (
     EVENT_FIELDS,
     GENESIS_HASH,
     _event_dict,
-    _event_text,
     _is_hash,
     _short,
     canonical_json,
@@ -28,6 +27,7 @@ from kmsportal.crypto.audit_chain.checkpoints import (
     public_key_from_pem,
     public_key_to_pem,
 )
+from kmsportal.crypto.canonical import canonical_json_parsed
 
 #: ``format`` and ``version`` of the export header line.
 EXPORT_FORMAT = "kmsportal-audit-export"
@@ -90,6 +90,15 @@ def export_public_key_line(public_key: Ed25519PublicKey) -> str:
     ).decode("utf-8")
 
 
+def _parsed_event_bytes(obj: Mapping[str, Any]) -> bytes:
+    # The line came from _DECODER (no floats, no constants), so the type walk can be skipped.
+    return canonical_json_parsed(_event_dict(obj))
+
+
+def _reject_float(text: str) -> Any:
+    raise ValueError(f"number {text} is not an integer: audit records hold no fractions")
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -107,7 +116,9 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_no_duplicate_keys, parse_float=_reject_float, parse_constant=_reject_constant
+)
 
 
 class _Tampered(Exception):
@@ -171,7 +182,7 @@ class _ExportState:
     def run(self, lines: Iterable[str], trusted: Ed25519PublicKey | None) -> None:
         raw_decode = _DECODER.raw_decode
         sha256 = hashlib.sha256
-        text_of = _event_text
+        serialise = _parsed_event_bytes
         sequences_append = self.sequences.append
         digests = self.digests
         stage = "start"  # start -> events -> checkpoints -> done
@@ -234,7 +245,7 @@ class _ExportState:
                         )
                     prev_digest = bytes.fromhex(prev_hash)
                 try:
-                    canonical = text_of(obj).encode()
+                    canonical = serialise(obj)
                 except (KeyError, TypeError, ValueError, RecursionError) as exc:
                     raise _Tampered(
                         line_number, f"event {sequence}: cannot be serialised: {_message(exc)}"
