@@ -84,12 +84,12 @@ def event_canonical_bytes(event: Mapping[str, Any]) -> bytes:
 
 def event_hash(prev_hash: str, canonical: bytes) -> str:
     """``hex(SHA-256(bytes.fromhex(prev_hash) || canonical))``; ``prev_hash`` is 64 lowercase hex."""
-    if not _is_hash(prev_hash):
+    if not is_hash(prev_hash):
         raise ValueError(f"prev_hash must be 64 lowercase hex digits, got {prev_hash!r}")
     return hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
 
 
-def _is_hash(value: object) -> bool:
+def is_hash(value: object) -> bool:
     """64 lowercase hex digits, the only spelling of a hash (links compare strings)."""
     if not isinstance(value, str) or len(value) != 64:
         return False

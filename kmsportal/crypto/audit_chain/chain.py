@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from kmsportal.crypto.audit_chain.canonical import _is_hash, _short, event_canonical_bytes
+from kmsportal.crypto.audit_chain.canonical import _short, event_canonical_bytes, is_hash
 
 _get_link_fields = itemgetter("sequence", "prev_hash", "hash")
 
@@ -50,7 +50,7 @@ def verify_chain(
 
     Streams: constant memory, one canonical serialisation and one SHA-256 per event.
     """
-    if expected_prev_hash is not None and not _is_hash(expected_prev_hash):
+    if expected_prev_hash is not None and not is_hash(expected_prev_hash):
         raise ValueError(
             f"expected_prev_hash must be 64 lowercase hex digits: {expected_prev_hash!r}"
         )
@@ -82,7 +82,7 @@ def verify_chain(
                     f"event {sequence}: prev_hash {_short(prev_hash)} does not match the expected "
                     f"{expected_prev_hash} (events missing before it, or it was altered)",
                 )
-            if not _is_hash(prev_hash):
+            if not is_hash(prev_hash):
                 return broken(
                     sequence, f"event {sequence}: prev_hash is not 64 lowercase hex: {prev_hash!r}"
                 )

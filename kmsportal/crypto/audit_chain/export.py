@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
@@ -16,9 +15,9 @@ from kmsportal.crypto.audit_chain.canonical import (
     EVENT_FIELDS,
     GENESIS_HASH,
     _event_dict,
-    _is_hash,
     _short,
     canonical_json,
+    is_hash,
 )
 from kmsportal.crypto.audit_chain.chain import _message, _sequence_problem
 from kmsportal.crypto.audit_chain.checkpoints import (
@@ -27,10 +26,10 @@ from kmsportal.crypto.audit_chain.checkpoints import (
     public_key_from_pem,
     public_key_to_pem,
 )
+from kmsportal.crypto.audit_chain.lines import EXPORT_FORMAT, LINE_DECODER, header_line
 from kmsportal.crypto.canonical import canonical_json_parsed
 
 #: ``format`` and ``version`` of the export header line.
-EXPORT_FORMAT = "kmsportal-audit-export"
 EXPORT_VERSION = 1
 
 
@@ -56,15 +55,7 @@ class ExportResult:
 
 def export_header_line(*, exported_at: str, filters: Mapping[str, Any]) -> str:
     """The header line of an export (``filters`` empty for a complete export); no newline."""
-    return canonical_json(
-        {
-            "type": "header",
-            "format": EXPORT_FORMAT,
-            "version": EXPORT_VERSION,
-            "exported_at": exported_at,
-            "filters": dict(filters),
-        }
-    ).decode("utf-8")
+    return header_line(version=EXPORT_VERSION, exported_at=exported_at, filters=filters)
 
 
 def export_event_line(event: Mapping[str, Any]) -> str:
@@ -91,34 +82,8 @@ def export_public_key_line(public_key: Ed25519PublicKey) -> str:
 
 
 def _parsed_event_bytes(obj: Mapping[str, Any]) -> bytes:
-    # The line came from _DECODER (no floats, no constants), so the type walk can be skipped.
+    # The line came from LINE_DECODER (no floats, no constants), so the type walk can be skipped.
     return canonical_json_parsed(_event_dict(obj))
-
-
-def _reject_float(text: str) -> Any:
-    raise ValueError(f"number {text} is not an integer: audit records hold no fractions")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # json keeps the last of duplicate keys, while a person reading the line may see the first:
-    # a line that reads differently to people and to the verifier is refused.
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _value in pairs:
-            if key in seen:
-                raise ValueError(f"duplicate key {key!r}")
-            seen.add(key)
-    return obj
-
-
-_DECODER = json.JSONDecoder(
-    object_pairs_hook=_no_duplicate_keys, parse_float=_reject_float, parse_constant=_reject_constant
-)
 
 
 class _Tampered(Exception):
@@ -180,7 +145,7 @@ class _ExportState:
         self.digests = bytearray()
 
     def run(self, lines: Iterable[str], trusted: Ed25519PublicKey | None) -> None:
-        raw_decode = _DECODER.raw_decode
+        raw_decode = LINE_DECODER.raw_decode
         sha256 = hashlib.sha256
         serialise = _parsed_event_bytes
         sequences_append = self.sequences.append
@@ -239,7 +204,7 @@ class _ExportState:
                         )
                     elif complete:
                         raise _Tampered(line_number, _sequence_problem(last_sequence, sequence))
-                    if not _is_hash(prev_hash):
+                    if not is_hash(prev_hash):
                         raise _Tampered(
                             line_number, f"event {sequence}: prev_hash is not 64 lowercase hex"
                         )
@@ -305,7 +270,7 @@ class _ExportState:
     def _decode_slowly(line: str, line_number: int) -> Any:
         # Surrounding whitespace, or a real error: json.loads-like decoding gives a good message.
         try:
-            return _DECODER.decode(line)
+            return LINE_DECODER.decode(line)
         except (ValueError, RecursionError) as exc:
             raise _Tampered(line_number, f"malformed JSON: {exc}") from None
 
