@@ -8,8 +8,10 @@ are the caller's job (the Django views / ``kmsclient``); this module does the by
 
 Encodings
 ---------
-* **Canonical JSON**: ``json.dumps(obj, sort_keys=True, separators=(",", ":"),
-  ensure_ascii=False)`` encoded as UTF-8. Binary values are standard base64 with padding;
+* **Canonical JSON**: RFC 8785 (:func:`kmsportal.crypto.canonical.canonical_json`), UTF-8;
+  the same bytes as ``json.dumps(obj, sort_keys=True, separators=(",", ":"),
+  ensure_ascii=False)`` for every message (fixed ASCII member names, strings and integers;
+  no floats, which the encoder refuses). Binary values are standard base64 with padding;
   decoders accept only the canonical encoding (what the encoder would produce).
 * **Timestamps**: UTC, second precision, ``YYYY-MM-DDTHH:MM:SSZ``.
 * **Signatures**: RSA keys (>= 2048 bits) sign with RSASSA-PSS, SHA-256, MGF1-SHA-256, salt
@@ -107,7 +109,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -120,6 +121,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from kmsportal.crypto.canonical import canonical_json
 from kmsportal.crypto.dh import (
     GROUPS,
     X25519,
@@ -155,7 +157,6 @@ __all__ = [
     "build_enroll_response",
     "build_fetch_request",
     "build_fetch_response",
-    "canonical_json",
     "check_timestamp",
     "enrollment_token_keys",
     "enrollment_token_lookup",
@@ -263,11 +264,6 @@ class ProtocolError(Exception):
 
 
 # --- encodings ---------------------------------------------------------------------------
-
-
-def canonical_json(obj: Any) -> bytes:
-    """The canonical JSON encoding that signatures and hashes are computed over."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _b64encode(data: bytes) -> str:

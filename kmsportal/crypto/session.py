@@ -70,6 +70,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from kmsportal.crypto.canonical import canonical_json
 from kmsportal.crypto.dh import GROUPS, X25519, DHError, generate_ephemeral, hkdf_sha256
 from kmsportal.crypto.dh import public_key_length as _public_key_length
 from kmsportal.crypto.protocol import (  # the fetch's encodings, shared
@@ -80,7 +81,6 @@ from kmsportal.crypto.protocol import (  # the fetch's encodings, shared
     PublicKey,
     _b64encode,
     _check_members,
-    canonical_json,
     format_timestamp,
     parse_timestamp,
     sign,
