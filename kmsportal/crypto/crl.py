@@ -21,6 +21,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -142,6 +143,10 @@ _REASON_BY_FLAG: dict[x509.ReasonFlags, RevocationReason] = {
 }
 
 
+#: An entry as a plain tuple: (serial, revocation_date, reason, invalidity_date).
+_EntryTuple = tuple[int, datetime, object, datetime | None]
+
+
 @dataclass(frozen=True, slots=True)
 class CRLEntry:
     """One revoked certificate to list in a CRL.
@@ -246,7 +251,7 @@ def _check_crl_number(value: object, what: str) -> int:
 
 
 def _revoked_certificates(
-    entries: Iterable[CRLEntry] | Iterable[tuple[int, datetime, object, datetime | None]],
+    entries: Iterable[CRLEntry] | Iterable[_EntryTuple],
     *,
     delta: bool,
     cache: EntryCache | None = None,
@@ -265,16 +270,18 @@ def _revoked_certificates(
     invalidity = x509.InvalidityDate
     revoked: list[x509.RevokedCertificate] = []
     append = revoked.append
-    serial: object = None
+    serial: Any = None
+    reason: object
     try:
         for entry in entries:
-            if entry.__class__ is CRLEntry:
+            if type(entry) is CRLEntry:
                 serial = entry.serial_number
                 revoked_at = entry.revocation_date
                 reason = entry.reason
                 invalid_since = entry.invalidity_date
             else:
-                serial, revoked_at, reason, invalid_since = entry
+                # A caller's tuple; wrong shapes and types end in the TypeError handler below.
+                serial, revoked_at, reason, invalid_since = cast(_EntryTuple, entry)
             # RFC 5280 §4.1.2.2: positive, at most 20 octets. (TypeError for non-ints.)
             if not 0 < serial <= _MAX_SERIAL:
                 raise CRLError("the serial number must be positive and at most 20 octets")
@@ -317,7 +324,7 @@ class EntryCache:
 
 
 def _cached_revoked_certificates(
-    entries: Iterable[CRLEntry] | Iterable[tuple[int, datetime, object, datetime | None]],
+    entries: Iterable[CRLEntry] | Iterable[_EntryTuple],
     cache: EntryCache,
 ) -> list[x509.RevokedCertificate]:
     get = cache.entries.get
@@ -372,7 +379,7 @@ def build_crl(
     *,
     issuer_certificate: x509.Certificate,
     signer: Signer,
-    entries: Iterable[CRLEntry] | Iterable[tuple[int, datetime, object, datetime | None]],
+    entries: Iterable[CRLEntry] | Iterable[_EntryTuple],
     crl_number: int,
     this_update: datetime,
     next_update: datetime,
@@ -709,11 +716,11 @@ def _scope_problems(
         problems.append("the CRL only covers CA certificates, and this one is an end entity")
     if idp.full_name:
         try:
-            points = certificate.extensions.get_extension_for_class(
-                x509.CRLDistributionPoints
-            ).value
+            points: Iterable[x509.DistributionPoint] = (
+                certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+            )
         except x509.ExtensionNotFound:
-            points = []
+            points = ()
         names = {n for p in points for n in (p.full_name or [])}
         if not names.intersection(idp.full_name):
             problems.append(
@@ -740,9 +747,9 @@ def _entry_map(
             for ext in revoked.extensions:
                 oid = ext.oid
                 if oid == reason_oid:
-                    reason = _REASON_BY_FLAG[ext.value.reason]  # type: ignore[attr-defined]
+                    reason = _REASON_BY_FLAG[ext.value.reason]
                 elif oid == invalidity_oid:
-                    invalid_since = ext.value.invalidity_date_utc  # type: ignore[attr-defined]
+                    invalid_since = ext.value.invalidity_date_utc
                 elif not strict:
                     continue
                 elif oid == CRLEntryExtensionOID.CERTIFICATE_ISSUER:

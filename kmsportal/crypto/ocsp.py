@@ -164,7 +164,7 @@ def parse_ocsp_request(data: bytes) -> ParsedOCSPRequest:
     nonce: bytes | None = None
     for extension in extensions:
         if extension.oid == OCSPExtensionOID.NONCE:
-            nonce = extension.value.nonce  # type: ignore[attr-defined]
+            nonce = extension.value.nonce
             if not 1 <= len(nonce) <= MAX_NONCE_LENGTH:
                 raise OCSPMalformedRequest(
                     f"the nonce is {len(nonce)} octets; RFC 9654 allows 1 to {MAX_NONCE_LENGTH}"
@@ -412,7 +412,7 @@ def ocsp_response_summary(response: ocsp.OCSPResponse) -> OCSPResponseSummary:
         nonce: bytes | None = None
         for extension in response.extensions:
             if extension.oid == OCSPExtensionOID.NONCE:
-                nonce = extension.value.nonce  # type: ignore[attr-defined]
+                nonce = extension.value.nonce
         reason = response.revocation_reason
         key_hash = response.responder_key_hash
         name = response.responder_name

@@ -410,7 +410,9 @@ class Envelope:
     ciphertext: bytes
 
 
-def seal_request(keys: SessionKeys, operation: str, counter: int, body: Any) -> tuple[dict, bytes]:
+def seal_request(
+    keys: SessionKeys, operation: str, counter: int, body: Any
+) -> tuple[dict[str, Any], bytes]:
     """Client: the envelope for `body` (JSON-able); returns it and its nonce (to open the
     answer with)."""
     nonce = os.urandom(GCM_NONCE_BYTES)

@@ -45,7 +45,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -174,6 +174,9 @@ def _describe_error(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+_T = TypeVar("_T")
+
+
 class _Cert:
     """A certificate with everything the checks read, parsed once; never raises.
 
@@ -183,9 +186,8 @@ class _Cert:
     def __init__(self, cert: x509.Certificate) -> None:
         self.cert = cert
         self.problems: list[str] = []
-        self.fingerprint = self._get(lambda: cert.fingerprint(hashes.SHA256()), "fingerprint")
-        if self.fingerprint is None:
-            self.fingerprint = id(cert).to_bytes(8, "big")
+        fingerprint = self._get(lambda: cert.fingerprint(hashes.SHA256()), "fingerprint")
+        self.fingerprint = id(cert).to_bytes(8, "big") if fingerprint is None else fingerprint
         self.subject: x509.Name | None = self._get(lambda: cert.subject, "subject")
         self.issuer: x509.Name | None = self._get(lambda: cert.issuer, "issuer")
         self.extensions: x509.Extensions | None = self._get(lambda: cert.extensions, "extensions")
@@ -213,7 +215,7 @@ class _Cert:
         self.ski = self._key_id(x509.SubjectKeyIdentifier)
         self.aki = self._key_id(x509.AuthorityKeyIdentifier)
 
-    def _get(self, read: Callable[[], object], what: str):  # type: ignore[no-untyped-def]
+    def _get(self, read: Callable[[], _T], what: str) -> _T | None:
         try:
             return read()
         except Exception as exc:
@@ -247,9 +249,10 @@ class _Cert:
 
     def time(self, which: str) -> dt.datetime | None:
         try:
-            return getattr(self.cert, which)
+            moment: dt.datetime = getattr(self.cert, which)
         except Exception:
             return None
+        return moment
 
 
 def _time(moment: dt.datetime) -> str:
@@ -375,11 +378,12 @@ def _key_bytes(cert: _Cert) -> bytes:
     try:
         from cryptography.hazmat.primitives import serialization
 
-        return cert.cert.public_key().public_bytes(
+        der: bytes = cert.cert.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     except Exception:
         return cert.fingerprint
+    return der
 
 
 def _currently_valid(cert: _Cert) -> bool:
@@ -543,15 +547,15 @@ def _name_matches(name: x509.GeneralName, subtree: x509.GeneralName, *, excluded
     """Whether ``name`` lies in ``subtree`` (both of the same type)."""
     if isinstance(name, x509.DNSName):
         check = _dns_touches if excluded else _dns_within
-        return check(name.value, subtree.value)  # type: ignore[attr-defined]
+        return check(name.value, subtree.value)
     if isinstance(name, x509.RFC822Name):
-        return _email_within(name.value, subtree.value)  # type: ignore[attr-defined]
+        return _email_within(name.value, subtree.value)
     if isinstance(name, x509.UniformResourceIdentifier):
-        return _uri_within(name.value, subtree.value)  # type: ignore[attr-defined]
+        return _uri_within(name.value, subtree.value)
     if isinstance(name, x509.IPAddress):
-        return _ip_within(name.value, subtree.value)  # type: ignore[attr-defined]
+        return _ip_within(name.value, subtree.value)
     if isinstance(name, x509.DirectoryName):
-        return _dn_within(name.value, subtree.value)  # type: ignore[attr-defined]
+        return _dn_within(name.value, subtree.value)
     return False
 
 
@@ -1002,26 +1006,24 @@ def _clean_verifier_message(message: str) -> str:
     return _CERT_REPR.sub(lambda m: f"'{m.group(1)}'", message)
 
 
-def _verifier_subject(
-    leaf: _Cert, hostname: object
-) -> verification.DNSName | verification.IPAddress | None:
+def _verifier_subject(leaf: _Cert, hostname: object) -> x509.DNSName | x509.IPAddress | None:
     """The name the server verifier checks: ``hostname`` if valid, else the leaf's first
     DNS or IP SAN (so that the rest of the chain is still cross-checked)."""
     if hostname is not None:
         try:
             host = _normalize_host(hostname)
             if isinstance(host, str):
-                return verification.DNSName(host)
-            return verification.IPAddress(host)
+                return x509.DNSName(host)
+            return x509.IPAddress(host)
         except Exception:  # noqa: S110 - not a name the verifier takes; try the SANs
             pass
     san = leaf.ext(x509.SubjectAlternativeName)
     for name in san if isinstance(san, x509.SubjectAlternativeName) else ():
         try:
             if isinstance(name, x509.DNSName) and not name.value.startswith("*."):
-                return verification.DNSName(name.value)
+                return x509.DNSName(name.value)
             if isinstance(name, x509.IPAddress):
-                return verification.IPAddress(name.value)
+                return x509.IPAddress(name.value)
         except Exception:  # noqa: S112 - a SAN the verifier cannot take
             continue
     return None
@@ -1051,7 +1053,9 @@ def _run_verifier(
             subject = _verifier_subject(leaf, hostname)
             if subject is None:
                 return False, None
-            verifier = builder.build_server_verifier(subject)
+            verifier: verification.ServerVerifier | verification.ClientVerifier = (
+                builder.build_server_verifier(subject)
+            )
         else:
             if not isinstance(leaf.ext(x509.SubjectAlternativeName), x509.SubjectAlternativeName):
                 return False, None

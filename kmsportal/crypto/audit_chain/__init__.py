@@ -126,7 +126,6 @@ from kmsportal.crypto.audit_chain.checkpoints import (
     verify_checkpoints,
 )
 from kmsportal.crypto.audit_chain.export import (
-    EXPORT_FORMAT,
     EXPORT_VERSION,
     ExportResult,
     export_checkpoint_line,
@@ -135,6 +134,7 @@ from kmsportal.crypto.audit_chain.export import (
     export_public_key_line,
     verify_export,
 )
+from kmsportal.crypto.audit_chain.lines import EXPORT_FORMAT
 
 __all__ = [
     "EVENT_FIELDS",

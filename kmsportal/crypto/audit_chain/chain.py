@@ -63,8 +63,7 @@ def verify_chain(
     last_digest = b""
 
     def broken(at: int | None, problem: str) -> ChainResult:
-        # Verified events are contiguous, so their count follows from the sequences.
-        verified = 0 if last_sequence is None else last_sequence - first_sequence + 1
+        verified = _count(first_sequence, last_sequence)
         return ChainResult(False, verified, first_sequence, last_sequence, last_hash, at, problem)
 
     for event in events:
@@ -118,8 +117,13 @@ def verify_chain(
         last_digest = digest.digest()
         last_sequence = sequence
         last_hash = computed
-    verified = 0 if last_sequence is None else last_sequence - first_sequence + 1
+    verified = _count(first_sequence, last_sequence)
     return ChainResult(True, verified, first_sequence, last_sequence, last_hash, None, None)
+
+
+def _count(first: int | None, last: int | None) -> int:
+    # Verified events are contiguous, so their count follows from the sequences.
+    return 0 if first is None or last is None else last - first + 1
 
 
 def _after(sequence: int | None) -> str:

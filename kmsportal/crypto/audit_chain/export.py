@@ -173,8 +173,8 @@ class _ExportState:
             if kind == "event":
                 if stage != "events":
                     raise _Tampered(line_number, self._misplaced(kind, stage))
-                if obj.keys() != _EVENT_LINE_KEYS:
-                    raise _Tampered(line_number, _key_problem("event", obj, _EVENT_LINE_KEYS))
+                if problem := _key_problem("event", obj, _EVENT_LINE_KEYS):
+                    raise _Tampered(line_number, problem)
                 sequence = obj["sequence"]
                 prev_hash = obj["prev_hash"]
                 if type(sequence) is not int:

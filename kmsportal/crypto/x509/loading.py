@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -187,9 +188,10 @@ def certificate_to_der(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.DER)
 
 
-def get_extension(
-    cert: x509.Certificate, kind: type[x509.ExtensionType]
-) -> x509.ExtensionType | None:
+_Extension = TypeVar("_Extension", bound=x509.ExtensionType)
+
+
+def get_extension(cert: x509.Certificate, kind: type[_Extension]) -> _Extension | None:
     try:
         return cert.extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound:

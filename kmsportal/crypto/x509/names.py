@@ -98,7 +98,7 @@ def parse_subject(text: str) -> x509.Name:
     """
     if not text or not text.strip():
         raise SubjectError("the subject is empty; enter at least one attribute, e.g. CN=Example")
-    attributes: list[x509.NameAttribute] = []
+    attributes: list[x509.NameAttribute[str]] = []
     for part in _split_unescaped(text.strip(), ","):
         if not part.strip():
             raise SubjectError(
@@ -127,7 +127,7 @@ def parse_subject(text: str) -> x509.Name:
 
 def _name_attribute(
     oid: ObjectIdentifier, keyword: str, value: str, max_length: int
-) -> x509.NameAttribute:
+) -> x509.NameAttribute[str]:
     if oid == NameOID.COUNTRY_NAME:
         if len(value) != 2 or not value.isascii() or not value.isalpha():
             raise SubjectError(
