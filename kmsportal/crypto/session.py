@@ -73,7 +73,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from kmsportal.crypto.canonical import canonical_json
 from kmsportal.crypto.dh import GROUPS, X25519, DHError, generate_ephemeral, hkdf_sha256
 from kmsportal.crypto.dh import public_key_length as _public_key_length
-from kmsportal.crypto.protocol import (  # the fetch's encodings, shared
+from kmsportal.crypto.protocol.encoding import (  # the fetch's encodings, shared
     NONCE_BYTES,
     PROTOCOL_VERSION,
     PrivateKey,
