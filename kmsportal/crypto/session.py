@@ -79,8 +79,8 @@ from kmsportal.crypto.protocol.encoding import (  # the fetch's encodings, share
     PrivateKey,
     ProtocolError,
     PublicKey,
-    _b64encode,
-    _check_members,
+    b64encode,
+    check_members,
     format_timestamp,
     parse_timestamp,
     sign,
@@ -126,7 +126,7 @@ _MAX_PEM_CHARS = 16384
 _MAX_SIGNATURE_BYTES = 1024
 
 
-_b64 = _b64encode
+_b64 = b64encode
 
 
 def _unb64(value: object, member: str, code: str) -> bytes:
@@ -147,7 +147,7 @@ def _unb64(value: object, member: str, code: str) -> bytes:
 
 def _members(obj: object, expected: frozenset[str], kind: str, code: str) -> dict[str, Any]:
     """`obj` is a protocol v1 object with exactly `expected` members (as in the fetch)."""
-    return _check_members(obj, expected, kind=kind, code=code)
+    return check_members(obj, expected, kind=kind, code=code)
 
 
 def _framed(*parts: bytes) -> bytes:

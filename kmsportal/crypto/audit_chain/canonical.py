@@ -66,7 +66,7 @@ def format_time(dt: datetime) -> str:
     )
 
 
-def _event_dict(event: Mapping[str, Any]) -> dict[str, Any]:
+def event_dict(event: Mapping[str, Any]) -> dict[str, Any]:
     try:
         return {field: event[field] for field in EVENT_FIELDS}
     except KeyError as exc:
@@ -79,7 +79,7 @@ def event_canonical_bytes(event: Mapping[str, Any]) -> bytes:
     Raises ``KeyError`` naming the missing field and ``TypeError`` for values canonical JSON
     cannot hold (a float, or e.g. a datetime: pass :func:`format_time` of it).
     """
-    return canonical_json(_event_dict(event))
+    return canonical_json(event_dict(event))
 
 
 def event_hash(prev_hash: str, canonical: bytes) -> str:
@@ -100,5 +100,5 @@ def is_hash(value: object) -> bool:
         return False
 
 
-def _short(value: object) -> str:
+def as_text(value: object) -> str:
     return value if isinstance(value, str) else repr(value)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-from kmsportal.crypto.audit_chain.canonical import _short, event_canonical_bytes, is_hash
+from kmsportal.crypto.audit_chain.canonical import as_text, event_canonical_bytes, is_hash
 
 _get_link_fields = itemgetter("sequence", "prev_hash", "hash")
 
@@ -78,7 +78,7 @@ def verify_chain(
             if expected_prev_hash is not None and prev_hash != expected_prev_hash:
                 return broken(
                     sequence,
-                    f"event {sequence}: prev_hash {_short(prev_hash)} does not match the expected "
+                    f"event {sequence}: prev_hash {as_text(prev_hash)} does not match the expected "
                     f"{expected_prev_hash} (events missing before it, or it was altered)",
                 )
             if not is_hash(prev_hash):
@@ -92,7 +92,7 @@ def verify_chain(
             if sequence != last_sequence + 1:
                 return broken(
                     sequence if type(sequence) is int else None,
-                    _sequence_problem(last_sequence, sequence),
+                    sequence_problem(last_sequence, sequence),
                 )
             if prev_hash != last_hash:
                 return broken(
@@ -105,13 +105,15 @@ def verify_chain(
         try:
             canonical = serialise(event)
         except (KeyError, TypeError, ValueError, RecursionError) as exc:
-            return broken(sequence, f"event {sequence}: cannot be serialised: {_message(exc)}")
+            return broken(
+                sequence, f"event {sequence}: cannot be serialised: {exception_message(exc)}"
+            )
         digest = sha256(prev_digest + canonical)
         computed = digest.hexdigest()
         if computed != stored:
             return broken(
                 sequence,
-                f"event {sequence}: stored hash {_short(stored)} does not match recomputed "
+                f"event {sequence}: stored hash {as_text(stored)} does not match recomputed "
                 f"{computed} (content altered)",
             )
         last_digest = digest.digest()
@@ -130,12 +132,12 @@ def _after(sequence: int | None) -> str:
     return "first event" if sequence is None else f"event after {sequence}"
 
 
-def _message(exc: BaseException) -> str:
+def exception_message(exc: BaseException) -> str:
     # KeyError's str() adds quotes around its message; use the message itself.
     return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
-def _sequence_problem(previous: int, sequence: object) -> str:
+def sequence_problem(previous: int, sequence: object) -> str:
     if type(sequence) is not int:
         return f"event after {previous}: sequence is not an integer: {sequence!r}"
     if sequence <= previous:

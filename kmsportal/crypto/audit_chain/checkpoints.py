@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from kmsportal.crypto.audit_chain.canonical import canonical_json
 
-_CHECKPOINT_FIELDS = ("sequence", "hash", "time", "previous_signature", "signature")
+CHECKPOINT_FIELDS = ("sequence", "hash", "time", "previous_signature", "signature")
 
 # --------------------------------------------------------------------------- checkpoints
 
@@ -110,13 +110,13 @@ def verify_checkpoints(
     unknown), the hashes are equal.
     """
     lookup = event_hashes.get if isinstance(event_hashes, Mapping) else event_hashes
-    verified, _index, broken_at, problem = _check_checkpoints(
+    verified, _index, broken_at, problem = check_checkpoints(
         checkpoints, public_key, lookup, expected_first_previous_signature, last_event_sequence
     )
     return CheckpointResult(problem is None, verified, broken_at, problem)
 
 
-def _check_checkpoints(
+def check_checkpoints(
     checkpoints: Iterable[Mapping[str, Any]],
     public_key: Ed25519PublicKey,
     lookup: Callable[[int], str | None],
@@ -129,7 +129,7 @@ def _check_checkpoints(
     for index, checkpoint in enumerate(checkpoints):
         try:
             sequence, hash_, time, previous_signature, signature = (
-                checkpoint[field] for field in _CHECKPOINT_FIELDS
+                checkpoint[field] for field in CHECKPOINT_FIELDS
             )
         except KeyError as exc:
             return verified, index, None, f"checkpoint #{index + 1}: missing field {exc.args[0]!r}"

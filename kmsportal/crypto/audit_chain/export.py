@@ -14,15 +14,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from kmsportal.crypto.audit_chain.canonical import (
     EVENT_FIELDS,
     GENESIS_HASH,
-    _event_dict,
-    _short,
+    as_text,
     canonical_json,
+    event_dict,
     is_hash,
 )
-from kmsportal.crypto.audit_chain.chain import _message, _sequence_problem
+from kmsportal.crypto.audit_chain.chain import exception_message, sequence_problem
 from kmsportal.crypto.audit_chain.checkpoints import (
-    _CHECKPOINT_FIELDS,
-    _check_checkpoints,
+    CHECKPOINT_FIELDS,
+    check_checkpoints,
     public_key_from_pem,
     public_key_to_pem,
 )
@@ -34,7 +34,7 @@ EXPORT_VERSION = 1
 
 
 _EVENT_LINE_KEYS = frozenset({"type", *EVENT_FIELDS, "prev_hash", "hash"})
-_CHECKPOINT_LINE_KEYS = frozenset({"type", *_CHECKPOINT_FIELDS})
+_CHECKPOINT_LINE_KEYS = frozenset({"type", *CHECKPOINT_FIELDS})
 _HEADER_LINE_KEYS = frozenset({"type", "format", "version", "exported_at", "filters"})
 _PUBLIC_KEY_LINE_KEYS = frozenset({"type", "algorithm", "pem"})
 
@@ -60,7 +60,7 @@ def export_header_line(*, exported_at: str, filters: Mapping[str, Any]) -> str:
 
 def export_event_line(event: Mapping[str, Any]) -> str:
     """An event line: the :data:`EVENT_FIELDS`, ``prev_hash`` and ``hash``; no newline."""
-    line = _event_dict(event)
+    line = event_dict(event)
     line["type"] = "event"
     line["prev_hash"] = event["prev_hash"]
     line["hash"] = event["hash"]
@@ -69,7 +69,7 @@ def export_event_line(event: Mapping[str, Any]) -> str:
 
 def export_checkpoint_line(checkpoint: Mapping[str, Any]) -> str:
     """A checkpoint line: sequence, hash, time, previous_signature, signature; no newline."""
-    line = {field: checkpoint[field] for field in _CHECKPOINT_FIELDS}
+    line = {field: checkpoint[field] for field in CHECKPOINT_FIELDS}
     line["type"] = "checkpoint"
     return canonical_json(line).decode("utf-8")
 
@@ -83,7 +83,7 @@ def export_public_key_line(public_key: Ed25519PublicKey) -> str:
 
 def _parsed_event_bytes(obj: Mapping[str, Any]) -> bytes:
     # The line came from LINE_DECODER (no floats, no constants), so the type walk can be skipped.
-    return canonical_json_parsed(_event_dict(obj))
+    return canonical_json_parsed(event_dict(obj))
 
 
 class _Tampered(Exception):
@@ -203,7 +203,7 @@ class _ExportState:
                             "increasing (lines reordered or duplicated)",
                         )
                     elif complete:
-                        raise _Tampered(line_number, _sequence_problem(last_sequence, sequence))
+                        raise _Tampered(line_number, sequence_problem(last_sequence, sequence))
                     if not is_hash(prev_hash):
                         raise _Tampered(
                             line_number, f"event {sequence}: prev_hash is not 64 lowercase hex"
@@ -213,14 +213,15 @@ class _ExportState:
                     canonical = serialise(obj)
                 except (KeyError, TypeError, ValueError, RecursionError) as exc:
                     raise _Tampered(
-                        line_number, f"event {sequence}: cannot be serialised: {_message(exc)}"
+                        line_number,
+                        f"event {sequence}: cannot be serialised: {exception_message(exc)}",
                     ) from None
                 digest = sha256(prev_digest + canonical)
                 computed = digest.hexdigest()
                 if computed != obj["hash"]:
                     raise _Tampered(
                         line_number,
-                        f"event {sequence}: stored hash {_short(obj['hash'])} does not match "
+                        f"event {sequence}: stored hash {as_text(obj['hash'])} does not match "
                         f"recomputed {computed} (content altered)",
                     )
                 last_digest = digest.digest()
@@ -257,7 +258,7 @@ class _ExportState:
             elif stage == "start":
                 raise _Tampered(line_number, "the first line must be the export header")
             else:
-                raise _Tampered(line_number, f"unknown line type {_short(kind)}")
+                raise _Tampered(line_number, f"unknown line type {as_text(kind)}")
 
         if stage == "start":
             raise _Tampered(None, "the export is empty: no header line")
@@ -330,7 +331,7 @@ class _ExportState:
         public_key: Ed25519PublicKey,
         last_event_sequence: int | None,
     ) -> None:
-        verified, index, _sequence, problem = _check_checkpoints(
+        verified, index, _sequence, problem = check_checkpoints(
             (obj for _, obj in checkpoints),
             public_key,
             self._event_hash_at,

@@ -23,8 +23,8 @@ MAX_CLOCK_SKEW = timedelta(minutes=5)
 NONCE_BYTES = 16
 #: AES-GCM nonce: 96 bits, random. Each derived key encrypts exactly one message anyway.
 GCM_NONCE_BYTES = 12
-_GCM_TAG_BYTES = 16
-_AES_KEY_BYTES = 32
+GCM_TAG_BYTES = 16
+AES_KEY_BYTES = 32
 
 REQUEST_TYPE = "fetch-request"
 RESPONSE_TYPE = "fetch-response"
@@ -41,7 +41,7 @@ _MIN_RSA_BITS = 2048
 
 #: What the server signs is this context followed by the 32-byte transcript hash, so that a
 #: signature made here can never be replayed as a signature in another protocol.
-_SERVER_SIGNATURE_CONTEXT = PROTOCOL_LABEL + b"|fetch-response|"
+SERVER_SIGNATURE_CONTEXT = PROTOCOL_LABEL + b"|fetch-response|"
 
 _KEY_NAME_RE = re.compile(r"[a-z0-9_.-]{1,100}", re.ASCII)
 _TIMESTAMP_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z", re.ASCII)
@@ -55,7 +55,7 @@ _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
-_REQUEST_MEMBERS = frozenset(
+REQUEST_MEMBERS = frozenset(
     {
         "protocol",
         "type",
@@ -69,7 +69,7 @@ _REQUEST_MEMBERS = frozenset(
         "signature",
     }
 )
-_RESPONSE_MEMBERS = frozenset(
+RESPONSE_MEMBERS = frozenset(
     {
         "protocol",
         "type",
@@ -87,7 +87,7 @@ _RESPONSE_MEMBERS = frozenset(
     }
 )
 #: A stapled OCSP response for one certificate is well under 2 KiB (RSA-4096 signature).
-_MAX_STATUS_BYTES = 8192
+MAX_STATUS_BYTES = 8192
 
 
 class ProtocolError(Exception):
@@ -106,11 +106,11 @@ class ProtocolError(Exception):
 # --- encodings ---------------------------------------------------------------------------
 
 
-def _b64encode(data: bytes) -> str:
+def b64encode(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _b64decode(value: object, *, member: str, code: str) -> bytes:
+def b64decode(value: object, *, member: str, code: str) -> bytes:
     """Decode standard base64, accepting only its canonical form (padding, no stray bits)."""
     if not isinstance(value, str) or not value.isascii():
         raise ProtocolError(code, f"{member} must be a base64 string")
@@ -118,7 +118,7 @@ def _b64decode(value: object, *, member: str, code: str) -> bytes:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise ProtocolError(code, f"{member} is not valid base64") from None
-    if _b64encode(data) != value:
+    if b64encode(data) != value:
         raise ProtocolError(code, f"{member} is not canonical base64")
     return data
 
@@ -165,13 +165,13 @@ def _is_int(value: object) -> bool:
     return type(value) is int
 
 
-def _key_name_problem(value: object) -> str | None:
+def key_name_problem(value: object) -> str | None:
     if not isinstance(value, str) or not _KEY_NAME_RE.fullmatch(value):
         return f"key_name must be 1-{KEY_NAME_MAX_LENGTH} characters of [a-z0-9_.-]"
     return None
 
 
-def _version_problem(value: object, *, optional: bool) -> str | None:
+def version_problem(value: object, *, optional: bool) -> str | None:
     if value is None and optional:
         return None
     if isinstance(value, int) and _is_int(value) and 1 <= value <= MAX_VERSION:
@@ -179,7 +179,7 @@ def _version_problem(value: object, *, optional: bool) -> str | None:
     return f"version must be an integer from 1 to {MAX_VERSION}" + (" or null" if optional else "")
 
 
-def _pem_problem(value: object, *, member: str) -> str | None:
+def pem_problem(value: object, *, member: str) -> str | None:
     if (
         not isinstance(value, str)
         or not value.isascii()
@@ -190,7 +190,7 @@ def _pem_problem(value: object, *, member: str) -> str | None:
     return None
 
 
-def _client_name_problem(value: object) -> str | None:
+def client_name_problem(value: object) -> str | None:
     if not isinstance(value, str) or not 1 <= len(value) <= _CLIENT_NAME_MAX_LENGTH:
         return f"client_name must be a string of 1-{_CLIENT_NAME_MAX_LENGTH} characters"
     try:
@@ -200,24 +200,22 @@ def _client_name_problem(value: object) -> str | None:
     return None
 
 
-def _chain_problem(value: object) -> str | None:
+def chain_problem(value: object) -> str | None:
     if not isinstance(value, list | tuple) or not 1 <= len(value) <= _MAX_CHAIN_LENGTH:
         return f"server_certificate_chain must list 1-{_MAX_CHAIN_LENGTH} PEM certificates"
     for pem in value:
-        problem = _pem_problem(pem, member="server_certificate_chain entry")
+        problem = pem_problem(pem, member="server_certificate_chain entry")
         if problem is not None:
             return problem
     return None
 
 
-def _check(problem: str | None, code: str) -> None:
+def require(problem: str | None, code: str) -> None:
     if problem is not None:
         raise ProtocolError(code, problem)
 
 
-def _check_members(
-    obj: object, expected: frozenset[str], *, kind: str, code: str
-) -> dict[str, Any]:
+def check_members(obj: object, expected: frozenset[str], *, kind: str, code: str) -> dict[str, Any]:
     """`obj` must be a JSON object of protocol v1 with exactly the `expected` members."""
     if not isinstance(obj, dict):
         raise ProtocolError(code, f"the {kind} must be a JSON object")
@@ -236,8 +234,8 @@ def _check_members(
     return obj
 
 
-def _decode_signature(value: object, *, code: str) -> bytes:
-    signature = _b64decode(value, member="signature", code=code)
+def decode_signature(value: object, *, code: str) -> bytes:
+    signature = b64decode(value, member="signature", code=code)
     if not 1 <= len(signature) <= _MAX_SIGNATURE_BYTES:
         raise ProtocolError(code, "signature has an impossible length")
     return signature
@@ -246,7 +244,7 @@ def _decode_signature(value: object, *, code: str) -> bytes:
 # --- signatures --------------------------------------------------------------------------
 
 
-def _signature_key_problem(key: object, *, private: bool) -> str | None:
+def signature_key_problem(key: object, *, private: bool) -> str | None:
     """Why `key` cannot sign (private) or verify (public) in this protocol, or None."""
     rsa_type = rsa.RSAPrivateKey if private else rsa.RSAPublicKey
     ec_type = ec.EllipticCurvePrivateKey if private else ec.EllipticCurvePublicKey
@@ -265,7 +263,7 @@ def sign(private_key: PrivateKey, data: bytes) -> bytes:
 
     TypeError for other key types and for RSA keys under 2048 bits.
     """
-    problem = _signature_key_problem(private_key, private=True)
+    problem = signature_key_problem(private_key, private=True)
     if problem is not None:
         raise TypeError(problem)
     if isinstance(private_key, rsa.RSAPrivateKey):
@@ -278,7 +276,7 @@ def verify_signature(public_key: PublicKey, signature: bytes, data: bytes) -> bo
 
     TypeError for unsupported key types (a caller bug, not a bad signature).
     """
-    problem = _signature_key_problem(public_key, private=False)
+    problem = signature_key_problem(public_key, private=False)
     if problem is not None:
         raise TypeError(problem)
     try:

@@ -21,12 +21,12 @@ from kmsportal.crypto.protocol.encoding import (
     PrivateKey,
     ProtocolError,
     PublicKey,
-    _b64decode,
-    _b64encode,
-    _chain_problem,
-    _check,
-    _check_members,
-    _decode_signature,
+    b64decode,
+    b64encode,
+    chain_problem,
+    check_members,
+    decode_signature,
+    require,
     sign,
     verify_signature,
 )
@@ -105,14 +105,14 @@ class EnrollRequest:
             "type": ENROLL_REQUEST_TYPE,
             "token_id": self.token_id,
             "csr": self.csr_pem,
-            "client_nonce": _b64encode(self.client_nonce),
+            "client_nonce": b64encode(self.client_nonce),
         }
 
     def maced_bytes(self) -> bytes:
         return canonical_json(self._members())
 
     def to_json(self) -> dict[str, Any]:
-        return {**self._members(), "mac": _b64encode(self.mac)}
+        return {**self._members(), "mac": b64encode(self.mac)}
 
     @property
     def transcript_bytes(self) -> bytes:
@@ -152,7 +152,7 @@ def parse_enroll_request(body: object) -> EnrollRequest:
             "(the token is now proven with a MAC and never sent)",
         )
     code = "malformed_request"
-    request = _check_members(body, _ENROLL_REQUEST_MEMBERS, kind="enrollment request", code=code)
+    request = check_members(body, _ENROLL_REQUEST_MEMBERS, kind="enrollment request", code=code)
     if request["type"] != ENROLL_REQUEST_TYPE:
         raise ProtocolError(code, f"type must be {ENROLL_REQUEST_TYPE!r}")
     token_id = request["token_id"]
@@ -161,10 +161,10 @@ def parse_enroll_request(body: object) -> EnrollRequest:
     csr = request["csr"]
     if not isinstance(csr, str) or not csr.isascii() or not 1 <= len(csr) <= _MAX_CSR_CHARS:
         raise ProtocolError(code, f"csr must be a PEM CSR of at most {_MAX_CSR_CHARS} characters")
-    nonce = _b64decode(request["client_nonce"], member="client_nonce", code=code)
+    nonce = b64decode(request["client_nonce"], member="client_nonce", code=code)
     if len(nonce) != NONCE_BYTES:
         raise ProtocolError(code, f"client_nonce must be {NONCE_BYTES} bytes")
-    mac = _b64decode(request["mac"], member="mac", code=code)
+    mac = b64decode(request["mac"], member="mac", code=code)
     if len(mac) != _MAC_BYTES:
         raise ProtocolError(code, f"mac must be {_MAC_BYTES} bytes")
     return EnrollRequest(token_id=token_id, csr_pem=csr, client_nonce=nonce, mac=mac)
@@ -204,19 +204,19 @@ def build_enroll_response(
     ``server_identity`` ({"ca_spki_sha256", "deployment"})."""
     if set(answer) != _ENROLL_ANSWER_MEMBERS:
         raise ValueError(f"answer must have exactly {sorted(_ENROLL_ANSWER_MEMBERS)}")
-    _check(_chain_problem(server_chain_pems), "malformed_response")
+    require(chain_problem(server_chain_pems), "malformed_response")
     members = {
         **answer,
         "protocol": PROTOCOL_VERSION,
         "type": ENROLL_RESPONSE_TYPE,
         "server_certificate_chain": list(server_chain_pems),
-        "server_nonce": _b64encode(os.urandom(NONCE_BYTES)),
+        "server_nonce": b64encode(os.urandom(NONCE_BYTES)),
     }
     signed = _enroll_transcript(request, members)
     return {
         **members,
-        "mac": _b64encode(hmac.new(mac_key, signed, hashlib.sha256).digest()),
-        "signature": _b64encode(sign(server_private_key, signed)),
+        "mac": b64encode(hmac.new(mac_key, signed, hashlib.sha256).digest()),
+        "signature": b64encode(sign(server_private_key, signed)),
     }
 
 
@@ -240,11 +240,11 @@ def open_enroll_response(*, state: EnrollState, response: object) -> EnrollRespo
     ``bad_server_mac``): only the KMS that holds our token's key can have made it, and it
     answers our request (the MAC covers the request, so our CSR, as sent)."""
     code = "malformed_response"
-    body = _check_members(response, _ENROLL_RESPONSE_MEMBERS, kind="enrollment answer", code=code)
+    body = check_members(response, _ENROLL_RESPONSE_MEMBERS, kind="enrollment answer", code=code)
     if body["type"] != ENROLL_RESPONSE_TYPE:
         raise ProtocolError(code, f"type must be {ENROLL_RESPONSE_TYPE!r}")
-    mac = _b64decode(body["mac"], member="mac", code=code)
-    signature = _decode_signature(body["signature"], code=code)
+    mac = b64decode(body["mac"], member="mac", code=code)
+    signature = decode_signature(body["signature"], code=code)
     members = {k: v for k, v in body.items() if k not in ("mac", "signature")}
     try:
         signed = _enroll_transcript(state.request, members)
@@ -257,7 +257,7 @@ def open_enroll_response(*, state: EnrollState, response: object) -> EnrollRespo
             "the enrollment answer is not authenticated by our token: it does not come from "
             "the KMS that issued it, or was altered on the way",
         )
-    _check(_chain_problem(body["server_certificate_chain"]), code)
+    require(chain_problem(body["server_certificate_chain"]), code)
     identity = body["server_identity"]
     if (
         not isinstance(identity, dict)

@@ -22,39 +22,39 @@ from kmsportal.crypto.dh import (
     public_key_length,
 )
 from kmsportal.crypto.protocol.encoding import (
-    _AES_KEY_BYTES,
-    _GCM_TAG_BYTES,
-    _MAX_STATUS_BYTES,
-    _REQUEST_MEMBERS,
-    _RESPONSE_MEMBERS,
-    _SERVER_SIGNATURE_CONTEXT,
+    AES_KEY_BYTES,
     GCM_NONCE_BYTES,
+    GCM_TAG_BYTES,
     MAX_KEY_MATERIAL_BYTES,
+    MAX_STATUS_BYTES,
     NONCE_BYTES,
     PROTOCOL_LABEL,
     PROTOCOL_VERSION,
+    REQUEST_MEMBERS,
     REQUEST_TYPE,
+    RESPONSE_MEMBERS,
     RESPONSE_TYPE,
+    SERVER_SIGNATURE_CONTEXT,
     PrivateKey,
     ProtocolError,
     PublicKey,
-    _b64decode,
-    _b64encode,
-    _chain_problem,
-    _check,
-    _check_members,
-    _client_name_problem,
-    _decode_signature,
-    _key_name_problem,
-    _pem_problem,
-    _signature_key_problem,
-    _version_problem,
+    b64decode,
+    b64encode,
+    chain_problem,
+    check_members,
     check_timestamp,
+    client_name_problem,
+    decode_signature,
     format_timestamp,
+    key_name_problem,
     parse_timestamp,
+    pem_problem,
+    require,
     sign,
+    signature_key_problem,
     transcript_hash,
     verify_signature,
+    version_problem,
 )
 
 # --- request -----------------------------------------------------------------------------
@@ -77,8 +77,8 @@ class FetchRequest:
     client_certificate_pem: str
 
     def __post_init__(self) -> None:
-        _check(_key_name_problem(self.key_name), "bad_key_name")
-        _check(_version_problem(self.version, optional=True), "bad_version")
+        require(key_name_problem(self.key_name), "bad_key_name")
+        require(version_problem(self.version, optional=True), "bad_version")
         if not isinstance(self.group, str) or self.group not in GROUPS:
             raise ProtocolError(
                 "unsupported_group",
@@ -92,8 +92,8 @@ class FetchRequest:
         if not isinstance(self.client_nonce, bytes) or len(self.client_nonce) != NONCE_BYTES:
             raise ProtocolError("bad_nonce", f"client_nonce must be {NONCE_BYTES} bytes")
         parse_timestamp(self.timestamp)
-        _check(
-            _pem_problem(self.client_certificate_pem, member="client_certificate_pem"),
+        require(
+            pem_problem(self.client_certificate_pem, member="client_certificate_pem"),
             "bad_certificate",
         )
 
@@ -104,8 +104,8 @@ class FetchRequest:
             "key_name": self.key_name,
             "version": self.version,
             "group": self.group,
-            "client_public": _b64encode(self.client_public),
-            "client_nonce": _b64encode(self.client_nonce),
+            "client_public": b64encode(self.client_public),
+            "client_nonce": b64encode(self.client_nonce),
             "timestamp": self.timestamp,
             "client_certificate_pem": self.client_certificate_pem,
         }
@@ -116,7 +116,7 @@ class FetchRequest:
 
     def to_json(self, signature: bytes) -> dict[str, Any]:
         """The request body: the signed members plus ``signature`` (base64)."""
-        return {**self._members(), "signature": _b64encode(signature)}
+        return {**self._members(), "signature": b64encode(signature)}
 
     @classmethod
     def from_json(cls, obj: object) -> tuple[FetchRequest, bytes]:
@@ -125,21 +125,21 @@ class FetchRequest:
         Strict: exactly the protocol's members, right types, canonical base64, exact lengths.
         The signature is NOT checked here; see `verify_fetch_request`.
         """
-        body = _check_members(obj, _REQUEST_MEMBERS, kind="request", code="malformed_request")
+        body = check_members(obj, REQUEST_MEMBERS, kind="request", code="malformed_request")
         if body["type"] != REQUEST_TYPE:
             raise ProtocolError("malformed_request", f"type must be {REQUEST_TYPE!r}")
         request = cls(
             key_name=body["key_name"],
             version=body["version"],
             group=body["group"],
-            client_public=_b64decode(
+            client_public=b64decode(
                 body["client_public"], member="client_public", code="bad_public_key"
             ),
-            client_nonce=_b64decode(body["client_nonce"], member="client_nonce", code="bad_nonce"),
+            client_nonce=b64decode(body["client_nonce"], member="client_nonce", code="bad_nonce"),
             timestamp=body["timestamp"],
             client_certificate_pem=body["client_certificate_pem"],
         )
-        return request, _decode_signature(body["signature"], code="bad_signature")
+        return request, decode_signature(body["signature"], code="bad_signature")
 
 
 class ClientExchangeState:
@@ -237,7 +237,7 @@ def verify_fetch_request_signature(
     """The signature half of `verify_fetch_request`, for a server that must know a request
     is authentic (to charge the client's rate budget, to audit in its name) before it
     looks at anything else: ProtocolError ``unsupported_key_type`` or ``bad_signature``."""
-    problem = _signature_key_problem(client_public_key, private=False)
+    problem = signature_key_problem(client_public_key, private=False)
     if problem is not None:
         raise ProtocolError("unsupported_key_type", problem)
     if not verify_signature(client_public_key, signature, request.signed_bytes()):
@@ -277,21 +277,21 @@ class _ResponseFields:
             "protocol": PROTOCOL_VERSION,
             "type": RESPONSE_TYPE,
             "group": self.group,
-            "server_public": _b64encode(self.server_public),
-            "server_nonce": _b64encode(self.server_nonce),
+            "server_public": b64encode(self.server_public),
+            "server_nonce": b64encode(self.server_nonce),
             "key_name": self.key_name,
             "version": self.version,
             "client_name": self.client_name,
             "server_certificate_chain": list(self.server_certificate_chain),
-            "server_status": _b64encode(self.server_status),
+            "server_status": b64encode(self.server_status),
         }
 
     def transcript_members(self) -> dict[str, Any]:
         """Every member the server signs (all but the signature itself)."""
         return {
             **self.key_schedule_members(),
-            "gcm_nonce": _b64encode(self.gcm_nonce),
-            "ciphertext": _b64encode(self.ciphertext),
+            "gcm_nonce": b64encode(self.gcm_nonce),
+            "ciphertext": b64encode(self.ciphertext),
         }
 
     def aad(self) -> bytes:
@@ -301,30 +301,30 @@ class _ResponseFields:
 
 def _parse_response(obj: object) -> tuple[_ResponseFields, bytes]:
     code = "malformed_response"
-    body = _check_members(obj, _RESPONSE_MEMBERS, kind="response", code=code)
+    body = check_members(obj, RESPONSE_MEMBERS, kind="response", code=code)
     if body["type"] != RESPONSE_TYPE:
         raise ProtocolError(code, f"type must be {RESPONSE_TYPE!r}")
     group = body["group"]
     if not isinstance(group, str) or group not in GROUPS:
         raise ProtocolError(code, f"group {group!r} is not one of {', '.join(GROUPS)}")
-    server_public = _b64decode(body["server_public"], member="server_public", code=code)
+    server_public = b64decode(body["server_public"], member="server_public", code=code)
     if len(server_public) != public_key_length(group):
         raise ProtocolError(code, f"server_public must be {public_key_length(group)} bytes")
-    server_nonce = _b64decode(body["server_nonce"], member="server_nonce", code=code)
+    server_nonce = b64decode(body["server_nonce"], member="server_nonce", code=code)
     if len(server_nonce) != NONCE_BYTES:
         raise ProtocolError(code, f"server_nonce must be {NONCE_BYTES} bytes")
-    _check(_key_name_problem(body["key_name"]), code)
-    _check(_version_problem(body["version"], optional=False), code)
-    _check(_client_name_problem(body["client_name"]), code)
-    _check(_chain_problem(body["server_certificate_chain"]), code)
-    server_status = _b64decode(body["server_status"], member="server_status", code=code)
-    if not 1 <= len(server_status) <= _MAX_STATUS_BYTES:
+    require(key_name_problem(body["key_name"]), code)
+    require(version_problem(body["version"], optional=False), code)
+    require(client_name_problem(body["client_name"]), code)
+    require(chain_problem(body["server_certificate_chain"]), code)
+    server_status = b64decode(body["server_status"], member="server_status", code=code)
+    if not 1 <= len(server_status) <= MAX_STATUS_BYTES:
         raise ProtocolError(code, "server_status has an impossible length")
-    gcm_nonce = _b64decode(body["gcm_nonce"], member="gcm_nonce", code=code)
+    gcm_nonce = b64decode(body["gcm_nonce"], member="gcm_nonce", code=code)
     if len(gcm_nonce) != GCM_NONCE_BYTES:
         raise ProtocolError(code, f"gcm_nonce must be {GCM_NONCE_BYTES} bytes")
-    ciphertext = _b64decode(body["ciphertext"], member="ciphertext", code=code)
-    if not _GCM_TAG_BYTES < len(ciphertext) <= MAX_KEY_MATERIAL_BYTES + _GCM_TAG_BYTES:
+    ciphertext = b64decode(body["ciphertext"], member="ciphertext", code=code)
+    if not GCM_TAG_BYTES < len(ciphertext) <= MAX_KEY_MATERIAL_BYTES + GCM_TAG_BYTES:
         raise ProtocolError(code, "ciphertext has an impossible length")
     fields = _ResponseFields(
         group=group,
@@ -338,7 +338,7 @@ def _parse_response(obj: object) -> tuple[_ResponseFields, bytes]:
         gcm_nonce=gcm_nonce,
         ciphertext=ciphertext,
     )
-    return fields, _decode_signature(body["signature"], code=code)
+    return fields, decode_signature(body["signature"], code=code)
 
 
 def _derive_key(
@@ -359,14 +359,14 @@ def _derive_key(
         secret=shared_secret,
         salt=client_nonce + server_nonce,
         info=PROTOCOL_LABEL + b"|" + pre_transcript,
-        length=_AES_KEY_BYTES,
+        length=AES_KEY_BYTES,
     )
 
 
 def _server_signature_input(
     request_signed_bytes: bytes, request_signature: bytes, fields: _ResponseFields
 ) -> bytes:
-    return _SERVER_SIGNATURE_CONTEXT + transcript_hash(
+    return SERVER_SIGNATURE_CONTEXT + transcript_hash(
         request_signed_bytes, request_signature, fields.transcript_members()
     )
 
@@ -398,16 +398,16 @@ def build_fetch_response(
     if request.version is not None and version != request.version:
         raise ValueError("version must be the version the client asked for")
     for problem in (
-        _version_problem(version, optional=False),
-        _client_name_problem(client_name),
-        _chain_problem(server_chain_pems),
+        version_problem(version, optional=False),
+        client_name_problem(client_name),
+        chain_problem(server_chain_pems),
     ):
         if problem is not None:
             raise ValueError(problem)
     if not isinstance(key_material, bytes) or not 1 <= len(key_material) <= MAX_KEY_MATERIAL_BYTES:
         raise ValueError(f"key_material must be 1-{MAX_KEY_MATERIAL_BYTES} bytes")
-    if not isinstance(server_status, bytes) or not 1 <= len(server_status) <= _MAX_STATUS_BYTES:
-        raise ValueError(f"server_status must be 1-{_MAX_STATUS_BYTES} bytes of DER")
+    if not isinstance(server_status, bytes) or not 1 <= len(server_status) <= MAX_STATUS_BYTES:
+        raise ValueError(f"server_status must be 1-{MAX_STATUS_BYTES} bytes of DER")
 
     ephemeral = generate_ephemeral(request.group)
     try:
@@ -445,7 +445,7 @@ def build_fetch_response(
         server_private_key,
         _server_signature_input(request_signed_bytes, request_signature, fields),
     )
-    return {**fields.transcript_members(), "signature": _b64encode(signature)}
+    return {**fields.transcript_members(), "signature": b64encode(signature)}
 
 
 def server_leaf_certificate(response: object) -> x509.Certificate:
@@ -458,7 +458,7 @@ def server_leaf_certificate(response: object) -> x509.Certificate:
     if not isinstance(response, dict) or "server_certificate_chain" not in response:
         raise ProtocolError("malformed_response", "the response has no server_certificate_chain")
     chain = response["server_certificate_chain"]
-    _check(_chain_problem(chain), "malformed_response")
+    require(chain_problem(chain), "malformed_response")
     try:
         certificates = x509.load_pem_x509_certificates(chain[0].encode("ascii"))
     except ValueError:

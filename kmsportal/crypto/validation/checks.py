@@ -11,14 +11,21 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
-from kmsportal.crypto.validation.paths import _Cert, _describe_error, _Path, _time
+from kmsportal.crypto.validation.paths import (
+    CandidatePath,
+    ParsedCertificate,
+    describe_error,
+    time_text,
+)
 from kmsportal.crypto.validation.report import Check, RevocationStatus
 from kmsportal.crypto.x509 import extended_key_usage_name
 
 # --- the individual checks -------------------------------------------------------------------
 
 
-def _check_signatures(path: _Path, signed_by: Callable[[_Cert, _Cert], bool]) -> Check:
+def check_signatures(
+    path: CandidatePath, signed_by: Callable[[ParsedCertificate, ParsedCertificate], bool]
+) -> Check:
     links = list(zip(path.certificates, path.issuers, strict=False))
     if not links:
         if path.complete:
@@ -38,16 +45,16 @@ def _check_signatures(path: _Path, signed_by: Callable[[_Cert, _Cert], bool]) ->
     return Check("signatures", True, detail)
 
 
-def _check_validity(path: _Path, now: dt.datetime) -> Check:
+def check_validity(path: CandidatePath, now: dt.datetime) -> Check:
     problems: list[str] = []
     for cert in path.certificates:
         start, end = cert.time("not_valid_before_utc"), cert.time("not_valid_after_utc")
         if start is None or end is None:
             problems.append(f"the validity period of {cert.label} cannot be read")
         elif now < start:
-            problems.append(f"{cert.label} is not yet valid (valid from {_time(start)})")
+            problems.append(f"{cert.label} is not yet valid (valid from {time_text(start)})")
         elif now > end:
-            problems.append(f"{cert.label} expired on {_time(end)}")
+            problems.append(f"{cert.label} expired on {time_text(end)}")
     if problems:
         return Check("validity period", False, "; ".join(problems))
     count = len(path.certificates)
@@ -55,11 +62,11 @@ def _check_validity(path: _Path, now: dt.datetime) -> Check:
         "validity period",
         True,
         f"{'all ' if count > 1 else ''}{count} certificate{'s are' if count > 1 else ' is'} "
-        f"valid on {_time(now)}",
+        f"valid on {time_text(now)}",
     )
 
 
-def _check_basic_constraints(path: _Path, leaf: _Cert, purpose: str) -> Check:
+def check_basic_constraints(path: CandidatePath, leaf: ParsedCertificate, purpose: str) -> Check:
     problems: list[str] = []
     for index, issuer in enumerate(path.issuers, start=1):
         constraints = issuer.ext(x509.BasicConstraints)
@@ -120,7 +127,7 @@ _UNDERSTOOD = frozenset(
 )
 
 
-def _check_critical_extensions(path: _Path) -> Check:
+def check_critical_extensions(path: CandidatePath) -> Check:
     problems: list[str] = []
     for cert in path.certificates:
         if cert.extensions is None:
@@ -159,7 +166,7 @@ _STRONG_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512, hashes.SHA3_256, 
 MIN_RSA_BITS = 2048
 
 
-def _key_problem(cert: _Cert) -> str | None:
+def _key_problem(cert: ParsedCertificate) -> str | None:
     key = cert.public_key
     if key is None:
         return f"the public key of {cert.label} cannot be used ({cert.key_error})"
@@ -181,12 +188,12 @@ def _key_problem(cert: _Cert) -> str | None:
     return f"{cert.label} has a {type(key).__name__.removeprefix('_')} key, which is not accepted"
 
 
-def _signature_problem(cert: _Cert) -> str | None:
+def _signature_problem(cert: ParsedCertificate) -> str | None:
     try:
         oid = cert.cert.signature_algorithm_oid
         name = getattr(oid, "_name", None) or oid.dotted_string
     except Exception as exc:
-        return f"the signature algorithm of {cert.label} cannot be read ({_describe_error(exc)})"
+        return f"the signature algorithm of {cert.label} cannot be read ({describe_error(exc)})"
     try:
         algorithm = cert.cert.signature_hash_algorithm
     except Exception:
@@ -200,7 +207,7 @@ def _signature_problem(cert: _Cert) -> str | None:
     return f"{cert.label} is signed with {name} ({algorithm.name}); SHA-256 or stronger is needed"
 
 
-def _check_algorithms(path: _Path) -> Check:
+def check_algorithms(path: CandidatePath) -> Check:
     problems: list[str] = []
     for index, cert in enumerate(path.certificates):
         problem = _key_problem(cert)
@@ -223,7 +230,7 @@ def _check_algorithms(path: _Path) -> Check:
 
 # key usage and EKU
 
-_PURPOSE_EKU = {
+PURPOSE_EKU = {
     "server": ExtendedKeyUsageOID.SERVER_AUTH,
     "client": ExtendedKeyUsageOID.CLIENT_AUTH,
 }
@@ -233,9 +240,9 @@ def _eku_names(eku: x509.ExtendedKeyUsage) -> str:
     return ", ".join(extended_key_usage_name(o) for o in eku) or "nothing"
 
 
-def _check_usage(path: _Path, leaf: _Cert, purpose: str) -> Check:
+def check_usage(path: CandidatePath, leaf: ParsedCertificate, purpose: str) -> Check:
     problems: list[str] = []
-    wanted = _PURPOSE_EKU.get(purpose)
+    wanted = PURPOSE_EKU.get(purpose)
     for issuer in path.issuers:
         usage = issuer.ext(x509.KeyUsage)
         if isinstance(usage, x509.KeyUsage) and not usage.key_cert_sign:
@@ -290,32 +297,32 @@ def _check_usage(path: _Path, leaf: _Cert, purpose: str) -> Check:
 # hostname
 
 
-def _describe_status(cert: _Cert, status: RevocationStatus) -> str:
+def _describe_status(cert: ParsedCertificate, status: RevocationStatus) -> str:
     source = f" ({status.source})" if status.source else ""
     if status.status != "revoked":
         return f"{cert.label}: {status.status}{source}"
     parts = [f"{cert.label} was revoked"]
     if status.revoked_at is not None:
-        parts.append(f"on {_time(status.revoked_at)}")
+        parts.append(f"on {time_text(status.revoked_at)}")
     if status.reason is not None:
         parts.append(f"(reason: {status.reason.value})")
     return " ".join(parts) + source
 
 
 def _ask(
-    is_revoked: Callable[[x509.Certificate], RevocationStatus | None], cert: _Cert
+    is_revoked: Callable[[x509.Certificate], RevocationStatus | None], cert: ParsedCertificate
 ) -> RevocationStatus:
     try:
         status = is_revoked(cert.cert)
     except Exception as exc:
-        return RevocationStatus("unknown", source=f"the lookup failed: {_describe_error(exc)}")
+        return RevocationStatus("unknown", source=f"the lookup failed: {describe_error(exc)}")
     if not isinstance(status, RevocationStatus):
         return RevocationStatus("unknown")
     return status
 
 
-def _check_revocation(
-    path: _Path,
+def check_revocation(
+    path: CandidatePath,
     is_revoked: Callable[[x509.Certificate], RevocationStatus | None] | None,
     *,
     required: bool,

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from kmsportal.crypto.validation.paths import _Cert, _Path
+from kmsportal.crypto.validation.paths import CandidatePath, ParsedCertificate
 from kmsportal.crypto.validation.report import Check
 from kmsportal.crypto.x509 import format_san
 
@@ -102,7 +102,7 @@ _CHECKABLE = (
 )
 
 
-def _constrained_names(cert: _Cert) -> tuple[list[x509.GeneralName], str | None]:
+def _constrained_names(cert: ParsedCertificate) -> tuple[list[x509.GeneralName], str | None]:
     """The names of ``cert`` subject to name constraints: the subject DN, emailAddress
     attributes of the subject (as email addresses) and every SAN."""
     names: list[x509.GeneralName] = []
@@ -121,9 +121,11 @@ def _constrained_names(cert: _Cert) -> tuple[list[x509.GeneralName], str | None]
     return names, None
 
 
-def _check_name_constraints(path: _Path) -> Check:
-    levels: list[tuple[_Cert, list[x509.GeneralName] | None]] = []  # permitted per issuer
-    excluded: list[tuple[_Cert, x509.GeneralName]] = []
+def check_name_constraints(path: CandidatePath) -> Check:
+    levels: list[
+        tuple[ParsedCertificate, list[x509.GeneralName] | None]
+    ] = []  # permitted per issuer
+    excluded: list[tuple[ParsedCertificate, x509.GeneralName]] = []
     problems: list[str] = []
     constrained = 0
     certificates = path.certificates
@@ -163,10 +165,10 @@ def _check_name_constraints(path: _Path) -> Check:
 
 
 def _name_problems(
-    cert: _Cert,
+    cert: ParsedCertificate,
     name: x509.GeneralName,
-    levels: list[tuple[_Cert, list[x509.GeneralName] | None]],
-    excluded: list[tuple[_Cert, x509.GeneralName]],
+    levels: list[tuple[ParsedCertificate, list[x509.GeneralName] | None]],
+    excluded: list[tuple[ParsedCertificate, x509.GeneralName]],
 ) -> list[str]:
     problems: list[str] = []
     shown = format_san(name)
@@ -209,7 +211,7 @@ def _name_problems(
 _HOST = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?")
 
 
-def _normalize_host(hostname: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:
+def normalize_host(hostname: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:
     """An IP address, or a lower-case A-label DNS name; ValueError if neither (never
     anything else)."""
     if not isinstance(hostname, str) or len(hostname) > 1000:
@@ -245,11 +247,11 @@ def _dns_matches(pattern: str, host: str) -> bool:
     return False
 
 
-def _check_hostname(leaf: _Cert, hostname: object) -> Check:
+def check_hostname(leaf: ParsedCertificate, hostname: object) -> Check:
     if hostname is None:
         return Check("hostname", None, "no host name was given")
     try:
-        host = _normalize_host(hostname)
+        host = normalize_host(hostname)
     except ValueError:
         return Check("hostname", False, f"{hostname!r} is not a valid host name or IP address")
     if leaf.extensions is None:

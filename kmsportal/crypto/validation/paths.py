@@ -16,7 +16,7 @@ from kmsportal.crypto.x509 import format_name
 # --- a certificate, parsed defensively -------------------------------------------------------
 
 
-def _describe_error(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
 
@@ -24,7 +24,7 @@ def _describe_error(exc: BaseException) -> str:
 _T = TypeVar("_T")
 
 
-class _Cert:
+class ParsedCertificate:
     """A certificate with everything the checks read, parsed once; never raises.
 
     A part that cannot be read is None and its problem is kept in ``problems``.
@@ -43,7 +43,7 @@ class _Cert:
         try:
             self.public_key = cert.public_key()
         except Exception as exc:  # unknown or malformed key
-            self.key_error = _describe_error(exc)
+            self.key_error = describe_error(exc)
         else:
             self.key_error = ""
         try:
@@ -66,7 +66,7 @@ class _Cert:
         try:
             return read()
         except Exception as exc:
-            self.problems.append(f"its {what} cannot be read: {_describe_error(exc)}")
+            self.problems.append(f"its {what} cannot be read: {describe_error(exc)}")
             return None
 
     def _key_id(self, kind: type[x509.ExtensionType]) -> bytes | None:
@@ -102,11 +102,11 @@ class _Cert:
         return moment
 
 
-def _time(moment: dt.datetime) -> str:
+def time_text(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _path_names(path: Sequence[_Cert]) -> str:
+def path_names(path: Sequence[ParsedCertificate]) -> str:
     return " → ".join(c.subject_label or "(empty subject)" for c in path)
 
 
@@ -114,43 +114,50 @@ def _path_names(path: Sequence[_Cert]) -> str:
 
 
 @dataclass
-class _Path:
-    certificates: list[_Cert]
+class CandidatePath:
+    certificates: list[ParsedCertificate]
     complete: bool
     problem: str = ""
 
     @property
-    def issuers(self) -> list[_Cert]:
+    def issuers(self) -> list[ParsedCertificate]:
         return self.certificates[1:]
 
     @property
-    def below_anchor(self) -> list[_Cert]:
+    def below_anchor(self) -> list[ParsedCertificate]:
         return self.certificates[:-1] if self.complete else list(self.certificates)
 
 
-class _Builder:
+class PathBuilder:
     """Depth-first path building over every candidate issuer, bounded in work."""
 
-    def __init__(self, leaf: _Cert, intermediates: Sequence[_Cert], roots: Sequence[_Cert]):
+    def __init__(
+        self,
+        leaf: ParsedCertificate,
+        intermediates: Sequence[ParsedCertificate],
+        roots: Sequence[ParsedCertificate],
+    ):
         self.leaf = leaf
         self.root_fingerprints = {r.fingerprint for r in roots}
-        pool: dict[bytes, _Cert] = {}
+        pool: dict[bytes, ParsedCertificate] = {}
         for cert in [*roots, *intermediates]:
             pool.setdefault(cert.fingerprint, cert)
         self.pool = list(pool.values())
         self.signature_checks = 0
         self.verified: dict[tuple[bytes, bytes], bool] = {}
-        self.dead_ends: list[_Path] = []
+        self.dead_ends: list[CandidatePath] = []
         self.exhausted = False
 
-    def signed_by(self, cert: _Cert, issuer: _Cert) -> bool:
+    def signed_by(self, cert: ParsedCertificate, issuer: ParsedCertificate) -> bool:
         key = (cert.fingerprint, issuer.fingerprint)
         if key not in self.verified:
             self.signature_checks += 1
             self.verified[key] = _signed_by(cert, issuer)
         return self.verified[key]
 
-    def candidates(self, cert: _Cert, path: list[_Cert]) -> list[_Cert]:
+    def candidates(
+        self, cert: ParsedCertificate, path: list[ParsedCertificate]
+    ) -> list[ParsedCertificate]:
         if cert.issuer is None:
             return []
         used = {c.fingerprint for c in path}
@@ -164,7 +171,7 @@ class _Builder:
                 continue
             found.append(candidate)
 
-        def preference(candidate: _Cert) -> tuple[int, int, int, int]:
+        def preference(candidate: ParsedCertificate) -> tuple[int, int, int, int]:
             # A key identifier mismatch is tried last (when both are present).
             key_id_matches = not (
                 cert.aki is not None and candidate.ski is not None and cert.aki != candidate.ski
@@ -182,18 +189,18 @@ class _Builder:
 
         return sorted(found, key=preference)
 
-    def paths(self) -> Iterator[list[_Cert]]:
+    def paths(self) -> Iterator[list[ParsedCertificate]]:
         """Complete paths (ending at a trust root), most promising first."""
         yield from self._extend([self.leaf])
 
-    def _extend(self, path: list[_Cert]) -> Iterator[list[_Cert]]:
+    def _extend(self, path: list[ParsedCertificate]) -> Iterator[list[ParsedCertificate]]:
         current = path[-1]
         if current.fingerprint in self.root_fingerprints:
             yield list(path)
             return
         if len(path) >= MAX_PATH_LENGTH:
             self.dead_ends.append(
-                _Path(
+                CandidatePath(
                     list(path),
                     False,
                     f"no trust root was reached within {MAX_PATH_LENGTH} certificates",
@@ -213,7 +220,7 @@ class _Builder:
                     f"the issuer '{issuer}' of {current.label} was not found among the "
                     "intermediates or the trust roots"
                 )
-            self.dead_ends.append(_Path(list(path), False, problem))
+            self.dead_ends.append(CandidatePath(list(path), False, problem))
             return
         for candidate in candidates:
             path.append(candidate)
@@ -221,7 +228,7 @@ class _Builder:
             path.pop()
 
 
-def _key_bytes(cert: _Cert) -> bytes:
+def _key_bytes(cert: ParsedCertificate) -> bytes:
     try:
         from cryptography.hazmat.primitives import serialization
 
@@ -233,13 +240,13 @@ def _key_bytes(cert: _Cert) -> bytes:
     return der
 
 
-def _currently_valid(cert: _Cert) -> bool:
+def _currently_valid(cert: ParsedCertificate) -> bool:
     now = dt.datetime.now(dt.UTC)
     start, end = cert.time("not_valid_before_utc"), cert.time("not_valid_after_utc")
     return start is not None and end is not None and start <= now <= end
 
 
-def _signed_by(cert: _Cert, issuer: _Cert) -> bool:
+def _signed_by(cert: ParsedCertificate, issuer: ParsedCertificate) -> bool:
     try:
         cert.cert.verify_directly_issued_by(issuer.cert)
     except Exception:

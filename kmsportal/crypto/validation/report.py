@@ -27,7 +27,7 @@ CHECK_NAMES: tuple[str, ...] = (
 )
 
 #: The checks that depend on the chosen path (a path is valid when none of them fails).
-_PATH_CHECKS = (
+PATH_CHECKS = (
     "signatures",
     "validity period",
     "basic constraints",

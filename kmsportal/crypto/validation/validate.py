@@ -8,43 +8,53 @@ from collections.abc import Callable, Sequence
 from cryptography import x509
 
 from kmsportal.crypto.validation.checks import (
-    _check_algorithms,
-    _check_basic_constraints,
-    _check_critical_extensions,
-    _check_revocation,
-    _check_signatures,
-    _check_usage,
-    _check_validity,
+    check_algorithms,
+    check_basic_constraints,
+    check_critical_extensions,
+    check_revocation,
+    check_signatures,
+    check_usage,
+    check_validity,
 )
-from kmsportal.crypto.validation.names import _check_hostname, _check_name_constraints
-from kmsportal.crypto.validation.paths import _Builder, _Cert, _describe_error, _Path, _path_names
+from kmsportal.crypto.validation.names import check_hostname, check_name_constraints
+from kmsportal.crypto.validation.paths import (
+    CandidatePath,
+    ParsedCertificate,
+    PathBuilder,
+    describe_error,
+    path_names,
+)
 from kmsportal.crypto.validation.report import (
-    _PATH_CHECKS,
     CHECK_NAMES,
     MAX_INPUT_BYTES,
     MAX_PATHS_TRIED,
+    PATH_CHECKS,
     PURPOSES,
     Check,
     Purpose,
     RevocationStatus,
     ValidationReport,
 )
-from kmsportal.crypto.validation.verifier import _merge_verifier_error, _run_verifier
+from kmsportal.crypto.validation.verifier import merge_verifier_error, run_verifier
 
 # --- entry points ----------------------------------------------------------------------------
 
 
 def _evaluate(
-    path: _Path, leaf: _Cert, purpose: str, now: dt.datetime, builder: _Builder
+    path: CandidatePath,
+    leaf: ParsedCertificate,
+    purpose: str,
+    now: dt.datetime,
+    builder: PathBuilder,
 ) -> dict[str, Check]:
     evaluations = {
-        "signatures": lambda: _check_signatures(path, builder.signed_by),
-        "validity period": lambda: _check_validity(path, now),
-        "basic constraints": lambda: _check_basic_constraints(path, leaf, purpose),
-        "name constraints": lambda: _check_name_constraints(path),
-        "critical extensions": lambda: _check_critical_extensions(path),
-        "algorithms": lambda: _check_algorithms(path),
-        "key usage and EKU": lambda: _check_usage(path, leaf, purpose),
+        "signatures": lambda: check_signatures(path, builder.signed_by),
+        "validity period": lambda: check_validity(path, now),
+        "basic constraints": lambda: check_basic_constraints(path, leaf, purpose),
+        "name constraints": lambda: check_name_constraints(path),
+        "critical extensions": lambda: check_critical_extensions(path),
+        "algorithms": lambda: check_algorithms(path),
+        "key usage and EKU": lambda: check_usage(path, leaf, purpose),
     }
     return {name: _guarded(name, run) for name, run in evaluations.items()}
 
@@ -53,7 +63,7 @@ def _guarded(name: str, run: Callable[[], Check]) -> Check:
     try:
         return run()
     except Exception as exc:  # a malformed certificate no check anticipated
-        return Check(name, False, f"could not be evaluated: {_describe_error(exc)}")
+        return Check(name, False, f"could not be evaluated: {describe_error(exc)}")
 
 
 def _failure_summary(checks: dict[str, Check]) -> str:
@@ -62,16 +72,16 @@ def _failure_summary(checks: dict[str, Check]) -> str:
 
 
 def _choose_path(
-    leaf: _Cert, builder: _Builder, purpose: str, now: dt.datetime
-) -> tuple[_Path, dict[str, Check], list[str]]:
+    leaf: ParsedCertificate, builder: PathBuilder, purpose: str, now: dt.datetime
+) -> tuple[CandidatePath, dict[str, Check], list[str]]:
     tried: list[str] = []
-    first: tuple[_Path, dict[str, Check]] | None = None
+    first: tuple[CandidatePath, dict[str, Check]] | None = None
     for certificates in builder.paths():
-        path = _Path(certificates, complete=True)
+        path = CandidatePath(certificates, complete=True)
         checks = _evaluate(path, leaf, purpose, now, builder)
         if all(c.passed is not False for c in checks.values()):
             return path, checks, tried
-        tried.append(f"{_path_names(certificates)}: {_failure_summary(checks)}")
+        tried.append(f"{path_names(certificates)}: {_failure_summary(checks)}")
         if first is None:
             first = (path, checks)
         if len(tried) >= MAX_PATHS_TRIED:
@@ -82,11 +92,13 @@ def _choose_path(
     if builder.dead_ends:
         dead_end = max(builder.dead_ends, key=lambda p: len(p.certificates))
     else:
-        dead_end = _Path([leaf], False, "the path search stopped: too much work (bounded search)")
+        dead_end = CandidatePath(
+            [leaf], False, "the path search stopped: too much work (bounded search)"
+        )
     return dead_end, _evaluate(dead_end, leaf, purpose, now, builder), tried
 
 
-def _path_check(path: _Path, tried: list[str], builder: _Builder) -> Check:
+def _path_check(path: CandidatePath, tried: list[str], builder: PathBuilder) -> Check:
     if not path.complete:
         problem = path.problem
         others = [p.problem for p in builder.dead_ends if p.problem != problem]
@@ -95,7 +107,7 @@ def _path_check(path: _Path, tried: list[str], builder: _Builder) -> Check:
         if builder.exhausted:
             problem += " (the search was bounded and stopped early)"
         return Check("path", False, problem)
-    names = _path_names(path.certificates) + " (trust root)"
+    names = path_names(path.certificates) + " (trust root)"
     if len(tried) > 1:
         # Complete, yet a path check fails on every candidate: list them all.
         listing = " | ".join(f"path {n}: {t}" for n, t in enumerate(tried, start=1))
@@ -149,7 +161,7 @@ def validate_certificate(
             revocation_required=revocation_required,
         )
     except Exception as exc:  # the promise: a report, whatever the input
-        return _report_error(f"the validation could not be completed: {_describe_error(exc)}")
+        return _report_error(f"the validation could not be completed: {describe_error(exc)}")
 
 
 def _validate(
@@ -177,10 +189,10 @@ def _validate(
     elif not isinstance(now, dt.datetime) or now.tzinfo is None:
         return _report_error("the validation time must be a timezone-aware datetime")
 
-    leaf_cert = _Cert(leaf)
-    roots = [_Cert(c) for c in trust_roots]
-    pool = [_Cert(c) for c in intermediates]
-    builder = _Builder(leaf_cert, pool, roots)
+    leaf_cert = ParsedCertificate(leaf)
+    roots = [ParsedCertificate(c) for c in trust_roots]
+    pool = [ParsedCertificate(c) for c in intermediates]
+    builder = PathBuilder(leaf_cert, pool, roots)
     path, path_checks, tried = _choose_path(leaf_cert, builder, purpose, now)
 
     decoding = Check("decoding", True, "the certificate was read")
@@ -189,16 +201,16 @@ def _validate(
     checks = [
         decoding,
         _guarded("path", lambda: _path_check(path, tried, builder)),
-        *(path_checks[name] for name in _PATH_CHECKS),
-        _guarded("hostname", lambda: _check_hostname(leaf_cert, hostname)),
+        *(path_checks[name] for name in PATH_CHECKS),
+        _guarded("hostname", lambda: check_hostname(leaf_cert, hostname)),
         _guarded(
             "revocation",
-            lambda: _check_revocation(path, is_revoked, required=revocation_required),
+            lambda: check_revocation(path, is_revoked, required=revocation_required),
         ),
     ]
     if not path.complete:
         checks[1] = Check("path", False, checks[1].detail)
-    ran, verifier_error = _run_verifier(
+    ran, verifier_error = run_verifier(
         leaf=leaf_cert,
         intermediates=[c.cert for c in pool],
         trust_roots=[c.cert for c in roots],
@@ -207,7 +219,7 @@ def _validate(
         now=now,
     )
     if verifier_error is not None:
-        checks = _merge_verifier_error(checks, verifier_error)
+        checks = merge_verifier_error(checks, verifier_error)
     ok = path.complete and all(c.passed is not False for c in checks)
     return ValidationReport(
         ok=ok,
@@ -233,7 +245,7 @@ def _load_all(data: object, what: str) -> tuple[list[x509.Certificate], str | No
     try:
         return load_certificates(raw), None
     except Exception as exc:
-        return [], f"the {what} cannot be read: {_describe_error(exc)}"
+        return [], f"the {what} cannot be read: {describe_error(exc)}"
 
 
 def _lenient_leaf(raw: bytes) -> x509.Certificate | None:
@@ -300,4 +312,4 @@ def validate_certificate_data(
             )
         return report, leaf
     except Exception as exc:
-        return _report_error(f"the validation could not be completed: {_describe_error(exc)}"), None
+        return _report_error(f"the validation could not be completed: {describe_error(exc)}"), None

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from cryptography import x509
 from cryptography.x509 import verification
 
-from kmsportal.crypto.validation.checks import _PURPOSE_EKU
-from kmsportal.crypto.validation.names import _normalize_host
-from kmsportal.crypto.validation.paths import _Cert
+from kmsportal.crypto.validation.checks import PURPOSE_EKU
+from kmsportal.crypto.validation.names import normalize_host
+from kmsportal.crypto.validation.paths import ParsedCertificate
 from kmsportal.crypto.validation.report import Check
 
 # --- the library verifier --------------------------------------------------------------------
@@ -35,12 +35,14 @@ def _clean_verifier_message(message: str) -> str:
     return _CERT_REPR.sub(lambda m: f"'{m.group(1)}'", message)
 
 
-def _verifier_subject(leaf: _Cert, hostname: object) -> x509.DNSName | x509.IPAddress | None:
+def _verifier_subject(
+    leaf: ParsedCertificate, hostname: object
+) -> x509.DNSName | x509.IPAddress | None:
     """The name the server verifier checks: ``hostname`` if valid, else the leaf's first
     DNS or IP SAN (so that the rest of the chain is still cross-checked)."""
     if hostname is not None:
         try:
-            host = _normalize_host(hostname)
+            host = normalize_host(hostname)
             if isinstance(host, str):
                 return x509.DNSName(host)
             return x509.IPAddress(host)
@@ -58,9 +60,9 @@ def _verifier_subject(leaf: _Cert, hostname: object) -> x509.DNSName | x509.IPAd
     return None
 
 
-def _run_verifier(
+def run_verifier(
     *,
-    leaf: _Cert,
+    leaf: ParsedCertificate,
     intermediates: Sequence[x509.Certificate],
     trust_roots: Sequence[x509.Certificate],
     purpose: str,
@@ -73,7 +75,7 @@ def _run_verifier(
     client policy requires a SAN; RFC 5280 does not), when trust roots are given. It cannot
     judge ``any``. Whatever it raises besides a verdict means it did not run.
     """
-    if purpose not in _PURPOSE_EKU or not trust_roots:
+    if purpose not in PURPOSE_EKU or not trust_roots:
         return False, None
     try:
         builder = verification.PolicyBuilder().store(verification.Store(list(trust_roots)))
@@ -102,7 +104,7 @@ def _run_verifier(
     return True, None
 
 
-def _merge_verifier_error(checks: list[Check], message: str) -> list[Check]:
+def merge_verifier_error(checks: list[Check], message: str) -> list[Check]:
     lowered = message.lower()
     target = next(
         (name for name, words in _VERIFIER_TOPICS if any(w in lowered for w in words)), None
