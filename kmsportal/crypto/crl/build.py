@@ -11,13 +11,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import CRLEntryExtensionOID, ExtensionOID
 
 from kmsportal.crypto.crl.entries import (
-    _EARLIEST,
-    _MAX_SERIAL,
+    EARLIEST,
     MAX_CRL_NUMBER,
+    MAX_SERIAL,
     CRLEntry,
     CRLError,
+    EntryTuple,
     RevocationReason,
-    _EntryTuple,
 )
 from kmsportal.crypto.signer import Signer
 from kmsportal.crypto.timeutil import as_utc
@@ -57,7 +57,7 @@ _DELTA_CRL_REASONS = _reason_extensions(delta=True)
 def _encodable_time(value: datetime, what: str) -> datetime:
     """An aware UTC datetime (naive input taken as UTC) that X.509 can encode (1950 or later)."""
     value = as_utc(value, what=what, error=CRLError)
-    if value < _EARLIEST:
+    if value < EARLIEST:
         raise CRLError(f"{what} {value.isoformat()} is before 1950, which X.509 cannot encode")
     return value
 
@@ -74,7 +74,7 @@ def _check_crl_number(value: object, what: str) -> int:
 
 
 def _revoked_certificates(
-    entries: Iterable[CRLEntry] | Iterable[_EntryTuple],
+    entries: Iterable[CRLEntry] | Iterable[EntryTuple],
     *,
     delta: bool,
     cache: EntryCache | None = None,
@@ -104,9 +104,9 @@ def _revoked_certificates(
                 invalid_since = entry.invalidity_date
             else:
                 # A caller's tuple; wrong shapes and types end in the TypeError handler below.
-                serial, revoked_at, reason, invalid_since = cast(_EntryTuple, entry)
+                serial, revoked_at, reason, invalid_since = cast(EntryTuple, entry)
             # RFC 5280 §4.1.2.2: positive, at most 20 octets. (TypeError for non-ints.)
-            if not 0 < serial <= _MAX_SERIAL:
+            if not 0 < serial <= MAX_SERIAL:
                 raise CRLError("the serial number must be positive and at most 20 octets")
             if revoked_at.year <= 1950:  # cheap pre-check; the exact one is in _encodable_time
                 _encodable_time(revoked_at, "the revocation date")  # raises before 1950-01-01 UTC
@@ -147,7 +147,7 @@ class EntryCache:
 
 
 def _cached_revoked_certificates(
-    entries: Iterable[CRLEntry] | Iterable[_EntryTuple],
+    entries: Iterable[CRLEntry] | Iterable[EntryTuple],
     cache: EntryCache,
 ) -> list[x509.RevokedCertificate]:
     get = cache.entries.get
@@ -202,7 +202,7 @@ def build_crl(
     *,
     issuer_certificate: x509.Certificate,
     signer: Signer,
-    entries: Iterable[CRLEntry] | Iterable[_EntryTuple],
+    entries: Iterable[CRLEntry] | Iterable[EntryTuple],
     crl_number: int,
     this_update: datetime,
     next_update: datetime,

@@ -11,11 +11,11 @@ from cryptography import x509
 #: CRL numbers and serial numbers are INTEGERs of at most 20 octets (RFC 5280 §5.2.3,
 #: §4.1.2.2); DER integers are signed, so a non-negative one is below 2**159.
 MAX_CRL_NUMBER = 2**159 - 1
-_MAX_SERIAL = 2**159 - 1
+MAX_SERIAL = 2**159 - 1
 
 #: UTCTime cannot express dates before 1950 (RFC 5280 §4.1.2.5.1), and cryptography's Rust
 #: encoder panics (a BaseException) on them when the builders' checks are bypassed.
-_EARLIEST = datetime(1950, 1, 1, tzinfo=UTC)
+EARLIEST = datetime(1950, 1, 1, tzinfo=UTC)
 
 
 class CRLError(Exception):
@@ -94,13 +94,13 @@ _CODES: dict[RevocationReason, int] = {
     RevocationReason.AA_COMPROMISE: 10,
 }
 
-_REASON_BY_FLAG: dict[x509.ReasonFlags, RevocationReason] = {
+REASON_BY_FLAG: dict[x509.ReasonFlags, RevocationReason] = {
     reason.flag: reason for reason in RevocationReason
 }
 
 
 #: An entry as a plain tuple: (serial, revocation_date, reason, invalidity_date).
-_EntryTuple = tuple[int, datetime, object, datetime | None]
+EntryTuple = tuple[int, datetime, object, datetime | None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.x509.oid import CRLEntryExtensionOID
 
 from kmsportal.crypto.crl.entries import (
-    _REASON_BY_FLAG,
+    REASON_BY_FLAG,
     CRLError,
     CRLSummary,
     RevocationReason,
@@ -110,7 +110,7 @@ def revoked_serials(crl: x509.CertificateRevocationList) -> dict[int, RevokedInf
     A missing reasonCode means unspecified (RFC 5280 §5.3.1).
     """
     problems: list[str] = []
-    result = _entry_map(crl, problems, strict=False)
+    result = entry_map(crl, problems, strict=False)
     if result is None:
         raise CRLError(problems[0])
     return result
@@ -129,7 +129,7 @@ _KNOWN_ENTRY_EXTENSIONS = frozenset(
 )
 
 
-def _entry_map(
+def entry_map(
     crl: x509.CertificateRevocationList, problems: list[str], *, strict: bool = True
 ) -> dict[int, RevokedInfo] | None:
     """Every entry as serial -> RevokedInfo, in one pass; None (and the reason appended to
@@ -147,7 +147,7 @@ def _entry_map(
             for ext in revoked.extensions:
                 oid = ext.oid
                 if oid == reason_oid:
-                    reason = _REASON_BY_FLAG[ext.value.reason]
+                    reason = REASON_BY_FLAG[ext.value.reason]
                 elif oid == invalidity_oid:
                     invalid_since = ext.value.invalidity_date_utc
                 elif not strict:
@@ -167,11 +167,11 @@ def _entry_map(
                 invalidity_date=invalid_since,
             )
     except Exception as exc:
-        problems.append(f"the CRL has a malformed entry: {_short(exc)}")
+        problems.append(f"the CRL has a malformed entry: {exception_text(exc)}")
         return None
     return result
 
 
-def _short(exc: BaseException) -> str:
+def exception_text(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."

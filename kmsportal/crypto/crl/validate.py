@@ -15,7 +15,7 @@ from kmsportal.crypto.crl.entries import (
     RevocationReason,
     RevokedInfo,
 )
-from kmsportal.crypto.crl.read import _entry_map, _short, crl_summary, load_crl
+from kmsportal.crypto.crl.read import crl_summary, entry_map, exception_text, load_crl
 
 #: CRL extensions this code processes (RFC 5280 §5.2); any other critical one is refused.
 _KNOWN_CRL_EXTENSIONS = frozenset(
@@ -54,7 +54,7 @@ def _crl_extensions(
     try:
         return crl.extensions
     except Exception as exc:  # duplicate or malformed extensions
-        problems.append(f"the CRL's extensions cannot be read: {_short(exc)}")
+        problems.append(f"the CRL's extensions cannot be read: {exception_text(exc)}")
         return None
 
 
@@ -78,7 +78,7 @@ def _issuer_problems(
             )
             return
     except Exception as exc:
-        problems.append(f"the CRL's issuer name cannot be read: {_short(exc)}")
+        problems.append(f"the CRL's issuer name cannot be read: {exception_text(exc)}")
         return
     # §6.3.3 (f): a keyUsage in the CRL issuer's certificate must allow cRLSign.
     try:
@@ -86,7 +86,7 @@ def _issuer_problems(
     except x509.ExtensionNotFound:
         usage = None
     except Exception as exc:
-        problems.append(f"the CA certificate's extensions cannot be read: {_short(exc)}")
+        problems.append(f"the CA certificate's extensions cannot be read: {exception_text(exc)}")
         return
     if usage is not None and not usage.crl_sign:
         problems.append(
@@ -133,7 +133,7 @@ def _scope_problems(
     except x509.ExtensionNotFound:
         is_ca = False
     except Exception as exc:
-        problems.append(f"the certificate's extensions cannot be read: {_short(exc)}")
+        problems.append(f"the certificate's extensions cannot be read: {exception_text(exc)}")
         return
     if idp.only_contains_user_certs and is_ca:
         problems.append("the CRL only covers end-entity certificates, and this one is a CA")
@@ -184,7 +184,7 @@ def validate_crl(
         except CRLError as exc:
             return CRLValidation((str(exc),), None, None, None)
         except Exception as exc:
-            return CRLValidation((f"not a CRL: {_short(exc)}",), None, None, None)
+            return CRLValidation((f"not a CRL: {exception_text(exc)}",), None, None, None)
     now = now.replace(tzinfo=UTC) if now.tzinfo is None else now
     try:
         _issuer_problems(parsed, issuer_certificate, problems)
@@ -233,9 +233,9 @@ def validate_crl(
             problems.append(
                 f"the CRL is not current: next update was {next_update:%Y-%m-%d %H:%M:%S} UTC"
             )
-        entries = _entry_map(parsed, problems) if read_entries else None
+        entries = entry_map(parsed, problems) if read_entries else None
     except Exception as exc:  # anything unforeseen in a hostile CRL
-        problems.append(f"the CRL cannot be interpreted: {_short(exc)}")
+        problems.append(f"the CRL cannot be interpreted: {exception_text(exc)}")
         return CRLValidation(tuple(problems), None, None, parsed)
     return CRLValidation(tuple(dict.fromkeys(problems)), summary, entries, parsed)
 
