@@ -8,10 +8,11 @@ codes are throttled per user (accounts.throttle) before any code is looked at.
 from __future__ import annotations
 
 import segno
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import render
+from django.shortcuts import render, resolve_url
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
@@ -32,7 +33,7 @@ def _next_url(request: HttpRequest) -> str:
         candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):
         return candidate
-    return reverse("accounts:dashboard")
+    return resolve_url(settings.LOGIN_REDIRECT_URL)
 
 
 def _with_next(url: str, request: HttpRequest) -> str:

@@ -6,11 +6,10 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, SetPasswordForm
-from django.contrib.auth.mixins import LoginRequiredMixin, PermissionRequiredMixin
 from django.contrib.auth.models import User
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, render, resolve_url
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.utils.http import urlencode
@@ -19,20 +18,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import ListView
 
+from kmsportal.mixins import PortalPermissionMixin
+
 from . import invitations, mfa, selectors, services, throttle
 from .forms import UserCreateForm, UserRolesForm
 from .models import AccountSetup, Invitation, RoleGrantRequest
 from .roles import Role, user_roles
-
-
-class PortalPermissionMixin(LoginRequiredMixin, PermissionRequiredMixin):
-    """Every portal page: anonymous users go to sign-in, signed-in users without the
-    permission get 403 (never a redirect loop to the sign-in page)."""
-
-    def handle_no_permission(self) -> HttpResponse:
-        if self.request.user.is_authenticated:
-            raise PermissionDenied(self.get_permission_denied_message())
-        return super().handle_no_permission()
 
 
 @method_decorator(sensitive_post_parameters("password"), name="dispatch")
@@ -106,7 +97,7 @@ class PasswordChangeView(auth_views.PasswordChangeView):
             request=self.request, user=form.user, password=form.cleaned_data["new_password1"]
         )
         messages.success(self.request, "Your password was changed; other sessions were ended.")
-        return HttpResponseRedirect(reverse("accounts:dashboard"))
+        return HttpResponseRedirect(resolve_url(settings.LOGIN_REDIRECT_URL))
 
 
 class UserListView(PortalPermissionMixin, ListView):

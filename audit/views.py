@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.views import View
 from django.views.csrf import csrf_failure as django_csrf_failure
 
-from accounts.views import PortalPermissionMixin
+from kmsportal.mixins import PortalPermissionMixin
 
 from . import exports, selectors, services
 from .forms import EventFilterForm

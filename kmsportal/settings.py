@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "vault",
     "pki",
     "notifications",
+    "portal",
 ]
 
 MIDDLEWARE = [
@@ -95,7 +96,7 @@ MIDDLEWARE = [
     # A key backend (PKCS#11 token) that fails mid-request answers 503, not a traceback.
     "kmsportal.keyring.middleware.KeyBackendUnavailableMiddleware",
     # Logs requests addressed to another host than KMS_PUBLIC_URL (once per host).
-    "kmsportal.public_url.PublicUrlHostMiddleware",
+    "portal.public_url.PublicUrlHostMiddleware",
     # Bidi controls in user text are shown as visible [U+202E] markers (text spoofing).
     "kmsportal.bidi.BidiNeutralizeMiddleware",
 ]
@@ -113,10 +114,10 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "accounts.context_processors.navigation",
+                "portal.context_processors.navigation",
             ],
             # |utc (ISO 8601 UTC) and the human labels, on every page without {% load %}.
-            "builtins": ["kmsportal.template_filters"],
+            "builtins": ["portal.template_filters"],
         },
     },
 ]
@@ -194,7 +195,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LOGIN_URL = "accounts:login"
-LOGIN_REDIRECT_URL = "accounts:dashboard"
+LOGIN_REDIRECT_URL = "portal:dashboard"
 LOGOUT_REDIRECT_URL = "accounts:login"
 
 LANGUAGE_CODE = "en-us"

@@ -5,6 +5,7 @@ from django.urls import include, path
 from kmsportal.health import healthz, readyz
 
 urlpatterns = [
+    path("", include("portal.urls")),
     path("", include("accounts.urls")),
     path("approvals/", include("accounts.approval_urls")),
     path("audit/", include("audit.urls")),

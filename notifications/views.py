@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views import View
 
-from accounts.views import PortalPermissionMixin
+from kmsportal.mixins import PortalPermissionMixin
 
 from . import services
 from .models import Watcher, WatchScope

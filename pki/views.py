@@ -42,7 +42,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 
-from accounts.views import PortalPermissionMixin
+from kmsportal.mixins import PortalPermissionMixin
 
 from . import approvals, crl, ocsp, selectors, services
 from .forms import (

@@ -13,8 +13,8 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
 
-from accounts.views import PortalPermissionMixin
 from kmsportal.crypto.operations import OPERATIONS
+from kmsportal.mixins import PortalPermissionMixin
 from kmsportal.one_time import one_time_secret_keep, one_time_secret_take
 from kmsportal.two_person import TwoPersonError
 from kmsportal.widgets import utc_datetime_input

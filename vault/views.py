@@ -21,7 +21,7 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 
-from accounts.views import PortalPermissionMixin
+from kmsportal.mixins import PortalPermissionMixin
 from kmsportal.two_person import TwoPersonError
 
 from . import approvals, key_import, selectors, services

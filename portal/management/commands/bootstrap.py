@@ -104,7 +104,7 @@ class Command(BaseCommand):
                 "  Clients enrolled earlier: kmsclient pin-server "
                 f"--server-ca-spki {pin.ca_spki_sha256} --deployment {pin.deployment}"
             )
-        from kmsportal.public_url import stale_certificate_addresses
+        from portal.public_url import stale_certificate_addresses
 
         for warning in stale_certificate_addresses():  # KMS_PUBLIC_URL changed since
             self.stdout.write(self.style.WARNING(f"WARNING: {warning}"))

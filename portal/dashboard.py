@@ -24,6 +24,8 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.generic import TemplateView
 
+from accounts.roles import Role
+from accounts.selectors import dashboard_user_counts
 from audit.models import AuditEvent, Outcome
 from audit.selectors import EventFilters, audit_event_queryset
 from kmsportal.two_person import pending_summary, two_person_kinds
@@ -37,9 +39,6 @@ from pki.selectors import (
 )
 from vault.lifecycle import KeyState
 from vault.selectors import destruction_request_summary, key_summary
-
-from .roles import Role
-from .selectors import dashboard_user_counts
 
 #: Keys whose rotation falls due within this many days are shown next to the overdue ones.
 ROTATION_DUE_SOON_DAYS = 7
@@ -483,14 +482,14 @@ def dashboard_sections(*, user: AbstractBaseUser, now: datetime | None = None) -
 class DashboardView(LoginRequiredMixin, TemplateView):
     """Every signed-in user's start page; what it shows depends on their permissions."""
 
-    template_name = "accounts/dashboard.html"
+    template_name = "portal/dashboard.html"
 
     def get_context_data(self, **kwargs: object) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         # The user's roles are in every page's context already (nav_roles).
         context.update(dashboard_sections(user=self.request.user))
         if self.request.user.has_perm(PUBLIC_URL_PERMISSION):
-            from kmsportal.public_url import public_url_warnings
+            from .public_url import public_url_warnings
 
             context["public_url_warnings"] = public_url_warnings(self.request)
         return context
