@@ -22,6 +22,7 @@ from kmsportal.crypto.kek import KeyringConfigError, StaticKeyProvider
 from kmsportal.crypto.signer import Signer
 
 from .backends import key_backend, key_backend_reset
+from .events import KeyringAction, keyring_event_record
 from .models import MasterKeyRecord
 
 logger = logging.getLogger("kmsportal.keyring")
@@ -267,10 +268,6 @@ def sealed_blobs_rewrap(*, batch_size: int = 500) -> Iterator[RewrapProgress]:
     under the primary key are skipped, so running it again continues where it stopped.
     Yields progress after each batch.
     """
-    from audit.services import audit_event_record
-
-    from .events import KeyringAction
-
     keyring = keyring_get()
     if keyring.primary_key_id not in _recorded_key_ids:
         master_key_records_sync()
@@ -301,7 +298,7 @@ def sealed_blobs_rewrap(*, batch_size: int = 500) -> Iterator[RewrapProgress]:
                     from_ids[old] += 1
                     changed += 1
                 if changed:
-                    audit_event_record(
+                    keyring_event_record(
                         action=KeyringAction.REWRAPPED,
                         target_type=entry.model_label,
                         target_label=label,
@@ -383,10 +380,7 @@ def keyring_migrate_to_token(*, batch_size: int = 200) -> Iterator[MigrateProgre
     are skipped, so running it again continues where it stopped. Token objects made for a
     batch that then fails are orphans that protect nothing (never referenced).
     """
-    from audit.services import audit_event_record
-
     from .backends.base import is_key_reference, is_wrapped_material
-    from .events import KeyringAction
 
     backend = key_backend()
     if backend.name != "pkcs11":
@@ -436,7 +430,7 @@ def keyring_migrate_to_token(*, batch_size: int = 200) -> Iterator[MigrateProgre
                     resealed += 1
                     del payload
                 if resealed:
-                    audit_event_record(
+                    keyring_event_record(
                         action=KeyringAction.MIGRATED,
                         target_type=entry.model_label,
                         target_label=label,
