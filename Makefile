@@ -33,6 +33,7 @@ run: $(VENV)/.runtime-installed
 # Tests run with DEBUG off (production settings); conftest.py supplies test secrets.
 test: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	DEBUG=false $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Benchmarks on SQLite and PostgreSQL; QUICK=1 for the small sizes CI runs. Prints the table
