@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -23,11 +24,10 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 KMS_DATA_DIR = Path(env.str("KMS_DATA_DIR", default="") or BASE_DIR / ".kms").resolve()
 # `make run` writes the trial's settings there (kmsportal/trial.py); read below the
 # environment, so `manage.py` in any shell sees the same database, keyring and URL.
-KMS_TRIAL_SETTINGS_FILE: Path | None = KMS_DATA_DIR / "trial.env"
-if KMS_TRIAL_SETTINGS_FILE.exists():
+_trial_file = KMS_DATA_DIR / "trial.env"
+KMS_TRIAL_SETTINGS_FILE: Path | None = _trial_file if _trial_file.exists() else None
+if KMS_TRIAL_SETTINGS_FILE is not None:
     environ.Env.read_env(KMS_TRIAL_SETTINGS_FILE, overwrite=False)
-else:
-    KMS_TRIAL_SETTINGS_FILE = None
 
 DEBUG: bool = env.bool("DEBUG", default=False)
 
@@ -38,7 +38,7 @@ _DEV_SECRET_KEY_FILE = KMS_DATA_DIR / "secret.key"
 
 def _secret_key() -> str:
     """The SECRET_KEY from the environment; a per-checkout random one only under DEBUG."""
-    value = env.str("SECRET_KEY", default="")
+    value: str = env.str("SECRET_KEY", default="")
     if value and value not in INSECURE_SECRET_KEYS and not value.startswith("django-insecure"):
         return value
     if not DEBUG:
@@ -157,7 +157,8 @@ def cache_config(url: str) -> dict[str, object]:
     pinned `redis` package, even if django-redis is installed (django-environ prefers it)."""
     scheme = url.partition("://")[0]
     backend = "django.core.cache.backends.redis.RedisCache" if scheme in REDIS_SCHEMES else None
-    return env.cache_url_config(url, backend=backend)
+    config: dict[str, object] = env.cache_url_config(url, backend=backend)
+    return config
 
 
 CACHE_URL: str = env.str("CACHE_URL", default="")
@@ -292,7 +293,7 @@ KMS_MASTER_KEYS_FILE = KMS_DATA_DIR / "master.keys"
 KMS_KEY_BACKEND: str = env.str("KMS_KEY_BACKEND", default="software") or "software"
 KMS_PKCS11_MODULE: str = env.str("KMS_PKCS11_MODULE", default="/usr/lib/softhsm/libsofthsm2.so")
 KMS_PKCS11_TOKEN_LABEL: str = env.str("KMS_PKCS11_TOKEN_LABEL", default="kmsportal")
-KMS_KEY_BACKENDS: dict[str, dict[str, object]] = {
+KMS_KEY_BACKENDS: dict[str, dict[str, Any]] = {
     "software": {"BACKEND": "kmsportal.keyring.backends.software.SoftwareKeyBackend"},
     "pkcs11": {
         "BACKEND": "kmsportal.keyring.backends.pkcs11.Pkcs11KeyBackend",

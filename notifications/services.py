@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -299,7 +299,7 @@ def notify_expiring(*, now: datetime | None = None) -> NotifyResult:
 @transaction.atomic
 def watcher_add(
     *,
-    actor: AbstractBaseUser,
+    actor: User,
     email: str,
     scope: str,
     ca_name: str = "",
@@ -340,7 +340,7 @@ def watcher_add(
 
 
 @transaction.atomic
-def watcher_remove(*, actor: AbstractBaseUser, watcher: Watcher) -> None:
+def watcher_remove(*, actor: User, watcher: Watcher) -> None:
     """Remove a watcher. Audited."""
     if not actor.has_perm("notifications.manage_watcher"):
         raise NotificationError("managing expiry watchers needs the manage_watcher permission")

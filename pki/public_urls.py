@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography import x509
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from audit.services import audit_event_record
@@ -91,7 +91,7 @@ def _depth(ca: CertificateAuthority) -> int:
 
 @transaction.atomic
 def certificate_authority_reissue(
-    *, actor: AbstractBaseUser | None, ca: CertificateAuthority
+    *, actor: User | None, ca: CertificateAuthority
 ) -> CertificateAuthority:
     """Re-issue intermediate ``ca``'s certificate with the current public addresses.
 

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -56,7 +56,7 @@ __all__ = [
     "certificate_revoke",
 ]
 
-Actor = AbstractBaseUser | None
+Actor = User | None
 
 #: The reasons an operator can choose, in RFC 5280 order.
 REVOCATION_REASONS: tuple[RevocationReason, ...] = tuple(

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from cryptography import x509
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
@@ -66,14 +66,14 @@ def profile_filter_choices() -> list[tuple[str, str]]:
 # --- certificate authorities -----------------------------------------------------------------
 
 
-def ca_list(*, user: AbstractBaseUser) -> list[CertificateAuthority]:
+def ca_list(*, user: User) -> list[CertificateAuthority]:
     """Every CA, roots first then by name; empty for users who may not see CAs."""
     if not user.has_perm(VIEW_CA):
         return []
     return list(_cas().select_related("parent").order_by("parent_id", "name"))
 
 
-def ca_get(*, user: AbstractBaseUser, name: str) -> CertificateAuthority | None:
+def ca_get(*, user: User, name: str) -> CertificateAuthority | None:
     if not user.has_perm(VIEW_CA):
         return None
     return _cas().select_related("parent").filter(name=name).first()
@@ -89,7 +89,7 @@ def internal_ca_names() -> set[str]:
     return {name for name in names if name}
 
 
-def _signing_cas(user: AbstractBaseUser) -> QuerySet[CertificateAuthority]:
+def _signing_cas(user: User) -> QuerySet[CertificateAuthority]:
     """Active, unexpired CAs other than the internal ones, by name."""
     if not user.has_perm(VIEW_CA):
         return _cas().none()
@@ -101,7 +101,7 @@ def _signing_cas(user: AbstractBaseUser) -> QuerySet[CertificateAuthority]:
     )
 
 
-def ca_issuing_choices(*, user: AbstractBaseUser) -> list[tuple[str, str]]:
+def ca_issuing_choices(*, user: User) -> list[tuple[str, str]]:
     """CAs the issuance forms offer, as (name, label): active intermediates. Roots sign
     intermediates only (their key is the one everything trusts); the internal CAs are
     not offered (see `internal_ca_names`)."""
@@ -111,7 +111,7 @@ def ca_issuing_choices(*, user: AbstractBaseUser) -> list[tuple[str, str]]:
     ]
 
 
-def ca_parent_choices(*, user: AbstractBaseUser) -> list[tuple[str, str]]:
+def ca_parent_choices(*, user: User) -> list[tuple[str, str]]:
     """CAs that may sign a new intermediate: active, and their path length leaves room for
     one more CA below them (a CA with path length 0 issues end-entity certificates only)."""
     return [
@@ -273,7 +273,7 @@ class CertificatePage:
 
 def certificate_page(
     *,
-    user: AbstractBaseUser,
+    user: User,
     ca: str = "",
     profile: str = "",
     status: str = "",
@@ -323,7 +323,7 @@ def certificate_page(
     return CertificatePage(certificates, certificates[-1].pk if len(rows) > size else None, now)
 
 
-def certificate_get(*, user: AbstractBaseUser, pk: int) -> Certificate | None:
+def certificate_get(*, user: User, pk: int) -> Certificate | None:
     if not user.has_perm(VIEW_CERTIFICATE):
         return None
     return (
@@ -391,7 +391,7 @@ class CertificateOverview:
 
 def certificate_overview(
     *,
-    user: AbstractBaseUser,
+    user: User,
     now: datetime | None = None,
     windows: int = 13,
     window_days: int = 7,
@@ -566,9 +566,7 @@ class CRLFreshness:
 _CRL_STATE_ORDER = {"expired": 0, "missing": 1, "due": 2, "ok": 3}
 
 
-def crl_freshness_list(
-    *, user: AbstractBaseUser, now: datetime | None = None
-) -> list[CRLFreshness] | None:
+def crl_freshness_list(*, user: User, now: datetime | None = None) -> list[CRLFreshness] | None:
     """Every CA's newest CRL and its verdict, worst first then soonest nextUpdate, for users
     who may see CAs (the CRL page's permission).
 
@@ -648,7 +646,7 @@ class PendingCARevocation:
     problem: str
 
 
-def ca_revocation_requests_pending(*, user: AbstractBaseUser) -> list[PendingCARevocation]:
+def ca_revocation_requests_pending(*, user: User) -> list[PendingCARevocation]:
     """Pending requests, oldest first, each with its impact as of now (the CAs and the
     certificates below); empty for users who may not see the inbox."""
     if not user.has_perm(VIEW_CA_REVOCATION_REQUEST):
@@ -674,24 +672,20 @@ def ca_revocation_requests_pending(*, user: AbstractBaseUser) -> list[PendingCAR
     return rows
 
 
-def ca_revocation_request_get(*, user: AbstractBaseUser, pk: int) -> CARevocationRequest | None:
+def ca_revocation_request_get(*, user: User, pk: int) -> CARevocationRequest | None:
     if not user.has_perm(VIEW_CA_REVOCATION_REQUEST):
         return None
     return _ca_revocation_requests().filter(pk=pk).first()
 
 
-def ca_revocation_requests_of(
-    *, user: AbstractBaseUser, certificate: Certificate
-) -> list[CARevocationRequest]:
+def ca_revocation_requests_of(*, user: User, certificate: Certificate) -> list[CARevocationRequest]:
     """The latest requests to revoke this CA certificate (for its and its CA's page)."""
     if not user.has_perm(VIEW_CA_REVOCATION_REQUEST):
         return []
     return list(_ca_revocation_requests().filter(certificate_id=certificate.pk)[:5])
 
 
-def ca_revocation_summary(
-    *, user: AbstractBaseUser, now: datetime | None = None
-) -> ApprovalSummary | None:
+def ca_revocation_summary(*, user: User, now: datetime | None = None) -> ApprovalSummary | None:
     """Pending CA revocation requests for users who may see the inbox; one aggregate query."""
     if not user.has_perm(VIEW_CA_REVOCATION_REQUEST):
         return None

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -127,7 +127,7 @@ __all__ = [
     "crl_publish",
 ]
 
-Actor = AbstractBaseUser | None
+Actor = User | None
 
 DEFAULT_ROOT_DAYS = 3650
 DEFAULT_INTERMEDIATE_DAYS = 1825

@@ -36,7 +36,7 @@ NAVIGATION: list[tuple[str, str, str | tuple[str, ...] | None]] = [
 ]
 
 
-def navigation(request: HttpRequest) -> dict:
+def navigation(request: HttpRequest) -> dict[str, object]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {"nav_items": [], "nav_roles": []}

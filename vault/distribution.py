@@ -37,7 +37,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.db import DatabaseError, IntegrityError, connection, models, transaction
 from django.utils import timezone
@@ -89,7 +89,7 @@ from .models import (
     SymmetricKey,
 )
 
-Actor = AbstractBaseUser | None
+Actor = User | None
 CLIENT_PROFILE = "kms-client"
 SERVER_PROFILE = "kms-server"
 

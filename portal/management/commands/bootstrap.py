@@ -90,6 +90,8 @@ class Command(BaseCommand):
         for line in distribution_bootstrap():
             self.stdout.write(line[0].upper() + line[1:] + ".")
         root = root_ca()
+        if root is None:  # distribution_bootstrap() has just made it
+            raise CommandError("the identity root CA is missing after bootstrap")
         self.stdout.write(
             f"Clients pin the root CA certificate: {settings.KMS_PUBLIC_URL}/pki/ca/{root.name}.crt"
             f" (SHA-256 {root.fingerprint_sha256})"
