@@ -70,6 +70,7 @@ def certificate_authorities_with_stale_addresses() -> list[
         .defer("sealed_private_key")
     )
     for ca in sorted(cas, key=_depth):
+        assert ca.parent is not None  # the query asked for intermediates only
         problem = addresses_stale(
             certificate_der=bytes(ca.certificate_der),
             issuer_name=ca.parent.name,

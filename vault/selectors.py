@@ -159,11 +159,19 @@ def key_requests_pending(*, user: User, key: SymmetricKey) -> list[tuple[str, An
     request, what it asks) for the key page."""
     rows: list[tuple[str, Any, str]] = []
     if user.has_perm("vault.view_grantrequest"):
-        for r in GrantRequest.objects.filter(key=key, status="pending").select_related("client"):
-            rows.append(("grant", r, f"Grant to client {r.client.name}"))
+        for grant in GrantRequest.objects.filter(key=key, status="pending").select_related(
+            "client"
+        ):
+            rows.append(("grant", grant, f"Grant to client {grant.client.name}"))
     if user.has_perm("vault.view_exportpolicyrequest"):
-        for r in ExportPolicyRequest.objects.filter(key=key, status="pending"):
-            rows.append(("export-policy", r, f"Export policy {r.from_policy} → {r.to_policy}"))
+        for policy in ExportPolicyRequest.objects.filter(key=key, status="pending"):
+            rows.append(
+                (
+                    "export-policy",
+                    policy,
+                    f"Export policy {policy.from_policy} → {policy.to_policy}",
+                )
+            )
     return rows
 
 
