@@ -15,17 +15,16 @@ from django.core.files.uploadedfile import UploadedFile
 from kmsportal.widgets import utc_datetime_input
 
 from .models import (
+    CA_DAYS_MAX,
     CA_NAME_MESSAGE,
     CA_NAME_PATTERN,
     CHAIN_UPLOAD_MAX_BYTES,
     KEY_TYPE_CHOICES,
+    LEAF_DAYS_MAX,
     UPLOAD_MAX_BYTES,
     CertificateStatus,
 )
 from .revocation import INVALIDITY_DATE_REASONS, REVOCATION_REASONS
-
-CA_DAYS_MAX = 36500
-LEAF_DAYS_MAX = 3650
 
 SUBJECT_HELP = (
     "Most specific attribute first, e.g. <code>CN=www.example.org,O=Example Org,C=DE</code>. "

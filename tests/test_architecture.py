@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Django apps with pages (each has an import-linter page contract in pyproject.toml).
-APPS = ["accounts", "audit", "vault", "pki", "notifications", "portal"]
+APPS = ["accounts", "audit", "vault", "pki", "notifications", "portal", "adminapi"]
 #: Where a view or form may also be defined: the project package (shared mixins, health).
 PROJECT = ["kmsportal"]
 #: Django's class-based views and forms, by the names this code base subclasses.
