@@ -11,13 +11,14 @@ from django.http import (
     JsonResponse,
     StreamingHttpResponse,
 )
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.views import View
 from django.views.csrf import csrf_failure as django_csrf_failure
 
-from accounts.views import PortalPermissionMixin
+from kmsportal.mixins import AuthenticatedRequest, PortalPermissionMixin
 
 from . import exports, selectors, services
 from .forms import EventFilterForm
@@ -25,14 +26,14 @@ from .forms import EventFilterForm
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     """CSRF refusals are access-denied events too; the middleware records them."""
-    request.audit_denied_reason = f"CSRF check failed: {reason}"[:200]
+    request.audit_denied_reason = f"CSRF check failed: {reason}"[:200]  # type: ignore[attr-defined]  # read back with getattr
     return django_csrf_failure(request, reason=reason, template_name="403_csrf.html")
 
 
 class EventListView(PortalPermissionMixin, View):
     permission_required = "audit.view_auditevent"
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         form = EventFilterForm(request.GET)
         if not form.is_valid():
             return render(
@@ -57,7 +58,7 @@ class EventListView(PortalPermissionMixin, View):
 class EventDetailView(PortalPermissionMixin, View):
     permission_required = "audit.view_auditevent"
 
-    def get(self, request: HttpRequest, sequence: int) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, sequence: int) -> HttpResponse:
         event = selectors.audit_event_get(user=request.user, sequence=sequence)
         if event is None:
             raise Http404("No such audit event.")
@@ -78,7 +79,7 @@ class EventDetailView(PortalPermissionMixin, View):
 class ChainStatusView(PortalPermissionMixin, View):
     permission_required = "audit.view_auditevent"
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         return render(
             request, "audit/chain.html", {"status": selectors.audit_chain_status(user=request.user)}
         )
@@ -89,7 +90,7 @@ class TreeHeadDownloadView(PortalPermissionMixin, View):
 
     permission_required = "audit.view_auditevent"
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         head = selectors.audit_tree_head_latest(user=request.user)
         if head is None:
             raise Http404("No signed tree head yet.")
@@ -103,7 +104,7 @@ class ChainVerifyView(PortalPermissionMixin, View):
     permission_required = "audit.verify_auditevent"
     http_method_names = ["post"]
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest) -> HttpResponse:
         report = services.audit_chain_verify(actor=request.user)
         if report.ok:
             messages.success(
@@ -127,7 +128,7 @@ class ExportView(PortalPermissionMixin, View):
         "csv": ("text/csv; charset=utf-8", exports.export_csv),
     }
 
-    def get(self, request: HttpRequest, fmt: str) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, fmt: str) -> HttpResponseBase:
         if fmt not in self.formats:
             raise Http404("Unknown export format.")
         form = EventFilterForm(request.GET)

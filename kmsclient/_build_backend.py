@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from setuptools import build_meta
 
@@ -139,33 +140,35 @@ def _absolute(directory: str) -> str:
     return str(Path(directory).resolve())
 
 
-def get_requires_for_build_wheel(config_settings: dict | None = None) -> list[str]:
+def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:
     return []
 
 
-def get_requires_for_build_sdist(config_settings: dict | None = None) -> list[str]:
+def get_requires_for_build_sdist(config_settings: dict[str, Any] | None = None) -> list[str]:
     return []
 
 
 def prepare_metadata_for_build_wheel(
-    metadata_directory: str, config_settings: dict | None = None
+    metadata_directory: str, config_settings: dict[str, Any] | None = None
 ) -> str:
     target = _absolute(metadata_directory)
     with staged():
-        return build_meta.prepare_metadata_for_build_wheel(target, config_settings)
+        return str(build_meta.prepare_metadata_for_build_wheel(target, config_settings))
 
 
 def build_wheel(
-    wheel_directory: str, config_settings: dict | None = None, metadata_directory: str | None = None
+    wheel_directory: str,
+    config_settings: dict[str, Any] | None = None,
+    metadata_directory: str | None = None,
 ) -> str:
     target = _absolute(wheel_directory)
     with staged():
         # The metadata directory (if any) was prepared in another staging tree: let setuptools
         # write it afresh here rather than point it at a path that no longer exists.
-        return build_meta.build_wheel(target, config_settings)
+        return str(build_meta.build_wheel(target, config_settings))
 
 
-def build_sdist(sdist_directory: str, config_settings: dict | None = None) -> str:
+def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = None) -> str:
     target = _absolute(sdist_directory)
     with staged():
-        return build_meta.build_sdist(target, config_settings)
+        return str(build_meta.build_sdist(target, config_settings))

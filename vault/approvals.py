@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.contrib.auth.models import User
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from accounts.approvers import approver_check
@@ -72,23 +72,23 @@ REENROLLMENT_PERMISSION = "vault.change_client"
 Pending = TwoPersonStatus.PENDING
 
 
-def _name(actor: AbstractBaseUser | None) -> str:
+def _name(actor: User | None) -> str:
     return actor.get_username() if actor is not None else "system"
 
 
 def _record(
-    action: VaultAction, *, actor: AbstractBaseUser | None, target: Any, label: str, **details: Any
+    action: VaultAction, *, actor: User | None, target: Any, label: str, **details: Any
 ) -> None:
     audit_event_record(
         action=action, actor=actor, target=target, target_label=label, details=details
     )
 
 
-def _create(model: type, *, actor: AbstractBaseUser, reason: str, **fields: Any) -> Any:
+def _create(model: type[models.Model], *, actor: User, reason: str, **fields: Any) -> Any:
     now = timezone.now()
     try:
         with transaction.atomic():
-            return model.objects.create(
+            return model._default_manager.create(
                 reason=two_person_reason(reason),
                 requested_by=actor,
                 requested_by_name=_name(actor),
@@ -154,7 +154,7 @@ class GrantOutcome:
 @transaction.atomic
 def grant_request_create(
     *,
-    actor: AbstractBaseUser,
+    actor: User,
     client: Client,
     key: SymmetricKey,
     reason: str,
@@ -238,7 +238,7 @@ def grant_request_create(
 
 
 @transaction.atomic
-def grant_request_approve(*, actor: AbstractBaseUser, request: GrantRequest) -> Grant:
+def grant_request_approve(*, actor: User, request: GrantRequest) -> Grant:
     """Second custodian: approve; the grant is made now (vault.clients.grant_create).
 
     Refused (nothing changes) for the requester, an ineligible approver, an expired request,
@@ -275,9 +275,7 @@ def grant_request_approve(*, actor: AbstractBaseUser, request: GrantRequest) -> 
 
 
 @transaction.atomic
-def grant_request_reject(
-    *, actor: AbstractBaseUser, request: GrantRequest, comment: str = ""
-) -> GrantRequest:
+def grant_request_reject(*, actor: User, request: GrantRequest, comment: str = "") -> GrantRequest:
     request = two_person_reject(
         GrantRequest, request.pk, actor=actor, comment=comment, related=("client", "key")
     )
@@ -294,7 +292,7 @@ def grant_request_reject(
 
 
 @transaction.atomic
-def grant_request_withdraw(*, actor: AbstractBaseUser, request: GrantRequest) -> GrantRequest:
+def grant_request_withdraw(*, actor: User, request: GrantRequest) -> GrantRequest:
     request = two_person_withdraw(GrantRequest, request.pk, actor=actor, related=("client", "key"))
     _record(
         VaultAction.GRANT_REQUEST_WITHDRAWN,
@@ -318,7 +316,7 @@ class PolicyOutcome:
 
 
 def _policy_apply(
-    *, actor: AbstractBaseUser, key: SymmetricKey, policy: str, reason: str, **details: Any
+    *, actor: User, key: SymmetricKey, policy: str, reason: str, **details: Any
 ) -> int:
     previous = key.export_policy
     key.export_policy = policy
@@ -345,9 +343,7 @@ def _policy_apply(
 
 
 @transaction.atomic
-def export_policy_set(
-    *, actor: AbstractBaseUser, key: SymmetricKey, policy: str, reason: str
-) -> PolicyOutcome:
+def export_policy_set(*, actor: User, key: SymmetricKey, policy: str, reason: str) -> PolicyOutcome:
     """Change ``key``'s export policy: a stricter one at once (``never`` also withdraws the
     key's live grants); a weaker one becomes a request a second custodian approves."""
     key = SymmetricKey.objects.select_for_update().get(pk=key.pk)
@@ -385,9 +381,7 @@ def export_policy_set(
 
 
 @transaction.atomic
-def export_policy_request_approve(
-    *, actor: AbstractBaseUser, request: ExportPolicyRequest
-) -> SymmetricKey:
+def export_policy_request_approve(*, actor: User, request: ExportPolicyRequest) -> SymmetricKey:
     """Second custodian: the weaker policy applies now (if the key's policy is still the one
     the request started from; otherwise refused)."""
     request = two_person_locked(ExportPolicyRequest, request.pk, related=("key",))
@@ -413,7 +407,7 @@ def export_policy_request_approve(
 
 @transaction.atomic
 def export_policy_request_reject(
-    *, actor: AbstractBaseUser, request: ExportPolicyRequest, comment: str = ""
+    *, actor: User, request: ExportPolicyRequest, comment: str = ""
 ) -> ExportPolicyRequest:
     request = two_person_reject(
         ExportPolicyRequest, request.pk, actor=actor, comment=comment, related=("key",)
@@ -431,7 +425,7 @@ def export_policy_request_reject(
 
 @transaction.atomic
 def export_policy_request_withdraw(
-    *, actor: AbstractBaseUser, request: ExportPolicyRequest
+    *, actor: User, request: ExportPolicyRequest
 ) -> ExportPolicyRequest:
     request = two_person_withdraw(ExportPolicyRequest, request.pk, actor=actor, related=("key",))
     _record(
@@ -454,9 +448,7 @@ class TokenOutcome:
 
 
 @transaction.atomic
-def client_reenrollment_request(
-    *, actor: AbstractBaseUser, client: Client, reason: str
-) -> TokenOutcome:
+def client_reenrollment_request(*, actor: User, client: Client, reason: str) -> TokenOutcome:
     """A new enrollment token for ``client``: at once when it holds no live fetchable grant,
     else a request a second custodian approves (the approver receives the token)."""
     client = Client.objects.select_for_update().get(pk=client.pk)
@@ -485,7 +477,7 @@ def client_reenrollment_request(
 
 
 @transaction.atomic
-def client_reenrollment_approve(*, actor: AbstractBaseUser, request: ReenrollmentRequest) -> str:
+def client_reenrollment_approve(*, actor: User, request: ReenrollmentRequest) -> str:
     """Second custodian: approve; returns the new enrollment token (show it once)."""
     request = two_person_locked(ReenrollmentRequest, request.pk, related=("client",))
     two_person_check_not_requester(request, actor)
@@ -506,7 +498,7 @@ def client_reenrollment_approve(*, actor: AbstractBaseUser, request: Reenrollmen
 
 @transaction.atomic
 def client_reenrollment_reject(
-    *, actor: AbstractBaseUser, request: ReenrollmentRequest, comment: str = ""
+    *, actor: User, request: ReenrollmentRequest, comment: str = ""
 ) -> ReenrollmentRequest:
     request = two_person_reject(
         ReenrollmentRequest, request.pk, actor=actor, comment=comment, related=("client",)
@@ -524,7 +516,7 @@ def client_reenrollment_reject(
 
 @transaction.atomic
 def client_reenrollment_withdraw(
-    *, actor: AbstractBaseUser, request: ReenrollmentRequest
+    *, actor: User, request: ReenrollmentRequest
 ) -> ReenrollmentRequest:
     request = two_person_withdraw(ReenrollmentRequest, request.pk, actor=actor, related=("client",))
     _record(

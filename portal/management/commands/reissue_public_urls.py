@@ -17,12 +17,12 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from kmsportal.public_url import server_certificate_stale
 from pki.errors import PkiError
 from pki.public_urls import (
     certificate_authorities_with_stale_addresses,
     certificate_authority_reissue,
 )
+from portal.public_url import server_certificate_stale
 
 
 class Command(BaseCommand):
