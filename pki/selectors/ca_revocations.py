@@ -94,18 +94,14 @@ def ca_revocation_request_get(*, user: User, pk: int) -> CARevocationRequest | N
     return _ca_revocation_requests().filter(pk=pk).first()
 
 
-def ca_revocation_requests_of(
-    *, user: User, certificate: Certificate
-) -> list[CARevocationRequest]:
+def ca_revocation_requests_of(*, user: User, certificate: Certificate) -> list[CARevocationRequest]:
     """The latest requests to revoke this CA certificate (for its and its CA's page)."""
     if not user.has_perm(VIEW_CA_REVOCATION_REQUEST):
         return []
     return list(_ca_revocation_requests().filter(certificate_id=certificate.pk)[:5])
 
 
-def ca_revocation_summary(
-    *, user: User, now: datetime | None = None
-) -> ApprovalSummary | None:
+def ca_revocation_summary(*, user: User, now: datetime | None = None) -> ApprovalSummary | None:
     """Pending CA revocation requests for users who may see the inbox; one aggregate query."""
     if not user.has_perm(VIEW_CA_REVOCATION_REQUEST):
         return None
