@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,7 +117,10 @@ def test_two_workers_on_sqlite_refuse_the_sixth_attempt_however_it_is_spelled(
         assert "sessionid" not in refused.cookies
     # Every attempt was answered by a process of its own: what refused the sixth is the
     # count in the database, not a worker's memory.
-    pids = _sign_in_pids(node.log)
+    # (gunicorn writes the access-log line after the answer has gone: wait for the last one.)
+    deadline = time.monotonic() + 30
+    while len(pids := _sign_in_pids(node.log)) < 2 * len(VARIANTS) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert len(pids) == 2 * len(VARIANTS), node.log_tail()
     assert len(set(pids)) == len(pids), pids
 
