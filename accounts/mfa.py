@@ -37,6 +37,7 @@ from django.utils import timezone
 from audit.models import Outcome
 from audit.services import audit_event_record
 from kmsportal.crypto import otp
+from kmsportal.crypto.errors import KMSError
 from kmsportal.keyring.services import seal, unseal
 
 from .events import MfaAction
@@ -50,12 +51,18 @@ SESSION_VERIFIED = "mfa_verified"
 SESSION_DEVICE = "mfa_device"
 
 
-class MfaError(Exception):
+class MfaError(KMSError):
     """A multi-factor action that cannot be done; the message says why."""
+
+    code = "mfa_refused"
+    status = 400
 
 
 class MfaCodeInvalid(MfaError):
     """The code is not a current TOTP code nor an unused recovery code of this user."""
+
+    code = "mfa_code_invalid"
+    status = 400
 
     def __init__(self, message: str, *, method: str, reason: str) -> None:
         super().__init__(message)

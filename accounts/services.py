@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from audit.models import AuditAction, Outcome
 from audit.services import audit_event_record
+from kmsportal.crypto.errors import KMSError
 from kmsportal.two_person import (
     TwoPersonError,
     TwoPersonStatus,
@@ -58,8 +59,11 @@ from .roles import Role
 ROLE_GRANT_PERMISSION = "auth.change_user"
 
 
-class AccountPolicyError(Exception):
+class AccountPolicyError(KMSError):
     """A user-management action the account policy refuses; the message says why."""
+
+    code = "account_policy"
+    status = 400
 
 
 def password_generate() -> str:

@@ -33,6 +33,8 @@ from django.db import models
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from kmsportal.crypto.errors import KMSError
+
 PENDING = "pending"
 
 
@@ -88,8 +90,11 @@ class TwoPersonChange(TwoPersonRequest):
         abstract = True
 
 
-class TwoPersonError(Exception):
+class TwoPersonError(KMSError):
     """A two-person step that cannot be taken as asked; the message says why."""
+
+    code = "two_person_refused"
+    status = 400
 
 
 def two_person_reason(reason: str) -> str:

@@ -26,6 +26,7 @@ from audit.models import Outcome
 from audit.services import audit_event_record
 from kmsportal.crypto import operations as crypto_ops
 from kmsportal.crypto.envelope import EnvelopeError
+from kmsportal.crypto.errors import KMSError
 from kmsportal.keyring.backends import KeyBackendError, key_backend
 from kmsportal.keyring.services import (
     seal_material,
@@ -54,12 +55,18 @@ from .models import (
 Actor = AbstractBaseUser | None
 
 
-class VaultError(Exception):
+class VaultError(KMSError):
     """A vault action that cannot be done as asked; the message says why."""
+
+    code = "vault_refused"
+    status = 400
 
 
 class KeyIntegrityError(VaultError):
     """Sealed key material failed to unseal (tampered, or bound to another row)."""
+
+    code = "key_integrity_failed"
+    status = 500
 
 
 def _actor_name(actor: Actor) -> str:

@@ -33,6 +33,7 @@ from audit.services import audit_event_record
 from kmsportal.crypto import protocol
 from kmsportal.crypto import session as wire
 from kmsportal.crypto.envelope import EnvelopeError
+from kmsportal.crypto.errors import KMSError
 from kmsportal.keyring.services import seal, unseal
 from pki.models import Certificate, CertificateStatus
 
@@ -47,14 +48,14 @@ PING = "ping"
 _KEYS_CACHE_SIZE = 4096
 
 
-class SessionRefused(Exception):
+class SessionRefused(KMSError):
     """A session-level refusal (no usable session, replay, malformed envelope)."""
 
     def __init__(self, code: str, message: str, status: int) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
+        super().__init__(message, code=code, status=status)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
 
 
 # --- opening -----------------------------------------------------------------------------------
