@@ -21,7 +21,8 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
 
-from kmsportal.two_person import TwoPersonError, TwoPersonKind, two_person_kind, two_person_kinds
+from kmsportal.two_person import TwoPersonKind, two_person_kind, two_person_kinds
+from kmsportal.views_errors import KMSError, refusal_flash
 
 from .approvers import approver_refusal
 
@@ -127,7 +128,10 @@ class ApprovalConfirmView(LoginRequiredMixin, View):
             else:
                 kind.withdraw(actor=request.user, request=item)
                 messages.success(request, f"{kind.label} request withdrawn; nothing changed.")
-        except (TwoPersonError, *kind.errors) as exc:
+        except KMSError as exc:
+            refusal_flash(request, exc)
+            return HttpResponseRedirect(request.path)
+        except kind.errors as exc:
             messages.error(request, str(exc))
             return HttpResponseRedirect(request.path)
         return HttpResponseRedirect(reverse("approvals:inbox"))

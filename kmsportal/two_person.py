@@ -243,7 +243,9 @@ class TwoPersonKind:
     approve: Callable[..., Decision]
     reject: Callable[..., Any]
     withdraw: Callable[..., Any]
-    errors: tuple[type[Exception], ...] = ()  # the kind's domain errors (shown, not 500)
+    # Domain errors outside the KMSError root that the decision page shows (not a 500);
+    # every KMSError is shown anyway.
+    errors: tuple[type[Exception], ...] = ()
     related: tuple[str, ...] = ()
     why: Callable[[Any], str] = lambda request: request.reason
 

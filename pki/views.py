@@ -43,6 +43,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts.views import PortalPermissionMixin
+from kmsportal.views_errors import KMSError, refusal_flash, refusal_on_form
 
 from . import approvals, crl, ocsp, selectors, services
 from .forms import (
@@ -188,8 +189,8 @@ class CACreateView(PortalPermissionMixin, View):
                 )
                 return HttpResponseRedirect(reverse("pki:ca_detail", args=[ca.name]))
             preview = services.certificate_authority_preview(**arguments)
-        except services.PkiError as exc:
-            form.add_error(None, str(exc))
+        except KMSError as exc:
+            refusal_on_form(form, exc)
             return render(request, "pki/ca_create.html", {"form": form}, status=400)
         return render(
             request,
@@ -214,8 +215,8 @@ class CADisableView(PortalPermissionMixin, View):
                 services.certificate_authority_disable(
                     actor=request.user, ca=ca, reason=form.cleaned_data["reason"]
                 )
-            except services.PkiError as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 messages.success(request, f"{ca.name} is disabled; it issues nothing more.")
                 return HttpResponseRedirect(reverse("pki:ca_detail", args=[ca.name]))
@@ -434,8 +435,8 @@ class CRLPublishView(PortalPermissionMixin, View):
         ca = _ca_or_404(request, name)
         try:
             row = services.crl_publish(actor=request.user, ca=ca, trigger=CRLTrigger.MANUAL)
-        except services.PkiError as exc:
-            messages.error(request, f"No CRL was published: {exc}")
+        except KMSError as exc:
+            messages.error(request, f"No CRL was published: {exc.message}")
         else:
             assert row is not None  # forced publication always publishes
             messages.success(
@@ -584,8 +585,8 @@ class CertificateRevokeView(PortalPermissionMixin, View):
                         reverse("pki:certificate_detail", args=[certificate.pk])
                     )
                 preview = services.certificate_revocation_preview(**arguments)
-            except services.PkiError as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 confirm_form = _hide(type(form)(request.POST), "reason", "invalidity_date")
                 return render(
@@ -636,11 +637,11 @@ class CertificateReleaseView(PortalPermissionMixin, View):
         certificate = _certificate_or_404(request, pk)
         try:
             services.certificate_release(actor=request.user, certificate=certificate)
-        except services.PkiError as exc:
+        except KMSError as exc:
             return render(
                 request,
                 "pki/certificate_release.html",
-                {"certificate": certificate, "error": str(exc)},
+                {"certificate": certificate, "error": exc.message},
                 status=400,
             )
         messages.success(
@@ -696,8 +697,8 @@ class CARevocationDecisionView(PortalPermissionMixin, View):
             else:
                 approvals.ca_revocation_withdraw(actor=request.user, request=asked)
                 messages.success(request, f"Revocation of CA {asked.ca.name} withdrawn.")
-        except services.PkiError as exc:
-            messages.error(request, str(exc))
+        except KMSError as exc:
+            refusal_flash(request, exc)
         return HttpResponseRedirect(reverse("pki:ca_revocation_approvals"))
 
 
@@ -759,8 +760,8 @@ class IssueFromCSRView(_IssueMixin, View):
                     reverse("pki:certificate_detail", args=[certificate.pk])
                 )
             preview = services.certificate_csr_preview(**arguments)
-        except services.PkiError as exc:
-            form.add_error(None, str(exc))
+        except KMSError as exc:
+            refusal_on_form(form, exc)
             return self.review_page(form, None, status=400)
         return self.review_page(self.review_form(preview), preview)
 
@@ -775,8 +776,8 @@ class IssueFromCSRView(_IssueMixin, View):
                     profile=data["profile"],
                     days=data["days"],
                 )
-            except services.PkiError as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 return self.review_page(self.review_form(preview), preview)
         return render(self.request, "pki/issue_csr.html", {"form": form}, status=400)
@@ -840,8 +841,8 @@ class IssueGeneratedView(_IssueMixin, View):
         if form.is_valid():
             try:
                 preview = self.preview(form)
-            except services.PkiError as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 carried = {name: request.POST.get(name, "") for name in GENERATED_CARRIED}
                 carried["idempotency_token"] = secrets.token_urlsafe(24)
@@ -894,8 +895,8 @@ class IssueGeneratedView(_IssueMixin, View):
                     pkcs12_password=data["password1"],
                     pem_bundle=data["delivery"] == "pem",
                 )
-            except services.PkiError as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 if not submission.issued_now:
                     messages.info(
@@ -910,7 +911,7 @@ class IssueGeneratedView(_IssueMixin, View):
             # Show what would be signed again next to the errors, if it can still be built.
             check = GeneratedRequestForm(self.request.POST, **self.choices())
             preview = self.preview(check) if check.is_valid() else None
-        except services.PkiError:
+        except KMSError:
             preview = None
         # The passwords are never sent back into the page.
         return self.confirm_page(form, preview, status=400)
@@ -971,8 +972,8 @@ class ValidateView(PortalPermissionMixin, View):
                     purpose=data["purpose"],
                     hostname=data["hostname"],
                 )
-            except services.PkiError as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 return render(request, "pki/validate.html", {"form": form, "outcome": outcome})
         return render(request, "pki/validate.html", {"form": form, "outcome": None}, status=400)

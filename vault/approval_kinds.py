@@ -17,7 +17,7 @@ from kmsportal.two_person import Confirmation, Decision, TwoPersonKind, two_pers
 
 from . import approvals, services
 from .distribution import DistributionError
-from .lifecycle import InvalidTransition, VersionState
+from .lifecycle import VersionState
 from .models import (
     Client,
     DestructionRequest,
@@ -30,7 +30,8 @@ from .models import (
     SymmetricKey,
 )
 
-ERRORS = (services.VaultError, InvalidTransition, DistributionError)
+# Every KMSError is shown by the decision page; DistributionError is not one yet.
+ERRORS = (DistributionError,)
 
 
 def _when(moment: Any) -> str:

@@ -22,7 +22,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts.views import PortalPermissionMixin
-from kmsportal.two_person import TwoPersonError
+from kmsportal.views_errors import KMSError, refusal_flash, refusal_on_form
 
 from . import approvals, key_import, selectors, services
 from .forms import (
@@ -35,10 +35,8 @@ from .forms import (
     KeyImportParametersForm,
     RotateForm,
 )
-from .lifecycle import InvalidTransition, KeyAction, allowed_actions
+from .lifecycle import KeyAction, allowed_actions
 from .models import SymmetricKey
-
-DOMAIN_ERRORS = (services.VaultError, InvalidTransition, TwoPersonError)
 
 
 class KeyListView(PortalPermissionMixin, View):
@@ -78,8 +76,8 @@ class KeyCreateView(PortalPermissionMixin, View):
         if form.is_valid():
             try:
                 key = services.symmetric_key_create(actor=request.user, **form.cleaned_data)
-            except DOMAIN_ERRORS as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 messages.success(request, f"Key {key.name} created ({key.get_state_display()}).")
                 return HttpResponseRedirect(reverse("vault:key_detail", args=[key.name]))
@@ -386,14 +384,11 @@ class KeyActionView(PortalPermissionMixin, View):
             message = spec.perform(
                 actor=request.user, key=key, **(form.cleaned_data if form else {})
             )
-        except services.KeyIntegrityError as exc:
-            messages.error(request, str(exc))
+        except services.KeyIntegrityError as exc:  # a fault, but the key page shows it
+            messages.error(request, exc.message)
             return HttpResponseRedirect(reverse("vault:key_detail", args=[key.name]))
-        except DOMAIN_ERRORS as exc:
-            if form is None:  # an action without fields still shows the error in a form
-                form = forms.Form({})
-                form.is_valid()
-            form.add_error(None, str(exc))
+        except KMSError as exc:
+            form = refusal_on_form(form, exc)
             return self._render(request, key, spec, form, status=400)
         messages.success(request, message)
         return HttpResponseRedirect(reverse("vault:key_detail", args=[key.name]))
@@ -431,8 +426,8 @@ class ApprovalDecisionView(PortalPermissionMixin, View):
             else:
                 done = services.destruction_request_reject(actor=request.user, request=destruction)
                 messages.success(request, f"Request {done.get_status_display()}.")
-        except DOMAIN_ERRORS as exc:
-            messages.error(request, str(exc))
+        except KMSError as exc:
+            refusal_flash(request, exc)
         return HttpResponseRedirect(reverse("vault:approvals"))
 
 
@@ -459,8 +454,8 @@ class KeyImportParametersView(PortalPermissionMixin, View):
                     key_name=form.cleaned_data["name"],
                     key_size=form.cleaned_data["key_size"],
                 )
-            except DOMAIN_ERRORS as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 return render(
                     request,
@@ -493,8 +488,8 @@ class KeyImportView(PortalPermissionMixin, View):
                     wrapped=wrapped,
                     import_token=form.cleaned_data["import_token"],
                 )
-            except DOMAIN_ERRORS as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 messages.success(
                     request,
