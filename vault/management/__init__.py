@@ -1,8 +1,9 @@
-"""Management commands of the vault, and what they share: parsing and error translation.
+"""Management commands of the vault, and what they share: lookups and parsing.
 
-Every command is thin: parse, call one service, print. Anything the domain refuses
-(`VaultError`, `InvalidTransition`, an unknown key, a malformed time) becomes a
-`CommandError` carrying the domain message: one line, exit status 1, no traceback.
+Every command is thin: parse, call one service, print. Anything the domain refuses (a
+`KMSError`, an unknown key, a malformed time) becomes a `CommandError` carrying the domain
+message: one line, exit status 1, no traceback (the commands are
+`kmsportal.commands.KMSCommand`s).
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from datetime import datetime
 from django.core.management.base import CommandError
 
 from vault.distribution import DistributionError
-from vault.lifecycle import InvalidTransition
 from vault.models import Client, SymmetricKey
-from vault.services import VaultError
 
 
 def key_by_name(name: str) -> SymmetricKey:
@@ -49,8 +48,8 @@ def parse_time(text: str | None, option: str) -> datetime | None:
 
 @contextmanager
 def domain_errors() -> Iterator[None]:
-    """Turn what the vault refuses into a CommandError with the same message."""
+    """Turn a DistributionError (not a KMSError yet) into a CommandError with its message."""
     try:
         yield
-    except (VaultError, InvalidTransition, DistributionError) as exc:
+    except DistributionError as exc:
         raise CommandError(str(exc)) from exc

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
+from kmsportal.commands import KMSCommand
 from vault.distribution import client_create
 from vault.management import domain_errors
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = "Register a client service and print its one-time enrollment token (valid 24 h)."
 
     def add_arguments(self, parser: CommandParser) -> None:

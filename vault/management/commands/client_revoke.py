@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
+from kmsportal.commands import KMSCommand
 from vault.distribution import CLIENT_REVOCATION_REASONS, client_revoke
 from vault.management import client_by_name, domain_errors
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = "Revoke a client service for good; its certificate is revoked in the same transaction."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
-
+from kmsportal.commands import KMSCommand
 from vault.distribution import server_identity_renew
 from vault.management import domain_errors
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = "Issue a new kms-server certificate (new sealed key) from the client identity CA."
 
     def handle(self, *args: object, **options: object) -> None:
