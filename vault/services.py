@@ -24,6 +24,7 @@ from django.utils import timezone
 from accounts.approvers import approver_check
 from audit.models import Outcome
 from audit.services import audit_event_record
+from kmsportal.actors import Actor, actor_name
 from kmsportal.crypto import operations as crypto_ops
 from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.crypto.errors import KMSError
@@ -52,8 +53,6 @@ from .models import (
     SymmetricKey,
 )
 
-Actor = AbstractBaseUser | None
-
 
 class VaultError(KMSError):
     """A vault action that cannot be done as asked; the message says why."""
@@ -67,10 +66,6 @@ class KeyIntegrityError(VaultError):
 
     code = "key_integrity_failed"
     status = 500
-
-
-def _actor_name(actor: Actor) -> str:
-    return actor.get_username() if actor is not None else "system"
 
 
 def _locked(key: SymmetricKey) -> SymmetricKey:
@@ -192,7 +187,7 @@ def symmetric_key_create(
         state=KeyState.PRE_ACTIVE if pending else KeyState.ACTIVE,
         activate_at=activate_at if pending else None,
         created_by=actor,
-        created_by_name=_actor_name(actor),
+        created_by_name=actor_name(actor),
         created_at=now,
         last_rotated_at=None if pending else now,
     )
