@@ -18,6 +18,7 @@ from django.views import View
 from django.views.csrf import csrf_failure as django_csrf_failure
 
 from accounts.views import PortalPermissionMixin
+from kmsportal.list_pages import filtered_list_page
 
 from . import exports, selectors, services
 from .forms import EventFilterForm
@@ -34,23 +35,17 @@ class EventListView(PortalPermissionMixin, View):
 
     def get(self, request: HttpRequest) -> HttpResponse:
         form = EventFilterForm(request.GET)
-        if not form.is_valid():
-            return render(
-                request, "audit/event_list.html", {"form": form, "page": None}, status=400
-            )
-        page = selectors.audit_event_page(
-            user=request.user,
-            filters=form.filters(),
-            before=form.cleaned_data.get("before"),
-            after=form.cleaned_data.get("after"),
-        )
-        query = request.GET.copy()
-        for key in ("before", "after"):
-            query.pop(key, None)
-        return render(
+        return filtered_list_page(
             request,
             "audit/event_list.html",
-            {"form": form, "page": page, "filter_query": query.urlencode()},
+            form,
+            lambda data: selectors.audit_event_page(
+                user=request.user,
+                filters=form.filters(),
+                before=data.get("before"),
+                after=data.get("after"),
+            ),
+            cursors=("before", "after"),
         )
 
 

@@ -43,6 +43,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts.views import PortalPermissionMixin
+from kmsportal.list_pages import filtered_list_page
 from kmsportal.views_errors import KMSError, refusal_flash, refusal_on_form
 
 from . import approvals, crl, ocsp, selectors, services
@@ -455,32 +456,24 @@ class CertificateListView(PortalPermissionMixin, View):
 
     def get(self, request: HttpRequest) -> HttpResponse:
         cas = [(ca.name, ca.name) for ca in selectors.ca_list(user=request.user)]
-        form = CertificateFilterForm(
-            request.GET, cas=cas, profiles=selectors.profile_filter_choices()
-        )
-        if not form.is_valid():
-            return render(
-                request, "pki/certificate_list.html", {"form": form, "page": None}, status=400
-            )
-        data = form.cleaned_data
-        page = selectors.certificate_page(
-            user=request.user,
-            ca=data["ca"],
-            profile=data["profile"],
-            status=data["status"],
-            expiring_within_days=data["expiring"],
-            validity=data["validity"],
-            expires_after=data["expires_after"],
-            expires_before=data["expires_before"],
-            search=data["q"],
-            after=data["after"],
-        )
-        query = request.GET.copy()
-        query.pop("after", None)
-        return render(
+        return filtered_list_page(
             request,
             "pki/certificate_list.html",
-            {"form": form, "page": page, "filter_query": query.urlencode()},
+            CertificateFilterForm(
+                request.GET, cas=cas, profiles=selectors.profile_filter_choices()
+            ),
+            lambda data: selectors.certificate_page(
+                user=request.user,
+                ca=data["ca"],
+                profile=data["profile"],
+                status=data["status"],
+                expiring_within_days=data["expiring"],
+                validity=data["validity"],
+                expires_after=data["expires_after"],
+                expires_before=data["expires_before"],
+                search=data["q"],
+                after=data["after"],
+            ),
         )
 
 

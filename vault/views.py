@@ -22,6 +22,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 
 from accounts.views import PortalPermissionMixin
+from kmsportal.list_pages import filtered_list_page
 from kmsportal.views_errors import KMSError, refusal_flash, refusal_on_form
 
 from . import approvals, key_import, selectors, services
@@ -43,24 +44,18 @@ class KeyListView(PortalPermissionMixin, View):
     permission_required = "vault.view_symmetrickey"
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        form = KeyFilterForm(request.GET)
-        if not form.is_valid():
-            return render(request, "vault/key_list.html", {"form": form, "page": None}, status=400)
-        data = form.cleaned_data
-        page = selectors.symmetric_key_page(
-            user=request.user,
-            state=data["state"],
-            search=data["q"],
-            overdue=data["overdue"],
-            due_within_days=data["due_within"],
-            after=data["after"],
-        )
-        query = request.GET.copy()
-        query.pop("after", None)
-        return render(
+        return filtered_list_page(
             request,
             "vault/key_list.html",
-            {"form": form, "page": page, "filter_query": query.urlencode()},
+            KeyFilterForm(request.GET),
+            lambda data: selectors.symmetric_key_page(
+                user=request.user,
+                state=data["state"],
+                search=data["q"],
+                overdue=data["overdue"],
+                due_within_days=data["due_within"],
+                after=data["after"],
+            ),
         )
 
 
