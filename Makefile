@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench lint format clean venv dist docs
+.PHONY: run test bench lint format clean venv dist docs apicheck
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ run: $(VENV)/.runtime-installed
 test: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	DEBUG=false $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# schemathesis against the admin API on a running server (fresh SQLite database, gunicorn on
+# a free port): no 5xx, no response outside the schema. MAX_EXAMPLES per operation (20).
+apicheck: $(VENV)/.dev-installed
+	tests/adminapi/schemathesis_run.sh
 
 # Benchmarks on SQLite and PostgreSQL; QUICK=1 for the small sizes CI runs. Prints the table
 # and writes bench/results.md; fails only if a benchmark crashes, never on a missed target.

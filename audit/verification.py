@@ -1,5 +1,7 @@
 """Fast full-chain verification: the database builds the hashed text, Python only hashes.
 
+The statements live in `audit.queries`; this module decides what their answers prove.
+
 The exact verifier (``verify_chain`` over ``audit.services.chain_rows``) turns every row into
 Python objects and serialises it again, about 15 µs per event. Here the database renders each
 event's canonical JSON (the bytes its hash covers, see kmsportal.crypto.audit_chain) itself:
@@ -46,40 +48,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
+from django.db.models import Max, Min
 
 from kmsportal.crypto.audit_chain import ChainResult, verify_chain
 
+from . import queries
 from .models import AuditEvent
-
-# The hashed fields in canonical (sorted) key order, as in kmsportal.crypto.audit_chain.
-_STRING_FIELDS = (
-    "action",
-    "actor_id",
-    "actor_name",
-    "actor_type",
-    "outcome",
-    "request_id",
-    "source_ip",
-    "target_id",
-    "target_label",
-    "target_type",
-)
-_KEYS = (
-    "action",
-    "actor_id",
-    "actor_name",
-    "actor_type",
-    "details",
-    "outcome",
-    "request_id",
-    "sequence",
-    "source_ip",
-    "target_id",
-    "target_label",
-    "target_type",
-    "time",
-)
-_SEPARATOR = "\x1e"  # between the texts of a chunk; JSON text never holds it unescaped
 
 
 @dataclass(frozen=True)
@@ -137,7 +111,6 @@ class _Walk:
         self.verified = 0
         self.fallbacks = 0
         self.final: ChainResult | None = None  # set when the exact verifier had the last word
-        self.table = connection.ops.quote_name(AuditEvent._meta.db_table)
 
     @property
     def next_sequence(self) -> int:
@@ -154,17 +127,16 @@ class _Walk:
         self.last_hash = last_hash
         self.last_digest = bytes.fromhex(last_hash) if last_digest is None else last_digest
 
-    def _scalar(self, sql: str, params: list[Any]) -> Any:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
-        return None if row is None else row[0]
+    @staticmethod
+    def _column(sequence: int, column: str) -> str | None:
+        """``column`` (hash or prev_hash) of event ``sequence``; None if there is none."""
+        return AuditEvent.objects.filter(sequence=sequence).values_list(column, flat=True).first()
 
     def run(self, engine: _Engine) -> None:
         while self.final is None:
             start = self.next_sequence
             # Events appended while we work are picked up by the next round.
-            top = self._scalar(f"SELECT max(sequence) FROM {self.table}", [])  # noqa: S608
+            top = AuditEvent.objects.aggregate(top=Max("sequence"))["top"]
             if top is not None and self.to_sequence is not None:
                 top = min(top, self.to_sequence)
             if top is None or top < start:
@@ -178,17 +150,13 @@ class _Walk:
         """Let the exact verifier judge the events after the last verified one."""
         if anomaly.at is not None and anomaly.at > self.next_sequence:
             # The events before the suspect one passed every fast check.
-            before = self._scalar(
-                f"SELECT hash FROM {self.table} WHERE sequence = %s",  # noqa: S608
-                [anomaly.at - 1],
-            )
+            before = self._column(anomaly.at - 1, "hash")
             if before is not None:
                 self.advance(self.next_sequence, anomaly.at - 1, before)
         # Reach at least the next event present, so that every round makes progress.
-        following = self._scalar(
-            f"SELECT min(sequence) FROM {self.table} WHERE sequence >= %s",  # noqa: S608
-            [self.next_sequence],
-        )
+        following = AuditEvent.objects.filter(sequence__gte=self.next_sequence).aggregate(
+            following=Min("sequence")
+        )["following"]
         bound: int | None = max(anomaly.at or anomaly.bound, following or 0)
         if self.to_sequence is not None:
             bound = min(bound, self.to_sequence)
@@ -198,10 +166,7 @@ class _Walk:
             # Start at the last verified event itself: the exact walk then meets the next one
             # in exactly the state a full exact walk would be in.
             start, overlap = self.last_sequence, 1
-            expected = self._scalar(
-                f"SELECT prev_hash FROM {self.table} WHERE sequence = %s",  # noqa: S608
-                [start],
-            )
+            expected = self._column(start, "prev_hash")
             if expected is None:  # it vanished while we worked: judge everything exactly
                 self.first_sequence, self.last_sequence, self.verified = None, None, 0
                 start, expected, overlap = self.from_sequence, self.expected, 0
@@ -257,62 +222,27 @@ class _Engine:
 # --------------------------------------------------------------------------- SQLite
 
 
-def _sqlite_text() -> str:
-    """SQL for an event's canonical JSON text on SQLite."""
-    values = []
-    for key in _KEYS:
-        if key == "details":
-            value = "json(details)"  # minified, values as stored
-        elif key == "time":
-            # Django stores 'YYYY-MM-DD HH:MM:SS[.ffffff]' (UTC): only those two shapes can
-            # give the canonical 'YYYY-MM-DDTHH:MM:SS.ffffffZ'; anything else stays visible.
-            value = (
-                "replace(\"time\", ' ', 'T') || "
-                "CASE WHEN length(\"time\") = 19 THEN '.000000Z' ELSE 'Z' END"
-            )
-        else:
-            value = connection.ops.quote_name(key)
-        values.append(f"'{key}', {value}")
-    return f"json_object({', '.join(values)})"
-
-
 class _SQLiteEngine(_Engine):
     method = "sqlite"
     chunk = 2048
 
-    def __init__(self) -> None:
-        table = connection.ops.quote_name(AuditEvent._meta.db_table)
-        # One row per chunk: how many events (contiguous exactly when it is hi - lo + 1, the
-        # sequence being an integer primary key), their texts, prev_hashes and hashes, in
-        # rowid (sequence) order; any other order would show as broken links, never pass.
-        self.sql = (
-            "SELECT count(*), "  # noqa: S608 (no user input)
-            f"CAST(group_concat({_sqlite_text()}, char(30)) AS BLOB), "
-            "group_concat(prev_hash, ','), group_concat(hash, ',') "
-            f"FROM {table} WHERE sequence BETWEEN ? AND ?"
-        )
-
     def verify(self, walk: _Walk, start: int, top: int) -> None:
-        connection.ensure_connection()
-        cursor = connection.connection.cursor()  # the raw cursor: no per-row conversion
-        try:
+        with queries.sqlite_chain_chunks() as chunk_row:
             for lo in range(start, top + 1, self.chunk):
                 hi = min(lo + self.chunk - 1, top)
                 try:
-                    row = cursor.execute(self.sql, (lo, hi)).fetchone()
+                    row = chunk_row(lo, hi)
                 except sqlite3.Error:  # e.g. details that are not JSON: no verdict here
                     raise _Anomaly(hi) from None
                 if not self._chunk(walk, lo, hi, row):
                     raise _Anomaly(hi)
-        finally:
-            cursor.close()
 
     @staticmethod
     def _chunk(walk: _Walk, lo: int, hi: int, row: tuple[Any, ...]) -> bool:
         count, texts, prevs, hashes = row
         if count != hi - lo + 1 or not isinstance(texts, bytes):
             return False
-        parts = texts.split(b"\x1e")
+        parts = texts.split(queries.SEPARATOR)
         if len(parts) != count:
             return False
         sha256 = hashlib.sha256
@@ -334,93 +264,9 @@ class _SQLiteEngine(_Engine):
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-def _postgres_text(*, quoted: bool) -> str:
-    """SQL for an event's canonical JSON text on PostgreSQL.
-
-    ``quoted=False`` pastes strings in between quotes, which is their JSON form only when
-    they hold no quote, backslash or control character (the caller checks)."""
-    pieces = []
-    for i, key in enumerate(_KEYS):
-        lead = "{" if i == 0 else ","
-        if key == "details":
-            value = "details"
-        elif key == "sequence":
-            value = "sequence::text"
-        elif key == "time":
-            value = (
-                "'\"' || to_char(\"time\" AT TIME ZONE 'UTC', "
-                '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\') || \'"\''
-            )
-        elif quoted:
-            value = f"to_json({connection.ops.quote_name(key)})::text"
-        else:
-            value = f"'\"' || {connection.ops.quote_name(key)} || '\"'"
-        pieces.append(f"'{lead}\"{key}\":' || {value}")
-    return " || ".join(pieces) + " || '}'"
-
-
-def _postgres_event_text() -> str:
-    """SQL for an event's canonical JSON text on PostgreSQL."""
-    strings = " || ".join(connection.ops.quote_name(f) for f in _STRING_FIELDS)
-    return (
-        f"CASE WHEN ({strings}) ~ '[[:cntrl:]\"\\\\]' THEN {_postgres_text(quoted=True)} "
-        f"ELSE {_postgres_text(quoted=False)} END"
-    )
-
-
-def _postgres_hash_is_wrong() -> str:
-    """SQL that is true for a row whose hash does not match its prev_hash and content."""
-    return (
-        # Before year 1 to_char drops the era: such a time never comes from Python.
-        "octet_length(prev_hash) <> 64 OR \"time\" < '0001-01-01 00:00:00+00' OR "
-        f"encode(sha256(decode(prev_hash, 'hex') || convert_to({_postgres_event_text()}, "
-        "'UTF8')), 'hex') IS DISTINCT FROM hash"
-    )
-
-
-def event_text_sql() -> str | None:
-    """The SQL expression the fast path hashes, for tests and diagnostics (None: no fast path)."""
-    if connection.vendor == "sqlite":
-        return _sqlite_text()
-    if connection.vendor == "postgresql":
-        return _postgres_event_text()
-    return None
-
-
 class _PostgresEngine(_Engine):
     method = "postgresql"
     range_size = 250_000
-
-    def __init__(self) -> None:
-        table = connection.ops.quote_name(AuditEvent._meta.db_table)
-        wrong = _postgres_hash_is_wrong()
-        self.hashes_sql = (
-            "SELECT count(*), min(sequence), max(sequence), "  # noqa: S608 (no user input)
-            f"min(sequence) FILTER (WHERE {wrong}) "
-            f"FROM {table} WHERE sequence BETWEEN %s AND %s"
-        )
-        # Every row passing the query above has a 64-character hash and prev_hash, so the
-        # concatenations are equal exactly when each prev_hash is the previous row's hash.
-        self.links_sql = (
-            "SELECT coalesce(string_agg(prev_hash, '') = %s || "  # noqa: S608 (no user input)
-            "left(string_agg(hash, ''), -64), "
-            "false), right(string_agg(hash, ''), 64) "
-            f"FROM (SELECT prev_hash, hash FROM {table} "
-            "WHERE sequence BETWEEN %s AND %s ORDER BY sequence) AS ordered"
-        )
-        self.locate_sql = (
-            "SELECT sequence FROM ("  # noqa: S608 (no user input)
-            "SELECT sequence, prev_hash, hash, "
-            "lag(sequence) OVER w AS before_sequence, lag(hash) OVER w AS before_hash, "
-            f"({wrong}) AS wrong "
-            f"FROM {table} WHERE sequence BETWEEN %s AND %s "
-            "WINDOW w AS (ORDER BY sequence)) AS rows "
-            "WHERE wrong "
-            "OR (before_sequence IS NULL AND (sequence <> %s OR prev_hash <> %s)) "
-            "OR (before_sequence IS NOT NULL "
-            "AND (sequence <> before_sequence + 1 OR prev_hash <> before_hash)) "
-            "ORDER BY sequence LIMIT 1"
-        )
 
     def verify(self, walk: _Walk, start: int, top: int) -> None:
         self._fresh_statistics(top)
@@ -438,13 +284,9 @@ class _PostgresEngine(_Engine):
         order, and runs serially. ANALYZE samples a bounded number of rows and only updates
         statistics; without the privilege PostgreSQL skips it with a warning.
         """
-        table = AuditEvent._meta.db_table
         try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [table])
-                row = cursor.fetchone()
-                if row is not None and top >= 10_000 and row[0] < top / 2:
-                    cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
+            with transaction.atomic():
+                queries.postgres_analyze_if_stale(top)
         except DatabaseError:
             pass  # only the speed depends on it
 
@@ -452,11 +294,10 @@ class _PostgresEngine(_Engine):
         try:
             # A savepoint: an SQL error (say a prev_hash that is not hex) must not end the
             # caller's transaction.
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(self.hashes_sql, [lo, hi])
-                count, first, last, first_wrong = cursor.fetchone()
-                cursor.execute(self.links_sql, [walk.last_hash, lo, hi])
-                linked, last_hash = cursor.fetchone()
+            with transaction.atomic():
+                count, first, last, first_wrong, linked, last_hash = queries.postgres_chain_range(
+                    lo, hi, walk.last_hash
+                )
         except DatabaseError:
             raise _Anomaly(hi) from None
         if (count, first, last, first_wrong, linked) == (hi - lo + 1, lo, hi, None, True):
@@ -467,12 +308,10 @@ class _PostgresEngine(_Engine):
     def _locate(self, walk: _Walk, lo: int, hi: int) -> int | None:
         """The first event from ``lo`` that fails a fast check, if an SQL query can say."""
         try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(self.locate_sql, [lo, hi, lo, walk.last_hash])
-                row = cursor.fetchone()
+            with transaction.atomic():
+                return queries.postgres_first_suspect(lo, hi, walk.last_hash)
         except DatabaseError:
             return None
-        return None if row is None else row[0]
 
 
 # --------------------------------------------------------------------------- the tree's leaves
@@ -500,33 +339,14 @@ def leaf_chunk_fast(lo: int, hi: int) -> LeafChunk | None:
     return None
 
 
-def _tables() -> tuple[str, str]:
-    from .models import AuditLeaf
-
-    quote = connection.ops.quote_name
-    return quote(AuditLeaf._meta.db_table), quote(AuditEvent._meta.db_table)
-
-
 def _sqlite_leaves(lo: int, hi: int) -> LeafChunk | None:
-    leaves, events = _tables()
-    sql = (
-        "SELECT count(*), min(leaf_index), max(leaf_index), "  # noqa: S608 (no user input)
-        "CAST(group_concat(text, char(30)) AS BLOB), group_concat(hex(leaf_hash), '') FROM ("
-        f"SELECT l.leaf_index, l.leaf_hash, {_sqlite_text()} AS text FROM {leaves} l "
-        f"JOIN {events} ON {events}.sequence = l.event_id "
-        "WHERE l.leaf_index BETWEEN ? AND ? ORDER BY l.leaf_index)"
-    )
-    connection.ensure_connection()
-    cursor = connection.connection.cursor()
     try:
-        count, first, last, texts, stored_hex = cursor.execute(sql, (lo, hi)).fetchone()
+        count, first, last, texts, stored_hex = queries.sqlite_leaf_chunk(lo, hi)
     except sqlite3.Error:
         return None
-    finally:
-        cursor.close()
     if count != hi - lo + 1 or (first, last) != (lo, hi) or not isinstance(texts, bytes):
         return None
-    parts = texts.split(b"\x1e")
+    parts = texts.split(queries.SEPARATOR)
     stored = bytes.fromhex(stored_hex)
     if len(parts) != count or len(stored) != 32 * count:
         return None
@@ -540,31 +360,15 @@ def _sqlite_leaves(lo: int, hi: int) -> LeafChunk | None:
 
 
 def _postgres_leaves(lo: int, hi: int) -> LeafChunk | None:
-    leaves, events = _tables()
-    text = _postgres_event_text()
-    wrong_sql = (
-        f"SELECT l.leaf_index FROM {leaves} l JOIN {events} "  # noqa: S608 (no user input)
-        f"ON {events}.sequence = l.event_id WHERE l.leaf_index BETWEEN %s AND %s AND "
-        f"(\"time\" < '0001-01-01 00:00:00+00' OR "
-        f"sha256('\\x00'::bytea || convert_to({text}, 'UTF8')) IS DISTINCT FROM l.leaf_hash) "
-        "ORDER BY 1"
-    )
-    hashes_sql = (
-        "SELECT count(*), min(leaf_index), max(leaf_index), "  # noqa: S608 (no user input)
-        f"string_agg(leaf_hash, ''::bytea ORDER BY leaf_index) FROM {leaves} "
-        "WHERE leaf_index BETWEEN %s AND %s"
-    )
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(hashes_sql, [lo, hi])
-            count, first, last, stored = cursor.fetchone()
+        with transaction.atomic():
+            count, first, last, stored = queries.postgres_leaf_hashes(lo, hi)
             if count != hi - lo + 1 or (first, last) != (lo, hi) or stored is None:
                 return None
             stored = bytes(stored)
             if len(stored) != 32 * count:
                 return None
-            cursor.execute(wrong_sql, [lo, hi])
-            suspects = [row[0] for row in cursor.fetchall()]
+            suspects = queries.postgres_leaf_suspects(lo, hi)
     except DatabaseError:
         return None
     digests = [stored[32 * i : 32 * i + 32] for i in range(count)]

@@ -8,7 +8,7 @@ raw cost of the same cryptography.
    time. The rate limit is off for the run (``KMS_CLIENT_RATE_LIMIT=0``).
 2. In one process, no HTTP: the same ``KMSClient`` code (request, signature, server chain
    validation, stapled-status check, DH, HKDF, decryption) with a session that hands the
-   JSON body straight to ``vault.distribution.key_fetch`` (every check, the nonce row, the
+   JSON body straight to ``vault.exchange.key_fetch`` (every check, the nonce row, the
    delivery row, the audit event) and refuses any GET (no download per fetch): the whole
    exchange but the socket, HTTP and Django's request handling. Target: at least 0.5x the
    raw cryptography.
@@ -56,13 +56,13 @@ KEY_NAME = "bench-key"
 class InProcessSession(requests.Session):
     """What ``KMSClient`` sends, answered by the server's own code in this process.
 
-    POST (the fetch): the JSON body goes to ``vault.distribution.key_fetch`` and its answer
+    POST (the fetch): the JSON body goes to ``vault.exchange.key_fetch`` and its answer
     comes back as JSON text, as the API view does minus HTTP. A GET (a CRL download) would
     be a regression: the server's status is stapled in the answer.
     """
 
     def post(self, url: str, data: Any = None, **kwargs: Any) -> requests.Response:
-        from vault.distribution import key_fetch
+        from vault.exchange import key_fetch
 
         return _response(url, json.dumps(key_fetch(body=json.loads(data))).encode())
 
@@ -105,7 +105,7 @@ def _identity(directory: Path):  # type: ignore[no-untyped-def]
     from cryptography.hazmat.primitives import serialization
 
     from kmsportal.crypto.x509 import build_csr, generate_private_key, parse_subject
-    from vault.distribution import client_create, client_enroll_response
+    from vault.clients import client_create, client_enroll_response
 
     client, token = client_create(actor=None, name="bench-client")
     private_key = generate_private_key("ecp256")
@@ -143,10 +143,12 @@ def _identity(directory: Path):  # type: ignore[no-untyped-def]
 
 def _staple() -> bytes:
     """The server's stapled status, as the fetch gets it (from the cache, made once)."""
-    from vault.distribution import _server_status
     from vault.models import ServerIdentity
+    from vault.server_identity import server_status_staple
 
-    return _server_status(ServerIdentity.objects.values_list("certificate_id", flat=True).first())
+    return server_status_staple(
+        ServerIdentity.objects.values_list("certificate_id", flat=True).first()
+    )
 
 
 def _raw_exchanges(count: int, cert_pem: str, client_key, server_key, chain, leaf_key, staple):  # type: ignore[no-untyped-def]
@@ -212,12 +214,9 @@ def run(*, quick: bool, database: str) -> list[Row]:
 
     from kmsclient.client import KMSClient
     from kmsportal.crypto import protocol
-    from vault.distribution import (
-        _server_credential,
-        distribution_bootstrap,
-        grant_create,
-        key_fetch,
-    )
+    from vault.clients import grant_create
+    from vault.exchange import key_fetch
+    from vault.server_identity import distribution_bootstrap, server_credential
     from vault.services import symmetric_key_create
 
     count = 60 if quick else 300
@@ -236,7 +235,7 @@ def run(*, quick: bool, database: str) -> list[Row]:
     directory = Path(tempfile.mkdtemp(prefix="kmsbench-client-"))
     client, client_key, cert_pem, files = _identity(directory)
     grant_create(actor=None, client=client, key=key)
-    server_key, chain = _server_credential()
+    server_key, chain = server_credential()
     leaf_key = protocol.server_leaf_certificate({"server_certificate_chain": chain}).public_key()
     staple = _staple()
 

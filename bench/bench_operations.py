@@ -39,7 +39,7 @@ VAULT_TRANSIT = "Vault transit ~1.8k ops/s per operation type (vault-benchmark e
 def _identity(directory: Path) -> tuple[object, dict[str, str]]:
     """A client enrolled as the key fetch benchmark does, and the server pins it learns."""
     from bench.bench_distribution import _identity as enrolled
-    from vault.distribution import server_identity_pin
+    from vault.server_identity import server_identity_pin
 
     client, _key, _pem, files = enrolled(directory)
     pin = server_identity_pin()
@@ -123,9 +123,9 @@ def _bare_aes(repeats: int) -> tuple[float, float]:
 def run(*, quick: bool, database: str) -> list[Row]:
     from django.conf import settings
 
-    from vault.distribution import distribution_bootstrap
     from vault.models import Grant
     from vault.operations import key_operation_perform
+    from vault.server_identity import distribution_bootstrap
     from vault.services import symmetric_key_create
 
     repeats = 3

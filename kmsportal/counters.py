@@ -1,7 +1,7 @@
 """Counters every worker and every node shares: the `counters` cache alias.
 
 Sign-in and second-factor lockouts (accounts.throttle) and the client API's rate limit
-(vault.distribution) count in ``caches["counters"]``. With ``CACHE_URL`` set that is the same
+(vault.exchange) count in ``caches["counters"]``. With ``CACHE_URL`` set that is the same
 Redis as the default cache. Without it, it is Django's database cache in the table
 ``kms_counters`` (created by the migration ``accounts.0003_counters_table``, so there is no
 ``createcachetable`` step to forget): every gunicorn worker and every node on the same

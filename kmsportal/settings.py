@@ -75,6 +75,9 @@ INSTALLED_APPS = [
     "vault",
     "pki",
     "notifications",
+    # The admin REST API (issue 17); "ninja" serves its Swagger UI from bundled static files.
+    "ninja",
+    "adminapi",
 ]
 
 MIDDLEWARE = [

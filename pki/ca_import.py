@@ -14,6 +14,7 @@ from cryptography import x509
 from django.db import transaction
 from django.utils import timezone
 
+from kmsportal.actors import Actor, actor_name
 from kmsportal.crypto.ca_bundle import (
     CABundle,
     CABundleError,
@@ -31,7 +32,8 @@ from .models import (
     CAState,
     CertificateAuthority,
 )
-from .services import RESERVED_CA_NAMES, Actor, _actor_name, _ca_store, _certificate_of
+from .services.cas import _ca_store
+from .services.records import RESERVED_CA_NAMES, _certificate_of
 from .signers import GeneratedCAKey
 
 __all__ = ["certificate_authority_import"]
@@ -111,7 +113,7 @@ def _import(*, actor: Actor, name: str, bundle: CABundle) -> CertificateAuthorit
         key_type=bundle.key_type.value,
         path_length=constraints.path_length,
         created_by=actor,
-        created_by_name=_actor_name(actor),
+        created_by_name=actor_name(actor),
     )
     ca.sealed_private_key = new_key.seal(aad=ca.aad)
     return _ca_store(

@@ -43,7 +43,6 @@ created before CRLs were published at creation) gets its first one on the first 
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import threading
 from collections import OrderedDict
@@ -52,12 +51,12 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Model, TextField
-from django.db.models.functions import Cast
+from django.core.cache import cache
+from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_event_record
+from kmsportal.actors import actor_name
 from kmsportal.crypto.crl import CRLError, EntryCache, build_crl, crl_to_der
 from kmsportal.crypto.signer import Signer
 
@@ -65,12 +64,11 @@ from .distribution import ca_distribution_points
 from .errors import PkiError
 from .events import PkiAction
 from .models import (
-    Certificate,
     CertificateAuthority,
-    CertificateStatus,
     CRLTrigger,
     RevocationList,
 )
+from .queries import crl_der_store, crl_entry_rows, newest_crl_row
 from .signers import ca_signer
 
 __all__ = [
@@ -87,10 +85,6 @@ __all__ = [
 ]
 
 
-def _actor_name(actor: object) -> str:
-    return actor.get_username() if actor is not None else "system"  # type: ignore[attr-defined]
-
-
 def crl_entries(
     ca_id: object, *, since: datetime | None = None
 ) -> list[tuple[int, datetime, str | None, datetime | None]]:
@@ -103,22 +97,7 @@ def crl_entries(
     databases store UTC; SQLite's text has no offset (naive, which X.509 takes as UTC),
     PostgreSQL's (session time zone UTC) ends in ``+00``. One fetch, no server-side cursor.
     """
-    revoked = Certificate.objects.filter(ca_id=ca_id, status=CertificateStatus.REVOKED)
-    if since is not None:
-        revoked = revoked.filter(revoked_at__gte=since)  # index (ca, revoked_at)
-    rows = (
-        revoked.order_by()
-        .annotate(
-            revoked_text=Cast("revoked_at", TextField()),
-            invalid_text=Cast("invalidity_date", TextField()),
-        )
-        .values_list("serial_hex", "revoked_text", "revocation_reason", "invalid_text")
-    )
-    # The ORM writes the SQL; the rows come straight from the cursor (no per-row iterator).
-    sql, params = rows.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        fetched = cursor.fetchall()
+    fetched = crl_entry_rows(ca_id, since=since)
     parse = datetime.fromisoformat
     return [
         (
@@ -134,22 +113,9 @@ def crl_entries(
 def _store_der(row: RevocationList, der: bytes) -> None:
     """Write the CRL bytes into ``row``, already inserted without them.
 
-    On PostgreSQL, Django's psycopg cursor binds parameters on the client, as a hex literal
-    the server parses again: ~200 ms for the 4 MB CRL of 100,000 entries. A cursor with
-    server-side binding on the same connection (same transaction) sends the bytes as a
-    binary parameter in ~25 ms. Elsewhere the ORM writes them.
+    On PostgreSQL the bytes go as a binary parameter (see `pki.queries.crl_der_store`).
     """
-    if connection.vendor == "postgresql":
-        import psycopg
-
-        table = RevocationList._meta.db_table
-        with psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(
-                f"UPDATE {table} SET crl_der = %b WHERE id = %s",  # noqa: S608 - model's table
-                [der, row.pk],
-            )
-    else:
-        RevocationList.objects.filter(pk=row.pk).update(crl_der=der)
+    crl_der_store(pk=row.pk, der=der)
     row.crl_der = der
 
 
@@ -190,7 +156,7 @@ def _store(
         size=len(der),
         sha256=hashlib.sha256(der).hexdigest(),
         trigger=trigger,
-        published_by_name=_actor_name(actor),
+        published_by_name=actor_name(actor),  # type: ignore[arg-type]
         is_delta=base_number is not None,
         base_crl_number=base_number,
     )
@@ -204,6 +170,9 @@ def _store(
 
 #: Per process, the built entries of the last complete CRL of the few CAs published most
 #: recently (see kmsportal.crypto.crl.EntryCache): a CA's row lock serialises its builds.
+#: Process-local on purpose, not in Django's cache: the entries are `cryptography` objects
+#: that cannot be pickled, and they only spare this process rebuilding entries it built
+#: before; what is published and served (the stored CRL) never depends on them.
 ENTRY_CACHE_CAS = 2
 _entry_caches: OrderedDict[object, EntryCache] = OrderedDict()
 _entry_caches_lock = threading.Lock()
@@ -442,14 +411,15 @@ def crl_publish(
 # --- downloads -----------------------------------------------------------------------------
 #
 # A download costs one indexed query: the newest CRL's validators (its row id, SHA-256 and
-# dates). Its bytes come from a per-process cache addressed by that SHA-256, filled from the
-# database on a miss and checked against the hash: every download serves the newest CRL
-# stored when its query ran, on every server, and the cache can only ever hold bytes whose
-# hash is their key.
+# dates). Its bytes come from Django's cache (Redis when CACHE_URL is set, so every worker
+# and node shares them), addressed by that SHA-256 and filled from the database on a miss:
+# every download serves the newest CRL stored when its query ran, on every server, and a
+# new CRL needs no invalidation (a new hash is a new key). Bytes read from the cache are
+# hashed again before they are served: a shared cache is not trusted to hold what its key
+# names (an older, still validly signed CRL put under the new key would hide revocations).
 
-#: Bytes of CRLs (DER, and PEM once asked for) kept per process; a CRL larger than this is
-#: read from the database for every download.
-CRL_CACHE_BYTES = 64 * 1024 * 1024
+#: The largest CRL kept in the cache; a larger one is read from the database every time.
+CRL_CACHE_MAX_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -466,22 +436,6 @@ class CRLDownload:
     next_update: datetime
 
 
-@functools.cache
-def _newest_crl_sql(vendor: str) -> str:
-    # Indexes: the CA's unique name, then (ca, is_delta, crl_number). A subquery rather than
-    # a join: PostgreSQL plans it in half the time, which is a third of what the query costs.
-    return (
-        'SELECT r."id", r."sha256", r."this_update", r."next_update" '  # noqa: S608 (no input)
-        f"FROM {_table(RevocationList)} r "
-        f'WHERE r."ca_id" = (SELECT a."id" FROM {_table(CertificateAuthority)} a '
-        'WHERE a."name" = %s) AND r."is_delta" = %s ORDER BY r."crl_number" DESC LIMIT 1'
-    )
-
-
-def _table(model: type[Model]) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
-
-
 def _aware(value: datetime) -> datetime:
     """A datetime column read from the cursor: SQLite's is UTC without an offset."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
@@ -495,17 +449,13 @@ def crl_download_get(*, ca_name: str, delta: bool = False) -> CRLDownload | None
     without any CRL gets its first one here, once (see the module docstring); after that
     nothing is ever built on download.
     """
-    with connection.cursor() as cursor:
-        cursor.execute(_newest_crl_sql(connection.vendor), [ca_name, delta])
-        row = cursor.fetchone()
+    row = newest_crl_row(ca_name=ca_name, delta=delta)
     if row is None:
         ca = CertificateAuthority.objects.filter(name=ca_name).first()
         if ca is None:
             return None
         crl_publish(actor=None, ca=ca, trigger=CRLTrigger.FIRST_DOWNLOAD)
-        with connection.cursor() as cursor:
-            cursor.execute(_newest_crl_sql(connection.vendor), [ca_name, delta])
-            row = cursor.fetchone()
+        row = newest_crl_row(ca_name=ca_name, delta=delta)
         if row is None:
             return None
     pk, sha256, this_update, next_update = row
@@ -514,83 +464,34 @@ def crl_download_get(*, ca_name: str, delta: bool = False) -> CRLDownload | None
     )
 
 
-class _CachedCRL:
-    __slots__ = ("der", "pem")
-
-    def __init__(self, der: bytes) -> None:
-        self.der = der
-        self.pem: bytes | None = None
-
-    @property
-    def size(self) -> int:
-        return len(self.der) + len(self.pem or b"")
-
-
-_cache_lock = threading.Lock()
-# SHA-256 (hex, as stored) -> the DER bytes with that hash (and their PEM once asked for).
-_cache: OrderedDict[str, _CachedCRL] = OrderedDict()
-_cache_size = 0
-
-
-def _cached(sha256: str) -> _CachedCRL | None:
-    with _cache_lock:
-        entry = _cache.get(sha256)
-        if entry is not None:
-            _cache.move_to_end(sha256)
-        return entry
-
-
-def _remember(sha256: str, der: bytes) -> _CachedCRL:
-    global _cache_size
-    entry = _CachedCRL(der)
-    if len(der) > CRL_CACHE_BYTES or hashlib.sha256(der).hexdigest() != sha256:
-        return entry  # too big to keep, or not the bytes its hash names: serve, keep nothing
-    with _cache_lock:
-        if sha256 not in _cache:
-            _cache[sha256] = entry
-            _cache_size += len(der)
-        _evict()
-        return _cache.get(sha256, entry)
-
-
-def _evict() -> None:
-    """Drop the least recently used CRLs beyond the budget; the caller holds the lock."""
-    global _cache_size
-    while _cache_size > CRL_CACHE_BYTES and _cache:
-        _old, dropped = _cache.popitem(last=False)
-        _cache_size -= dropped.size
-
-
-def _download_entry(download: CRLDownload) -> _CachedCRL | None:
-    entry = _cached(download.sha256)
-    if entry is not None:
-        return entry
-    der = RevocationList.objects.filter(pk=download.pk).values_list("crl_der", flat=True).first()
-    return None if der is None else _remember(download.sha256, bytes(der))
+def _cache_key(sha256: str) -> str:
+    return f"kms:crl:{sha256}"
 
 
 def crl_download_der(*, download: CRLDownload) -> bytes | None:
     """The stored DER bytes of ``download``, exactly as signed; None if they are not in the
     cache and a newer CRL replaced them since ``download`` was read (ask again)."""
-    entry = _download_entry(download)
-    return None if entry is None else entry.der
+    key = _cache_key(download.sha256)
+    der = cache.get(key)
+    if der is not None and hashlib.sha256(der).hexdigest() == download.sha256:
+        return der
+    stored = RevocationList.objects.filter(pk=download.pk).values_list("crl_der", flat=True).first()
+    if stored is None:
+        return None
+    der = bytes(stored)
+    # Only bytes whose hash is their key are kept (a damaged row is served as stored, as
+    # before, but not remembered, so repairing it takes effect at once). They stay until
+    # the CRL's nextUpdate, when a newer one has long replaced it.
+    if len(der) <= CRL_CACHE_MAX_BYTES and hashlib.sha256(der).hexdigest() == download.sha256:
+        lifetime = (download.next_update - timezone.now()).total_seconds()
+        cache.set(key, der, timeout=max(60, int(lifetime)))
+    return der
 
 
 def crl_download_pem(*, download: CRLDownload) -> bytes | None:
-    """The PEM form of :func:`crl_download_der` (encoded once per process and CRL)."""
-    global _cache_size
-    entry = _download_entry(download)
-    if entry is None:
-        return None
-    if entry.pem is None:
-        pem = crl_pem(entry.der)
-        with _cache_lock:
-            if entry.pem is None:
-                entry.pem = pem
-                if _cache.get(download.sha256) is entry:
-                    _cache_size += len(pem)
-                    _evict()
-    return entry.pem
+    """The PEM form of :func:`crl_download_der` (encoded from the DER on each download)."""
+    der = crl_download_der(download=download)
+    return None if der is None else crl_pem(der)
 
 
 def crl_pem(der: bytes) -> bytes:

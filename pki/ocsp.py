@@ -50,7 +50,7 @@ from .models import (
     OCSPResponder,
     serial_to_hex,
 )
-from .services import _issue_leaf, _record_issued
+from .services.issuance import _issue_leaf, _record_issued
 from .signers import (
     GeneratedCAKey,
     ca_signer,
@@ -262,7 +262,7 @@ def ocsp_respond(*, ca_name: str, request_der: bytes) -> OCSPAnswer:
 def certificate_status_staple(*, certificate: Certificate) -> bytes:
     """A signed OCSP response (DER) for one of our certificates, as the responder would
     answer a request without a nonce: what the KMS staples to its own certificate in every
-    key fetch (vault.distribution caches it in the shared cache and refreshes it).
+    key fetch (vault.server_identity caches it in the shared cache and refreshes it).
 
     PkiError if no successful response can be made."""
     from cryptography.hazmat.primitives import hashes, serialization

@@ -28,7 +28,8 @@ from .distribution import ca_distribution_points
 from .errors import PkiError
 from .events import PkiAction
 from .models import CAState, CertificateAuthority
-from .services import _ca_certificate_set, _sign_sub_ca, _x509_errors
+from .services.cas import _ca_certificate_set, _sign_sub_ca
+from .services.records import _x509_errors
 from .signers import ca_signer
 
 

@@ -24,12 +24,12 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from audit.services import audit_event_record
+from kmsportal.actors import Actor
 from kmsportal.crypto.crl import RevocationReason
 from kmsportal.crypto.profiles import SUB_CA_PROFILE_NAME
 
@@ -56,7 +56,6 @@ __all__ = [
     "certificate_revoke",
 ]
 
-Actor = AbstractBaseUser | None
 
 #: The reasons an operator can choose, in RFC 5280 order.
 REVOCATION_REASONS: tuple[RevocationReason, ...] = tuple(
@@ -67,10 +66,6 @@ INVALIDITY_DATE_REASONS = frozenset(
     {RevocationReason.KEY_COMPROMISE, RevocationReason.CA_COMPROMISE}
 )
 _HOLD = RevocationReason.CERTIFICATE_HOLD
-
-
-def _actor_name(actor: Actor) -> str:
-    return actor.get_username() if actor is not None else "system"
 
 
 def _reason(value: object) -> RevocationReason:

@@ -9,10 +9,10 @@ Every answer that is not a success is an RFC 9457 problem document ({"type", "ti
     400 malformed_request       not JSON, or not a request of the protocol
     404 not_found / 405 method_not_allowed
     429 rate_limited            this source address sent too many unattributable requests
-    ...                         and every refusal of `vault.distribution` with its own code
+    ...                         and every refusal of `vault.exchange` with its own code
 
 Refusals that no verified client can be held to are counted per source address and minute
-(`distribution.refusal_tally`), never audited one by one; the others are audited in the
+(`refusals.refusal_tally`), never audited one by one; the others are audited in the
 client's name by the distribution services.
 """
 
@@ -30,7 +30,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from kmsportal.errors import problem_for, problem_response
 
-from . import distribution
+from . import clients, exchange, refusals
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def problem(code: str, detail: str, status: int, *, retry_after: int | None = No
 
 
 def _refuse_unattributed(code: str, detail: str, status: int) -> _Refused:
-    distribution.refusal_tally(code=code)
+    refusals.refusal_tally(code=code)
     return _Refused(problem(code, detail, status))
 
 
@@ -101,7 +101,7 @@ class ApiView(View):
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
         # The API records its own refusals; the portal's 403 middleware must not add one.
         request.audit_recorded = True
-        wait = distribution.address_refusals_exceeded()
+        wait = refusals.address_refusals_exceeded()
         if wait is not None:
             # A source that keeps sending what nobody can be held to: answered unread.
             return problem(
@@ -131,8 +131,8 @@ class EnrollView(ApiView):
     def post(self, request: HttpRequest) -> JsonResponse:
         body = _json_body(request)
         try:
-            answer = distribution.client_enroll_response(body=body)
-        except distribution.FetchRefused as exc:
+            answer = clients.client_enroll_response(body=body)
+        except refusals.FetchRefused as exc:
             return problem_for(exc)
         return JsonResponse(answer, status=201)
 
@@ -141,10 +141,10 @@ class KeyFetchView(ApiView):
     def post(self, request: HttpRequest) -> JsonResponse:
         body = _json_body(request)
         try:
-            answer = distribution.key_fetch(
+            answer = exchange.key_fetch(
                 body=body, request_id=getattr(request, "audit_request_id", "")
             )
-        except distribution.FetchRefused as exc:
+        except refusals.FetchRefused as exc:
             return problem_for(exc)
         return JsonResponse(answer)
 

@@ -16,7 +16,6 @@ from django.utils import timezone
 from kmsportal.two_person import Confirmation, Decision, TwoPersonKind, two_person_kind_register
 
 from . import approvals, services
-from .distribution import DistributionError
 from .lifecycle import VersionState
 from .models import (
     Client,
@@ -29,6 +28,7 @@ from .models import (
     ReenrollmentRequest,
     SymmetricKey,
 )
+from .refusals import DistributionError
 
 # Every KMSError is shown by the decision page; DistributionError is not one yet.
 ERRORS = (DistributionError,)

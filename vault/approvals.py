@@ -17,7 +17,7 @@ door the rule guards (docs/separation-of-duties.md):
 Every decision goes through kmsportal.two_person: the request row is locked first, so
 approvers racing take turns and the second finds it decided; the approver is never the
 requester and must be eligible (accounts.approvers: own password, own authenticator,
-cooling-off). The granting itself is vault.distribution's :func:`grant_create` /
+cooling-off). The granting itself is vault.clients' :func:`grant_create` /
 :func:`client_enrollment_token_renew`, called in the approval's transaction. Every service
 is one transaction with its audit event.
 """
@@ -50,7 +50,7 @@ from kmsportal.two_person import (
     two_person_withdraw,
 )
 
-from .distribution import DistributionError, client_enrollment_token_renew, grant_create
+from .clients import client_enrollment_token_renew, grant_create
 from .events import VaultAction
 from .models import (
     Client,
@@ -63,6 +63,7 @@ from .models import (
     ReenrollmentRequest,
     SymmetricKey,
 )
+from .refusals import DistributionError
 
 REQUEST_TTL = timedelta(hours=72)
 # What deciding each kind needs (the approver's role must hold it, past the cooling-off).
@@ -279,7 +280,7 @@ def grant_request_create(
 
 @transaction.atomic
 def grant_request_approve(*, actor: AbstractBaseUser, request: GrantRequest) -> Grant:
-    """Second custodian: approve; the grant is made now (vault.distribution.grant_create).
+    """Second custodian: approve; the grant is made now (vault.clients.grant_create).
 
     Refused (nothing changes) for the requester, an ineligible approver, an expired request,
     and when the key's policy became ``never`` meanwhile."""

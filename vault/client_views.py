@@ -19,7 +19,7 @@ from kmsportal.one_time import one_time_secret_keep, one_time_secret_take
 from kmsportal.two_person import TwoPersonError
 from kmsportal.widgets import utc_datetime_input
 
-from . import approvals, distribution, selectors
+from . import approvals, clients, refusals, selectors, server_identity
 from .models import Client, GrantVersions, SymmetricKey
 
 
@@ -70,7 +70,7 @@ class ReasonForm(forms.Form):
 
 
 class RevokeForm(forms.Form):
-    reason = forms.ChoiceField(choices=[(r, r) for r in distribution.CLIENT_REVOCATION_REASONS])
+    reason = forms.ChoiceField(choices=[(r, r) for r in clients.CLIENT_REVOCATION_REASONS])
 
 
 def _client_or_404(request: HttpRequest, name: str) -> Client:
@@ -101,7 +101,7 @@ class ClientTokenView(PortalPermissionMixin, View):
     def get(self, request: HttpRequest, name: str) -> HttpResponse:
         client = _client_or_404(request, name)
         token = one_time_secret_take(request, purpose=_token_purpose(client))
-        root = distribution.root_ca()
+        root = server_identity.root_ca()
         context = {
             "client": client,
             "token": token,
@@ -131,8 +131,8 @@ class ClientCreateView(PortalPermissionMixin, View):
         form = ClientCreateForm(request.POST)
         if form.is_valid():
             try:
-                client, token = distribution.client_create(actor=request.user, **form.cleaned_data)
-            except distribution.DistributionError as exc:
+                client, token = clients.client_create(actor=request.user, **form.cleaned_data)
+            except refusals.DistributionError as exc:
                 form.add_error(None, str(exc))
             else:
                 return _token_page(request, client, token)
@@ -186,7 +186,7 @@ class GrantCreateView(PortalPermissionMixin, View):
                         operations=form.cleaned_data["operations"],
                         reason=form.cleaned_data["reason"],
                     )
-                except (distribution.DistributionError, TwoPersonError) as exc:
+                except (refusals.DistributionError, TwoPersonError) as exc:
                     form.add_error(None, str(exc))
                 else:
                     if outcome.request is not None:
@@ -213,9 +213,9 @@ class GrantWithdrawView(PortalPermissionMixin, View):
         if grant is None:
             raise Http404("No such grant.")
         try:
-            distribution.grant_withdraw(actor=request.user, grant=grant)
+            clients.grant_withdraw(actor=request.user, grant=grant)
             messages.success(request, f"Grant of {grant.key.name} to {client.name} withdrawn.")
-        except distribution.DistributionError as exc:
+        except refusals.DistributionError as exc:
             messages.error(request, str(exc))
         return HttpResponseRedirect(reverse("clients:detail", args=[client.name]))
 
@@ -268,9 +268,9 @@ class ClientActionView(PortalPermissionMixin, View):
         client = _client_or_404(request, name)
         try:
             if action == "suspend":
-                distribution.client_suspend(actor=request.user, client=client)
+                clients.client_suspend(actor=request.user, client=client)
             elif action == "resume":
-                distribution.client_resume(actor=request.user, client=client)
+                clients.client_resume(actor=request.user, client=client)
             elif action == "token":
                 form = ReasonForm(request.POST)
                 if not form.is_valid():
@@ -310,10 +310,10 @@ class ClientActionView(PortalPermissionMixin, View):
                         },
                         status=400,
                     )
-                distribution.client_revoke(
+                clients.client_revoke(
                     actor=request.user, client=client, reason=form.cleaned_data["reason"]
                 )
-        except (distribution.DistributionError, TwoPersonError) as exc:
+        except (refusals.DistributionError, TwoPersonError) as exc:
             messages.error(request, str(exc))
         else:
             messages.success(request, f"{title}: done for {client.name}.")

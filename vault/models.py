@@ -481,7 +481,7 @@ class RefusalTally(models.Model):
     """Client API refusals not attributable to a verified client, counted per source address
     and minute. A flood of garbage costs one counter update each, never an audit event each
     (which would take the audit chain's lock); one ``api.requests_refused`` event per row
-    reports the count once the minute is over (`vault.distribution.refusal_tallies_report`).
+    reports the count once the minute is over (`vault.refusals.refusal_tallies_report`).
     """
 
     source = models.CharField(max_length=45)

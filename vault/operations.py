@@ -52,10 +52,10 @@ from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.crypto.errors import KMSError
 from kmsportal.keyring.services import unseal_material
 
-from .distribution import _as_datetime, _as_uuid, _fetch_one, _table
 from .events import VaultAction
 from .lifecycle import KeyState, VersionState
 from .models import Client, Grant, KeyVersion, SymmetricKey
+from .queries import as_datetime, as_uuid, fetch_one, table
 
 MAX_BATCH = 1000
 _CACHE_TTL = 300.0
@@ -217,9 +217,9 @@ def _grant_sql(vendor: str) -> str:
         'k."algorithm", k."min_decryption_version", k."required_context_keys", '
         'k."allow_compromised_decrypt", k."updated_at", '
         'v."id", v."number", v."state", v."sealed_material" '
-        f"FROM {_table(Grant)} g "
-        f'JOIN {_table(SymmetricKey)} k ON k."id" = g."key_id" '
-        f'LEFT JOIN {_table(KeyVersion)} v ON v."key_id" = k."id" AND v."is_primary" = %s '
+        f"FROM {table(Grant)} g "
+        f'JOIN {table(SymmetricKey)} k ON k."id" = g."key_id" '
+        f'LEFT JOIN {table(KeyVersion)} v ON v."key_id" = k."id" AND v."is_primary" = %s '
         'WHERE g."client_id" = %s AND g."withdrawn_at" IS NULL AND k."name" = %s'
     )
 
@@ -236,11 +236,11 @@ def _key_for(client: Client, name: object, operation: str) -> SymmetricKey:
     primary version comes with it (`_primary`)."""
     if not isinstance(name, str) or not name:
         raise OperationRefused("bad_key_name", "name the key")
-    row = _fetch_one(
+    row = fetch_one(
         _grant_sql(connection.vendor),
         [True, Client._meta.pk.get_db_prep_value(client.pk, connection), name],
     )
-    expires_at = _as_datetime(row[1]) if row else None
+    expires_at = as_datetime(row[1]) if row else None
     if row is None or (expires_at is not None and expires_at <= timezone.now()):
         raise OperationRefused(
             "not_granted", f"client {client.name} has no live grant for key {name}", 403
@@ -258,14 +258,14 @@ def _key_for(client: Client, name: object, operation: str) -> SymmetricKey:
         context_keys = json.loads(context_keys)
     key = _from_db(
         SymmetricKey,
-        id=_as_uuid(row[2]),
+        id=as_uuid(row[2]),
         name=row[3],
         state=row[4],
         algorithm=row[5],
         min_decryption_version=row[6],
         required_context_keys=context_keys or [],
         allow_compromised_decrypt=bool(row[8]),
-        updated_at=_as_datetime(row[9]),
+        updated_at=as_datetime(row[9]),
     )
     key._ops_primary = None
     if row[10] is not None:

@@ -11,7 +11,7 @@ from django.http import HttpRequest, JsonResponse
 
 from kmsportal.errors import problem_for
 
-from . import distribution, sessions
+from . import refusals, sessions
 from .api import ApiView, _json_body
 from .operations import OPERATIONS_API
 
@@ -36,7 +36,7 @@ class SessionOpenView(ApiView):
         body = _json_body(request)
         try:
             answer = sessions.operation_session_open(body=body)
-        except distribution.FetchRefused as exc:
+        except refusals.FetchRefused as exc:
             return problem_for(exc)
         return JsonResponse(answer, status=201)
 
@@ -53,6 +53,6 @@ class OperationView(ApiView):
                 operation=operation or self.operation, body=body
             )
         except sessions.SessionRefused as exc:
-            distribution.refusal_tally(code=exc.code)
+            refusals.refusal_tally(code=exc.code)
             return problem_for(exc)
         return JsonResponse(answer, status=status)

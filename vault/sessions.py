@@ -1,7 +1,7 @@
 """Operations API sessions, server side: open one (the authenticated exchange), then answer
 protected requests in it (`kmsportal.crypto.session` documents the bytes).
 
-Opening a session runs the very checks of the key fetch (`vault.distribution`): the client
+Opening a session runs the very checks of the key fetch (`vault.exchange`): the client
 certificate is one this KMS's identity CA issued to a client, its signature on the request
 verifies (before anything is charged to the client's rate budget), it is valid and not
 revoked, the client is active, the timestamp is within ±5 minutes and the nonce is new. The
@@ -36,13 +36,14 @@ from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.crypto.errors import KMSError
 from kmsportal.errors import problem_document, problem_document_for
 from kmsportal.keyring.services import seal, unseal
-from pki.models import Certificate, CertificateStatus
+from pki.selectors import certificate_standing
 
-from . import distribution
-from .distribution import FetchRefused, _as_datetime, _as_uuid, _fetch_one, _table
+from . import exchange, models, refusals, server_identity
 from .events import VaultAction
 from .models import Client, ClientState, OperationSession
 from .operations import OPERATIONS_API, OperationRefused, key_operation_perform
+from .queries import as_datetime, as_uuid, fetch_one, table
+from .refusals import FetchRefused
 
 SESSION_TTL = timedelta(minutes=15)
 PING = "ping"
@@ -65,7 +66,7 @@ class SessionRefused(KMSError):
 def operation_session_open(*, body: Any) -> dict[str, Any]:
     """Answer a session request (JSON parsed) or raise FetchRefused (audited or tallied as
     the fetch's refusals are)."""
-    context = distribution._Context()
+    context = exchange._Context()
     try:
         return _open(body, context)
     except FetchRefused as refusal:
@@ -73,34 +74,34 @@ def operation_session_open(*, body: Any) -> dict[str, Any]:
         raise
     except Exception:
         with contextlib.suppress(DatabaseError), transaction.atomic():
-            distribution._spend_nonce_again(context)
+            exchange._spend_nonce_again(context)
         raise
 
 
-def _open(body: Any, context: distribution._Context) -> dict[str, Any]:
+def _open(body: Any, context: exchange._Context) -> dict[str, Any]:
     now = timezone.now()
     try:
         request, signature = wire.SessionRequest.from_json(body)
     except protocol.ProtocolError as exc:
         raise FetchRefused(exc.code, exc.message, 400) from exc
-    row, presented = distribution._certificate_lookup(context, request.client_certificate_pem)
+    row, presented = exchange._certificate_lookup(context, request.client_certificate_pem)
     try:
         request.verify(signature, presented.public_key)
     except protocol.ProtocolError as exc:
         status = 401 if exc.code == "bad_signature" else 400
         raise FetchRefused(exc.code, exc.message, status) from exc
     context.attributable = True
-    client = distribution._certificate_status(context, row, presented, now)
-    distribution._rate_limit(context, client)
+    client = exchange._certificate_status(context, row, presented, now)
+    exchange._rate_limit(context, client)
     try:
         protocol.check_timestamp(request.timestamp, now=now)
     except protocol.ProtocolError as exc:
         raise FetchRefused(exc.code, exc.message, 401) from exc
     expires_at = now + SESSION_TTL
     with transaction.atomic():
-        distribution._consume_nonce(context, request.client_nonce, client)
-        identity_id = distribution.ServerIdentity.objects.values_list("pk", flat=True).first()
-        credential = distribution._server_credential_of(identity_id)
+        exchange._consume_nonce(context, request.client_nonce, client)
+        identity_id = models.ServerIdentity.objects.values_list("pk", flat=True).first()
+        credential = server_identity.server_credential_of(identity_id)
         try:
             answer, keys = wire.build_session_response(
                 request=request,
@@ -109,7 +110,7 @@ def _open(body: Any, context: distribution._Context) -> dict[str, Any]:
                 expires_at=expires_at,
                 server_private_key=credential.key,
                 server_chain_pems=credential.chain,
-                server_status=distribution._server_status(credential.certificate_id),
+                server_status=server_identity.server_status_staple(credential.certificate_id),
             )
         except protocol.ProtocolError as exc:
             raise FetchRefused(exc.code, exc.message, 400) from exc
@@ -145,12 +146,12 @@ def _open(body: Any, context: distribution._Context) -> dict[str, Any]:
     return answer
 
 
-def _audit_open_refusal(context: distribution._Context, refusal: FetchRefused) -> None:
+def _audit_open_refusal(context: exchange._Context, refusal: FetchRefused) -> None:
     if not context.attributable:
-        distribution.refusal_tally(code=refusal.code)
+        refusals.refusal_tally(code=refusal.code)
         return
     with transaction.atomic():
-        distribution._spend_nonce_again(context)
+        exchange._spend_nonce_again(context)
         client = context.client
         audit_event_record(
             action=VaultAction.KEY_OPERATION_REFUSED,
@@ -205,10 +206,9 @@ def _session_sql(vendor: str) -> str:
     # The session and its client's state, one statement compiled once (hot path).
     return (
         'SELECT s."sealed_key", s."expires_at", c."id", c."name", c."state", '  # noqa: S608
-        'c."certificate_id" = s."certificate_id", t."status", t."not_after" '
-        f"FROM {_table(OperationSession)} s "
-        f'JOIN {_table(Client)} c ON c."id" = s."client_id" '
-        f'JOIN {_table(Certificate)} t ON t."id" = s."certificate_id" WHERE s."id" = %s'
+        'c."certificate_id" = s."certificate_id", s."certificate_id" '
+        f"FROM {table(OperationSession)} s "
+        f'JOIN {table(Client)} c ON c."id" = s."client_id" WHERE s."id" = %s'
     )
 
 
@@ -216,29 +216,33 @@ def _session_sql(vendor: str) -> str:
 def _counter_sql(vendor: str) -> str:
     # The replay check: the counter only moves forward, atomically on every node.
     return (
-        f'UPDATE {_table(OperationSession)} SET "last_counter" = %s '  # noqa: S608
+        f'UPDATE {table(OperationSession)} SET "last_counter" = %s '  # noqa: S608
         'WHERE "id" = %s AND "last_counter" < %s AND "expires_at" > %s'
     )
 
 
 def _session_row(session_id: str, now: datetime) -> tuple[OperationSession, Client]:
-    row = _fetch_one(_session_sql(connection.vendor), [session_id])
+    row = fetch_one(_session_sql(connection.vendor), [session_id])
     if row is None:
         raise SessionRefused("unknown_session", "no such session; open a new one", 401)
-    session = OperationSession(id=session_id, sealed_key=row[0], expires_at=_as_datetime(row[1]))
+    session = OperationSession(id=session_id, sealed_key=row[0], expires_at=as_datetime(row[1]))
     if session.expires_at <= now:
         raise SessionRefused("session_expired", "the session has expired; open a new one", 401)
     client = Client.from_db(
-        connection.alias, ["id", "name", "state"], [_as_uuid(row[2]), row[3], row[4]]
+        connection.alias, ["id", "name", "state"], [as_uuid(row[2]), row[3], row[4]]
     )
     if client.state != ClientState.ACTIVE:
         raise SessionRefused(
             f"client_{client.state}", f"client {client.name} is {client.state}", 403
         )
-    same_certificate, status, not_after = row[5], row[6], _as_datetime(row[7])
-    if status == CertificateStatus.REVOKED:
+    same_certificate = row[5]
+    # The certificate's standing through pki's selectors: vault never reads pki's tables.
+    standing = certificate_standing(pk=row[6], now=now)
+    if standing is None:  # the session's certificate row is gone (cannot happen: a FK)
+        raise SessionRefused("unknown_session", "no such session; open a new one", 401)
+    if standing.is_revoked:
         raise SessionRefused("certificate_revoked", "the client certificate is revoked", 401)
-    if not_after <= now:
+    if standing.is_expired:
         raise SessionRefused("certificate_expired", "the client certificate has expired", 401)
     if not same_certificate:
         raise SessionRefused(
@@ -292,7 +296,7 @@ def operation_request_handle(*, operation: str, body: Any) -> tuple[int, dict[st
         else:
             status, answer = _perform(client, operation, inner)
     if not moved:
-        distribution.refusal_tally(code="replayed_request")
+        refusals.refusal_tally(code="replayed_request")
     return status, wire.seal_response(keys, operation, envelope, status, answer)
 
 

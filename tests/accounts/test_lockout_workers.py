@@ -56,8 +56,7 @@ def node(tmp_path_factory) -> Iterator[GunicornNode]:
         # never reach five. (Two idle workers need not share the load: one may take every
         # connection, which made "both workers answered" a coin toss.)
         GUNICORN_CMD_ARGS=(
-            "--no-control-socket --max-requests 1"
-            " --access-logformat '%(p)s %(m)s %(U)s %(s)s'"
+            "--no-control-socket --max-requests 1 --access-logformat '%(p)s %(m)s %(U)s %(s)s'"
         ),
     )
     for command in (

@@ -25,7 +25,7 @@ from pki import services as pki_services
 from pki.models import Certificate, CertificateStatus
 from tests.browser.journeys import expect
 from tests.factories import approver_make
-from vault import distribution
+from vault import clients
 from vault import services as vault_services
 from vault.models import GrantVersions, SymmetricKey
 
@@ -77,8 +77,8 @@ def other_journeys(make_user) -> dict[str, Certificate]:
     key = vault_services.symmetric_key_create(actor=carol, name=KEY, rotation_period_days=90)
     vault_services.symmetric_key_rotate(actor=carol, key=key)
     vault_services.key_version_compromise(actor=carol, key=key, number=1, reason="laptop stolen")
-    client, _token = distribution.client_create(actor=carol, name="billing")
-    distribution.grant_create(actor=carol, client=client, key=key, versions=GrantVersions.PRIMARY)
+    client, _token = clients.client_create(actor=carol, name="billing")
+    clients.grant_create(actor=carol, client=client, key=key, versions=GrantVersions.PRIMARY)
     request = vault_services.destruction_request_create(
         actor=carol, key=key, reason="service retired"
     )

@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from accounts.roles import Role
 from pki import services as pki_services
 from tests.browser.journeys import PHONE, expect
-from vault import distribution
+from vault import clients
 from vault import services as vault_services
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -73,10 +73,10 @@ def busy_portal(make_user) -> None:
         rotation_period_days=90,
     )
     vault_services.symmetric_key_rotate(actor=custodian, key=key)
-    client, _ = distribution.client_create(
+    client, _ = clients.client_create(
         actor=custodian, name="billing-batch-exporter", description="Nightly export to the ledger"
     )
-    distribution.grant_create(actor=custodian, client=client, key=key)
+    clients.grant_create(actor=custodian, client=client, key=key)
 
 
 def test_phone_lists(journey, busy_portal) -> None:

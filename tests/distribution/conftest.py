@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from audit.models import AuditEvent
 from kmsclient.client import KMSClient, KMSClientError, enroll
-from vault import distribution, services
+from vault import clients, server_identity, services
 from vault.models import Client, GrantVersions, SymmetricKey
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -47,14 +47,14 @@ class LiveKMS:
         return services.symmetric_key_create(actor=None, name=name, **kwargs)
 
     def new_client(self, name: str) -> tuple[Client, str]:
-        return distribution.client_create(actor=None, name=name)
+        return clients.client_create(actor=None, name=name)
 
     def grant(
         self, client: Client | str, key: SymmetricKey, versions: str = GrantVersions.PRIMARY
     ) -> None:
         if isinstance(client, str):
             client = Client.objects.get(name=client)
-        distribution.grant_create(actor=None, client=client, key=key, versions=versions)
+        clients.grant_create(actor=None, client=client, key=key, versions=versions)
 
     def enrolled(self, name: str, **kwargs: Any) -> KMSClient:
         """A client registered, enrolled in-process through the library, ready to fetch."""
@@ -109,8 +109,8 @@ def kms(live_server, settings, tmp_path: Path) -> Iterator[LiveKMS]:
     their CRL distribution points, so clients download CRLs from it."""
     settings.KMS_IDENTITY_CA_KEY_TYPE = "ecp256"
     settings.KMS_PUBLIC_URL = live_server.url
-    distribution.distribution_bootstrap()
-    root = distribution.root_ca()
+    server_identity.distribution_bootstrap()
+    root = server_identity.root_ca()
     assert root is not None
     live = LiveKMS(url=live_server.url, root_pem=root.certificate_pem, tmp_path=tmp_path)
     yield live

@@ -23,7 +23,7 @@ from kmsportal.crypto import protocol
 from kmsportal.crypto.dh import FFDHE3072_BYTES, FFDHE3072_P
 from kmsportal.crypto.x509 import generate_private_key
 from tests.distribution.conftest import LiveKMS, assert_refusal_audited
-from vault import distribution
+from vault import refusals
 from vault.models import Delivery, RefusalTally
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -105,12 +105,12 @@ def test_a_garbage_flood_is_counted_not_audited_and_limited_per_address(
     assert tally.count == 10 and tally.codes == {"malformed_request": 10}
 
     # Once the minute is over, one event for that address and minute, with the count.
-    assert distribution.refusal_tallies_report(now=timezone.now() + timedelta(minutes=1)) == 1
+    assert refusals.refusal_tallies_report(now=timezone.now() + timedelta(minutes=1)) == 1
     event = AuditEvent.objects.get(action="api.requests_refused")
     assert event.outcome == "denied"
     assert event.details["count"] == 10 and event.details["source"] == tally.source
     assert event.details["codes"] == {"malformed_request": 10}
-    assert distribution.refusal_tallies_report(now=timezone.now() + timedelta(minutes=1)) == 0
+    assert refusals.refusal_tallies_report(now=timezone.now() + timedelta(minutes=1)) == 0
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from kmsportal.crypto.x509 import (
 )
 from kmsportal.keyring.services import unseal
 from tests.distribution.conftest import PROJECT_ROOT, LiveKMS, subprocess_env
-from vault import distribution
+from vault import clients
 from vault.models import Client, Delivery, KeyVersion, RefusalTally, SymmetricKey
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -144,7 +144,7 @@ def test_refusals_are_one_line_naming_the_reason_with_status_1(kms: LiveKMS) -> 
     assert not out.exists()
 
     kms.grant("billing", key)
-    distribution.client_suspend(actor=None, client=Client.objects.get(name="billing"))
+    clients.client_suspend(actor=None, client=Client.objects.get(name="billing"))
     result = fetch_cli(kms, "orders-db", "--dir", directory, "--out", out)
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == (
@@ -225,7 +225,7 @@ def test_enroll_refuses_a_root_that_is_not_the_pinned_one_and_a_spent_token(kms:
     assert not AuditEvent.objects.filter(action="client.enrollment_refused").exists()
     assert RefusalTally.objects.get().codes == {"invalid_token": 1}
 
-    token = distribution.client_enrollment_token_renew(
+    token = clients.client_enrollment_token_renew(
         actor=None, client=Client.objects.get(name="billing")
     )
     enrolled = kms.cli(  # the token from standard input keeps it out of `ps`

@@ -41,7 +41,7 @@ from tests.distribution.conftest import (
     assert_refusal_audited,
     refused,
 )
-from vault import distribution, services
+from vault import clients, services
 from vault.models import Client, Delivery, GrantVersions, KeyVersion, SymmetricKey
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -311,7 +311,7 @@ def _working(kms: LiveKMS) -> tuple[KMSClient, SymmetricKey, Client]:
 
 def test_revoking_the_client_cuts_it_off(kms: LiveKMS) -> None:
     client, _key, record = _working(kms)
-    distribution.client_revoke(actor=None, client=record, reason="keyCompromise")
+    clients.client_revoke(actor=None, client=record, reason="keyCompromise")
     assert Certificate.objects.get(pk=record.certificate_id).status == CertificateStatus.REVOKED
     # Its certificate is revoked in the same transaction, and that is checked first.
     error = refused("certificate_revoked", client.fetch, "orders-db")
@@ -330,11 +330,11 @@ def test_revoking_only_the_certificate_cuts_the_client_off(kms: LiveKMS) -> None
 
 def test_suspending_the_client_cuts_it_off_and_resuming_restores_it(kms: LiveKMS) -> None:
     client, key, record = _working(kms)
-    distribution.client_suspend(actor=None, client=record)
+    clients.client_suspend(actor=None, client=record)
     error = refused("client_suspended", client.fetch, "orders-db")
     assert str(error) == "refused by server: client_suspended: client billing is suspended"
     assert_refusal_audited("client_suspended", client="billing")
-    distribution.client_resume(actor=None, client=record)
+    clients.client_resume(actor=None, client=record)
     assert client.fetch_key("orders-db") == sealed_material(key)
 
 
@@ -362,7 +362,7 @@ def test_an_expired_or_withdrawn_grant_cuts_the_client_off(kms: LiveKMS) -> None
     type(grant).objects.filter(pk=grant.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     refused("grant_expired", client.fetch, "orders-db")
     assert_refusal_audited("grant_expired", client="billing")
-    distribution.grant_withdraw(actor=None, grant=grant)
+    clients.grant_withdraw(actor=None, grant=grant)
     refused("no_grant", client.fetch, "orders-db")
 
 

@@ -40,7 +40,7 @@ from pki.models import Certificate, CertificateAuthority
 from pki.ocsp import certificate_status_staple
 from pki.services import certificate_revoke
 from tests.distribution.conftest import LiveKMS, refused
-from vault import distribution
+from vault import server_identity
 from vault.models import Client, ServerIdentity
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -176,13 +176,13 @@ def test_no_certificate_a_ca_operator_can_obtain_passes_for_the_kms(
         actor=None,
         name="team-ca",
         subject="CN=team CA,O=kmsportal",
-        parent=distribution.root_ca(),
+        parent=server_identity.root_ca(),
         key_type="ecp256",
     )
     carol = make_user("carol", Role.CA_OPERATOR)
     operator = signed_in(carol)
     host = kms.url.split("://")[1].split(":")[0]
-    deployment = distribution.deployment().uri
+    deployment = server_identity.deployment().uri
     obtained: list[tuple[str, str, Any, Certificate]] = []
     refusals: dict[tuple[str, str], int] = {}
     for ca in CertificateAuthority.objects.order_by("name"):
@@ -195,7 +195,7 @@ def test_no_certificate_a_ca_operator_can_obtain_passes_for_the_kms(
             else:
                 obtained.append((ca.name, profile, private_key, result))
 
-    server_ca = distribution.server_identity_ca().name
+    server_ca = server_identity.server_identity_ca().name
     # Neither the server-identity CA nor the kms-server profile ever issues from the pages.
     assert {(ca, p) for ca, p in refusals} >= {
         *((server_ca, p) for p in PROFILES),
@@ -278,10 +278,10 @@ def test_two_deployments_sharing_a_root_cannot_pass_for_each_other(
     kms.grant("billing", key)
     from pki.services import certificate_authority_create, server_identity_certificate_issue
 
-    root = distribution.root_ca()
+    root = server_identity.root_ca()
     # B's server-identity CA (the mark is per database; B's lives in B's database, so here it
     # is made by hand and marked only while B's certificate is issued).
-    a_ca = distribution.server_identity_ca()
+    a_ca = server_identity.server_identity_ca()
     CertificateAuthority.objects.filter(pk=a_ca.pk).update(server_identity=False)
     b_ca = certificate_authority_create(
         actor=None,
@@ -295,7 +295,7 @@ def test_two_deployments_sharing_a_root_cannot_pass_for_each_other(
     host = kms.url.split("://")[1].split(":")[0]
     for deployment in (
         "urn:kmsportal:deployment:00000000-0000-4000-8000-000000000000",  # B's own
-        distribution.deployment().uri,  # even claiming A's deployment id
+        server_identity.deployment().uri,  # even claiming A's deployment id
     ):
         record = server_identity_certificate_issue(
             ca=b_ca,

@@ -123,8 +123,8 @@ def key_client_and_grant(checkout: Path) -> str:
     run([*manage, "key_create", "shared-db"], cwd=checkout, env=shell)
     created = run([*manage, "client_create", "billing"], cwd=checkout, env=shell)
     grant = (
-        "from vault import distribution; from vault.models import Client, SymmetricKey; "
-        "distribution.grant_create(actor=None, client=Client.objects.get(name='billing'), "
+        "from vault import clients; from vault.models import Client, SymmetricKey; "
+        "clients.grant_create(actor=None, client=Client.objects.get(name='billing'), "
         "key=SymmetricKey.objects.get(name='shared-db'))"
     )
     run([*manage, "shell", "--no-imports", "-c", grant], cwd=checkout, env=shell)

@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from accounts.roles import Role
 from kmsportal.two_person import TwoPersonError
 from tests.factories import sign_in
-from vault import distribution
+from vault import clients, refusals
 from vault.models import ExportPolicy, Grant, GrantRequest
 
 pytestmark = pytest.mark.django_db
@@ -19,19 +19,19 @@ pytestmark = pytest.mark.django_db
 
 def test_service_keeps_a_canonical_list_and_refuses_unsupported(service, make_key) -> None:
     key = make_key("orders")
-    grant = distribution.grant_create(
+    grant = clients.grant_create(
         actor=None, client=service, key=key, operations="decrypt, encrypt,encrypt"
     )
     assert grant.operations == "encrypt,decrypt"
     signer = make_key("signer", "ed25519")
     for operations in ("encrypt", "explode", ""):
-        with pytest.raises(distribution.DistributionError):
-            distribution.grant_create(actor=None, client=service, key=signer, operations=operations)
+        with pytest.raises(refusals.DistributionError):
+            clients.grant_create(actor=None, client=service, key=signer, operations=operations)
     assert not Grant.objects.filter(key=signer).exists()
 
 
 def test_default_grant_means_fetch(service, make_key) -> None:
-    grant = distribution.grant_create(actor=None, client=service, key=make_key("orders"))
+    grant = clients.grant_create(actor=None, client=service, key=make_key("orders"))
     assert grant.operation_list == ["fetch"]
 
 
@@ -70,8 +70,8 @@ def test_export_policy_never_allows_operations_but_not_fetch(service, make_key, 
     key = make_key("sealed-in")
     key.export_policy = ExportPolicy.NEVER
     key.save()
-    with pytest.raises(distribution.DistributionError, match="never"):
-        distribution.grant_create(actor=None, client=service, key=key, operations="fetch")
+    with pytest.raises(refusals.DistributionError, match="never"):
+        clients.grant_create(actor=None, client=service, key=key, operations="fetch")
     with pytest.raises(TwoPersonError):
         grant_request_create(actor=kim, client=service, key=key, reason="r", operations="fetch")
     outcome = grant_request_create(

@@ -12,7 +12,7 @@ import requests
 from audit.models import AuditEvent
 from kmsclient.client import KMSClientError
 from tests.distribution.conftest import LiveKMS
-from vault import distribution, services
+from vault import clients, services
 from vault.models import Client, Grant, SymmetricKey
 from vault.sessions import operation_sessions_forget
 
@@ -159,7 +159,7 @@ def test_suspended_client_is_refused_at_once(kms: LiveKMS) -> None:
     client = kms.enrolled("svc")
     grant("svc", kms.key("orders"))
     client.encrypt("orders", b"x")
-    distribution.client_suspend(actor=None, client=Client.objects.get(name="svc"))
+    clients.client_suspend(actor=None, client=Client.objects.get(name="svc"))
     with pytest.raises(KMSClientError) as caught:
         client.encrypt("orders", b"x")
     assert caught.value.code == "client_suspended"

@@ -99,8 +99,8 @@ def test_colliding_serials_are_retried(
             return value
 
     draw: Callable[[], int] = twice
-    monkeypatch.setattr(services, "new_serial_number", draw)
-    monkeypatch.setattr(services, "_SERIAL_ATTEMPTS", 50)
+    monkeypatch.setattr(services.records, "new_serial_number", draw)
+    monkeypatch.setattr(services.records, "_SERIAL_ATTEMPTS", 50)
     errors = issue_concurrently(ca, csr_pem(ec_key))
     assert errors == []
     check_result(ca)

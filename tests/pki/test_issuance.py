@@ -289,7 +289,7 @@ def test_a_duplicate_serial_is_retried_with_a_fresh_one(issuing, ec_key, monkeyp
     )
     taken = int(first.serial_hex, 16)
     draws = iter([taken, taken, taken + 1])
-    monkeypatch.setattr(services, "new_serial_number", lambda: next(draws))
+    monkeypatch.setattr(services.records, "new_serial_number", lambda: next(draws))
     second = services.certificate_issue_from_csr(
         actor=None, ca=issuing, csr_pem_or_der=csr_pem(ec_key), profile="tls-server"
     )
@@ -313,7 +313,7 @@ def test_a_serial_that_never_comes_free_fails_cleanly(issuing, ec_key, monkeypat
         actor=None, ca=issuing, csr_pem_or_der=csr_pem(ec_key), profile="tls-server"
     )
     monkeypatch.setattr(
-        services, "new_serial_number", itertools.repeat(int(first.serial_hex, 16)).__next__
+        services.records, "new_serial_number", itertools.repeat(int(first.serial_hex, 16)).__next__
     )
     before = pki_state()
     with pytest.raises(services.PkiError, match="no unused serial number was found for CA issuing"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.test import Client
 
 from pki import services
-from vault.distribution import distribution_bootstrap
+from vault.server_identity import distribution_bootstrap
 
 
 def options(page, field: str) -> list[str]:

@@ -95,8 +95,8 @@ def test_reissue_keeps_the_key_and_moves_the_addresses(moved) -> None:
 
 
 def test_the_key_server_certificate_is_renewed(settings, db) -> None:
-    from vault.distribution import distribution_bootstrap
     from vault.models import ServerIdentity
+    from vault.server_identity import distribution_bootstrap
 
     settings.KMS_PUBLIC_URL = OLD
     distribution_bootstrap()

@@ -289,7 +289,7 @@ def test_revocation_is_audited(issuing, ec_key, make_user) -> None:
 
 
 def test_the_signature_vault_uses(issuing, ec_key) -> None:
-    """vault.distribution calls certificate_revoke(actor=..., certificate=..., reason=...)."""
+    """vault.clients calls certificate_revoke(actor=..., certificate=..., reason=...)."""
     record = issue(issuing, ec_key)
     result = services.certificate_revoke(
         actor=None, certificate=record, reason="affiliationChanged"

@@ -22,7 +22,7 @@ from kmsportal.settings import cache_config
 from tests.factories import TEST_PASSWORD
 from tests.pki.conftest import csr_pem
 from tests.scaleout.processes import REDIS_DB_CACHE_TESTS, flush_redis, redis_counters
-from vault import distribution, services
+from vault import clients, server_identity, services
 from vault.models import Delivery
 
 REDIS_BACKEND = "django.core.cache.backends.redis.RedisCache"
@@ -90,15 +90,15 @@ def test_the_sign_in_lockout_counts_in_redis(redis_cache: str, make_user) -> Non
 def test_the_client_rate_limit_counts_in_redis(redis_cache: str, settings) -> None:
     settings.KMS_CLIENT_RATE_LIMIT = 3
     settings.KMS_IDENTITY_CA_KEY_TYPE = "ecp256"
-    distribution.distribution_bootstrap()
+    server_identity.distribution_bootstrap()
     key = services.symmetric_key_create(actor=None, name="orders-db")
-    record, token = distribution.client_create(actor=None, name="billing")
+    record, token = clients.client_create(actor=None, name="billing")
     private_key = ec.generate_private_key(ec.SECP256R1())
     body, _state = protocol.build_enroll_request(token=token, csr_pem=csr_pem(private_key).decode())
-    _client, certificate, _chain, _mac_key = distribution.client_enroll(
+    _client, certificate, _chain, _mac_key = clients.client_enroll(
         request=protocol.parse_enroll_request(body)
     )
-    distribution.grant_create(actor=None, client=record, key=key, versions="primary")
+    clients.grant_create(actor=None, client=record, key=key, versions="primary")
 
     def fetch() -> HttpResponse:
         body, _state = protocol.build_fetch_request(

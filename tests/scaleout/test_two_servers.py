@@ -47,7 +47,7 @@ from tests.factories import TEST_PASSWORD, mfa_enroll, mfa_next_code, mfa_secret
 from tests.pki.conftest import csr_pem
 from tests.scaleout.conftest import NODE_CLIENT_RATE_LIMIT
 from tests.scaleout.processes import REDIS_DB_NODES, GunicornNode, flush_redis, redis_counters
-from vault import distribution, services
+from vault import clients, server_identity, services
 from vault.models import Delivery, KeyVersion, SymmetricKey
 
 pytestmark = [
@@ -153,9 +153,9 @@ class Cluster:
     def enrolled(self, name: str, key: SymmetricKey) -> None:
         """Register ``name`` (operator, through the services), enroll it through node A
         (the client library over HTTP) and grant it ``key``."""
-        record, token = distribution.client_create(actor=None, name=name)
+        record, token = clients.client_create(actor=None, name=name)
         enroll(self.a.url, token, self.root_file, self.tmp_path / name)
-        distribution.grant_create(actor=None, client=record, key=key, versions="primary")
+        clients.grant_create(actor=None, client=record, key=key, versions="primary")
 
     def client_at(self, node: GunicornNode, name: str) -> KMSClient:
         """The enrolled client ``name`` talking to ``node`` (it checks the server identity
@@ -198,8 +198,8 @@ def cluster(
     a, b = nodes
     settings.KMS_PUBLIC_URL = a.url  # the same as the nodes': certificates name node A
     settings.KMS_IDENTITY_CA_KEY_TYPE = "ecp256"
-    distribution.distribution_bootstrap()
-    root = distribution.root_ca()
+    server_identity.distribution_bootstrap()
+    root = server_identity.root_ca()
     assert root is not None
     cluster = Cluster(a=a, b=b, root_pem=root.certificate_pem, tmp_path=tmp_path)
     yield cluster

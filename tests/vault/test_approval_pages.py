@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.factories import sign_in
-from vault import distribution, services
+from vault import clients, server_identity, services
 from vault.lifecycle import KeyState
 from vault.models import KeyVersion
 
@@ -18,10 +18,10 @@ def test_the_destruction_confirmation_names_versions_clients_and_grants(
 ) -> None:
     key = services.symmetric_key_create(actor=None, name="payroll")
     services.symmetric_key_rotate(actor=None, key=key)
-    distribution.distribution_bootstrap()
+    server_identity.distribution_bootstrap()
     for name in ("billing", "reporting"):
-        client, _ = distribution.client_create(actor=None, name=name)
-        distribution.grant_create(actor=None, client=client, key=key, versions="all")
+        client, _ = clients.client_create(actor=None, name=name)
+        clients.grant_create(actor=None, client=client, key=key, versions="all")
     page = sign_in(custodian)
     blank = page.post("/keys/payroll/destroy/", {"waiting_days": "7", "reason": "  "})
     assert blank.status_code == 400 and not key.destruction_requests.exists()
@@ -64,8 +64,8 @@ def test_grant_requests_are_rejected_withdrawn_and_expire_without_a_grant(
     from vault.models import Grant, GrantRequest
 
     key = services.symmetric_key_create(actor=None, name="payroll")
-    distribution.distribution_bootstrap()
-    client, _ = distribution.client_create(actor=None, name="billing")
+    server_identity.distribution_bootstrap()
+    client, _ = clients.client_create(actor=None, name="billing")
 
     def ask() -> GrantRequest:
         return approvals.grant_request_create(

@@ -14,7 +14,7 @@ from django.db import connection, connections
 from accounts.roles import Role
 from kmsportal.two_person import TwoPersonError
 from tests.factories import approver_make
-from vault import approvals, distribution, services
+from vault import approvals, clients, services
 from vault.models import Grant, GrantRequest
 
 
@@ -24,7 +24,7 @@ def test_racing_approvers_approve_a_grant_once() -> None:
     asker = approver_make("kim", Role.KEY_CUSTODIAN)
     approvers = [approver_make(f"approver-{i}", Role.KEY_CUSTODIAN) for i in range(4)]
     key = services.symmetric_key_create(actor=None, name="payroll")
-    client, _token = distribution.client_create(actor=None, name="billing")
+    client, _token = clients.client_create(actor=None, name="billing")
     asked = approvals.grant_request_create(
         actor=asker, client=client, key=key, reason="billing reads payroll"
     ).request

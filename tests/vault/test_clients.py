@@ -17,7 +17,7 @@ from audit.models import AuditEvent
 from kmsportal.crypto import protocol
 from kmsportal.crypto.x509 import build_csr, generate_private_key, parse_subject
 from pki.models import CertificateStatus
-from vault import distribution, services
+from vault import clients, server_identity, services
 from vault.models import Client, Delivery, Grant, GrantRequest
 
 pytestmark = pytest.mark.django_db
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def server() -> None:
-    distribution.distribution_bootstrap()
+    server_identity.distribution_bootstrap()
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_register_enroll_grant_fetch(server, custodian: HttpClient) -> None:
     assert response.status_code == 200 and "no-store" in response["Cache-Control"]
     token = re.search(rb'id="enrollment-token">([^<]+)<', response.content).group(1).decode()
     page = response.content.decode()
-    root = distribution.root_ca()
+    root = server_identity.root_ca()
     assert root.fingerprint_sha256 in page  # the root to pin, and the command to run
     assert "kmsclient enroll --url http://testserver --token=-" in page
     # A reload: the token is gone for good, and the page says how to get a new one.
@@ -111,14 +111,14 @@ def test_register_enroll_grant_fetch(server, custodian: HttpClient) -> None:
 
 
 def test_expired_token_and_bad_csr(server) -> None:
-    client, token = distribution.client_create(actor=None, name="late")
+    client, token = clients.client_create(actor=None, name="late")
     Client.objects.filter(pk=client.pk).update(
         enrollment_token_expires_at=timezone.now() - timedelta(seconds=1)
     )
     response, _ = enroll(token)
     assert response.status_code == 401 and response.json()["code"] == "expired_token"
 
-    client2, token2 = distribution.client_create(actor=None, name="garbage")
+    client2, token2 = clients.client_create(actor=None, name="garbage")
     response, _ = enroll(token2, csr="not a csr")
     assert response.status_code == 400 and response.json()["code"] == "bad_csr"
     client2.refresh_from_db()
@@ -150,7 +150,7 @@ def test_api_is_post_only_and_needs_no_csrf_cookie(server) -> None:
 
 
 def test_client_state_pages(server, custodian: HttpClient) -> None:
-    client, _ = distribution.client_create(actor=None, name="svc")
+    client, _ = clients.client_create(actor=None, name="svc")
     assert custodian.get("/clients/svc/suspend/").status_code == 200
     assert custodian.post("/clients/svc/suspend/").status_code == 302
     client.refresh_from_db()
@@ -168,16 +168,16 @@ def test_client_state_pages(server, custodian: HttpClient) -> None:
 
 
 def test_revoking_an_enrolled_client_revokes_its_certificate(server) -> None:
-    client, token = distribution.client_create(actor=None, name="gone")
+    client, token = clients.client_create(actor=None, name="gone")
     assert enroll(token)[0].status_code == 201
     client.refresh_from_db()
-    distribution.client_revoke(actor=None, client=client, reason="keyCompromise")
+    clients.client_revoke(actor=None, client=client, reason="keyCompromise")
     client.certificate.refresh_from_db()
     assert client.certificate.status == CertificateStatus.REVOKED
 
 
 def test_new_token_page_and_grant_errors(server, custodian: HttpClient) -> None:
-    distribution.client_create(actor=None, name="svc2")
+    clients.client_create(actor=None, name="svc2")
     assert custodian.post("/clients/svc2/token/").status_code == 400  # a reason is required
     # No grants yet: the token is issued at once.
     response = custodian.post("/clients/svc2/token/", {"reason": "new host"}, follow=True)
@@ -200,7 +200,7 @@ def test_new_token_page_and_grant_errors(server, custodian: HttpClient) -> None:
 
 @pytest.mark.parametrize("role", [Role.AUDITOR, Role.ADMINISTRATOR])
 def test_readers_see_clients_but_cannot_act(role_client, role: Role, server) -> None:
-    distribution.client_create(actor=None, name="svc3")
+    clients.client_create(actor=None, name="svc3")
     client = role_client(role)
     assert client.get("/clients/").status_code == 200
     assert client.get("/clients/svc3/").status_code == 200

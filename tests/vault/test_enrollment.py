@@ -18,7 +18,7 @@ from kmsportal.crypto.x509 import build_csr, generate_private_key, parse_subject
 from pki.crl import crl_download_der, crl_download_get
 from pki.models import Certificate, CertificateStatus
 from pki.ocsp import ocsp_respond
-from vault import distribution
+from vault import clients, server_identity
 from vault.models import Client
 
 pytestmark = pytest.mark.django_db
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def server(settings) -> None:
     settings.KMS_IDENTITY_CA_KEY_TYPE = "ecp256"
-    distribution.distribution_bootstrap()
+    server_identity.distribution_bootstrap()
 
 
 def _enroll(token: str) -> tuple[int, dict]:
@@ -44,7 +44,7 @@ def _enroll(token: str) -> tuple[int, dict]:
 
 
 def test_the_database_holds_neither_the_token_nor_a_usable_key() -> None:
-    client, token = distribution.client_create(actor=None, name="billing")
+    client, token = clients.client_create(actor=None, name="billing")
     token_id, mac_key = protocol.enrollment_token_keys(token)
     row = Client.objects.get(pk=client.pk)
     assert row.enrollment_token_hash == protocol.enrollment_token_lookup(token_id)
@@ -52,7 +52,7 @@ def test_the_database_holds_neither_the_token_nor_a_usable_key() -> None:
     assert token.encode() not in stored and bytes.fromhex(token) not in stored
     assert mac_key not in stored and token_id.encode() not in stored
     # Copied to another pending row, the sealed key does not open (AAD names row and token).
-    other, _other_token = distribution.client_create(actor=None, name="reporting")
+    other, _other_token = clients.client_create(actor=None, name="reporting")
     Client.objects.filter(pk=other.pk).update(
         enrollment_token_hash=row.enrollment_token_hash, enrollment_mac_key_sealed=stored
     )
@@ -63,10 +63,10 @@ def test_the_database_holds_neither_the_token_nor_a_usable_key() -> None:
 
 
 def test_the_answer_pins_the_server_identity() -> None:
-    _client, token = distribution.client_create(actor=None, name="billing")
+    _client, token = clients.client_create(actor=None, name="billing")
     status, answer = _enroll(token)
     assert status == 201
-    pin = distribution.server_identity_pin()
+    pin = server_identity.server_identity_pin()
     assert answer["server_identity"] == pin.as_json()
     leaf = x509.load_pem_x509_certificate(answer["server_certificate_chain"][0].encode())
     uris = leaf.extensions.get_extension_for_class(
@@ -76,10 +76,10 @@ def test_the_answer_pins_the_server_identity() -> None:
 
 
 def test_re_enrollment_revokes_the_superseded_certificate_for_crl_and_ocsp() -> None:
-    client, token = distribution.client_create(actor=None, name="billing")
+    client, token = clients.client_create(actor=None, name="billing")
     assert _enroll(token)[0] == 201
     first = Client.objects.get(pk=client.pk).certificate
-    token = distribution.client_enrollment_token_renew(actor=None, client=client)
+    token = clients.client_enrollment_token_renew(actor=None, client=client)
     assert _enroll(token)[0] == 201
     second = Client.objects.get(pk=client.pk).certificate
     assert second.pk != first.pk
@@ -112,10 +112,10 @@ def test_re_enrollment_revokes_the_superseded_certificate_for_crl_and_ocsp() -> 
 
 
 def test_a_refused_enrollment_revokes_nothing() -> None:
-    client, token = distribution.client_create(actor=None, name="billing")
+    client, token = clients.client_create(actor=None, name="billing")
     assert _enroll(token)[0] == 201
     first = Client.objects.get(pk=client.pk).certificate
-    token = distribution.client_enrollment_token_renew(actor=None, client=client)
+    token = clients.client_enrollment_token_renew(actor=None, client=client)
     body, _state = protocol.build_enroll_request(token=token, csr_pem="not a csr")
     response = HttpClient().post(
         "/api/v1/enroll", json.dumps(body), content_type="application/json"
@@ -132,25 +132,25 @@ def test_a_deployment_from_before_gets_its_server_identity_on_the_next_bootstrap
     from pki.models import CertificateAuthority
     from vault.models import Deployment, ServerIdentity
 
-    before = distribution.server_identity_pin()
+    before = server_identity.server_identity_pin()
     CertificateAuthority.objects.filter(server_identity=True).update(
         server_identity=False, name="former-server-ca"
     )
     Deployment.objects.all().delete()
-    assert distribution.server_identity_pin() is None
-    done = distribution.distribution_bootstrap()
+    assert server_identity.server_identity_pin() is None
+    done = server_identity.distribution_bootstrap()
     assert any("created the server-identity CA" in line for line in done)
     assert any("issued the KMS server certificate" in line for line in done)
-    after = distribution.server_identity_pin()
+    after = server_identity.server_identity_pin()
     assert after is not None and after != before
     newest = ServerIdentity.objects.select_related("certificate__ca").first()
     assert newest.certificate.ca.server_identity
     assert f"uri:{after.deployment}" in newest.certificate.san_list
-    assert distribution.distribution_bootstrap() == []  # idempotent
+    assert server_identity.distribution_bootstrap() == []  # idempotent
 
     call_command("server_cert_renew", stdout=io.StringIO())
     assert ServerIdentity.objects.count() == 3
-    assert distribution.server_identity_pin() == after  # the pin survives a renewal
+    assert server_identity.server_identity_pin() == after  # the pin survives a renewal
 
 
 def test_report_refusals_command() -> None:

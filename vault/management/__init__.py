@@ -14,8 +14,8 @@ from datetime import datetime
 
 from django.core.management.base import CommandError
 
-from vault.distribution import DistributionError
 from vault.models import Client, SymmetricKey
+from vault.refusals import DistributionError
 
 
 def key_by_name(name: str) -> SymmetricKey:

@@ -82,7 +82,7 @@ class Command(KMSCommand):
             self.stdout.write(key.public_key_pem.strip())
 
     def _distribution(self) -> None:
-        from vault.distribution import distribution_bootstrap, root_ca, server_identity_pin
+        from vault.server_identity import distribution_bootstrap, root_ca, server_identity_pin
 
         for line in distribution_bootstrap():
             self.stdout.write(line[0].upper() + line[1:] + ".")

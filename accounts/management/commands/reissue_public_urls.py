@@ -54,7 +54,7 @@ class Command(KMSCommand):
             if dry_run:
                 self.stdout.write(f"Would renew the {server.what}.")
             else:
-                from vault.distribution import server_identity_renew
+                from vault.server_identity import server_identity_renew
 
                 identity = server_identity_renew()
                 self.stdout.write(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import CommandParser
 
 from kmsportal.commands import KMSCommand
-from vault.distribution import client_create
+from vault.clients import client_create
 from vault.management import domain_errors
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import CommandParser
 
 from kmsportal.commands import KMSCommand
-from vault.distribution import CLIENT_REVOCATION_REASONS, client_revoke
+from vault.clients import CLIENT_REVOCATION_REASONS, client_revoke
 from vault.management import client_by_name, domain_errors
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from vault.distribution import refusal_tallies_report
+from vault.refusals import refusal_tallies_report
 
 
 class Command(BaseCommand):

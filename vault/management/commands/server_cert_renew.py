@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from kmsportal.commands import KMSCommand
-from vault.distribution import server_identity_renew
 from vault.management import domain_errors
+from vault.server_identity import server_identity_renew
 
 
 class Command(KMSCommand):

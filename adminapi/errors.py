@@ -1,0 +1,162 @@
+"""Every answer of the admin API that is not a success is an RFC 9457 problem document.
+
+The handlers are installed on the one ``NinjaAPI`` by :func:`install` (adminapi.api). Routers
+do not catch errors to render them: they raise, and this module maps, in one place:
+
+- :class:`~kmsportal.crypto.errors.KMSError` (and subclasses): its ``code`` and ``status``;
+- the domain errors that are not KMSError subclasses yet (``DOMAIN_ERRORS``: VaultError,
+  DistributionError, TwoPersonError, InvalidTransition, AccountPolicyError, ...): a stable code
+  and 400/403/409 from the table below. Once an error class subclasses KMSError, its own
+  ``code``/``status`` win (the KMSError check comes first);
+- request validation (pydantic, path and query parameters): 422 ``validation_failed`` with the
+  field errors in the ``errors`` extension member (``loc``, ``msg``, ``type``);
+- no or an invalid token: 401 ``unauthenticated`` with ``WWW-Authenticate: Bearer``;
+- ``Http404`` and ``ObjectDoesNotExist``: 404 ``not_found``; ``PermissionDenied``: 403;
+- anything else: 500 ``internal_error``, logged with its traceback, never shown.
+
+A router raises ``KMSError(message, code=..., status=...)`` for a refusal of its own (for
+example ``not_found`` for an unknown key name); the message is for the person who caused it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from kmsportal.crypto.errors import KMSError
+from kmsportal.errors import problem_for, problem_response
+
+if TYPE_CHECKING:
+    from ninja import NinjaAPI
+
+logger = logging.getLogger("kmsportal.adminapi")
+
+
+def _domain_errors() -> list[tuple[type[Exception], str, int]]:
+    """(class, code, status), most specific first. Imported late: the apps load first."""
+    from accounts.approvers import ApproverNotEligible
+    from accounts.mfa import MfaError
+    from accounts.services import AccountPolicyError
+    from kmsportal.keyring.backends.base import KeyBackendError
+    from kmsportal.two_person import TwoPersonError
+    from pki.errors import PkiError
+    from vault.lifecycle import InvalidTransition
+    from vault.refusals import DistributionError
+    from vault.services import KeyIntegrityError, VaultError
+
+    table: list[tuple[type[Exception], str, int]] = [
+        (ApproverNotEligible, "approver_not_eligible", 403),
+        (TwoPersonError, "two_person_rule", 409),
+        (InvalidTransition, "invalid_transition", 409),
+        (KeyIntegrityError, "key_integrity", 409),
+        (VaultError, "vault_refused", 400),
+        (DistributionError, "distribution_refused", 400),
+        (AccountPolicyError, "account_policy", 409),
+        (MfaError, "mfa_refused", 400),
+        (PkiError, "pki_refused", 400),
+        # The key backend (a PKCS#11 token) failed mid-request: try again later.
+        (KeyBackendError, "key_backend_unavailable", 503),
+    ]
+    return table
+
+
+def problem(code: str, detail: str, status: int, **extra: Any) -> HttpResponse:
+    return problem_response(code, detail, status, **extra)
+
+
+def _kms_error(request: HttpRequest, exc: KMSError) -> HttpResponse:
+    if exc.status == 403 and not getattr(request, "audit_denied_reason", None):
+        # audit.middleware records the 403 as access.denied, with this reason
+        request.audit_denied_reason = exc.message[:200]
+    if exc.status >= 500:
+        logger.error("admin API %s %s: %s", request.method, request.path, exc.code)
+    return problem_for(exc)
+
+
+def _domain(code: str, status: int) -> Callable[[HttpRequest, Exception], HttpResponse]:
+    def handle(request: HttpRequest, exc: Exception) -> HttpResponse:
+        if isinstance(exc, KMSError):  # converted to the one root since: its own code wins
+            return _kms_error(request, exc)
+        if status == 403 and not getattr(request, "audit_denied_reason", None):
+            request.audit_denied_reason = (str(exc) or code)[:200]
+        return problem(code, str(exc) or code.replace("_", " "), status)
+
+    return handle
+
+
+def _validation(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    errors = [
+        {
+            "loc": [str(part) for part in error.get("loc", ())],
+            "msg": str(error.get("msg", "")),
+            "type": str(error.get("type", "")),
+        }
+        for error in exc.errors
+    ]
+    fields = ", ".join(".".join(e["loc"][1:] or e["loc"]) for e in errors[:5])
+    return problem(
+        "validation_failed",
+        f"the request is not valid: check {fields or 'its fields'}",
+        422,
+        errors=errors,
+    )
+
+
+def _django_validation(request: HttpRequest, exc: DjangoValidationError) -> HttpResponse:
+    return problem("validation_failed", "; ".join(exc.messages)[:1000], 422)
+
+
+def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    response = problem(
+        "unauthenticated",
+        "send a live personal API token: Authorization: Bearer kms_... (docs/admin-api.md)",
+        401,
+    )
+    response["WWW-Authenticate"] = 'Bearer realm="kmsportal admin API"'
+    return response
+
+
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    codes = {400: "bad_request", 403: "forbidden", 404: "not_found", 429: "too_many_requests"}
+    return problem(codes.get(exc.status_code, "refused"), str(exc), exc.status_code)
+
+
+def _not_found(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return problem(
+        "not_found", str(exc) if isinstance(exc, Http404) and str(exc) else "no such object", 404
+    )
+
+
+def _forbidden(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
+    request.audit_denied_reason = str(exc)[:200] or "permission denied"
+    return problem("permission_denied", str(exc) or "permission denied", 403)
+
+
+def _internal(request: HttpRequest, exc: Exception) -> HttpResponse:
+    logger.exception("admin API %s %s failed", request.method, request.path)
+    return problem(
+        "internal_error",
+        "the server failed to answer this request; it was logged (see X-Request-ID)",
+        500,
+    )
+
+
+def install(api: NinjaAPI) -> None:
+    """Put this module's handlers on ``api`` (ninja picks the most specific class)."""
+    api.add_exception_handler(Exception, _internal)
+    api.add_exception_handler(KMSError, _kms_error)
+    for cls, code, status in _domain_errors():
+        api.add_exception_handler(cls, _domain(code, status))
+    api.add_exception_handler(ValidationError, _validation)
+    api.add_exception_handler(DjangoValidationError, _django_validation)
+    api.add_exception_handler(AuthenticationError, _unauthenticated)
+    api.add_exception_handler(HttpError, _http_error)
+    api.add_exception_handler(Http404, _not_found)
+    api.add_exception_handler(ObjectDoesNotExist, _not_found)
+    api.add_exception_handler(PermissionDenied, _forbidden)
