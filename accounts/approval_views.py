@@ -131,7 +131,4 @@ class ApprovalConfirmView(LoginRequiredMixin, View):
         except KMSError as exc:
             refusal_flash(request, exc)
             return HttpResponseRedirect(request.path)
-        except kind.errors as exc:
-            messages.error(request, str(exc))
-            return HttpResponseRedirect(request.path)
         return HttpResponseRedirect(reverse("approvals:inbox"))

@@ -33,7 +33,7 @@ class ApproverNotEligible(TwoPersonError):
     """The user may not approve two-person requests (yet); the message says why."""
 
     code = "approver_not_eligible"
-    status = 400
+    status = 403
 
 
 def cooling_off() -> timedelta:

@@ -61,9 +61,6 @@ class MfaError(KMSError):
 class MfaCodeInvalid(MfaError):
     """The code is not a current TOTP code nor an unused recovery code of this user."""
 
-    code = "mfa_code_invalid"
-    status = 400
-
     def __init__(self, message: str, *, method: str, reason: str) -> None:
         super().__init__(message)
         self.method = method  # what the input looked like: totp, recovery_code or unknown

@@ -64,7 +64,7 @@ class AccountPolicyError(KMSError):
     """A user-management action the account policy refuses; the message says why."""
 
     code = "account_policy"
-    status = 400
+    status = 409
 
 
 def password_generate() -> str:

@@ -93,8 +93,8 @@ class TwoPersonChange(TwoPersonRequest):
 class TwoPersonError(KMSError):
     """A two-person step that cannot be taken as asked; the message says why."""
 
-    code = "two_person_refused"
-    status = 400
+    code = "two_person_rule"
+    status = 409
 
 
 def two_person_reason(reason: str) -> str:
@@ -243,9 +243,6 @@ class TwoPersonKind:
     approve: Callable[..., Decision]
     reject: Callable[..., Any]
     withdraw: Callable[..., Any]
-    # Domain errors outside the KMSError root that the decision page shows (not a 500);
-    # every KMSError is shown anyway.
-    errors: tuple[type[Exception], ...] = ()
     related: tuple[str, ...] = ()
     why: Callable[[Any], str] = lambda request: request.reason
 

@@ -56,9 +56,6 @@ __all__ = [
 class CAKeyUnavailable(PkiError):
     """A CA's sealed private key cannot be opened (wrong row, tampered, unknown master key)."""
 
-    code = "ca_key_unavailable"
-    status = 400
-
 
 _lock = threading.Lock()
 # CA pk -> (SHA-256 of the sealed blob, signer over the loaded key)

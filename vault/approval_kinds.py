@@ -28,10 +28,6 @@ from .models import (
     ReenrollmentRequest,
     SymmetricKey,
 )
-from .refusals import DistributionError
-
-# Every KMSError is shown by the decision page; DistributionError is not one yet.
-ERRORS = (DistributionError,)
 
 
 def _when(moment: Any) -> str:
@@ -258,7 +254,6 @@ def register() -> None:
             approve=_grant_approve,
             reject=approvals.grant_request_reject,
             withdraw=approvals.grant_request_withdraw,
-            errors=ERRORS,
             related=("client", "key", "client__certificate"),
         ),
         TwoPersonKind(
@@ -272,7 +267,6 @@ def register() -> None:
             approve=_policy_approve,
             reject=approvals.export_policy_request_reject,
             withdraw=approvals.export_policy_request_withdraw,
-            errors=ERRORS,
             related=("key",),
         ),
         TwoPersonKind(
@@ -286,7 +280,6 @@ def register() -> None:
             approve=_reenrollment_approve,
             reject=approvals.client_reenrollment_reject,
             withdraw=approvals.client_reenrollment_withdraw,
-            errors=ERRORS,
             related=("client", "client__certificate"),
         ),
         TwoPersonKind(
@@ -300,7 +293,6 @@ def register() -> None:
             approve=_destruction_approve,
             reject=_destruction_reject,
             withdraw=_destruction_withdraw,
-            errors=ERRORS,
             related=("key",),
         ),
     ):

@@ -77,9 +77,6 @@ WRAPPED_MAX_BYTES = 4096
 class KeyImportError(VaultError):
     """The import cannot be done as asked; the message says why (never a secret)."""
 
-    code = "key_import_refused"
-    status = 400
-
 
 @dataclass(frozen=True)
 class ImportParameters:

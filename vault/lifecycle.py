@@ -91,7 +91,7 @@ class InvalidTransition(KMSError):
     """The key's current state does not allow the action."""
 
     code = "invalid_transition"
-    status = 400
+    status = 409
 
     def __init__(self, state: KeyState, action: KeyAction) -> None:
         self.state = KeyState(state)

@@ -64,8 +64,8 @@ class VaultError(KMSError):
 class KeyIntegrityError(VaultError):
     """Sealed key material failed to unseal (tampered, or bound to another row)."""
 
-    code = "key_integrity_failed"
-    status = 500
+    code = "key_integrity"
+    status = 409
 
 
 def _locked(key: SymmetricKey) -> SymmetricKey:

@@ -379,8 +379,8 @@ class KeyActionView(PortalPermissionMixin, View):
             message = spec.perform(
                 actor=request.user, key=key, **(form.cleaned_data if form else {})
             )
-        except services.KeyIntegrityError as exc:  # a fault, but the key page shows it
-            messages.error(request, exc.message)
+        except services.KeyIntegrityError as exc:  # shown on the key page, not the form
+            refusal_flash(request, exc)
             return HttpResponseRedirect(reverse("vault:key_detail", args=[key.name]))
         except KMSError as exc:
             form = refusal_on_form(form, exc)

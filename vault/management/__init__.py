@@ -8,14 +8,11 @@ message: one line, exit status 1, no traceback (the commands are
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 
 from django.core.management.base import CommandError
 
 from vault.models import Client, SymmetricKey
-from vault.refusals import DistributionError
 
 
 def key_by_name(name: str) -> SymmetricKey:
@@ -44,12 +41,3 @@ def parse_time(text: str | None, option: str) -> datetime | None:
         raise CommandError(
             f"{option}: {text!r} is not an ISO 8601 time (for example 2030-01-31T12:00:00Z)"
         ) from None
-
-
-@contextmanager
-def domain_errors() -> Iterator[None]:
-    """Turn a DistributionError (not a KMSError yet) into a CommandError with its message."""
-    try:
-        yield
-    except DistributionError as exc:
-        raise CommandError(str(exc)) from exc

@@ -46,7 +46,7 @@ class KeyBackendError(KMSError):
     """A key backend cannot do what was asked; the message says what and where (never a
     PIN or key bytes)."""
 
-    code = "key_backend_failed"
+    code = "key_backend_unavailable"
     status = 503
 
 

@@ -19,7 +19,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from kmsportal.commands import KMSCommand
 from vault.approvals import GRANT_PERMISSION, grant_request_create
-from vault.management import client_by_name, domain_errors, key_by_name, parse_time
+from vault.management import client_by_name, key_by_name, parse_time
 from vault.models import GrantVersions
 
 
@@ -68,16 +68,15 @@ class Command(KMSCommand):
         target_client = client_by_name(client)
         target_key = key_by_name(key)
         expires_at = parse_time(expires, "--expires")
-        with domain_errors():
-            outcome = grant_request_create(
-                actor=user,
-                client=target_client,
-                key=target_key,
-                versions=versions,
-                expires_at=expires_at,
-                reason=reason,
-                operations=operations,
-            )
+        outcome = grant_request_create(
+            actor=user,
+            client=target_client,
+            key=target_key,
+            versions=versions,
+            expires_at=expires_at,
+            reason=reason,
+            operations=operations,
+        )
         if outcome.request is not None:
             self.stdout.write(
                 f"Asked for the grant of {target_key.name} to {target_client.name} (request "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from kmsportal.commands import KMSCommand
-from vault.management import domain_errors
 from vault.server_identity import server_identity_renew
 
 
@@ -11,8 +10,7 @@ class Command(KMSCommand):
     help = "Issue a new kms-server certificate (new sealed key) from the client identity CA."
 
     def handle(self, *args: object, **options: object) -> None:
-        with domain_errors():
-            identity = server_identity_renew()
+        identity = server_identity_renew()
         certificate = identity.certificate
         self.stdout.write(
             f"Issued kms-server certificate {certificate.serial_hex}, valid until "
