@@ -30,9 +30,12 @@ run: $(VENV)/.runtime-installed
 	@echo "Serving kmsportal on http://$${GUNICORN_BIND:-127.0.0.1:8000}/ (Ctrl-C stops it)"
 	$(BIN)/gunicorn -c kmsportal/gunicorn.conf.py
 
-# Tests run with DEBUG off (production settings); conftest.py supplies test secrets.
+# Tests run with DEBUG off (production settings); conftest.py supplies test secrets. mypy's
+# django-stubs plugin loads the settings too: a throw-away SECRET_KEY is all it needs.
 test: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	DEBUG=false SECRET_KEY=type-checking-only $(BIN)/mypy
 	DEBUG=false $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # schemathesis against the admin API on a running server (fresh SQLite database, gunicorn on
@@ -67,4 +70,4 @@ format: $(VENV)/.dev-installed
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache dist site
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .mypy_cache .import_linter_cache dist site

@@ -12,15 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
 
+from kmsportal.mixins import AuthenticatedRequest, SignedInMixin
 from kmsportal.two_person import TwoPersonKind, two_person_kind, two_person_kinds
 from kmsportal.views_errors import KMSError, refusal_flash
 
@@ -38,10 +38,10 @@ def _kind_or_404(user: Any, slug: str) -> TwoPersonKind:
     return kind
 
 
-class ApprovalInboxView(LoginRequiredMixin, View):
+class ApprovalInboxView(SignedInMixin, View):
     """Every pending two-person request the user may see, grouped by kind."""
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         user = request.user
         only = request.GET.get("kind", "")  # the dashboard links each kind's count here
         sections = []
@@ -68,7 +68,7 @@ class ApprovalInboxView(LoginRequiredMixin, View):
 
 
 @method_decorator(never_cache, name="dispatch")
-class ApprovalConfirmView(LoginRequiredMixin, View):
+class ApprovalConfirmView(SignedInMixin, View):
     """GET: the confirmation page. POST ``decision`` = approve, reject or withdraw."""
 
     def _context(self, kind: TwoPersonKind, item: Any) -> dict[str, Any]:
@@ -91,14 +91,14 @@ class ApprovalConfirmView(LoginRequiredMixin, View):
             "approver_refusal": refusal,
         }
 
-    def get(self, request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
         kind = _kind_or_404(request.user, slug)
         item = kind.get(pk)
         if item is None:
             raise Http404("No such request.")
         return render(request, "approvals/confirm.html", self._context(kind, item))
 
-    def post(self, request: HttpRequest, slug: str, pk: int) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest, slug: str, pk: int) -> HttpResponse:
         kind = _kind_or_404(request.user, slug)
         if not request.user.has_perm(kind.permission):
             raise PermissionDenied(f"deciding these requests needs {kind.permission}")

@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, Group
+from django.contrib.auth.models import Group, User
 from django.utils import timezone
 
 from kmsportal.two_person import TwoPersonError
@@ -49,9 +49,7 @@ def _roles_with(permission: str) -> list[str]:
     )
 
 
-def approver_refusal(
-    *, user: AbstractBaseUser, permission: str, now: datetime | None = None
-) -> str | None:
+def approver_refusal(*, user: User, permission: str, now: datetime | None = None) -> str | None:
     """Why ``user`` may not approve a request that needs ``permission``; None if they may."""
     now = now or timezone.now()
     if not user.is_active:
@@ -79,7 +77,8 @@ def approver_refusal(
     )
     if granted is None:
         return f"no role of {user.get_username()} gives the {permission} permission"
-    moments = {
+    assert device.confirmed_at is not None  # the query above asked for a confirmed device
+    moments: dict[str, datetime] = {
         "the account was created": user.date_joined,
         "they chose their password": setup.password_chosen_at,
         "they enrolled their authenticator": device.confirmed_at,
@@ -95,7 +94,7 @@ def approver_refusal(
     return None
 
 
-def approver_check(*, user: AbstractBaseUser, permission: str) -> None:
+def approver_check(*, user: User, permission: str) -> None:
     """Raise :class:`ApproverNotEligible` unless ``user`` may approve (see module docstring)."""
     refusal = approver_refusal(user=user, permission=permission)
     if refusal is not None:

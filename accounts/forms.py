@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib.auth.models import User
 from django.core.validators import validate_email
@@ -10,7 +12,7 @@ from .roles import Role
 
 
 class RolesField(forms.TypedMultipleChoiceField):
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(
             choices=Role.choices,
             coerce=Role,

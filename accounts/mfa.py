@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import models, transaction
 from django.http import HttpRequest
 from django.middleware.csrf import rotate_token
@@ -118,7 +118,7 @@ def mfa_required_roles() -> set[str]:
     return {Role.parse(name).value for name in settings.KMS_MFA_REQUIRED_ROLES if name.strip()}
 
 
-def _confirmed_device_id(user: AbstractBaseUser) -> uuid.UUID | None:
+def _confirmed_device_id(user: User) -> uuid.UUID | None:
     return (
         MfaDevice.objects.filter(user_id=user.pk, confirmed_at__isnull=False)
         .values_list("id", flat=True)
@@ -126,19 +126,19 @@ def _confirmed_device_id(user: AbstractBaseUser) -> uuid.UUID | None:
     )
 
 
-def _has_required_role(user: AbstractBaseUser) -> bool:
+def _has_required_role(user: User) -> bool:
     roles = mfa_required_roles()
     return bool(roles) and user.groups.filter(name__in=roles).exists()
 
 
-def mfa_required_for(user: AbstractBaseUser | AnonymousUser) -> bool:
+def mfa_required_for(user: User | AnonymousUser) -> bool:
     """Whether `user` must pass the second factor: a required role, or an enrolled device."""
     if not user.is_authenticated:
         return False
     return _confirmed_device_id(user) is not None or _has_required_role(user)
 
 
-def mfa_status(*, user: AbstractBaseUser) -> MfaStatus:
+def mfa_status(*, user: User) -> MfaStatus:
     """The user's MFA state for their own page and the user-administration page."""
     device = MfaDevice.objects.filter(user_id=user.pk, confirmed_at__isnull=False).first()
     left = RecoveryCode.objects.filter(user_id=user.pk, used_at__isnull=True).count()
@@ -149,7 +149,7 @@ def mfa_status(*, user: AbstractBaseUser) -> MfaStatus:
     )
 
 
-def mfa_enrollment_pending(*, user: AbstractBaseUser) -> MfaProvisioning | None:
+def mfa_enrollment_pending(*, user: User) -> MfaProvisioning | None:
     """The unconfirmed device's provisioning data (to show the same QR code again), if any."""
     device = MfaDevice.objects.filter(user_id=user.pk, confirmed_at__isnull=True).first()
     if device is None:
@@ -159,7 +159,7 @@ def mfa_enrollment_pending(*, user: AbstractBaseUser) -> MfaProvisioning | None:
 
 def mfa_session_state(request: HttpRequest) -> MfaSessionState:
     """Where the signed-in session of `request` stands with the second factor."""
-    user = request.user
+    user: User = request.user  # type: ignore[assignment]  # called for signed-in sessions only
     session = request.session
     device_id = _confirmed_device_id(user)
     current = str(device_id) if device_id else ""
@@ -179,7 +179,7 @@ def mfa_session_state(request: HttpRequest) -> MfaSessionState:
 # --- session ----------------------------------------------------------------------------
 
 
-def mfa_session_begin(*, request: HttpRequest, user: AbstractBaseUser) -> bool:
+def mfa_session_begin(*, request: HttpRequest, user: User) -> bool:
     """Mark a session that just passed the password step; True when MFA is still pending.
 
     Called by `services.user_sign_in` right after `login()` (which cycled the session key).
@@ -194,7 +194,7 @@ def mfa_session_begin(*, request: HttpRequest, user: AbstractBaseUser) -> bool:
     return pending
 
 
-def mfa_session_verified(*, request: HttpRequest, user: AbstractBaseUser) -> None:
+def mfa_session_verified(*, request: HttpRequest, user: User) -> None:
     """Mark the session verified after a passed code or a confirmed enrollment.
 
     A new session key and CSRF token: whatever an attacker may have planted before the
@@ -210,7 +210,7 @@ def mfa_session_verified(*, request: HttpRequest, user: AbstractBaseUser) -> Non
 # --- writes -----------------------------------------------------------------------------
 
 
-def _user_locked(user: AbstractBaseUser) -> User:
+def _user_locked(user: User) -> User:
     """The user's row, locked until the transaction ends: serialises every MFA change and
     every code check of one user (a code raced from two requests passes once)."""
     return User.objects.select_for_update().get(pk=user.pk)
@@ -259,7 +259,7 @@ def _looks_like_totp(code: str) -> bool:
 
 
 @transaction.atomic
-def _failure_record(*, user: AbstractBaseUser, purpose: str, error: MfaCodeInvalid) -> None:
+def _failure_record(*, user: User, purpose: str, error: MfaCodeInvalid) -> None:
     audit_event_record(
         action=MfaAction.MFA_FAILED,
         outcome=Outcome.DENIED,
@@ -271,7 +271,7 @@ def _failure_record(*, user: AbstractBaseUser, purpose: str, error: MfaCodeInval
 
 
 @transaction.atomic
-def mfa_enrollment_begin(*, user: AbstractBaseUser) -> MfaProvisioning:
+def mfa_enrollment_begin(*, user: User) -> MfaProvisioning:
     """Start (or restart) enrolling an authenticator: a fresh secret on an unconfirmed device.
 
     An unconfirmed device from an earlier attempt is replaced; a confirmed one never is
@@ -294,7 +294,7 @@ def mfa_enrollment_begin(*, user: AbstractBaseUser) -> MfaProvisioning:
 
 
 @transaction.atomic
-def _enrollment_confirm(*, user: AbstractBaseUser, code: str, at: float | None) -> list[str]:
+def _enrollment_confirm(*, user: User, code: str, at: float | None) -> list[str]:
     user = _user_locked(user)
     device = MfaDevice.objects.filter(user=user).first()
     if device is None:
@@ -316,9 +316,7 @@ def _enrollment_confirm(*, user: AbstractBaseUser, code: str, at: float | None) 
     return codes
 
 
-def mfa_enrollment_confirm(
-    *, user: AbstractBaseUser, code: str, at: float | None = None
-) -> list[str]:
+def mfa_enrollment_confirm(*, user: User, code: str, at: float | None = None) -> list[str]:
     """Confirm the unconfirmed device with a first correct code; returns the recovery codes.
 
     The codes are returned in clear this once (to be shown once) and stored only hashed.
@@ -333,7 +331,7 @@ def mfa_enrollment_confirm(
 
 
 @transaction.atomic
-def _verify(*, user: AbstractBaseUser, code: str, at: float | None) -> MfaMethod:
+def _verify(*, user: User, code: str, at: float | None) -> MfaMethod:
     user = _user_locked(user)
     device = MfaDevice.objects.filter(user=user, confirmed_at__isnull=False).first()
     if device is None:
@@ -381,7 +379,7 @@ def _verify(*, user: AbstractBaseUser, code: str, at: float | None) -> MfaMethod
     return method
 
 
-def mfa_verify(*, user: AbstractBaseUser, code: str, at: float | None = None) -> MfaMethod:
+def mfa_verify(*, user: User, code: str, at: float | None = None) -> MfaMethod:
     """Check the second factor: a current TOTP code (not used before) or an unused recovery
     code, which is then spent. Returns which one passed.
 
@@ -396,7 +394,7 @@ def mfa_verify(*, user: AbstractBaseUser, code: str, at: float | None = None) ->
 
 
 @transaction.atomic
-def _recovery_codes_regenerate(*, user: AbstractBaseUser, code: str, at: float | None) -> list[str]:
+def _recovery_codes_regenerate(*, user: User, code: str, at: float | None) -> list[str]:
     user = _user_locked(user)
     device = MfaDevice.objects.filter(user=user, confirmed_at__isnull=False).first()
     if device is None:
@@ -415,9 +413,7 @@ def _recovery_codes_regenerate(*, user: AbstractBaseUser, code: str, at: float |
     return codes
 
 
-def mfa_recovery_codes_regenerate(
-    *, user: AbstractBaseUser, code: str, at: float | None = None
-) -> list[str]:
+def mfa_recovery_codes_regenerate(*, user: User, code: str, at: float | None = None) -> list[str]:
     """Replace all of the user's recovery codes with fresh ones; needs a current TOTP code
     (a recovery code will not do: whoever holds one must not mint ten more).
 
@@ -431,7 +427,7 @@ def mfa_recovery_codes_regenerate(
 
 
 @transaction.atomic
-def mfa_lockout_record(*, user: AbstractBaseUser, retry_after: int) -> None:
+def mfa_lockout_record(*, user: User, retry_after: int) -> None:
     """Record a code refused by the lockout before it was looked at (never the code)."""
     audit_event_record(
         action=MfaAction.MFA_LOCKED,

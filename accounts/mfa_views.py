@@ -8,10 +8,10 @@ codes are throttled per user (accounts.throttle) before any code is looked at.
 from __future__ import annotations
 
 import segno
+from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.mixins import LoginRequiredMixin
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import render
+from django.shortcuts import render, resolve_url
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
@@ -19,6 +19,8 @@ from django.utils.safestring import SafeString, mark_safe
 from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
+
+from kmsportal.mixins import AuthenticatedRequest, SignedInMixin
 
 from . import mfa, throttle
 from .forms import MfaCodeForm, MfaTotpCodeForm
@@ -32,7 +34,7 @@ def _next_url(request: HttpRequest) -> str:
         candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):
         return candidate
-    return reverse("accounts:dashboard")
+    return resolve_url(settings.LOGIN_REDIRECT_URL)
 
 
 def _with_next(url: str, request: HttpRequest) -> str:
@@ -53,7 +55,9 @@ def _qr_svg(uri: str) -> SafeString:
     return mark_safe(svg)  # noqa: S308 (segno's output, checked above; holds no user input)
 
 
-def _throttled(request: HttpRequest, template: str, context: dict) -> HttpResponse | None:
+def _throttled(
+    request: AuthenticatedRequest, template: str, context: dict[str, object]
+) -> HttpResponse | None:
     """A 429 page if this user's wrong codes are locked out (checked before any code)."""
     lockout = throttle.mfa_lockout(user_id=request.user.pk)
     if lockout is None:
@@ -78,12 +82,12 @@ def _recovery_codes_page(request: HttpRequest, *, codes: list[str], action: str)
 
 @method_decorator(sensitive_post_parameters("code"), name="dispatch")
 @method_decorator(never_cache, name="dispatch")
-class MfaVerifyView(LoginRequiredMixin, View):
+class MfaVerifyView(SignedInMixin, View):
     """The second sign-in step: a code from the authenticator app or a recovery code."""
 
     template_name = "accounts/mfa_verify.html"
 
-    def _elsewhere(self, request: HttpRequest) -> HttpResponse | None:
+    def _elsewhere(self, request: AuthenticatedRequest) -> HttpResponse | None:
         state = mfa.mfa_session_state(request)
         if state is mfa.MfaSessionState.PENDING_ENROLL:
             return HttpResponseRedirect(_with_next(reverse("accounts:mfa_enroll"), request))
@@ -91,14 +95,16 @@ class MfaVerifyView(LoginRequiredMixin, View):
             return HttpResponseRedirect(_next_url(request))  # nothing to verify
         return None
 
-    def _render(self, request: HttpRequest, form: MfaCodeForm, status: int = 200) -> HttpResponse:
+    def _render(
+        self, request: AuthenticatedRequest, form: MfaCodeForm, status: int = 200
+    ) -> HttpResponse:
         context = {"form": form, "next": _next_url(request)}
         return render(request, self.template_name, context, status=status)
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         return self._elsewhere(request) or self._render(request, MfaCodeForm())
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest) -> HttpResponse:
         elsewhere = self._elsewhere(request)
         if elsewhere is not None:
             return elsewhere
@@ -132,12 +138,12 @@ class MfaVerifyView(LoginRequiredMixin, View):
 
 @method_decorator(sensitive_post_parameters("code"), name="dispatch")
 @method_decorator(never_cache, name="dispatch")
-class MfaEnrollView(LoginRequiredMixin, View):
+class MfaEnrollView(SignedInMixin, View):
     """Set up an authenticator app: QR code and secret, then a first code to confirm it."""
 
     template_name = "accounts/mfa_enroll.html"
 
-    def _already(self, request: HttpRequest) -> HttpResponse | None:
+    def _already(self, request: AuthenticatedRequest) -> HttpResponse | None:
         if mfa.mfa_status(user=request.user).enrolled:
             messages.info(request, "Your authenticator app is already set up.")
             return HttpResponseRedirect(reverse("accounts:mfa_manage"))
@@ -145,7 +151,7 @@ class MfaEnrollView(LoginRequiredMixin, View):
 
     def _render(
         self,
-        request: HttpRequest,
+        request: AuthenticatedRequest,
         provisioning: mfa.MfaProvisioning,
         form: MfaTotpCodeForm,
         status: int = 200,
@@ -164,7 +170,7 @@ class MfaEnrollView(LoginRequiredMixin, View):
         response["Cache-Control"] = "no-store"
         return response
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         already = self._already(request)
         if already is not None:
             return already
@@ -175,7 +181,7 @@ class MfaEnrollView(LoginRequiredMixin, View):
             provisioning = mfa.mfa_enrollment_begin(user=request.user)
         return self._render(request, provisioning, MfaTotpCodeForm())
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest) -> HttpResponse:
         already = self._already(request)
         if already is not None:
             return already
@@ -220,21 +226,25 @@ class MfaEnrollView(LoginRequiredMixin, View):
 
 @method_decorator(sensitive_post_parameters("code"), name="dispatch")
 @method_decorator(never_cache, name="dispatch")
-class MfaManageView(LoginRequiredMixin, View):
+class MfaManageView(SignedInMixin, View):
     """One's own two-factor status, and fresh recovery codes (with a current TOTP code)."""
 
     template_name = "accounts/mfa_manage.html"
 
     def _render(
-        self, request: HttpRequest, form: MfaTotpCodeForm, status: int = 200, **extra: object
+        self,
+        request: AuthenticatedRequest,
+        form: MfaTotpCodeForm,
+        status: int = 200,
+        **extra: object,
     ) -> HttpResponse:
         context = {"status": mfa.mfa_status(user=request.user), "form": form, **extra}
         return render(request, self.template_name, context, status=status)
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         return self._render(request, MfaTotpCodeForm())
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest) -> HttpResponse:
         form = MfaTotpCodeForm(request.POST)
         if not mfa.mfa_status(user=request.user).enrolled:
             form.is_valid()
@@ -277,7 +287,7 @@ class UserMfaResetView(UserActionView):
             {"subject": subject, "subject_mfa": mfa.mfa_status(user=subject)},
         )
 
-    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest, pk: int) -> HttpResponse:
         subject = self.subject(pk)
         try:
             mfa.mfa_reset(actor=request.user, user=subject)

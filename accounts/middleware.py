@@ -60,7 +60,7 @@ class MfaRequiredMiddleware:
         if not request.user.is_authenticated:
             return self.get_response(request)
         state = mfa_session_state(request)
-        request.mfa_state = state
+        request.mfa_state = state  # type: ignore[attr-defined]  # read back with getattr
         if state is MfaSessionState.SATISFIED:
             return self.get_response(request)
         if state is MfaSessionState.ENDED:
@@ -77,5 +77,5 @@ class MfaRequiredMiddleware:
         if request.method in ("GET", "HEAD"):
             target = paths["enroll"] if state is MfaSessionState.PENDING_ENROLL else paths["verify"]
             return HttpResponseRedirect(f"{target}?{urlencode({'next': request.get_full_path()})}")
-        request.audit_denied_reason = "multi-factor verification required"
+        request.audit_denied_reason = "multi-factor verification required"  # type: ignore[attr-defined]  # read back with getattr
         raise PermissionDenied("Finish signing in with your authenticator app first.")

@@ -6,7 +6,7 @@ group; views only ever check permissions, never role names.
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import models
 
 
@@ -29,7 +29,7 @@ class Role(models.TextChoices):
             raise ValueError(f"unknown role {text!r}; choose from {choices}") from None
 
 
-def user_roles(user: AbstractBaseUser | AnonymousUser) -> list[Role]:
+def user_roles(user: User | AnonymousUser) -> list[Role]:
     """The user's roles in the table's order."""
     if not user.is_authenticated:
         return []

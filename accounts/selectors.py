@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser, Group, User
+from django.contrib.auth.models import Group, User
 from django.db.models import Count, Q, QuerySet
 
 from kmsportal.keyring.models import MasterKeyRecord
@@ -12,9 +12,7 @@ from kmsportal.keyring.models import MasterKeyRecord
 from .roles import Role
 
 
-def user_list(
-    *, user: AbstractBaseUser, search: str = "", status: str = "", role: str = ""
-) -> QuerySet[User]:
+def user_list(*, user: User, search: str = "", status: str = "", role: str = "") -> QuerySet[User]:
     """Users visible to `user` (everyone, for holders of auth.view_user), with their roles.
 
     `status` is "active" or "inactive"; `role` a role's group name (active holders only, as
@@ -42,7 +40,7 @@ class UserCounts:
     master_keys: int | None  # None unless the user may see the keyring's records
 
 
-def dashboard_user_counts(*, user: AbstractBaseUser) -> UserCounts | None:
+def dashboard_user_counts(*, user: User) -> UserCounts | None:
     """Users active and inactive and per role, for holders of auth.view_user; two aggregate
     queries (three with the master key count), never a row per user."""
     if not user.has_perm("auth.view_user"):

@@ -3,7 +3,7 @@ further attempts are refused for a cooling-off period (OWASP ASVS V2.2.1).
 
 Counting every attempt at one account, however it is spelled and whichever worker answers:
 - the counter's key is the username as authentication reads it (Django's sign-in form strips
-  it and applies NFKC, `AbstractBaseUser.normalize_username`), case-folded because usernames
+  it and applies NFKC, `User.normalize_username`), case-folded because usernames
   are unique regardless of case (accounts.services.user_create): ``"  Caop1 "`` and
   ``"\uff43aop1"`` (full-width c) count for ``caop1``;
 - the counters live in the `counters` cache (kmsportal.counters): the database, shared by

@@ -1,11 +1,10 @@
 from django.urls import path
 
-from . import dashboard, mfa_views, views
+from . import mfa_views, views
 
 app_name = "accounts"
 
 urlpatterns = [
-    path("", dashboard.DashboardView.as_view(), name="dashboard"),
     path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/logout/", views.LogoutView.as_view(), name="logout"),
     path("accounts/password/", views.PasswordChangeView.as_view(), name="password_change"),

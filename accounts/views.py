@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm, SetPasswordForm
-from django.contrib.auth.mixins import LoginRequiredMixin, PermissionRequiredMixin
 from django.contrib.auth.models import User
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, render, resolve_url
 from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.utils.http import urlencode
@@ -19,20 +21,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import ListView
 
+from kmsportal.mixins import AuthenticatedRequest, PortalPermissionMixin
+
 from . import invitations, mfa, selectors, services, throttle
 from .forms import UserCreateForm, UserRolesForm
 from .models import AccountSetup, Invitation, RoleGrantRequest
 from .roles import Role, user_roles
-
-
-class PortalPermissionMixin(LoginRequiredMixin, PermissionRequiredMixin):
-    """Every portal page: anonymous users go to sign-in, signed-in users without the
-    permission get 403 (never a redirect loop to the sign-in page)."""
-
-    def handle_no_permission(self) -> HttpResponse:
-        if self.request.user.is_authenticated:
-            raise PermissionDenied(self.get_permission_denied_message())
-        return super().handle_no_permission()
 
 
 @method_decorator(sensitive_post_parameters("password"), name="dispatch")
@@ -106,16 +100,17 @@ class PasswordChangeView(auth_views.PasswordChangeView):
             request=self.request, user=form.user, password=form.cleaned_data["new_password1"]
         )
         messages.success(self.request, "Your password was changed; other sessions were ended.")
-        return HttpResponseRedirect(reverse("accounts:dashboard"))
+        return HttpResponseRedirect(resolve_url(settings.LOGIN_REDIRECT_URL))
 
 
-class UserListView(PortalPermissionMixin, ListView):
+class UserListView(PortalPermissionMixin, ListView):  # type: ignore[type-arg]  # not subscriptable at run time
+    request: AuthenticatedRequest  # TemplateResponseMixin declares it too
     permission_required = "auth.view_user"
     template_name = "accounts/user_list.html"
     context_object_name = "users"
     paginate_by = 50
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[User]:
         return selectors.user_list(
             user=self.request.user,
             search=self.request.GET.get("q", ""),
@@ -123,7 +118,7 @@ class UserListView(PortalPermissionMixin, ListView):
             role=self.request.GET.get("role", ""),
         )
 
-    def get_context_data(self, **kwargs: object) -> dict:
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         context["roles"] = Role.choices
         return context
@@ -153,10 +148,10 @@ class UserCreateView(PortalPermissionMixin, View):
     permission_required = "auth.add_user"
     template_name = "accounts/user_create.html"
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         return render(request, self.template_name, {"form": UserCreateForm()})
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest) -> HttpResponse:
         form = UserCreateForm(request.POST)
         if form.is_valid():
             try:
@@ -186,11 +181,11 @@ class UserDetailView(PortalPermissionMixin, View):
     permission_required = "auth.view_user"
     template_name = "accounts/user_detail.html"
 
-    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, pk: int) -> HttpResponse:
         subject = get_object_or_404(User, pk=pk)
         return render(request, self.template_name, self._context(subject))
 
-    def _context(self, subject: User, **forms: object) -> dict:
+    def _context(self, subject: User, **forms: object) -> dict[str, object]:
         roles = user_roles(subject)
         return {
             "subject": subject,
@@ -222,7 +217,7 @@ class UserActionView(PortalPermissionMixin, View):
 
 
 class UserRolesView(UserActionView):
-    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest, pk: int) -> HttpResponse:
         subject = self.subject(pk)
         form = UserRolesForm(request.POST)
         if not form.is_valid():
@@ -252,10 +247,10 @@ class UserDeactivateView(UserActionView):
 
     http_method_names = ["get", "post"]
 
-    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, pk: int) -> HttpResponse:
         return render(request, "accounts/user_deactivate.html", {"subject": self.subject(pk)})
 
-    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest, pk: int) -> HttpResponse:
         subject = self.subject(pk)
         try:
             services.user_deactivate(actor=request.user, user=subject)
@@ -265,7 +260,7 @@ class UserDeactivateView(UserActionView):
 
 
 class UserReactivateView(UserActionView):
-    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest, pk: int) -> HttpResponse:
         subject = self.subject(pk)
         try:
             services.user_reactivate(actor=request.user, user=subject)
@@ -281,10 +276,10 @@ class UserPasswordResetView(UserActionView):
     http_method_names = ["get", "post"]
     template_name = "accounts/user_password_reset.html"
 
-    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, pk: int) -> HttpResponse:
         return render(request, self.template_name, {"subject": self.subject(pk)})
 
-    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest, pk: int) -> HttpResponse:
         subject = self.subject(pk)
         try:
             token = services.user_password_reset(actor=request.user, user=subject)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
@@ -76,7 +76,7 @@ def require(
     operation (all of ``permissions``, and one of ``any_of`` if given); else a 403 problem.
     Call it first in every operation."""
     token: ApiToken = request.auth  # type: ignore[attr-defined]
-    user: AbstractBaseUser = token.user
+    user: User = token.user
     if write and not token.writes:
         request.audit_denied_reason = "read-only API token"
         raise Forbidden(

@@ -15,8 +15,13 @@ from typing import Any, Literal
 from ninja import Field, Schema
 
 from kmsportal.crypto.x509 import KeyType
-from pki.forms import CA_DAYS_MAX, LEAF_DAYS_MAX
-from pki.models import CA_NAME_PATTERN, CHAIN_UPLOAD_MAX_BYTES, UPLOAD_MAX_BYTES
+from pki.models import (
+    CA_DAYS_MAX,
+    CA_NAME_PATTERN,
+    CHAIN_UPLOAD_MAX_BYTES,
+    LEAF_DAYS_MAX,
+    UPLOAD_MAX_BYTES,
+)
 from pki.revocation import REVOCATION_REASONS
 
 from .schemas import MAX_ID, Instant

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -58,12 +58,12 @@ def _hash(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
-def _credential_hash(user: AbstractBaseUser) -> str:
+def _credential_hash(user: User) -> str:
     """Changes when the user's password does (Django's session auth hash, hashed again)."""
     return _hash(user.get_session_auth_hash())
 
 
-def _confirmed_device(user: AbstractBaseUser) -> uuid.UUID | None:
+def _confirmed_device(user: User) -> uuid.UUID | None:
     return (
         MfaDevice.objects.filter(user_id=user.pk, confirmed_at__isnull=False)
         .values_list("id", flat=True)
@@ -74,8 +74,8 @@ def _confirmed_device(user: AbstractBaseUser) -> uuid.UUID | None:
 @transaction.atomic
 def api_token_create(
     *,
-    actor: AbstractBaseUser | None,
-    user: AbstractBaseUser,
+    actor: User | None,
+    user: User,
     name: str,
     scope: str,
     days: int,
@@ -132,7 +132,7 @@ def api_token_create(
 
 
 @transaction.atomic
-def api_token_revoke(*, actor: AbstractBaseUser | None, token: ApiToken) -> ApiToken:
+def api_token_revoke(*, actor: User | None, token: ApiToken) -> ApiToken:
     """Revoke ``token`` now (its own user, or the server's shell with actor None)."""
     token = ApiToken.objects.select_for_update().select_related("user").get(pk=token.pk)
     if actor is not None and actor.pk != token.user_id:
@@ -152,7 +152,7 @@ def api_token_revoke(*, actor: AbstractBaseUser | None, token: ApiToken) -> ApiT
     return token
 
 
-def api_token_list(*, user: AbstractBaseUser) -> list[ApiToken]:
+def api_token_list(*, user: User) -> list[ApiToken]:
     """The user's own tokens, newest first (revoked and expired ones included)."""
     return list(ApiToken.objects.filter(user=user))
 

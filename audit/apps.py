@@ -11,7 +11,15 @@ class AuditConfig(AppConfig):
         from .registry import audit_actions_register
 
         audit_actions_register(AuditAction)
+        from kmsportal.keyring.events import KeyringAction, keyring_event_recorder_set
         from kmsportal.keyring.services import sealed_field_register
+
+        from .services import audit_event_record
+
+        # The keyring (below audit) reports rewrap and migration batches through this hook,
+        # inside each batch's transaction.
+        audit_actions_register(KeyringAction)
+        keyring_event_recorder_set(audit_event_record)
 
         # The checkpoint signing key is sealed under the master keyring: rewrap re-seals it
         # and start-up refuses to drop a master key id that still seals it.

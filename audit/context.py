@@ -24,9 +24,9 @@ def request_meta() -> RequestMeta | None:
     return _current.get()
 
 
-def request_meta_set(meta: RequestMeta | None) -> contextvars.Token:
+def request_meta_set(meta: RequestMeta | None) -> contextvars.Token[RequestMeta | None]:
     return _current.set(meta)
 
 
-def request_meta_reset(token: contextvars.Token) -> None:
+def request_meta_reset(token: contextvars.Token[RequestMeta | None]) -> None:
     _current.reset(token)

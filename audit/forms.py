@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 
 from kmsportal.labels import TARGET_TYPE_LABELS, target_type_from_text
@@ -47,8 +49,9 @@ class EventFilterForm(forms.Form):
         required=False, min_value=1, label="Saved head's tree size (for a consistency proof)"
     )
 
-    def clean(self) -> dict:
+    def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # Form.clean() returns cleaned_data
         since, until = data.get("since"), data.get("until")
         if since and until and since > until:
             self.add_error("until", "Until is before From: nothing can match. Swap them.")

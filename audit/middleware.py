@@ -27,7 +27,7 @@ class AuditRequestMiddleware:
         sequencer_thread_start()
         # Our own id, never one taken from the client: the audit must not be steerable.
         request_id = uuid.uuid4().hex
-        request.audit_request_id = request_id
+        request.audit_request_id = request_id  # type: ignore[attr-defined]  # read back with getattr
         token = request_meta_set(
             RequestMeta(request_id=request_id, source_ip=request.META.get("REMOTE_ADDR", ""))
         )
@@ -42,7 +42,7 @@ class AuditRequestMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
         if isinstance(exception, PermissionDenied):
-            request.audit_denied_reason = str(exception) or "permission denied"
+            request.audit_denied_reason = str(exception) or "permission denied"  # type: ignore[attr-defined]  # read back with getattr
 
     @staticmethod
     def _record_denied(request: HttpRequest) -> None:

@@ -29,7 +29,7 @@ class AuditLogIsAppendOnly(Exception):
     """An attempt to change or remove audit rows."""
 
 
-class CanonicalJSONField(models.TextField):
+class CanonicalJSONField(models.TextField):  # type: ignore[type-arg]  # stub generics unused at run time
     """A JSON value stored as its canonical JSON text (kmsportal.crypto.canonical), read as Python.
 
     The column holds exactly the bytes the event hash covers for it, so the chain check can
@@ -41,6 +41,9 @@ class CanonicalJSONField(models.TextField):
     """
 
     description = "JSON stored as canonical JSON text"
+    # For django-stubs: what the field takes and gives is any JSON value, not text.
+    _pyi_private_set_type: Any
+    _pyi_private_get_type: Any
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
         if value is None:
@@ -97,7 +100,7 @@ class Outcome(models.TextChoices):
     ERROR = "error", "Error"
 
 
-class AppendOnlyQuerySet(models.QuerySet):
+class AppendOnlyQuerySet(models.QuerySet):  # type: ignore[type-arg]  # shared by every audit model
     def update(self, **kwargs: Any) -> int:
         raise AuditLogIsAppendOnly("audit rows cannot be updated")
 

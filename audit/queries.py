@@ -125,7 +125,8 @@ def sqlite_leaf_chunk(lo: int, hi: int) -> tuple[Any, ...]:
     connection.ensure_connection()
     cursor = connection.connection.cursor()
     try:
-        return cursor.execute(sql, (lo, hi)).fetchone()
+        row: tuple[Any, ...] = cursor.execute(sql, (lo, hi)).fetchone()
+        return row
     finally:
         cursor.close()
 
@@ -263,7 +264,8 @@ def postgres_leaf_hashes(lo: int, hi: int) -> tuple[Any, ...]:
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [lo, hi])
-        return cursor.fetchone()
+        row: tuple[Any, ...] = cursor.fetchone()
+        return row
 
 
 def postgres_leaf_suspects(lo: int, hi: int) -> list[int]:

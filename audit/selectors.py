@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Q, QuerySet
 
 from kmsportal.crypto.audit_log import TreeHead
@@ -47,11 +47,11 @@ class EventFilters:
         return {key: value for key, value in values.items() if value}
 
 
-def _can_read(user: AbstractBaseUser) -> bool:
+def _can_read(user: User) -> bool:
     return user.has_perm("audit.view_auditevent")
 
 
-def audit_event_queryset(*, user: AbstractBaseUser, filters: EventFilters) -> QuerySet[AuditEvent]:
+def audit_event_queryset(*, user: User, filters: EventFilters) -> QuerySet[AuditEvent]:
     """Events visible to `user` matching `filters`, newest first."""
     if not _can_read(user):
         return AuditEvent.objects.none()
@@ -84,7 +84,7 @@ class EventPage:
 
 def audit_event_page(
     *,
-    user: AbstractBaseUser,
+    user: User,
     filters: EventFilters,
     before: int | None = None,
     after: int | None = None,
@@ -113,15 +113,13 @@ def audit_event_page(
     )
 
 
-def audit_event_get(*, user: AbstractBaseUser, sequence: int) -> AuditEvent | None:
+def audit_event_get(*, user: User, sequence: int) -> AuditEvent | None:
     if not _can_read(user):
         return None
     return AuditEvent.objects.filter(sequence=sequence).first()
 
 
-def audit_event_neighbours(
-    *, user: AbstractBaseUser, event: AuditEvent
-) -> tuple[int | None, int | None]:
+def audit_event_neighbours(*, user: User, event: AuditEvent) -> tuple[int | None, int | None]:
     """The numbers of the events just before and just after ``event`` (None at either end).
     Event numbers are unique and increasing but not gap-free (a rolled-back action leaves a
     hole), so the neighbours are looked up, never computed as number ± 1."""
@@ -145,7 +143,7 @@ class ChainStatus:
     pending: int
 
 
-def audit_chain_status(*, user: AbstractBaseUser) -> ChainStatus | None:
+def audit_chain_status(*, user: User) -> ChainStatus | None:
     """The chain panel: latest signed tree head, pending events, last verification."""
     if not _can_read(user):
         return None
@@ -172,7 +170,7 @@ def audit_chain_status(*, user: AbstractBaseUser) -> ChainStatus | None:
     )
 
 
-def audit_tree_head_latest(*, user: AbstractBaseUser) -> TreeHead | None:
+def audit_tree_head_latest(*, user: User) -> TreeHead | None:
     """The newest signed tree head, as the signed object (None: none yet, or no access)."""
     if not _can_read(user):
         return None
@@ -193,7 +191,7 @@ class Inclusion:
     problem: str
 
 
-def audit_event_inclusion(*, user: AbstractBaseUser, event: AuditEvent) -> Inclusion | None:
+def audit_event_inclusion(*, user: User, event: AuditEvent) -> Inclusion | None:
     """The inclusion proof of `event` against the newest signed head, verified here: the leaf
     hash recomputed from the event's content, the audit path from stored nodes, the root and
     the head's signature checked with the trusted audit keys."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -47,6 +47,7 @@ from .models import (
     AuditEvent,
     AuditLeaf,
     AuditRejectedEvent,
+    AuditSigningKey,
     AuditTreeHead,
     AuditTreeNode,
     Outcome,
@@ -121,7 +122,9 @@ def _frontier(size: int) -> Frontier:
     return Frontier(size, [hashes[p] for p in positions])
 
 
-def _with_stored_nodes(compute):  # type: ignore[no-untyped-def]
+def _with_stored_nodes(
+    compute: Callable[[Callable[[int, int], bytes]], list[bytes]],
+) -> list[bytes]:
     """Run a proof algorithm twice: once to learn which perfect subtrees it reads, once with
     their stored hashes fetched in one query per table."""
     wanted: set[tuple[int, int]] = set()
@@ -150,7 +153,11 @@ def latest_head() -> AuditTreeHead | None:
 
 
 def audit_integrate(
-    *, wait: bool = True, full: bool = True, batch_size: int = 5000, sign_with=None
+    *,
+    wait: bool = True,
+    full: bool = True,
+    batch_size: int = 5000,
+    sign_with: AuditSigningKey | None = None,
 ) -> IntegrationResult:
     """Integrate every committed, not yet integrated event and sign a new tree head.
 
@@ -182,7 +189,9 @@ def _pending(batch_size: int, *, full: bool) -> list[AuditEvent]:
     return list(events.order_by("sequence")[:batch_size])
 
 
-def _integrate_batch(batch_size: int, *, full: bool, sign_with) -> tuple[int, int]:
+def _integrate_batch(
+    batch_size: int, *, full: bool, sign_with: AuditSigningKey | None
+) -> tuple[int, int]:
     from .services import (
         audit_event_record,
         audit_mac_keys_by_id,

@@ -21,7 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, User
 from django.db import connection, models, transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -115,7 +115,7 @@ def _check_details(value: Any, path: str = "details") -> None:
 
 
 def _actor_fields(
-    actor: AbstractBaseUser | models.Model | None, *, anonymous: bool, actor_name: str | None
+    actor: User | models.Model | None, *, anonymous: bool, actor_name: str | None
 ) -> tuple[str, str, str]:
     if actor is None:
         if anonymous:
@@ -158,7 +158,7 @@ def audit_event_record(
     *,
     action: AuditAction | str,
     outcome: Outcome | str = Outcome.SUCCESS,
-    actor: AbstractBaseUser | models.Model | None = None,
+    actor: User | models.Model | None = None,
     anonymous: bool = False,
     actor_name: str | None = None,
     target: models.Model | None = None,
@@ -294,7 +294,7 @@ def audit_signing_key_ensure() -> tuple[AuditSigningKey, bool]:
 
 
 def _signing_key_create(
-    *, action: AuditAction, actor: AbstractBaseUser | None, previous: str = ""
+    *, action: AuditAction, actor: User | None, previous: str = ""
 ) -> AuditSigningKey:
     private_key = Ed25519PrivateKey.generate()
     row = AuditSigningKey(
@@ -316,7 +316,7 @@ def _signing_key_create(
     return row
 
 
-def audit_signing_key_rotate(*, actor: AbstractBaseUser | None) -> AuditSigningKey:
+def audit_signing_key_rotate(*, actor: User | None) -> AuditSigningKey:
     """Make a new signing key; the rotation is recorded in the log and the head covering
     that record is signed by the OLD key, so a verifier holding the old key learns the new
     one from the log itself. Pin the new public key (KMS_AUDIT_PUBLIC_KEYS) before rotating
@@ -497,7 +497,7 @@ def _legacy_chain_check(*, exact: bool) -> VerificationReport:
         method, fallbacks = "exact", 0
     else:
         chain, method, fallbacks = fast.chain, fast.method, fast.fallbacks
-    how = {"method": method, "fallbacks": fallbacks}
+    how: dict[str, Any] = {"method": method, "fallbacks": fallbacks}
     if chain.ok and chain.first_sequence not in (None, 1):
         return VerificationReport(False, 0, 0, end, 1, "event 1 is missing", **how)
     if not chain.ok:
@@ -791,7 +791,7 @@ def audit_chain_check(*, from_sequence: int = 1, exact: bool = False) -> Verific
 
 
 def audit_chain_verify(
-    *, actor: AbstractBaseUser | None, from_sequence: int = 1, exact: bool = False
+    *, actor: User | None, from_sequence: int = 1, exact: bool = False
 ) -> VerificationReport:
     """Verify the chain and record that it was done, with the result, as an audit event."""
     report = audit_chain_check(from_sequence=from_sequence, exact=exact)
@@ -807,9 +807,7 @@ def audit_chain_verify(
     return report
 
 
-def audit_export_start(
-    *, actor: AbstractBaseUser | None, fmt: str, filters: dict[str, Any]
-) -> None:
+def audit_export_start(*, actor: User | None, fmt: str, filters: dict[str, Any]) -> None:
     """Record an export before its first byte is streamed (fail closed), then integrate
     everything committed so the signed head ending the export covers the newest events
     (this record included)."""

@@ -11,14 +11,15 @@ from django.http import (
     JsonResponse,
     StreamingHttpResponse,
 )
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.views import View
 from django.views.csrf import csrf_failure as django_csrf_failure
 
-from accounts.views import PortalPermissionMixin
 from kmsportal.list_pages import filtered_list_page
+from kmsportal.mixins import AuthenticatedRequest, PortalPermissionMixin
 
 from . import exports, selectors, services
 from .forms import EventFilterForm
@@ -26,14 +27,14 @@ from .forms import EventFilterForm
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     """CSRF refusals are access-denied events too; the middleware records them."""
-    request.audit_denied_reason = f"CSRF check failed: {reason}"[:200]
+    request.audit_denied_reason = f"CSRF check failed: {reason}"[:200]  # type: ignore[attr-defined]  # read back with getattr
     return django_csrf_failure(request, reason=reason, template_name="403_csrf.html")
 
 
 class EventListView(PortalPermissionMixin, View):
     permission_required = "audit.view_auditevent"
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         form = EventFilterForm(request.GET)
         return filtered_list_page(
             request,
@@ -52,7 +53,7 @@ class EventListView(PortalPermissionMixin, View):
 class EventDetailView(PortalPermissionMixin, View):
     permission_required = "audit.view_auditevent"
 
-    def get(self, request: HttpRequest, sequence: int) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, sequence: int) -> HttpResponse:
         event = selectors.audit_event_get(user=request.user, sequence=sequence)
         if event is None:
             raise Http404("No such audit event.")
@@ -73,7 +74,7 @@ class EventDetailView(PortalPermissionMixin, View):
 class ChainStatusView(PortalPermissionMixin, View):
     permission_required = "audit.view_auditevent"
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         return render(
             request, "audit/chain.html", {"status": selectors.audit_chain_status(user=request.user)}
         )
@@ -84,7 +85,7 @@ class TreeHeadDownloadView(PortalPermissionMixin, View):
 
     permission_required = "audit.view_auditevent"
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         head = selectors.audit_tree_head_latest(user=request.user)
         if head is None:
             raise Http404("No signed tree head yet.")
@@ -98,7 +99,7 @@ class ChainVerifyView(PortalPermissionMixin, View):
     permission_required = "audit.verify_auditevent"
     http_method_names = ["post"]
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest) -> HttpResponse:
         report = services.audit_chain_verify(actor=request.user)
         if report.ok:
             messages.success(
@@ -122,7 +123,7 @@ class ExportView(PortalPermissionMixin, View):
         "csv": ("text/csv; charset=utf-8", exports.export_csv),
     }
 
-    def get(self, request: HttpRequest, fmt: str) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, fmt: str) -> HttpResponseBase:
         if fmt not in self.formats:
             raise Http404("Unknown export format.")
         form = EventFilterForm(request.GET)

@@ -1,6 +1,7 @@
 """PEP 517 backend of the kmsclient distribution (see kmsclient/pyproject.toml).
 
-It copies kmsclient/*.py and ../kmsportal/crypto/*.py into a temporary directory with a
+It copies kmsclient/*.py and ../kmsportal/crypto (its modules and subpackages such as
+kmsportal/crypto/x509/) into a temporary directory with a
 generated pyproject.toml and lets setuptools build the wheel (or sdist) from there. Nothing in
 the repository moves; the sdist it builds is self-contained (built from the staged tree), so a
 wheel can be rebuilt from it anywhere.
@@ -19,6 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from setuptools import build_meta
 
@@ -46,7 +48,7 @@ dependencies = [{dependencies}]
 kmsclient = "kmsclient.cli:main"
 
 [tool.setuptools]
-packages = ["kmsclient", "kmsportal", "kmsportal.crypto"]
+packages = [{packages}]
 """
 
 README = """\
@@ -88,7 +90,9 @@ def _forbidden_imports(path: Path) -> list[str]:
     ]
 
 
-def _copy_modules(source: Path, target: Path) -> None:
+def _copy_modules(source: Path, target: Path, package: str) -> list[str]:
+    """Copy the package's modules and, recursively, its subpackages (directories with an
+    ``__init__.py``); the dotted names of the packages copied."""
     target.mkdir(parents=True)
     for module in sorted(source.glob("*.py")):
         if module.name in NOT_SHIPPED:
@@ -97,6 +101,11 @@ def _copy_modules(source: Path, target: Path) -> None:
         if problems:
             raise RuntimeError(f"{module} imports {', '.join(problems)}: kmsclient cannot ship it")
         shutil.copy2(module, target / module.name)
+    packages = [package]
+    for sub in sorted(source.iterdir()):
+        if sub.is_dir() and (sub / "__init__.py").is_file():
+            packages += _copy_modules(sub, target / sub.name, f"{package}.{sub.name}")
+    return packages
 
 
 @contextmanager
@@ -104,13 +113,19 @@ def staged() -> Iterator[Path]:
     """A temporary source tree of the distribution; the working directory while in use."""
     with tempfile.TemporaryDirectory(prefix="kmsclient-build-") as temporary:
         root = Path(temporary)
-        _copy_modules(HERE, root / "kmsclient")
-        _copy_modules(CRYPTO, root / "kmsportal" / "crypto")
+        packages = _copy_modules(HERE, root / "kmsclient", "kmsclient")
+        packages += _copy_modules(CRYPTO, root / "kmsportal" / "crypto", "kmsportal.crypto")
+        packages.insert(1, "kmsportal")
         (root / "kmsportal" / "__init__.py").write_text(KMSPORTAL_INIT, encoding="utf-8")
         (root / "README.txt").write_text(README, encoding="utf-8")
         dependencies = ", ".join(f'"{d}"' for d in DEPENDENCIES)
         (root / "pyproject.toml").write_text(
-            PYPROJECT.format(name=NAME, version=version(), dependencies=dependencies),
+            PYPROJECT.format(
+                name=NAME,
+                version=version(),
+                dependencies=dependencies,
+                packages=", ".join(f'"{p}"' for p in packages),
+            ),
             encoding="utf-8",
         )
         previous = os.getcwd()
@@ -125,33 +140,35 @@ def _absolute(directory: str) -> str:
     return str(Path(directory).resolve())
 
 
-def get_requires_for_build_wheel(config_settings: dict | None = None) -> list[str]:
+def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:
     return []
 
 
-def get_requires_for_build_sdist(config_settings: dict | None = None) -> list[str]:
+def get_requires_for_build_sdist(config_settings: dict[str, Any] | None = None) -> list[str]:
     return []
 
 
 def prepare_metadata_for_build_wheel(
-    metadata_directory: str, config_settings: dict | None = None
+    metadata_directory: str, config_settings: dict[str, Any] | None = None
 ) -> str:
     target = _absolute(metadata_directory)
     with staged():
-        return build_meta.prepare_metadata_for_build_wheel(target, config_settings)
+        return str(build_meta.prepare_metadata_for_build_wheel(target, config_settings))
 
 
 def build_wheel(
-    wheel_directory: str, config_settings: dict | None = None, metadata_directory: str | None = None
+    wheel_directory: str,
+    config_settings: dict[str, Any] | None = None,
+    metadata_directory: str | None = None,
 ) -> str:
     target = _absolute(wheel_directory)
     with staged():
         # The metadata directory (if any) was prepared in another staging tree: let setuptools
         # write it afresh here rather than point it at a path that no longer exists.
-        return build_meta.build_wheel(target, config_settings)
+        return str(build_meta.build_wheel(target, config_settings))
 
 
-def build_sdist(sdist_directory: str, config_settings: dict | None = None) -> str:
+def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = None) -> str:
     target = _absolute(sdist_directory)
     with staged():
-        return build_meta.build_sdist(target, config_settings)
+        return str(build_meta.build_sdist(target, config_settings))

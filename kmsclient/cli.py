@@ -87,7 +87,7 @@ def open_text_input(path: str) -> Iterator[TextIO]:
 # --------------------------------------------------------------------------- audit-verify
 
 
-def register_audit_verify(subparsers: argparse._SubParsersAction) -> None:
+def register_audit_verify(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``audit-verify FILE [--public-key PEMFILE ...] [--trusted-head HEAD.json]``."""
     parser = subparsers.add_parser(
         "audit-verify",
@@ -213,7 +213,7 @@ def _legacy_report(result: LegacyExportResult, pinned: bool) -> int:
 # --------------------------------------------------------------------------- verify-cert
 
 
-def register_verify_cert(subparsers: argparse._SubParsersAction) -> None:
+def register_verify_cert(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``verify-cert CERT --ca-cert ROOT [--chain FILE] [--hostname H] [--purpose P]
     [--crl FILE ... | --ocsp | --offline]``."""
     parser = subparsers.add_parser(
@@ -307,7 +307,7 @@ def verify_cert(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- enroll
 
 
-def register_enroll(subparsers: argparse._SubParsersAction) -> None:
+def register_enroll(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``enroll --url URL --token T --ca-cert ROOT.pem --out DIR``."""
     parser = subparsers.add_parser(
         "enroll",
@@ -378,7 +378,7 @@ def enroll_command(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- pin-server
 
 
-def register_pin_server(subparsers: argparse._SubParsersAction) -> None:
+def register_pin_server(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``pin-server --server-ca-spki HEX --deployment URN [--dir DIR]``."""
     parser = subparsers.add_parser(
         "pin-server",
@@ -431,7 +431,7 @@ def _version_number(text: str) -> int:
     return value
 
 
-def register_fetch(subparsers: argparse._SubParsersAction) -> None:
+def register_fetch(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``fetch NAME [--version N] [--group G] (--out FILE | --stdout) [--dir DIR]``."""
     parser = subparsers.add_parser(
         "fetch",
@@ -518,7 +518,7 @@ def failed(exc: KMSError | KMSClientError) -> int:
 # --------------------------------------------------------------------------- crl
 
 
-def register_crl(subparsers: argparse._SubParsersAction) -> None:
+def register_crl(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``crl --url URL --ca-cert CA [--serial HEX]``."""
     parser = subparsers.add_parser(
         "crl",
@@ -543,7 +543,7 @@ def register_crl(subparsers: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- entry point
 
 #: One register function per command, in the order ``--help`` lists them.
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     register_audit_verify,
     register_verify_cert,
     register_enroll,

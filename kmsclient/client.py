@@ -138,6 +138,15 @@ class KMSClientError(Exception):
         )
 
 
+def _signing_key(certificate: x509.Certificate) -> protocol.PublicKey:
+    """The key of the server certificate that signs the exchange: RSA or EC, nothing else
+    (protocol.open_fetch_response would refuse any other kind too)."""
+    key = certificate.public_key()
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise KMSClientError("malformed_response", "the server certificate's key is not RSA or EC")
+    return key
+
+
 def _rebuild_error(*args: Any) -> KMSClientError:
     code, message, origin, status, retry_after = args
     return KMSClientError(code, message, origin=origin, status=status, retry_after=retry_after)
@@ -389,7 +398,7 @@ class KMSClient(OperationsMixin):
         leaf = self._verify_server(answer)
         try:
             return protocol.open_fetch_response(
-                state=state, response=answer, trusted_server_public_key=leaf.public_key()
+                state=state, response=answer, trusted_server_public_key=_signing_key(leaf)
             )
         except protocol.ProtocolError as exc:
             raise KMSClientError(
@@ -649,7 +658,7 @@ def _enroll_with_key(
         deployment=pin["deployment"],
         now=datetime.now(UTC),
     )
-    if not opened.signature_verifies(server_leaf.public_key()):
+    if not opened.signature_verifies(_signing_key(server_leaf)):
         raise KMSClientError(
             "bad_server_signature",
             "the enrollment answer is not signed by the KMS's server identity",

@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kmsportal.crypto.errors import KMSError
 
@@ -164,7 +165,7 @@ def write_file(path: str | os.PathLike[str], data: bytes) -> None:
 
 def write_config(identity: Identity) -> None:
     """Write ``kmsclient.json`` for ``identity`` (file names relative to its directory)."""
-    config = {
+    config: dict[str, Any] = {
         "url": identity.url,
         "client": identity.client,
         "not_after": identity.not_after,

@@ -19,7 +19,7 @@ import base64
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from kmsportal.crypto import protocol
 from kmsportal.crypto import session as wire
@@ -67,7 +67,7 @@ class OperationsMixin:
         local = self.__dict__.get("_local")
         if local is None:
             local = self.__dict__.setdefault("_local", threading.local())
-        return local
+        return cast(threading.local, local)
 
     def _open_session(self) -> _Session:
         from kmsclient.client import KMSClientError, _json_answer, _post_json, problem_error
@@ -152,7 +152,7 @@ class OperationsMixin:
 
     def ping(self) -> str:
         """A protected round trip that does no key operation; returns our client name."""
-        return self._call("ping", PING_PATH, {})["client"]
+        return cast(str, self._call("ping", PING_PATH, {})["client"])
 
     def operate(
         self,
@@ -169,9 +169,11 @@ class OperationsMixin:
             OPERATION_PATH + operation,
             {"key": key, "items": items, "options": options or {}},
         )
-        return answer["results"]
+        return cast(list[dict[str, Any]], answer["results"])
 
-    def _one(self, operation: str, key: str, item: dict[str, Any], **options: Any) -> dict:
+    def _one(
+        self, operation: str, key: str, item: dict[str, Any], **options: Any
+    ) -> dict[str, Any]:
         from kmsclient.client import KMSClientError
 
         [result] = self.operate(operation, key, [item], options)
@@ -182,9 +184,8 @@ class OperationsMixin:
 
     def encrypt(self, key: str, plaintext: bytes, context: dict[str, str] | None = None) -> str:
         """The ``kms:v1:`` ciphertext of `plaintext` under `key` (its primary version)."""
-        return self._one("encrypt", key, {"plaintext": _b64(plaintext), "context": context or {}})[
-            "ciphertext"
-        ]
+        result = self._one("encrypt", key, {"plaintext": _b64(plaintext), "context": context or {}})
+        return cast(str, result["ciphertext"])
 
     def decrypt(self, key: str, ciphertext: str, context: dict[str, str] | None = None) -> bytes:
         """The plaintext of a ``kms:v1:`` ciphertext (the context must be the encryption's)."""
@@ -206,7 +207,7 @@ class OperationsMixin:
         if destination_context is not None:
             item["destination_context"] = destination_context
         options = {"destination_key": destination_key} if destination_key else {}
-        return self._one("reencrypt", key, item, **options)["ciphertext"]
+        return cast(str, self._one("reencrypt", key, item, **options)["ciphertext"])
 
     def generate_data_key(
         self, key: str, context: dict[str, str] | None = None, *, plaintext: bool = True
@@ -220,13 +221,13 @@ class OperationsMixin:
         return DataKey(ciphertext=result["ciphertext"], version=result["version"], plaintext=clear)
 
     def mac(self, key: str, message: bytes) -> str:
-        return self._one("mac", key, {"message": _b64(message)})["mac"]
+        return cast(str, self._one("mac", key, {"message": _b64(message)})["mac"])
 
     def mac_verify(self, key: str, message: bytes, mac: str) -> bool:
         return bool(self._one("mac-verify", key, {"message": _b64(message), "mac": mac})["valid"])
 
     def sign(self, key: str, message: bytes) -> str:
-        return self._one("sign", key, {"message": _b64(message)})["signature"]
+        return cast(str, self._one("sign", key, {"message": _b64(message)})["signature"])
 
     def verify(self, key: str, message: bytes, signature: str) -> bool:
         result = self._one("verify", key, {"message": _b64(message), "signature": signature})
@@ -235,4 +236,4 @@ class OperationsMixin:
     def public_key(self, key: str, version: int | None = None) -> str:
         """The PEM public key of an asymmetric key's version (default: the primary)."""
         item = {"version": version} if version is not None else {}
-        return self._one("public-key", key, item)["public_key"]
+        return cast(str, self._one("public-key", key, item)["public_key"])

@@ -148,7 +148,7 @@ def _public_key(client: KMSClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def register_operations(subparsers: argparse._SubParsersAction) -> None:
+def register_operations(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the operations commands (see the module docstring)."""
     note = (
         " Runs inside an operations session opened with the same signed ephemeral DH and "

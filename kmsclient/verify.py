@@ -225,7 +225,9 @@ class _Revocation:
         return None, ""
 
     def _from_crl_files(self, cert: x509.Certificate, issuer: x509.Certificate) -> RevocationStatus:
-        completes, deltas, problems = [], [], []
+        completes: list[x509.CertificateRevocationList] = []
+        deltas: list[x509.CertificateRevocationList] = []
+        problems: list[str] = []
         for crl in self.crl_files:
             try:
                 if crl.issuer != cert.issuer:

@@ -50,11 +50,13 @@ def command_line_actor() -> CommandLineActor | None:
     return _current.get()
 
 
-def command_line_actor_set(actor: CommandLineActor | None) -> contextvars.Token:
+def command_line_actor_set(
+    actor: CommandLineActor | None,
+) -> contextvars.Token[CommandLineActor | None]:
     return _current.set(actor)
 
 
-def command_line_actor_reset(token: contextvars.Token) -> None:
+def command_line_actor_reset(token: contextvars.Token[CommandLineActor | None]) -> None:
     _current.reset(token)
 
 

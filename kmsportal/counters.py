@@ -46,12 +46,15 @@ def _encode(value: int) -> str:
 class DatabaseCounterCache(DatabaseCache):
     """Django's database cache with an atomic, two-statement counter (module docstring)."""
 
+    _table: str  # set by BaseDatabaseCache.__init__ (not in django-stubs)
+
     def _expires(self, connection: Any, value: Any) -> datetime:
         expression = models.Expression(output_field=models.DateTimeField())
         converters = connection.ops.get_db_converters(expression)
         for converter in converters + expression.get_db_converters(connection):
             value = converter(value, expression, connection)
-        return value
+        expires: datetime = value
+        return expires
 
     def count_up(self, key: str, *, timeout: int) -> int:
         """Add one to the counter ``key`` and return the new count; an expired or missing
@@ -121,7 +124,7 @@ def counter_add(cache: Any, key: str, *, timeout: int) -> int:
         return cache.count_up(key, timeout=timeout)
     cache.add(key, 0, timeout=timeout)
     try:
-        count = cache.incr(key)  # Redis INCR: atomic
+        count: int = cache.incr(key)  # Redis INCR: atomic
     except ValueError:  # expired or evicted between add and incr
         cache.set(key, 1, timeout=timeout)
         count = 1

@@ -60,7 +60,7 @@ def readyz(request: HttpRequest) -> HttpResponse:
 def _database_answers() -> bool:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-        return cursor.fetchone() == (1,)
+        return bool(cursor.fetchone() == (1,))
 
 
 def _cache_answers(probe: str) -> bool:
@@ -68,4 +68,4 @@ def _cache_answers(probe: str) -> bool:
     cache.set(key, probe, timeout=10)
     answered = cache.get(key) == probe
     cache.delete(key)
-    return answered
+    return bool(answered)

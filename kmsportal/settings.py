@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -23,11 +24,10 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 KMS_DATA_DIR = Path(env.str("KMS_DATA_DIR", default="") or BASE_DIR / ".kms").resolve()
 # `make run` writes the trial's settings there (kmsportal/trial.py); read below the
 # environment, so `manage.py` in any shell sees the same database, keyring and URL.
-KMS_TRIAL_SETTINGS_FILE: Path | None = KMS_DATA_DIR / "trial.env"
-if KMS_TRIAL_SETTINGS_FILE.exists():
+_trial_file = KMS_DATA_DIR / "trial.env"
+KMS_TRIAL_SETTINGS_FILE: Path | None = _trial_file if _trial_file.exists() else None
+if KMS_TRIAL_SETTINGS_FILE is not None:
     environ.Env.read_env(KMS_TRIAL_SETTINGS_FILE, overwrite=False)
-else:
-    KMS_TRIAL_SETTINGS_FILE = None
 
 DEBUG: bool = env.bool("DEBUG", default=False)
 
@@ -38,7 +38,7 @@ _DEV_SECRET_KEY_FILE = KMS_DATA_DIR / "secret.key"
 
 def _secret_key() -> str:
     """The SECRET_KEY from the environment; a per-checkout random one only under DEBUG."""
-    value = env.str("SECRET_KEY", default="")
+    value: str = env.str("SECRET_KEY", default="")
     if value and value not in INSECURE_SECRET_KEYS and not value.startswith("django-insecure"):
         return value
     if not DEBUG:
@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     # The admin REST API (issue 17); "ninja" serves its Swagger UI from bundled static files.
     "ninja",
     "adminapi",
+    "portal",
 ]
 
 MIDDLEWARE = [
@@ -98,7 +99,7 @@ MIDDLEWARE = [
     # A key backend (PKCS#11 token) that fails mid-request answers 503, not a traceback.
     "kmsportal.keyring.middleware.KeyBackendUnavailableMiddleware",
     # Logs requests addressed to another host than KMS_PUBLIC_URL (once per host).
-    "kmsportal.public_url.PublicUrlHostMiddleware",
+    "portal.public_url.PublicUrlHostMiddleware",
     # Bidi controls in user text are shown as visible [U+202E] markers (text spoofing).
     "kmsportal.bidi.BidiNeutralizeMiddleware",
 ]
@@ -116,10 +117,10 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "accounts.context_processors.navigation",
+                "portal.context_processors.navigation",
             ],
             # |utc (ISO 8601 UTC) and the human labels, on every page without {% load %}.
-            "builtins": ["kmsportal.template_filters"],
+            "builtins": ["portal.template_filters"],
         },
     },
 ]
@@ -159,7 +160,8 @@ def cache_config(url: str) -> dict[str, object]:
     pinned `redis` package, even if django-redis is installed (django-environ prefers it)."""
     scheme = url.partition("://")[0]
     backend = "django.core.cache.backends.redis.RedisCache" if scheme in REDIS_SCHEMES else None
-    return env.cache_url_config(url, backend=backend)
+    config: dict[str, object] = env.cache_url_config(url, backend=backend)
+    return config
 
 
 CACHE_URL: str = env.str("CACHE_URL", default="")
@@ -197,7 +199,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LOGIN_URL = "accounts:login"
-LOGIN_REDIRECT_URL = "accounts:dashboard"
+LOGIN_REDIRECT_URL = "portal:dashboard"
 LOGOUT_REDIRECT_URL = "accounts:login"
 
 LANGUAGE_CODE = "en-us"
@@ -294,7 +296,7 @@ KMS_MASTER_KEYS_FILE = KMS_DATA_DIR / "master.keys"
 KMS_KEY_BACKEND: str = env.str("KMS_KEY_BACKEND", default="software") or "software"
 KMS_PKCS11_MODULE: str = env.str("KMS_PKCS11_MODULE", default="/usr/lib/softhsm/libsofthsm2.so")
 KMS_PKCS11_TOKEN_LABEL: str = env.str("KMS_PKCS11_TOKEN_LABEL", default="kmsportal")
-KMS_KEY_BACKENDS: dict[str, dict[str, object]] = {
+KMS_KEY_BACKENDS: dict[str, dict[str, Any]] = {
     "software": {"BACKEND": "kmsportal.keyring.backends.software.SoftwareKeyBackend"},
     "pkcs11": {
         "BACKEND": "kmsportal.keyring.backends.pkcs11.Pkcs11KeyBackend",

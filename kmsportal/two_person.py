@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import models
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -59,6 +59,8 @@ class TwoPersonRequest(models.Model):
     )
     decided_by_name = models.CharField(max_length=150, blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)
+    # Each subclass declares the field, with its own choices (``pending`` among them).
+    status: str
 
     class Meta:
         abstract = True
@@ -114,7 +116,7 @@ def two_person_locked(model: type[R], pk: object, *, related: tuple[str, ...] = 
     Every decision starts here: two approvers racing take turns on the row lock and the
     second one finds the request decided (and is refused, nothing changes twice).
     """
-    queryset = model.objects.select_for_update(of=("self",)).select_related(*related)
+    queryset = model._default_manager.select_for_update(of=("self",)).select_related(*related)
     request = queryset.get(pk=pk)
     if request.status != PENDING:
         who = f" by {request.decided_by_name}" if request.decided_by_name else ""
@@ -124,7 +126,7 @@ def two_person_locked(model: type[R], pk: object, *, related: tuple[str, ...] = 
     return request
 
 
-def two_person_check_not_requester(request: TwoPersonRequest, actor: AbstractBaseUser) -> None:
+def two_person_check_not_requester(request: TwoPersonRequest, actor: User) -> None:
     if request.requested_by_id == actor.pk:
         raise TwoPersonError(
             "you asked for this; a different person must approve it (two-person rule)"
@@ -140,7 +142,7 @@ def two_person_check_unexpired(request: TwoPersonRequest) -> None:
 
 
 def two_person_decide(
-    request: TwoPersonRequest, *, actor: AbstractBaseUser, status: str, comment: str = ""
+    request: TwoPersonRequest, *, actor: User, status: str, comment: str = ""
 ) -> None:
     """Record the decision on a locked, pending request."""
     request.status = status
@@ -161,7 +163,7 @@ def two_person_lapse(
     visibly and audited: ``record`` is called for each, in this transaction."""
     now = timezone.now()
     lapsed = list(
-        model.objects.select_for_update(of=("self",))
+        model._default_manager.select_for_update(of=("self",))
         .select_related(*related)
         .filter(status=PENDING, expires_at__lte=now, **where)
     )
@@ -178,7 +180,7 @@ def two_person_reject(
     model: type[R],
     pk: object,
     *,
-    actor: AbstractBaseUser,
+    actor: User,
     comment: str = "",
     related: tuple[str, ...] = (),
 ) -> R:
@@ -191,7 +193,7 @@ def two_person_reject(
 
 
 def two_person_withdraw(
-    model: type[R], pk: object, *, actor: AbstractBaseUser, related: tuple[str, ...] = ()
+    model: type[R], pk: object, *, actor: User, related: tuple[str, ...] = ()
 ) -> R:
     """The requester takes a pending request back (also once expired)."""
     request = two_person_locked(model, pk, related=related)
@@ -249,13 +251,13 @@ class TwoPersonKind:
     def pending(self) -> list[Any]:
         """Pending requests, oldest first (expired ones included: they can be rejected)."""
         return list(
-            self.model.objects.filter(status=PENDING)
+            self.model._default_manager.filter(status=PENDING)
             .select_related(*self.related)
             .order_by("requested_at", "pk")
         )
 
     def get(self, pk: object) -> Any | None:
-        return self.model.objects.select_related(*self.related).filter(pk=pk).first()
+        return self.model._default_manager.select_related(*self.related).filter(pk=pk).first()
 
 
 _kinds: dict[str, TwoPersonKind] = {}
@@ -284,10 +286,10 @@ class ApprovalSummary:
 
 
 def pending_summary(
-    model: type[TwoPersonRequest], *, user: AbstractBaseUser, can_approve: bool, now: datetime
+    model: type[TwoPersonRequest], *, user: User, can_approve: bool, now: datetime
 ) -> ApprovalSummary:
     """Count ``model``'s pending requests for ``user``; one aggregate query."""
-    counts = model.objects.filter(status=PENDING).aggregate(
+    counts = model._default_manager.filter(status=PENDING).aggregate(
         waiting=Count("pk"),
         expired=Count("pk", filter=Q(expires_at__lte=now)),
         # The requester may never approve their own request (the two-person rule).

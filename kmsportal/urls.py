@@ -6,6 +6,7 @@ from adminapi.api import urlpatterns as admin_api_urlpatterns
 from kmsportal.health import healthz, readyz
 
 urlpatterns = [
+    path("", include("portal.urls")),
     path("", include("accounts.urls")),
     path("approvals/", include("accounts.approval_urls")),
     path("audit/", include("audit.urls")),

@@ -44,7 +44,7 @@ def _warn_about_public_url() -> None:
     """Log CA and server certificates that name another address than KMS_PUBLIC_URL."""
     from django.db import connections
 
-    from kmsportal.public_url import log_startup_warnings
+    from portal.public_url import log_startup_warnings
 
     log_startup_warnings()
     connections.close_all()

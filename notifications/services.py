@@ -29,12 +29,12 @@ import hmac
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -139,7 +139,8 @@ def _certificate_items(now: datetime) -> list[tuple[Certificate, Item]]:
 
 
 def _key_items(now: datetime) -> list[Item]:
-    from vault.models import KeyState, SymmetricKey
+    from vault.lifecycle import KeyState
+    from vault.models import SymmetricKey
 
     keys = SymmetricKey.objects.filter(
         state=KeyState.ACTIVE, next_rotation_at__isnull=False, next_rotation_at__lte=now
@@ -152,6 +153,7 @@ def _key_items(now: datetime) -> list[Item]:
             due=key.next_rotation_at,
         )
         for key in keys
+        if key.next_rotation_at is not None  # the query asked for it; the type checker asks too
     ]
 
 
@@ -213,7 +215,7 @@ def webhook_signature(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def _record(recipient: str, day: object, items: list[Item]) -> bool:
+def _record(recipient: str, day: date, items: list[Item]) -> bool:
     """Record the digest and its notices; False if this recipient already had today's."""
     try:
         with transaction.atomic():
@@ -303,7 +305,7 @@ def notify_expiring(*, now: datetime | None = None) -> NotifyResult:
 @transaction.atomic
 def watcher_add(
     *,
-    actor: AbstractBaseUser,
+    actor: User,
     email: str,
     scope: str,
     ca_name: str = "",
@@ -327,7 +329,11 @@ def watcher_add(
             raise NotificationError(f"there is no profile named {profile!r}")
         watcher.profile = profile
     elif scope == WatchScope.CERTIFICATE:
-        watcher.certificate = Certificate.objects.filter(pk=certificate_id).first()
+        watcher.certificate = (
+            Certificate.objects.filter(pk=certificate_id).first()
+            if certificate_id is not None
+            else None
+        )
         if watcher.certificate is None:
             raise NotificationError(f"there is no certificate with id {certificate_id!r}")
     else:
@@ -344,7 +350,7 @@ def watcher_add(
 
 
 @transaction.atomic
-def watcher_remove(*, actor: AbstractBaseUser, watcher: Watcher) -> None:
+def watcher_remove(*, actor: User, watcher: Watcher) -> None:
     """Remove a watcher. Audited."""
     if not actor.has_perm("notifications.manage_watcher"):
         raise NotificationError("managing expiry watchers needs the manage_watcher permission")

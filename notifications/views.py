@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views import View
 
-from accounts.views import PortalPermissionMixin
+from kmsportal.mixins import AuthenticatedRequest, PortalPermissionMixin
 from kmsportal.views_errors import KMSError, refusal_on_form
 
 from . import services
@@ -30,16 +30,16 @@ class WatcherForm(forms.Form):
 class WatcherListView(PortalPermissionMixin, View):
     permission_required = MANAGE
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         return self._page(request, WatcherForm())
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest) -> HttpResponse:
         form = WatcherForm(request.POST)
         if form.is_valid():
             data = form.cleaned_data
             try:
                 services.watcher_add(
-                    actor=request.user,  # type: ignore[arg-type]
+                    actor=request.user,
                     email=data["email"],
                     scope=data["scope"],
                     ca_name=data["ca_name"] or "",
@@ -53,7 +53,9 @@ class WatcherListView(PortalPermissionMixin, View):
                 return redirect("notifications:watchers")
         return self._page(request, form, status=400)
 
-    def _page(self, request: HttpRequest, form: WatcherForm, status: int = 200) -> HttpResponse:
+    def _page(
+        self, request: AuthenticatedRequest, form: WatcherForm, status: int = 200
+    ) -> HttpResponse:
         watchers = Watcher.objects.select_related("ca", "certificate").defer(
             "ca__sealed_private_key"
         )
@@ -69,12 +71,12 @@ class WatcherDeleteView(PortalPermissionMixin, View):
     permission_required = MANAGE
     http_method_names = ["post"]
 
-    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest, pk: int) -> HttpResponse:
         watcher = get_object_or_404(Watcher, pk=pk)
         if request.POST.get("confirm") != "yes":
             return HttpResponse(
                 "Send confirm=yes to remove the watcher.", status=400, content_type="text/plain"
             )
-        services.watcher_remove(actor=request.user, watcher=watcher)  # type: ignore[arg-type]
+        services.watcher_remove(actor=request.user, watcher=watcher)
         messages.success(request, "Watcher removed.")
         return redirect("notifications:watchers")

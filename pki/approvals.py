@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -53,7 +53,7 @@ Pending = CARevocationRequest.Status.PENDING
 def _record(
     action: PkiAction,
     *,
-    actor: AbstractBaseUser,
+    actor: User,
     request: CARevocationRequest,
     details: dict[str, object] | None = None,
 ) -> None:
@@ -84,7 +84,7 @@ def _lapse_expired(certificate: Certificate, now: datetime) -> None:
 @transaction.atomic
 def ca_revocation_request(
     *,
-    actor: AbstractBaseUser,
+    actor: User,
     certificate: Certificate,
     reason: RevocationReason | str,
     invalidity_date: datetime | None = None,
@@ -177,7 +177,7 @@ def _pending(request: CARevocationRequest) -> CARevocationRequest:
 def _decide(
     request: CARevocationRequest,
     *,
-    actor: AbstractBaseUser,
+    actor: User,
     status: CARevocationRequest.Status,
     comment: str = "",
 ) -> None:
@@ -192,7 +192,7 @@ def _decide(
 
 
 @transaction.atomic
-def ca_revocation_approve(*, actor: AbstractBaseUser, request: CARevocationRequest) -> Certificate:
+def ca_revocation_approve(*, actor: User, request: CARevocationRequest) -> Certificate:
     """Second person: approve, which revokes the CA's certificate now, with the CA and
     everything below it (:func:`pki.revocation.certificate_revoke`, in this transaction).
 
@@ -242,7 +242,7 @@ def ca_revocation_approve(*, actor: AbstractBaseUser, request: CARevocationReque
 
 @transaction.atomic
 def ca_revocation_reject(
-    *, actor: AbstractBaseUser, request: CARevocationRequest, comment: str = ""
+    *, actor: User, request: CARevocationRequest, comment: str = ""
 ) -> CARevocationRequest:
     """Another person turns the request down (also once it has expired); nothing is revoked.
     The requester withdraws instead (:func:`ca_revocation_withdraw`). Audited as
@@ -261,9 +261,7 @@ def ca_revocation_reject(
 
 
 @transaction.atomic
-def ca_revocation_withdraw(
-    *, actor: AbstractBaseUser, request: CARevocationRequest
-) -> CARevocationRequest:
+def ca_revocation_withdraw(*, actor: User, request: CARevocationRequest) -> CARevocationRequest:
     """The requester takes the request back (also once it has expired); nothing is revoked.
     Audited as ``ca.revocation_withdrawn``."""
     request = _pending(request)

@@ -6,7 +6,7 @@ before anything is parsed, with a message that says so.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.conf import settings
@@ -15,17 +15,16 @@ from django.core.files.uploadedfile import UploadedFile
 from kmsportal.widgets import utc_datetime_input
 
 from .models import (
+    CA_DAYS_MAX,
     CA_NAME_MESSAGE,
     CA_NAME_PATTERN,
     CHAIN_UPLOAD_MAX_BYTES,
     KEY_TYPE_CHOICES,
+    LEAF_DAYS_MAX,
     UPLOAD_MAX_BYTES,
     CertificateStatus,
 )
 from .revocation import INVALIDITY_DATE_REASONS, REVOCATION_REASONS
-
-CA_DAYS_MAX = 36500
-LEAF_DAYS_MAX = 3650
 
 SUBJECT_HELP = (
     "Most specific attribute first, e.g. <code>CN=www.example.org,O=Example Org,C=DE</code>. "
@@ -52,7 +51,7 @@ def _text_or_file(
 ) -> bytes | None:
     """The bytes of a pasted text or an uploaded file (not both), size-checked."""
     text: str = form.cleaned_data.get(text_field) or ""
-    upload: UploadedFile | None = form.cleaned_data.get(file_field)
+    upload: UploadedFile[bytes] | None = form.cleaned_data.get(file_field)
     if text.strip() and upload is not None:
         form.add_error(file_field, f"Paste the {what} or upload a file, not both.")
         return None
@@ -61,7 +60,8 @@ def _text_or_file(
         if problem:
             form.add_error(file_field, problem[0].upper() + problem[1:] + ".")
             return None
-        return upload.read()
+        content: bytes = upload.read()
+        return content
     if text.strip():
         data = text.encode("utf-8")
         problem = _size_problem(len(data), limit, f"pasted {what}")
@@ -79,6 +79,12 @@ def _lines(text: str) -> list[str]:
 
 
 # --- certificate authorities -----------------------------------------------------------------
+
+
+def _choice_field(form: forms.Form, name: str) -> forms.ChoiceField:
+    """A choice field of ``form`` whose choices are set per request (form.fields holds them
+    as plain Fields for the type checker)."""
+    return cast(forms.ChoiceField, form.fields[name])
 
 
 class CACreateForm(forms.Form):
@@ -112,7 +118,7 @@ class CACreateForm(forms.Form):
 
     def __init__(self, *args: Any, parents: list[tuple[str, str]], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["parent"].choices = [("", "none: a self-signed root"), *parents]
+        _choice_field(self, "parent").choices = [("", "none: a self-signed root"), *parents]
         # Most new CAs are intermediates under the deployment's root: offer that first.
         names = [name for name, _ in parents]
         if settings.KMS_ROOT_CA_NAME in names:
@@ -164,11 +170,12 @@ class CertificateFilterForm(forms.Form):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["ca"].choices = [("", "any CA"), *cas]
-        self.fields["profile"].choices = [("", "any profile"), *profiles]
+        _choice_field(self, "ca").choices = [("", "any CA"), *cas]
+        _choice_field(self, "profile").choices = [("", "any profile"), *profiles]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # Form.clean() returns cleaned_data
         start, end = data.get("expires_after"), data.get("expires_before")
         if start and end and end <= start:
             self.add_error("expires_before", "Choose a day after the “on or after” day.")
@@ -198,8 +205,10 @@ class _IssueBase(forms.Form):
     ) -> None:
         super().__init__(*args, **kwargs)
         # One CA: it is the default. Several: the operator chooses (no silent default).
-        self.fields["ca"].choices = cas if len(cas) <= 1 else [("", "choose the issuing CA"), *cas]
-        self.fields["profile"].choices = profiles
+        _choice_field(self, "ca").choices = (
+            cas if len(cas) <= 1 else [("", "choose the issuing CA"), *cas]
+        )
+        _choice_field(self, "profile").choices = profiles
 
 
 class CSRRequestForm(_IssueBase):
@@ -217,6 +226,7 @@ class CSRRequestForm(_IssueBase):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # Form.clean() returns cleaned_data
         data["csr_data"] = _text_or_file(
             self, "csr_text", "csr_file", limit=UPLOAD_MAX_BYTES, what="CSR", required=True
         )
@@ -242,6 +252,7 @@ class CSRReviewForm(_IssueBase):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # Form.clean() returns cleaned_data
         data["san_lines"] = _lines(data.get("sans") or "")
         return data
 
@@ -262,6 +273,7 @@ class GeneratedRequestForm(_IssueBase):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # Form.clean() returns cleaned_data
         data["san_lines"] = _lines(data.get("sans") or "")
         return data
 
@@ -302,6 +314,7 @@ class GeneratedIssueForm(GeneratedRequestForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # Form.clean() returns cleaned_data
         first, second = data.get("password1"), data.get("password2")
         if first and second is not None and first != second:
             self.add_error("password2", "The two passwords differ.")
@@ -341,6 +354,7 @@ class ValidationForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # Form.clean() returns cleaned_data
         data["certificate_data"] = _text_or_file(
             self,
             "certificate_text",

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -46,7 +46,7 @@ class Submission:
     issued_now: bool  # False: this form was submitted before; nothing was issued again
 
 
-def _claim(*, actor: AbstractBaseUser, token: str) -> tuple[GeneratedKeyDelivery, bool]:
+def _claim(*, actor: User, token: str) -> tuple[GeneratedKeyDelivery, bool]:
     if len(token) < 16:
         raise PkiError("This form has expired; start the issuance again.")
     try:
@@ -68,7 +68,7 @@ def _claim(*, actor: AbstractBaseUser, token: str) -> tuple[GeneratedKeyDelivery
 
 def generated_key_issue_once(
     *,
-    actor: AbstractBaseUser,
+    actor: User,
     token: str,
     ca: CertificateAuthority,
     subject: str,
@@ -118,7 +118,7 @@ def generated_key_issue_once(
 
 
 def generated_key_delivery_get(
-    *, user: AbstractBaseUser, delivery_id: uuid.UUID
+    *, user: User, delivery_id: uuid.UUID
 ) -> GeneratedKeyDelivery | None:
     """The user's own delivery (another user's is None: they never see it)."""
     return (
@@ -136,9 +136,7 @@ class DeliveredFile:
 
 
 @transaction.atomic
-def generated_key_download(
-    *, user: AbstractBaseUser, delivery_id: uuid.UUID
-) -> DeliveredFile | None:
+def generated_key_download(*, user: User, delivery_id: uuid.UUID) -> DeliveredFile | None:
     """The file, once: unsealed and erased in one transaction. None when already downloaded,
     expired, or not the user's."""
     delivery = (

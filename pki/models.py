@@ -394,6 +394,10 @@ class OCSPResponder(models.Model):
         return f"pki.OCSPResponder:{self.id}:private-key".encode()
 
 
+#: Longest validity, in days, of a CA and of an end-entity certificate (the pages and the
+#: admin API accept no more).
+CA_DAYS_MAX = 36500
+LEAF_DAYS_MAX = 3650
 #: Largest CSR or certificate the pages accept, uploaded or pasted (the X.509 layer's limit).
 UPLOAD_MAX_BYTES = 64 * 1024
 #: Largest chain (PEM bundle) the validation page accepts (the X.509 layer's bundle limit).

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography import x509
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from audit.services import audit_event_record
@@ -71,6 +71,7 @@ def certificate_authorities_with_stale_addresses() -> list[
         .defer("sealed_private_key")
     )
     for ca in sorted(cas, key=_depth):
+        assert ca.parent is not None  # the query asked for intermediates only
         problem = addresses_stale(
             certificate_der=bytes(ca.certificate_der),
             issuer_name=ca.parent.name,
@@ -92,7 +93,7 @@ def _depth(ca: CertificateAuthority) -> int:
 
 @transaction.atomic
 def certificate_authority_reissue(
-    *, actor: AbstractBaseUser | None, ca: CertificateAuthority
+    *, actor: User | None, ca: CertificateAuthority
 ) -> CertificateAuthority:
     """Re-issue intermediate ``ca``'s certificate with the current public addresses.
 

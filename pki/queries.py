@@ -34,7 +34,8 @@ def _table(model: type[Model]) -> str:
 def _fetch_one(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchone()
+        row: tuple[Any, ...] | None = cursor.fetchone()
+        return row
 
 
 @functools.cache
@@ -81,7 +82,7 @@ def newest_crl_row(*, ca_name: str, delta: bool) -> tuple[int, str, Any, Any] | 
 
 
 def crl_entry_rows(
-    ca_id: object, *, since: datetime | None = None
+    ca_id: Any, *, since: datetime | None = None
 ) -> list[tuple[str, str, str, str | None]]:
     """Every revoked certificate of the CA (revoked at or after ``since``, if given) as
     (serial hex, revocation date text, reason, invalidity date text).
@@ -104,7 +105,8 @@ def crl_entry_rows(
     sql, params = rows.query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchall()
+        entries: list[tuple[str, str, str, str | None]] = cursor.fetchall()
+        return entries
 
 
 def crl_der_store(*, pk: int, der: bytes) -> None:

@@ -21,6 +21,7 @@ reason; anything else revoked stays revoked, and revoking it again is an error.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -111,7 +112,7 @@ def _invalidity_date(
     return value
 
 
-def _lock_ca(pk: object) -> CertificateAuthority:
+def _lock_ca(pk: uuid.UUID) -> CertificateAuthority:
     return CertificateAuthority.objects.select_for_update().get(pk=pk)
 
 

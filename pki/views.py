@@ -25,7 +25,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from django import forms
 from django.contrib import messages
@@ -42,8 +42,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 
-from accounts.views import PortalPermissionMixin
 from kmsportal.list_pages import filtered_list_page
+from kmsportal.mixins import AuthenticatedRequest, PortalPermissionMixin
 from kmsportal.views_errors import KMSError, refusal_flash, refusal_on_form
 
 from . import approvals, crl, ocsp, selectors, services
@@ -92,14 +92,14 @@ CA_CERTIFICATE_HTTP_MAX_AGE = 86400
 OCSP_HTTP_MAX_AGE = 300
 
 
-def _ca_or_404(request: HttpRequest, name: str) -> CertificateAuthority:
+def _ca_or_404(request: AuthenticatedRequest, name: str) -> CertificateAuthority:
     ca = selectors.ca_get(user=request.user, name=name)
     if ca is None:
         raise Http404("No such certificate authority.")
     return ca
 
 
-def _certificate_or_404(request: HttpRequest, pk: int) -> Certificate:
+def _certificate_or_404(request: AuthenticatedRequest, pk: int) -> Certificate:
     certificate = selectors.certificate_get(user=request.user, pk=pk)
     if certificate is None:
         raise Http404("No such certificate.")
@@ -112,7 +112,10 @@ def _download(content: bytes | str, *, content_type: str, filename: str) -> Http
     return response
 
 
-def _hide(form: forms.Form, *names: str) -> forms.Form:
+FormT = TypeVar("FormT", bound=forms.Form)
+
+
+def _hide(form: FormT, *names: str) -> FormT:
     """Carry these fields to the next step unchanged: hidden inputs (checked again there)."""
     for name in names:
         form.fields[name].widget = forms.HiddenInput()
@@ -125,14 +128,14 @@ def _hide(form: forms.Form, *names: str) -> forms.Form:
 class CAListView(PortalPermissionMixin, View):
     permission_required = VIEW_CA
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         return render(request, "pki/ca_list.html", {"cas": selectors.ca_list(user=request.user)})
 
 
 class CADetailView(PortalPermissionMixin, View):
     permission_required = VIEW_CA
 
-    def get(self, request: HttpRequest, name: str) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, name: str) -> HttpResponse:
         ca = _ca_or_404(request, name)
         certificate = selectors.ca_own_certificate(ca=ca)
         return render(
@@ -163,10 +166,10 @@ class CACreateView(PortalPermissionMixin, View):
     def form(self, data: Any = None) -> CACreateForm:
         return CACreateForm(data, parents=selectors.ca_parent_choices(user=self.request.user))
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         return render(request, "pki/ca_create.html", {"form": self.form()})
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest) -> HttpResponse:
         form = self.form(request.POST)
         if not form.is_valid():
             return render(request, "pki/ca_create.html", {"form": form}, status=400)
@@ -204,11 +207,11 @@ class CACreateView(PortalPermissionMixin, View):
 class CADisableView(PortalPermissionMixin, View):
     permission_required = MANAGE_CA
 
-    def get(self, request: HttpRequest, name: str) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, name: str) -> HttpResponse:
         ca = _ca_or_404(request, name)
         return render(request, "pki/ca_disable.html", {"ca": ca, "form": CADisableForm()})
 
-    def post(self, request: HttpRequest, name: str) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest, name: str) -> HttpResponse:
         ca = _ca_or_404(request, name)
         form = CADisableForm(request.POST)
         if form.is_valid():
@@ -229,7 +232,7 @@ class CAChainView(PortalPermissionMixin, View):
 
     permission_required = VIEW_CA
 
-    def get(self, request: HttpRequest, name: str) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, name: str) -> HttpResponse:
         ca = _ca_or_404(request, name)
         return _download(
             selectors.ca_chain_pem(ca=ca), content_type=PEM_TYPE, filename=f"{ca.name}-chain.pem"
@@ -420,7 +423,7 @@ class CRLHealthView(PortalPermissionMixin, View):
 
     permission_required = VIEW_CA
 
-    def get(self, request: HttpRequest, name: str) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, name: str) -> HttpResponse:
         ca = _ca_or_404(request, name)
         return render(request, "pki/crl_health.html", {"health": selectors.crl_health(ca=ca)})
 
@@ -432,7 +435,7 @@ class CRLPublishView(PortalPermissionMixin, View):
     permission_required = PUBLISH_CRL
     http_method_names = ["post"]
 
-    def post(self, request: HttpRequest, name: str) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest, name: str) -> HttpResponse:
         ca = _ca_or_404(request, name)
         try:
             row = services.crl_publish(actor=request.user, ca=ca, trigger=CRLTrigger.MANUAL)
@@ -454,7 +457,7 @@ class CRLPublishView(PortalPermissionMixin, View):
 class CertificateListView(PortalPermissionMixin, View):
     permission_required = VIEW_CERTIFICATE
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         cas = [(ca.name, ca.name) for ca in selectors.ca_list(user=request.user)]
         return filtered_list_page(
             request,
@@ -480,7 +483,7 @@ class CertificateListView(PortalPermissionMixin, View):
 class CertificateDetailView(PortalPermissionMixin, View):
     permission_required = VIEW_CERTIFICATE
 
-    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, pk: int) -> HttpResponse:
         certificate = _certificate_or_404(request, pk)
         certified = selectors.ca_of_certificate(certificate=certificate)
         return render(
@@ -503,7 +506,7 @@ class CertificateDownloadView(PortalPermissionMixin, View):
 
     permission_required = VIEW_CERTIFICATE
 
-    def get(self, request: HttpRequest, pk: int, encoding: str) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, pk: int, encoding: str) -> HttpResponse:
         certificate = _certificate_or_404(request, pk)
         stem = f"{certificate.ca.name}-{certificate.serial_number_display}"
         if encoding == "pem":
@@ -539,7 +542,7 @@ class CertificateRevokeView(PortalPermissionMixin, View):
 
     permission_required = REVOKE
 
-    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, pk: int) -> HttpResponse:
         certificate = _certificate_or_404(request, pk)
         certified = selectors.ca_of_certificate(certificate=certificate)
         return render(
@@ -552,7 +555,7 @@ class CertificateRevokeView(PortalPermissionMixin, View):
             },
         )
 
-    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest, pk: int) -> HttpResponse:
         certificate = _certificate_or_404(request, pk)
         certified = selectors.ca_of_certificate(certificate=certificate)
         form = (RevokeForm if certified is None else CARevocationRequestForm)(request.POST)
@@ -622,11 +625,11 @@ class CertificateReleaseView(PortalPermissionMixin, View):
 
     permission_required = REVOKE
 
-    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, pk: int) -> HttpResponse:
         certificate = _certificate_or_404(request, pk)
         return render(request, "pki/certificate_release.html", {"certificate": certificate})
 
-    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest, pk: int) -> HttpResponse:
         certificate = _certificate_or_404(request, pk)
         try:
             services.certificate_release(actor=request.user, certificate=certificate)
@@ -653,7 +656,7 @@ class CARevocationApprovalsView(PortalPermissionMixin, View):
 
     permission_required = VIEW_CA_REVOCATION_REQUEST
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         return render(
             request,
             "pki/ca_revocation_approvals.html",
@@ -670,7 +673,7 @@ class CARevocationDecisionView(PortalPermissionMixin, View):
     permission_required = REVOKE
     http_method_names = ["post"]
 
-    def post(self, request: HttpRequest, pk: int, decision: str) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest, pk: int, decision: str) -> HttpResponse:
         asked = selectors.ca_revocation_request_get(user=request.user, pk=pk)
         if asked is None or decision not in ("approve", "reject", "withdraw"):
             raise Http404("No such request.")
@@ -700,7 +703,6 @@ class CARevocationDecisionView(PortalPermissionMixin, View):
 
 class _IssueMixin(PortalPermissionMixin):
     permission_required = ISSUE
-    request: HttpRequest
 
     def choices(self) -> dict[str, list[tuple[str, str]]]:
         return {
@@ -721,11 +723,11 @@ class IssueFromCSRView(_IssueMixin, View):
     ``review``: the confirmation page shows exactly what will be signed; subject and SANs
     can be changed there (which shows the page again). Step ``issue``: sign."""
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         form = CSRRequestForm(initial={"ca": request.GET.get("ca", "")}, **self.choices())
         return render(request, "pki/issue_csr.html", {"form": form})
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest) -> HttpResponse:
         step = request.POST.get("step", "request")
         if step == "request":
             return self.request_step()
@@ -823,11 +825,11 @@ class IssueGeneratedView(_IssueMixin, View):
     shows what will be signed and asks for the password twice; its POST answers with the
     PKCS#12 (or PEM bundle) itself, once, never cached. Nothing of the key is kept."""
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         form = GeneratedRequestForm(initial={"ca": request.GET.get("ca", "")}, **self.choices())
         return render(request, "pki/issue_generated.html", {"form": form})
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest) -> HttpResponse:
         if request.POST.get("step") == "issue":
             return self.issue_step()
         form = GeneratedRequestForm(request.POST, **self.choices())
@@ -917,10 +919,10 @@ class IssueGeneratedResultView(PortalPermissionMixin, View):
 
     permission_required = ISSUE
 
-    def get(self, request: HttpRequest, delivery_id: uuid.UUID) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, delivery_id: uuid.UUID) -> HttpResponse:
         return self.page(delivery_id)
 
-    def post(self, request: HttpRequest, delivery_id: uuid.UUID) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest, delivery_id: uuid.UUID) -> HttpResponse:
         delivered = generated_key_download(user=request.user, delivery_id=delivery_id)
         if delivered is None:
             messages.error(
@@ -950,10 +952,10 @@ class ValidateView(PortalPermissionMixin, View):
 
     permission_required = VIEW_CERTIFICATE
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         return render(request, "pki/validate.html", {"form": ValidationForm(), "outcome": None})
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest) -> HttpResponse:
         form = ValidationForm(request.POST, request.FILES)
         if form.is_valid():
             data = form.cleaned_data

@@ -23,6 +23,7 @@ import logging
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
+from django.http.response import HttpResponseBase
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
@@ -98,9 +99,9 @@ def _json_body(request: HttpRequest, limit: int = MAX_BODY_BYTES) -> Any:
 class ApiView(View):
     http_method_names = ["post"]
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         # The API records its own refusals; the portal's 403 middleware must not add one.
-        request.audit_recorded = True
+        request.audit_recorded = True  # type: ignore[attr-defined]  # read back with getattr
         wait = refusals.address_refusals_exceeded()
         if wait is not None:
             # A source that keeps sending what nobody can be held to: answered unread.
@@ -154,5 +155,5 @@ class NotFoundView(View):
     """Anything else under /api/v1/: a problem document, not the portal's HTML 404."""
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-        request.audit_recorded = True
+        request.audit_recorded = True  # type: ignore[attr-defined]  # read back with getattr
         return problem("not_found", "no such client API endpoint", 404)

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.contrib.auth.models import User
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from accounts.approvers import approver_check
@@ -75,18 +75,18 @@ Pending = TwoPersonStatus.PENDING
 
 
 def _record(
-    action: VaultAction, *, actor: AbstractBaseUser | None, target: Any, label: str, **details: Any
+    action: VaultAction, *, actor: User | None, target: Any, label: str, **details: Any
 ) -> None:
     audit_event_record(
         action=action, actor=actor, target=target, target_label=label, details=details
     )
 
 
-def _create(model: type, *, actor: AbstractBaseUser, reason: str, **fields: Any) -> Any:
+def _create(model: type[models.Model], *, actor: User, reason: str, **fields: Any) -> Any:
     now = timezone.now()
     try:
         with transaction.atomic():
-            return model.objects.create(
+            return model._default_manager.create(
                 reason=two_person_reason(reason),
                 requested_by=actor,
                 requested_by_name=actor_name(actor),
@@ -139,7 +139,7 @@ class _Closing:
     withdrawn: VaultAction
     details: Callable[[Any], dict[str, Any]] = lambda request: {}
 
-    def reject(self, *, actor: AbstractBaseUser, request: Any, comment: str = "") -> Any:
+    def reject(self, *, actor: User, request: Any, comment: str = "") -> Any:
         """Another custodian turns the request down (also once expired)."""
         with transaction.atomic():
             request = two_person_reject(
@@ -148,16 +148,14 @@ class _Closing:
             self._record(self.rejected, actor, request, comment=request.decision_comment)
         return request
 
-    def withdraw(self, *, actor: AbstractBaseUser, request: Any) -> Any:
+    def withdraw(self, *, actor: User, request: Any) -> Any:
         """The requester takes the request back."""
         with transaction.atomic():
             request = two_person_withdraw(self.model, request.pk, actor=actor, related=self.related)
             self._record(self.withdrawn, actor, request)
         return request
 
-    def _record(
-        self, action: VaultAction, actor: AbstractBaseUser, request: Any, **more: Any
-    ) -> None:
+    def _record(self, action: VaultAction, actor: User, request: Any, **more: Any) -> None:
         target = self.target(request)
         _record(
             action,
@@ -195,7 +193,7 @@ class GrantOutcome:
 @transaction.atomic
 def grant_request_create(
     *,
-    actor: AbstractBaseUser,
+    actor: User,
     client: Client,
     key: SymmetricKey,
     reason: str,
@@ -279,7 +277,7 @@ def grant_request_create(
 
 
 @transaction.atomic
-def grant_request_approve(*, actor: AbstractBaseUser, request: GrantRequest) -> Grant:
+def grant_request_approve(*, actor: User, request: GrantRequest) -> Grant:
     """Second custodian: approve; the grant is made now (vault.clients.grant_create).
 
     Refused (nothing changes) for the requester, an ineligible approver, an expired request,
@@ -338,7 +336,7 @@ class PolicyOutcome:
 
 
 def _policy_apply(
-    *, actor: AbstractBaseUser, key: SymmetricKey, policy: str, reason: str, **details: Any
+    *, actor: User, key: SymmetricKey, policy: str, reason: str, **details: Any
 ) -> int:
     previous = key.export_policy
     key.export_policy = policy
@@ -365,9 +363,7 @@ def _policy_apply(
 
 
 @transaction.atomic
-def export_policy_set(
-    *, actor: AbstractBaseUser, key: SymmetricKey, policy: str, reason: str
-) -> PolicyOutcome:
+def export_policy_set(*, actor: User, key: SymmetricKey, policy: str, reason: str) -> PolicyOutcome:
     """Change ``key``'s export policy: a stricter one at once (``never`` also withdraws the
     key's live grants); a weaker one becomes a request a second custodian approves."""
     key = SymmetricKey.objects.select_for_update().get(pk=key.pk)
@@ -405,9 +401,7 @@ def export_policy_set(
 
 
 @transaction.atomic
-def export_policy_request_approve(
-    *, actor: AbstractBaseUser, request: ExportPolicyRequest
-) -> SymmetricKey:
+def export_policy_request_approve(*, actor: User, request: ExportPolicyRequest) -> SymmetricKey:
     """Second custodian: the weaker policy applies now (if the key's policy is still the one
     the request started from; otherwise refused)."""
     request = two_person_locked(ExportPolicyRequest, request.pk, related=("key",))
@@ -452,9 +446,7 @@ class TokenOutcome:
 
 
 @transaction.atomic
-def client_reenrollment_request(
-    *, actor: AbstractBaseUser, client: Client, reason: str
-) -> TokenOutcome:
+def client_reenrollment_request(*, actor: User, client: Client, reason: str) -> TokenOutcome:
     """A new enrollment token for ``client``: at once when it holds no live fetchable grant,
     else a request a second custodian approves (the approver receives the token)."""
     client = Client.objects.select_for_update().get(pk=client.pk)
@@ -483,7 +475,7 @@ def client_reenrollment_request(
 
 
 @transaction.atomic
-def client_reenrollment_approve(*, actor: AbstractBaseUser, request: ReenrollmentRequest) -> str:
+def client_reenrollment_approve(*, actor: User, request: ReenrollmentRequest) -> str:
     """Second custodian: approve; returns the new enrollment token (show it once)."""
     request = two_person_locked(ReenrollmentRequest, request.pk, related=("client",))
     two_person_check_not_requester(request, actor)

@@ -13,8 +13,8 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
 
-from accounts.views import PortalPermissionMixin
 from kmsportal.crypto.operations import OPERATIONS
+from kmsportal.mixins import AuthenticatedRequest, PortalPermissionMixin
 from kmsportal.one_time import one_time_secret_keep, one_time_secret_take
 from kmsportal.views_errors import KMSError, refusal_flash, refusal_on_form
 from kmsportal.widgets import utc_datetime_input
@@ -73,7 +73,7 @@ class RevokeForm(forms.Form):
     reason = forms.ChoiceField(choices=[(r, r) for r in clients.CLIENT_REVOCATION_REASONS])
 
 
-def _client_or_404(request: HttpRequest, name: str) -> Client:
+def _client_or_404(request: AuthenticatedRequest, name: str) -> Client:
     client = selectors.client_get(user=request.user, name=name)
     if client is None:
         raise Http404("No such client.")
@@ -98,7 +98,7 @@ class ClientTokenView(PortalPermissionMixin, View):
 
     permission_required = "vault.change_client"
 
-    def get(self, request: HttpRequest, name: str) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, name: str) -> HttpResponse:
         client = _client_or_404(request, name)
         token = one_time_secret_take(request, purpose=_token_purpose(client))
         root = server_identity.root_ca()
@@ -114,7 +114,7 @@ class ClientTokenView(PortalPermissionMixin, View):
 class ClientListView(PortalPermissionMixin, View):
     permission_required = "vault.view_client"
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         return render(
             request, "vault/client_list.html", {"clients": selectors.client_list(user=request.user)}
         )
@@ -124,10 +124,10 @@ class ClientListView(PortalPermissionMixin, View):
 class ClientCreateView(PortalPermissionMixin, View):
     permission_required = "vault.add_client"
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         return render(request, "vault/client_create.html", {"form": ClientCreateForm()})
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest) -> HttpResponse:
         form = ClientCreateForm(request.POST)
         if form.is_valid():
             try:
@@ -160,7 +160,7 @@ def _detail(
 class ClientDetailView(PortalPermissionMixin, View):
     permission_required = "vault.view_client"
 
-    def get(self, request: HttpRequest, name: str) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, name: str) -> HttpResponse:
         return _detail(request, _client_or_404(request, name))
 
 
@@ -168,7 +168,7 @@ class GrantCreateView(PortalPermissionMixin, View):
     permission_required = "vault.add_grant"
     http_method_names = ["post"]
 
-    def post(self, request: HttpRequest, name: str) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest, name: str) -> HttpResponse:
         client = _client_or_404(request, name)
         form = GrantForm(request.POST)
         if form.is_valid():
@@ -207,7 +207,7 @@ class GrantWithdrawView(PortalPermissionMixin, View):
     permission_required = "vault.change_grant"
     http_method_names = ["post"]
 
-    def post(self, request: HttpRequest, name: str, pk: int) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest, name: str, pk: int) -> HttpResponse:
         client = _client_or_404(request, name)
         grant = client.grants.filter(pk=pk).first()
         if grant is None:
@@ -249,7 +249,7 @@ class ClientActionView(PortalPermissionMixin, View):
             raise PermissionDenied("managing clients needs vault.change_client")
         return self.ACTIONS[action]
 
-    def get(self, request: HttpRequest, name: str, action: str) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, name: str, action: str) -> HttpResponse:
         title, explanation = self._check(action)
         client = _client_or_404(request, name)
         return render(
@@ -263,7 +263,7 @@ class ClientActionView(PortalPermissionMixin, View):
             },
         )
 
-    def post(self, request: HttpRequest, name: str, action: str) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest, name: str, action: str) -> HttpResponse:
         title, explanation = self._check(action)
         client = _client_or_404(request, name)
         try:
@@ -272,7 +272,7 @@ class ClientActionView(PortalPermissionMixin, View):
             elif action == "resume":
                 clients.client_resume(actor=request.user, client=client)
             elif action == "token":
-                form = ReasonForm(request.POST)
+                form: forms.Form = ReasonForm(request.POST)
                 if not form.is_valid():
                     return render(
                         request,

@@ -70,6 +70,8 @@ def client_create(*, actor: Actor, name: str, description: str = "") -> tuple[Cl
             "; ".join(f"{f}: {' '.join(m)}" for f, m in exc.message_dict.items())
         ) from exc
     token = _new_token(client)
+    expires_at = client.enrollment_token_expires_at
+    assert expires_at is not None  # _new_token sets it
     client.save(force_insert=True)
     audit_event_record(
         action=VaultAction.CLIENT_CREATED,
@@ -77,7 +79,7 @@ def client_create(*, actor: Actor, name: str, description: str = "") -> tuple[Cl
         target=client,
         details={
             "client": name,
-            "token_expires_at": client.enrollment_token_expires_at.isoformat(),
+            "token_expires_at": expires_at.isoformat(),
         },
     )
     return client, token
@@ -358,8 +360,8 @@ def client_enroll_response(*, body: Any) -> dict[str, Any]:
             raise FetchRefused("server_not_ready", "the KMS has no server identity yet", 503)
         credential = server_credential()
     except FetchRefused as exc:
-        client = getattr(exc, "client", None)
-        if client is None:
+        refused: Client | None = getattr(exc, "client", None)
+        if refused is None:
             refusal_tally(code=exc.code)
             raise
         with transaction.atomic():
@@ -368,9 +370,9 @@ def client_enroll_response(*, body: Any) -> dict[str, Any]:
                 outcome=Outcome.DENIED,
                 anonymous=True,
                 actor_name="enrollment",
-                target=client,
-                target_label=client.name,
-                details={"code": exc.code, "reason": exc.message[:300], "client": client.name},
+                target=refused,
+                target_label=refused.name,
+                details={"code": exc.code, "reason": exc.message[:300], "client": refused.name},
             )
         raise
     server_key, server_chain = credential

@@ -489,6 +489,8 @@ def _key_fetch(*, body: Any, request_id: str, context: _Context) -> dict[str, An
         delivery = _version_to_deliver(context, client, request)
         key, version = delivery.key, delivery.version
         try:
+            if version.sealed_material is None:  # destroyed: no state above delivers it
+                raise EnvelopeError("no sealed material")
             material = unseal_material(bytes(version.sealed_material), aad=version.aad)
         except (EnvelopeError, KeyBackendError) as exc:
             refusal = FetchRefused(

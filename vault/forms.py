@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 
 from kmsportal.widgets import utc_datetime_input
@@ -112,8 +114,9 @@ class CompromiseForm(forms.Form):
         help_text="When the compromise began, if known (may be in the past). Empty: now.",
     )
 
-    def clean(self) -> dict:
+    def clean(self) -> dict[str, Any]:
         data = super().clean()
+        assert data is not None  # Form.clean() returns cleaned_data
         if data.get("scope") == "version" and not data.get("version"):
             self.add_error("version", "Say which version is compromised.")
         return data

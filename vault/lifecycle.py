@@ -109,7 +109,9 @@ def next_state(state: KeyState | str, action: KeyAction) -> KeyState | None:
     if state not in allowed:
         raise InvalidTransition(state, action)
     target = allowed[state]
-    return state if target == _SAME else target
+    if target == _SAME:
+        return state
+    return None if target is None else KeyState(target)
 
 
 def allowed_actions(state: KeyState | str) -> list[KeyAction]:

@@ -33,23 +33,32 @@ def as_datetime(value: Any) -> datetime | None:
     """A datetime column as read from the cursor: SQLite's holds UTC without an offset."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    if value is None:
+        return None
+    moment: datetime = value
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def fetch_one(sql: str, params: list[Any]) -> tuple[Any, ...] | None:
     """The first row of ``sql`` run with ``params`` on the default connection, or None."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchone()
+        row: tuple[Any, ...] | None = cursor.fetchone()
+        return row
 
 
 def insert_row(model: type[models.Model], **values: Any) -> None:
     """INSERT one row, each value adapted by its field as the ORM would (UUIDs, datetimes),
     without the ORM's per-call SQL compilation."""
-    fields = [model._meta.get_field(name) for name in values]
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    fields: list[models.Field[Any, Any]] = []
+    names: list[str] = []
+    for name in values:
+        field = model._meta.get_field(name)
+        if not isinstance(field, models.Field) or field.column is None:
+            raise TypeError(f"{name} is not a column of {model.__name__}")  # a relation
+        fields.append(field)
+        names.append(connection.ops.quote_name(field.column))
+    columns = ", ".join(names)
     params = [
         field.get_db_prep_save(value, connection)
         for field, value in zip(fields, values.values(), strict=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
@@ -32,7 +32,7 @@ from .models import (
 PAGE_SIZE = 50
 
 
-def _can_read(user: AbstractBaseUser) -> bool:
+def _can_read(user: User) -> bool:
     return user.has_perm("vault.view_symmetrickey")
 
 
@@ -60,7 +60,7 @@ class KeyPage:
 
 def symmetric_key_page(
     *,
-    user: AbstractBaseUser,
+    user: User,
     state: str = "",
     search: str = "",
     overdue: bool = False,
@@ -98,7 +98,7 @@ def symmetric_key_page(
     return KeyPage(keys, keys[-1].name if len(rows) > size else None, now)
 
 
-def symmetric_key_get(*, user: AbstractBaseUser, name: str) -> SymmetricKey | None:
+def symmetric_key_get(*, user: User, name: str) -> SymmetricKey | None:
     if not _can_read(user):
         return None
     return SymmetricKey.objects.filter(name=name).first()
@@ -143,7 +143,7 @@ def key_compromise_impact(*, key: SymmetricKey) -> list[ImpactEntry]:
     return [ImpactEntry(d.version, d.client.name, d.delivered_at, d.group) for d in rows]
 
 
-def destruction_requests_pending(*, user: AbstractBaseUser) -> list[DestructionRequest]:
+def destruction_requests_pending(*, user: User) -> list[DestructionRequest]:
     """Requests waiting for a second custodian (expired ones are shown as such)."""
     if not user.has_perm("vault.view_destructionrequest"):
         return []
@@ -154,22 +154,28 @@ def destruction_requests_pending(*, user: AbstractBaseUser) -> list[DestructionR
     )
 
 
-def key_requests_pending(
-    *, user: AbstractBaseUser, key: SymmetricKey
-) -> list[tuple[str, Any, str]]:
+def key_requests_pending(*, user: User, key: SymmetricKey) -> list[tuple[str, Any, str]]:
     """The key's pending grant and export policy requests the user may see, as (kind slug,
     request, what it asks) for the key page."""
     rows: list[tuple[str, Any, str]] = []
     if user.has_perm("vault.view_grantrequest"):
-        for r in GrantRequest.objects.filter(key=key, status="pending").select_related("client"):
-            rows.append(("grant", r, f"Grant to client {r.client.name}"))
+        for grant in GrantRequest.objects.filter(key=key, status="pending").select_related(
+            "client"
+        ):
+            rows.append(("grant", grant, f"Grant to client {grant.client.name}"))
     if user.has_perm("vault.view_exportpolicyrequest"):
-        for r in ExportPolicyRequest.objects.filter(key=key, status="pending"):
-            rows.append(("export-policy", r, f"Export policy {r.from_policy} → {r.to_policy}"))
+        for policy in ExportPolicyRequest.objects.filter(key=key, status="pending"):
+            rows.append(
+                (
+                    "export-policy",
+                    policy,
+                    f"Export policy {policy.from_policy} → {policy.to_policy}",
+                )
+            )
     return rows
 
 
-def destruction_request_get(*, user: AbstractBaseUser, pk: int) -> DestructionRequest | None:
+def destruction_request_get(*, user: User, pk: int) -> DestructionRequest | None:
     if not user.has_perm("vault.view_destructionrequest"):
         return None
     return DestructionRequest.objects.select_related("key").filter(pk=pk).first()
@@ -187,7 +193,7 @@ class KeySummary:
 
 
 def key_summary(
-    *, user: AbstractBaseUser, now: datetime | None = None, due_within_days: int = 7
+    *, user: User, now: datetime | None = None, due_within_days: int = 7
 ) -> KeySummary | None:
     """Keys per state and rotations overdue or due soon, for users who may read keys.
 
@@ -213,7 +219,7 @@ def key_summary(
 
 
 def destruction_request_summary(
-    *, user: AbstractBaseUser, now: datetime | None = None
+    *, user: User, now: datetime | None = None
 ) -> ApprovalSummary | None:
     """Pending destruction requests for users who may see the inbox; one aggregate query."""
     if not user.has_perm("vault.view_destructionrequest"):
@@ -229,13 +235,13 @@ def destruction_request_summary(
 # --- clients and grants -----------------------------------------------------------------
 
 
-def client_list(*, user: AbstractBaseUser) -> list[Client]:
+def client_list(*, user: User) -> list[Client]:
     if not user.has_perm("vault.view_client"):
         return []
     return list(Client.objects.select_related("certificate").order_by("name"))
 
 
-def client_get(*, user: AbstractBaseUser, name: str) -> Client | None:
+def client_get(*, user: User, name: str) -> Client | None:
     if not user.has_perm("vault.view_client"):
         return None
     return Client.objects.select_related("certificate").filter(name=name).first()

@@ -260,7 +260,7 @@ def server_status_staple(certificate_id: int) -> bytes:
     refresh + their maximum age; no fetch ever costs a CRL download or a signature beyond
     the one renewal per period."""
     name = f"kms:server-status:{certificate_id}"
-    der = cache.get(name)
+    der: bytes | None = cache.get(name)
     if der is None:
         try:
             der = certificate_status_staple(certificate=certificate_by_id(pk=certificate_id))

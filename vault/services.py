@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
@@ -470,7 +470,7 @@ def key_version_compromise(
 @transaction.atomic
 def destruction_request_create(
     *,
-    actor: AbstractBaseUser,
+    actor: User,
     key: SymmetricKey,
     waiting_days: int = DESTRUCTION_WAIT_DEFAULT_DAYS,
     reason: str = "",
@@ -528,9 +528,7 @@ def _pending_request(request: DestructionRequest) -> tuple[DestructionRequest, S
 
 
 @transaction.atomic
-def destruction_request_approve(
-    *, actor: AbstractBaseUser, request: DestructionRequest
-) -> SymmetricKey:
+def destruction_request_approve(*, actor: User, request: DestructionRequest) -> SymmetricKey:
     """Second custodian: approve; the key becomes pending destruction (unusable) at once."""
     request, key = _pending_request(request)
     if request.requested_by_id == actor.pk:
@@ -567,9 +565,7 @@ def destruction_request_approve(
 
 
 @transaction.atomic
-def destruction_request_reject(
-    *, actor: AbstractBaseUser, request: DestructionRequest
-) -> DestructionRequest:
+def destruction_request_reject(*, actor: User, request: DestructionRequest) -> DestructionRequest:
     """Turn a request down (another custodian), or withdraw it (the requester)."""
     request, key = _pending_request(request)
     own = request.requested_by_id == actor.pk

@@ -13,7 +13,7 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.decorators import method_decorator
@@ -21,8 +21,8 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 
-from accounts.views import PortalPermissionMixin
 from kmsportal.list_pages import filtered_list_page
+from kmsportal.mixins import AuthenticatedRequest, PortalPermissionMixin
 from kmsportal.views_errors import KMSError, refusal_flash, refusal_on_form
 
 from . import approvals, key_import, selectors, services
@@ -43,7 +43,7 @@ from .models import SymmetricKey
 class KeyListView(PortalPermissionMixin, View):
     permission_required = "vault.view_symmetrickey"
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         return filtered_list_page(
             request,
             "vault/key_list.html",
@@ -63,10 +63,10 @@ class KeyListView(PortalPermissionMixin, View):
 class KeyCreateView(PortalPermissionMixin, View):
     permission_required = "vault.add_symmetrickey"
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         return render(request, "vault/key_create.html", {"form": KeyCreateForm()})
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest) -> HttpResponse:
         form = KeyCreateForm(request.POST)
         if form.is_valid():
             try:
@@ -79,7 +79,7 @@ class KeyCreateView(PortalPermissionMixin, View):
         return render(request, "vault/key_create.html", {"form": form}, status=400)
 
 
-def _key_or_404(request: HttpRequest, name: str) -> SymmetricKey:
+def _key_or_404(request: AuthenticatedRequest, name: str) -> SymmetricKey:
     key = selectors.symmetric_key_get(user=request.user, name=name)
     if key is None:
         raise Http404("No such key.")
@@ -114,6 +114,7 @@ def _compromise(
             actor=actor, key=key, reason=reason, compromised_at=compromised_at
         )
         return f"Key {key.name} is now compromised; none of its versions will be used again."
+    assert version is not None  # CompromiseForm requires one unless the whole key is meant
     replacement = services.key_version_compromise(
         actor=actor, key=key, number=version, reason=reason, compromised_at=compromised_at
     )
@@ -309,7 +310,7 @@ def available_actions(user: Any, key: SymmetricKey) -> list[ActionSpec]:
 class KeyDetailView(PortalPermissionMixin, View):
     permission_required = "vault.view_symmetrickey"
 
-    def get(self, request: HttpRequest, name: str) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, name: str) -> HttpResponse:
         key = _key_or_404(request, name)
         versions = selectors.key_versions(key=key)
         return render(
@@ -351,7 +352,7 @@ class KeyActionView(PortalPermissionMixin, View):
 
     def _render(
         self,
-        request: HttpRequest,
+        request: AuthenticatedRequest,
         key: SymmetricKey,
         spec: ActionSpec,
         form: forms.Form | None,
@@ -364,12 +365,12 @@ class KeyActionView(PortalPermissionMixin, View):
             status=status,
         )
 
-    def get(self, request: HttpRequest, name: str, slug: str) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, name: str, slug: str) -> HttpResponse:
         spec = self.spec(slug)
         key = _key_or_404(request, name)
         return self._render(request, key, spec, spec.form() if spec.form else None)
 
-    def post(self, request: HttpRequest, name: str, slug: str) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest, name: str, slug: str) -> HttpResponse:
         spec = self.spec(slug)
         key = _key_or_404(request, name)
         form = spec.form(request.POST) if spec.form else None
@@ -392,7 +393,7 @@ class KeyActionView(PortalPermissionMixin, View):
 class ApprovalInboxView(PortalPermissionMixin, View):
     permission_required = "vault.view_destructionrequest"
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         return render(
             request,
             "vault/approvals.html",
@@ -406,7 +407,7 @@ class ApprovalDecisionView(PortalPermissionMixin, View):
     permission_required = "vault.destroy_symmetrickey"
     http_method_names = ["post"]
 
-    def post(self, request: HttpRequest, pk: int, decision: str) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest, pk: int, decision: str) -> HttpResponse:
         destruction = selectors.destruction_request_get(user=request.user, pk=pk)
         if destruction is None or decision not in ("approve", "reject"):
             raise Http404("No such request.")
@@ -435,12 +436,12 @@ class KeyImportParametersView(PortalPermissionMixin, View):
 
     permission_required = ("vault.add_symmetrickey", "vault.rotate_symmetrickey")
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         return render(
             request, "vault/key_import_parameters.html", {"form": KeyImportParametersForm()}
         )
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest) -> HttpResponse:
         form = KeyImportParametersForm(request.POST)
         if form.is_valid():
             try:
@@ -467,11 +468,11 @@ class KeyImportView(PortalPermissionMixin, View):
 
     permission_required = ("vault.add_symmetrickey", "vault.rotate_symmetrickey")
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         form = KeyImportForm(initial={"name": request.GET.get("name", "")})
         return render(request, "vault/key_import.html", {"form": form})
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest) -> HttpResponse:
         form = KeyImportForm(request.POST, request.FILES)
         if form.is_valid():
             upload = form.cleaned_data["wrapped_key"]

@@ -221,7 +221,7 @@ def audit_tree_head(request: HttpRequest) -> dict[str, Any]:
     response={200: None},
     openapi_extra={
         "responses": {
-            "200": {
+            200: {  # the same key as response= (an int): one "200" in the document
                 "description": "The export, streamed; the same file as the portal's export",
                 "content": {
                     "application/x-ndjson": {"schema": {"type": "string"}},

@@ -195,9 +195,7 @@ def clients_create(
 ) -> Status[EnrollmentOut]:
     """Register a client service; its one-time enrollment token is in this response only."""
     user = require(request, "vault.add_client", write=True)
-    client, token = clients.client_create(
-        actor=user, name=body.name, description=body.description
-    )
+    client, token = clients.client_create(actor=user, name=body.name, description=body.description)
     response["Cache-Control"] = "no-store"
     return Status(201, EnrollmentOut(client=ClientOut.from_client(client), enrollment_token=token))
 
@@ -205,17 +203,13 @@ def clients_create(
 @router.post("/{name}/suspend", response=ClientOut)
 def clients_suspend(request: HttpRequest, name: str) -> ClientOut:
     user = require(request, "vault.change_client", write=True)
-    return ClientOut.from_client(
-        clients.client_suspend(actor=user, client=_client(request, name))
-    )
+    return ClientOut.from_client(clients.client_suspend(actor=user, client=_client(request, name)))
 
 
 @router.post("/{name}/resume", response=ClientOut)
 def clients_resume(request: HttpRequest, name: str) -> ClientOut:
     user = require(request, "vault.change_client", write=True)
-    return ClientOut.from_client(
-        clients.client_resume(actor=user, client=_client(request, name))
-    )
+    return ClientOut.from_client(clients.client_resume(actor=user, client=_client(request, name)))
 
 
 @router.post("/{name}/revoke", response=ClientOut)

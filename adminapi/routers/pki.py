@@ -581,7 +581,7 @@ def _certificate_detail_out(certificate: Certificate) -> dict[str, object]:
     response={200: None},
     openapi_extra={
         "responses": {
-            "200": {
+            200: {  # the same key as response= (an int): one "200" in the document
                 "description": "The certificate",
                 "content": {
                     PEM_TYPE: {"schema": {"type": "string"}},

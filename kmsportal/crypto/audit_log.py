@@ -51,7 +51,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +60,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .audit_chain import EVENT_FIELDS, public_key_to_pem
+from .audit_chain.canonical import is_hash
+from .audit_chain.lines import EXPORT_FORMAT, LINE_DECODER, header_line
 from .canonical import canonical_json, canonical_json_parsed
 from .merkle import Frontier, leaf_hash, verify_consistency, verify_inclusion
 
@@ -85,7 +86,6 @@ __all__ = [
 ]
 
 LOG_ID = "kmsportal-audit"
-EXPORT_FORMAT = "kmsportal-audit-export"
 EXPORT_VERSION = 2
 
 
@@ -133,15 +133,6 @@ def public_key_from_text(text: str) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError(f"expected an Ed25519 public key, got {type(key).__name__}")
     return key
-
-
-def _is_hex32(value: object) -> bool:
-    if not isinstance(value, str) or len(value) != 64:
-        return False
-    try:
-        return bytes.fromhex(value).hex() == value
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -238,7 +229,7 @@ def tree_head_from_json(obj: Any) -> TreeHead:
     size = obj["tree_size"]
     if type(size) is not int or size < 0:
         raise ValueError("tree head: tree_size must be a non-negative integer")
-    if not _is_hex32(obj["root_hash"]) or not _is_hex32(obj["key_id"]):
+    if not is_hash(obj["root_hash"]) or not is_hash(obj["key_id"]):
         raise ValueError("tree head: root_hash and key_id must be 64 lowercase hex digits")
     if not isinstance(obj["timestamp"], str) or not isinstance(obj["signature"], str):
         raise ValueError("tree head: timestamp and signature must be strings")
@@ -249,15 +240,7 @@ def tree_head_from_json(obj: Any) -> TreeHead:
 
 
 def export_header_line(*, exported_at: str, filters: Mapping[str, Any]) -> str:
-    return canonical_json(
-        {
-            "type": "header",
-            "format": EXPORT_FORMAT,
-            "version": EXPORT_VERSION,
-            "exported_at": exported_at,
-            "filters": dict(filters),
-        }
-    ).decode("utf-8")
+    return header_line(version=EXPORT_VERSION, exported_at=exported_at, filters=filters)
 
 
 def export_event_line(
@@ -316,30 +299,12 @@ class _Refused(Exception):
         self.problem = problem
 
 
-def _reject_float(text: str) -> Any:
-    raise ValueError(f"number {text} is not an integer: audit records hold no fractions")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise ValueError("duplicate key in a JSON object")
-    return obj
-
-
-_DECODER = json.JSONDecoder(
-    object_pairs_hook=_no_duplicates, parse_float=_reject_float, parse_constant=_reject_constant
-)
 _EVENT_KEYS = frozenset({"type", "leaf_index", *EVENT_FIELDS})
 _EVENT_KEYS_FILTERED = _EVENT_KEYS | {"inclusion"}
 
 
 def _hexes(value: Any, what: str, line_number: int) -> list[bytes]:
-    if not isinstance(value, list) or not all(_is_hex32(v) for v in value):
+    if not isinstance(value, list) or not all(is_hash(v) for v in value):
         raise _Refused(line_number, f"{what} must be a list of 64-hex-digit hashes")
     return [bytes.fromhex(v) for v in value]
 
@@ -412,7 +377,7 @@ class _Export:
             if not line.strip():
                 continue
             try:
-                obj = _DECODER.decode(line)
+                obj = LINE_DECODER.decode(line)
             except (ValueError, RecursionError) as exc:
                 raise _Refused(line_number, f"malformed JSON: {exc}") from None
             if type(obj) is not dict:

@@ -14,8 +14,8 @@ form is where JSON implementations disagree). For that domain JCS is:
 
 Python's ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` produces
 exactly these bytes except for key order when a key holds a character beyond U+FFFF (Python
-sorts by code point, JCS by UTF-16 unit); :func:`canonical_json` uses ``json.dumps`` (public
-API only) and re-sorts only in that rare case. ``tests/crypto/test_canonical.py`` checks the
+sorts by code point, JCS by UTF-16 unit); :func:`canonical_json` uses ``json.JSONEncoder``
+(public API only) and re-sorts only in that rare case. ``tests/crypto/test_canonical.py`` checks the
 equivalence against an independent JCS implementation (the ``rfc8785`` package) with random
 values.
 """
@@ -32,32 +32,41 @@ __all__ = ["MAX_SAFE_INTEGER", "canonical_json", "canonical_json_parsed"]
 MAX_SAFE_INTEGER = 2**53 - 1
 
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
-_dumps_kwargs: dict[str, Any] = {
-    "sort_keys": True,
+# Encoders built once and reused (public API): json.dumps with non-default options builds a
+# new JSONEncoder per call, which costs more than hashing a whole audit event. No circular
+# check: canonical_json walks the value first (a cycle ends that walk with RecursionError),
+# and canonical_json_parsed takes values fresh from the JSON decoder, which has no cycles.
+_OPTIONS: dict[str, Any] = {
     "separators": (",", ":"),
     "ensure_ascii": False,
     "allow_nan": False,
+    "check_circular": False,
 }
+_encode = json.JSONEncoder(sort_keys=True, **_OPTIONS).encode
+_encode_in_order = json.JSONEncoder(sort_keys=False, **_OPTIONS).encode
+_SCALARS = frozenset({str, int, bool, type(None)})
 
 
-def _check(value: Any, astral_keys: list[bool]) -> None:
-    """Refuse what JCS cannot carry exactly; note whether a key needs UTF-16 ordering."""
+def _check(value: Any) -> None:
+    """Refuse what JCS cannot carry exactly: floats, other types, non-string keys."""
     kind = type(value)
-    # Subclasses of str and int (enumerations such as Django's TextChoices) serialise as
-    # their plain value; float is refused even though it is no int.
-    if value is None or isinstance(value, str | int):
+    if kind in _SCALARS:
         return
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str:
                 raise TypeError(f"object keys must be strings, not {type(key).__name__}")
-            if not astral_keys[0] and _ASTRAL.search(key):
-                astral_keys[0] = True
-            _check(item, astral_keys)
+            if type(item) not in _SCALARS:
+                _check(item)
         return
     if kind is list or kind is tuple:
         for item in value:
-            _check(item, astral_keys)
+            if type(item) not in _SCALARS:
+                _check(item)
+        return
+    # Subclasses of str and int (enumerations such as Django's TextChoices) serialise as
+    # their plain value; float is refused even though it is no int.
+    if isinstance(value, str | int):
         return
     raise TypeError(f"{kind.__name__} is not a canonical JSON value")
 
@@ -74,26 +83,23 @@ def _utf16_sorted(value: Any) -> Any:
     return value
 
 
-def _encode(value: Any, astral: bool) -> bytes:
-    if not astral:
-        return json.dumps(value, **_dumps_kwargs).encode("utf-8")
-    text = json.dumps(_utf16_sorted(value), **{**_dumps_kwargs, "sort_keys": False})
+def _encoded(value: Any) -> bytes:
+    text = _encode(value)
+    # Code point order and UTF-16 order differ only for characters beyond U+FFFF; when the
+    # text holds one (perhaps in a key), sort again by UTF-16 units. Rare: the slow path.
+    if not text.isascii() and _ASTRAL.search(text):
+        text = _encode_in_order(_utf16_sorted(value))
     return text.encode("utf-8")
 
 
 def canonical_json(value: Any) -> bytes:
     """The JCS bytes of ``value``. ``TypeError`` for a float or another non-JSON type, or a
     non-string key."""
-    astral = [False]
-    _check(value, astral)
-    return _encode(value, astral[0])
+    _check(value)
+    return _encoded(value)
 
 
 def canonical_json_parsed(value: Any) -> bytes:
     """:func:`canonical_json` for a value just parsed by ``json`` with floats and constants
-    refused (keys are then strings, values JSON types): skips the type walk, and re-sorts
-    only if the text holds a character beyond U+FFFF (which may sit in a key)."""
-    text = json.dumps(value, **_dumps_kwargs)
-    if text.isascii() or not _ASTRAL.search(text):
-        return text.encode("utf-8")
-    return canonical_json(value)
+    refused (keys are then strings, values JSON types): skips the type walk."""
+    return _encoded(value)

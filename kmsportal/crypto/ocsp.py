@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import functools
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -30,6 +30,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, OCSPExtensionOID
 
 from kmsportal.crypto.crl import RevocationReason
 from kmsportal.crypto.signer import Signer
+from kmsportal.crypto.timeutil import as_utc
 
 __all__ = [
     "MAX_NONCE_LENGTH",
@@ -163,7 +164,7 @@ def parse_ocsp_request(data: bytes) -> ParsedOCSPRequest:
     nonce: bytes | None = None
     for extension in extensions:
         if extension.oid == OCSPExtensionOID.NONCE:
-            nonce = extension.value.nonce  # type: ignore[attr-defined]
+            nonce = extension.value.nonce
             if not 1 <= len(nonce) <= MAX_NONCE_LENGTH:
                 raise OCSPMalformedRequest(
                     f"the nonce is {len(nonce)} octets; RFC 9654 allows 1 to {MAX_NONCE_LENGTH}"
@@ -248,12 +249,6 @@ def request_matches_issuer(parsed: ParsedOCSPRequest, issuer_certificate: x509.C
 # -- responses -----------------------------------------------------------------------------
 
 
-def _as_utc(value: datetime, what: str) -> datetime:
-    if not isinstance(value, datetime):
-        raise OCSPError(f"{what} must be a datetime, not {type(value).__name__}")
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _check_delegated_responder(
     responder_certificate: x509.Certificate, issuer_certificate: x509.Certificate
 ) -> None:
@@ -292,7 +287,7 @@ def _revocation_fields(
     if revocation_time is None:
         raise OCSPError("a revoked status needs its revocation_time (RFC 6960 §2.2)")
     if revocation_reason is None:
-        return _as_utc(revocation_time, "revocation_time"), None
+        return as_utc(revocation_time, what="revocation_time", error=OCSPError), None
     try:
         reason = RevocationReason(revocation_reason)
     except ValueError:
@@ -303,7 +298,7 @@ def _revocation_fields(
         raise OCSPError(f"{reason} is not a reason a revoked certificate can carry")
     # Same rule as the CRL (RFC 5280 §5.3.1): say nothing rather than "unspecified".
     flag = None if reason is RevocationReason.UNSPECIFIED else reason.flag
-    return _as_utc(revocation_time, "revocation_time"), flag
+    return as_utc(revocation_time, what="revocation_time", error=OCSPError), flag
 
 
 def build_ocsp_response(
@@ -342,8 +337,8 @@ def build_ocsp_response(
             raise OCSPError("subject_certificate is not the certificate the request asks about")
         if subject_certificate.issuer != issuer_certificate.subject:
             raise OCSPError("subject_certificate was not issued by issuer_certificate")
-    this_update = _as_utc(this_update, "this_update")
-    next_update = _as_utc(next_update, "next_update")
+    this_update = as_utc(this_update, what="this_update", error=OCSPError)
+    next_update = as_utc(next_update, what="next_update", error=OCSPError)
     if next_update <= this_update:
         raise OCSPError(
             f"next_update ({next_update.isoformat()}) must be after "
@@ -417,7 +412,7 @@ def ocsp_response_summary(response: ocsp.OCSPResponse) -> OCSPResponseSummary:
         nonce: bytes | None = None
         for extension in response.extensions:
             if extension.oid == OCSPExtensionOID.NONCE:
-                nonce = extension.value.nonce  # type: ignore[attr-defined]
+                nonce = extension.value.nonce
         reason = response.revocation_reason
         key_hash = response.responder_key_hash
         name = response.responder_name

@@ -198,7 +198,7 @@ def generate_material(key_type: str) -> bytes:
     """Fresh key material of `key_type` (raw 32 bytes, or PKCS#8 DER of a private key)."""
     if key_type in (AES_256_GCM, HMAC_SHA256):
         return os.urandom(32)
-    private: Any
+    private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
     if key_type in _RSA_BITS:
         private = rsa.generate_private_key(public_exponent=65537, key_size=_RSA_BITS[key_type])
     elif key_type in _EC_CURVES:
@@ -288,11 +288,10 @@ def public_key_pem(key: LoadedKey) -> str:
     """The public key (SubjectPublicKeyInfo PEM) of an asymmetric key version."""
     if key.key_type not in ASYMMETRIC_TYPES:
         raise OperationError("unsupported_operation", f"a {key.key_type} key has no public key")
-    return (
-        key._secret.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode("ascii")
+    pem: bytes = key._secret.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    return pem.decode("ascii")
 
 
 # --- tokens and context ----------------------------------------------------------------------
@@ -434,14 +433,16 @@ def decrypt(key: LoadedKey, token: Token, context: dict[str, str] | None = None)
             raise OperationError("bad_ciphertext", "the ciphertext is too short")
         nonce, sealed = token.body[:_GCM_NONCE_BYTES], token.body[_GCM_NONCE_BYTES:]
         try:
-            return key._secret.decrypt(nonce, sealed, aad)
+            plaintext: bytes = key._secret.decrypt(nonce, sealed, aad)
         except InvalidTag:
             raise _decryption_failed() from None
+        return plaintext
     if token.kind == KIND_RSA_OAEP and key.key_type in _RSA_BITS:
         try:
-            return key._secret.decrypt(token.body, _oaep(aad))
+            plaintext = key._secret.decrypt(token.body, _oaep(aad))
         except ValueError:
             raise _decryption_failed() from None
+        return plaintext
     raise OperationError("wrong_key", "this token is not a ciphertext of this key's type")
 
 
@@ -500,14 +501,15 @@ def verify(key: LoadedKey, message: bytes, token: Token) -> bool:
     if token.kind != KIND_SIGNATURE or (token.key_id, token.version) != key.header_prefix:
         raise OperationError("wrong_key", "the signature was made by another key version")
     message = _message(message, "message")
-    public = key._secret.public_key() if key.key_type in ASYMMETRIC_TYPES else None
     try:
         if key.key_type in _RSA_BITS:
-            public.verify(token.body, message, _PSS, hashes.SHA256())
+            key._secret.public_key().verify(token.body, message, _PSS, hashes.SHA256())
         elif key.key_type in _EC_HASHES:
-            public.verify(token.body, message, ec.ECDSA(_EC_HASHES[key.key_type]()))
+            key._secret.public_key().verify(
+                token.body, message, ec.ECDSA(_EC_HASHES[key.key_type]())
+            )
         elif key.key_type == ED25519:
-            public.verify(token.body, message)
+            key._secret.public_key().verify(token.body, message)
         else:
             raise OperationError("unsupported_operation", f"a {key.key_type} key cannot verify")
     except InvalidSignature:

@@ -31,7 +31,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
@@ -65,6 +65,7 @@ WRAP_KEY_LABEL = "kmsportal-wrap"
 PRIVATE_KEY_LABEL = "kmsportal-private"
 OBJECT_ID_SIZE = 16
 _GCM_TAG_BITS = 128
+_T = TypeVar("_T")
 
 
 class TokenError(KMSError):
@@ -268,8 +269,8 @@ class Pkcs11Token:
         return objects[0]
 
     def _with_object(
-        self, *, label: str, object_id: bytes | None, kind: str, use: Callable[[Any], Any]
-    ) -> Any:
+        self, *, label: str, object_id: bytes | None, kind: str, use: Callable[[Any], _T]
+    ) -> _T:
         """Run ``use(object)``; a handle made stale by another session is looked up again."""
         exc = _p11().exceptions
         with self.session() as pooled:
@@ -565,9 +566,10 @@ class Pkcs11Token:
 
 def _der_octet_string(value: bytes) -> bytes:
     """DER OCTET STRING of ``value`` (for CKA_EC_POINT)."""
-    from asn1crypto.core import OctetString
+    from asn1crypto.core import OctetString  # type: ignore[import-untyped]  # ships no types
 
-    return OctetString(value).dump()
+    der: bytes = OctetString(value).dump()
+    return der
 
 
 class Pkcs11KeyProvider(MasterKeyProvider):

@@ -70,17 +70,17 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from kmsportal.crypto.canonical import canonical_json
 from kmsportal.crypto.dh import GROUPS, X25519, DHError, generate_ephemeral, hkdf_sha256
 from kmsportal.crypto.dh import public_key_length as _public_key_length
-from kmsportal.crypto.protocol import (  # the fetch's encodings, shared
+from kmsportal.crypto.protocol.encoding import (  # the fetch's encodings, shared
     NONCE_BYTES,
     PROTOCOL_VERSION,
     PrivateKey,
     ProtocolError,
     PublicKey,
-    _b64encode,
-    _check_members,
-    canonical_json,
+    b64encode,
+    check_members,
     format_timestamp,
     parse_timestamp,
     sign,
@@ -126,7 +126,7 @@ _MAX_PEM_CHARS = 16384
 _MAX_SIGNATURE_BYTES = 1024
 
 
-_b64 = _b64encode
+_b64 = b64encode
 
 
 def _unb64(value: object, member: str, code: str) -> bytes:
@@ -147,7 +147,7 @@ def _unb64(value: object, member: str, code: str) -> bytes:
 
 def _members(obj: object, expected: frozenset[str], kind: str, code: str) -> dict[str, Any]:
     """`obj` is a protocol v1 object with exactly `expected` members (as in the fetch)."""
-    return _check_members(obj, expected, kind=kind, code=code)
+    return check_members(obj, expected, kind=kind, code=code)
 
 
 def _framed(*parts: bytes) -> bytes:
@@ -410,7 +410,9 @@ class Envelope:
     ciphertext: bytes
 
 
-def seal_request(keys: SessionKeys, operation: str, counter: int, body: Any) -> tuple[dict, bytes]:
+def seal_request(
+    keys: SessionKeys, operation: str, counter: int, body: Any
+) -> tuple[dict[str, Any], bytes]:
     """Client: the envelope for `body` (JSON-able); returns it and its nonce (to open the
     answer with)."""
     nonce = os.urandom(GCM_NONCE_BYTES)

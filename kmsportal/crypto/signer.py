@@ -43,7 +43,7 @@ class Signer(abc.ABC):
         """Sign an OCSP response as `responder_certificate` (the CA itself or a delegate)."""
 
 
-def signature_hash_for(key: PrivateKey | PublicKey) -> hashes.HashAlgorithm:
+def signature_hash_for(key: PrivateKey | PublicKey) -> hashes.SHA256 | hashes.SHA384:
     """SHA-256 for RSA and P-256; SHA-384 for P-384 and larger curves."""
     if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
         return hashes.SHA384() if key.curve.key_size >= 384 else hashes.SHA256()

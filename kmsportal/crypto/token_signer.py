@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 
-from asn1crypto import crl as asn1_crl
+# asn1crypto ships no type hints (no stubs exist either): its names are Any here.
+from asn1crypto import crl as asn1_crl  # type: ignore[import-untyped]
 from asn1crypto import ocsp as asn1_ocsp
 from asn1crypto import x509 as asn1_x509
-from asn1crypto.core import ParsableOctetString
+from asn1crypto.core import ParsableOctetString  # type: ignore[import-untyped]
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa

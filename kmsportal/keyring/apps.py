@@ -8,10 +8,7 @@ class KeyringConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from audit.registry import audit_actions_register
-
-        from .events import KeyringAction
-
-        audit_actions_register(KeyringAction)
+        # Its audit event types (events.KeyringAction) and the recorder it reports them to are
+        # connected by the audit app, which sits above it.
         # Registers the start-up checks (run by migrate, runserver, check and wsgi.py).
         from kmsportal import checks  # noqa: F401

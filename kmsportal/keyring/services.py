@@ -23,6 +23,7 @@ from kmsportal.crypto.kek import KeyringConfigError, StaticKeyProvider
 from kmsportal.crypto.signer import Signer
 
 from .backends import key_backend, key_backend_reset
+from .events import KeyringAction, keyring_event_record
 from .models import MasterKeyRecord
 
 logger = logging.getLogger("kmsportal.keyring")
@@ -120,7 +121,7 @@ def seal(plaintext: bytes, *, aad: bytes) -> bytes:
     return keyring.seal(plaintext, aad)
 
 
-def unseal(blob: bytes, *, aad: bytes) -> bytes:
+def unseal(blob: bytes | memoryview, *, aad: bytes) -> bytes:
     """Open a blob sealed by `seal` with the same `aad`; raises an EnvelopeError if it fails."""
     return keyring_get().unseal(bytes(blob), aad)
 
@@ -132,7 +133,7 @@ def seal_material(material: bytes, *, aad: bytes) -> bytes:
     return seal(key_backend().material_wrap(material, aad=aad), aad=aad)
 
 
-def unseal_material(blob: bytes, *, aad: bytes) -> bytes:
+def unseal_material(blob: bytes | memoryview, *, aad: bytes) -> bytes:
     """Open what `seal_material` sealed. Raises an EnvelopeError, or a KeyBackendError
     (`KeyMaterialDestroyed` when its wrapping key is gone)."""
     payload = unseal(blob, aad=aad)
@@ -219,7 +220,7 @@ def sealed_blob_counts() -> Counter[str]:
     counts: Counter[str] = Counter()
     for entry in _sealed_fields:
         rows = (
-            entry.model.objects.exclude(**{f"{entry.field_name}__isnull": True})
+            entry.model._default_manager.exclude(**{f"{entry.field_name}__isnull": True})
             .values_list(entry.field_name, flat=True)
             .iterator(chunk_size=2000)
         )
@@ -253,7 +254,9 @@ def _sealed_row_batches(entry: SealedField, batch_size: int) -> Iterator[list[ob
     model = entry.model
     last_pk = None
     while True:
-        page = model.objects.exclude(**{f"{entry.field_name}__isnull": True}).order_by("pk")
+        page = model._default_manager.exclude(**{f"{entry.field_name}__isnull": True}).order_by(
+            "pk"
+        )
         if last_pk is not None:
             page = page.filter(pk__gt=last_pk)
         pks = list(page.values_list("pk", flat=True)[:batch_size])
@@ -271,10 +274,6 @@ def sealed_blobs_rewrap(*, batch_size: int = 500) -> Iterator[RewrapProgress]:
     under the primary key are skipped, so running it again continues where it stopped.
     Yields progress after each batch.
     """
-    from audit.services import audit_event_record
-
-    from .events import KeyringAction
-
     keyring = keyring_get()
     if keyring.primary_key_id not in _recorded_key_ids:
         master_key_records_sync()
@@ -284,7 +283,7 @@ def sealed_blobs_rewrap(*, batch_size: int = 500) -> Iterator[RewrapProgress]:
         label = f"{entry.model_label}.{entry.field_name}"
         for pks in _sealed_row_batches(entry, batch_size):
             with transaction.atomic():
-                rows = model.objects.select_for_update().filter(pk__in=pks).order_by("pk")
+                rows = model._default_manager.select_for_update().filter(pk__in=pks).order_by("pk")
                 changed = 0
                 from_ids: Counter[str] = Counter()
                 for row in rows:
@@ -305,7 +304,7 @@ def sealed_blobs_rewrap(*, batch_size: int = 500) -> Iterator[RewrapProgress]:
                     from_ids[old] += 1
                     changed += 1
                 if changed:
-                    audit_event_record(
+                    keyring_event_record(
                         action=KeyringAction.REWRAPPED,
                         target_type=entry.model_label,
                         target_label=label,
@@ -390,10 +389,7 @@ def keyring_migrate_to_token(*, batch_size: int = 200) -> Iterator[MigrateProgre
     are skipped, so running it again continues where it stopped. Token objects made for a
     batch that then fails are orphans that protect nothing (never referenced).
     """
-    from audit.services import audit_event_record
-
     from .backends.base import is_key_reference, is_wrapped_material
-    from .events import KeyringAction
 
     backend = key_backend()
     if backend.name != "pkcs11":
@@ -411,7 +407,7 @@ def keyring_migrate_to_token(*, batch_size: int = 200) -> Iterator[MigrateProgre
         for pks in _sealed_row_batches(entry, batch_size):
             resealed = wrapped = moved = 0
             with transaction.atomic():
-                rows = model.objects.select_for_update().filter(pk__in=pks).order_by("pk")
+                rows = model._default_manager.select_for_update().filter(pk__in=pks).order_by("pk")
                 from_ids: Counter[str] = Counter()
                 for row in rows:
                     blob = getattr(row, entry.field_name)
@@ -443,7 +439,7 @@ def keyring_migrate_to_token(*, batch_size: int = 200) -> Iterator[MigrateProgre
                     resealed += 1
                     del payload
                 if resealed:
-                    audit_event_record(
+                    keyring_event_record(
                         action=KeyringAction.MIGRATED,
                         target_type=entry.model_label,
                         target_label=label,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -62,7 +62,7 @@ class PendingCARevocation:
     problem: str
 
 
-def ca_revocation_requests_pending(*, user: AbstractBaseUser) -> list[PendingCARevocation]:
+def ca_revocation_requests_pending(*, user: User) -> list[PendingCARevocation]:
     """Pending requests, oldest first, each with its impact as of now (the CAs and the
     certificates below); empty for users who may not see the inbox."""
     if not user.has_perm(VIEW_CA_REVOCATION_REQUEST):
@@ -88,24 +88,20 @@ def ca_revocation_requests_pending(*, user: AbstractBaseUser) -> list[PendingCAR
     return rows
 
 
-def ca_revocation_request_get(*, user: AbstractBaseUser, pk: int) -> CARevocationRequest | None:
+def ca_revocation_request_get(*, user: User, pk: int) -> CARevocationRequest | None:
     if not user.has_perm(VIEW_CA_REVOCATION_REQUEST):
         return None
     return _ca_revocation_requests().filter(pk=pk).first()
 
 
-def ca_revocation_requests_of(
-    *, user: AbstractBaseUser, certificate: Certificate
-) -> list[CARevocationRequest]:
+def ca_revocation_requests_of(*, user: User, certificate: Certificate) -> list[CARevocationRequest]:
     """The latest requests to revoke this CA certificate (for its and its CA's page)."""
     if not user.has_perm(VIEW_CA_REVOCATION_REQUEST):
         return []
     return list(_ca_revocation_requests().filter(certificate_id=certificate.pk)[:5])
 
 
-def ca_revocation_summary(
-    *, user: AbstractBaseUser, now: datetime | None = None
-) -> ApprovalSummary | None:
+def ca_revocation_summary(*, user: User, now: datetime | None = None) -> ApprovalSummary | None:
     """Pending CA revocation requests for users who may see the inbox; one aggregate query."""
     if not user.has_perm(VIEW_CA_REVOCATION_REQUEST):
         return None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -74,14 +74,14 @@ def _certificate_columns(queryset: QuerySet[Certificate]) -> QuerySet[Certificat
 # --- certificate authorities -----------------------------------------------------------------
 
 
-def ca_list(*, user: AbstractBaseUser) -> list[CertificateAuthority]:
+def ca_list(*, user: User) -> list[CertificateAuthority]:
     """Every CA, roots first then by name; empty for users who may not see CAs."""
     if not user.has_perm(VIEW_CA):
         return []
     return list(_cas().select_related("parent").order_by("parent_id", "name"))
 
 
-def ca_get(*, user: AbstractBaseUser, name: str) -> CertificateAuthority | None:
+def ca_get(*, user: User, name: str) -> CertificateAuthority | None:
     if not user.has_perm(VIEW_CA):
         return None
     return _cas().select_related("parent").filter(name=name).first()
@@ -97,7 +97,7 @@ def internal_ca_names() -> set[str]:
     return {name for name in names if name}
 
 
-def _signing_cas(user: AbstractBaseUser) -> QuerySet[CertificateAuthority]:
+def _signing_cas(user: User) -> QuerySet[CertificateAuthority]:
     """Active, unexpired CAs other than the internal ones, by name."""
     if not user.has_perm(VIEW_CA):
         return _cas().none()
@@ -109,7 +109,7 @@ def _signing_cas(user: AbstractBaseUser) -> QuerySet[CertificateAuthority]:
     )
 
 
-def ca_issuing_choices(*, user: AbstractBaseUser) -> list[tuple[str, str]]:
+def ca_issuing_choices(*, user: User) -> list[tuple[str, str]]:
     """CAs the issuance forms offer, as (name, label): active intermediates. Roots sign
     intermediates only (their key is the one everything trusts); the internal CAs are
     not offered (see `internal_ca_names`)."""
@@ -119,7 +119,7 @@ def ca_issuing_choices(*, user: AbstractBaseUser) -> list[tuple[str, str]]:
     ]
 
 
-def ca_parent_choices(*, user: AbstractBaseUser) -> list[tuple[str, str]]:
+def ca_parent_choices(*, user: User) -> list[tuple[str, str]]:
     """CAs that may sign a new intermediate: active, and their path length leaves room for
     one more CA below them (a CA with path length 0 issues end-entity certificates only)."""
     return [

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -88,7 +88,7 @@ class CertificatePage:
 
 def certificate_page(
     *,
-    user: AbstractBaseUser,
+    user: User,
     ca: str = "",
     profile: str = "",
     status: str = "",
@@ -138,7 +138,7 @@ def certificate_page(
     return CertificatePage(certificates, certificates[-1].pk if len(rows) > size else None, now)
 
 
-def certificate_get(*, user: AbstractBaseUser, pk: int) -> Certificate | None:
+def certificate_get(*, user: User, pk: int) -> Certificate | None:
     if not user.has_perm(VIEW_CERTIFICATE):
         return None
     return (
@@ -206,7 +206,7 @@ class CertificateOverview:
 
 def certificate_overview(
     *,
-    user: AbstractBaseUser,
+    user: User,
     now: datetime | None = None,
     windows: int = 13,
     window_days: int = 7,
@@ -257,7 +257,7 @@ def certificate_by_id(*, pk: int) -> Certificate:
 def certificate_chain_pems(*, certificate: Certificate) -> list[str]:
     """PEM of ``certificate`` followed by its CA's and each ancestor's, up to the root."""
     chain = [certificate.certificate_pem]
-    ca = certificate.ca
+    ca: CertificateAuthority | None = certificate.ca
     while ca is not None:
         chain.append(ca.certificate_pem)
         ca = ca.parent

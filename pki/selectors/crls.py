@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
@@ -155,9 +155,7 @@ class CRLFreshness:
 _CRL_STATE_ORDER = {"expired": 0, "missing": 1, "due": 2, "ok": 3}
 
 
-def crl_freshness_list(
-    *, user: AbstractBaseUser, now: datetime | None = None
-) -> list[CRLFreshness] | None:
+def crl_freshness_list(*, user: User, now: datetime | None = None) -> list[CRLFreshness] | None:
     """Every CA's newest CRL and its verdict, worst first then soonest nextUpdate, for users
     who may see CAs (the CRL page's permission).
 

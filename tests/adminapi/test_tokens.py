@@ -62,7 +62,7 @@ def test_a_session_without_a_second_factor_cannot_make_one(make_user) -> None:
 def test_only_a_hash_is_stored(make_user) -> None:
     user = make_user("kc", Role.KEY_CUSTODIAN)
     created = api_token_create(actor=None, user=user, name="ci", scope="roles", days=1)
-    secret_part = created.secret.rsplit("_", 1)[-1]
+    secret_part = created.secret.split("_", 2)[2]  # kms_<hex prefix>_<secret, may hold "_">
     dump = io.StringIO()
     call_command("dumpdata", stdout=dump)
     assert created.token.prefix in dump.getvalue()  # the row is in the dump...

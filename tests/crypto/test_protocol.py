@@ -20,7 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa,
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from kmsportal.crypto.canonical import canonical_json
 from kmsportal.crypto.dh import FFDHE3072, GROUPS, X25519, EphemeralKeyPair, generate_ephemeral
 from kmsportal.crypto.protocol import (
     MAX_CLOCK_SKEW,
@@ -34,7 +37,6 @@ from kmsportal.crypto.protocol import (
     ProtocolError,
     build_fetch_request,
     build_fetch_response,
-    canonical_json,
     check_timestamp,
     open_fetch_response,
     server_leaf_certificate,
@@ -273,6 +275,50 @@ def test_response_body_shape(exchange: Callable[..., Exchange], server_chain: li
 
 def test_canonical_json() -> None:
     assert canonical_json({"b": 1, "a": ["é", None]}) == '{"a":["é",null],"b":1}'.encode()
+
+
+def first_protocol_bytes(obj: Any) -> bytes:
+    """The encoding the protocol signed before it shared kmsportal.crypto.canonical."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_member_names = st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=24)
+_member_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(st.characters(exclude_categories=["Cs"])),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_member_names, children),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_member_names, _member_values, max_size=12))
+def test_canonical_json_signs_the_same_bytes_as_before(members: dict[str, Any]) -> None:
+    # Messages have fixed ASCII member names and string, integer, null or list values: for
+    # them RFC 8785 and the protocol's first encoding agree byte for byte, so signatures and
+    # transcripts made by older clients and servers still verify.
+    assert canonical_json(members) == first_protocol_bytes(members)
+
+
+def test_a_real_request_signs_the_same_bytes_as_before(
+    rsa_client: tuple[PrivateKey, str],
+) -> None:
+    key, pem = rsa_client
+    body, _state = build_fetch_request(
+        key_name="payments.eu-1",
+        version=3,
+        group=X25519,
+        client_certificate_pem=pem,
+        client_private_key=key,
+    )
+    members = {k: v for k, v in body.items() if k != "signature"}
+    assert canonical_json(members) == first_protocol_bytes(members)
+
+
+@pytest.mark.parametrize("value", [1.5, float("nan"), float("inf")])
+def test_canonical_json_refuses_floats(value: float) -> None:
+    # The first encoding wrote 1.5 and even NaN (not JSON); no message ever holds a float.
+    with pytest.raises(TypeError):
+        canonical_json({"version": value})
 
 
 # --- signatures --------------------------------------------------------------------------

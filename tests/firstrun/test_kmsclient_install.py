@@ -184,7 +184,12 @@ def test_the_wheel_depends_on_cryptography_and_requests_only(tmp_path: Path) -> 
     )
     assert requirements == ["cryptography", "requests"]
     assert "kmsclient = kmsclient.cli:main" in entry_points
-    assert {"kmsclient/cli.py", "kmsportal/__init__.py", "kmsportal/crypto/protocol.py"} <= names
+    assert {
+        "kmsclient/cli.py",
+        "kmsportal/__init__.py",
+        "kmsportal/crypto/protocol/__init__.py",
+        "kmsportal/crypto/x509/__init__.py",
+    } <= names
     assert not any(
         n.startswith(("kmsportal/settings", "vault/", "pki/", "kmsclient/_build")) for n in names
     )

@@ -16,10 +16,10 @@ from kmsportal.cli_actor import (
     command_line_actor_reset,
     command_line_actor_set,
 )
-from kmsportal.public_url import stale_certificate_addresses
 from pki import services
 from pki.models import CertificateAuthority
 from pki.public_urls import certificate_addresses
+from portal.public_url import stale_certificate_addresses
 from tests.pki.conftest import csr_pem
 
 OLD = "http://127.0.0.1:8000"
@@ -120,7 +120,7 @@ def test_administrators_see_the_mismatch_on_the_dashboard(moved, administrator, 
 
 
 def test_requests_to_another_host_are_logged_once(settings, db, caplog) -> None:
-    from kmsportal import public_url
+    from portal import public_url
 
     settings.KMS_PUBLIC_URL = NEW
     public_url._hosts_warned.clear()

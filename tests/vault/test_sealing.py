@@ -7,13 +7,16 @@ import base64
 from io import StringIO
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 from django.db import connection
 
 from audit.models import AuditEvent
+from audit.services import audit_event_record
 from kmsportal.checks import check_master_keyring
 from kmsportal.crypto.envelope import EnvelopeIntegrityError
 from kmsportal.crypto.symmetric import key_check_value
+from kmsportal.keyring.events import keyring_event_recorder_set
 from kmsportal.keyring.services import (
     keyring_get,
     keyring_reset,
@@ -218,3 +221,28 @@ def test_a_tampered_blob_stops_rewrap_naming_the_row(master_keys, versions) -> N
     }
     assert [by_row[v.pk] for v in versions] == [b"k2", b"k2", b"k1", b"k1", b"k1"]
     assert keyring_get().primary_key_id == "k2"
+
+
+def test_rewrap_reports_each_batch_through_the_keyring_hook_in_its_transaction(
+    master_keys, versions
+) -> None:
+    """The keyring never imports audit: the audit app connects its recorder in ready(). A
+    batch is re-sealed only together with its event: with no recorder connected the first
+    batch rolls back and nothing is re-sealed."""
+    master_keys(BOTH)
+    total = sum(sealed_blob_counts().values())
+    before = AuditEvent.objects.count()
+    keyring_event_recorder_set(None)
+    try:
+        with pytest.raises(ImproperlyConfigured, match="refusing an unaudited keyring change"):
+            list(sealed_blobs_rewrap(batch_size=2))
+    finally:
+        keyring_event_recorder_set(audit_event_record)
+    assert sealed_blob_counts() == {"k1": total}
+    assert AuditEvent.objects.count() == before
+
+    list(sealed_blobs_rewrap(batch_size=2))
+
+    events = AuditEvent.objects.filter(action="keyring.rewrapped").order_by("sequence")
+    assert sum(event.details["rewrapped"] for event in events) == total
+    assert {event.details["to"] for event in events} == {"k2"}

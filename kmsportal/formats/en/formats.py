@@ -1,5 +1,5 @@
 """The portal's one date and time format (ISO 8601, UTC), for `{{ value }}` and `|date`
-without an explicit format. Templates use `|utc` (kmsportal.template_filters) explicitly."""
+without an explicit format. Templates use `|utc` (portal.template_filters) explicitly."""
 
 DATETIME_FORMAT = r"Y-m-d\TH:i:s\Z"
 SHORT_DATETIME_FORMAT = r"Y-m-d\TH:i:s\Z"

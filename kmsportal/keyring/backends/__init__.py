@@ -37,7 +37,8 @@ def _build(alias: str) -> KeyBackend:
     backend_class = import_string(config["BACKEND"])
     if not issubclass(backend_class, KeyBackend):
         raise ImproperlyConfigured(f"{config['BACKEND']} is not a KeyBackend")
-    return backend_class(**config.get("OPTIONS", {}))
+    backend: KeyBackend = backend_class(**config.get("OPTIONS", {}))
+    return backend
 
 
 def key_backend(alias: str = "default") -> KeyBackend:

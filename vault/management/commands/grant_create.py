@@ -85,6 +85,7 @@ class Command(KMSCommand):
             )
             return
         grant = outcome.grant
+        assert grant is not None  # no second approval needed: granted at once
         until = f" until {grant.expires_at:%Y-%m-%d %H:%M} UTC" if grant.expires_at else ""
         self.stdout.write(
             f"Granted {target_key.name} ({grant.get_versions_display()}) to "

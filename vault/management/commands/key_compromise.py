@@ -44,6 +44,7 @@ class Command(KMSCommand):
             numbers = key.versions.filter(
                 state=VersionState.COMPROMISED, compromised_at=key.compromised_at
             ).values_list("number", flat=True)
+            assert key.compromised_at is not None  # the service has just set it
             listed = ", ".join(str(n) for n in sorted(numbers)) or "none"
             self.stdout.write(
                 f"Key {key.name} reported compromised at {key.compromised_at.isoformat()} "

@@ -87,6 +87,8 @@ class Command(KMSCommand):
         for line in distribution_bootstrap():
             self.stdout.write(line[0].upper() + line[1:] + ".")
         root = root_ca()
+        if root is None:  # distribution_bootstrap() has just made it
+            raise CommandError("the identity root CA is missing after bootstrap")
         self.stdout.write(
             f"Clients pin the root CA certificate: {settings.KMS_PUBLIC_URL}/pki/ca/{root.name}.crt"
             f" (SHA-256 {root.fingerprint_sha256})"
@@ -101,7 +103,7 @@ class Command(KMSCommand):
                 "  Clients enrolled earlier: kmsclient pin-server "
                 f"--server-ca-spki {pin.ca_spki_sha256} --deployment {pin.deployment}"
             )
-        from kmsportal.public_url import stale_certificate_addresses
+        from portal.public_url import stale_certificate_addresses
 
         for warning in stale_certificate_addresses():  # KMS_PUBLIC_URL changed since
             self.stdout.write(self.style.WARNING(f"WARNING: {warning}"))

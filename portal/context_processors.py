@@ -5,15 +5,15 @@ from __future__ import annotations
 from django.http import HttpRequest
 from django.urls import reverse
 
-from .mfa import MfaSessionState
-from .roles import user_roles
+from accounts.mfa import MfaSessionState
+from accounts.roles import user_roles
 
 MFA_PENDING = (MfaSessionState.PENDING_VERIFY, MfaSessionState.PENDING_ENROLL)
 
 # (label, url name, permission needed or None for every signed-in user). Later apps add
 # their entries here; the template shows only what the user's permissions allow.
 NAVIGATION: list[tuple[str, str, str | tuple[str, ...] | None]] = [
-    ("Dashboard", "accounts:dashboard", None),
+    ("Dashboard", "portal:dashboard", None),
     ("Users", "accounts:user_list", "auth.view_user"),
     ("Keys", "vault:key_list", "vault.view_symmetrickey"),
     ("Clients", "clients:list", "vault.view_client"),
@@ -36,7 +36,7 @@ NAVIGATION: list[tuple[str, str, str | tuple[str, ...] | None]] = [
 ]
 
 
-def navigation(request: HttpRequest) -> dict:
+def navigation(request: HttpRequest) -> dict[str, object]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {"nav_items": [], "nav_roles": []}

@@ -23,11 +23,11 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts.dashboard import EXPIRY_WINDOWS
 from accounts.roles import Role
 from audit.models import AuditEvent
 from pki import services as pki_services
 from pki.models import Certificate, CertificateAuthority, RevocationList
+from portal.dashboard import EXPIRY_WINDOWS
 from tests.factories import approver_make
 from tests.pki.conftest import csr_pem, ec_key, issuing, root  # noqa: F401 - fixtures
 from vault import services as vault_services

@@ -18,11 +18,11 @@ from django.conf import settings
 from django.core.management.base import CommandParser
 
 from kmsportal.commands import KMSCommand
-from kmsportal.public_url import server_certificate_stale
 from pki.public_urls import (
     certificate_authorities_with_stale_addresses,
     certificate_authority_reissue,
 )
+from portal.public_url import server_certificate_stale
 
 
 class Command(KMSCommand):

@@ -17,15 +17,17 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from django.contrib.auth.mixins import LoginRequiredMixin
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 from django.views.generic import TemplateView
 
+from accounts.roles import Role
+from accounts.selectors import dashboard_user_counts
 from audit.models import AuditEvent, Outcome
 from audit.selectors import EventFilters, audit_event_queryset
+from kmsportal.mixins import AuthenticatedRequest, SignedInMixin
 from kmsportal.two_person import pending_summary, two_person_kinds
 from pki.selectors import (
     CertificateOverview,
@@ -37,9 +39,6 @@ from pki.selectors import (
 )
 from vault.lifecycle import KeyState
 from vault.selectors import destruction_request_summary, key_summary
-
-from .roles import Role
-from .selectors import dashboard_user_counts
 
 #: Keys whose rotation falls due within this many days are shown next to the overdue ones.
 ROTATION_DUE_SOON_DAYS = 7
@@ -54,7 +53,7 @@ AUDIT_PERMISSION = "audit.view_auditevent"  # the audit list's permission
 PUBLIC_URL_PERMISSION = "pki.manage_certificateauthority"
 
 
-def _link(url_name: str, **query: object) -> str:
+def _link(url_name: str, **query: str | int) -> str:
     """The list page's address with its filter parameters, as its filter form reads them."""
     base = reverse(url_name)
     return f"{base}?{urlencode(query)}" if query else base
@@ -85,7 +84,7 @@ class KeysSection:
     states: list[Stat]
 
 
-def _keys_section(user: AbstractBaseUser, now: datetime) -> KeysSection | None:
+def _keys_section(user: User, now: datetime) -> KeysSection | None:
     summary = key_summary(user=user, now=now, due_within_days=ROTATION_DUE_SOON_DAYS)
     if summary is None:
         return None
@@ -154,7 +153,7 @@ class ApprovalsSection:
         return sum(stat.value for stat in self.stats)
 
 
-def _other_approvals(user: AbstractBaseUser, now: datetime) -> tuple[list[Stat], int]:
+def _other_approvals(user: User, now: datetime) -> tuple[list[Stat], int]:
     """The two-person kinds beyond destruction and CA revocation, one aggregate each."""
     stats: list[Stat] = []
     approvable = 0
@@ -176,7 +175,7 @@ def _other_approvals(user: AbstractBaseUser, now: datetime) -> tuple[list[Stat],
     return stats, approvable
 
 
-def _approvals_section(user: AbstractBaseUser, now: datetime) -> ApprovalsSection | None:
+def _approvals_section(user: User, now: datetime) -> ApprovalsSection | None:
     destruction = destruction_request_summary(user=user, now=now)
     revocation = ca_revocation_summary(user=user, now=now)
     others, others_approvable = _other_approvals(user, now)
@@ -328,7 +327,7 @@ class CertificatesSection:
     chart: ExpiryChart
 
 
-def _certificates_section(user: AbstractBaseUser, now: datetime) -> CertificatesSection | None:
+def _certificates_section(user: User, now: datetime) -> CertificatesSection | None:
     overview: CertificateOverview | None = certificate_overview(
         user=user, now=now, windows=EXPIRY_WINDOWS, window_days=EXPIRY_WINDOW_DAYS
     )
@@ -379,7 +378,7 @@ class CRLSection:
     flagged: int
 
 
-def _crl_section(user: AbstractBaseUser, now: datetime) -> CRLSection | None:
+def _crl_section(user: User, now: datetime) -> CRLSection | None:
     freshness = crl_freshness_list(user=user, now=now)
     if freshness is None:
         return None
@@ -397,7 +396,7 @@ class AuditSection:
     since: datetime
 
 
-def _audit_section(user: AbstractBaseUser, now: datetime) -> AuditSection | None:
+def _audit_section(user: User, now: datetime) -> AuditSection | None:
     if not user.has_perm(AUDIT_PERMISSION):
         return None
     # Whole seconds: the link carries this instant, and the list must count the same events.
@@ -446,7 +445,7 @@ def _plural_in_sentence(label: str) -> str:
     return f"{first} {rest}s" if rest else f"{first}s"
 
 
-def _users_section(user: AbstractBaseUser) -> UsersSection | None:
+def _users_section(user: User) -> UsersSection | None:
     counts = dashboard_user_counts(user=user)
     if counts is None:
         return None
@@ -466,7 +465,7 @@ def _users_section(user: AbstractBaseUser) -> UsersSection | None:
     )
 
 
-def dashboard_sections(*, user: AbstractBaseUser, now: datetime | None = None) -> dict[str, Any]:
+def dashboard_sections(*, user: User, now: datetime | None = None) -> dict[str, Any]:
     """Every section the user may see (absent ones are None), all as of the same `now`."""
     now = now or timezone.now()
     return {
@@ -480,17 +479,19 @@ def dashboard_sections(*, user: AbstractBaseUser, now: datetime | None = None) -
     }
 
 
-class DashboardView(LoginRequiredMixin, TemplateView):
+class DashboardView(SignedInMixin, TemplateView):
     """Every signed-in user's start page; what it shows depends on their permissions."""
 
-    template_name = "accounts/dashboard.html"
+    request: AuthenticatedRequest  # TemplateResponseMixin declares it too
+
+    template_name = "portal/dashboard.html"
 
     def get_context_data(self, **kwargs: object) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         # The user's roles are in every page's context already (nav_roles).
         context.update(dashboard_sections(user=self.request.user))
         if self.request.user.has_perm(PUBLIC_URL_PERMISSION):
-            from kmsportal.public_url import public_url_warnings
+            from .public_url import public_url_warnings
 
             context["public_url_warnings"] = public_url_warnings(self.request)
         return context
