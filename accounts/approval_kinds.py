@@ -68,7 +68,6 @@ def _withdraw(*, actor: Any, request: RoleGrantRequest) -> Any:
 
 
 def register() -> None:
-    from .services import AccountPolicyError
 
     two_person_kind_register(
         TwoPersonKind(
@@ -82,7 +81,6 @@ def register() -> None:
             approve=_approve,
             reject=_reject,
             withdraw=_withdraw,
-            errors=(AccountPolicyError,),
             related=("user",),
         )
     )

@@ -21,7 +21,8 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 
 from kmsportal.mixins import AuthenticatedRequest, SignedInMixin
-from kmsportal.two_person import TwoPersonError, TwoPersonKind, two_person_kind, two_person_kinds
+from kmsportal.two_person import TwoPersonKind, two_person_kind, two_person_kinds
+from kmsportal.views_errors import KMSError, refusal_flash
 
 from .approvers import approver_refusal
 
@@ -127,7 +128,7 @@ class ApprovalConfirmView(SignedInMixin, View):
             else:
                 kind.withdraw(actor=request.user, request=item)
                 messages.success(request, f"{kind.label} request withdrawn; nothing changed.")
-        except (TwoPersonError, *kind.errors) as exc:  # type: ignore[misc]  # mypy cannot read a starred tuple here
-            messages.error(request, str(exc))
+        except KMSError as exc:
+            refusal_flash(request, exc)
             return HttpResponseRedirect(request.path)
         return HttpResponseRedirect(reverse("approvals:inbox"))

@@ -32,6 +32,9 @@ from .models import AccountSetup, MfaDevice, RoleAssignment
 class ApproverNotEligible(TwoPersonError):
     """The user may not approve two-person requests (yet); the message says why."""
 
+    code = "approver_not_eligible"
+    status = 403
+
 
 def cooling_off() -> timedelta:
     return timedelta(seconds=max(0, int(settings.KMS_APPROVER_COOLING_OFF)))

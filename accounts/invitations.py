@@ -25,13 +25,17 @@ from django.utils import timezone
 from django.utils.http import urlencode
 
 from audit.services import audit_event_record
+from kmsportal.crypto.errors import KMSError
 
 from .events import AccountAction
 from .models import AccountSetup, Invitation
 
 
-class InvitationInvalid(Exception):
+class InvitationInvalid(KMSError):
     """The link is unknown, used, voided or expired; the message says what to do."""
+
+    code = "invitation_invalid"
+    status = 400
 
 
 def _hash(token: str) -> str:

@@ -37,6 +37,7 @@ from django.utils import timezone
 from audit.models import Outcome
 from audit.services import audit_event_record
 from kmsportal.crypto import otp
+from kmsportal.crypto.errors import KMSError
 from kmsportal.keyring.services import seal, unseal
 
 from .events import MfaAction
@@ -50,8 +51,11 @@ SESSION_VERIFIED = "mfa_verified"
 SESSION_DEVICE = "mfa_device"
 
 
-class MfaError(Exception):
+class MfaError(KMSError):
     """A multi-factor action that cannot be done; the message says why."""
+
+    code = "mfa_refused"
+    status = 400
 
 
 class MfaCodeInvalid(MfaError):

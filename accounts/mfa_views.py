@@ -21,6 +21,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 
 from kmsportal.mixins import AuthenticatedRequest, SignedInMixin
+from kmsportal.views_errors import refusal_flash, refusal_on_form
 
 from . import mfa, throttle
 from .forms import MfaCodeForm, MfaTotpCodeForm
@@ -217,7 +218,7 @@ class MfaEnrollView(SignedInMixin, View):
             form.add_error("code", str(exc))
             return self._render(request, provisioning, form, status=400)
         except (mfa.MfaNotEnrolled, mfa.MfaAlreadyEnrolled) as exc:
-            messages.error(request, str(exc))
+            refusal_flash(request, exc)
             return HttpResponseRedirect(_with_next(reverse("accounts:mfa_enroll"), request))
         throttle.mfa_success_reset(user_id=request.user.pk)
         mfa.mfa_session_verified(request=request, user=request.user)
@@ -268,7 +269,7 @@ class MfaManageView(SignedInMixin, View):
             form.add_error("code", str(exc))
             return self._render(request, form, status=400)
         except mfa.MfaNotEnrolled as exc:
-            form.add_error(None, str(exc))
+            refusal_on_form(form, exc)
             return self._render(request, form, status=400)
         throttle.mfa_success_reset(user_id=request.user.pk)
         return _recovery_codes_page(request, codes=codes, action="regenerated")

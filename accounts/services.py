@@ -34,6 +34,8 @@ from django.utils import timezone
 
 from audit.models import AuditAction, Outcome
 from audit.services import audit_event_record
+from kmsportal.actors import actor_name
+from kmsportal.crypto.errors import KMSError
 from kmsportal.two_person import (
     TwoPersonError,
     TwoPersonStatus,
@@ -58,8 +60,11 @@ from .roles import Role
 ROLE_GRANT_PERMISSION = "auth.change_user"
 
 
-class AccountPolicyError(Exception):
+class AccountPolicyError(KMSError):
     """A user-management action the account policy refuses; the message says why."""
+
+    code = "account_policy"
+    status = 409
 
 
 def password_generate() -> str:
@@ -126,10 +131,6 @@ def _roles_remove(user: User, roles: Iterable[Role]) -> None:
         RoleAssignment.objects.filter(user=user, role__in=[r.value for r in roles]).delete()
 
 
-def _actor_name(actor: User | None) -> str:
-    return actor.get_username() if actor is not None else "system"
-
-
 def _role_grant_request(
     *, actor: User | None, user: User, roles: list[Role], reason: str
 ) -> RoleGrantRequest:
@@ -158,7 +159,7 @@ def _role_grant_request(
         roles=[r.value for r in roles],
         reason=cleaned,
         requested_by=actor,
-        requested_by_name=_actor_name(actor),
+        requested_by_name=actor_name(actor),
         requested_at=now,
         expires_at=now + ROLE_GRANT_REQUEST_TTL,
     )
@@ -228,7 +229,7 @@ def user_create(
     if pending:
         request = _role_grant_request(actor=actor, user=user, roles=roles, reason=reason)
     else:
-        _roles_add(user, roles, by=_actor_name(actor))
+        _roles_add(user, roles, by=actor_name(actor))
     token = invitation_issue(actor=actor, user=user, purpose=Invitation.Purpose.NEW_ACCOUNT)
     return UserCreated(user=user, invitation_token=token, role_request=request)
 

@@ -22,6 +22,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import ListView
 
 from kmsportal.mixins import AuthenticatedRequest, PortalPermissionMixin
+from kmsportal.views_errors import KMSError, refusal_flash, refusal_on_form
 
 from . import invitations, mfa, selectors, services, throttle
 from .forms import UserCreateForm, UserRolesForm
@@ -162,8 +163,8 @@ class UserCreateView(PortalPermissionMixin, View):
                     roles=form.cleaned_data["roles"],
                     reason=form.cleaned_data["reason"],
                 )
-            except services.AccountPolicyError as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             except ValidationError as exc:
                 form.add_error(None, exc)
             else:
@@ -211,8 +212,8 @@ class UserActionView(PortalPermissionMixin, View):
         messages.success(self.request, message)
         return HttpResponseRedirect(reverse("accounts:user_detail", args=[subject.pk]))
 
-    def refused(self, subject: User, exc: Exception) -> HttpResponse:
-        messages.error(self.request, str(exc))
+    def refused(self, subject: User, exc: KMSError) -> HttpResponse:
+        refusal_flash(self.request, exc)
         return HttpResponseRedirect(reverse("accounts:user_detail", args=[subject.pk]))
 
 
@@ -221,7 +222,7 @@ class UserRolesView(UserActionView):
         subject = self.subject(pk)
         form = UserRolesForm(request.POST)
         if not form.is_valid():
-            return self.refused(subject, ValueError("Choose at least one valid role."))
+            return self.refused(subject, KMSError("Choose at least one valid role."))
         try:
             changed = services.user_roles_set(
                 actor=request.user,
@@ -229,7 +230,7 @@ class UserRolesView(UserActionView):
                 roles=form.cleaned_data["roles"],
                 reason=form.cleaned_data["reason"],
             )
-        except services.AccountPolicyError as exc:
+        except KMSError as exc:
             return self.refused(subject, exc)
         labels = ", ".join(r.label for r in user_roles(subject)) or "none"
         message = f"Roles of {subject.username} are now: {labels}."
@@ -254,7 +255,7 @@ class UserDeactivateView(UserActionView):
         subject = self.subject(pk)
         try:
             services.user_deactivate(actor=request.user, user=subject)
-        except services.AccountPolicyError as exc:
+        except KMSError as exc:
             return self.refused(subject, exc)
         return self.done(subject, f"{subject.username} was deactivated and can no longer sign in.")
 
@@ -264,7 +265,7 @@ class UserReactivateView(UserActionView):
         subject = self.subject(pk)
         try:
             services.user_reactivate(actor=request.user, user=subject)
-        except services.AccountPolicyError as exc:
+        except KMSError as exc:
             return self.refused(subject, exc)
         return self.done(subject, f"{subject.username} can sign in again.")
 
@@ -283,7 +284,7 @@ class UserPasswordResetView(UserActionView):
         subject = self.subject(pk)
         try:
             token = services.user_password_reset(actor=request.user, user=subject)
-        except services.AccountPolicyError as exc:
+        except KMSError as exc:
             return self.refused(subject, exc)
         return _render_invitation_once(request, subject=subject, token=token, action="reset")
 

@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from kmsportal.crypto.audit_chain import format_time
 from kmsportal.crypto.audit_log import TreeHead, event_entry, event_mac_ok, tree_head_sign
+from kmsportal.crypto.errors import KMSError
 from kmsportal.crypto.merkle import (
     Frontier,
     consistency_proof,
@@ -65,8 +66,11 @@ LOOKBACK = 100_000
 FULL_SCAN_EVERY = 30
 
 
-class AuditTreeError(RuntimeError):
+class AuditTreeError(KMSError, RuntimeError):
     """The stored tree does not match its latest signed head: nothing is signed."""
+
+    code = "audit_tree_mismatch"
+    status = 500
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from kmsportal.crypto.audit_log import (
     public_key_from_text,
 )
 from kmsportal.crypto.canonical import MAX_SAFE_INTEGER, canonical_json
+from kmsportal.crypto.errors import KMSError
 from kmsportal.crypto.merkle import Frontier, leaf_hash, perfect_levels
 from kmsportal.keyring.services import seal, unseal
 
@@ -84,8 +85,11 @@ FORBIDDEN_DETAIL_KEYS = frozenset(
 )
 
 
-class AuditChainError(RuntimeError):
+class AuditChainError(KMSError, RuntimeError):
     """The chain cannot be appended to safely (for example its head row is missing)."""
+
+    code = "audit_chain_broken"
+    status = 500
 
 
 class AuditDetailsError(ValueError):
@@ -349,8 +353,11 @@ def _signing_key() -> tuple[AuditSigningKey, Ed25519PrivateKey]:
     return row, audit_signing_key_private(row)
 
 
-class AuditTrustError(RuntimeError):
+class AuditTrustError(KMSError, RuntimeError):
     """The audit signing key in the database cannot be trusted."""
+
+    code = "audit_key_untrusted"
+    status = 500
 
 
 def audit_trusted_keys() -> dict[str, Ed25519PublicKey]:

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.views import View
 from django.views.csrf import csrf_failure as django_csrf_failure
 
+from kmsportal.list_pages import filtered_list_page
 from kmsportal.mixins import AuthenticatedRequest, PortalPermissionMixin
 
 from . import exports, selectors, services
@@ -35,23 +36,17 @@ class EventListView(PortalPermissionMixin, View):
 
     def get(self, request: AuthenticatedRequest) -> HttpResponse:
         form = EventFilterForm(request.GET)
-        if not form.is_valid():
-            return render(
-                request, "audit/event_list.html", {"form": form, "page": None}, status=400
-            )
-        page = selectors.audit_event_page(
-            user=request.user,
-            filters=form.filters(),
-            before=form.cleaned_data.get("before"),
-            after=form.cleaned_data.get("after"),
-        )
-        query = request.GET.copy()
-        for key in ("before", "after"):
-            query.pop(key, None)
-        return render(
+        return filtered_list_page(
             request,
             "audit/event_list.html",
-            {"form": form, "page": page, "filter_query": query.urlencode()},
+            form,
+            lambda data: selectors.audit_event_page(
+                user=request.user,
+                filters=form.filters(),
+                before=data.get("before"),
+                after=data.get("after"),
+            ),
+            cursors=("before", "after"),
         )
 
 

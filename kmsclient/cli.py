@@ -26,7 +26,6 @@ from kmsclient.client import (
     DEFAULT_MAX_STATUS_AGE_SECONDS,
     DEFAULT_TIMEOUT,
     KEY_TYPES,
-    IdentityError,
     KMSClient,
     KMSClientError,
     encode_key,
@@ -37,7 +36,7 @@ from kmsclient.crl import DEFAULT_TIMEOUT as CRL_TIMEOUT
 from kmsclient.crl import crl_command
 from kmsclient.identity import resolve_identity_dir, write_secret_file
 from kmsclient.operations_cli import register_operations
-from kmsclient.verify import CertificateInputError, verify_certificate_files
+from kmsclient.verify import verify_certificate_files
 from kmsportal.crypto.audit_chain import ExportResult as LegacyExportResult
 from kmsportal.crypto.audit_chain import public_key_to_pem
 from kmsportal.crypto.audit_chain import verify_export as verify_export_v1
@@ -48,6 +47,7 @@ from kmsportal.crypto.audit_log import (
     verify_export,
 )
 from kmsportal.crypto.dh import GROUPS, X25519
+from kmsportal.crypto.errors import KMSError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -56,8 +56,10 @@ EXIT_USAGE = 2
 Handler = Callable[[argparse.Namespace], int]
 
 
-class InputError(Exception):
+class InputError(KMSError):
     """Input the command cannot use (missing or unreadable file): exit status 2."""
+
+    code = "input_unreadable"
 
 
 @contextmanager
@@ -151,8 +153,6 @@ def audit_verify(args: argparse.Namespace) -> int:
                 legacy = verify_export_v1(lines, trusted_public_key_pem=pem)
                 return _legacy_report(legacy, trusted_keys is not None)
             result = verify_export(lines, trusted_keys=trusted_keys, trusted_head=trusted_head)
-    except InputError as exc:
-        return _error(str(exc))
     except UnicodeDecodeError as exc:
         return _error(f"{args.file} is not UTF-8 text: {exc.reason} at byte {exc.start}")
     except OSError as exc:
@@ -277,19 +277,16 @@ def verify_cert(args: argparse.Namespace) -> int:
     mode = (
         "offline" if args.offline else "ocsp" if args.ocsp else "crl-files" if args.crl else "auto"
     )
-    try:
-        result = verify_certificate_files(
-            certificate=args.certificate,
-            ca_certificates=args.ca_cert,
-            chain=args.chain,
-            hostname=args.hostname,
-            purpose=args.purpose,
-            revocation=mode,  # type: ignore[arg-type]
-            crl_files=args.crl or (),
-            timeout=args.timeout,
-        )
-    except CertificateInputError as exc:
-        return _error(str(exc))
+    result = verify_certificate_files(
+        certificate=args.certificate,
+        ca_certificates=args.ca_cert,
+        chain=args.chain,
+        hostname=args.hostname,
+        purpose=args.purpose,
+        revocation=mode,  # type: ignore[arg-type]
+        crl_files=args.crl or (),
+        timeout=args.timeout,
+    )
     for check in result.report.checks:
         print(f"{_MARKS[check.passed]} {check.name}: {check.detail}")
     status = result.exit_status
@@ -360,20 +357,15 @@ def enroll_command(args: argparse.Namespace) -> int:
     token = args.token
     if token == STDIN:
         token = sys.stdin.readline().strip()
-    try:
-        identity = enroll(
-            args.url,
-            token,
-            args.ca_cert,
-            resolve_identity_dir(args.out),
-            key_type=args.key_type,
-            timeout=args.timeout,
-            force=args.force,
-        )
-    except IdentityError as exc:
-        return _error(str(exc))
-    except KMSClientError as exc:
-        return _refused(exc)
+    identity = enroll(
+        args.url,
+        token,
+        args.ca_cert,
+        resolve_identity_dir(args.out),
+        key_type=args.key_type,
+        timeout=args.timeout,
+        force=args.force,
+    )
     until = f", certificate valid until {identity.not_after}" if identity.not_after else ""
     print(f"enrolled as {identity.client}: identity stored in {identity.directory}{until}")
     print(
@@ -417,14 +409,11 @@ def register_pin_server(subparsers: argparse._SubParsersAction[argparse.Argument
 
 
 def pin_server_command(args: argparse.Namespace) -> int:
-    try:
-        identity = pin_server(
-            resolve_identity_dir(args.dir),
-            server_ca_spki_sha256=args.server_ca_spki,
-            deployment=args.deployment,
-        )
-    except IdentityError as exc:
-        return _error(str(exc))
+    identity = pin_server(
+        resolve_identity_dir(args.dir),
+        server_ca_spki_sha256=args.server_ca_spki,
+        deployment=args.deployment,
+    )
     print(f"pinned {identity.deployment} in {identity.directory}")
     return EXIT_OK
 
@@ -493,19 +482,13 @@ def fetch_command(args: argparse.Namespace) -> int:
         )
     if args.out and not args.force and os.path.lexists(args.out):
         return _error(f"{args.out} already exists; use --force to replace it")
-    try:
-        client = KMSClient.from_identity(
-            resolve_identity_dir(args.dir),
-            timeout=args.timeout,
-            max_status_age=args.max_status_age,
-        )
-    except IdentityError as exc:
-        return _error(str(exc))
-    try:
-        with client:
-            fetched = client.fetch(args.name, args.version, group=args.group)
-    except KMSClientError as exc:
-        return _refused(exc)
+    client = KMSClient.from_identity(
+        resolve_identity_dir(args.dir),
+        timeout=args.timeout,
+        max_status_age=args.max_status_age,
+    )
+    with client:
+        fetched = client.fetch(args.name, args.version, group=args.group)
     if args.stdout:
         print(encode_key(fetched.material))
         return EXIT_OK
@@ -522,10 +505,14 @@ def fetch_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _refused(exc: KMSClientError) -> int:
-    """One line naming the reason; status 1, or 2 when the KMS could not be reached."""
+def failed(exc: KMSError | KMSClientError) -> int:
+    """The one place a command reports what stopped it: ``error: <reason>``, one line on
+    standard error. Exit status 1 for a refusal by the KMS or a check of this client, 2 for
+    input (a file, the identity directory) or a KMS that could not be reached."""
     print(f"error: {exc}", file=sys.stderr)
-    return EXIT_USAGE if exc.code == "connection_failed" else EXIT_FAILED
+    if isinstance(exc, KMSClientError) and exc.code != "connection_failed":
+        return EXIT_FAILED
+    return EXIT_USAGE
 
 
 # --------------------------------------------------------------------------- crl
@@ -590,7 +577,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    return handler(args)
+    try:
+        return handler(args)
+    except (KMSError, KMSClientError) as exc:
+        return failed(exc)
 
 
 def _error(message: str) -> int:

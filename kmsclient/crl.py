@@ -25,6 +25,7 @@ from kmsportal.crypto.crl import (
     crl_revocation_status,
     validate_crl,
 )
+from kmsportal.crypto.errors import KMSError
 from kmsportal.crypto.x509 import X509Error, format_name, load_certificate
 
 __all__ = [
@@ -42,12 +43,16 @@ MAX_CRL_BYTES = 32 * 1024 * 1024
 DEFAULT_TIMEOUT = 30.0
 
 
-class CRLInputError(Exception):
+class CRLInputError(KMSError):
     """Input the command cannot use (file, serial, URL, unreachable server): exit status 2."""
 
+    code = "crl_input_unusable"
 
-class CRLInvalid(Exception):
+
+class CRLInvalid(KMSError):
     """The CRL cannot be relied on (not a CRL, wrong signer, stale, delta): exit status 1."""
+
+    code = "crl_invalid"
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kmsportal.crypto.errors import KMSError
+
 __all__ = [
     "CONFIG_FILE",
     "ENV_VAR",
@@ -45,8 +47,10 @@ ENV_VAR = "KMSCLIENT_DIR"
 _FILE_KEYS = ("cert", "key", "chain", "ca_cert")
 
 
-class IdentityError(Exception):
+class IdentityError(KMSError):
     """The identity directory or one of its files is missing, unreadable or unusable."""
+
+    code = "identity_unusable"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from kmsclient.client import DEFAULT_TIMEOUT, IdentityError, KMSClient, KMSClientError
+from kmsclient.client import DEFAULT_TIMEOUT, KMSClient
 from kmsclient.identity import resolve_identity_dir, write_secret_file
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -77,17 +77,11 @@ Action = Callable[[KMSClient, argparse.Namespace], int]
 
 def _run(action: Action) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
-        try:
-            client = KMSClient.from_identity(resolve_identity_dir(args.dir), timeout=args.timeout)
-        except IdentityError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+        # An IdentityError or a KMSClientError goes to kmsclient.cli.failed (one line, exit 1/2).
+        client = KMSClient.from_identity(resolve_identity_dir(args.dir), timeout=args.timeout)
         try:
             with client:
                 return action(client, args)
-        except KMSClientError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE if exc.code == "connection_failed" else EXIT_FAILED
         except OSError as exc:
             print(f"error: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_USAGE

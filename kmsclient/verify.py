@@ -30,6 +30,7 @@ from kmsportal.crypto.crl import (
     load_crl,
     validate_crl,
 )
+from kmsportal.crypto.errors import KMSError
 from kmsportal.crypto.validation import (
     Purpose,
     RevocationStatus,
@@ -60,8 +61,10 @@ DEFAULT_TIMEOUT = 15.0
 MAX_OCSP_BYTES = 64 * 1024
 
 
-class CertificateInputError(Exception):
+class CertificateInputError(KMSError):
     """A trust root or chain file is missing, unreadable, or not certificates: exit 2."""
+
+    code = "certificate_input_unusable"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ import getpass
 import socket
 from dataclasses import dataclass
 
+from kmsportal.crypto.errors import KMSError
+
 #: Commands that serve requests: their events come from requests, not from the operator.
 SERVING_COMMANDS = frozenset({"runserver", "testserver"})
 
@@ -58,8 +60,11 @@ def command_line_actor_reset(token: contextvars.Token[CommandLineActor | None]) 
     _current.reset(token)
 
 
-class UnknownActorError(Exception):
+class UnknownActorError(KMSError):
     """``--actor`` names no active portal user."""
+
+    code = "unknown_actor"
+    status = 400
 
 
 def command_line_actor_for(username: str = "") -> CommandLineActor:

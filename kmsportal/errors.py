@@ -21,7 +21,14 @@ from django.http import JsonResponse
 
 from kmsportal.crypto.errors import KMSError
 
-__all__ = ["PROBLEM_BASE", "KMSError", "problem_document", "problem_response"]
+__all__ = [
+    "PROBLEM_BASE",
+    "KMSError",
+    "problem_document",
+    "problem_document_for",
+    "problem_for",
+    "problem_response",
+]
 
 # Problem types are URIs (RFC 9457 §3.1.1); ".invalid" says they are identifiers, not pages.
 PROBLEM_BASE = "https://kmsportal.invalid/problems/"
@@ -52,6 +59,13 @@ def problem_response(
     return response
 
 
+def problem_document_for(exc: KMSError, **extra: Any) -> dict[str, Any]:
+    """The problem document (a dict) for a :class:`KMSError`, e.g. to seal into an answer."""
+    return problem_document(exc.code, exc.message, exc.status, **extra)
+
+
 def problem_for(exc: KMSError, **extra: Any) -> JsonResponse:
-    """The problem document for a :class:`KMSError`."""
-    return problem_response(exc.code, exc.message, exc.status, **extra)
+    """The problem response for a :class:`KMSError`; a refusal that says when to try again
+    (``retry_after``, seconds) sends it as ``Retry-After``."""
+    retry_after: int | None = getattr(exc, "retry_after", None)
+    return problem_response(exc.code, exc.message, exc.status, retry_after=retry_after, **extra)

@@ -33,6 +33,8 @@ from django.db import models
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from kmsportal.crypto.errors import KMSError
+
 PENDING = "pending"
 
 
@@ -90,8 +92,11 @@ class TwoPersonChange(TwoPersonRequest):
         abstract = True
 
 
-class TwoPersonError(Exception):
+class TwoPersonError(KMSError):
     """A two-person step that cannot be taken as asked; the message says why."""
+
+    code = "two_person_rule"
+    status = 409
 
 
 def two_person_reason(reason: str) -> str:
@@ -240,7 +245,6 @@ class TwoPersonKind:
     approve: Callable[..., Decision]
     reject: Callable[..., Any]
     withdraw: Callable[..., Any]
-    errors: tuple[type[Exception], ...] = ()  # the kind's domain errors (shown, not 500)
     related: tuple[str, ...] = ()
     why: Callable[[Any], str] = lambda request: request.reason
 

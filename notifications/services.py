@@ -41,6 +41,7 @@ from django.utils import timezone
 
 from accounts.roles import Role
 from audit.services import audit_event_record
+from kmsportal.crypto.errors import KMSError
 from pki.models import Certificate, CertificateAuthority, CertificateStatus
 
 from .events import NotificationAction
@@ -58,8 +59,11 @@ __all__ = [
 WEBHOOK_RECIPIENT = "webhook"
 
 
-class NotificationError(Exception):
+class NotificationError(KMSError):
     """A watcher cannot be added as asked; the message says why."""
+
+    code = "notification_refused"
+    status = 400
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views import View
 
 from kmsportal.mixins import AuthenticatedRequest, PortalPermissionMixin
+from kmsportal.views_errors import KMSError, refusal_on_form
 
 from . import services
 from .models import Watcher, WatchScope
@@ -45,8 +46,8 @@ class WatcherListView(PortalPermissionMixin, View):
                     profile=data["profile"] or "",
                     certificate_id=data["certificate_id"],
                 )
-            except services.NotificationError as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 messages.success(request, "Watcher added.")
                 return redirect("notifications:watchers")

@@ -68,7 +68,6 @@ def register() -> None:
             approve=_approve,
             reject=approvals.ca_revocation_reject,
             withdraw=approvals.ca_revocation_withdraw,
-            errors=(PkiError,),
             related=("ca", "certificate", "certificate__ca"),
             why=lambda r: f"{r.reason}: {r.comment}" if r.comment else r.reason,
         )

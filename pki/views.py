@@ -42,7 +42,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 
+from kmsportal.list_pages import filtered_list_page
 from kmsportal.mixins import AuthenticatedRequest, PortalPermissionMixin
+from kmsportal.views_errors import KMSError, refusal_flash, refusal_on_form
 
 from . import approvals, crl, ocsp, selectors, services
 from .forms import (
@@ -191,8 +193,8 @@ class CACreateView(PortalPermissionMixin, View):
                 )
                 return HttpResponseRedirect(reverse("pki:ca_detail", args=[ca.name]))
             preview = services.certificate_authority_preview(**arguments)
-        except services.PkiError as exc:
-            form.add_error(None, str(exc))
+        except KMSError as exc:
+            refusal_on_form(form, exc)
             return render(request, "pki/ca_create.html", {"form": form}, status=400)
         return render(
             request,
@@ -217,8 +219,8 @@ class CADisableView(PortalPermissionMixin, View):
                 services.certificate_authority_disable(
                     actor=request.user, ca=ca, reason=form.cleaned_data["reason"]
                 )
-            except services.PkiError as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 messages.success(request, f"{ca.name} is disabled; it issues nothing more.")
                 return HttpResponseRedirect(reverse("pki:ca_detail", args=[ca.name]))
@@ -437,8 +439,8 @@ class CRLPublishView(PortalPermissionMixin, View):
         ca = _ca_or_404(request, name)
         try:
             row = services.crl_publish(actor=request.user, ca=ca, trigger=CRLTrigger.MANUAL)
-        except services.PkiError as exc:
-            messages.error(request, f"No CRL was published: {exc}")
+        except KMSError as exc:
+            messages.error(request, f"No CRL was published: {exc.message}")
         else:
             assert row is not None  # forced publication always publishes
             messages.success(
@@ -457,32 +459,24 @@ class CertificateListView(PortalPermissionMixin, View):
 
     def get(self, request: AuthenticatedRequest) -> HttpResponse:
         cas = [(ca.name, ca.name) for ca in selectors.ca_list(user=request.user)]
-        form = CertificateFilterForm(
-            request.GET, cas=cas, profiles=selectors.profile_filter_choices()
-        )
-        if not form.is_valid():
-            return render(
-                request, "pki/certificate_list.html", {"form": form, "page": None}, status=400
-            )
-        data = form.cleaned_data
-        page = selectors.certificate_page(
-            user=request.user,
-            ca=data["ca"],
-            profile=data["profile"],
-            status=data["status"],
-            expiring_within_days=data["expiring"],
-            validity=data["validity"],
-            expires_after=data["expires_after"],
-            expires_before=data["expires_before"],
-            search=data["q"],
-            after=data["after"],
-        )
-        query = request.GET.copy()
-        query.pop("after", None)
-        return render(
+        return filtered_list_page(
             request,
             "pki/certificate_list.html",
-            {"form": form, "page": page, "filter_query": query.urlencode()},
+            CertificateFilterForm(
+                request.GET, cas=cas, profiles=selectors.profile_filter_choices()
+            ),
+            lambda data: selectors.certificate_page(
+                user=request.user,
+                ca=data["ca"],
+                profile=data["profile"],
+                status=data["status"],
+                expiring_within_days=data["expiring"],
+                validity=data["validity"],
+                expires_after=data["expires_after"],
+                expires_before=data["expires_before"],
+                search=data["q"],
+                after=data["after"],
+            ),
         )
 
 
@@ -587,8 +581,8 @@ class CertificateRevokeView(PortalPermissionMixin, View):
                         reverse("pki:certificate_detail", args=[certificate.pk])
                     )
                 preview = services.certificate_revocation_preview(**arguments)
-            except services.PkiError as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 confirm_form = _hide(type(form)(request.POST), "reason", "invalidity_date")
                 return render(
@@ -639,11 +633,11 @@ class CertificateReleaseView(PortalPermissionMixin, View):
         certificate = _certificate_or_404(request, pk)
         try:
             services.certificate_release(actor=request.user, certificate=certificate)
-        except services.PkiError as exc:
+        except KMSError as exc:
             return render(
                 request,
                 "pki/certificate_release.html",
-                {"certificate": certificate, "error": str(exc)},
+                {"certificate": certificate, "error": exc.message},
                 status=400,
             )
         messages.success(
@@ -699,8 +693,8 @@ class CARevocationDecisionView(PortalPermissionMixin, View):
             else:
                 approvals.ca_revocation_withdraw(actor=request.user, request=asked)
                 messages.success(request, f"Revocation of CA {asked.ca.name} withdrawn.")
-        except services.PkiError as exc:
-            messages.error(request, str(exc))
+        except KMSError as exc:
+            refusal_flash(request, exc)
         return HttpResponseRedirect(reverse("pki:ca_revocation_approvals"))
 
 
@@ -761,8 +755,8 @@ class IssueFromCSRView(_IssueMixin, View):
                     reverse("pki:certificate_detail", args=[certificate.pk])
                 )
             preview = services.certificate_csr_preview(**arguments)
-        except services.PkiError as exc:
-            form.add_error(None, str(exc))
+        except KMSError as exc:
+            refusal_on_form(form, exc)
             return self.review_page(form, None, status=400)
         return self.review_page(self.review_form(preview), preview)
 
@@ -777,8 +771,8 @@ class IssueFromCSRView(_IssueMixin, View):
                     profile=data["profile"],
                     days=data["days"],
                 )
-            except services.PkiError as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 return self.review_page(self.review_form(preview), preview)
         return render(self.request, "pki/issue_csr.html", {"form": form}, status=400)
@@ -842,8 +836,8 @@ class IssueGeneratedView(_IssueMixin, View):
         if form.is_valid():
             try:
                 preview = self.preview(form)
-            except services.PkiError as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 carried = {name: request.POST.get(name, "") for name in GENERATED_CARRIED}
                 carried["idempotency_token"] = secrets.token_urlsafe(24)
@@ -896,8 +890,8 @@ class IssueGeneratedView(_IssueMixin, View):
                     pkcs12_password=data["password1"],
                     pem_bundle=data["delivery"] == "pem",
                 )
-            except services.PkiError as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 if not submission.issued_now:
                     messages.info(
@@ -912,7 +906,7 @@ class IssueGeneratedView(_IssueMixin, View):
             # Show what would be signed again next to the errors, if it can still be built.
             check = GeneratedRequestForm(self.request.POST, **self.choices())
             preview = self.preview(check) if check.is_valid() else None
-        except services.PkiError:
+        except KMSError:
             preview = None
         # The passwords are never sent back into the page.
         return self.confirm_page(form, preview, status=400)
@@ -973,8 +967,8 @@ class ValidateView(PortalPermissionMixin, View):
                     purpose=data["purpose"],
                     hostname=data["hostname"],
                 )
-            except services.PkiError as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 return render(request, "pki/validate.html", {"form": form, "outcome": outcome})
         return render(request, "pki/validate.html", {"form": form, "outcome": None}, status=400)

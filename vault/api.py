@@ -29,7 +29,7 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
-from kmsportal.errors import problem_response
+from kmsportal.errors import problem_for, problem_response
 
 from . import clients, exchange, refusals
 
@@ -134,7 +134,7 @@ class EnrollView(ApiView):
         try:
             answer = clients.client_enroll_response(body=body)
         except refusals.FetchRefused as exc:
-            return problem(exc.code, exc.message, exc.status)
+            return problem_for(exc)
         return JsonResponse(answer, status=201)
 
 
@@ -146,7 +146,7 @@ class KeyFetchView(ApiView):
                 body=body, request_id=getattr(request, "audit_request_id", "")
             )
         except refusals.FetchRefused as exc:
-            return problem(exc.code, exc.message, exc.status, retry_after=exc.retry_after)
+            return problem_for(exc)
         return JsonResponse(answer)
 
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 from kmsportal.two_person import Confirmation, Decision, TwoPersonKind, two_person_kind_register
 
 from . import approvals, services
-from .lifecycle import InvalidTransition, VersionState
+from .lifecycle import VersionState
 from .models import (
     Client,
     DestructionRequest,
@@ -28,9 +28,6 @@ from .models import (
     ReenrollmentRequest,
     SymmetricKey,
 )
-from .refusals import DistributionError
-
-ERRORS = (services.VaultError, InvalidTransition, DistributionError)
 
 
 def _when(moment: Any) -> str:
@@ -257,7 +254,6 @@ def register() -> None:
             approve=_grant_approve,
             reject=approvals.grant_request_reject,
             withdraw=approvals.grant_request_withdraw,
-            errors=ERRORS,
             related=("client", "key", "client__certificate"),
         ),
         TwoPersonKind(
@@ -271,7 +267,6 @@ def register() -> None:
             approve=_policy_approve,
             reject=approvals.export_policy_request_reject,
             withdraw=approvals.export_policy_request_withdraw,
-            errors=ERRORS,
             related=("key",),
         ),
         TwoPersonKind(
@@ -285,7 +280,6 @@ def register() -> None:
             approve=_reenrollment_approve,
             reject=approvals.client_reenrollment_reject,
             withdraw=approvals.client_reenrollment_withdraw,
-            errors=ERRORS,
             related=("client", "client__certificate"),
         ),
         TwoPersonKind(
@@ -299,7 +293,6 @@ def register() -> None:
             approve=_destruction_approve,
             reject=_destruction_reject,
             withdraw=_destruction_withdraw,
-            errors=ERRORS,
             related=("key",),
         ),
     ):

@@ -24,6 +24,7 @@ is one transaction with its audit event.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +35,7 @@ from django.utils import timezone
 
 from accounts.approvers import approver_check
 from audit.services import audit_event_record
+from kmsportal.actors import actor_name
 from kmsportal.crypto.operations import grant_operations
 from kmsportal.two_person import (
     TwoPersonError,
@@ -72,10 +74,6 @@ REENROLLMENT_PERMISSION = "vault.change_client"
 Pending = TwoPersonStatus.PENDING
 
 
-def _name(actor: User | None) -> str:
-    return actor.get_username() if actor is not None else "system"
-
-
 def _record(
     action: VaultAction, *, actor: User | None, target: Any, label: str, **details: Any
 ) -> None:
@@ -91,7 +89,7 @@ def _create(model: type[models.Model], *, actor: User, reason: str, **fields: An
             return model._default_manager.create(
                 reason=two_person_reason(reason),
                 requested_by=actor,
-                requested_by_name=_name(actor),
+                requested_by_name=actor_name(actor),
                 requested_at=now,
                 expires_at=now + REQUEST_TTL,
                 **fields,
@@ -127,6 +125,47 @@ def _lapse(model: type, **where: Any) -> None:
     two_person_lapse(
         model, record=record, related=("client", "key") if model is GrantRequest else (), **where
     )
+
+
+@dataclass(frozen=True)
+class _Closing:
+    """Rejecting and withdrawing a request of one kind: the same two steps for every kind
+    (kmsportal.two_person decides, then the kind's event is recorded in the transaction)."""
+
+    model: type
+    related: tuple[str, ...]
+    target: Callable[[Any], Any]  # what the request is about (a key or a client)
+    rejected: VaultAction
+    withdrawn: VaultAction
+    details: Callable[[Any], dict[str, Any]] = lambda request: {}
+
+    def reject(self, *, actor: User, request: Any, comment: str = "") -> Any:
+        """Another custodian turns the request down (also once expired)."""
+        with transaction.atomic():
+            request = two_person_reject(
+                self.model, request.pk, actor=actor, comment=comment, related=self.related
+            )
+            self._record(self.rejected, actor, request, comment=request.decision_comment)
+        return request
+
+    def withdraw(self, *, actor: User, request: Any) -> Any:
+        """The requester takes the request back."""
+        with transaction.atomic():
+            request = two_person_withdraw(self.model, request.pk, actor=actor, related=self.related)
+            self._record(self.withdrawn, actor, request)
+        return request
+
+    def _record(self, action: VaultAction, actor: User, request: Any, **more: Any) -> None:
+        target = self.target(request)
+        _record(
+            action,
+            actor=actor,
+            target=target,
+            label=target.name,
+            request=request.pk,
+            **self.details(request),
+            **more,
+        )
 
 
 def live_fetch_grants(client: Client) -> list[Grant]:
@@ -274,35 +313,16 @@ def grant_request_approve(*, actor: User, request: GrantRequest) -> Grant:
     return grant
 
 
-@transaction.atomic
-def grant_request_reject(*, actor: User, request: GrantRequest, comment: str = "") -> GrantRequest:
-    request = two_person_reject(
-        GrantRequest, request.pk, actor=actor, comment=comment, related=("client", "key")
-    )
-    _record(
-        VaultAction.GRANT_REQUEST_REJECTED,
-        actor=actor,
-        target=request.key,
-        label=request.key.name,
-        request=request.pk,
-        client=request.client.name,
-        comment=request.decision_comment,
-    )
-    return request
-
-
-@transaction.atomic
-def grant_request_withdraw(*, actor: User, request: GrantRequest) -> GrantRequest:
-    request = two_person_withdraw(GrantRequest, request.pk, actor=actor, related=("client", "key"))
-    _record(
-        VaultAction.GRANT_REQUEST_WITHDRAWN,
-        actor=actor,
-        target=request.key,
-        label=request.key.name,
-        request=request.pk,
-        client=request.client.name,
-    )
-    return request
+_GRANTS = _Closing(
+    GrantRequest,
+    related=("client", "key"),
+    target=lambda request: request.key,
+    rejected=VaultAction.GRANT_REQUEST_REJECTED,
+    withdrawn=VaultAction.GRANT_REQUEST_WITHDRAWN,
+    details=lambda request: {"client": request.client.name},
+)
+grant_request_reject = _GRANTS.reject
+grant_request_withdraw = _GRANTS.withdraw
 
 
 # --- export policy ------------------------------------------------------------------------
@@ -326,7 +346,7 @@ def _policy_apply(
         # No client may fetch it any more: its live grants end in the same transaction.
         now = timezone.now()
         withdrawn = Grant.objects.filter(key=key, withdrawn_at__isnull=True).update(
-            withdrawn_at=now, withdrawn_by_name=_name(actor)
+            withdrawn_at=now, withdrawn_by_name=actor_name(actor)
         )
     _record(
         VaultAction.KEY_EXPORT_POLICY_CHANGED,
@@ -405,37 +425,15 @@ def export_policy_request_approve(*, actor: User, request: ExportPolicyRequest) 
     return key
 
 
-@transaction.atomic
-def export_policy_request_reject(
-    *, actor: User, request: ExportPolicyRequest, comment: str = ""
-) -> ExportPolicyRequest:
-    request = two_person_reject(
-        ExportPolicyRequest, request.pk, actor=actor, comment=comment, related=("key",)
-    )
-    _record(
-        VaultAction.KEY_EXPORT_POLICY_REJECTED,
-        actor=actor,
-        target=request.key,
-        label=request.key.name,
-        request=request.pk,
-        comment=request.decision_comment,
-    )
-    return request
-
-
-@transaction.atomic
-def export_policy_request_withdraw(
-    *, actor: User, request: ExportPolicyRequest
-) -> ExportPolicyRequest:
-    request = two_person_withdraw(ExportPolicyRequest, request.pk, actor=actor, related=("key",))
-    _record(
-        VaultAction.KEY_EXPORT_POLICY_WITHDRAWN,
-        actor=actor,
-        target=request.key,
-        label=request.key.name,
-        request=request.pk,
-    )
-    return request
+_EXPORT_POLICIES = _Closing(
+    ExportPolicyRequest,
+    related=("key",),
+    target=lambda request: request.key,
+    rejected=VaultAction.KEY_EXPORT_POLICY_REJECTED,
+    withdrawn=VaultAction.KEY_EXPORT_POLICY_WITHDRAWN,
+)
+export_policy_request_reject = _EXPORT_POLICIES.reject
+export_policy_request_withdraw = _EXPORT_POLICIES.withdraw
 
 
 # --- re-enrollment ------------------------------------------------------------------------
@@ -496,34 +494,12 @@ def client_reenrollment_approve(*, actor: User, request: ReenrollmentRequest) ->
     return token
 
 
-@transaction.atomic
-def client_reenrollment_reject(
-    *, actor: User, request: ReenrollmentRequest, comment: str = ""
-) -> ReenrollmentRequest:
-    request = two_person_reject(
-        ReenrollmentRequest, request.pk, actor=actor, comment=comment, related=("client",)
-    )
-    _record(
-        VaultAction.CLIENT_REENROLLMENT_REJECTED,
-        actor=actor,
-        target=request.client,
-        label=request.client.name,
-        request=request.pk,
-        comment=request.decision_comment,
-    )
-    return request
-
-
-@transaction.atomic
-def client_reenrollment_withdraw(
-    *, actor: User, request: ReenrollmentRequest
-) -> ReenrollmentRequest:
-    request = two_person_withdraw(ReenrollmentRequest, request.pk, actor=actor, related=("client",))
-    _record(
-        VaultAction.CLIENT_REENROLLMENT_WITHDRAWN,
-        actor=actor,
-        target=request.client,
-        label=request.client.name,
-        request=request.pk,
-    )
-    return request
+_REENROLLMENTS = _Closing(
+    ReenrollmentRequest,
+    related=("client",),
+    target=lambda request: request.client,
+    rejected=VaultAction.CLIENT_REENROLLMENT_REJECTED,
+    withdrawn=VaultAction.CLIENT_REENROLLMENT_WITHDRAWN,
+)
+client_reenrollment_reject = _REENROLLMENTS.reject
+client_reenrollment_withdraw = _REENROLLMENTS.withdraw

@@ -16,10 +16,10 @@ from django.views.decorators.cache import never_cache
 from kmsportal.crypto.operations import OPERATIONS
 from kmsportal.mixins import AuthenticatedRequest, PortalPermissionMixin
 from kmsportal.one_time import one_time_secret_keep, one_time_secret_take
-from kmsportal.two_person import TwoPersonError
+from kmsportal.views_errors import KMSError, refusal_flash, refusal_on_form
 from kmsportal.widgets import utc_datetime_input
 
-from . import approvals, clients, refusals, selectors, server_identity
+from . import approvals, clients, selectors, server_identity
 from .models import Client, GrantVersions, SymmetricKey
 
 
@@ -132,8 +132,8 @@ class ClientCreateView(PortalPermissionMixin, View):
         if form.is_valid():
             try:
                 client, token = clients.client_create(actor=request.user, **form.cleaned_data)
-            except refusals.DistributionError as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 return _token_page(request, client, token)
         return render(request, "vault/client_create.html", {"form": form}, status=400)
@@ -186,8 +186,8 @@ class GrantCreateView(PortalPermissionMixin, View):
                         operations=form.cleaned_data["operations"],
                         reason=form.cleaned_data["reason"],
                     )
-                except (refusals.DistributionError, TwoPersonError) as exc:
-                    form.add_error(None, str(exc))
+                except KMSError as exc:
+                    refusal_on_form(form, exc)
                 else:
                     if outcome.request is not None:
                         messages.success(
@@ -215,8 +215,8 @@ class GrantWithdrawView(PortalPermissionMixin, View):
         try:
             clients.grant_withdraw(actor=request.user, grant=grant)
             messages.success(request, f"Grant of {grant.key.name} to {client.name} withdrawn.")
-        except refusals.DistributionError as exc:
-            messages.error(request, str(exc))
+        except KMSError as exc:
+            refusal_flash(request, exc)
         return HttpResponseRedirect(reverse("clients:detail", args=[client.name]))
 
 
@@ -313,8 +313,8 @@ class ClientActionView(PortalPermissionMixin, View):
                 clients.client_revoke(
                     actor=request.user, client=client, reason=form.cleaned_data["reason"]
                 )
-        except (refusals.DistributionError, TwoPersonError) as exc:
-            messages.error(request, str(exc))
+        except KMSError as exc:
+            refusal_flash(request, exc)
         else:
             messages.success(request, f"{title}: done for {client.name}.")
         return HttpResponseRedirect(reverse("clients:detail", args=[client.name]))

@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from audit.models import Outcome
 from audit.services import audit_event_record
+from kmsportal.actors import Actor, actor_name
 from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.crypto.key_import import (
     IMPORT_KEY_SIZES,
@@ -53,9 +54,7 @@ from .models import (
 )
 from .services import (
     RESERVED_KEY_NAMES,
-    Actor,
     VaultError,
-    _actor_name,
     _locked,
     _primary_replace,
     symmetric_key_create,
@@ -139,7 +138,7 @@ def key_import_parameters_create(
         .decode(),
         key_size=key_size,
         created_by=actor,
-        created_by_name=_actor_name(actor),
+        created_by_name=actor_name(actor),
         created_at=now,
         expires_at=now + IMPORT_TOKEN_TTL,
     )

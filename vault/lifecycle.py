@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from kmsportal.crypto.errors import KMSError
+
 
 class KeyState(models.TextChoices):
     PRE_ACTIVE = "pre_active", "pre-active"
@@ -85,8 +87,11 @@ TRANSITIONS: dict[KeyAction, dict[KeyState, KeyState | str | None]] = {
 }
 
 
-class InvalidTransition(Exception):
+class InvalidTransition(KMSError):
     """The key's current state does not allow the action."""
+
+    code = "invalid_transition"
+    status = 409
 
     def __init__(self, state: KeyState, action: KeyAction) -> None:
         self.state = KeyState(state)

@@ -49,6 +49,7 @@ from audit.models import Outcome
 from audit.services import audit_event_record
 from kmsportal.crypto import operations as crypto_ops
 from kmsportal.crypto.envelope import EnvelopeError
+from kmsportal.crypto.errors import KMSError
 from kmsportal.keyring.services import unseal_material
 
 from .events import VaultAction
@@ -76,14 +77,14 @@ _UNUSABLE_KEY_STATES = {
 _DESTROYED_VERSION_STATES = {VersionState.DESTROYED, VersionState.DESTROYED_COMPROMISED}
 
 
-class OperationRefused(Exception):
+class OperationRefused(KMSError):
     """The whole request is refused: `code` (stable), `message` (for people), HTTP status."""
 
     def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
+        super().__init__(message, code=code, status=status)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
 
 
 class _ItemError(Exception):

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
 
+from kmsportal.errors import problem_for
+
 from . import refusals, sessions
-from .api import ApiView, _json_body, problem
+from .api import ApiView, _json_body
 from .operations import OPERATIONS_API
 
 #: A batch of 1,000 items of 1 KiB is ~1.9 MB once base64 twice; 4 MiB leaves room.
@@ -35,7 +37,7 @@ class SessionOpenView(ApiView):
         try:
             answer = sessions.operation_session_open(body=body)
         except refusals.FetchRefused as exc:
-            return problem(exc.code, exc.message, exc.status, retry_after=exc.retry_after)
+            return problem_for(exc)
         return JsonResponse(answer, status=201)
 
 
@@ -52,5 +54,5 @@ class OperationView(ApiView):
             )
         except sessions.SessionRefused as exc:
             refusals.refusal_tally(code=exc.code)
-            return problem(exc.code, exc.message, exc.status)
+            return problem_for(exc)
         return JsonResponse(answer, status=status)

@@ -21,23 +21,24 @@ from audit.context import request_meta
 from audit.models import Outcome
 from audit.services import audit_event_record
 from kmsportal.counters import counter_add, counters
+from kmsportal.crypto.errors import KMSError
 
 from .events import VaultAction
 from .models import RefusalTally
 
 
-class DistributionError(Exception):
+class DistributionError(KMSError):
     """A management action on clients or grants that cannot be done as asked."""
 
+    code = "distribution_refused"
+    status = 400
 
-class FetchRefused(Exception):
+
+class FetchRefused(KMSError):
     """The client API refuses a request: stable `code`, HTTP `status`, clear message."""
 
     def __init__(self, code: str, message: str, status: int = 403, retry_after: int | None = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
+        super().__init__(message, code=code, status=status)
         self.retry_after = retry_after
         self.outcome = Outcome.DENIED
 

@@ -24,8 +24,10 @@ from django.utils import timezone
 from accounts.approvers import approver_check
 from audit.models import Outcome
 from audit.services import audit_event_record
+from kmsportal.actors import Actor, actor_name
 from kmsportal.crypto import operations as crypto_ops
 from kmsportal.crypto.envelope import EnvelopeError
+from kmsportal.crypto.errors import KMSError
 from kmsportal.keyring.backends import KeyBackendError, key_backend
 from kmsportal.keyring.services import (
     seal_material,
@@ -51,19 +53,19 @@ from .models import (
     SymmetricKey,
 )
 
-Actor = User | None
 
-
-class VaultError(Exception):
+class VaultError(KMSError):
     """A vault action that cannot be done as asked; the message says why."""
+
+    code = "vault_refused"
+    status = 400
 
 
 class KeyIntegrityError(VaultError):
     """Sealed key material failed to unseal (tampered, or bound to another row)."""
 
-
-def _actor_name(actor: Actor) -> str:
-    return actor.get_username() if actor is not None else "system"
+    code = "key_integrity"
+    status = 409
 
 
 def _locked(key: SymmetricKey) -> SymmetricKey:
@@ -185,7 +187,7 @@ def symmetric_key_create(
         state=KeyState.PRE_ACTIVE if pending else KeyState.ACTIVE,
         activate_at=activate_at if pending else None,
         created_by=actor,
-        created_by_name=_actor_name(actor),
+        created_by_name=actor_name(actor),
         created_at=now,
         last_rotated_at=None if pending else now,
     )

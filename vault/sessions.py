@@ -33,6 +33,8 @@ from audit.services import audit_event_record
 from kmsportal.crypto import protocol
 from kmsportal.crypto import session as wire
 from kmsportal.crypto.envelope import EnvelopeError
+from kmsportal.crypto.errors import KMSError
+from kmsportal.errors import problem_document, problem_document_for
 from kmsportal.keyring.services import seal, unseal
 from pki.selectors import certificate_standing
 
@@ -48,14 +50,14 @@ PING = "ping"
 _KEYS_CACHE_SIZE = 4096
 
 
-class SessionRefused(Exception):
+class SessionRefused(KMSError):
     """A session-level refusal (no usable session, replay, malformed envelope)."""
 
     def __init__(self, code: str, message: str, status: int) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
+        super().__init__(message, code=code, status=status)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
 
 
 # --- opening -----------------------------------------------------------------------------------
@@ -283,7 +285,7 @@ def operation_request_handle(*, operation: str, body: Any) -> tuple[int, dict[st
         if not moved:
             status, answer = (
                 409,
-                _problem(
+                problem_document(
                     "replayed_request",
                     "this counter was already used in this session (replayed or reordered)",
                     409,
@@ -300,12 +302,12 @@ def operation_request_handle(*, operation: str, body: Any) -> tuple[int, dict[st
 
 def _perform(client: Client, operation: str, inner: Any) -> tuple[int, dict[str, Any]]:
     if not isinstance(inner, dict) or not isinstance(inner.get("items", None), list):
-        return 400, _problem(
+        return 400, problem_document(
             "malformed_request", 'expected {"key": NAME, "items": [...], "options": {...}}', 400
         )
     options = inner.get("options") or {}
     if not isinstance(options, dict):
-        return 400, _problem("malformed_request", "options must be an object", 400)
+        return 400, problem_document("malformed_request", "options must be an object", 400)
     try:
         result = key_operation_perform(
             client=client,
@@ -315,19 +317,5 @@ def _perform(client: Client, operation: str, inner: Any) -> tuple[int, dict[str,
             options=options,
         )
     except OperationRefused as refusal:
-        return refusal.status, _problem(refusal.code, refusal.message, refusal.status)
+        return refusal.status, problem_document_for(refusal)
     return 200, {"key": result.key, "operation": result.operation, "results": result.results}
-
-
-PROBLEM_BASE = "https://kmsportal.invalid/problems/"
-
-
-def _problem(code: str, detail: str, status: int) -> dict[str, Any]:
-    """An RFC 9457 problem document (the same shape as `vault.api.problem`)."""
-    return {
-        "type": PROBLEM_BASE + code,
-        "title": code.replace("_", " "),
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }

@@ -21,8 +21,9 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 
+from kmsportal.list_pages import filtered_list_page
 from kmsportal.mixins import AuthenticatedRequest, PortalPermissionMixin
-from kmsportal.two_person import TwoPersonError
+from kmsportal.views_errors import KMSError, refusal_flash, refusal_on_form
 
 from . import approvals, key_import, selectors, services
 from .forms import (
@@ -35,34 +36,26 @@ from .forms import (
     KeyImportParametersForm,
     RotateForm,
 )
-from .lifecycle import InvalidTransition, KeyAction, allowed_actions
+from .lifecycle import KeyAction, allowed_actions
 from .models import SymmetricKey
-
-DOMAIN_ERRORS = (services.VaultError, InvalidTransition, TwoPersonError)
 
 
 class KeyListView(PortalPermissionMixin, View):
     permission_required = "vault.view_symmetrickey"
 
     def get(self, request: AuthenticatedRequest) -> HttpResponse:
-        form = KeyFilterForm(request.GET)
-        if not form.is_valid():
-            return render(request, "vault/key_list.html", {"form": form, "page": None}, status=400)
-        data = form.cleaned_data
-        page = selectors.symmetric_key_page(
-            user=request.user,
-            state=data["state"],
-            search=data["q"],
-            overdue=data["overdue"],
-            due_within_days=data["due_within"],
-            after=data["after"],
-        )
-        query = request.GET.copy()
-        query.pop("after", None)
-        return render(
+        return filtered_list_page(
             request,
             "vault/key_list.html",
-            {"form": form, "page": page, "filter_query": query.urlencode()},
+            KeyFilterForm(request.GET),
+            lambda data: selectors.symmetric_key_page(
+                user=request.user,
+                state=data["state"],
+                search=data["q"],
+                overdue=data["overdue"],
+                due_within_days=data["due_within"],
+                after=data["after"],
+            ),
         )
 
 
@@ -78,8 +71,8 @@ class KeyCreateView(PortalPermissionMixin, View):
         if form.is_valid():
             try:
                 key = services.symmetric_key_create(actor=request.user, **form.cleaned_data)
-            except DOMAIN_ERRORS as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 messages.success(request, f"Key {key.name} created ({key.get_state_display()}).")
                 return HttpResponseRedirect(reverse("vault:key_detail", args=[key.name]))
@@ -387,14 +380,11 @@ class KeyActionView(PortalPermissionMixin, View):
             message = spec.perform(
                 actor=request.user, key=key, **(form.cleaned_data if form else {})
             )
-        except services.KeyIntegrityError as exc:
-            messages.error(request, str(exc))
+        except services.KeyIntegrityError as exc:  # shown on the key page, not the form
+            refusal_flash(request, exc)
             return HttpResponseRedirect(reverse("vault:key_detail", args=[key.name]))
-        except DOMAIN_ERRORS as exc:
-            if form is None:  # an action without fields still shows the error in a form
-                form = forms.Form({})
-                form.is_valid()
-            form.add_error(None, str(exc))
+        except KMSError as exc:
+            form = refusal_on_form(form, exc)
             return self._render(request, key, spec, form, status=400)
         messages.success(request, message)
         return HttpResponseRedirect(reverse("vault:key_detail", args=[key.name]))
@@ -432,8 +422,8 @@ class ApprovalDecisionView(PortalPermissionMixin, View):
             else:
                 done = services.destruction_request_reject(actor=request.user, request=destruction)
                 messages.success(request, f"Request {done.get_status_display()}.")
-        except DOMAIN_ERRORS as exc:
-            messages.error(request, str(exc))
+        except KMSError as exc:
+            refusal_flash(request, exc)
         return HttpResponseRedirect(reverse("vault:approvals"))
 
 
@@ -460,8 +450,8 @@ class KeyImportParametersView(PortalPermissionMixin, View):
                     key_name=form.cleaned_data["name"],
                     key_size=form.cleaned_data["key_size"],
                 )
-            except DOMAIN_ERRORS as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 return render(
                     request,
@@ -494,8 +484,8 @@ class KeyImportView(PortalPermissionMixin, View):
                     wrapped=wrapped,
                     import_token=form.cleaned_data["import_token"],
                 )
-            except DOMAIN_ERRORS as exc:
-                form.add_error(None, str(exc))
+            except KMSError as exc:
+                refusal_on_form(form, exc)
             else:
                 messages.success(
                     request,

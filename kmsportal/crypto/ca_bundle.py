@@ -19,11 +19,16 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from kmsportal.crypto.signer import PrivateKey
 from kmsportal.crypto.x509 import KeyType
 
+from .errors import KMSError
+
 __all__ = ["CABundle", "CABundleError", "ca_bundle_check", "ca_bundle_load", "ca_pkcs12_load"]
 
 
-class CABundleError(ValueError):
+class CABundleError(KMSError, ValueError):
     """The certificate or key cannot be imported as a CA; the message says why."""
+
+    code = "ca_bundle_invalid"
+    status = 400
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.utils import CryptographyDeprecationWarning
 
+from .errors import KMSError
+
 with warnings.catch_warnings():
     # Import-time only (single-threaded under the import lock), and only this warning class.
     warnings.simplefilter("ignore", CryptographyDeprecationWarning)
@@ -108,8 +110,11 @@ _FFDHE3072_NUMBERS = DHParameterNumbers(FFDHE3072_P, FFDHE3072_G)
 _PUBLIC_KEY_BYTES = {X25519: X25519_BYTES, FFDHE3072: FFDHE3072_BYTES}
 
 
-class DHError(ValueError):
+class DHError(KMSError, ValueError):
     """A key exchange cannot proceed: unknown group, or an invalid peer public value."""
+
+    code = "key_exchange_failed"
+    status = 400
 
 
 def public_key_length(group: str) -> int:

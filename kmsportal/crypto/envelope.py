@@ -43,6 +43,8 @@ from kmsportal.crypto.kek import (
     is_valid_key_id,
 )
 
+from .errors import KMSError
+
 __all__ = [
     "FORMAT_VERSION",
     "TAG_SIZE",
@@ -65,8 +67,11 @@ _VERSION_BYTE = bytes([FORMAT_VERSION])
 _MIN_BLOB_SIZE = 2 + 1 + NONCE_SIZE + TAG_SIZE
 
 
-class EnvelopeError(Exception):
+class EnvelopeError(KMSError):
     """Base class for all errors raised when sealing or unsealing a blob."""
+
+    code = "sealed_blob_invalid"
+    status = 500
 
 
 class EnvelopeFormatError(EnvelopeError):

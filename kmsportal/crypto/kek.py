@@ -39,6 +39,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .errors import KMSError
+
 __all__ = [
     "KEY_CHECK_VALUE_LABEL",
     "KEY_ID_MAX_LENGTH",
@@ -74,21 +76,27 @@ _KEY_ID_RULE = f"1-{KEY_ID_MAX_LENGTH} characters of [A-Za-z0-9_.-]"
 _KEY_CHECK_VALUE_BYTES = 8
 
 
-class KeyringConfigError(ValueError):
+class KeyringConfigError(KMSError, ValueError):
     """The master keyring configuration is invalid.
 
     The message names the problem and, where relevant, the key id, entry position or file.
     It never contains key material.
     """
 
+    code = "keyring_config_invalid"
+    status = 500
 
-class UnknownMasterKeyError(LookupError):
+
+class UnknownMasterKeyError(KMSError, LookupError):
     """A master key id was requested that is not in the keyring.
 
     Attributes:
         key_id: the requested key id.
         source: where the keyring was configured (e.g. ``KMS_MASTER_KEYS`` or a file path).
     """
+
+    code = "unknown_master_key"
+    status = 500
 
     def __init__(self, key_id: str, source: str = DEFAULT_KEYRING_SOURCE) -> None:
         self.key_id = key_id

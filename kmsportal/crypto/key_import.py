@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.keywrap import (
     aes_key_wrap_with_padding,
 )
 
+from .errors import KMSError
+
 __all__ = [
     "IMPORT_KEY_SIZES",
     "ImportUnwrapError",
@@ -37,8 +39,11 @@ IMPORT_KEY_SIZES = (3072, 4096)
 _TRANSPORT_KEY_SIZE = 32  # AES-256
 
 
-class ImportUnwrapError(ValueError):
+class ImportUnwrapError(KMSError, ValueError):
     """The wrapped key material does not open with this import's wrapping key."""
+
+    code = "import_unwrap_failed"
+    status = 400
 
 
 def _oaep() -> padding.OAEP:

@@ -61,6 +61,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from kmsportal.crypto.symmetric import key_check_value
 
+from .errors import KMSError
+
 __all__ = [
     "ASYMMETRIC_TYPES",
     "KEY_TYPES",
@@ -155,14 +157,15 @@ def _oaep(label: bytes) -> padding.OAEP:
     return padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=label)
 
 
-class OperationError(Exception):
+class OperationError(KMSError):
     """An operation cannot be done: `code` is stable for machines, `message` is for people
     and never contains key material or plaintext."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+        super().__init__(message, code=code)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
 
 
 def operations_for(key_type: str) -> tuple[str, ...]:

@@ -46,6 +46,8 @@ from kmsportal.crypto.kek import (
 )
 from kmsportal.crypto.x509 import KeyType
 
+from .errors import KMSError
+
 __all__ = [
     "MASTER_KEY_LABEL_PREFIX",
     "PRIVATE_KEY_LABEL",
@@ -66,8 +68,11 @@ _GCM_TAG_BITS = 128
 _T = TypeVar("_T")
 
 
-class TokenError(Exception):
+class TokenError(KMSError):
     """The token cannot do what was asked. The message says what is wrong and where."""
+
+    code = "token_failed"
+    status = 503
 
 
 class TokenUnavailable(TokenError):

@@ -18,6 +18,8 @@ from types import MappingProxyType
 
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
+from .errors import KMSError
+
 __all__ = [
     "KEY_USAGE_FLAGS",
     "PROFILES",
@@ -56,8 +58,11 @@ KEY_USAGE_FLAGS: tuple[str, ...] = (
 SUB_CA_PROFILE_NAME = "sub-ca"
 
 
-class ProfileError(ValueError):
+class ProfileError(KMSError, ValueError):
     """An unknown profile name was asked for."""
+
+    code = "unknown_profile"
+    status = 400
 
 
 @dataclass(frozen=True)

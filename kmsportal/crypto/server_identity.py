@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from .errors import KMSError
+
 __all__ = [
     "DEFAULT_MAX_STATUS_AGE",
     "DEPLOYMENT_URN_PREFIX",
@@ -51,13 +53,11 @@ DEFAULT_MAX_STATUS_AGE = timedelta(minutes=10)
 STATUS_CLOCK_SKEW = timedelta(minutes=5)
 
 
-class ServerStatusError(Exception):
+class ServerStatusError(KMSError):
     """The stapled status cannot be relied on: stable ``code`` and a one-line message."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code=code)
 
 
 def spki_sha256(key_or_certificate: x509.Certificate | object) -> str:

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import connection, models, transaction
 
 from kmsportal.crypto.envelope import EnvelopeError, EnvelopeFormatError, Keyring
+from kmsportal.crypto.errors import KMSError
 from kmsportal.crypto.kek import KeyringConfigError, StaticKeyProvider
 from kmsportal.crypto.signer import Signer
 
@@ -233,8 +234,11 @@ def sealed_blob_counts() -> Counter[str]:
     return counts
 
 
-class RewrapError(Exception):
+class RewrapError(KMSError):
     """A sealed blob could not be opened for re-sealing (tampered or misplaced)."""
+
+    code = "rewrap_failed"
+    status = 500
 
 
 @dataclass(frozen=True)
@@ -367,8 +371,11 @@ class MigrateProgress:
     moved_keys: int
 
 
-class MigrateError(Exception):
+class MigrateError(KMSError):
     """keyring_migrate cannot go on; the message names the row or the setting."""
+
+    code = "keyring_migrate_failed"
+    status = 500
 
 
 def keyring_migrate_to_token(*, batch_size: int = 200) -> Iterator[MigrateProgress]:

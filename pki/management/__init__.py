@@ -1,17 +1,14 @@
-"""Management commands of the PKI, and what they share: lookups and error translation.
+"""Management commands of the PKI, and what they share: lookups.
 
 Commands are thin: parse, call one service, print. What the domain refuses becomes a
-`CommandError` carrying the domain message (one line, exit status 1, nothing changed).
+`CommandError` carrying the domain message (one line, exit status 1, nothing changed): the
+commands are `kmsportal.commands.KMSCommand`s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from django.core.management.base import CommandError
 
-from pki.errors import PkiError
 from pki.models import CertificateAuthority
 
 
@@ -24,12 +21,3 @@ def ca_by_name(name: str, option: str = "--ca") -> CertificateAuthority:
             f"{option}: no CA named {name!r}" + (f" (known: {known})" if known else "")
         )
     return ca
-
-
-@contextmanager
-def domain_errors() -> Iterator[None]:
-    """Turn what the PKI refuses into a CommandError with the same message."""
-    try:
-        yield
-    except PkiError as exc:
-        raise CommandError(str(exc)) from exc

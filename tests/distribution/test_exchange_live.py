@@ -35,6 +35,7 @@ from kmsportal.crypto.x509 import (
 )
 from kmsportal.keyring.services import unseal
 from pki.models import Certificate, CertificateStatus
+from pki.revocation import certificate_revoke
 from tests.distribution.conftest import (
     LiveKMS,
     assert_refusal_audited,
@@ -319,15 +320,8 @@ def test_revoking_the_client_cuts_it_off(kms: LiveKMS) -> None:
 
 
 def test_revoking_only_the_certificate_cuts_the_client_off(kms: LiveKMS) -> None:
-    from pki import services as pki_services
-
-    revoke = getattr(pki_services, "certificate_revoke", None)
-    if revoke is None:
-        pytest.skip(
-            "pki.services.certificate_revoke (the PKI revocation service) does not exist yet"
-        )
     client, _key, record = _working(kms)
-    revoke(actor=None, certificate=record.certificate, reason="keyCompromise")
+    certificate_revoke(actor=None, certificate=record.certificate, reason="keyCompromise")
     refused("certificate_revoked", client.fetch, "orders-db")
     assert_refusal_audited("certificate_revoked", client="billing")
     record.refresh_from_db()

@@ -1,22 +1,18 @@
-"""Management commands of the vault, and what they share: parsing and error translation.
+"""Management commands of the vault, and what they share: lookups and parsing.
 
-Every command is thin: parse, call one service, print. Anything the domain refuses
-(`VaultError`, `InvalidTransition`, an unknown key, a malformed time) becomes a
-`CommandError` carrying the domain message: one line, exit status 1, no traceback.
+Every command is thin: parse, call one service, print. Anything the domain refuses (a
+`KMSError`, an unknown key, a malformed time) becomes a `CommandError` carrying the domain
+message: one line, exit status 1, no traceback (the commands are
+`kmsportal.commands.KMSCommand`s).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 
 from django.core.management.base import CommandError
 
-from vault.lifecycle import InvalidTransition
 from vault.models import Client, SymmetricKey
-from vault.refusals import DistributionError
-from vault.services import VaultError
 
 
 def key_by_name(name: str) -> SymmetricKey:
@@ -45,12 +41,3 @@ def parse_time(text: str | None, option: str) -> datetime | None:
         raise CommandError(
             f"{option}: {text!r} is not an ISO 8601 time (for example 2030-01-31T12:00:00Z)"
         ) from None
-
-
-@contextmanager
-def domain_errors() -> Iterator[None]:
-    """Turn what the vault refuses into a CommandError with the same message."""
-    try:
-        yield
-    except (VaultError, InvalidTransition, DistributionError) as exc:
-        raise CommandError(str(exc)) from exc

@@ -8,14 +8,15 @@ more active administrators the roles wait for an administrator's approval in the
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from accounts import services
 from accounts.invitations import invitation_url
 from accounts.roles import Role
+from kmsportal.commands import KMSCommand
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = "Create a user with one or more roles; prints a one-time invitation link."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -46,7 +47,7 @@ class Command(BaseCommand):
             created = services.user_create(
                 actor=None, username=username, email=email, roles=parsed, reason=reason
             )
-        except (ValueError, services.AccountPolicyError) as exc:
+        except ValueError as exc:  # an unknown role
             raise CommandError(str(exc)) from exc
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from exc

@@ -6,22 +6,20 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from audit.sequencer import AuditTreeError, audit_integrate, proof_consistency, tree_head_json
+from audit.sequencer import audit_integrate, proof_consistency, tree_head_json
+from kmsportal.commands import KMSCommand
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = "Integrate committed audit events into the tree and print the newest signed head."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--consistency-from", type=int, default=None, metavar="SIZE")
 
     def handle(self, *args: object, consistency_from: int | None = None, **options: object) -> None:
-        try:
-            result = audit_integrate()
-        except AuditTreeError as exc:
-            raise CommandError(str(exc)) from None
+        result = audit_integrate()
         if result.head is None:
             raise CommandError("the audit log is empty: no tree head to sign yet")
         head = tree_head_json(result.head)

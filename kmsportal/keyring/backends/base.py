@@ -25,6 +25,7 @@ import abc
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from kmsportal.crypto.errors import KMSError
 from kmsportal.crypto.kek import MasterKeyProvider
 from kmsportal.crypto.signer import LoadedKeySigner, PrivateKey, PublicKey, Signer
 from kmsportal.crypto.x509 import (
@@ -41,13 +42,18 @@ OBJECT_ID_SIZE = 16
 _WRAPPED_MATERIAL_MIN_SIZE = 3 + OBJECT_ID_SIZE + 12 + 16 + 1
 
 
-class KeyBackendError(Exception):
+class KeyBackendError(KMSError):
     """A key backend cannot do what was asked; the message says what and where (never a
     PIN or key bytes)."""
+
+    code = "key_backend_unavailable"
+    status = 503
 
 
 class KeyMaterialDestroyed(KeyBackendError):
     """The wrapping key of this material is gone: the material cannot be recovered."""
+
+    code = "key_material_destroyed"
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
-from pki.management import ca_by_name, domain_errors
+from kmsportal.commands import KMSCommand
+from pki.management import ca_by_name
 from pki.models import KEY_TYPE_CHOICES
 from pki.services import certificate_authority_create
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = (
         "Create a certificate authority: a self-signed root, or with --parent an intermediate "
         "signed by that CA. The private key is generated here and stored only sealed."
@@ -50,16 +51,15 @@ class Command(BaseCommand):
         **options: object,
     ) -> None:
         parent_ca = ca_by_name(parent, "--parent") if parent else None
-        with domain_errors():
-            ca = certificate_authority_create(
-                actor=None,
-                name=name,
-                subject=subject,
-                parent=parent_ca,
-                key_type=key_type,
-                days=days,
-                path_length=path_length,
-            )
+        ca = certificate_authority_create(
+            actor=None,
+            name=name,
+            subject=subject,
+            parent=parent_ca,
+            key_type=key_type,
+            days=days,
+            path_length=path_length,
+        )
         kind = f"intermediate under {parent_ca.name}" if parent_ca else "root"
         limit = "no limit" if ca.path_length is None else str(ca.path_length)
         self.stdout.write(

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from kmsportal.commands import KMSCommand
 from pki.ca_import import certificate_authority_import
-from pki.management import domain_errors
 
 _MAX_FILE = 1 << 20
 
@@ -27,7 +27,7 @@ def _read(path: str | None, what: str) -> bytes | None:
     return data
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = (
         "Import an existing CA (certificate + PKCS#8 key, or PKCS#12) with the checks ca_create "
         "makes: key matches, CA:TRUE, valid now, self-signed or issued by a CA here."
@@ -51,15 +51,14 @@ class Command(BaseCommand):
         **options: object,
     ) -> None:
         password = _read(password_file, "password file")
-        with domain_errors():
-            ca = certificate_authority_import(
-                actor=None,
-                name=name,
-                certificate=_read(certificate, "certificate"),
-                private_key=_read(key, "private key"),
-                pkcs12=_read(pkcs12, "PKCS#12 file"),
-                password=password.rstrip(b"\r\n") if password else None,
-            )
+        ca = certificate_authority_import(
+            actor=None,
+            name=name,
+            certificate=_read(certificate, "certificate"),
+            private_key=_read(key, "private key"),
+            pkcs12=_read(pkcs12, "PKCS#12 file"),
+            password=password.rstrip(b"\r\n") if password else None,
+        )
         kind = "intermediate under " + ca.parent.name if ca.parent else "root"
         self.stdout.write(
             f"Imported CA {ca.name} ({kind}, {ca.key_type}): {ca.subject}, valid until "

@@ -15,9 +15,10 @@ import os
 import sys
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from pki.management import ca_by_name, domain_errors
+from kmsportal.commands import KMSCommand
+from pki.management import ca_by_name
 from pki.models import KEY_TYPE_CHOICES, UPLOAD_MAX_BYTES, Certificate
 from pki.services import (
     DEFAULT_LEAF_KEY_TYPE,
@@ -61,7 +62,7 @@ def _prompt_password() -> str:
     return first
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = "Issue a certificate from a CSR, or with a key pair generated here (PKCS#12)."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -106,16 +107,15 @@ class Command(BaseCommand):
                 raise CommandError("--pkcs12-password-file goes with --generate, not --csr")
             csr = _read_csr(str(options["csr"]))
             self._check_writable(out)
-            with domain_errors():
-                certificate = certificate_issue_from_csr(
-                    actor=None,
-                    ca=ca,
-                    csr_pem_or_der=csr,
-                    profile=str(options["profile"]),
-                    subject_override=options["subject"],  # type: ignore[arg-type]
-                    sans_override=options["san"],  # type: ignore[arg-type]
-                    days=options["days"],  # type: ignore[arg-type]
-                )
+            certificate = certificate_issue_from_csr(
+                actor=None,
+                ca=ca,
+                csr_pem_or_der=csr,
+                profile=str(options["profile"]),
+                subject_override=options["subject"],  # type: ignore[arg-type]
+                sans_override=options["san"],  # type: ignore[arg-type]
+                days=options["days"],  # type: ignore[arg-type]
+            )
         self._write_certificate(certificate, out)
 
     def _generate(self, ca: object, out: Path | None, options: dict[str, object]) -> Certificate:
@@ -129,17 +129,16 @@ class Command(BaseCommand):
             raise CommandError(f"{p12} exists; a private key is never overwritten")
         password_file = options["pkcs12_password_file"]
         password = _read_password_file(str(password_file)) if password_file else _prompt_password()
-        with domain_errors():
-            credential = certificate_issue_generated(
-                actor=None,
-                ca=ca,  # type: ignore[arg-type]
-                subject=str(options["subject"] or ""),
-                sans=list(options["san"] or []),  # type: ignore[call-overload]
-                profile=str(options["profile"]),
-                days=options["days"],  # type: ignore[arg-type]
-                key_type=str(options["key_type"]),
-                pkcs12_password=password,
-            )
+        credential = certificate_issue_generated(
+            actor=None,
+            ca=ca,  # type: ignore[arg-type]
+            subject=str(options["subject"] or ""),
+            sans=list(options["san"] or []),  # type: ignore[call-overload]
+            profile=str(options["profile"]),
+            days=options["days"],  # type: ignore[arg-type]
+            key_type=str(options["key_type"]),
+            pkcs12_password=password,
+        )
         del password
         # O_EXCL: never follow or overwrite a file that appeared meanwhile; 0600 from birth.
         descriptor = os.open(p12, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

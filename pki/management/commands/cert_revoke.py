@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils.dateparse import parse_date, parse_datetime
 
-from pki.management import ca_by_name, domain_errors
+from kmsportal.commands import KMSCommand
+from pki.management import ca_by_name
 from pki.revocation import REVOCATION_REASONS
 from pki.selectors import ca_of_certificate
 from pki.services import (
@@ -46,7 +47,7 @@ def _invalidity_date(text: str) -> datetime:
     return moment
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = "Revoke a certificate (RFC 5280 reason) and republish the CRL, or release a hold."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -71,13 +72,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         ca = ca_by_name(str(options["ca"]))
-        with domain_errors():
-            certificate = certificate_by_serial(ca=ca, serial=str(options["serial"]))
+        certificate = certificate_by_serial(ca=ca, serial=str(options["serial"]))
         if options["release"]:
             if options["invalidity_date"]:
                 raise CommandError("--invalidity-date goes with --reason, not --release")
-            with domain_errors():
-                released = certificate_release(actor=None, certificate=certificate)
+            released = certificate_release(actor=None, certificate=certificate)
             self.stdout.write(
                 f"Released the hold on serial {released.serial_number_display} of CA "
                 f"{ca.name}; it is valid again and the CRL was republished without it."
@@ -96,18 +95,17 @@ class Command(BaseCommand):
             if options["invalidity_date"]
             else None
         )
-        with domain_errors():
-            preview = certificate_revocation_preview(
-                certificate=certificate,
-                reason=str(options["reason"]),
-                invalidity_date=invalid_since,
-            )
-            revoked = certificate_revoke(
-                actor=None,
-                certificate=certificate,
-                reason=preview.reason,
-                invalidity_date=invalid_since,
-            )
+        preview = certificate_revocation_preview(
+            certificate=certificate,
+            reason=str(options["reason"]),
+            invalidity_date=invalid_since,
+        )
+        revoked = certificate_revoke(
+            actor=None,
+            certificate=certificate,
+            reason=preview.reason,
+            invalidity_date=invalid_since,
+        )
         crl = revoked.ca.crls.order_by("-crl_number").values_list("crl_number", flat=True).first()
         self.stdout.write(
             f"Revoked serial {revoked.serial_number_display} of CA {ca.name} "

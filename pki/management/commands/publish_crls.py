@@ -16,19 +16,20 @@ are; the message names the CA and the reason).
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from typing import Any
 
-from kmsportal.locks import add_wait_argument, exclusive_job, skipped_message
+from django.core.management.base import CommandError, CommandParser
+
+from kmsportal.commands import ScheduledCommand
 from pki.errors import PkiError
 from pki.management import ca_by_name
 from pki.models import CertificateAuthority, CRLTrigger
 from pki.ocsp import ocsp_responder_ensure
 from pki.services import crl_publish
 
-JOB = "publish_crls"
 
-
-class Command(BaseCommand):
+class Command(ScheduledCommand):
+    job = "publish_crls"
     help = "Publish CRLs that are past half their lifetime (or all, with --force)."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -36,15 +37,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--force", action="store_true", help="publish even if the current CRL is fresh"
         )
-        add_wait_argument(parser)
+        super().add_arguments(parser)
 
-    def handle(self, *args: object, **options: object) -> None:
-        with exclusive_job(JOB, wait=bool(options["wait"])) as acquired:
-            if not acquired:
-                self.stdout.write(skipped_message(JOB))
-                return
-            ca_name = str(options["ca"]) if options["ca"] else None
-            self._publish(ca_name=ca_name, force=bool(options["force"]))
+    def run(self, **options: Any) -> None:
+        ca_name = str(options["ca"]) if options["ca"] else None
+        self._publish(ca_name=ca_name, force=bool(options["force"]))
 
     def _publish(self, *, ca_name: str | None, force: bool) -> None:
         if ca_name:

@@ -11,20 +11,20 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 
 from accounts import services
 from accounts.roles import Role
 from audit.services import audit_signing_key_ensure
 from kmsportal.checks import check_master_keyring
+from kmsportal.commands import KMSCommand
 from kmsportal.crypto.kek import generate_dev_keyring_spec, write_keyring_file
-from kmsportal.crypto.pkcs11_token import TokenError
-from kmsportal.keyring.backends import KeyBackendError, key_backend
+from kmsportal.keyring.backends import key_backend
 from kmsportal.keyring.services import keyring_reset, master_key_records_sync
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = "Prepare a fresh deployment: master keyring check values and the first administrator."
     # The keyring check runs below, after a development keyring has been written if needed.
     requires_system_checks: list[str] = []
@@ -43,10 +43,7 @@ class Command(BaseCommand):
         backend = key_backend()
         if backend.name != "software":
             # pkcs11: the token's master key seals; create it on a fresh token.
-            try:
-                done = backend.prepare()
-            except (KeyBackendError, TokenError) as exc:
-                raise CommandError(str(exc)) from exc
+            done = backend.prepare()
             for line in done:
                 self.stdout.write(line[0].upper() + line[1:] + ".")
             self.stdout.write(f"Master keyring: {backend!r}.")
@@ -123,12 +120,7 @@ class Command(BaseCommand):
                     f"An administrator already exists ({', '.join(existing)}); no user was created."
                 )
                 return
-            try:
-                user, password = services.user_bootstrap_administrator(
-                    username=username, email=email
-                )
-            except services.AccountPolicyError as exc:
-                raise CommandError(str(exc)) from exc
+            user, password = services.user_bootstrap_administrator(username=username, email=email)
         self.stdout.write(
             self.style.SUCCESS(
                 f"Created the first administrator.\n"

@@ -15,9 +15,9 @@ run finds nothing to do. Audited as the operator who runs it (cli:<user>@<host>)
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandParser
 
-from pki.errors import PkiError
+from kmsportal.commands import KMSCommand
 from pki.public_urls import (
     certificate_authorities_with_stale_addresses,
     certificate_authority_reissue,
@@ -25,7 +25,7 @@ from pki.public_urls import (
 from portal.public_url import server_certificate_stale
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = "Re-issue the CA and key-server certificates that name an old KMS_PUBLIC_URL."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -45,10 +45,7 @@ class Command(BaseCommand):
             if dry_run:
                 self.stdout.write(f"Would re-issue CA {ca.name} (now: {old}).")
                 continue
-            try:
-                reissued = certificate_authority_reissue(actor=None, ca=ca)
-            except PkiError as exc:
-                raise CommandError(str(exc)) from exc
+            reissued = certificate_authority_reissue(actor=None, ca=ca)
             self.stdout.write(
                 f"Re-issued CA {reissued.name}: serial {reissued.serial_number_display}, "
                 f"SHA-256 {reissued.fingerprint_sha256} (was: {old})."

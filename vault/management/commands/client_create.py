@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
+from kmsportal.commands import KMSCommand
 from vault.clients import client_create
-from vault.management import domain_errors
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = "Register a client service and print its one-time enrollment token (valid 24 h)."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -16,8 +16,7 @@ class Command(BaseCommand):
         parser.add_argument("--description", default="")
 
     def handle(self, *args: object, name: str, description: str, **options: object) -> None:
-        with domain_errors():
-            client, token = client_create(actor=None, name=name, description=description)
+        client, token = client_create(actor=None, name=name, description=description)
         self.stdout.write(f"Registered client {client.name}.")
         self.stdout.write(
             f"Enrollment token (shown once, single use, expires "

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
+from kmsportal.commands import KMSCommand
 from vault.clients import CLIENT_REVOCATION_REASONS, client_revoke
-from vault.management import client_by_name, domain_errors
+from vault.management import client_by_name
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = "Revoke a client service for good; its certificate is revoked in the same transaction."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -17,8 +18,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, name: str, reason: str, **options: object) -> None:
         client = client_by_name(name)
-        with domain_errors():
-            client = client_revoke(actor=None, client=client, reason=reason)
+        client = client_revoke(actor=None, client=client, reason=reason)
         serial = (
             f" and its certificate {client.certificate.serial_hex}" if client.certificate else ""
         )

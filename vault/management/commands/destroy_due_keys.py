@@ -7,32 +7,24 @@ do" and exit 0.
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandParser
+from typing import Any
 
-from kmsportal.locks import add_wait_argument, exclusive_job, skipped_message
-from vault.management import domain_errors
+from kmsportal.commands import ScheduledCommand
 from vault.services import symmetric_keys_destroy_due
 
-JOB = "destroy_due_keys"
 
-
-class Command(BaseCommand):
+class Command(ScheduledCommand):
+    job = "destroy_due_keys"
     help = (
         "Destroy (erase the material of) keys whose approved destruction waiting period is "
         "over. Idempotent."
     )
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        add_wait_argument(parser)
+    def run(self, **options: Any) -> list[str]:
+        return symmetric_keys_destroy_due()
 
-    def handle(self, *args: object, **options: object) -> None:
-        with exclusive_job(JOB, wait=bool(options["wait"])) as acquired:
-            if not acquired:
-                self.stdout.write(skipped_message(JOB))
-                return
-            with domain_errors():
-                destroyed = symmetric_keys_destroy_due()
-        if not destroyed:
+    def report(self, done: list[str]) -> None:
+        if not done:
             self.stdout.write("No keys due for destruction.")
-        for name in destroyed:
+        for name in done:
             self.stdout.write(f"Destroyed key {name}: material erased, records and audit kept.")

@@ -15,11 +15,11 @@ without ``fetch`` releases no key material and is made at once whatever the expo
 from __future__ import annotations
 
 from django.contrib.auth.models import User
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from kmsportal.two_person import TwoPersonError
+from kmsportal.commands import KMSCommand
 from vault.approvals import GRANT_PERMISSION, grant_request_create
-from vault.management import client_by_name, domain_errors, key_by_name, parse_time
+from vault.management import client_by_name, key_by_name, parse_time
 from vault.models import GrantVersions
 
 
@@ -33,7 +33,7 @@ def portal_actor(username: str, permission: str) -> User:
     return user
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = "Ask for (or, for a key whose export policy is 'single', make) a client's grant."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -68,19 +68,15 @@ class Command(BaseCommand):
         target_client = client_by_name(client)
         target_key = key_by_name(key)
         expires_at = parse_time(expires, "--expires")
-        with domain_errors():
-            try:
-                outcome = grant_request_create(
-                    actor=user,
-                    client=target_client,
-                    key=target_key,
-                    versions=versions,
-                    expires_at=expires_at,
-                    reason=reason,
-                    operations=operations,
-                )
-            except TwoPersonError as exc:
-                raise CommandError(str(exc)) from exc
+        outcome = grant_request_create(
+            actor=user,
+            client=target_client,
+            key=target_key,
+            versions=versions,
+            expires_at=expires_at,
+            reason=reason,
+            operations=operations,
+        )
         if outcome.request is not None:
             self.stdout.write(
                 f"Asked for the grant of {target_key.name} to {target_client.name} (request "

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
+from kmsportal.commands import KMSCommand
 from vault.lifecycle import VersionState
-from vault.management import domain_errors, key_by_name, parse_time
+from vault.management import key_by_name, parse_time
 from vault.services import key_version_compromise, symmetric_key_compromise
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = (
         "Report one version (--version) or the whole key compromised. Cannot be undone; a "
         "compromised primary version is replaced by a fresh one at once."
@@ -39,10 +40,7 @@ class Command(BaseCommand):
         when = parse_time(at, "--at")
         key = key_by_name(name)
         if number is None:
-            with domain_errors():
-                key = symmetric_key_compromise(
-                    actor=None, key=key, reason=reason, compromised_at=when
-                )
+            key = symmetric_key_compromise(actor=None, key=key, reason=reason, compromised_at=when)
             numbers = key.versions.filter(
                 state=VersionState.COMPROMISED, compromised_at=key.compromised_at
             ).values_list("number", flat=True)
@@ -53,10 +51,9 @@ class Command(BaseCommand):
                 f"(versions: {listed}); it can only be destroyed now."
             )
             return
-        with domain_errors():
-            replacement = key_version_compromise(
-                actor=None, key=key, number=number, reason=reason, compromised_at=when
-            )
+        replacement = key_version_compromise(
+            actor=None, key=key, number=number, reason=reason, compromised_at=when
+        )
         line = f"Version {number} of {key.name} reported compromised"
         if replacement is not None:
             line += (

@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
+from kmsportal.commands import KMSCommand
 from kmsportal.crypto.operations import KEY_TYPES
-from vault.management import domain_errors, parse_time
+from vault.management import parse_time
 from vault.services import symmetric_key_create
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = "Create a key (version 1), active now or pre-active until --activate-at."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -49,17 +50,16 @@ class Command(BaseCommand):
         **options: object,
     ) -> None:
         when = parse_time(activate_at, "--activate-at")
-        with domain_errors():
-            key = symmetric_key_create(
-                actor=None,
-                name=name,
-                description=description,
-                rotation_period_days=rotation_days,
-                activate_at=when,
-                key_type=key_type,
-                required_context_keys=require_context,
-                allow_compromised_decrypt=allow_compromised_decrypt,
-            )
+        key = symmetric_key_create(
+            actor=None,
+            name=name,
+            description=description,
+            rotation_period_days=rotation_days,
+            activate_at=when,
+            key_type=key_type,
+            required_context_keys=require_context,
+            allow_compromised_decrypt=allow_compromised_decrypt,
+        )
         version = key.versions.get(number=1)
         state = key.get_state_display()
         if key.activate_at is not None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from kmsportal.commands import KMSCommand
 from vault.key_import import WRAPPED_MAX_BYTES, key_import
-from vault.management import domain_errors
 
 
 def _read(path: str, what: str, limit: int) -> bytes:
@@ -22,7 +22,7 @@ def _read(path: str, what: str, limit: int) -> bytes:
     return data
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = "Import wrapped AES-256 material (RSA_AES_KEY_WRAP_SHA_256) into KEY."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -35,8 +35,7 @@ class Command(BaseCommand):
     ) -> None:
         blob = _read(wrapped, "wrapped key file", WRAPPED_MAX_BYTES)
         token = _read(token_file, "import token file", 200).decode("ascii", "replace").strip()
-        with domain_errors():
-            version = key_import(actor=None, key_name=key, wrapped=blob, import_token=token)
+        version = key_import(actor=None, key_name=key, wrapped=blob, import_token=token)
         self.stdout.write(
             f"Imported key {key}, version {version.number} (origin external), "
             f"fingerprint {version.fingerprint}"

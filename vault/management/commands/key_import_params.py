@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from kmsportal.commands import KMSCommand
 from vault.key_import import key_import_parameters_create
-from vault.management import domain_errors
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = (
         "Issue a one-time RSA wrapping key and import token for importing AES-256 material "
         "into KEY (an existing active key gets a new version; a new name becomes a new key)."
@@ -31,8 +31,7 @@ class Command(BaseCommand):
             if path.exists():
                 raise CommandError(f"{path} exists; use an empty directory")
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with domain_errors():
-            parameters = key_import_parameters_create(actor=None, key_name=key, key_size=key_size)
+        parameters = key_import_parameters_create(actor=None, key_name=key, key_size=key_size)
         public_path.write_text(parameters.public_key_pem)
         descriptor = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as token_file:

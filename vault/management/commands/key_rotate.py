@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
-from vault.management import domain_errors, key_by_name
+from kmsportal.commands import KMSCommand
+from vault.management import key_by_name
 from vault.services import symmetric_key_rotate
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = "Give a key a fresh primary version; the previous one stays for decryption only."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -24,10 +25,9 @@ class Command(BaseCommand):
         self, *args: object, name: str, min_decryption_version: int | None, **options: object
     ) -> None:
         key = key_by_name(name)
-        with domain_errors():
-            version = symmetric_key_rotate(
-                actor=None, key=key, min_decryption_version=min_decryption_version
-            )
+        version = symmetric_key_rotate(
+            actor=None, key=key, min_decryption_version=min_decryption_version
+        )
         key.refresh_from_db(fields=["min_decryption_version"])
         self.stdout.write(
             f"Rotated {key.name} to version {version.number}, fingerprint "

@@ -7,31 +7,23 @@ do" and exit 0.
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandParser
+from typing import Any
 
-from kmsportal.locks import add_wait_argument, exclusive_job, skipped_message
-from vault.management import domain_errors
+from kmsportal.commands import ScheduledCommand
 from vault.services import symmetric_keys_rotate_due
 
-JOB = "rotate_due_keys"
 
-
-class Command(BaseCommand):
+class Command(ScheduledCommand):
+    job = "rotate_due_keys"
     help = (
         "Activate pre-active keys whose activation time has passed and rotate keys past "
         "their rotation period. Idempotent: safe to run every minute."
     )
 
-    def add_arguments(self, parser: CommandParser) -> None:
-        add_wait_argument(parser)
+    def run(self, **options: Any) -> list[tuple[str, str]]:
+        return symmetric_keys_rotate_due()
 
-    def handle(self, *args: object, **options: object) -> None:
-        with exclusive_job(JOB, wait=bool(options["wait"])) as acquired:
-            if not acquired:
-                self.stdout.write(skipped_message(JOB))
-                return
-            with domain_errors():
-                done = symmetric_keys_rotate_due()
+    def report(self, done: list[tuple[str, str]]) -> None:
         if not done:
             self.stdout.write("No keys due.")
         for name, what in done:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
-
-from vault.management import domain_errors
+from kmsportal.commands import KMSCommand
 from vault.server_identity import server_identity_renew
 
 
-class Command(BaseCommand):
+class Command(KMSCommand):
     help = "Issue a new kms-server certificate (new sealed key) from the client identity CA."
 
     def handle(self, *args: object, **options: object) -> None:
-        with domain_errors():
-            identity = server_identity_renew()
+        identity = server_identity_renew()
         certificate = identity.certificate
         self.stdout.write(
             f"Issued kms-server certificate {certificate.serial_hex}, valid until "
