@@ -29,6 +29,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, OCSPExtensionOID
 
 from kmsportal.crypto.crl import RevocationReason
+from kmsportal.crypto.errors import KMSError
 from kmsportal.crypto.signer import Signer
 from kmsportal.crypto.timeutil import as_utc
 
@@ -69,8 +70,11 @@ _STATUS_NAMES: dict[ocsp.OCSPResponseStatus, str] = {
 }
 
 
-class OCSPError(Exception):
+class OCSPError(KMSError):
     """An OCSP request or response cannot be built, parsed or interpreted."""
+
+    code = "ocsp_invalid"
+    status = 400
 
 
 class OCSPMalformedRequest(OCSPError):

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 
+from kmsportal.crypto.errors import KMSError
+
 #: CRL numbers and serial numbers are INTEGERs of at most 20 octets (RFC 5280 §5.2.3,
 #: §4.1.2.2); DER integers are signed, so a non-negative one is below 2**159.
 MAX_CRL_NUMBER = 2**159 - 1
@@ -18,8 +20,11 @@ MAX_SERIAL = 2**159 - 1
 EARLIEST = datetime(1950, 1, 1, tzinfo=UTC)
 
 
-class CRLError(Exception):
+class CRLError(KMSError):
     """A CRL cannot be built, parsed or interpreted; the message says why."""
+
+    code = "crl_unusable"
+    status = 400
 
 
 class RevocationReason(enum.StrEnum):

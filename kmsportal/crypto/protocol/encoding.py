@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from kmsportal.crypto.canonical import canonical_json
+from kmsportal.crypto.errors import KMSError
 
 PROTOCOL_VERSION = 1
 PROTOCOL_LABEL = b"kmsportal key distribution v1"
@@ -90,17 +91,21 @@ RESPONSE_MEMBERS = frozenset(
 MAX_STATUS_BYTES = 8192
 
 
-class ProtocolError(Exception):
+class ProtocolError(KMSError):
     """A protocol message is malformed, fails a check, or does not verify.
 
     `code` is a stable machine-readable string (see the module docstring); `message` is for
-    people and never contains key material.
+    people and never contains key material. ``str()`` is "code: message", as logs expect.
     """
 
+    code = "protocol_error"
+    status = 400
+
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+        super().__init__(message, code=code)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
 
 
 # --- encodings ---------------------------------------------------------------------------

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from kmsportal.crypto.errors import KMSError
+
 # --- errors ----------------------------------------------------------------------------------
 
 
-class X509Error(ValueError):
+class X509Error(KMSError, ValueError):
     """Base class of the domain errors of this module; the message is user-facing."""
+
+    code = "x509_invalid"
+    status = 400
 
 
 class PrivateKeyError(X509Error):
