@@ -3,11 +3,8 @@
 The handlers are installed on the one ``NinjaAPI`` by :func:`install` (adminapi.api). Routers
 do not catch errors to render them: they raise, and this module maps, in one place:
 
-- :class:`~kmsportal.crypto.errors.KMSError` (and subclasses): its ``code`` and ``status``;
-- the domain errors that are not KMSError subclasses yet (``DOMAIN_ERRORS``: VaultError,
-  DistributionError, TwoPersonError, InvalidTransition, AccountPolicyError, ...): a stable code
-  and 400/403/409 from the table below. Once an error class subclasses KMSError, its own
-  ``code``/``status`` win (the KMSError check comes first);
+- :class:`~kmsportal.crypto.errors.KMSError`, the root of every domain error (VaultError,
+  TwoPersonError, InvalidTransition, PkiError, ...): its own ``code`` and ``status``;
 - request validation (pydantic, path and query parameters): 422 ``validation_failed`` with the
   field errors in the ``errors`` extension member (``loc``, ``msg``, ``type``);
 - no or an invalid token: 401 ``unauthenticated`` with ``WWW-Authenticate: Bearer``;
@@ -21,7 +18,6 @@ example ``not_found`` for an unknown key name); the message is for the person wh
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
@@ -38,34 +34,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("kmsportal.adminapi")
 
 
-def _domain_errors() -> list[tuple[type[Exception], str, int]]:
-    """(class, code, status), most specific first. Imported late: the apps load first."""
-    from accounts.approvers import ApproverNotEligible
-    from accounts.mfa import MfaError
-    from accounts.services import AccountPolicyError
-    from kmsportal.keyring.backends.base import KeyBackendError
-    from kmsportal.two_person import TwoPersonError
-    from pki.errors import PkiError
-    from vault.lifecycle import InvalidTransition
-    from vault.refusals import DistributionError
-    from vault.services import KeyIntegrityError, VaultError
-
-    table: list[tuple[type[Exception], str, int]] = [
-        (ApproverNotEligible, "approver_not_eligible", 403),
-        (TwoPersonError, "two_person_rule", 409),
-        (InvalidTransition, "invalid_transition", 409),
-        (KeyIntegrityError, "key_integrity", 409),
-        (VaultError, "vault_refused", 400),
-        (DistributionError, "distribution_refused", 400),
-        (AccountPolicyError, "account_policy", 409),
-        (MfaError, "mfa_refused", 400),
-        (PkiError, "pki_refused", 400),
-        # The key backend (a PKCS#11 token) failed mid-request: try again later.
-        (KeyBackendError, "key_backend_unavailable", 503),
-    ]
-    return table
-
-
 def problem(code: str, detail: str, status: int, **extra: Any) -> HttpResponse:
     return problem_response(code, detail, status, **extra)
 
@@ -77,17 +45,6 @@ def _kms_error(request: HttpRequest, exc: KMSError) -> HttpResponse:
     if exc.status >= 500:
         logger.error("admin API %s %s: %s", request.method, request.path, exc.code)
     return problem_for(exc)
-
-
-def _domain(code: str, status: int) -> Callable[[HttpRequest, Exception], HttpResponse]:
-    def handle(request: HttpRequest, exc: Exception) -> HttpResponse:
-        if isinstance(exc, KMSError):  # converted to the one root since: its own code wins
-            return _kms_error(request, exc)
-        if status == 403 and not getattr(request, "audit_denied_reason", None):
-            request.audit_denied_reason = (str(exc) or code)[:200]
-        return problem(code, str(exc) or code.replace("_", " "), status)
-
-    return handle
 
 
 def _validation(request: HttpRequest, exc: ValidationError) -> HttpResponse:
@@ -151,8 +108,6 @@ def install(api: NinjaAPI) -> None:
     """Put this module's handlers on ``api`` (ninja picks the most specific class)."""
     api.add_exception_handler(Exception, _internal)
     api.add_exception_handler(KMSError, _kms_error)
-    for cls, code, status in _domain_errors():
-        api.add_exception_handler(cls, _domain(code, status))
     api.add_exception_handler(ValidationError, _validation)
     api.add_exception_handler(DjangoValidationError, _django_validation)
     api.add_exception_handler(AuthenticationError, _unauthenticated)
