@@ -196,20 +196,20 @@ def ca_revocation_approve(*, actor: User, request: CARevocationRequest) -> Certi
     """Second person: approve, which revokes the CA's certificate now, with the CA and
     everything below it (:func:`pki.revocation.certificate_revoke`, in this transaction).
 
-    Refused (:class:`PkiError`, nothing changes) for the requester, for a request that is not
-    pending or has expired, and when the certificate was revoked meanwhile. Audited as the
+    Refused, nothing changed: the requester (:class:`TwoPersonError`), an approver without
+    their own second factor (:class:`ApproverNotEligible`), and (:class:`PkiError`) a request
+    that is not pending or has expired, or whose certificate was revoked meanwhile. Audited as the
     revocation's own events followed by ``ca.revocation_approved``.
     """
     request = _pending(request)
-    if request.requested_by_id == actor.pk:
-        raise PkiError(
+    if request.requested_by_id == actor.pk:  # the same refusal as every two-person kind's
+        raise TwoPersonError(
             "you asked for this revocation; a different person who may revoke certificates "
             "must approve it (two-person rule)"
         )
-    try:  # own password, own authenticator, past the cooling-off (accounts.approvers)
-        approver_check(user=actor, permission="pki.revoke_certificate")
-    except TwoPersonError as exc:
-        raise PkiError(str(exc)) from None
+    # Own password, own authenticator, past the cooling-off (accounts.approvers); its
+    # refusal (ApproverNotEligible, 403) goes out as it is, as for the vault's kinds.
+    approver_check(user=actor, permission="pki.revoke_certificate")
     if request.is_expired:
         raise PkiError(
             f"this request expired at {request.expires_at:%Y-%m-%d %H:%M} UTC; ask for a new "

@@ -18,6 +18,7 @@ from accounts.roles import Role
 from audit.models import AuditEvent
 from audit.services import audit_chain_check
 from kmsportal.crypto.crl import load_crl, revoked_serials
+from kmsportal.two_person import TwoPersonError
 from pki import services
 from pki.approvals import (
     ca_revocation_approve,
@@ -203,7 +204,7 @@ def test_the_requester_cannot_approve(operators, signed_in, tree) -> None:
     assert "a different person who may revoke certificates must approve it" in (
         response.content.decode()
     )
-    with pytest.raises(PkiError, match="two-person rule"):
+    with pytest.raises(TwoPersonError, match="two-person rule"):
         ca_revocation_approve(actor=asker_user, request=asked)
     assert snapshot() == before
     asked.refresh_from_db()
