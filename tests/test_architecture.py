@@ -108,7 +108,13 @@ def test_every_view_and_form_module_of_an_app_is_under_a_page_contract() -> None
         for p in python_files(*APPS)
         if "urlpatterns" in p.read_text() and p.stem.endswith("urls")
     }
-    assert found - protected == set()
+    # A protected package protects its modules too (pki.views.cas under "pki.views").
+    unprotected = {
+        module
+        for module in found
+        if not any(module == p or module.startswith(p + ".") for p in protected)
+    }
+    assert unprotected == set()
 
 
 def test_the_detector_finds_views_by_what_they_define(tmp_path: Path) -> None:
