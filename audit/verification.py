@@ -2,7 +2,7 @@
 
 The statements live in `audit.queries`; this module decides what their answers prove.
 
-The exact verifier (``verify_chain`` over ``audit.services.chain_rows``) turns every row into
+The exact verifier (``verify_chain`` over ``audit.checking.chain_rows``) turns every row into
 Python objects and serialises it again, about 15 µs per event. Here the database renders each
 event's canonical JSON (the bytes its hash covers, see kmsportal.crypto.audit_chain) itself:
 
@@ -171,7 +171,7 @@ class _Walk:
                 self.first_sequence, self.last_sequence, self.verified = None, None, 0
                 start, expected, overlap = self.from_sequence, self.expected, 0
                 bound = self.to_sequence
-        from .services import chain_rows  # services imports this module
+        from .checking import chain_rows  # checking imports this module
 
         result = verify_chain(
             chain_rows(from_sequence=start, to_sequence=bound), expected_prev_hash=expected

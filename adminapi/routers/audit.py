@@ -17,7 +17,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 from ninja import Path, Query, Router
 
-from audit import exports, selectors, services
+from audit import checking, exports, selectors, services
 from audit.models import AuditEvent
 from audit.selectors import EventFilters
 from kmsportal.errors import KMSError
@@ -259,7 +259,7 @@ def audit_verify(request: HttpRequest) -> dict[str, Any]:
     of every pending event. A broken log is an answer (``ok`` false, where and why), not an
     error. Recorded as ``audit.verified`` with the result."""
     user = _allowed(request, "audit_verify")
-    report = services.audit_chain_verify(actor=user)
+    report = checking.audit_chain_verify(actor=user)
     return {
         **report.as_details(),
         "latest_head_size": report.latest_head_size,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from audit.checking import audit_chain_check
 from audit.models import AuditEvent, AuditLeaf, AuditTreeHead
 from audit.sequencer import audit_integrate, proof_consistency
-from audit.services import audit_chain_check
 from kmsportal.crypto.merkle import verify_consistency
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from audit import services
+from audit import checking
+from audit.checking import audit_chain_check
 from audit.models import AuditAction
 from audit.sequencer import audit_integrate
-from audit.services import audit_chain_check, audit_event_record
+from audit.services import audit_event_record
 from tests.audit.helpers import append_events, raw_tampering
 
 pytestmark = pytest.mark.django_db
@@ -41,7 +42,7 @@ def test_the_fast_path_vouches_for_every_leaf(monkeypatch) -> None:
     def exact_walk_forbidden(*args, **kwargs):
         raise AssertionError("the exact walk was needed")
 
-    monkeypatch.setattr(services, "_leaf_exact_row", exact_walk_forbidden)
+    monkeypatch.setattr(checking, "_leaf_exact_row", exact_walk_forbidden)
     report = audit_chain_check()
     assert report.ok, report.problem
     assert report.tree_size >= 37

@@ -9,13 +9,10 @@ import pytest
 from django.apps import apps
 from django.utils import timezone
 
+from audit.checking import audit_chain_check
 from audit.models import AuditChainHead, AuditCheckpoint, AuditEvent, AuditLeaf
 from audit.sequencer import audit_integrate
-from audit.services import (
-    audit_chain_check,
-    audit_signing_key_ensure,
-    audit_signing_key_private,
-)
+from audit.services import audit_signing_key_ensure, audit_signing_key_private
 from kmsportal.crypto.audit_chain import (
     GENESIS_HASH,
     checkpoint_payload,

@@ -13,8 +13,8 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.roles import Role
+from audit.checking import audit_checkpoint_create
 from audit.models import AuditAction, AuditEvent
-from audit.services import audit_checkpoint_create
 from kmsportal.crypto.audit_log import verify_export
 from tests.audit.helpers import append_events, raw_tampering
 

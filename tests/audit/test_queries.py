@@ -14,9 +14,9 @@ import pytest
 from django.db import connection
 
 from audit import queries
+from audit.checking import chain_rows
 from audit.models import AuditEvent, AuditLeaf
 from audit.sequencer import audit_integrate
-from audit.services import chain_rows
 from kmsportal.crypto.audit_chain import event_canonical_bytes
 from kmsportal.crypto.audit_log import event_entry
 from kmsportal.crypto.merkle import leaf_hash

@@ -230,7 +230,7 @@ def test_triggers_refuse_update_delete_truncate(statement: str) -> None:
     """On PostgreSQL and SQLite alike, whatever the application does."""
     if connection.vendor == "sqlite":
         statement = statement.replace("interval '1 day'", "1")
-    from audit.services import audit_checkpoint_create
+    from audit.checking import audit_checkpoint_create
 
     append_events(3)
     audit_checkpoint_create()

@@ -8,9 +8,9 @@ import json
 import pytest
 from django.core.management import call_command
 
+from audit.checking import audit_chain_check
 from audit.models import AuditEvent, AuditSigningKey, AuditTreeHead
 from audit.sequencer import audit_integrate
-from audit.services import audit_chain_check
 from kmsclient.cli import main
 from tests.audit.helpers import append_events
 

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from audit.checking import audit_chain_check
 from audit.models import AuditEvent, AuditTreeHead
 from audit.sequencer import sequencer_thread_stop
-from audit.services import audit_chain_check
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 

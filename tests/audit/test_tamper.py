@@ -10,9 +10,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import call_command
 
+from audit.checking import audit_chain_check
 from audit.models import AuditEvent, AuditLeaf, AuditSigningKey, AuditTreeHead
 from audit.sequencer import AuditTreeError, audit_integrate
-from audit.services import audit_chain_check, audit_keys_forget, audit_signing_key_ensure
+from audit.services import audit_keys_forget, audit_signing_key_ensure
 from kmsportal.crypto.audit_chain import format_time, public_key_to_pem
 from kmsportal.crypto.audit_log import event_entry, key_id, tree_head_sign
 from kmsportal.crypto.merkle import leaf_hash

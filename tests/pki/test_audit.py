@@ -8,8 +8,8 @@ import json
 import pytest
 from django.test import Client
 
+from audit.checking import audit_chain_check
 from audit.models import AuditEvent
-from audit.services import audit_chain_check
 from pki import services
 from pki.models import CertificateAuthority
 

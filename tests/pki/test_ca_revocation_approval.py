@@ -15,8 +15,8 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from accounts.roles import Role
+from audit.checking import audit_chain_check
 from audit.models import AuditEvent
-from audit.services import audit_chain_check
 from kmsportal.crypto.crl import load_crl, revoked_serials
 from kmsportal.two_person import TwoPersonError
 from pki import services

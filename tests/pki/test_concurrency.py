@@ -11,8 +11,8 @@ from collections.abc import Callable
 import pytest
 from django.db import IntegrityError, connection, connections, transaction
 
+from audit.checking import audit_chain_check
 from audit.models import AuditEvent
-from audit.services import audit_chain_check
 from pki import services
 from pki.models import Certificate, CertificateAuthority
 

@@ -8,7 +8,7 @@ import threading
 import pytest
 from django.db import connection, connections
 
-from audit.services import audit_chain_check
+from audit.checking import audit_chain_check
 from kmsportal.crypto.crl import crl_summary, load_crl, revoked_serials
 from pki import services
 from pki.models import Certificate, CertificateAuthority, RevocationList

@@ -14,8 +14,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.roles import Role
+from audit.checking import audit_chain_check
 from audit.models import AuditEvent
-from audit.services import audit_chain_check
 from kmsportal.crypto.crl import RevocationReason, load_crl, revoked_serials
 from pki import services
 from pki.models import (

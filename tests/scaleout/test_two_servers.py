@@ -34,8 +34,8 @@ from django.db import connections
 
 from accounts import mfa
 from accounts.roles import Role
+from audit.checking import audit_chain_check
 from audit.models import AuditEvent
-from audit.services import audit_chain_check
 from kmsclient.client import FETCH_PATH, KMSClient, KMSClientError, enroll
 from kmsclient.identity import load_identity
 from kmsportal.crypto import protocol

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from audit.services import audit_chain_verify
+from audit.checking import audit_chain_verify
 
 
 class Command(BaseCommand):
