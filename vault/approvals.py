@@ -50,7 +50,7 @@ from kmsportal.two_person import (
     two_person_withdraw,
 )
 
-from .clients import client_enrollment_token_renew, grant_create
+from .clients import client_enrollment_token_renew, grant_checks, grant_create
 from .events import VaultAction
 from .models import (
     Client,
@@ -228,16 +228,7 @@ def grant_request_create(
             f"key {key.name}'s export policy is 'never': no client may fetch it. Changing "
             "the policy is itself a two-person request."
         )
-    if versions not in GrantVersions.values:
-        raise DistributionError(f"versions must be one of {', '.join(GrantVersions.values)}")
-    if expires_at is not None and expires_at <= timezone.now():
-        raise DistributionError("the grant's expiry must be in the future")
-    if client.state == ClientState.REVOKED:
-        raise DistributionError(f"client {client.name} is revoked")
-    if key.is_destroyed:
-        raise DistributionError(f"key {key.name} is destroyed")
-    if Grant.objects.filter(client=client, key=key, withdrawn_at__isnull=True).exists():
-        raise DistributionError(f"{client.name} already has a grant for {key.name}")
+    grant_checks(client=client, key=key, versions=versions, expires_at=expires_at)
     if key.export_policy == ExportPolicy.SINGLE:
         grant = grant_create(
             actor=actor,

@@ -268,6 +268,25 @@ def _revoke_certificate(*, actor: Actor, certificate: Certificate, reason: str) 
     certificate_revoke(actor=actor, certificate=certificate, reason=reason)
 
 
+def grant_checks(
+    *, client: Client, key: SymmetricKey, versions: str, expires_at: datetime | None
+) -> None:
+    """What a grant needs whoever makes it (one custodian, or a request a second approves):
+    known versions, a future expiry, a live client, a key not destroyed, no grant already."""
+    if versions not in GrantVersions.values:
+        raise DistributionError(f"versions must be one of {', '.join(GrantVersions.values)}")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise DistributionError("the grant's expiry must be in the future")
+    if client.state == ClientState.REVOKED:
+        raise DistributionError(f"client {client.name} is revoked")
+    if key.is_destroyed:
+        raise DistributionError(f"key {key.name} is destroyed")
+    if Grant.objects.filter(client=client, key=key, withdrawn_at__isnull=True).exists():
+        raise DistributionError(
+            f"{client.name} already has a grant for {key.name}; withdraw it first"
+        )
+
+
 @transaction.atomic
 def grant_create(
     *,
@@ -289,18 +308,7 @@ def grant_create(
             f"key {key.name}'s export policy is 'never': it can be used only through the "
             "operations API, never fetched"
         )
-    if versions not in GrantVersions.values:
-        raise DistributionError(f"versions must be one of {', '.join(GrantVersions.values)}")
-    if expires_at is not None and expires_at <= timezone.now():
-        raise DistributionError("the grant's expiry must be in the future")
-    if client.state == ClientState.REVOKED:
-        raise DistributionError(f"client {client.name} is revoked")
-    if key.is_destroyed:
-        raise DistributionError(f"key {key.name} is destroyed")
-    if Grant.objects.filter(client=client, key=key, withdrawn_at__isnull=True).exists():
-        raise DistributionError(
-            f"{client.name} already has a grant for {key.name}; withdraw it first"
-        )
+    grant_checks(client=client, key=key, versions=versions, expires_at=expires_at)
     grant = Grant.objects.create(
         client=client,
         key=key,
