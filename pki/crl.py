@@ -472,9 +472,9 @@ def crl_download_der(*, download: CRLDownload) -> bytes | None:
     """The stored DER bytes of ``download``, exactly as signed; None if they are not in the
     cache and a newer CRL replaced them since ``download`` was read (ask again)."""
     key = _cache_key(download.sha256)
-    der = cache.get(key)
-    if der is not None and hashlib.sha256(der).hexdigest() == download.sha256:
-        return der
+    cached = cache.get(key)  # only this function sets the key, always to bytes
+    if isinstance(cached, bytes) and hashlib.sha256(cached).hexdigest() == download.sha256:
+        return cached
     stored = RevocationList.objects.filter(pk=download.pk).values_list("crl_der", flat=True).first()
     if stored is None:
         return None
