@@ -17,6 +17,12 @@ from .context import RequestMeta, request_meta_reset, request_meta_set
 from .sequencer import sequencer_thread_start
 
 
+def audit_denied_reason_set(request: HttpRequest, reason: str) -> None:
+    """Say why ``request`` is refused: the ``access.denied`` event recorded for its 403 (by
+    the middleware below) carries the reason."""
+    request.audit_denied_reason = reason  # type: ignore[attr-defined]  # read back with getattr
+
+
 class AuditRequestMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
