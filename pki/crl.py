@@ -56,7 +56,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_event_record
-from kmsportal.actors import actor_name
+from kmsportal.actors import Actor, actor_name
 from kmsportal.crypto.crl import CRLError, EntryCache, build_crl, crl_to_der
 from kmsportal.crypto.signer import Signer
 
@@ -143,7 +143,7 @@ def _store(
     this_update: datetime,
     next_update: datetime,
     trigger: CRLTrigger,
-    actor: object,
+    actor: Actor,
     base_number: int | None,
 ) -> RevocationList:
     row = RevocationList.objects.create(
@@ -156,7 +156,7 @@ def _store(
         size=len(der),
         sha256=hashlib.sha256(der).hexdigest(),
         trigger=trigger,
-        published_by_name=actor_name(actor),  # type: ignore[arg-type]
+        published_by_name=actor_name(actor),
         is_delta=base_number is not None,
         base_crl_number=base_number,
     )
@@ -197,7 +197,7 @@ def crl_publish_locked(
     *,
     ca: CertificateAuthority,
     trigger: CRLTrigger,
-    actor: object = None,
+    actor: Actor = None,
     signer: Signer | None = None,
     now: datetime | None = None,
 ) -> RevocationList:
@@ -256,7 +256,7 @@ def _publish_delta(
     ca: CertificateAuthority,
     base: RevocationList,
     trigger: CRLTrigger,
-    actor: object,
+    actor: Actor,
     signer: Signer,
     issuer: x509.Certificate,
     now: datetime,
@@ -298,7 +298,7 @@ def crl_delta_publish_locked(
     *,
     ca: CertificateAuthority,
     trigger: CRLTrigger,
-    actor: object = None,
+    actor: Actor = None,
     signer: Signer | None = None,
 ) -> RevocationList:
     """Publish the next delta CRL of ``ca`` against its newest complete CRL: what a
@@ -364,7 +364,7 @@ def _latest(ca: CertificateAuthority, *, delta: bool = False) -> RevocationList 
 @transaction.atomic
 def crl_publish(
     *,
-    actor: object,
+    actor: Actor,
     ca: CertificateAuthority,
     trigger: CRLTrigger = CRLTrigger.MANUAL,
     force: bool = True,
@@ -386,7 +386,7 @@ def crl_publish(
     row = crl_publish_locked(ca=locked, trigger=trigger, actor=actor)
     audit_event_record(
         action=PkiAction.CRL_PUBLISHED,
-        actor=actor,  # type: ignore[arg-type]
+        actor=actor,
         anonymous=trigger == CRLTrigger.FIRST_DOWNLOAD,
         actor_name="anonymous (first CRL download)"
         if trigger == CRLTrigger.FIRST_DOWNLOAD

@@ -250,6 +250,8 @@ def _key_import(
             f"the wrapping key of this import cannot be opened: {exc}", import_id
         ) from None
     try:
+        # An RSA key by construction (generate_import_key, sealed by key_import_parameters_create);
+        # private_key_from_der is typed for any key the portal loads.
         material = unwrap_for_import(private_key, wrapped)  # type: ignore[arg-type]
     except ImportUnwrapError as exc:
         raise _Refused(str(exc), import_id) from None
