@@ -48,7 +48,7 @@ class AuditRequestMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
         if isinstance(exception, PermissionDenied):
-            request.audit_denied_reason = str(exception) or "permission denied"  # type: ignore[attr-defined]  # read back with getattr
+            audit_denied_reason_set(request, str(exception) or "permission denied")
 
     @staticmethod
     def _record_denied(request: HttpRequest) -> None:
