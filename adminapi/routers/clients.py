@@ -10,7 +10,7 @@ for ``two-person`` (answered 202 with the request; a second key custodian decide
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from django.http import HttpResponse
 from ninja import Router, Schema, Status
@@ -41,7 +41,25 @@ RULES: dict[str, Rule] = {
 }
 
 ClientName = Field(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$", max_length=64)
-Operation = Literal[tuple(OPERATIONS)]  # type: ignore[valid-type]
+# Spelled out for the type checker; the assertions keep them equal to the services' own
+# tuples (in order: the OpenAPI document lists them so).
+Operation = Literal[
+    "fetch",
+    "encrypt",
+    "decrypt",
+    "reencrypt",
+    "generate-data-key",
+    "mac",
+    "mac-verify",
+    "sign",
+    "verify",
+    "public-key",
+]
+assert get_args(Operation) == tuple(OPERATIONS)
+RevocationReason = Literal["affiliationChanged", "keyCompromise", "cessationOfOperation"]
+assert get_args(RevocationReason) == tuple(clients.CLIENT_REVOCATION_REASONS)
+GrantVersionsName = Literal["primary", "all"]
+assert get_args(GrantVersionsName) == tuple(GrantVersions.values)
 
 
 class GrantOut(Schema):
@@ -128,15 +146,19 @@ class EnrollmentOut(Schema):
 
 
 class RevokeIn(Schema):
-    reason: Literal[clients.CLIENT_REVOCATION_REASONS]  # type: ignore[valid-type]
+    reason: RevocationReason
+
+
+def _fetch_only() -> list[Operation]:
+    return ["fetch"]
 
 
 class GrantIn(Schema):
     key: str = Field(min_length=1, max_length=100)
-    operations: list[Operation] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["fetch"], min_length=1, max_length=len(OPERATIONS)
+    operations: list[Operation] = Field(
+        default_factory=_fetch_only, min_length=1, max_length=len(OPERATIONS)
     )
-    versions: Literal[tuple(GrantVersions.values)] = GrantVersions.PRIMARY  # type: ignore[valid-type]
+    versions: GrantVersionsName = "primary"
     expires_at: Instant | None = None
     reason: str = REASON
 
