@@ -24,6 +24,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
+from audit.middleware import audit_denied_reason_set
+
 from .mfa import MfaSessionState, mfa_session_state
 
 # Anonymous-public anyway (relying parties, client services, load balancers): never gated,
@@ -77,5 +79,5 @@ class MfaRequiredMiddleware:
         if request.method in ("GET", "HEAD"):
             target = paths["enroll"] if state is MfaSessionState.PENDING_ENROLL else paths["verify"]
             return HttpResponseRedirect(f"{target}?{urlencode({'next': request.get_full_path()})}")
-        request.audit_denied_reason = "multi-factor verification required"  # type: ignore[attr-defined]  # read back with getattr
+        audit_denied_reason_set(request, "multi-factor verification required")
         raise PermissionDenied("Finish signing in with your authenticator app first.")

@@ -27,12 +27,11 @@ Refusals raise a 403 problem (``permission_denied``, ``read_only_token``) and ar
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib.auth.models import User
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
+from audit.middleware import audit_denied_reason_set
 from kmsportal.crypto.errors import KMSError
 
 from .models import ApiToken
@@ -48,6 +47,15 @@ class Forbidden(KMSError):
     status = 403
 
 
+class ApiRequest(HttpRequest):
+    """For the type checker: a request that :class:`ApiTokenAuth` let through (it is set on
+    the NinjaAPI, so every operation's request is one): ``auth`` is the live token and
+    ``user`` its user. At run time requests are plain `HttpRequest` objects."""
+
+    user: User
+    auth: ApiToken
+
+
 class ApiTokenAuth(HttpBearer):
     """Bearer personal API tokens (adminapi.tokens)."""
 
@@ -56,10 +64,9 @@ class ApiTokenAuth(HttpBearer):
         if found is None:
             return None
         request.user = found.user
-        request.api_token = found
         write = request.method not in SAFE_METHODS
         if write and not found.writes:
-            request.audit_denied_reason = "read-only API token"
+            audit_denied_reason_set(request, "read-only API token")
             raise Forbidden(
                 "this token is read-only: it can never change anything. Make a token with "
                 "the 'roles' scope for this.",
@@ -70,15 +77,15 @@ class ApiTokenAuth(HttpBearer):
 
 
 def require(
-    request: HttpRequest, *permissions: str, write: bool, any_of: tuple[str, ...] = ()
-) -> Any:
+    request: ApiRequest, *permissions: str, write: bool, any_of: tuple[str, ...] = ()
+) -> User:
     """The calling user, once the token's scope and the user's current permissions allow the
     operation (all of ``permissions``, and one of ``any_of`` if given); else a 403 problem.
     Call it first in every operation."""
-    token: ApiToken = request.auth  # type: ignore[attr-defined]
-    user: User = token.user
+    token = request.auth
+    user = token.user
     if write and not token.writes:
-        request.audit_denied_reason = "read-only API token"
+        audit_denied_reason_set(request, "read-only API token")
         raise Forbidden(
             "this token is read-only: it can never change anything", code="read_only_token"
         )
@@ -86,7 +93,7 @@ def require(
     if any_of and not any(user.has_perm(p) for p in any_of):
         missing.append(" or ".join(any_of))
     if missing:
-        request.audit_denied_reason = f"missing permission {', '.join(missing)}"[:200]
+        audit_denied_reason_set(request, f"missing permission {', '.join(missing)}"[:200])
         raise Forbidden(
             f"this needs the {', '.join(missing)} permission, which none of "
             f"{user.get_username()}'s roles gives"

@@ -18,13 +18,15 @@ example ``not_found`` for an unknown key name); the message is for the person wh
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from audit.middleware import audit_denied_reason_set
 from kmsportal.crypto.errors import KMSError
 from kmsportal.errors import problem_for, problem_response
 
@@ -41,7 +43,7 @@ def problem(code: str, detail: str, status: int, **extra: Any) -> HttpResponse:
 def _kms_error(request: HttpRequest, exc: KMSError) -> HttpResponse:
     if exc.status == 403 and not getattr(request, "audit_denied_reason", None):
         # audit.middleware records the 403 as access.denied, with this reason
-        request.audit_denied_reason = exc.message[:200]
+        audit_denied_reason_set(request, exc.message[:200])
     if exc.status >= 500:
         logger.error("admin API %s %s: %s", request.method, request.path, exc.code)
     return problem_for(exc)
@@ -91,7 +93,7 @@ def _not_found(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 
 def _forbidden(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
-    request.audit_denied_reason = str(exc)[:200] or "permission denied"
+    audit_denied_reason_set(request, str(exc)[:200] or "permission denied")
     return problem("permission_denied", str(exc) or "permission denied", 403)
 
 
@@ -104,14 +106,25 @@ def _internal(request: HttpRequest, exc: Exception) -> HttpResponse:
     )
 
 
+_E = TypeVar("_E", bound=Exception)
+
+
+def _handle(
+    api: NinjaAPI, exc_class: type[_E], handler: Callable[[HttpRequest, _E], HttpResponse]
+) -> None:
+    # ninja's annotation says a handler may be given the exception or its class (ExcHandler),
+    # but it only ever passes the instance its operation caught (NinjaAPI.on_exception).
+    api.add_exception_handler(exc_class, handler)  # type: ignore[arg-type]
+
+
 def install(api: NinjaAPI) -> None:
     """Put this module's handlers on ``api`` (ninja picks the most specific class)."""
-    api.add_exception_handler(Exception, _internal)
-    api.add_exception_handler(KMSError, _kms_error)
-    api.add_exception_handler(ValidationError, _validation)
-    api.add_exception_handler(DjangoValidationError, _django_validation)
-    api.add_exception_handler(AuthenticationError, _unauthenticated)
-    api.add_exception_handler(HttpError, _http_error)
-    api.add_exception_handler(Http404, _not_found)
-    api.add_exception_handler(ObjectDoesNotExist, _not_found)
-    api.add_exception_handler(PermissionDenied, _forbidden)
+    _handle(api, Exception, _internal)
+    _handle(api, KMSError, _kms_error)
+    _handle(api, ValidationError, _validation)
+    _handle(api, DjangoValidationError, _django_validation)
+    _handle(api, AuthenticationError, _unauthenticated)
+    _handle(api, HttpError, _http_error)
+    _handle(api, Http404, _not_found)
+    _handle(api, ObjectDoesNotExist, _not_found)
+    _handle(api, PermissionDenied, _forbidden)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from ninja import Schema
+from ninja import P, PathEx, Schema
 from pydantic import AfterValidator, Field
 
 # Database ids in paths: larger numbers are no id (and must not reach the database).
 MAX_ID = 2**53
+# A database id in a path (``Path(..., ge=1, le=MAX_ID)``, in ninja's typed spelling).
+PathId = PathEx[int, P(ge=1, le=MAX_ID)]
 REASON = Field(min_length=1, max_length=1000, description="Why; a second person may read it.")
 
 

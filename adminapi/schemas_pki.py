@@ -10,7 +10,7 @@ PEM) the caller protects with its own password.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from ninja import Field, Schema
 
@@ -27,7 +27,7 @@ from pki.revocation import REVOCATION_REASONS
 from .schemas import MAX_ID, Instant
 
 KeyTypeName = Literal["rsa2048", "rsa3072", "rsa4096", "ecp256", "ecp384"]
-assert set(KeyTypeName.__args__) == {k.value for k in KeyType}  # type: ignore[attr-defined]
+assert set(get_args(KeyTypeName)) == {k.value for k in KeyType}
 
 #: The reasons an operator may choose (RFC 5280 5.3.1 names): every CRLReason but
 #: removeFromCRL (delta CRLs only) and aACompromise (attribute certificates).
@@ -41,7 +41,7 @@ ReasonName = Literal[
     "certificateHold",
     "privilegeWithdrawn",
 ]
-assert set(ReasonName.__args__) == {r.value for r in REVOCATION_REASONS}  # type: ignore[attr-defined]
+assert set(get_args(ReasonName)) == {r.value for r in REVOCATION_REASONS}
 
 
 def _ca_name(description: str = "The CA's name (as in its URLs).") -> Any:

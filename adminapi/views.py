@@ -6,17 +6,19 @@ follows takes it out (kmsportal.one_time), so a reload shows that it is gone, ne
 
 from __future__ import annotations
 
+import uuid
+
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.mixins import LoginRequiredMixin
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.decorators import method_decorator
-from django.views import View
 from django.views.decorators.cache import never_cache
 
 from accounts.mfa import SESSION_DEVICE, SESSION_VERIFIED, MfaSessionState, mfa_session_state
+from audit.middleware import audit_denied_reason_set
+from kmsportal.mixins import AuthenticatedRequest, SignedInMixin
 from kmsportal.one_time import one_time_secret_keep, one_time_secret_take
 
 from .models import ApiToken, TokenScope
@@ -39,7 +41,7 @@ class TokenCreateForm(forms.Form):
     )
 
 
-def _verified_device(request: HttpRequest) -> str | None:
+def _verified_device(request: AuthenticatedRequest) -> uuid.UUID | None:
     """The authenticator this session passed the second factor with; None when it did not
     (a user who needs no second factor and has none must enrol one first)."""
     if mfa_session_state(request) is not MfaSessionState.SATISFIED:
@@ -47,7 +49,9 @@ def _verified_device(request: HttpRequest) -> str | None:
     device = request.session.get(SESSION_DEVICE)
     if request.session.get(SESSION_VERIFIED) is not True or not device:
         return None
-    return device
+    # A satisfied state means the recorded device is the user's confirmed one: the text of
+    # its UUID (accounts.mfa).
+    return uuid.UUID(device)
 
 
 def _purpose(token: ApiToken) -> str:
@@ -55,11 +59,11 @@ def _purpose(token: ApiToken) -> str:
 
 
 @method_decorator(never_cache, name="dispatch")
-class TokenListView(LoginRequiredMixin, View):
+class TokenListView(SignedInMixin):
     template_name = "adminapi/token_list.html"
 
     def _render(
-        self, request: HttpRequest, form: TokenCreateForm, status: int = 200
+        self, request: AuthenticatedRequest, form: TokenCreateForm, status: int = 200
     ) -> HttpResponse:
         return render(
             request,
@@ -73,13 +77,15 @@ class TokenListView(LoginRequiredMixin, View):
             status=status,
         )
 
-    def get(self, request: HttpRequest) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest) -> HttpResponse:
         return self._render(request, TokenCreateForm())
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest) -> HttpResponse:
         device = _verified_device(request)
         if device is None:
-            request.audit_denied_reason = "API tokens need a session that passed the second factor"
+            audit_denied_reason_set(
+                request, "API tokens need a session that passed the second factor"
+            )
             from django.core.exceptions import PermissionDenied
 
             raise PermissionDenied(
@@ -108,10 +114,10 @@ class TokenListView(LoginRequiredMixin, View):
 
 
 @method_decorator(never_cache, name="dispatch")
-class TokenCreatedView(LoginRequiredMixin, View):
+class TokenCreatedView(SignedInMixin):
     """The new token, once; a reload answers 410 and says it is gone."""
 
-    def get(self, request: HttpRequest, pk: int) -> HttpResponse:
+    def get(self, request: AuthenticatedRequest, pk: int) -> HttpResponse:
         token = ApiToken.objects.filter(pk=pk, user=request.user).first()
         if token is None:
             raise Http404("No such token of yours.")
@@ -126,12 +132,12 @@ class TokenCreatedView(LoginRequiredMixin, View):
         return response
 
 
-class TokenRevokeView(LoginRequiredMixin, View):
+class TokenRevokeView(SignedInMixin):
     """POST ``token`` (the id of one of the user's own tokens)."""
 
     http_method_names = ["post"]
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def post(self, request: AuthenticatedRequest) -> HttpResponse:
         pk = request.POST.get("token", "")
         token = (
             ApiToken.objects.filter(pk=int(pk), user=request.user).first()

@@ -16,7 +16,7 @@ import csv
 from collections.abc import Iterator
 from typing import Any
 
-from django.contrib.auth.models import User
+from django.contrib.auth.models import AnonymousUser, User
 from django.utils import timezone
 
 from kmsportal.crypto.audit_chain import EVENT_FIELDS, format_time, public_key_from_pem
@@ -37,7 +37,7 @@ _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _events(
-    user: User, filters: EventFilters, head: AuditTreeHead
+    user: User | AnonymousUser, filters: EventFilters, head: AuditTreeHead
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(leaf index, event fields) of the matching events covered by ``head``, in leaf order."""
     queryset = (
@@ -53,7 +53,7 @@ def _events(
 
 
 def export_jsonl(
-    *, user: User, filters: EventFilters, trusted_size: int | None = None
+    *, user: User | AnonymousUser, filters: EventFilters, trusted_size: int | None = None
 ) -> Iterator[str]:
     """Header, matching events (leaf order), [consistency], public key, signed head."""
     head = latest_head()
@@ -91,7 +91,7 @@ def _cell(value: Any) -> str:
 
 
 def export_csv(
-    *, user: User, filters: EventFilters, trusted_size: int | None = None
+    *, user: User | AnonymousUser, filters: EventFilters, trusted_size: int | None = None
 ) -> Iterator[str]:
     """The same events as CSV rows, with a `record` column, ending with the signed head."""
     writer = csv.writer(_Echo())

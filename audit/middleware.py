@@ -17,6 +17,12 @@ from .context import RequestMeta, request_meta_reset, request_meta_set
 from .sequencer import sequencer_thread_start
 
 
+def audit_denied_reason_set(request: HttpRequest, reason: str) -> None:
+    """Say why ``request`` is refused: the ``access.denied`` event recorded for its 403 (by
+    the middleware below) carries the reason."""
+    request.audit_denied_reason = reason  # type: ignore[attr-defined]  # read back with getattr
+
+
 class AuditRequestMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -42,7 +48,7 @@ class AuditRequestMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> None:
         if isinstance(exception, PermissionDenied):
-            request.audit_denied_reason = str(exception) or "permission denied"  # type: ignore[attr-defined]  # read back with getattr
+            audit_denied_reason_set(request, str(exception) or "permission denied")
 
     @staticmethod
     def _record_denied(request: HttpRequest) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.contrib.auth.models import User
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Q, QuerySet
 
 from kmsportal.crypto.audit_log import TreeHead
@@ -47,12 +47,15 @@ class EventFilters:
         return {key: value for key, value in values.items() if value}
 
 
-def _can_read(user: User) -> bool:
+def _can_read(user: User | AnonymousUser) -> bool:
     return user.has_perm("audit.view_auditevent")
 
 
-def audit_event_queryset(*, user: User, filters: EventFilters) -> QuerySet[AuditEvent]:
-    """Events visible to `user` matching `filters`, newest first."""
+def audit_event_queryset(
+    *, user: User | AnonymousUser, filters: EventFilters
+) -> QuerySet[AuditEvent]:
+    """Events visible to `user` matching `filters`, newest first (an anonymous user sees none,
+    unless it is a command's stand-in that holds the permission: audit_export)."""
     if not _can_read(user):
         return AuditEvent.objects.none()
     queryset = AuditEvent.objects.all()

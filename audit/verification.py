@@ -157,9 +157,9 @@ class _Walk:
         following = AuditEvent.objects.filter(sequence__gte=self.next_sequence).aggregate(
             following=Min("sequence")
         )["following"]
-        bound: int | None = max(anomaly.at or anomaly.bound, following or 0)
-        if self.to_sequence is not None:
-            bound = min(bound, self.to_sequence)
+        reach = max(anomaly.at or anomaly.bound, following or 0)
+        bound: int | None = reach if self.to_sequence is None else min(reach, self.to_sequence)
+        expected: str | None
         if self.last_sequence is None:
             start, expected, overlap = self.from_sequence, self.expected, 0
         else:
@@ -247,7 +247,7 @@ class _SQLiteEngine(_Engine):
             return False
         sha256 = hashlib.sha256
         digest = walk.last_digest
-        digests = []
+        digests: list[bytes] = []
         append = digests.append
         for text in parts:
             digest = sha256(digest + text).digest()

@@ -23,11 +23,12 @@ from kmsportal.mixins import AuthenticatedRequest, PortalPermissionMixin
 
 from . import checking, exports, selectors, services
 from .forms import EventFilterForm
+from .middleware import audit_denied_reason_set
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     """CSRF refusals are access-denied events too; the middleware records them."""
-    request.audit_denied_reason = f"CSRF check failed: {reason}"[:200]  # type: ignore[attr-defined]  # read back with getattr
+    audit_denied_reason_set(request, f"CSRF check failed: {reason}"[:200])
     return django_csrf_failure(request, reason=reason, template_name="403_csrf.html")
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -64,6 +64,10 @@ class TwoPersonRequest(models.Model):
 
     class Meta:
         abstract = True
+
+    if TYPE_CHECKING:
+        # Django adds this to each subclass, for the ``status`` field (with choices) it declares.
+        def get_status_display(self) -> str: ...
 
     @property
     def is_expired(self) -> bool:
@@ -251,7 +255,9 @@ class TwoPersonKind:
     def pending(self) -> list[Any]:
         """Pending requests, oldest first (expired ones included: they can be rejected)."""
         return list(
-            self.model._default_manager.filter(status=PENDING)
+            # Every concrete model declares ``status`` (TwoPersonRequest's docstring); the
+            # plugin looks the field up on the abstract base, which cannot declare it.
+            self.model._default_manager.filter(status=PENDING)  # type: ignore[misc]
             .select_related(*self.related)
             .order_by("requested_at", "pk")
         )
@@ -289,7 +295,9 @@ def pending_summary(
     model: type[TwoPersonRequest], *, user: User, can_approve: bool, now: datetime
 ) -> ApprovalSummary:
     """Count ``model``'s pending requests for ``user``; one aggregate query."""
-    counts = model._default_manager.filter(status=PENDING).aggregate(
+    # Every concrete model declares ``status``; the plugin looks the field up on the abstract
+    # base, which cannot declare it (each subclass has its own choices).
+    counts = model._default_manager.filter(status=PENDING).aggregate(  # type: ignore[misc]
         waiting=Count("pk"),
         expired=Count("pk", filter=Q(expires_at__lte=now)),
         # The requester may never approve their own request (the two-person rule).

@@ -56,7 +56,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_event_record
-from kmsportal.actors import actor_name
+from kmsportal.actors import Actor, actor_name
 from kmsportal.crypto.crl import CRLError, EntryCache, build_crl, crl_to_der
 from kmsportal.crypto.signer import Signer
 
@@ -143,7 +143,7 @@ def _store(
     this_update: datetime,
     next_update: datetime,
     trigger: CRLTrigger,
-    actor: object,
+    actor: Actor,
     base_number: int | None,
 ) -> RevocationList:
     row = RevocationList.objects.create(
@@ -156,7 +156,7 @@ def _store(
         size=len(der),
         sha256=hashlib.sha256(der).hexdigest(),
         trigger=trigger,
-        published_by_name=actor_name(actor),  # type: ignore[arg-type]
+        published_by_name=actor_name(actor),
         is_delta=base_number is not None,
         base_crl_number=base_number,
     )
@@ -197,7 +197,7 @@ def crl_publish_locked(
     *,
     ca: CertificateAuthority,
     trigger: CRLTrigger,
-    actor: object = None,
+    actor: Actor = None,
     signer: Signer | None = None,
     now: datetime | None = None,
 ) -> RevocationList:
@@ -256,7 +256,7 @@ def _publish_delta(
     ca: CertificateAuthority,
     base: RevocationList,
     trigger: CRLTrigger,
-    actor: object,
+    actor: Actor,
     signer: Signer,
     issuer: x509.Certificate,
     now: datetime,
@@ -298,7 +298,7 @@ def crl_delta_publish_locked(
     *,
     ca: CertificateAuthority,
     trigger: CRLTrigger,
-    actor: object = None,
+    actor: Actor = None,
     signer: Signer | None = None,
 ) -> RevocationList:
     """Publish the next delta CRL of ``ca`` against its newest complete CRL: what a
@@ -364,7 +364,7 @@ def _latest(ca: CertificateAuthority, *, delta: bool = False) -> RevocationList 
 @transaction.atomic
 def crl_publish(
     *,
-    actor: object,
+    actor: Actor,
     ca: CertificateAuthority,
     trigger: CRLTrigger = CRLTrigger.MANUAL,
     force: bool = True,
@@ -386,7 +386,7 @@ def crl_publish(
     row = crl_publish_locked(ca=locked, trigger=trigger, actor=actor)
     audit_event_record(
         action=PkiAction.CRL_PUBLISHED,
-        actor=actor,  # type: ignore[arg-type]
+        actor=actor,
         anonymous=trigger == CRLTrigger.FIRST_DOWNLOAD,
         actor_name="anonymous (first CRL download)"
         if trigger == CRLTrigger.FIRST_DOWNLOAD
@@ -472,9 +472,9 @@ def crl_download_der(*, download: CRLDownload) -> bytes | None:
     """The stored DER bytes of ``download``, exactly as signed; None if they are not in the
     cache and a newer CRL replaced them since ``download`` was read (ask again)."""
     key = _cache_key(download.sha256)
-    der = cache.get(key)
-    if der is not None and hashlib.sha256(der).hexdigest() == download.sha256:
-        return der
+    cached = cache.get(key)  # only this function sets the key, always to bytes
+    if isinstance(cached, bytes) and hashlib.sha256(cached).hexdigest() == download.sha256:
+        return cached
     stored = RevocationList.objects.filter(pk=download.pk).values_list("crl_der", flat=True).first()
     if stored is None:
         return None

@@ -27,6 +27,7 @@ from cryptography import x509
 from django.db import transaction
 from django.utils import timezone
 
+from kmsportal.actors import Actor
 from kmsportal.crypto.ocsp import (
     CertStatus,
     OCSPError,
@@ -125,9 +126,7 @@ def _can_issue(ca: CertificateAuthority, now: datetime) -> bool:
 
 
 @transaction.atomic
-def ocsp_responder_ensure(
-    *, ca: CertificateAuthority, actor: object = None
-) -> OCSPResponder | None:
+def ocsp_responder_ensure(*, ca: CertificateAuthority, actor: Actor = None) -> OCSPResponder | None:
     """The CA's usable delegated responder, issuing a new one first if there is none or the
     current one is due for renewal and the CA can still issue. None: the CA signs itself.
 
@@ -142,7 +141,7 @@ def ocsp_responder_ensure(
     return _responder_issue(ca=locked, actor=actor)
 
 
-def _responder_issue(*, ca: CertificateAuthority, actor: object) -> OCSPResponder:
+def _responder_issue(*, ca: CertificateAuthority, actor: Actor) -> OCSPResponder:
     if ca.server_identity:
         raise PkiError(f"CA {ca.name} is the server-identity CA; it has no delegated responder")
     profile = get_profile(RESPONDER_PROFILE)
@@ -158,12 +157,12 @@ def _responder_issue(*, ca: CertificateAuthority, actor: object) -> OCSPResponde
         profile=profile,
         days=None,
         source=CertificateSource.OCSP,
-        actor=actor,  # type: ignore[arg-type]
+        actor=actor,
     )
     responder = OCSPResponder(ca=ca, certificate=record, not_after=record.not_after)
     responder.sealed_private_key = key.seal(aad=responder.aad)
     responder.save(force_insert=True)
-    _record_issued(actor=actor, record=record)  # type: ignore[arg-type]
+    _record_issued(actor=actor, record=record)
     new_signer = key.signer
     transaction.on_commit(lambda: ocsp_responder_signer_remember(responder, new_signer))
     return responder

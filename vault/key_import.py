@@ -233,12 +233,16 @@ def _key_import(
             "new import parameters",
             import_id,
         )
+    # Cleared only together with used_at (below), which was checked above.
+    sealed = record.sealed_private_key
+    if sealed is None:
+        raise _Refused("this import token was used; ask for new import parameters", import_id)
     try:
         key = _check_key_name(key_name)
     except KeyImportError as exc:
         raise _Refused(str(exc), import_id) from None
     try:
-        der = unseal_material(bytes(record.sealed_private_key), aad=record.aad)
+        der = unseal_material(bytes(sealed), aad=record.aad)
         private_key = private_key_from_der(der)
         del der
     except (EnvelopeError, KeyBackendError, PrivateKeyError) as exc:
@@ -246,6 +250,8 @@ def _key_import(
             f"the wrapping key of this import cannot be opened: {exc}", import_id
         ) from None
     try:
+        # An RSA key by construction (generate_import_key, sealed by key_import_parameters_create);
+        # private_key_from_der is typed for any key the portal loads.
         material = unwrap_for_import(private_key, wrapped)  # type: ignore[arg-type]
     except ImportUnwrapError as exc:
         raise _Refused(str(exc), import_id) from None
@@ -270,7 +276,7 @@ def _key_import(
         key.save(update_fields=["last_rotated_at", "updated_at"])
     del material
     # The one-time wrapping key is destroyed with the import (its token object too).
-    sealed_material_destroy(bytes(record.sealed_private_key), aad=record.aad)
+    sealed_material_destroy(bytes(sealed), aad=record.aad)
     record.sealed_private_key = None
     record.used_at = now
     record.imported_version = version.number

@@ -114,6 +114,15 @@ def next_state(state: KeyState | str, action: KeyAction) -> KeyState | None:
     return None if target is None else KeyState(target)
 
 
+def state_after(state: KeyState | str, action: KeyAction) -> KeyState:
+    """`next_state` for an action whose table entry names the state it leads to: every
+    action but cancel-destruction and destroy (there the service decides from the row)."""
+    target = next_state(state, action)
+    if target is None:
+        raise ValueError(f"the service decides the state after {KeyAction(action).label}")
+    return target
+
+
 def allowed_actions(state: KeyState | str) -> list[KeyAction]:
     """Actions a person may start from `state` (what the key page offers)."""
     state = KeyState(state)

@@ -122,7 +122,7 @@ def key_timeline(*, key: SymmetricKey, limit: int = 100) -> list[AuditEvent]:
 class ImpactEntry:
     version: int
     client: str
-    time: object
+    time: datetime
     group: str
 
 

@@ -38,7 +38,14 @@ from kmsportal.keyring.services import (
 from kmsportal.two_person import TwoPersonError
 
 from .events import VaultAction
-from .lifecycle import InvalidTransition, KeyAction, KeyState, VersionState, next_state
+from .lifecycle import (
+    InvalidTransition,
+    KeyAction,
+    KeyState,
+    VersionState,
+    next_state,
+    state_after,
+)
 from .models import (
     DESTRUCTION_REQUEST_TTL,
     DESTRUCTION_WAIT_DEFAULT_DAYS,
@@ -219,7 +226,7 @@ def symmetric_key_create(
             "required_context_keys": context_keys,
             "allow_compromised_decrypt": allow_compromised_decrypt,
             "rotation_period_days": rotation_period_days,
-            "activate_at": activate_at.isoformat() if pending else None,
+            "activate_at": key.activate_at.isoformat() if key.activate_at else None,
             "version": 1,
             "fingerprint": version.fingerprint,
             "origin": version.origin,
@@ -232,7 +239,7 @@ def symmetric_key_create(
 def symmetric_key_activate(*, actor: Actor, key: SymmetricKey) -> SymmetricKey:
     """Activate a pre-active key now (its first version becomes usable)."""
     key = _locked(key)
-    key.state = next_state(key.state, KeyAction.ACTIVATE)
+    key.state = state_after(key.state, KeyAction.ACTIVATE)
     now = timezone.now()
     key.activate_at = None
     key.last_rotated_at = now
@@ -318,7 +325,7 @@ def _simple_transition(
     *, actor: Actor, key: SymmetricKey, action: KeyAction, event: VaultAction
 ) -> SymmetricKey:
     key = _locked(key)
-    key.state = next_state(key.state, action)
+    key.state = state_after(key.state, action)
     key.save()
     _record(event, actor=actor, key=key)
     return key
@@ -337,7 +344,7 @@ def symmetric_key_resume(*, actor: Actor, key: SymmetricKey) -> SymmetricKey:
     """Undo a suspension. A rotation schedule cleared meanwhile (by an approved and then
     cancelled destruction) starts again from now."""
     key = _locked(key)
-    key.state = next_state(key.state, KeyAction.RESUME)
+    key.state = state_after(key.state, KeyAction.RESUME)
     if key.rotation_period_days and key.next_rotation_at is None:
         key.next_rotation_at = timezone.now() + timedelta(days=key.rotation_period_days)
     key.save()
@@ -349,7 +356,7 @@ def symmetric_key_resume(*, actor: Actor, key: SymmetricKey) -> SymmetricKey:
 def symmetric_key_deactivate(*, actor: Actor, key: SymmetricKey) -> SymmetricKey:
     """End the key's use for protecting new data; its versions still decrypt."""
     key = _locked(key)
-    key.state = next_state(key.state, KeyAction.DEACTIVATE)
+    key.state = state_after(key.state, KeyAction.DEACTIVATE)
     key.next_rotation_at = None
     key.save()
     now = timezone.now()
@@ -380,7 +387,7 @@ def symmetric_key_compromise(
     """Mark the whole key compromised: every live version too. Cannot be undone."""
     when = _check_compromise_input(reason, compromised_at)
     key = _locked(key)
-    key.state = next_state(key.state, KeyAction.COMPROMISE_KEY)
+    key.state = state_after(key.state, KeyAction.COMPROMISE_KEY)
     key.compromised_at = when
     key.compromise_reason = reason.strip()
     key.next_rotation_at = None
@@ -540,7 +547,7 @@ def destruction_request_approve(*, actor: User, request: DestructionRequest) -> 
     except TwoPersonError as exc:
         raise VaultError(str(exc)) from None
     previous = key.state
-    key.state = next_state(key.state, KeyAction.SCHEDULE_DESTRUCTION)
+    key.state = state_after(key.state, KeyAction.SCHEDULE_DESTRUCTION)
     now = timezone.now()
     key.state_before_destruction = previous
     key.destroy_after = now + timedelta(days=request.waiting_days)
@@ -626,6 +633,7 @@ def symmetric_key_destroy(
     for number, blob in key.versions.exclude(sealed_material=None).values_list(
         "number", "sealed_material"
     ):
+        assert blob is not None  # the query excluded versions without material
         aad = KeyVersion(key_id=key.pk, number=number).aad
         wrapping_keys_destroyed += sealed_material_destroy(bytes(blob), aad=aad)
     key.versions.filter(state=VersionState.COMPROMISED).update(
@@ -716,6 +724,7 @@ def key_material_verify(*, actor: Actor, key: SymmetricKey) -> list[VersionInteg
     # Compromised material is never opened again, not even to check it.
     usable = key.versions.exclude(sealed_material=None).exclude(state=VersionState.COMPROMISED)
     for version in usable.order_by("number"):
+        assert version.sealed_material is not None  # the query excluded versions without it
         try:
             material = unseal_material(bytes(version.sealed_material), aad=version.aad)
             matches = crypto_ops.fingerprint(key.key_type, material) == version.fingerprint

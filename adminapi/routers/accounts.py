@@ -10,11 +10,11 @@ administrator decides it through /admin/approvals, kind ``role-grant``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 from django.contrib.auth.models import User
-from django.http import HttpRequest, HttpResponse
-from ninja import Path, Query, Router, Schema, Status
+from django.http import HttpResponse
+from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
 from accounts import invitations, mfa, selectors, services
@@ -22,9 +22,9 @@ from accounts.forms import UserCreateForm, UserRolesForm
 from accounts.roles import Role, user_roles
 from kmsportal.crypto.errors import KMSError
 
-from ..auth import require
+from ..auth import ApiRequest, require
 from ..permissions import Rule
-from ..schemas import MAX_ID
+from ..schemas import PathId
 
 router = Router(tags=["Accounts"])
 
@@ -75,13 +75,15 @@ class UserFilter(Schema):
     role: str = Field("", max_length=32)
 
 
-RoleName = Literal[tuple(Role.values)]  # type: ignore[valid-type]
+# Spelled out for the type checker; the assertion keeps it equal to the roles (in order).
+RoleName = Literal["administrator", "key_custodian", "ca_operator", "auditor"]
+assert get_args(RoleName) == tuple(Role.values)
 
 
 class UserCreateIn(Schema):
     username: str = Field(min_length=1, max_length=150, pattern=r"^[\w.@+-]+$")
     email: str = Field("", max_length=254)
-    roles: list[RoleName] = Field(min_length=1, max_length=4)  # type: ignore[valid-type]
+    roles: list[RoleName] = Field(min_length=1, max_length=4)
     reason: str = Field("", max_length=1000)
 
 
@@ -89,12 +91,12 @@ class InvitationOut(Schema):
     user: UserOut
     invitation_link: str = Field(description="hand it over once; shown in this response only")
     role_request_id: int | None = Field(
-        None, description="the roles wait for a second administrator (/admin/approvals)"
+        default=None, description="the roles wait for a second administrator (/admin/approvals)"
     )
 
 
 class RolesIn(Schema):
-    roles: list[RoleName] = Field(min_length=1, max_length=4)  # type: ignore[valid-type]
+    roles: list[RoleName] = Field(min_length=1, max_length=4)
     reason: str = Field("", max_length=1000)
 
 
@@ -112,8 +114,8 @@ def _subject(user_id: int) -> User:
     return subject
 
 
-def _form_errors(form: object) -> KMSError:
-    errors = form.errors.get_json_data()  # type: ignore[attr-defined]
+def _form_errors(form: UserCreateForm | UserRolesForm) -> KMSError:
+    errors = form.errors.get_json_data()
     detail = "; ".join(
         f"{field}: {item['message']}" for field, items in errors.items() for item in items
     )
@@ -121,7 +123,7 @@ def _form_errors(form: object) -> KMSError:
 
 
 @router.get("/users", response=list[UserOut])
-def users_list(request: HttpRequest, filters: Query[UserFilter]) -> list[UserOut]:
+def users_list(request: ApiRequest, filters: Query[UserFilter]) -> list[UserOut]:
     """Users by name (search, status active/inactive, role)."""
     require(request, VIEW, write=False)
     users = selectors.user_list(
@@ -131,7 +133,7 @@ def users_list(request: HttpRequest, filters: Query[UserFilter]) -> list[UserOut
 
 
 @router.get("/users/{user_id}", response=UserDetailOut)
-def users_get(request: HttpRequest, user_id: int = Path(..., ge=1, le=MAX_ID)) -> UserDetailOut:
+def users_get(request: ApiRequest, user_id: PathId) -> UserDetailOut:
     require(request, VIEW, write=False)
     subject = _subject(user_id)
     status = mfa.mfa_status(user=subject)
@@ -147,7 +149,7 @@ def users_get(request: HttpRequest, user_id: int = Path(..., ge=1, le=MAX_ID)) -
 
 @router.post("/users", response={201: InvitationOut})
 def users_create(
-    request: HttpRequest, response: HttpResponse, body: UserCreateIn
+    request: ApiRequest, response: HttpResponse, body: UserCreateIn
 ) -> Status[InvitationOut]:
     """A new account without a password, and its one-time invitation link."""
     user = require(request, ADD, write=True)
@@ -173,9 +175,7 @@ def users_create(
 
 
 @router.post("/users/{user_id}/roles", response={200: RolesOut, 202: RolesOut})
-def users_roles_set(
-    request: HttpRequest, body: RolesIn, user_id: int = Path(..., ge=1, le=MAX_ID)
-) -> Status[RolesOut]:
+def users_roles_set(request: ApiRequest, body: RolesIn, user_id: PathId) -> Status[RolesOut]:
     """Make the user's roles exactly ``roles``: removals at once; additions at once or, with
     two or more active administrators, as a request a second administrator approves (202)."""
     user = require(request, CHANGE, write=True)
@@ -200,7 +200,7 @@ def users_roles_set(
 
 
 @router.post("/users/{user_id}/deactivate", response=UserOut)
-def users_deactivate(request: HttpRequest, user_id: int = Path(..., ge=1, le=MAX_ID)) -> UserOut:
+def users_deactivate(request: ApiRequest, user_id: PathId) -> UserOut:
     user = require(request, CHANGE, write=True)
     subject = _subject(user_id)
     services.user_deactivate(actor=user, user=subject)
@@ -209,7 +209,7 @@ def users_deactivate(request: HttpRequest, user_id: int = Path(..., ge=1, le=MAX
 
 
 @router.post("/users/{user_id}/reactivate", response=UserOut)
-def users_reactivate(request: HttpRequest, user_id: int = Path(..., ge=1, le=MAX_ID)) -> UserOut:
+def users_reactivate(request: ApiRequest, user_id: PathId) -> UserOut:
     user = require(request, CHANGE, write=True)
     subject = _subject(user_id)
     services.user_reactivate(actor=user, user=subject)
@@ -219,7 +219,7 @@ def users_reactivate(request: HttpRequest, user_id: int = Path(..., ge=1, le=MAX
 
 @router.post("/users/{user_id}/password-reset", response=InvitationOut)
 def users_password_reset(
-    request: HttpRequest, response: HttpResponse, user_id: int = Path(..., ge=1, le=MAX_ID)
+    request: ApiRequest, response: HttpResponse, user_id: PathId
 ) -> InvitationOut:
     """End the user's password and sessions; a new invitation link, in this response only."""
     user = require(request, CHANGE, write=True)
@@ -233,7 +233,7 @@ def users_password_reset(
 
 
 @router.post("/users/{user_id}/mfa-reset", response=UserOut)
-def users_mfa_reset(request: HttpRequest, user_id: int = Path(..., ge=1, le=MAX_ID)) -> UserOut:
+def users_mfa_reset(request: ApiRequest, user_id: PathId) -> UserOut:
     """Remove another user's authenticator (lost phone); they enrol anew at next sign-in."""
     user = require(request, CHANGE, write=True)
     subject = _subject(user_id)

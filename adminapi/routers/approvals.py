@@ -15,16 +15,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
-from ninja import Path, Query, Router, Schema
+from django.http import HttpResponse
+from ninja import Query, Router, Schema
 from pydantic import Field
 
+from audit.middleware import audit_denied_reason_set
 from kmsportal.crypto.errors import KMSError
 from kmsportal.two_person import TwoPersonKind, two_person_kind, two_person_kinds
 
-from ..auth import Forbidden, require
+from ..auth import ApiRequest, Forbidden, require
 from ..permissions import Rule
-from ..schemas import MAX_ID
+from ..schemas import PathId
 
 router = Router(tags=["Approvals"])
 
@@ -86,7 +87,8 @@ class DecisionOut(Schema):
     request: RequestOut
     message: str
     secret: dict[str, str] | None = Field(
-        None, description="a one-time secret the approval made (shown in this response only)"
+        default=None,
+        description="a one-time secret the approval made (shown in this response only)",
     )
 
 
@@ -106,13 +108,13 @@ def _row(kind: TwoPersonKind, item: Any) -> RequestOut:
     )
 
 
-def _kind(request: HttpRequest, slug: str, need: str) -> TwoPersonKind:
+def _kind(request: ApiRequest, slug: str, need: str) -> TwoPersonKind:
     kind = two_person_kind(slug)
     if kind is None:
         raise KMSError(f"no kind of request named {slug!r}", code="not_found", status=404)
     permission = getattr(kind, need)
     if not request.user.has_perm(permission):
-        request.audit_denied_reason = f"missing permission {permission}"
+        audit_denied_reason_set(request, f"missing permission {permission}")
         raise Forbidden(f"this needs the {permission} permission")
     return kind
 
@@ -125,7 +127,7 @@ def _item(kind: TwoPersonKind, pk: int) -> Any:
 
 
 @router.get("", response=list[RequestOut])
-def approvals_list(request: HttpRequest, filters: Query[InboxFilter]) -> list[RequestOut]:
+def approvals_list(request: ApiRequest, filters: Query[InboxFilter]) -> list[RequestOut]:
     """Pending requests of every kind the caller may see, oldest first."""
     require(request, write=False, any_of=_visible_permissions())
     rows: list[RequestOut] = []
@@ -137,9 +139,7 @@ def approvals_list(request: HttpRequest, filters: Query[InboxFilter]) -> list[Re
 
 
 @router.get("/{kind}/{request_id}", response=RequestDetailOut)
-def approvals_get(
-    request: HttpRequest, kind: str, request_id: int = Path(..., ge=1, le=MAX_ID)
-) -> RequestDetailOut:
+def approvals_get(request: ApiRequest, kind: str, request_id: PathId) -> RequestDetailOut:
     """One request as its confirmation page shows it: exactly what changes, who is affected."""
     require(request, write=False)
     found = _kind(request, kind, "visible")
@@ -169,10 +169,10 @@ def _fresh(kind: TwoPersonKind, item: Any) -> RequestOut:
 
 @router.post("/{kind}/{request_id}/approve", response=DecisionOut)
 def approvals_approve(
-    request: HttpRequest,
+    request: ApiRequest,
     response: HttpResponse,
     kind: str,
-    request_id: int = Path(..., ge=1, le=MAX_ID),
+    request_id: PathId,
 ) -> DecisionOut:
     """Approve: by a different, eligible person, before the request expires."""
     user = require(request, write=True)
@@ -186,7 +186,7 @@ def approvals_approve(
 
 @router.post("/{kind}/{request_id}/reject", response=DecisionOut)
 def approvals_reject(
-    request: HttpRequest, kind: str, body: CommentIn, request_id: int = Path(..., ge=1, le=MAX_ID)
+    request: ApiRequest, kind: str, body: CommentIn, request_id: PathId
 ) -> DecisionOut:
     """Turn the request down (someone other than the requester; also once expired)."""
     user = require(request, write=True)
@@ -197,9 +197,7 @@ def approvals_reject(
 
 
 @router.post("/{kind}/{request_id}/withdraw", response=DecisionOut)
-def approvals_withdraw(
-    request: HttpRequest, kind: str, request_id: int = Path(..., ge=1, le=MAX_ID)
-) -> DecisionOut:
+def approvals_withdraw(request: ApiRequest, kind: str, request_id: PathId) -> DecisionOut:
     """The requester takes their request back."""
     user = require(request, write=True)
     found = _kind(request, kind, "permission")

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 from django.utils import timezone
-from ninja import Path, Query, Router
+from ninja import Query, Router
 
 from audit import checking, exports, selectors, services
 from audit.models import AuditEvent
@@ -23,9 +23,9 @@ from audit.selectors import EventFilters
 from kmsportal.errors import KMSError
 from kmsportal.labels import target_type_from_text
 
-from ..auth import require
+from ..auth import ApiRequest, require
 from ..permissions import Rule
-from ..schemas import MAX_ID
+from ..schemas import PathId
 from ..schemas_audit import (
     ChainStatusOut,
     EventDetailOut,
@@ -61,7 +61,7 @@ EXPORT_TYPES = {
 }
 
 
-def _allowed(request: HttpRequest, operation: str) -> Any:
+def _allowed(request: ApiRequest, operation: str) -> Any:
     """The token's user, once its scope and roles allow ``operation`` (its rule in RULES)."""
     rule = RULES[operation]
     return require(request, *rule.permissions, write=rule.write)
@@ -112,7 +112,7 @@ def _event_out(event: AuditEvent) -> dict[str, Any]:
     response=EventPageOut,
     summary="Search audit events (newest first)",
 )
-def audit_event_list(request: HttpRequest, query: Query[EventPageIn]) -> dict[str, Any]:
+def audit_event_list(request: ApiRequest, query: Query[EventPageIn]) -> dict[str, Any]:
     """The event list's filters. Keyset-paginated on the sequence number: ``older_cursor``
     as ``before`` gives the next page, ``newer_cursor`` as ``after`` the previous one."""
     user = _allowed(request, "audit_event_list")
@@ -135,9 +135,7 @@ def audit_event_list(request: HttpRequest, query: Query[EventPageIn]) -> dict[st
     response=EventDetailOut,
     summary="One audit event, with its inclusion proof checked against the newest head",
 )
-def audit_event_get(
-    request: HttpRequest, sequence: int = Path(..., ge=1, le=MAX_ID)
-) -> dict[str, Any]:
+def audit_event_get(request: ApiRequest, sequence: PathId) -> dict[str, Any]:
     user = _allowed(request, "audit_event_get")
     event = selectors.audit_event_get(user=user, sequence=sequence)
     if event is None:
@@ -164,7 +162,7 @@ def audit_event_get(
     response=ChainStatusOut,
     summary="The log's status: newest signed tree head, pending events, last verification",
 )
-def audit_chain_status(request: HttpRequest) -> dict[str, Any]:
+def audit_chain_status(request: ApiRequest) -> dict[str, Any]:
     user = _allowed(request, "audit_chain_status")
     status = selectors.audit_chain_status(user=user)
     assert status is not None  # the user may read events
@@ -200,7 +198,7 @@ def audit_chain_status(request: HttpRequest) -> dict[str, Any]:
     response=TreeHeadOut,
     summary="The newest signed tree head (keep it outside this system)",
 )
-def audit_tree_head(request: HttpRequest) -> dict[str, Any]:
+def audit_tree_head(request: ApiRequest) -> dict[str, Any]:
     """``kmsclient audit-verify --trusted-head head.json`` later proves the log was not
     rewritten before it. 404 (``no_tree_head``) until the sequencer signed the first one."""
     user = _allowed(request, "audit_tree_head")
@@ -231,7 +229,7 @@ def audit_tree_head(request: HttpRequest) -> dict[str, Any]:
         }
     },
 )
-def audit_export(request: HttpRequest, query: Query[ExportIn]) -> StreamingHttpResponse:
+def audit_export(request: ApiRequest, query: Query[ExportIn]) -> StreamingHttpResponse:
     """JSON Lines (format version 2, verifiable offline with ``kmsclient audit-verify``) or
     CSV, with the event list's filters; ``trusted_size`` adds a consistency proof from a
     head you saved. The export is audited (``audit.exported``) before its first byte."""
@@ -254,7 +252,7 @@ def audit_export(request: HttpRequest, query: Query[ExportIn]) -> StreamingHttpR
     response=VerificationOut,
     summary="Verify the whole log now (as manage.py verify_audit)",
 )
-def audit_verify(request: HttpRequest) -> dict[str, Any]:
+def audit_verify(request: ApiRequest) -> dict[str, Any]:
     """Trust anchor, version 1 chain, every leaf of the tree, every signed head and the MAC
     of every pending event. A broken log is an answer (``ok`` false, where and why), not an
     error. Recorded as ``audit.verified`` with the result."""

@@ -10,10 +10,10 @@ for ``two-person`` (answered 202 with the request; a second key custodian decide
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
-from django.http import HttpRequest, HttpResponse
-from ninja import Path, Router, Schema, Status
+from django.http import HttpResponse
+from ninja import Router, Schema, Status
 from pydantic import Field
 
 from kmsportal.crypto.errors import KMSError
@@ -21,9 +21,9 @@ from kmsportal.crypto.operations import OPERATIONS
 from vault import approvals, clients, selectors
 from vault.models import Client, Grant, GrantVersions, SymmetricKey
 
-from ..auth import require
+from ..auth import ApiRequest, require
 from ..permissions import Rule
-from ..schemas import MAX_ID, REASON, Instant, ReasonIn
+from ..schemas import REASON, Instant, PathId, ReasonIn
 
 router = Router(tags=["Clients and grants"])
 
@@ -41,7 +41,25 @@ RULES: dict[str, Rule] = {
 }
 
 ClientName = Field(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$", max_length=64)
-Operation = Literal[tuple(OPERATIONS)]  # type: ignore[valid-type]
+# Spelled out for the type checker; the assertions keep them equal to the services' own
+# tuples (in order: the OpenAPI document lists them so).
+Operation = Literal[
+    "fetch",
+    "encrypt",
+    "decrypt",
+    "reencrypt",
+    "generate-data-key",
+    "mac",
+    "mac-verify",
+    "sign",
+    "verify",
+    "public-key",
+]
+assert get_args(Operation) == tuple(OPERATIONS)
+RevocationReason = Literal["affiliationChanged", "keyCompromise", "cessationOfOperation"]
+assert get_args(RevocationReason) == tuple(clients.CLIENT_REVOCATION_REASONS)
+GrantVersionsName = Literal["primary", "all"]
+assert get_args(GrantVersionsName) == tuple(GrantVersions.values)
 
 
 class GrantOut(Schema):
@@ -122,20 +140,25 @@ class EnrollmentOut(Schema):
     client: ClientOut
     enrollment_token: str | None = Field(description="shown in this response only")
     request_id: int | None = Field(
-        None, description="set when a second key custodian must approve (they get the token)"
+        default=None,
+        description="set when a second key custodian must approve (they get the token)",
     )
 
 
 class RevokeIn(Schema):
-    reason: Literal[clients.CLIENT_REVOCATION_REASONS]  # type: ignore[valid-type]
+    reason: RevocationReason
+
+
+def _fetch_only() -> list[Operation]:
+    return ["fetch"]
 
 
 class GrantIn(Schema):
     key: str = Field(min_length=1, max_length=100)
-    operations: list[Operation] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["fetch"], min_length=1, max_length=len(OPERATIONS)
+    operations: list[Operation] = Field(
+        default_factory=_fetch_only, min_length=1, max_length=len(OPERATIONS)
     )
-    versions: Literal[tuple(GrantVersions.values)] = GrantVersions.PRIMARY  # type: ignore[valid-type]
+    versions: GrantVersionsName = "primary"
     expires_at: Instant | None = None
     reason: str = REASON
 
@@ -143,11 +166,12 @@ class GrantIn(Schema):
 class GrantOutcomeOut(Schema):
     grant: GrantOut | None = None
     request_id: int | None = Field(
-        None, description="a fetch grant waiting for a second key custodian (/admin/approvals)"
+        default=None,
+        description="a fetch grant waiting for a second key custodian (/admin/approvals)",
     )
 
 
-def _client(request: HttpRequest, name: str) -> Client:
+def _client(request: ApiRequest, name: str) -> Client:
     client = selectors.client_get(user=request.user, name=name)
     if client is None:
         raise KMSError(f"no client named {name!r}", code="not_found", status=404)
@@ -155,13 +179,13 @@ def _client(request: HttpRequest, name: str) -> Client:
 
 
 @router.get("", response=list[ClientOut])
-def clients_list(request: HttpRequest) -> list[ClientOut]:
+def clients_list(request: ApiRequest) -> list[ClientOut]:
     require(request, VIEW, write=False)
     return [ClientOut.from_client(c) for c in selectors.client_list(user=request.user)]
 
 
 @router.get("/{name}", response=ClientDetailOut)
-def clients_get(request: HttpRequest, name: str) -> ClientDetailOut:
+def clients_get(request: ApiRequest, name: str) -> ClientDetailOut:
     """One client with its grants, the grant requests waiting for approval and the newest
     deliveries (which key versions it received), as its portal page shows them."""
     require(request, VIEW, write=False)
@@ -191,7 +215,7 @@ def clients_get(request: HttpRequest, name: str) -> ClientDetailOut:
 
 @router.post("", response={201: EnrollmentOut})
 def clients_create(
-    request: HttpRequest, response: HttpResponse, body: ClientCreateIn
+    request: ApiRequest, response: HttpResponse, body: ClientCreateIn
 ) -> Status[EnrollmentOut]:
     """Register a client service; its one-time enrollment token is in this response only."""
     user = require(request, "vault.add_client", write=True)
@@ -201,19 +225,19 @@ def clients_create(
 
 
 @router.post("/{name}/suspend", response=ClientOut)
-def clients_suspend(request: HttpRequest, name: str) -> ClientOut:
+def clients_suspend(request: ApiRequest, name: str) -> ClientOut:
     user = require(request, "vault.change_client", write=True)
     return ClientOut.from_client(clients.client_suspend(actor=user, client=_client(request, name)))
 
 
 @router.post("/{name}/resume", response=ClientOut)
-def clients_resume(request: HttpRequest, name: str) -> ClientOut:
+def clients_resume(request: ApiRequest, name: str) -> ClientOut:
     user = require(request, "vault.change_client", write=True)
     return ClientOut.from_client(clients.client_resume(actor=user, client=_client(request, name)))
 
 
 @router.post("/{name}/revoke", response=ClientOut)
-def clients_revoke(request: HttpRequest, name: str, body: RevokeIn) -> ClientOut:
+def clients_revoke(request: ApiRequest, name: str, body: RevokeIn) -> ClientOut:
     """Cut the client off for good; its certificate is revoked in the same transaction."""
     user = require(request, "vault.change_client", write=True)
     return ClientOut.from_client(
@@ -223,7 +247,7 @@ def clients_revoke(request: HttpRequest, name: str, body: RevokeIn) -> ClientOut
 
 @router.post("/{name}/enrollment-token", response={200: EnrollmentOut, 202: EnrollmentOut})
 def clients_enrollment_token(
-    request: HttpRequest, response: HttpResponse, name: str, body: ReasonIn
+    request: ApiRequest, response: HttpResponse, name: str, body: ReasonIn
 ) -> Status[EnrollmentOut]:
     """A fresh enrollment token: now (200) when the client holds no live fetch grant, else a
     two-person request (202) whose approver receives the token."""
@@ -248,7 +272,7 @@ def clients_enrollment_token(
 
 
 @router.post("/{name}/grants", response={201: GrantOutcomeOut, 202: GrantOutcomeOut})
-def grants_create(request: HttpRequest, name: str, body: GrantIn) -> Status[GrantOutcomeOut]:
+def grants_create(request: ApiRequest, name: str, body: GrantIn) -> Status[GrantOutcomeOut]:
     """Allow the client operations on a key (201), or ask for a fetch grant (202)."""
     user = require(request, "vault.add_grant", write=True)
     client = _client(request, name)
@@ -271,9 +295,7 @@ def grants_create(request: HttpRequest, name: str, body: GrantIn) -> Status[Gran
 
 
 @router.post("/{name}/grants/{grant_id}/withdraw", response=GrantOut)
-def grants_withdraw(
-    request: HttpRequest, name: str, grant_id: int = Path(..., ge=1, le=MAX_ID)
-) -> GrantOut:
+def grants_withdraw(request: ApiRequest, name: str, grant_id: PathId) -> GrantOut:
     user = require(request, "vault.change_grant", write=True)
     client = _client(request, name)
     grant = client.grants.filter(pk=grant_id).select_related("key").first()

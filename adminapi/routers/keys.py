@@ -10,9 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
@@ -30,7 +30,7 @@ from vault.models import (
     SymmetricKey,
 )
 
-from ..auth import require
+from ..auth import ApiRequest, require
 from ..permissions import Rule
 from ..schemas import REASON, Instant
 
@@ -58,7 +58,20 @@ RULES: dict[str, Rule] = {
 }
 
 KeyName = Field(pattern=KEY_NAME_PATTERN, max_length=100)
-KeyType = Literal[tuple(choice.value.lower() for choice in Algorithm)]  # type: ignore[valid-type]
+# Spelled out for the type checker; the assertions keep them equal to the models' choices
+# (in order: the OpenAPI document lists them so).
+KeyType = Literal[
+    "aes-256-gcm",
+    "hmac-sha256",
+    "rsa-3072",
+    "rsa-4096",
+    "ecdsa-p256",
+    "ecdsa-p384",
+    "ed25519",
+]
+assert get_args(KeyType) == tuple(choice.value.lower() for choice in Algorithm)
+ExportPolicyName = Literal["never", "two-person", "single"]
+assert get_args(ExportPolicyName) == tuple(ExportPolicy.values)
 
 
 class VersionOut(Schema):
@@ -154,22 +167,24 @@ class KeyFilter(Schema):
     state: str = Field("", max_length=24)
     q: str = Field("", max_length=100, description="name contains")
     overdue: bool = False
-    due_within: int | None = Field(None, ge=1, le=ROTATION_DAYS_MAX)
+    due_within: int | None = Field(default=None, ge=1, le=ROTATION_DAYS_MAX)
     after: str = Field("", max_length=100)
 
 
 class KeyCreateIn(Schema):
     name: str = KeyName
-    key_type: KeyType = "aes-256-gcm"  # type: ignore[valid-type]
+    key_type: KeyType = "aes-256-gcm"
     description: str = Field("", max_length=1000)
     required_context_keys: list[str] = Field(default_factory=list, max_length=50)
     allow_compromised_decrypt: bool = False
-    rotation_period_days: int | None = Field(None, ge=ROTATION_DAYS_MIN, le=ROTATION_DAYS_MAX)
+    rotation_period_days: int | None = Field(
+        default=None, ge=ROTATION_DAYS_MIN, le=ROTATION_DAYS_MAX
+    )
     activate_at: Instant | None = None
 
 
 class RotateIn(Schema):
-    min_decryption_version: int | None = Field(None, ge=1, le=1_000_000)
+    min_decryption_version: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
 class RotateOut(Schema):
@@ -180,7 +195,7 @@ class RotateOut(Schema):
 
 class CompromiseIn(Schema):
     scope: Literal["version", "key"] = "version"
-    version: int | None = Field(None, ge=1, le=1_000_000)
+    version: int | None = Field(default=None, ge=1, le=1_000_000)
     reason: str = REASON
     compromised_at: Instant | None = None
 
@@ -192,7 +207,9 @@ class CompromiseOut(Schema):
 
 class DestructionIn(Schema):
     waiting_days: int = Field(
-        DESTRUCTION_WAIT_DEFAULT_DAYS, ge=DESTRUCTION_WAIT_MIN_DAYS, le=DESTRUCTION_WAIT_MAX_DAYS
+        default=DESTRUCTION_WAIT_DEFAULT_DAYS,
+        ge=DESTRUCTION_WAIT_MIN_DAYS,
+        le=DESTRUCTION_WAIT_MAX_DAYS,
     )
     reason: str = REASON
 
@@ -215,13 +232,15 @@ class VerifyOut(Schema):
 
 
 class ExportPolicyIn(Schema):
-    policy: Literal[tuple(ExportPolicy.values)]  # type: ignore[valid-type]
+    policy: ExportPolicyName
     reason: str = REASON
 
 
 class ExportPolicyOut(Schema):
     key: KeyOut
-    request_id: int | None = Field(None, description="set when a second custodian must approve")
+    request_id: int | None = Field(
+        default=None, description="set when a second custodian must approve"
+    )
     grants_withdrawn: int = 0
 
 
@@ -253,7 +272,7 @@ class ImportOut(Schema):
     fingerprint: str
 
 
-def _key(request: HttpRequest, name: str) -> SymmetricKey:
+def _key(request: ApiRequest, name: str) -> SymmetricKey:
     key = selectors.symmetric_key_get(user=request.user, name=name)
     if key is None:
         raise KMSError(f"no key named {name!r}", code="not_found", status=404)
@@ -266,7 +285,7 @@ def _fresh(key: SymmetricKey) -> KeyOut:
 
 
 @router.get("", response=KeyPageOut)
-def keys_list(request: HttpRequest, filters: Query[KeyFilter]) -> KeyPageOut:
+def keys_list(request: ApiRequest, filters: Query[KeyFilter]) -> KeyPageOut:
     """Keys in name order, a page at a time (the Keys page's filters)."""
     require(request, VIEW, write=False)
     page = selectors.symmetric_key_page(
@@ -297,7 +316,7 @@ def keys_list(request: HttpRequest, filters: Query[KeyFilter]) -> KeyPageOut:
 # Before /{name}: "import" is a reserved key name (vault.services.RESERVED_KEY_NAMES).
 @router.post("/import/parameters", response=ImportParametersOut)
 def keys_import_parameters(
-    request: HttpRequest, response: HttpResponse, body: ImportParametersIn
+    request: ApiRequest, response: HttpResponse, body: ImportParametersIn
 ) -> ImportParametersOut:
     """Step 1 of bring-your-own-key: a one-time RSA wrapping key and import token."""
     user = require(request, "vault.add_symmetrickey", "vault.rotate_symmetrickey", write=True)
@@ -314,7 +333,7 @@ def keys_import_parameters(
 
 
 @router.post("/import", response=ImportOut)
-def keys_import(request: HttpRequest, body: ImportIn) -> ImportOut:
+def keys_import(request: ApiRequest, body: ImportIn) -> ImportOut:
     """Step 2: the wrapped material with its import token (a new key or a new version)."""
     user = require(request, "vault.add_symmetrickey", "vault.rotate_symmetrickey", write=True)
     try:
@@ -331,7 +350,7 @@ def keys_import(request: HttpRequest, body: ImportIn) -> ImportOut:
 
 
 @router.get("/{name}", response=KeyDetailOut)
-def keys_get(request: HttpRequest, name: str) -> KeyDetailOut:
+def keys_get(request: ApiRequest, name: str) -> KeyDetailOut:
     """One key with its versions (fingerprints, states; never material), the clients that
     received a compromised version, and its pending two-person requests, as the key page."""
     require(request, VIEW, write=False)
@@ -373,7 +392,7 @@ def keys_get(request: HttpRequest, name: str) -> KeyDetailOut:
 
 
 @router.post("", response={201: KeyOut})
-def keys_create(request: HttpRequest, body: KeyCreateIn) -> Status[KeyOut]:
+def keys_create(request: ApiRequest, body: KeyCreateIn) -> Status[KeyOut]:
     """A new key with version 1 (active now, or pre-active until ``activate_at``)."""
     user = require(request, "vault.add_symmetrickey", write=True)
     key = services.symmetric_key_create(actor=user, **body.dict())
@@ -381,13 +400,13 @@ def keys_create(request: HttpRequest, body: KeyCreateIn) -> Status[KeyOut]:
 
 
 @router.post("/{name}/activate", response=KeyOut)
-def keys_activate(request: HttpRequest, name: str) -> KeyOut:
+def keys_activate(request: ApiRequest, name: str) -> KeyOut:
     user = require(request, "vault.suspend_symmetrickey", write=True)
     return KeyOut.from_key(services.symmetric_key_activate(actor=user, key=_key(request, name)))
 
 
 @router.post("/{name}/rotate", response=RotateOut)
-def keys_rotate(request: HttpRequest, name: str, body: RotateIn) -> RotateOut:
+def keys_rotate(request: ApiRequest, name: str, body: RotateIn) -> RotateOut:
     """A new primary version; optionally retire versions below ``min_decryption_version``."""
     user = require(request, "vault.rotate_symmetrickey", write=True)
     key = _key(request, name)
@@ -398,25 +417,25 @@ def keys_rotate(request: HttpRequest, name: str, body: RotateIn) -> RotateOut:
 
 
 @router.post("/{name}/suspend", response=KeyOut)
-def keys_suspend(request: HttpRequest, name: str) -> KeyOut:
+def keys_suspend(request: ApiRequest, name: str) -> KeyOut:
     user = require(request, "vault.suspend_symmetrickey", write=True)
     return KeyOut.from_key(services.symmetric_key_suspend(actor=user, key=_key(request, name)))
 
 
 @router.post("/{name}/resume", response=KeyOut)
-def keys_resume(request: HttpRequest, name: str) -> KeyOut:
+def keys_resume(request: ApiRequest, name: str) -> KeyOut:
     user = require(request, "vault.suspend_symmetrickey", write=True)
     return KeyOut.from_key(services.symmetric_key_resume(actor=user, key=_key(request, name)))
 
 
 @router.post("/{name}/deactivate", response=KeyOut)
-def keys_deactivate(request: HttpRequest, name: str) -> KeyOut:
+def keys_deactivate(request: ApiRequest, name: str) -> KeyOut:
     user = require(request, "vault.suspend_symmetrickey", write=True)
     return KeyOut.from_key(services.symmetric_key_deactivate(actor=user, key=_key(request, name)))
 
 
 @router.post("/{name}/compromise", response=CompromiseOut)
-def keys_compromise(request: HttpRequest, name: str, body: CompromiseIn) -> CompromiseOut:
+def keys_compromise(request: ApiRequest, name: str, body: CompromiseIn) -> CompromiseOut:
     """Report one version (``scope=version``) or the whole key compromised."""
     user = require(request, "vault.compromise_symmetrickey", write=True)
     key = _key(request, name)
@@ -441,7 +460,7 @@ def keys_compromise(request: HttpRequest, name: str, body: CompromiseIn) -> Comp
 
 @router.post("/{name}/destruction", response={202: DestructionOut})
 def keys_destruction_request(
-    request: HttpRequest, name: str, body: DestructionIn
+    request: ApiRequest, name: str, body: DestructionIn
 ) -> Status[DestructionOut]:
     """Ask for destruction: a second key custodian decides it through /admin/approvals."""
     user = require(request, "vault.destroy_symmetrickey", write=True)
@@ -460,7 +479,7 @@ def keys_destruction_request(
 
 
 @router.post("/{name}/destruction/cancel", response=KeyOut)
-def keys_destruction_cancel(request: HttpRequest, name: str) -> KeyOut:
+def keys_destruction_cancel(request: ApiRequest, name: str) -> KeyOut:
     """Cancel an approved destruction during its waiting period."""
     user = require(request, "vault.destroy_symmetrickey", write=True)
     return KeyOut.from_key(
@@ -469,7 +488,7 @@ def keys_destruction_cancel(request: HttpRequest, name: str) -> KeyOut:
 
 
 @router.post("/{name}/verify", response=VerifyOut)
-def keys_verify(request: HttpRequest, name: str) -> VerifyOut:
+def keys_verify(request: ApiRequest, name: str) -> VerifyOut:
     """Unseal every version in memory and compare fingerprints (audited; nothing shown)."""
     user = require(request, "vault.rotate_symmetrickey", write=True)
     results = services.key_material_verify(actor=user, key=_key(request, name))
@@ -479,7 +498,7 @@ def keys_verify(request: HttpRequest, name: str) -> VerifyOut:
 
 
 @router.post("/{name}/export-policy", response=ExportPolicyOut)
-def keys_export_policy(request: HttpRequest, name: str, body: ExportPolicyIn) -> ExportPolicyOut:
+def keys_export_policy(request: ApiRequest, name: str, body: ExportPolicyIn) -> ExportPolicyOut:
     """A stricter policy applies now; a weaker one waits for a second key custodian."""
     user = require(request, "vault.export_policy_symmetrickey", write=True)
     key = _key(request, name)

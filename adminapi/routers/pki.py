@@ -25,8 +25,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
-from django.http import HttpRequest, HttpResponse
-from ninja import Path, Query, Router, Status
+from django.contrib.auth.models import User
+from django.http import HttpResponse
+from ninja import Query, Router, Status
 
 from kmsportal.errors import KMSError
 from pki import approvals, selectors, services
@@ -41,9 +42,9 @@ from pki.models import (
     RevocationList,
 )
 
-from ..auth import require
+from ..auth import ApiRequest, require
 from ..permissions import Rule
-from ..schemas import MAX_ID
+from ..schemas import PathId
 from ..schemas_pki import (
     CACreateIn,
     CADetailOut,
@@ -114,7 +115,7 @@ PEM_TYPE = "application/x-pem-file"
 DER_CERTIFICATE_TYPE = "application/pkix-cert"
 
 
-def _allowed(request: HttpRequest, operation: str) -> Any:
+def _allowed(request: ApiRequest, operation: str) -> User:
     """The token's user, once its scope and roles allow ``operation`` (its rule in RULES)."""
     rule = RULES[operation]
     return require(request, *rule.permissions, write=rule.write)
@@ -138,7 +139,7 @@ def _not_found(what: str) -> KMSError:
     return KMSError(f"No such {what}.", code="not_found", status=404)
 
 
-def _ca_or_404(user: object, name: str) -> CertificateAuthority:
+def _ca_or_404(user: User, name: str) -> CertificateAuthority:
     # A name that cannot be a CA's is no CA (and never reaches the database).
     ca = selectors.ca_get(user=user, name=name) if re.fullmatch(CA_NAME_PATTERN, name) else None
     if ca is None:
@@ -146,14 +147,14 @@ def _ca_or_404(user: object, name: str) -> CertificateAuthority:
     return ca
 
 
-def _certificate_or_404(user: object, pk: int) -> Certificate:
+def _certificate_or_404(user: User, pk: int) -> Certificate:
     certificate = selectors.certificate_get(user=user, pk=pk)
     if certificate is None:
         raise _not_found("certificate")
     return certificate
 
 
-def _request_or_404(user: object, pk: int) -> CARevocationRequest:
+def _request_or_404(user: User, pk: int) -> CARevocationRequest:
     asked = selectors.ca_revocation_request_get(user=user, pk=pk)
     if asked is None:
         raise _not_found("CA revocation request")
@@ -167,7 +168,7 @@ def _ca_out(ca: CertificateAuthority) -> dict[str, object]:
     return {
         "name": ca.name,
         "subject": ca.subject,
-        "parent": ca.parent.name if ca.parent_id is not None else None,
+        "parent": ca.parent.name if ca.parent is not None else None,
         "is_root": ca.is_root,
         "key_type": ca.key_type,
         "state": ca.state,
@@ -276,7 +277,7 @@ def _latest_delta(ca: CertificateAuthority) -> RevocationList | None:
 
 
 @router.get("/cas", response=list[CAOut], summary="List CAs")
-def pki_ca_list(request: HttpRequest) -> list[dict[str, object]]:
+def pki_ca_list(request: ApiRequest) -> list[dict[str, object]]:
     """Every CA, roots first, then by name."""
     user = _allowed(request, "pki_ca_list")
     return [_ca_out(ca) for ca in selectors.ca_list(user=user)]
@@ -287,12 +288,12 @@ def pki_ca_list(request: HttpRequest) -> list[dict[str, object]]:
     response=CADetailOut,
     summary="A CA with its certificate, chain and URLs",
 )
-def pki_ca_get(request: HttpRequest, name: str) -> dict[str, object]:
+def pki_ca_get(request: ApiRequest, name: str) -> dict[str, object]:
     user = _allowed(request, "pki_ca_get")
     return _ca_detail_out(user, _ca_or_404(user, name))
 
 
-def _ca_detail_out(user: Any, ca: CertificateAuthority) -> dict[str, object]:
+def _ca_detail_out(user: User, ca: CertificateAuthority) -> dict[str, object]:
     detail = selectors.ca_detail(ca=ca)
     own = selectors.ca_own_certificate(ca=ca)
     points = ca_distribution_points(ca.name)
@@ -323,7 +324,7 @@ def _ca_detail_out(user: Any, ca: CertificateAuthority) -> dict[str, object]:
     response={201: CADetailOut},
     summary="Create a root or an intermediate CA",
 )
-def pki_ca_create(request: HttpRequest, body: CACreateIn) -> Status[dict[str, object]]:
+def pki_ca_create(request: ApiRequest, body: CACreateIn) -> Status[dict[str, object]]:
     """No ``parent``: a self-signed root. With ``parent``: an intermediate signed by that CA,
     which must be one the CA page offers (active, unexpired, room in its path length, not
     one of the key distribution's own CAs)."""
@@ -333,7 +334,7 @@ def pki_ca_create(request: HttpRequest, body: CACreateIn) -> Status[dict[str, ob
     return Status(201, _ca_detail_out(user, _ca_or_404(user, ca.name)))
 
 
-def _ca_arguments(user: Any, body: CACreateIn) -> dict[str, Any]:
+def _ca_arguments(user: User, body: CACreateIn) -> dict[str, Any]:
     """The service's arguments; the parent must be one the CA page offers."""
     parent = None
     if body.parent:
@@ -361,7 +362,7 @@ def _ca_arguments(user: Any, body: CACreateIn) -> dict[str, Any]:
     response=CAPreviewOut,
     summary="What creating this CA would make (the confirmation page); changes nothing",
 )
-def pki_ca_preview(request: HttpRequest, body: CACreateIn) -> dict[str, object]:
+def pki_ca_preview(request: ApiRequest, body: CACreateIn) -> dict[str, object]:
     """The same checks as creating it, and the CA certificate it would get, signed by a
     throwaway key: no key is generated and nothing is stored or audited."""
     user = _allowed(request, "pki_ca_preview")
@@ -383,7 +384,7 @@ def pki_ca_preview(request: HttpRequest, body: CACreateIn) -> dict[str, object]:
     response=CAOut,
     summary="Disable a CA (it issues nothing more)",
 )
-def pki_ca_disable(request: HttpRequest, name: str, body: CADisableIn) -> dict[str, object]:
+def pki_ca_disable(request: ApiRequest, name: str, body: CADisableIn) -> dict[str, object]:
     user = _allowed(request, "pki_ca_disable")
     ca = _ca_or_404(user, name)
     with _refused("ca_refused"):
@@ -400,7 +401,7 @@ def pki_ca_disable(request: HttpRequest, name: str, body: CADisableIn) -> dict[s
     summary="Ask for a CA's revocation (a second person approves)",
 )
 def pki_ca_revocation_request(
-    request: HttpRequest, name: str, body: CARevocationRequestIn
+    request: ApiRequest, name: str, body: CARevocationRequestIn
 ) -> Status[dict[str, object]]:
     """Revoking an intermediate CA revokes it, every CA below it and everything they issued.
     Nothing is revoked now: a different person who may revoke certificates approves the
@@ -431,7 +432,7 @@ def pki_ca_revocation_request(
     response=list[CARevocationPendingOut],
     summary="Pending CA revocation requests",
 )
-def pki_ca_revocation_list(request: HttpRequest) -> list[dict[str, object]]:
+def pki_ca_revocation_list(request: ApiRequest) -> list[dict[str, object]]:
     """Oldest first, each with what approving it would revoke as of now."""
     user = _allowed(request, "pki_ca_revocation_list")
     return [
@@ -450,9 +451,7 @@ def pki_ca_revocation_list(request: HttpRequest) -> list[dict[str, object]]:
     response=CARevocationRequestOut,
     summary="A CA revocation request",
 )
-def pki_ca_revocation_get(
-    request: HttpRequest, request_id: int = Path(..., ge=1, le=MAX_ID)
-) -> dict[str, object]:
+def pki_ca_revocation_get(request: ApiRequest, request_id: PathId) -> dict[str, object]:
     user = _allowed(request, "pki_ca_revocation_get")
     return _request_out(_request_or_404(user, request_id))
 
@@ -465,7 +464,7 @@ def pki_ca_revocation_get(
     response=CRLStatusOut,
     summary="The CA's current CRL, checked, with its delta and recent history",
 )
-def pki_crl_get(request: HttpRequest, name: str) -> dict[str, object]:
+def pki_crl_get(request: ApiRequest, name: str) -> dict[str, object]:
     """What the CRL page shows: the newest complete CRL (signature checked against the
     stored bytes), its verdict (ok, due, expired, missing), the newest delta CRL and the
     last CRLs published. The CRLs themselves are at ``crl_url`` and ``delta_crl_url``."""
@@ -492,7 +491,7 @@ def pki_crl_get(request: HttpRequest, name: str) -> dict[str, object]:
     response={201: CRLPublishOut},
     summary="Publish the CA's CRL now (a complete CRL and its delta)",
 )
-def pki_crl_publish(request: HttpRequest, name: str) -> Status[dict[str, object]]:
+def pki_crl_publish(request: ApiRequest, name: str) -> Status[dict[str, object]]:
     """Audited as ``crl.published`` with trigger ``manual``, as "publish now" on the CRL page."""
     user = _allowed(request, "pki_crl_publish")
     ca = _ca_or_404(user, name)
@@ -511,7 +510,7 @@ def pki_crl_publish(request: HttpRequest, name: str) -> Status[dict[str, object]
     summary="List and search certificates (newest first)",
 )
 def pki_certificate_list(
-    request: HttpRequest, filters: Query[CertificateFilters]
+    request: ApiRequest, filters: Query[CertificateFilters]
 ) -> dict[str, object]:
     """The certificate list's filters; ``q`` matches subject or SAN (substring) or a serial
     (hex, colons allowed). Keyset-paginated: pass ``next_cursor`` as ``after``."""
@@ -550,9 +549,7 @@ def pki_certificate_list(
     response=CertificateDetailOut,
     summary="A certificate, decoded, with its PEM",
 )
-def pki_certificate_get(
-    request: HttpRequest, certificate_id: int = Path(..., ge=1, le=MAX_ID)
-) -> dict[str, object]:
+def pki_certificate_get(request: ApiRequest, certificate_id: PathId) -> dict[str, object]:
     user = _allowed(request, "pki_certificate_get")
     return _certificate_detail_out(_certificate_or_404(user, certificate_id))
 
@@ -592,13 +589,14 @@ def _certificate_detail_out(certificate: Certificate) -> dict[str, object]:
     },
 )
 def pki_certificate_download(
-    request: HttpRequest,
+    request: ApiRequest,
     encoding: Literal["pem", "der", "chain"],
-    certificate_id: int = Path(..., ge=1, le=MAX_ID),
+    certificate_id: PathId,
 ) -> HttpResponse:
     user = _allowed(request, "pki_certificate_download")
     certificate = _certificate_or_404(user, certificate_id)
     stem = f"{certificate.ca.name}-{certificate.serial_number_display}"
+    content: str | bytes
     if encoding == "pem":
         content, content_type, filename = certificate.certificate_pem, PEM_TYPE, f"{stem}.pem"
     elif encoding == "der":
@@ -618,7 +616,7 @@ def pki_certificate_download(
     return response
 
 
-def _issuing_ca(user: object, name: str) -> CertificateAuthority:
+def _issuing_ca(user: User, name: str) -> CertificateAuthority:
     """A CA the issuance pages offer: active intermediates, not the internal ones."""
     if name not in {offered for offered, _ in selectors.ca_issuing_choices(user=user)}:
         raise KMSError(
@@ -647,7 +645,7 @@ def _profile(name: str) -> str:
     response={201: CertificateDetailOut},
     summary="Issue a certificate from a CSR",
 )
-def pki_certificate_issue_csr(request: HttpRequest, body: IssueCSRIn) -> Status[dict[str, object]]:
+def pki_certificate_issue_csr(request: ApiRequest, body: IssueCSRIn) -> Status[dict[str, object]]:
     """The CSR (PEM) must verify and use an acceptable key (RSA >= 2048 bits or EC) and hash
     (no SHA-1). ``subject`` and ``sans`` replace the CSR's, as on the review page. ``days``
     defaults to the profile's maximum, never past the CA's own expiry."""
@@ -671,7 +669,7 @@ def pki_certificate_issue_csr(request: HttpRequest, body: IssueCSRIn) -> Status[
     response=IssuePreviewOut,
     summary="What issuing from this CSR would sign (the review page); changes nothing",
 )
-def pki_certificate_issue_preview(request: HttpRequest, body: IssueCSRIn) -> dict[str, object]:
+def pki_certificate_issue_preview(request: ApiRequest, body: IssueCSRIn) -> dict[str, object]:
     """The same checks as issuing, and the certificate that would be signed (bar serial and
     the second of notBefore), signed by a throwaway key: nothing is stored or audited."""
     user = _allowed(request, "pki_certificate_issue_preview")
@@ -701,7 +699,7 @@ def pki_certificate_issue_preview(request: HttpRequest, body: IssueCSRIn) -> dic
     summary="Issue a certificate with a key pair generated here (PKCS#12, once)",
 )
 def pki_certificate_issue_generated(
-    request: HttpRequest, body: IssueGeneratedIn, response: HttpResponse
+    request: ApiRequest, body: IssueGeneratedIn, response: HttpResponse
 ) -> Status[dict[str, object]]:
     """The key pair is generated in memory, and returned once inside a PKCS#12 (and, with
     ``delivery=pem``, an encrypted PEM bundle) protected by ``password`` (8 characters at
@@ -739,7 +737,7 @@ def pki_certificate_issue_generated(
     summary="Revoke a certificate (RFC 5280 reason); its CA's CRL is republished",
 )
 def pki_certificate_revoke(
-    request: HttpRequest, body: RevokeIn, certificate_id: int = Path(..., ge=1, le=MAX_ID)
+    request: ApiRequest, body: RevokeIn, certificate_id: PathId
 ) -> dict[str, object]:
     """``certificateHold`` is the one revocation that can be undone (``release``). The
     certificate of an intermediate CA is refused here (``two_person_required``): ask for
@@ -772,7 +770,7 @@ def pki_certificate_revoke(
     summary="What revoking this certificate would do (the confirmation page); changes nothing",
 )
 def pki_certificate_revoke_preview(
-    request: HttpRequest, body: RevokeIn, certificate_id: int = Path(..., ge=1, le=MAX_ID)
+    request: ApiRequest, body: RevokeIn, certificate_id: PathId
 ) -> dict[str, object]:
     """The same checks as revoking, and what it would take along: for an intermediate CA's
     certificate, the CAs and certificates below (whose revocation needs a second person)."""
@@ -799,9 +797,7 @@ def pki_certificate_revoke_preview(
     response=CertificateOut,
     summary="Release a certificate from hold (certificateHold)",
 )
-def pki_certificate_release(
-    request: HttpRequest, certificate_id: int = Path(..., ge=1, le=MAX_ID)
-) -> dict[str, object]:
+def pki_certificate_release(request: ApiRequest, certificate_id: PathId) -> dict[str, object]:
     user = _allowed(request, "pki_certificate_release")
     certificate = _certificate_or_404(user, certificate_id)
     with _refused("release_refused"):
@@ -814,7 +810,7 @@ def pki_certificate_release(
     response=ValidateOut,
     summary="Validate a certificate (and chain): every check, pass or fail",
 )
-def pki_certificate_validate(request: HttpRequest, body: ValidateIn) -> dict[str, object]:
+def pki_certificate_validate(request: ApiRequest, body: ValidateIn) -> dict[str, object]:
     """Path to one of this PKI's roots, signatures, validity, constraints, usage for
     ``purpose``, ``hostname`` and revocation. Changes nothing. Input that is not a
     certificate fails the decoding check (``ok`` false), as on the page."""

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.http import HttpRequest
-from ninja import Path, Router, Schema
+from ninja import Router, Schema
 
 from accounts.roles import user_roles
 from kmsportal.crypto.errors import KMSError
 
-from ..auth import require
+from ..auth import ApiRequest, require
 from ..models import ApiToken
 from ..permissions import Rule
-from ..schemas import MAX_ID
+from ..schemas import PathId
 from ..tokens import api_token_list, api_token_revoke
 
 router = Router(tags=["Tokens"])
@@ -57,24 +56,24 @@ class MeOut(Schema):
 
 
 @router.get("/me", response=MeOut)
-def me(request: HttpRequest) -> MeOut:
+def me(request: ApiRequest) -> MeOut:
     """Who this token acts as, with which roles now, and the token itself."""
     user = require(request, write=False)
     return MeOut(
         username=user.get_username(),
         roles=[r.value for r in user_roles(user)],
-        token=TokenOut.from_token(request.auth),  # type: ignore[attr-defined]
+        token=TokenOut.from_token(request.auth),
     )
 
 
 @router.get("", response=list[TokenOut])
-def tokens_list(request: HttpRequest) -> list[TokenOut]:
+def tokens_list(request: ApiRequest) -> list[TokenOut]:
     user = require(request, write=False)
     return [TokenOut.from_token(t) for t in api_token_list(user=user)]
 
 
 @router.post("/{token_id}/revoke", response=TokenOut)
-def tokens_revoke(request: HttpRequest, token_id: int = Path(..., ge=1, le=MAX_ID)) -> TokenOut:
+def tokens_revoke(request: ApiRequest, token_id: PathId) -> TokenOut:
     """Revoke one of the caller's own tokens (this one too)."""
     user = require(request, write=True)
     token = ApiToken.objects.filter(pk=token_id, user=user).first()

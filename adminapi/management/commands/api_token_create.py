@@ -24,7 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--days", type=int, default=30, help=f"1 to {MAX_DAYS}")
         parser.add_argument("--name", default="", help="what uses it (default: 'command line')")
 
-    def handle(self, *args: object, username: str, **options: object) -> None:
+    def handle(self, *args: object, username: str, days: int, **options: object) -> None:
         user = User.objects.filter(username=username).first()
         if user is None:
             raise CommandError(f"no user named {username!r}")
@@ -34,7 +34,7 @@ class Command(BaseCommand):
                 user=user,
                 name=str(options["name"] or "command line"),
                 scope=str(options["scope"]),
-                days=int(options["days"]),  # type: ignore[arg-type]
+                days=days,  # argparse made it an int (type=int)
             )
         except ApiTokenError as exc:
             raise CommandError(exc.message) from exc
