@@ -188,23 +188,50 @@ def _b64(value: object, member: str) -> bytes:
     try:
         # strict_mode: the C decoder refuses stray characters itself (b64decode's validate
         # runs a regular expression first, several times slower on a batch).
-        return binascii.a2b_base64(value.encode("ascii"), strict_mode=True)
+        # A str goes in as it is: a2b_base64 refuses non-ASCII text itself (ValueError).
+        return binascii.a2b_base64(value, strict_mode=True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
         raise _ItemError("bad_input", f"{member} is not valid base64") from None
 
 
-def _context(item: dict[str, Any], key: SymmetricKey, member: str = "context") -> dict[str, str]:
+def _context(raw: object, key: SymmetricKey) -> crypto_ops.EncodedContext:
     try:
-        context = crypto_ops.check_context(item.get(member))
+        context = crypto_ops.encode_context(raw)
     except crypto_ops.OperationError as exc:
         raise _ItemError(exc.code, exc.message) from None
-    missing = [name for name in key.required_context_keys if name not in context]
+    missing = [name for name in key.required_context_keys if name not in context.pairs]
     if missing:
         raise _ItemError(
             "context_required",
             f"key {key.name} requires the encryption context to name: {', '.join(missing)}",
         )
     return context
+
+
+class _Contexts:
+    """The encryption contexts of one batch: each distinct one is checked (and its key's
+    required names) and encoded once, however many items carry it."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[Any, ...], crypto_ops.EncodedContext] = {}
+
+    def of(
+        self, item: dict[str, Any], key: SymmetricKey, member: str = "context"
+    ) -> crypto_ops.EncodedContext:
+        raw = item.get(member)
+        memo: tuple[Any, ...] | None = None
+        if raw is None or type(raw) is dict:
+            memo = (key.pk, *raw.items()) if raw else (key.pk,)
+            try:
+                found = self._seen.get(memo)
+            except TypeError:  # an unhashable value: not a context, `_context` says why
+                memo = found = None
+            if found is not None:
+                return found
+        context = _context(raw, key)
+        if memo is not None:
+            self._seen[memo] = context
+        return context
 
 
 @functools.cache
@@ -365,9 +392,13 @@ class _Versions:
         return _loaded(key, version)
 
 
-def _token(value: object, key: SymmetricKey, member: str) -> crypto_ops.Token:
+def _token(
+    value: object, key: SymmetricKey, member: str, parsed: dict[str, crypto_ops.Token]
+) -> crypto_ops.Token:
     try:
-        token = crypto_ops.parse_token(value)
+        token = parsed.get(value) if isinstance(value, str) else None
+        if token is None:
+            token = crypto_ops.parse_token(value)
     except crypto_ops.OperationError as exc:
         raise _ItemError(exc.code, f"{member}: {exc.message}") from None
     if token.key_id != key.id:
@@ -375,15 +406,18 @@ def _token(value: object, key: SymmetricKey, member: str) -> crypto_ops.Token:
     return token
 
 
-def _token_versions(items: list[Any], member: str) -> set[int]:
-    numbers = set()
+def _parsed_tokens(items: list[Any], member: str) -> dict[str, crypto_ops.Token]:
+    """The tokens of a batch that parse, by their text: the versions to read come from
+    them, and each item then uses its parsed token (a bad one is reported per item)."""
+    parsed: dict[str, crypto_ops.Token] = {}
     for item in items:
         if isinstance(item, dict):
+            value = item.get(member)
             try:
-                numbers.add(crypto_ops.parse_token(item.get(member)).version)
+                parsed[value] = crypto_ops.parse_token(value)
             except crypto_ops.OperationError:
                 continue  # reported per item
-    return numbers
+    return parsed
 
 
 # --- the service -------------------------------------------------------------------------------
@@ -463,7 +497,8 @@ def _perform(
     options: dict[str, Any],
 ) -> OperationResult:
     member = _TOKEN_MEMBER.get(operation)
-    versions = _Versions(key, _token_versions(items, member) if member else set())
+    tokens = _parsed_tokens(items, member) if member else {}
+    versions = _Versions(key, {token.version for token in tokens.values()})
     producer: crypto_ops.LoadedKey | None = None
     destination: SymmetricKey | None = None
     if operation in _PRODUCING:
@@ -487,11 +522,16 @@ def _perform(
 
     results: list[dict[str, Any]] = []
     codes: Counter[str] = Counter()
+    contexts = _Contexts()
     for item in items:
         try:
             if not isinstance(item, dict):
                 raise _ItemError("bad_input", "each item must be an object")
-            results.append(_item(operation, key, item, producer, versions, destination, options))
+            results.append(
+                _item(
+                    operation, key, item, producer, versions, destination, options, contexts, tokens
+                )
+            )
         except _ItemError as exc:
             codes[exc.code] += 1
             results.append({"error": {"code": exc.code, "detail": exc.message}})
@@ -517,13 +557,15 @@ def _item(
     versions: _Versions,
     destination: SymmetricKey | None,
     options: dict[str, Any],
+    contexts: _Contexts,
+    tokens: dict[str, crypto_ops.Token],
 ) -> dict[str, Any]:
     if operation == "encrypt":
         plaintext = _b64(item.get("plaintext"), "plaintext")
-        token = crypto_ops.encrypt(producer, plaintext, _context(item, key))
+        token = crypto_ops.encrypt(producer, plaintext, contexts.of(item, key))
         return {"ciphertext": token, "version": producer.version}
     if operation == "generate-data-key":
-        data_key, token = crypto_ops.generate_data_key(producer, _context(item, key))
+        data_key, token = crypto_ops.generate_data_key(producer, contexts.of(item, key))
         answer: dict[str, Any] = {"ciphertext": token, "version": producer.version}
         if options.get("plaintext", True):
             answer["plaintext"] = _b64e(data_key)
@@ -538,19 +580,20 @@ def _item(
             "signature": crypto_ops.sign(producer, _b64(item.get("message"), "message")),
             "version": producer.version,
         }
-    token = _token(item.get(_TOKEN_MEMBER[operation]), key, _TOKEN_MEMBER[operation])
+    member = _TOKEN_MEMBER[operation]
+    token = _token(item.get(member), key, member, tokens)
     if operation == "decrypt":
         loaded = versions.loaded(token.version)
-        plaintext = crypto_ops.decrypt(loaded, token, _context(item, key))
+        plaintext = crypto_ops.decrypt(loaded, token, contexts.of(item, key))
         return {"plaintext": _b64e(plaintext), "version": token.version}
     if operation == "reencrypt":
         loaded = versions.loaded(token.version)
-        plaintext = crypto_ops.decrypt(loaded, token, _context(item, key))
+        plaintext = crypto_ops.decrypt(loaded, token, contexts.of(item, key))
         target = destination or key
         context = (
-            _context(item, target, "destination_context")
+            contexts.of(item, target, "destination_context")
             if "destination_context" in item
-            else _context(item, target)
+            else contexts.of(item, target)
         )
         return {
             "ciphertext": crypto_ops.encrypt(producer, plaintext, context),

@@ -51,7 +51,7 @@ import json
 import os
 import struct
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
@@ -69,10 +69,12 @@ __all__ = [
     "MAX_CONTEXT_PAIRS",
     "MAX_MESSAGE_BYTES",
     "OPERATIONS",
+    "EncodedContext",
     "OperationError",
     "Token",
     "context_bytes",
     "decrypt",
+    "encode_context",
     "encrypt",
     "fingerprint",
     "generate_data_key",
@@ -226,6 +228,7 @@ class LoadedKey:
     key_id: uuid.UUID
     version: int
     _secret: Any
+    _headers: dict[int, bytes] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
         return f"LoadedKey({self.key_type}, {self.key_id}, v{self.version})"
@@ -233,6 +236,13 @@ class LoadedKey:
     @property
     def header_prefix(self) -> tuple[uuid.UUID, int]:
         return self.key_id, self.version
+
+    def header(self, kind: int) -> bytes:
+        """The token header of this version for `kind` (built once per kind)."""
+        headers = self._headers
+        if kind not in headers:
+            headers[kind] = _header(kind, self.key_id, self.version)
+        return headers[kind]
 
 
 def load_key(key_type: str, material: bytes, *, key_id: uuid.UUID, version: int) -> LoadedKey:
@@ -386,6 +396,27 @@ def context_bytes(context: dict[str, str] | None) -> bytes:
     ).encode()
 
 
+@dataclass(frozen=True)
+class EncodedContext:
+    """A validated encryption context with its canonical bytes: a batch whose items share a
+    context checks and encodes it once (`encrypt` and `decrypt` take either form)."""
+
+    pairs: dict[str, str]
+    encoded: bytes
+
+
+def encode_context(context: object) -> EncodedContext:
+    """Validate `context` (``bad_context``) and encode it canonically."""
+    pairs = check_context(context)
+    return EncodedContext(pairs=pairs, encoded=context_bytes(pairs))
+
+
+def _aad_context(context: dict[str, str] | EncodedContext | None) -> bytes:
+    if isinstance(context, EncodedContext):
+        return context.encoded
+    return context_bytes(context)
+
+
 def _message(data: object, what: str = "plaintext") -> bytes:
     if not isinstance(data, bytes):
         raise OperationError("bad_input", f"the {what} must be bytes")
@@ -397,16 +428,18 @@ def _message(data: object, what: str = "plaintext") -> bytes:
 # --- encryption --------------------------------------------------------------------------------
 
 
-def encrypt(key: LoadedKey, plaintext: bytes, context: dict[str, str] | None = None) -> str:
+def encrypt(
+    key: LoadedKey, plaintext: bytes, context: dict[str, str] | EncodedContext | None = None
+) -> str:
     """Encrypt `plaintext` under `key` (AES-256-GCM, or RSA-OAEP for RSA keys); a token."""
     plaintext = _message(plaintext)
-    aad_context = context_bytes(context)
+    aad_context = _aad_context(context)
     if key.key_type == AES_256_GCM:
-        header = _header(KIND_AES_GCM, key.key_id, key.version)
+        header = key.header(KIND_AES_GCM)
         nonce = os.urandom(_GCM_NONCE_BYTES)
         return _encode(header, nonce + key._secret.encrypt(nonce, plaintext, header + aad_context))
     if key.key_type in _RSA_BITS:
-        header = _header(KIND_RSA_OAEP, key.key_id, key.version)
+        header = key.header(KIND_RSA_OAEP)
         limit = key._secret.key_size // 8 - 2 * 32 - 2
         if len(plaintext) > limit:
             raise OperationError(
@@ -419,7 +452,9 @@ def encrypt(key: LoadedKey, plaintext: bytes, context: dict[str, str] | None = N
     raise OperationError("unsupported_operation", f"a {key.key_type} key cannot encrypt")
 
 
-def decrypt(key: LoadedKey, token: Token, context: dict[str, str] | None = None) -> bytes:
+def decrypt(
+    key: LoadedKey, token: Token, context: dict[str, str] | EncodedContext | None = None
+) -> bytes:
     """Decrypt a parsed token made by `key` with exactly `context`.
 
     ``decryption_failed`` if the ciphertext was altered or the context differs: the two are
@@ -427,7 +462,7 @@ def decrypt(key: LoadedKey, token: Token, context: dict[str, str] | None = None)
     """
     if (token.key_id, token.version) != key.header_prefix:
         raise OperationError("wrong_key", "the ciphertext was made by another key version")
-    aad = token.header + context_bytes(context)
+    aad = token.header + _aad_context(context)
     if token.kind == KIND_AES_GCM and key.key_type == AES_256_GCM:
         if len(token.body) < _GCM_NONCE_BYTES + _GCM_TAG_BYTES:
             raise OperationError("bad_ciphertext", "the ciphertext is too short")
@@ -453,7 +488,9 @@ def _decryption_failed() -> OperationError:
     )
 
 
-def generate_data_key(key: LoadedKey, context: dict[str, str] | None = None) -> tuple[bytes, str]:
+def generate_data_key(
+    key: LoadedKey, context: dict[str, str] | EncodedContext | None = None
+) -> tuple[bytes, str]:
     """A fresh 256-bit data key and its ciphertext under `key` (envelope encryption)."""
     data_key = os.urandom(DATA_KEY_BYTES)
     return data_key, encrypt(key, data_key, context)
@@ -466,7 +503,7 @@ def mac(key: LoadedKey, message: bytes) -> str:
     """HMAC-SHA256 of `message`, as a token naming the key version."""
     if key.key_type != HMAC_SHA256:
         raise OperationError("unsupported_operation", f"a {key.key_type} key cannot MAC")
-    header = _header(KIND_HMAC, key.key_id, key.version)
+    header = key.header(KIND_HMAC)
     return _encode(header, hmac.new(key._secret, _message(message, "message"), "sha256").digest())
 
 
@@ -493,7 +530,7 @@ def sign(key: LoadedKey, message: bytes) -> str:
         signature = private.sign(message)
     else:
         raise OperationError("unsupported_operation", f"a {key.key_type} key cannot sign")
-    return _encode(_header(KIND_SIGNATURE, key.key_id, key.version), signature)
+    return _encode(key.header(KIND_SIGNATURE), signature)
 
 
 def verify(key: LoadedKey, message: bytes, token: Token) -> bool:
