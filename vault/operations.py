@@ -32,7 +32,6 @@ more than that.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import functools
 import json
@@ -42,6 +41,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import pybase64
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -186,11 +186,11 @@ def _b64(value: object, member: str) -> bytes:
     if not isinstance(value, str):
         raise _ItemError("bad_input", f"{member} must be a base64 string")
     try:
-        # strict_mode: the C decoder refuses stray characters itself (b64decode's validate
-        # runs a regular expression first, several times slower on a batch).
-        # A str goes in as it is: a2b_base64 refuses non-ASCII text itself (ValueError).
-        return binascii.a2b_base64(value, strict_mode=True)
-    except (binascii.Error, ValueError, UnicodeEncodeError):
+        # pybase64 (SIMD): the stdlib's decoder took ~5 us per 1 KiB item, four times the
+        # AES-GCM encryption itself. validate=True refuses characters outside the alphabet
+        # and bad padding, as binascii's strict_mode did.
+        return pybase64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
         raise _ItemError("bad_input", f"{member} is not valid base64") from None
 
 
@@ -436,7 +436,7 @@ class OperationResult:
 
 
 def _b64e(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return pybase64.b64encode_as_string(data)
 
 
 def key_operation_perform(

@@ -163,6 +163,50 @@ def test_required_context(service, make_key, grant) -> None:
     assert refused["error"]["code"] == "context_required" and "ciphertext" in ok
 
 
+def test_items_sharing_a_context_are_each_checked(service, make_key, grant) -> None:
+    # Contexts are checked and encoded once per distinct context in a batch: the same answers
+    # as checking each item, whatever the order, and each key's required names still apply.
+    grant(service, make_key("shared-ctx", required_context_keys=["tenant"]), *ENCRYPTING)
+    good = {"tenant": "acme", "app": "billing"}
+    items = [
+        {"plaintext": b64(b"a"), "context": good},
+        {"plaintext": b64(b"b"), "context": {"app": "billing", "tenant": "acme"}},
+        {"plaintext": b64(b"c"), "context": {"tenant": ["acme"]}},
+        {"plaintext": b64(b"d"), "context": {"app": "billing"}},
+        {"plaintext": b64(b"e"), "context": good},
+        {"plaintext": b64(b"f")},
+    ]
+    results = run(service, "encrypt", "shared-ctx", *items)
+    codes = [r["error"]["code"] if "error" in r else "ok" for r in results]
+    assert codes == ["ok", "ok", "bad_context", "context_required", "ok", "context_required"]
+    back = run(
+        service,
+        "decrypt",
+        "shared-ctx",
+        {"ciphertext": results[0]["ciphertext"], "context": good},
+        {"ciphertext": results[1]["ciphertext"], "context": good},  # the same, other order
+        {"ciphertext": results[4]["ciphertext"], "context": {**good, "app": "other"}},
+        {"ciphertext": results[4]["ciphertext"], "context": good},
+    )
+    assert [r.get("plaintext") or r["error"]["code"] for r in back] == [
+        b64(b"a"),
+        b64(b"b"),
+        "decryption_failed",
+        b64(b"e"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text", ["not base64!", "eA=", "eA", "eA==eA==", " eA==", "eA==\n", "e-A=", "é"]
+)
+def test_an_item_that_is_not_strict_base64_is_bad_input(service, make_key, grant, text) -> None:
+    grant(service, make_key("strict-b64"), *ENCRYPTING)
+    [encrypted, accepted] = run(
+        service, "encrypt", "strict-b64", {"plaintext": text}, {"plaintext": "eA=="}
+    )
+    assert encrypted["error"]["code"] == "bad_input" and "ciphertext" in accepted
+
+
 def test_destroyed_version_is_refused_with_a_clear_code(
     service, make_key, grant, make_user
 ) -> None:
