@@ -55,4 +55,6 @@ class OperationView(ApiView):
         except sessions.SessionRefused as exc:
             refusals.refusal_tally(code=exc.code)
             return problem_for(exc)
-        return JsonResponse(answer, status=status)
+        # The sealed answer is base64 (ASCII): nothing to escape, so the encoder is not asked
+        # to look for non-ASCII characters in a batch's two megabytes.
+        return JsonResponse(answer, status=status, json_dumps_params={"ensure_ascii": False})
