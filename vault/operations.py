@@ -258,9 +258,11 @@ def _from_db(model: type[Any], **values: Any) -> Any:
     return model.from_db(connection.alias, names, [values[name] for name in names])
 
 
-def _key_for(client: Client, name: object, operation: str) -> SymmetricKey:
-    """The key, if a live grant of `client` names `operation` for it (else refused). Its
-    primary version comes with it (`_primary`)."""
+def _key_for(
+    client: Client, name: object, operation: str
+) -> tuple[SymmetricKey, KeyVersion | None]:
+    """The key, if a live grant of `client` names `operation` for it (else refused), and its
+    primary version if it has one (read in the same statement; see `_primary`)."""
     if not isinstance(name, str) or not name:
         raise OperationRefused("bad_key_name", "name the key")
     row = fetch_one(
@@ -283,7 +285,7 @@ def _key_for(client: Client, name: object, operation: str) -> SymmetricKey:
     context_keys = row[7]
     if isinstance(context_keys, str):  # SQLite hands JSON back as text
         context_keys = json.loads(context_keys)
-    key = _from_db(
+    key: SymmetricKey = _from_db(
         SymmetricKey,
         id=as_uuid(row[2]),
         name=row[3],
@@ -294,9 +296,9 @@ def _key_for(client: Client, name: object, operation: str) -> SymmetricKey:
         allow_compromised_decrypt=bool(row[8]),
         updated_at=as_datetime(row[9]),
     )
-    key._ops_primary = None
+    primary: KeyVersion | None = None
     if row[10] is not None:
-        key._ops_primary = _from_db(
+        primary = _from_db(
             KeyVersion,
             id=row[10],
             key_id=key.id,
@@ -309,7 +311,7 @@ def _key_for(client: Client, name: object, operation: str) -> SymmetricKey:
         raise OperationRefused(
             "unsupported_operation", f"a {key.key_type} key does not support {operation}"
         )
-    return key
+    return key, primary
 
 
 def _check_key_state(key: SymmetricKey, operation: str) -> None:
@@ -342,8 +344,8 @@ def _check_key_state(key: SymmetricKey, operation: str) -> None:
         )
 
 
-def _primary(key: SymmetricKey) -> KeyVersion:
-    version = getattr(key, "_ops_primary", None)
+def _primary(key: SymmetricKey, version: KeyVersion | None) -> KeyVersion:
+    """The primary `version` `_key_for` read with `key`, if it is active (else refused)."""
     if version is None or version.state != VersionState.ACTIVE:
         raise OperationRefused("no_active_version", f"key {key.name} has no active version", 409)
     return version
@@ -411,8 +413,8 @@ def _parsed_tokens(items: list[Any], member: str) -> dict[str, crypto_ops.Token]
     them, and each item then uses its parsed token (a bad one is reported per item)."""
     parsed: dict[str, crypto_ops.Token] = {}
     for item in items:
-        if isinstance(item, dict):
-            value = item.get(member)
+        value = item.get(member) if isinstance(item, dict) else None
+        if isinstance(value, str):
             try:
                 parsed[value] = crypto_ops.parse_token(value)
             except crypto_ops.OperationError:
@@ -465,9 +467,9 @@ def key_operation_perform(
                 raise OperationRefused(
                     "bad_batch", f"items must be a list of 1 to {MAX_BATCH} entries"
                 )
-            key = _key_for(client, key_name, operation)
+            key, primary = _key_for(client, key_name, operation)
             _check_key_state(key, operation)
-            return _perform(client, key, operation, items, options)
+            return _perform(client, key, primary, operation, items, options)
     except OperationRefused as refusal:
         label = key_name[:100] if isinstance(key_name, str) else ""
         with transaction.atomic():
@@ -492,6 +494,7 @@ def key_operation_perform(
 def _perform(
     client: Client,
     key: SymmetricKey,
+    key_primary: KeyVersion | None,
     operation: str,
     items: list[Any],
     options: dict[str, Any],
@@ -502,23 +505,23 @@ def _perform(
     producer: crypto_ops.LoadedKey | None = None
     destination: SymmetricKey | None = None
     if operation in _PRODUCING:
-        primary = _primary(key)
+        primary = _primary(key, key_primary)
         producer = _loaded_or_refuse(key, primary)
         versions.used.add(primary.number)
     if operation == "reencrypt":
-        destination = key
+        destination, destination_primary = key, key_primary
         name = options.get("destination_key")
         if name is not None and name != key.name:
-            destination = _key_for(client, name, "encrypt")
+            destination, destination_primary = _key_for(client, name, "encrypt")
             _check_key_state(destination, "encrypt")
         elif key.state != KeyState.ACTIVE:
             raise OperationRefused(
                 "key_not_active", f"key {key.name} is not active: re-encrypt under another key"
             )
-        primary = _primary(destination)
+        primary = _primary(destination, destination_primary)
         producer = _loaded_or_refuse(destination, primary)
     if operation == "public-key":
-        return _public_key(client, key, items, options, versions)
+        return _public_key(client, key, key_primary, items, versions)
 
     results: list[dict[str, Any]] = []
     codes: Counter[str] = Counter()
@@ -560,26 +563,8 @@ def _item(
     contexts: _Contexts,
     tokens: dict[str, crypto_ops.Token],
 ) -> dict[str, Any]:
-    if operation == "encrypt":
-        plaintext = _b64(item.get("plaintext"), "plaintext")
-        token = crypto_ops.encrypt(producer, plaintext, contexts.of(item, key))
-        return {"ciphertext": token, "version": producer.version}
-    if operation == "generate-data-key":
-        data_key, token = crypto_ops.generate_data_key(producer, contexts.of(item, key))
-        answer: dict[str, Any] = {"ciphertext": token, "version": producer.version}
-        if options.get("plaintext", True):
-            answer["plaintext"] = _b64e(data_key)
-        return answer
-    if operation == "mac":
-        return {
-            "mac": crypto_ops.mac(producer, _b64(item.get("message"), "message")),
-            "version": producer.version,
-        }
-    if operation == "sign":
-        return {
-            "signature": crypto_ops.sign(producer, _b64(item.get("message"), "message")),
-            "version": producer.version,
-        }
+    if operation in _PRODUCING:
+        return _produce(operation, key, item, _writer(producer), options, contexts)
     member = _TOKEN_MEMBER[operation]
     token = _token(item.get(member), key, member, tokens)
     if operation == "decrypt":
@@ -595,9 +580,10 @@ def _item(
             if "destination_context" in item
             else contexts.of(item, target)
         )
+        writer = _writer(producer)
         return {
-            "ciphertext": crypto_ops.encrypt(producer, plaintext, context),
-            "version": producer.version,
+            "ciphertext": crypto_ops.encrypt(writer, plaintext, context),
+            "version": writer.version,
             "key": target.name,
         }
     message = _b64(item.get("message"), "message")
@@ -607,11 +593,48 @@ def _item(
     return {"valid": crypto_ops.verify(loaded, message, token), "version": token.version}
 
 
+def _writer(producer: crypto_ops.LoadedKey | None) -> crypto_ops.LoadedKey:
+    """The version `_perform` loaded for an operation that writes (never None there)."""
+    if producer is None:
+        raise AssertionError("no version loaded to write with")
+    return producer
+
+
+def _produce(
+    operation: str,
+    key: SymmetricKey,
+    item: dict[str, Any],
+    producer: crypto_ops.LoadedKey,
+    options: dict[str, Any],
+    contexts: _Contexts,
+) -> dict[str, Any]:
+    """One item of encrypt, generate-data-key, mac or sign (with the primary version)."""
+    if operation == "encrypt":
+        plaintext = _b64(item.get("plaintext"), "plaintext")
+        ciphertext = crypto_ops.encrypt(producer, plaintext, contexts.of(item, key))
+        return {"ciphertext": ciphertext, "version": producer.version}
+    if operation == "generate-data-key":
+        data_key, ciphertext = crypto_ops.generate_data_key(producer, contexts.of(item, key))
+        answer: dict[str, Any] = {"ciphertext": ciphertext, "version": producer.version}
+        if options.get("plaintext", True):
+            answer["plaintext"] = _b64e(data_key)
+        return answer
+    if operation == "mac":
+        return {
+            "mac": crypto_ops.mac(producer, _b64(item.get("message"), "message")),
+            "version": producer.version,
+        }
+    return {
+        "signature": crypto_ops.sign(producer, _b64(item.get("message"), "message")),
+        "version": producer.version,
+    }
+
+
 def _public_key(
     client: Client,
     key: SymmetricKey,
+    key_primary: KeyVersion | None,
     items: list[Any],
-    options: dict[str, Any],
     versions: _Versions,
 ) -> OperationResult:
     results: list[dict[str, Any]] = []
@@ -620,14 +643,14 @@ def _public_key(
         try:
             number = item.get("version") if isinstance(item, dict) else None
             if number is None:
-                number = _primary(key).number
+                number = _primary(key, key_primary).number
             if type(number) is not int or number < 1:
                 raise _ItemError("bad_version", "version must be a positive integer")
-            versions.rows.setdefault(
-                number, key.versions.filter(number=number).first()
-            )  # one query per asked version; public keys are rarely batched
-            if versions.rows[number] is None:
-                del versions.rows[number]
+            if number not in versions.rows:
+                # One query per asked version; public keys are rarely batched.
+                row = key.versions.filter(number=number).first()
+                if row is not None:
+                    versions.rows[number] = row
             loaded = versions.loaded(number)
             results.append({"public_key": crypto_ops.public_key_pem(loaded), "version": number})
         except (_ItemError, crypto_ops.OperationError) as exc:

@@ -115,7 +115,7 @@ def _open(body: Any, context: exchange._Context) -> dict[str, Any]:
         except protocol.ProtocolError as exc:
             raise FetchRefused(exc.code, exc.message, 400) from exc
         session_id = keys.session_id.hex()
-        row = OperationSession(
+        stored = OperationSession(
             id=session_id,
             client_id=client.pk,
             # The presented certificate is the client's current one (`_certificate_status`).
@@ -125,8 +125,8 @@ def _open(body: Any, context: exchange._Context) -> dict[str, Any]:
             created_at=now,
             expires_at=expires_at,
         )
-        row.sealed_key = seal(keys.secret, aad=row.aad)
-        row.save(force_insert=True)
+        stored.sealed_key = seal(keys.secret, aad=stored.aad)
+        stored.save(force_insert=True)
         _remember(session_id, keys, expires_at)
         audit_event_record(
             action=VaultAction.CLIENT_SESSION_OPENED,
@@ -225,9 +225,10 @@ def _session_row(session_id: str, now: datetime) -> tuple[OperationSession, Clie
     row = fetch_one(_session_sql(connection.vendor), [session_id])
     if row is None:
         raise SessionRefused("unknown_session", "no such session; open a new one", 401)
-    session = OperationSession(id=session_id, sealed_key=row[0], expires_at=as_datetime(row[1]))
-    if session.expires_at <= now:
+    expires_at = as_datetime(row[1])
+    if expires_at is None or expires_at <= now:  # (None cannot be: the column is NOT NULL)
         raise SessionRefused("session_expired", "the session has expired; open a new one", 401)
+    session = OperationSession(id=session_id, sealed_key=row[0], expires_at=expires_at)
     client = Client.from_db(
         connection.alias, ["id", "name", "state"], [as_uuid(row[2]), row[3], row[4]]
     )
@@ -259,7 +260,7 @@ def _advance_counter(session_id: str, counter: int, now: datetime) -> bool:
             _counter_sql(connection.vendor),
             [counter, session_id, counter, field.get_db_prep_value(now, connection)],
         )
-        return cursor.rowcount == 1
+        return bool(cursor.rowcount == 1)
 
 
 def operation_request_handle(*, operation: str, body: Any) -> tuple[int, dict[str, str]]:
