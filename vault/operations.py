@@ -221,7 +221,7 @@ class _Contexts:
         raw = item.get(member)
         memo: tuple[Any, ...] | None = None
         if raw is None or type(raw) is dict:
-            memo = (key.pk, *raw.items()) if raw else (key.pk,)
+            memo = (key.name, *raw.items()) if raw else (key.name,)
             try:
                 found = self._seen.get(memo)
             except TypeError:  # an unhashable value: not a context, `_context` says why
