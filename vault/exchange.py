@@ -89,7 +89,7 @@ from .server_identity import server_credential_of, server_status_staple
 
 
 @dataclass
-class _Context:
+class FetchContext:
     client: Client | None = None
     key_name: str = ""
     subject: str = ""
@@ -103,19 +103,19 @@ class _Context:
 
 
 def _refuse(
-    context: _Context, code: str, message: str, status: int = 403, **extra: Any
+    context: FetchContext, code: str, message: str, status: int = 403, **extra: Any
 ) -> FetchRefused:
     """A refusal to raise; `key_fetch` audits it once every transaction has been left, so
     the record of a refused request survives the rollback of whatever that request began."""
     return FetchRefused(code, message, status, extra.get("retry_after"))
 
 
-def _audit_refusal(context: _Context, refusal: FetchRefused) -> None:
+def _audit_refusal(context: FetchContext, refusal: FetchRefused) -> None:
     if not context.attributable:
         refusal_tally(code=refusal.code)
         return
     with transaction.atomic():
-        _spend_nonce_again(context)
+        nonce_spend_again(context)
         audit_event_record(
             action=VaultAction.KEY_FETCH_REFUSED,
             outcome=refusal.outcome,
@@ -160,7 +160,7 @@ _presented_lock = threading.Lock()
 _presented: OrderedDict[str, _PresentedCertificate] = OrderedDict()
 
 
-def _presented_certificate(context: _Context, pem: str) -> _PresentedCertificate:
+def _presented_certificate(context: FetchContext, pem: str) -> _PresentedCertificate:
     with _presented_lock:
         cached = _presented.get(pem)
         if cached is not None:
@@ -202,8 +202,8 @@ def _issuer(der: bytes) -> x509.Certificate:
         return issuer
 
 
-def _certificate_lookup(
-    context: _Context, pem: str
+def certificate_lookup(
+    context: FetchContext, pem: str
 ) -> tuple[ClientCertificate, _PresentedCertificate]:
     """The presented certificate must be a client certificate of our identity CA, and its
     CA signature must verify. Refusals here are not attributable (anyone can present any
@@ -234,8 +234,11 @@ def _certificate_lookup(
     return stored, presented
 
 
-def _certificate_status(
-    context: _Context, stored: ClientCertificate, presented: _PresentedCertificate, now: datetime
+def certificate_status(
+    context: FetchContext,
+    stored: ClientCertificate,
+    presented: _PresentedCertificate,
+    now: datetime,
 ) -> Client:
     """After the request's signature verified: validity, revocation and the client's state
     (attributable refusals, audited in the client's name)."""
@@ -261,7 +264,7 @@ def _certificate_status(
     return client
 
 
-def _rate_limit(context: _Context, client: Client) -> None:
+def rate_limit(context: FetchContext, client: Client) -> None:
     """Fixed window per client, in the shared counters (database, or Redis when set).
     Charged only for requests whose signature verified: a client's certificate is public,
     so anything else would let anyone spend its budget."""
@@ -285,12 +288,12 @@ def _rate_limit(context: _Context, client: Client) -> None:
         )
 
 
-def _consume_nonce(context: _Context, nonce: bytes, client: Client) -> None:
+def nonce_consume(context: FetchContext, nonce: bytes, client: Client) -> None:
     """The replay check, inside the fetch's transaction: a second insert of the nonce fails
     on the unique index (on PostgreSQL it waits for the first transaction to end).
 
     A refused request still spends its nonce: the rollback removes the row and the refusal's
-    transaction inserts it again (`_spend_nonce_again`). In the moment between the two, a
+    transaction inserts it again (`nonce_spend_again`). In the moment between the two, a
     replay of a refused request can get its row in and is then judged like the original
     (same client, same signed request, state read again); what it could obtain is encrypted
     to the original client's ephemeral key anyway.
@@ -309,8 +312,8 @@ def _consume_nonce(context: _Context, nonce: bytes, client: Client) -> None:
         ReplayNonce.objects.filter(seen_at__lt=cutoff).delete()
 
 
-def _spend_nonce_again(context: _Context) -> None:
-    """Insert the nonce of a refused request again after its rollback (see `_consume_nonce`);
+def nonce_spend_again(context: FetchContext) -> None:
+    """Insert the nonce of a refused request again after its rollback (see `nonce_consume`);
     in the caller's transaction. A concurrent replay that inserted it first spent it too."""
     if not context.nonce or context.client is None:
         return
@@ -334,7 +337,7 @@ class _Delivery:
 
 
 def _version_to_deliver(
-    context: _Context, client: Client, request: protocol.FetchRequest
+    context: FetchContext, client: Client, request: protocol.FetchRequest
 ) -> _Delivery:
     """What to deliver, every authorisation check made; the caller holds the key row lock
     (PostgreSQL) or the database's write lock (SQLite), so this reads committed state."""
@@ -440,7 +443,7 @@ def _version_to_deliver(
 
 def key_fetch(*, body: Any, request_id: str = "") -> dict[str, Any]:
     """Answer one fetch request (JSON already parsed) or raise FetchRefused (audited)."""
-    context = _Context()
+    context = FetchContext()
     try:
         return _key_fetch(body=body, request_id=request_id, context=context)
     except FetchRefused as refusal:
@@ -449,11 +452,11 @@ def key_fetch(*, body: Any, request_id: str = "") -> dict[str, Any]:
     except Exception:
         # Not a refusal (a bug, the database going away): still spend the nonce if possible.
         with contextlib.suppress(DatabaseError), transaction.atomic():
-            _spend_nonce_again(context)
+            nonce_spend_again(context)
         raise
 
 
-def _key_fetch(*, body: Any, request_id: str, context: _Context) -> dict[str, Any]:
+def _key_fetch(*, body: Any, request_id: str, context: FetchContext) -> dict[str, Any]:
     now = timezone.now()
     if isinstance(body, dict):
         context.key_name = str(body.get("key_name", ""))[:100]
@@ -461,17 +464,17 @@ def _key_fetch(*, body: Any, request_id: str, context: _Context) -> dict[str, An
         request, signature = protocol.FetchRequest.from_json(body)
     except protocol.ProtocolError as exc:
         raise _refuse(context, exc.code, exc.message, 400) from exc
-    row, presented = _certificate_lookup(context, request.client_certificate_pem)
+    row, presented = certificate_lookup(context, request.client_certificate_pem)
     try:
         protocol.verify_fetch_request_signature(request, signature, presented.public_key)
     except protocol.ProtocolError as exc:
         status = 401 if exc.code == "bad_signature" else 400
         raise _refuse(context, exc.code, exc.message, status) from exc
     # From here on the request is authentic: its refusals are the client's, and it is
-    # charged to the client's rate budget (never before, see `_rate_limit`).
+    # charged to the client's rate budget (never before, see `rate_limit`).
     context.attributable = True
-    client = _certificate_status(context, row, presented, now)
-    _rate_limit(context, client)
+    client = certificate_status(context, row, presented, now)
+    rate_limit(context, client)
     try:
         protocol.check_timestamp(request.timestamp, now=now)
     except protocol.ProtocolError as exc:
@@ -479,7 +482,7 @@ def _key_fetch(*, body: Any, request_id: str, context: _Context) -> dict[str, An
     # One transaction, one commit: the nonce, the delivery ledger row and the audit event
     # (a refusal rolls it back; `key_fetch` then records the refusal and the nonce).
     with transaction.atomic():
-        _consume_nonce(context, request.client_nonce, client)
+        nonce_consume(context, request.client_nonce, client)
         if connection.features.has_select_for_update:
             # Lock the key row: a compromise or suspension committed before this point is
             # seen by the next statement; one committing after waits until this delivery is

@@ -66,7 +66,7 @@ class SessionRefused(KMSError):
 def operation_session_open(*, body: Any) -> dict[str, Any]:
     """Answer a session request (JSON parsed) or raise FetchRefused (audited or tallied as
     the fetch's refusals are)."""
-    context = exchange._Context()
+    context = exchange.FetchContext()
     try:
         return _open(body, context)
     except FetchRefused as refusal:
@@ -74,32 +74,32 @@ def operation_session_open(*, body: Any) -> dict[str, Any]:
         raise
     except Exception:
         with contextlib.suppress(DatabaseError), transaction.atomic():
-            exchange._spend_nonce_again(context)
+            exchange.nonce_spend_again(context)
         raise
 
 
-def _open(body: Any, context: exchange._Context) -> dict[str, Any]:
+def _open(body: Any, context: exchange.FetchContext) -> dict[str, Any]:
     now = timezone.now()
     try:
         request, signature = wire.SessionRequest.from_json(body)
     except protocol.ProtocolError as exc:
         raise FetchRefused(exc.code, exc.message, 400) from exc
-    row, presented = exchange._certificate_lookup(context, request.client_certificate_pem)
+    row, presented = exchange.certificate_lookup(context, request.client_certificate_pem)
     try:
         request.verify(signature, presented.public_key)
     except protocol.ProtocolError as exc:
         status = 401 if exc.code == "bad_signature" else 400
         raise FetchRefused(exc.code, exc.message, status) from exc
     context.attributable = True
-    client = exchange._certificate_status(context, row, presented, now)
-    exchange._rate_limit(context, client)
+    client = exchange.certificate_status(context, row, presented, now)
+    exchange.rate_limit(context, client)
     try:
         protocol.check_timestamp(request.timestamp, now=now)
     except protocol.ProtocolError as exc:
         raise FetchRefused(exc.code, exc.message, 401) from exc
     expires_at = now + SESSION_TTL
     with transaction.atomic():
-        exchange._consume_nonce(context, request.client_nonce, client)
+        exchange.nonce_consume(context, request.client_nonce, client)
         identity_id = models.ServerIdentity.objects.values_list("pk", flat=True).first()
         credential = server_identity.server_credential_of(identity_id)
         try:
@@ -118,7 +118,7 @@ def _open(body: Any, context: exchange._Context) -> dict[str, Any]:
         stored = OperationSession(
             id=session_id,
             client_id=client.pk,
-            # The presented certificate is the client's current one (`_certificate_status`).
+            # The presented certificate is the client's current one (`certificate_status`).
             certificate_id=Client.objects.values_list("certificate_id", flat=True).get(
                 pk=client.pk
             ),
@@ -146,12 +146,12 @@ def _open(body: Any, context: exchange._Context) -> dict[str, Any]:
     return answer
 
 
-def _audit_open_refusal(context: exchange._Context, refusal: FetchRefused) -> None:
+def _audit_open_refusal(context: exchange.FetchContext, refusal: FetchRefused) -> None:
     if not context.attributable:
         refusals.refusal_tally(code=refusal.code)
         return
     with transaction.atomic():
-        exchange._spend_nonce_again(context)
+        exchange.nonce_spend_again(context)
         client = context.client
         audit_event_record(
             action=VaultAction.KEY_OPERATION_REFUSED,
