@@ -39,7 +39,7 @@ from ninja.operation import Operation
 
 from . import errors
 from .auth import ApiTokenAuth
-from .routers import accounts, approvals, audit, clients, keys, pki, tokens
+from .routers import accounts, approvals, audit, certificates, clients, keys, pki, tokens
 
 DESCRIPTION = """\
 Everything the portal lets a signed-in role do, as calls under `/api/v1/admin/`, with the same
@@ -126,6 +126,7 @@ api.add_router("/admin/clients", clients.router)
 api.add_router("/admin/approvals", approvals.router)
 api.add_router("/admin/accounts", accounts.router)
 api.add_router("/admin/pki", pki.router)
+api.add_router("/admin/pki", certificates.router)
 api.add_router("/admin/audit", audit.router)
 
 

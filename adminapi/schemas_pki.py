@@ -1,4 +1,4 @@
-"""Request and response bodies of the PKI endpoints (`adminapi.routers.pki`).
+"""Request and response bodies of the PKI endpoints (`adminapi.routers.pki` and `.certificates`).
 
 Inputs are checked here as the portal's forms check them (sizes, ranges, choices), so a bad
 value is a 422 problem document naming the field before any service runs; the services then
