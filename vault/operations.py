@@ -33,7 +33,6 @@ more than that.
 from __future__ import annotations
 
 import binascii
-import functools
 import json
 import threading
 import time
@@ -54,8 +53,8 @@ from kmsportal.keyring.services import unseal_material
 
 from .events import VaultAction
 from .lifecycle import KeyState, VersionState
-from .models import Client, Grant, KeyVersion, SymmetricKey
-from .queries import as_datetime, as_uuid, fetch_one, table
+from .models import Client, KeyVersion, SymmetricKey
+from .queries import as_datetime, as_uuid, operation_grant_row
 
 MAX_BATCH = 1000
 _CACHE_TTL = 300.0
@@ -234,23 +233,6 @@ class _Contexts:
         return context
 
 
-@functools.cache
-def _grant_sql(vendor: str) -> str:
-    # The client's live grant for the key by name (at most one: vault_one_live_grant), the
-    # key's policy and state, and its primary version: one statement, compiled once (the
-    # ORM's per-call compilation cost more than the query on the hot path).
-    return (
-        'SELECT g."operations", g."expires_at", k."id", k."name", k."state", '  # noqa: S608
-        'k."algorithm", k."min_decryption_version", k."required_context_keys", '
-        'k."allow_compromised_decrypt", k."updated_at", '
-        'v."id", v."number", v."state", v."sealed_material" '
-        f"FROM {table(Grant)} g "
-        f'JOIN {table(SymmetricKey)} k ON k."id" = g."key_id" '
-        f'LEFT JOIN {table(KeyVersion)} v ON v."key_id" = k."id" AND v."is_primary" = %s '
-        'WHERE g."client_id" = %s AND g."withdrawn_at" IS NULL AND k."name" = %s'
-    )
-
-
 def _from_db(model: type[Any], **values: Any) -> Any:
     """A model instance from already converted column values (the rest deferred), as the
     ORM builds one: `Model.from_db` takes the values in the model's field order."""
@@ -265,10 +247,7 @@ def _key_for(
     primary version if it has one (read in the same statement; see `_primary`)."""
     if not isinstance(name, str) or not name:
         raise OperationRefused("bad_key_name", "name the key")
-    row = fetch_one(
-        _grant_sql(connection.vendor),
-        [True, Client._meta.pk.get_db_prep_value(client.pk, connection), name],
-    )
+    row = operation_grant_row(client_id=client.pk, key_name=name)
     expires_at = as_datetime(row[1]) if row else None
     if row is None or (expires_at is not None and expires_at <= timezone.now()):
         raise OperationRefused(

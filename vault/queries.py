@@ -1,4 +1,6 @@
-"""vault's raw SQL: the key fetch's reads and inserts (bench module ``distribution``).
+"""vault's raw SQL: the key fetch's reads and inserts (bench module ``distribution``), and
+the operations API's grant, session and replay-counter statements (bench module
+``operations``).
 
 The fetch is the KMS's hot path (issue 9): the ORM's per-call SQL compilation cost several
 times the queries themselves, so they are written once here, compiled once per database
@@ -16,7 +18,7 @@ from typing import Any
 
 from django.db import connection, models
 
-from .models import Client, Grant, KeyVersion, ServerIdentity, SymmetricKey
+from .models import Client, Grant, KeyVersion, OperationSession, ServerIdentity, SymmetricKey
 
 
 def table(model: type[models.Model]) -> str:
@@ -131,3 +133,74 @@ def delivery_row(
             key_name,
         ],
     )
+
+
+# --- the operations API -----------------------------------------------------------------------
+
+
+@functools.cache
+def _operation_grant_sql(vendor: str) -> str:
+    # The client's live grant for the key by name (at most one: vault_one_live_grant), the
+    # key's policy and state, and its primary version: one statement, compiled once (the
+    # ORM's per-call compilation cost more than the query on the hot path).
+    return (
+        'SELECT g."operations", g."expires_at", k."id", k."name", k."state", '  # noqa: S608
+        'k."algorithm", k."min_decryption_version", k."required_context_keys", '
+        'k."allow_compromised_decrypt", k."updated_at", '
+        'v."id", v."number", v."state", v."sealed_material" '
+        f"FROM {table(Grant)} g "
+        f'JOIN {table(SymmetricKey)} k ON k."id" = g."key_id" '
+        f'LEFT JOIN {table(KeyVersion)} v ON v."key_id" = k."id" AND v."is_primary" = %s '
+        'WHERE g."client_id" = %s AND g."withdrawn_at" IS NULL AND k."name" = %s'
+    )
+
+
+def operation_grant_row(*, client_id: Any, key_name: str) -> tuple[Any, ...] | None:
+    """The client's live grant for the key named ``key_name`` and the key with its primary
+    version: (operations, expires_at, key id, name, state, algorithm, min_decryption_version,
+    required_context_keys, allow_compromised_decrypt, updated_at, version id, number, state,
+    sealed_material), the version columns None without a primary version."""
+    pk = Client._meta.pk
+    assert pk is not None  # every model has one
+    return fetch_one(
+        _operation_grant_sql(connection.vendor),
+        [True, pk.get_db_prep_value(client_id, connection), key_name],
+    )
+
+
+@functools.cache
+def _session_sql(vendor: str) -> str:
+    # The session and its client's state, one statement compiled once (hot path).
+    return (
+        'SELECT s."sealed_key", s."expires_at", c."id", c."name", c."state", '  # noqa: S608
+        'c."certificate_id" = s."certificate_id", s."certificate_id" '
+        f"FROM {table(OperationSession)} s "
+        f'JOIN {table(Client)} c ON c."id" = s."client_id" WHERE s."id" = %s'
+    )
+
+
+def session_row(session_id: str) -> tuple[Any, ...] | None:
+    """The operations session and its client: (sealed_key, expires_at, client id, name,
+    state, whether the client still holds the session's certificate, certificate id)."""
+    return fetch_one(_session_sql(connection.vendor), [session_id])
+
+
+@functools.cache
+def _counter_sql(vendor: str) -> str:
+    # The replay check: the counter only moves forward, atomically on every node.
+    return (
+        f'UPDATE {table(OperationSession)} SET "last_counter" = %s '  # noqa: S608
+        'WHERE "id" = %s AND "last_counter" < %s AND "expires_at" > %s'
+    )
+
+
+def session_counter_advance(session_id: str, counter: int, now: datetime) -> bool:
+    """Move the session's counter to ``counter`` if that is forward and the session is live
+    at ``now``; False (nothing changed) for a replayed or reordered request."""
+    field = OperationSession._meta.get_field("expires_at")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _counter_sql(connection.vendor),
+            [counter, session_id, counter, field.get_db_prep_value(now, connection)],
+        )
+        return bool(cursor.rowcount == 1)

@@ -18,7 +18,6 @@ counter with one conditional UPDATE in the same transaction as the operation's a
 from __future__ import annotations
 
 import contextlib
-import functools
 import secrets
 import threading
 from collections import OrderedDict
@@ -42,7 +41,7 @@ from . import exchange, models, refusals, server_identity
 from .events import VaultAction
 from .models import Client, ClientState, OperationSession
 from .operations import OPERATIONS_API, OperationRefused, key_operation_perform
-from .queries import as_datetime, as_uuid, fetch_one, table
+from .queries import as_datetime, as_uuid, session_counter_advance, session_row
 from .refusals import FetchRefused
 
 SESSION_TTL = timedelta(minutes=15)
@@ -201,28 +200,8 @@ def operation_sessions_forget() -> None:
 # --- protected requests ----------------------------------------------------------------------------
 
 
-@functools.cache
-def _session_sql(vendor: str) -> str:
-    # The session and its client's state, one statement compiled once (hot path).
-    return (
-        'SELECT s."sealed_key", s."expires_at", c."id", c."name", c."state", '  # noqa: S608
-        'c."certificate_id" = s."certificate_id", s."certificate_id" '
-        f"FROM {table(OperationSession)} s "
-        f'JOIN {table(Client)} c ON c."id" = s."client_id" WHERE s."id" = %s'
-    )
-
-
-@functools.cache
-def _counter_sql(vendor: str) -> str:
-    # The replay check: the counter only moves forward, atomically on every node.
-    return (
-        f'UPDATE {table(OperationSession)} SET "last_counter" = %s '  # noqa: S608
-        'WHERE "id" = %s AND "last_counter" < %s AND "expires_at" > %s'
-    )
-
-
 def _session_row(session_id: str, now: datetime) -> tuple[OperationSession, Client]:
-    row = fetch_one(_session_sql(connection.vendor), [session_id])
+    row = session_row(session_id)
     if row is None:
         raise SessionRefused("unknown_session", "no such session; open a new one", 401)
     expires_at = as_datetime(row[1])
@@ -253,16 +232,6 @@ def _session_row(session_id: str, now: datetime) -> tuple[OperationSession, Clie
     return session, client
 
 
-def _advance_counter(session_id: str, counter: int, now: datetime) -> bool:
-    field = OperationSession._meta.get_field("expires_at")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _counter_sql(connection.vendor),
-            [counter, session_id, counter, field.get_db_prep_value(now, connection)],
-        )
-        return bool(cursor.rowcount == 1)
-
-
 def operation_request_handle(*, operation: str, body: Any) -> tuple[int, dict[str, str]]:
     """Answer one protected request: (HTTP status, sealed answer). SessionRefused if there
     is no session to answer in (the caller then sends a plain problem document)."""
@@ -282,7 +251,7 @@ def operation_request_handle(*, operation: str, body: Any) -> tuple[int, dict[st
     with transaction.atomic():
         # The replay check: only an authentic request (it opened) moves the counter, and
         # only forward. Every worker and server shares the row.
-        moved = _advance_counter(row.id, envelope.counter, now)
+        moved = session_counter_advance(row.id, envelope.counter, now)
         if not moved:
             status, answer = (
                 409,

@@ -6,6 +6,7 @@ speed only, so any difference from the ORM form, on either database, is a bug.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from vault.models import (
     Grant,
     GrantVersions,
     KeyVersion,
+    OperationSession,
     ReplayNonce,
     ServerIdentity,
     SymmetricKey,
@@ -170,3 +172,121 @@ def test_insert_row_stores_what_the_orm_reads(world: dict[str, Any]) -> None:
     assert delivery.delivered_at == moment
     nonce = ReplayNonce.objects.get(nonce="ab" * 16)
     assert (nonce.client_name, nonce.seen_at) == ("billing", moment)
+
+
+# --- the operations API ---------------------------------------------------------------------
+
+
+def _orm_operation_grant(client: Client, key_name: str) -> tuple[Any, ...] | None:
+    grant = (
+        Grant.objects.select_related("key")
+        .filter(client=client, withdrawn_at__isnull=True, key__name=key_name)
+        .first()
+    )
+    if grant is None:
+        return None
+    key: SymmetricKey = grant.key
+    primary = KeyVersion.objects.filter(key=key, is_primary=True).first()
+    return (
+        grant.operations,
+        grant.expires_at,
+        key.pk,
+        key.name,
+        key.state,
+        key.algorithm,
+        key.min_decryption_version,
+        key.required_context_keys,
+        key.allow_compromised_decrypt,
+        key.updated_at,
+        None if primary is None else primary.pk,
+        None if primary is None else primary.number,
+        None if primary is None else primary.state,
+        None if primary is None else bytes(primary.sealed_material),
+    )
+
+
+def _normalised_grant(row: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+    """A cursor row with its columns as the ORM converts them."""
+    if row is None:
+        return None
+    values = list(row)
+    values[1] = queries.as_datetime(values[1])
+    values[2] = queries.as_uuid(values[2])
+    if isinstance(values[7], str):  # SQLite hands JSON back as text
+        values[7] = json.loads(values[7])
+    values[8] = bool(values[8])
+    values[9] = queries.as_datetime(values[9])
+    if values[13] is not None:
+        values[13] = bytes(values[13])
+    return tuple(values)
+
+
+def test_operation_grant_row_is_the_orm_answer(world: dict[str, Any]) -> None:
+    seen = 0
+    for client in world["clients"]:
+        for key_name in world["keys"]:
+            row = queries.operation_grant_row(client_id=client.pk, key_name=key_name)
+            assert _normalised_grant(row) == _orm_operation_grant(client, key_name)
+            seen += row is not None
+    assert seen == 2  # billing and reports on orders-db; the archive grant was withdrawn
+
+
+def _session(client: Client, name: str, *, expires_in: timedelta) -> OperationSession:
+    assert client.certificate_id is not None
+    return OperationSession.objects.create(
+        id=name.encode().hex().ljust(32, "0")[:32],
+        client=client,
+        certificate_id=client.certificate_id,
+        sealed_key=b"sealed:" + name.encode(),
+        expires_at=timezone.now() + expires_in,
+    )
+
+
+def test_session_row_is_the_orm_answer(world: dict[str, Any]) -> None:
+    billing, reports, _pending = world["clients"]
+    sessions = [
+        _session(billing, "a", expires_in=timedelta(minutes=5)),
+        _session(reports, "b", expires_in=timedelta(minutes=-1)),
+    ]
+    # a session opened with billing's first certificate: billing re-enrolled since
+    stale = _session(billing, "c", expires_in=timedelta(minutes=5))
+    OperationSession.objects.filter(pk=stale.pk).update(certificate_id=world["certificates"][0])
+    for session in [*sessions, OperationSession.objects.get(pk=stale.pk)]:
+        client = Client.objects.get(pk=session.client_id)
+        orm = (
+            bytes(session.sealed_key),
+            session.expires_at,
+            client.pk,
+            client.name,
+            client.state,
+            client.certificate_id == session.certificate_id,
+            session.certificate_id,
+        )
+        row = queries.session_row(session.pk)
+        assert row is not None
+        values = list(row)
+        values[0] = bytes(values[0])
+        values[1] = queries.as_datetime(values[1])
+        values[2] = queries.as_uuid(values[2])
+        values[5] = bool(values[5])
+        assert tuple(values) == orm
+    assert queries.session_row("f" * 32) is None
+
+
+def test_session_counter_advance_is_the_orm_update(world: dict[str, Any]) -> None:
+    billing = world["clients"][0]
+    live = _session(billing, "live", expires_in=timedelta(minutes=5))
+    gone = _session(billing, "gone", expires_in=timedelta(minutes=-1))
+    now = timezone.now()
+    for counter in (1, 1, 3, 2, 7):
+        for session in (live, gone):
+            before = OperationSession.objects.get(pk=session.pk).last_counter
+            orm_moves = OperationSession.objects.filter(
+                pk=session.pk, last_counter__lt=counter, expires_at__gt=now
+            ).exists()
+            moved = queries.session_counter_advance(session.pk, counter, now)
+            assert moved == orm_moves
+            after = OperationSession.objects.get(pk=session.pk).last_counter
+            assert after == (counter if moved else before)
+    assert OperationSession.objects.get(pk=live.pk).last_counter == 7
+    assert OperationSession.objects.get(pk=gone.pk).last_counter == 0
