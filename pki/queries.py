@@ -12,6 +12,9 @@ Why raw:
                             than a join, which PostgreSQL plans in half the time.
     crl_entry_rows          the CRL builder's rows, without Django's per-row converters.
     crl_der_store           the CRL bytes as a binary parameter on PostgreSQL.
+    ca_share_lock           a shared row lock (FOR SHARE), which the ORM cannot take: it
+                            has only FOR UPDATE and FOR NO KEY UPDATE, which would make the
+                            issuers of one CA wait for each other.
 """
 
 from __future__ import annotations
@@ -144,3 +147,17 @@ def certificate_standing_row(*, pk: int, now: datetime) -> tuple[str, bool] | No
     moment = Certificate._meta.get_field("not_after").get_db_prep_value(now, connection)
     row = _fetch_one(_standing_sql(connection.vendor), [moment, pk])
     return None if row is None else (row[0], bool(row[1]))
+
+
+def ca_share_lock(*, pk: Any) -> None:
+    """PostgreSQL: hold a shared lock on the CA's row until the transaction ends. Issuances
+    of one CA run in parallel (shared locks do not conflict); a revocation of the CA, which
+    locks the row FOR UPDATE, waits for them and they for it. SQLite: nothing to do, every
+    writing transaction holds the database's write lock already."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {_table(CertificateAuthority)} WHERE id = %s FOR SHARE",  # noqa: S608
+            [pk],
+        )

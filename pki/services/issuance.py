@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from django.db import connection, transaction
+from django.db import transaction
 
 from audit.services import audit_event_record
 from kmsportal.actors import Actor
@@ -42,6 +42,7 @@ from ..models import (
     CertificateAuthority,
     CertificateSource,
 )
+from ..queries import ca_share_lock
 from ..selectors import ca_chain
 from ..signers import (
     PreviewSigner,
@@ -96,12 +97,8 @@ def _issuing_ca(
     SQLite serialises writing transactions anyway. A disable that commits while an issuance
     is in flight does not stop that issuance (it began first); the audit log orders both.
     """
-    if lock and connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT 1 FROM {CertificateAuthority._meta.db_table} WHERE id = %s FOR SHARE",  # noqa: S608 - table name from the model
-                [ca.pk],
-            )
+    if lock:
+        ca_share_lock(pk=ca.pk)
     fresh = CertificateAuthority.objects.get(pk=ca.pk)
     _refuse_reserved(fresh, profile, server_identity=server_identity)
     if fresh.state != CAState.ACTIVE:
