@@ -1,4 +1,5 @@
-"""audit's raw SQL: the database renders and hashes events for the fast chain and tree checks.
+"""audit's raw SQL: the next event's number (see `next_event_number`), and the statements with
+which the database renders and hashes events for the fast chain and tree checks.
 
 `audit.verification` explains the method and why it accepts nothing the exact verifier would
 refuse; this module holds the statements it runs. Each renders an event's canonical JSON (the
@@ -13,13 +14,14 @@ Errors are the caller's to judge: SQLite statements raise ``sqlite3.Error``, Pos
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from django.db import connection
 
-from .models import AuditEvent, AuditLeaf
+from .models import AuditEvent, AuditLeaf, AuditMacKey
 
 # The hashed fields in canonical (sorted) key order, as in kmsportal.crypto.audit_chain.
 _STRING_FIELDS = (
@@ -282,3 +284,28 @@ def postgres_leaf_suspects(lo: int, hi: int) -> list[int]:
     with connection.cursor() as cursor:
         cursor.execute(sql, [lo, hi])
         return [row[0] for row in cursor.fetchall()]
+
+
+def next_event_number() -> tuple[int, str | None]:
+    """A fresh event number and the id of the newest MAC key, in one round trip, without a
+    lock held beyond this statement.
+
+    PostgreSQL: the `audit_event_sequence` sequence (migration 0006): concurrent writers never
+    wait on each other; numbers of rolled-back events are skipped. SQLite: max + 1, safe
+    because every transaction there starts with the database's write lock (IMMEDIATE). The
+    key id is read every time (not cached across transactions): a process never names a key
+    row it has not seen committed. (Raw: a sequence is not the ORM's, and the two reads share
+    one round trip on the event's hot path.)
+    """
+    events = connection.ops.quote_name(AuditEvent._meta.db_table)
+    keys = connection.ops.quote_name(AuditMacKey._meta.db_table)
+    newest_key = f"(SELECT id FROM {keys} ORDER BY created_at DESC LIMIT 1)"  # noqa: S608
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"SELECT nextval('audit_event_sequence'), {newest_key}")
+        else:
+            cursor.execute(
+                f"SELECT coalesce(max(sequence), 0) + 1, {newest_key} FROM {events}"  # noqa: S608
+            )
+        number, key = cursor.fetchone()
+    return int(number), None if key is None else str(uuid.UUID(str(key)))

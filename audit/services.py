@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import secrets
 import threading
-import uuid
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, User
-from django.db import connection, models, transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from kmsportal.cli_actor import command_line_actor
@@ -49,6 +48,7 @@ from .models import (
     AuditSigningKey,
     Outcome,
 )
+from .queries import next_event_number
 from .registry import audit_action_is_registered
 
 # Names that must never appear as keys in `details`: secrets are never audited. A service
@@ -115,30 +115,6 @@ def _actor_fields(
     return ActorType.CLIENT, str(actor.pk), actor_name or str(actor)
 
 
-def _next_sequence() -> tuple[int, str | None]:
-    """A fresh event number and the id of the newest MAC key, in one round trip, without a
-    lock held beyond this statement.
-
-    PostgreSQL: the `audit_event_sequence` sequence (migration 0006): concurrent writers never
-    wait on each other; numbers of rolled-back events are skipped. SQLite: max + 1, safe
-    because every transaction there starts with the database's write lock (IMMEDIATE). The
-    key id is read every time (not cached across transactions): a process never names a key
-    row it has not seen committed.
-    """
-    events = connection.ops.quote_name(AuditEvent._meta.db_table)
-    keys = connection.ops.quote_name(AuditMacKey._meta.db_table)
-    newest_key = f"(SELECT id FROM {keys} ORDER BY created_at DESC LIMIT 1)"  # noqa: S608
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(f"SELECT nextval('audit_event_sequence'), {newest_key}")
-        else:
-            cursor.execute(
-                f"SELECT coalesce(max(sequence), 0) + 1, {newest_key} FROM {events}"  # noqa: S608
-            )
-        number, key = cursor.fetchone()
-    return int(number), None if key is None else str(uuid.UUID(str(key)))
-
-
 def audit_event_record(
     *,
     action: AuditAction | str,
@@ -178,7 +154,7 @@ def audit_event_record(
     # cannot commit without it even if the caller catches the error (fail closed). Called
     # outside a transaction, this is the transaction.
     with transaction.atomic(savepoint=False):
-        sequence, newest_key = _next_sequence()
+        sequence, newest_key = next_event_number()
         mac_key_id, mac_key = audit_mac_key(newest_key)
         event = AuditEvent(
             sequence=sequence,
@@ -208,7 +184,7 @@ def audit_event_record(
 
 _key_lock = threading.Lock()
 # Unsealed once per process, by row id. Which key is current is read with each event's number
-# (_next_sequence), so an event never names a key row that is not in the database.
+# (audit.queries.next_event_number), so an event never names a key row that is not in the database.
 _mac_keys: dict[str, bytes] = {}
 _signing_cache: tuple[str, Ed25519PrivateKey] | None = None
 

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.db.models import Max
 
 from audit import queries
 from audit.checking import chain_rows
-from audit.models import AuditEvent, AuditLeaf
+from audit.models import AuditEvent, AuditLeaf, AuditMacKey
 from audit.sequencer import audit_integrate
 from kmsportal.crypto.audit_chain import event_canonical_bytes
 from kmsportal.crypto.audit_log import event_entry
@@ -164,3 +165,17 @@ def test_postgres_leaves_are_the_orm_and_python_hashes(events: list[dict[str, An
             [leaves[1][2]],
         )
     assert queries.postgres_leaf_suspects(lo, hi) == sorted({leaves[1][0], *sound})
+
+
+def test_next_event_number_follows_the_events_and_names_the_newest_key(
+    events: list[dict[str, Any]],
+) -> None:
+    newest = AuditMacKey.objects.order_by("-created_at").values_list("pk", flat=True).first()
+    top = AuditEvent.objects.aggregate(top=Max("sequence"))["top"]
+    number, key = queries.next_event_number()
+    assert key == str(newest)
+    if connection.vendor == "sqlite":
+        assert number == top + 1  # max + 1 under the database's write lock
+    else:
+        assert number > top  # the sequence: never reused, gaps where events rolled back
+        assert queries.next_event_number()[0] > number
