@@ -538,14 +538,13 @@ def _pending_request(request: DestructionRequest) -> tuple[DestructionRequest, S
 def destruction_request_approve(*, actor: User, request: DestructionRequest) -> SymmetricKey:
     """Second custodian: approve; the key becomes pending destruction (unusable) at once."""
     request, key = _pending_request(request)
-    if request.requested_by_id == actor.pk:
-        raise VaultError(
+    if request.requested_by_id == actor.pk:  # the same refusal as every two-person kind's
+        raise TwoPersonError(
             "you asked for this destruction; a different key custodian must approve it"
         )
-    try:  # own password, own authenticator, past the cooling-off (accounts.approvers)
-        approver_check(user=actor, permission="vault.destroy_symmetrickey")
-    except TwoPersonError as exc:
-        raise VaultError(str(exc)) from None
+    # Own password, own authenticator, past the cooling-off (accounts.approvers); its
+    # refusal (ApproverNotEligible, 403) goes out as it is, as for the other kinds.
+    approver_check(user=actor, permission="vault.destroy_symmetrickey")
     previous = key.state
     key.state = state_after(key.state, KeyAction.SCHEDULE_DESTRUCTION)
     now = timezone.now()
