@@ -46,14 +46,28 @@ else:
     sys.exit("the server did not start")
 PY
 
+run_schemathesis() {
+    "$BIN/schemathesis" run "http://127.0.0.1:$PORT/api/v1/openapi.json" \
+        --header "Authorization: Bearer $TOKEN" \
+        --exclude-operation-id tokens_revoke \
+        --checks not_a_server_error,response_schema_conformance \
+        --max-examples "$MAX_EXAMPLES" --workers 2 --seed 17 \
+        --phases examples,coverage,fuzzing --request-timeout 30 \
+        --generation-database none --no-color 2>&1 | tee "$WORK/schemathesis.log"
+    return "${PIPESTATUS[0]}"
+}
 status=0
-"$BIN/schemathesis" run "http://127.0.0.1:$PORT/api/v1/openapi.json" \
-    --header "Authorization: Bearer $TOKEN" \
-    --exclude-operation-id tokens_revoke \
-    --checks not_a_server_error,response_schema_conformance \
-    --max-examples "$MAX_EXAMPLES" --workers 2 --seed 17 \
-    --phases examples,coverage,fuzzing --request-timeout 30 \
-    --generation-database none --no-color || status=$?
+run_schemathesis || status=$?
+# Once in three CI runs, Python 3.11's ast module raised "AST constructor recursion depth
+# mismatch" while Hypothesis parsed schemathesis's own source to describe a lambda: an error
+# in the tool, reported as a "Runtime Error", not a finding about the API. Only then, and only
+# when no check failed, run once more. The seed is fixed, so a real finding comes back.
+if [ "$status" -ne 0 ] && grep -q "AST constructor recursion depth mismatch" "$WORK/schemathesis.log" \
+    && ! grep -q "FAILURES" "$WORK/schemathesis.log"; then
+    echo "== schemathesis failed inside Python's ast module, not on a finding: once more =="
+    status=0
+    run_schemathesis || status=$?
+fi
 if [ "$status" -ne 0 ]; then
     echo "== server log (errors) =="
     grep -v '^\[' "$WORK/server.log" | tail -n 80 || true
