@@ -130,11 +130,14 @@ def two_person_locked(model: type[R], pk: object, *, related: tuple[str, ...] = 
     return request
 
 
-def two_person_check_not_requester(request: TwoPersonRequest, actor: User) -> None:
+def two_person_check_not_requester(
+    request: TwoPersonRequest,
+    actor: User,
+    message: str = "you asked for this; a different person must approve it (two-person rule)",
+) -> None:
+    """The requester never approves their own request; ``message`` may name who must."""
     if request.requested_by_id == actor.pk:
-        raise TwoPersonError(
-            "you asked for this; a different person must approve it (two-person rule)"
-        )
+        raise TwoPersonError(message)
 
 
 def two_person_check_unexpired(request: TwoPersonRequest) -> None:

@@ -35,7 +35,7 @@ from kmsportal.keyring.services import (
     storage_scrub,
     unseal_material,
 )
-from kmsportal.two_person import TwoPersonError
+from kmsportal.two_person import two_person_check_not_requester
 
 from .events import VaultAction
 from .lifecycle import (
@@ -538,10 +538,9 @@ def _pending_request(request: DestructionRequest) -> tuple[DestructionRequest, S
 def destruction_request_approve(*, actor: User, request: DestructionRequest) -> SymmetricKey:
     """Second custodian: approve; the key becomes pending destruction (unusable) at once."""
     request, key = _pending_request(request)
-    if request.requested_by_id == actor.pk:  # the same refusal as every two-person kind's
-        raise TwoPersonError(
-            "you asked for this destruction; a different key custodian must approve it"
-        )
+    two_person_check_not_requester(
+        request, actor, "you asked for this destruction; a different key custodian must approve it"
+    )
     # Own password, own authenticator, past the cooling-off (accounts.approvers); its
     # refusal (ApproverNotEligible, 403) goes out as it is, as for the other kinds.
     approver_check(user=actor, permission="vault.destroy_symmetrickey")
