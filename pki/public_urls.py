@@ -13,6 +13,7 @@ End-entity certificates keep the addresses they were issued with until they are 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from cryptography import x509
 from django.contrib.auth.models import User
@@ -115,7 +116,9 @@ def certificate_authority_reissue(
     points = ca_distribution_points(parent.name)
     parent_signer = ca_signer(parent)
     start = old_certificate.not_valid_before_utc
-    days = (old_certificate.not_valid_after_utc - start).days
+    # Whole days, rounded up: a default validity that ended with the parent is not whole
+    # days, and ``end_with_parent`` brings it back to exactly the parent's end.
+    days = -(-(old_certificate.not_valid_after_utc - start) // timedelta(days=1))
 
     def build(serial: int) -> x509.Certificate:
         with _x509_errors():
@@ -131,6 +134,7 @@ def certificate_authority_reissue(
                 ocsp_url=points.ocsp,
                 serial_number=serial,
                 not_before=start,
+                end_with_parent=True,
             )
 
     certificate = _sign_sub_ca(parent=parent, actor=actor, build=build)

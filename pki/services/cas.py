@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from cryptography import x509
@@ -70,6 +70,9 @@ class _CAPlan:
     key_type: KeyType
     days: int
     path_length: int | None
+    # The validity is a default (not the user's choice): an intermediate's then ends with its
+    # parent if the default would reach past it, decided when signing.
+    end_with_parent: bool = False
 
 
 def _days_until(moment: datetime) -> int:
@@ -124,10 +127,12 @@ def _ca_plan(
             f"the parent CA {parent.name} is {parent.get_state_display()}; only an active CA "
             "can sign an intermediate"
         )
+    path_length = 0 if path_length is None else path_length
     if days is None:
         # The default never outlives the parent; an explicit choice that would is refused.
         days = max(1, min(DEFAULT_INTERMEDIATE_DAYS, _days_until(parent.not_after)))
-    return _CAPlan(name, name_object, parent, kind, days, 0 if path_length is None else path_length)
+        return _CAPlan(name, name_object, parent, kind, days, path_length, end_with_parent=True)
+    return _CAPlan(name, name_object, parent, kind, days, path_length)
 
 
 def _build_ca(
@@ -151,6 +156,7 @@ def _build_ca(
             ocsp_url=points.ocsp or None,
             serial_number=serial,
             freshest_crl_url=points.delta_crl or None,
+            end_with_parent=plan.end_with_parent,
         )
 
 
@@ -226,25 +232,18 @@ def certificate_authority_create(
     outlive its parent, or whose path length does not fit under it, is refused.
     """
 
-    def planned() -> _CAPlan:
-        return _ca_plan(
-            name=name,
-            subject=subject,
-            parent=parent,
-            key_type=key_type,
-            days=days,
-            path_length=path_length,
-        )
-
-    plan = planned()
+    plan = _ca_plan(
+        name=name,
+        subject=subject,
+        parent=parent,
+        key_type=key_type,
+        days=days,
+        path_length=path_length,
+    )
     if server_identity and parent is None:
         raise PkiError("the server-identity CA is an intermediate under the deployment's root")
     _preview_ca(plan)  # refuse what the X.509 layer would refuse before generating a key
     new_key = GeneratedCAKey(plan.key_type)
-    if days is None and parent is not None:
-        # The default validity counts from notBefore, taken when signing: count again now
-        # that the key exists (making it, in a PKCS#11 token, can take seconds).
-        plan = planned()
     with transaction.atomic():
         ca = _ca_create(actor=actor, plan=plan, new_key=new_key, server_identity=server_identity)
     return ca
@@ -295,7 +294,7 @@ def _ca_create(
             raise PkiError(f"CA {parent.name} is the server-identity CA; it signs no CA")
         if parent.state != CAState.ACTIVE:
             raise PkiError(f"the parent CA {parent.name} is {parent.get_state_display()}")
-        plan = _CAPlan(plan.name, plan.subject, parent, plan.key_type, plan.days, plan.path_length)
+        plan = replace(plan, parent=parent)
     ca = CertificateAuthority(
         name=plan.name,
         subject=format_name(plan.subject),

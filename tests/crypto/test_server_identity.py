@@ -32,7 +32,7 @@ def _ca(name: str, parent=None):
         public_key=key.public_key(),
         signer=LoadedKeySigner(parent[0] if parent else key),
         issuer_certificate=parent[1] if parent else None,
-        days=30,
+        days=30 if parent is None else 29,  # an intermediate may not outlive its parent
         path_length=None if parent is None else 0,
     )
     return key, certificate

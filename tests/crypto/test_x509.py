@@ -549,6 +549,34 @@ def test_ca_signer_must_match(
         )
 
 
+def test_default_validity_ends_with_the_parent_when_signed_a_tick_later(
+    root_cert: x509.Certificate, root_signer: LoadedKeySigner, other_key: rsa.RSAPrivateKey
+) -> None:
+    """A default validity planned as "the parent's remaining days" may cross a second before
+    signing: ``end_with_parent`` ends the intermediate with its parent then, while the same
+    days as an explicit choice are refused."""
+    one_tick_later = root_cert.not_valid_before_utc + dt.timedelta(seconds=1)
+    days = (root_cert.not_valid_after_utc - root_cert.not_valid_before_utc).days
+
+    def build(**flags: bool) -> x509.Certificate:
+        return build_ca_certificate(
+            subject=parse_subject("CN=Default Validity CA"),
+            public_key=other_key.public_key(),
+            signer=root_signer,
+            issuer_certificate=root_cert,
+            days=days,
+            path_length=0,
+            not_before=one_tick_later,
+            **flags,
+        )
+
+    with pytest.raises(IssuanceError, match="after its parent CA"):
+        build()
+    cert = build(end_with_parent=True)
+    assert cert.not_valid_before_utc == one_tick_later
+    assert cert.not_valid_after_utc == root_cert.not_valid_after_utc
+
+
 def test_ca_with_explicit_serial_and_start(
     root_cert: x509.Certificate, root_signer: LoadedKeySigner, other_key: rsa.RSAPrivateKey
 ) -> None:

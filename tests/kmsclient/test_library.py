@@ -122,7 +122,7 @@ class FakeKMS:
             public_key=key.public_key(),
             signer=LoadedKeySigner(parent.key if parent else key),
             issuer_certificate=parent.certificate if parent else None,
-            days=30,
+            days=30 if parent is None else 29,  # an intermediate may not outlive its parent
             path_length=None if parent is None else 0,
             crl_distribution_url=f"{self.url}/pki/crl/{parent.name}.crl" if parent else None,
         )

@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from audit.models import AuditEvent
-from kmsportal.crypto.x509 import describe_certificate
+from kmsportal.crypto.x509 import builders, describe_certificate
+from kmsportal.crypto.x509.builders import CLOCK_SKEW
 from pki import services
 from pki.models import CAState, Certificate, CertificateAuthority, CertificateSource
 from tests.key_backends import BOTH_BACKENDS
@@ -88,6 +89,24 @@ def test_intermediate_default_validity_never_outlives_the_parent(db) -> None:
     )
     assert child.not_after <= short_root.not_after
     assert short_root.not_after - child.not_after < timedelta(days=1)
+
+
+def test_default_validity_signed_after_a_clock_tick_ends_with_the_parent(
+    db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default is planned from the clock before the key is made; signing may come a
+    second later (seen in CI). The intermediate then ends with its parent, not refused."""
+    short_root = services.certificate_authority_create(
+        actor=None, name="short", subject="CN=Short Root", key_type="ecp256", days=100
+    )
+    real_now = builders._utcnow
+    # Planning sees the root's own second (100 whole days left); signing sees 2 s later.
+    monkeypatch.setattr("pki.services.cas.timezone.now", lambda: short_root.not_before + CLOCK_SKEW)
+    monkeypatch.setattr(builders, "_utcnow", lambda: real_now() + timedelta(seconds=2))
+    child = services.certificate_authority_create(
+        actor=None, name="child", subject="CN=Child", parent=short_root, key_type="ecp256"
+    )
+    assert child.not_after == short_root.not_after
 
 
 def test_an_intermediate_that_would_outlive_its_parent_is_refused(db) -> None:

@@ -131,3 +131,31 @@ def test_requests_to_another_host_are_logged_once(settings, db, caplog) -> None:
     warnings = [r for r in caplog.records if r.name == "kmsportal.public_url"]
     assert len(warnings) == 1
     assert "http://testserver/" in warnings[0].getMessage() and NEW in warnings[0].getMessage()
+
+
+def test_reissue_keeps_a_validity_that_ended_with_the_parent(settings, db, monkeypatch) -> None:
+    """An intermediate whose default validity ended with its parent's (not whole days) keeps
+    exactly that end when re-issued, not one rounded down to whole days."""
+    from datetime import timedelta
+
+    from kmsportal.crypto.x509 import builders
+
+    settings.KMS_PUBLIC_URL = OLD
+    root = services.certificate_authority_create(
+        actor=None, name="root", subject="CN=Root,O=Example", key_type="ecp256", days=100
+    )
+    real_now = builders._utcnow
+    monkeypatch.setattr(builders, "_utcnow", lambda: real_now() + timedelta(seconds=7))
+    monkeypatch.setattr(
+        "pki.services.cas.timezone.now", lambda: root.not_before + builders.CLOCK_SKEW
+    )
+    issuing = services.certificate_authority_create(
+        actor=None, name="issuing", subject="CN=Issuing,O=Example", parent=root, key_type="ecp256"
+    )
+    monkeypatch.undo()
+    assert issuing.not_after == root.not_after
+    assert (issuing.not_after - issuing.not_before) % timedelta(days=1)  # not whole days
+    settings.KMS_PUBLIC_URL = NEW
+    assert "Re-issued CA issuing" in reissue()
+    fresh = CertificateAuthority.objects.get(pk=issuing.pk)
+    assert (fresh.not_before, fresh.not_after) == (issuing.not_before, issuing.not_after)

@@ -179,6 +179,7 @@ def build_ca_certificate(
     serial_number: int | None = None,
     not_before: dt.datetime | None = None,
     freshest_crl_url: str | None = None,
+    end_with_parent: bool = False,
 ) -> x509.Certificate:
     """Build and sign a CA certificate: a self-signed root or an intermediate.
 
@@ -194,7 +195,9 @@ def build_ca_certificate(
 
     Validity: ``not_before`` defaults to now minus :data:`CLOCK_SKEW`; ``notAfter`` is
     ``not_before + days``. An intermediate may not outlive its parent and its path length
-    must fit under the parent's: both raise :class:`IssuanceError` rather than adjusting.
+    must fit under the parent's: both raise :class:`IssuanceError` rather than adjusting,
+    except that ``end_with_parent=True`` (a default validity, not a user's choice) ends an
+    intermediate with its parent when ``days`` would reach past it.
     """
     _check_days(days)
     if len(subject) == 0:
@@ -228,6 +231,10 @@ def build_ca_certificate(
     else:
         _check_issuer(issuer_certificate, signer)
         _check_child_path_length(issuer_certificate, path_length)
+        if end_with_parent:
+            # A default validity: the earlier of ``days`` and the parent's notAfter, taken
+            # here, at signing, so no clock tick between planning and signing can push it past.
+            end = min(end, issuer_certificate.not_valid_after_utc)
         _check_within_parent(issuer_certificate, start, end)
         issuer_name = issuer_certificate.subject
         aki = _authority_key_identifier(issuer_certificate)
