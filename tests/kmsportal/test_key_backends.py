@@ -70,6 +70,19 @@ def test_migrate_and_bootstrap_on_an_empty_database_create_the_master_key_in_the
     check = manage("check", "--deploy", "--fail-level", "ERROR", env=env)
     assert check.returncode == 0, check.stderr
     assert softhsm.pin not in boot.stdout + boot.stderr + check.stdout + check.stderr
+    # The PIN from a file (as production should give it) instead of the environment.
+    pin_file = tmp_path / "pkcs11-pin"
+    pin_file.write_text(softhsm.pin + "\n")
+    pin_file.chmod(0o600)
+    from_file = manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "ERROR",
+        env={**env, "KMS_PKCS11_PIN": "", "KMS_PKCS11_PIN_FILE": str(pin_file)},
+    )
+    assert from_file.returncode == 0, from_file.stderr
+    assert softhsm.pin not in from_file.stdout + from_file.stderr
 
     # The same database against a token that lacks the key: refused, the object named.
     other = f"{fresh_token}-b"[:32]
@@ -214,6 +227,34 @@ def test_a_token_that_goes_away_gives_a_clear_page_not_a_traceback(
         keyring_reset()
     from vault.models import SymmetricKey
 
+    assert not SymmetricKey.objects.filter(name="orders-db").exists()
+
+
+@pytest.mark.django_db
+def test_a_token_that_goes_away_gives_the_admin_api_a_problem_document(
+    softhsm: SoftHSM, settings, make_user
+) -> None:
+    from tests.adminapi.conftest import bearer
+    from vault.models import SymmetricKey
+
+    api = bearer(make_user("kim-custodian", Role.KEY_CUSTODIAN))
+    settings.KMS_KEY_BACKENDS = {
+        **settings.KMS_KEY_BACKENDS,
+        "default": softhsm.backend_config(TOKEN_LABEL="unplugged-token"),
+    }
+    keyring_reset()
+    try:
+        response = api.post(
+            "/api/v1/admin/keys", {"name": "orders-db"}, content_type="application/json"
+        )
+    finally:
+        keyring_reset()
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/problem+json"
+    problem = response.json()
+    assert (problem["status"], problem["code"]) == (503, "token_failed")
+    assert "PKCS#11 token 'unplugged-token' is not present" in problem["detail"]
+    assert softhsm.pin not in response.content.decode()
     assert not SymmetricKey.objects.filter(name="orders-db").exists()
 
 

@@ -18,7 +18,7 @@ class SoftwareKeyBackend(KeyBackend):
     destruction_reaches_backups = False
     destruction_guarantee = (
         "Software key backend: destruction erases the sealed material and scrubs the table "
-        "(VACUUM on PostgreSQL, secure_delete on SQLite). A backup, replica or WAL segment "
+        "(VACUUM FULL on PostgreSQL, secure_delete on SQLite). A backup, replica or WAL segment "
         "taken earlier still holds it sealed under the master key; it is unreadable only "
         "once that master key is retired (new master key, rewrap, remove the old key)."
     )
