@@ -140,21 +140,38 @@ class ChainStatus:
     head_hash: str
     last_checkpoint: AuditCheckpoint | None
     last_verification: AuditEvent | None
+    # The key auditors may pin: only ever one that passed the trust anchor outside the
+    # database (audit_trusted_keys); None when the database's keys do not.
     signing_key: AuditSigningKey | None
+    # Why the database's audit keys are not trusted ("" when they are).
+    trust_problem: str
     tree_head: AuditTreeHead | None
+    # Why the newest head does not verify with a trusted key ("" when it does, or no head).
+    tree_head_problem: str
     tree_head_json: str
     pending: int
 
 
 def audit_chain_status(*, user: User) -> ChainStatus | None:
-    """The chain panel: latest signed tree head, pending events, last verification."""
+    """The chain panel: latest signed tree head, pending events, last verification, and the
+    signing key, shown as the one to pin only when it passes the trust anchor."""
     if not _can_read(user):
         return None
     from .models import AuditAction
     from .sequencer import latest_head, tree_head_json
+    from .services import AuditTrustError, audit_trusted_keys
 
     head = AuditChainHead.objects.filter(pk=1).first() or AuditChainHead(sequence=0)
     tree_head = latest_head()
+    try:
+        trusted = audit_trusted_keys()
+        trust_problem = ""
+    except AuditTrustError as exc:
+        trusted, trust_problem = {}, exc.message
+    signing_key = tree_head.signing_key if tree_head else AuditSigningKey.objects.first()
+    tree_head_problem = ""
+    if tree_head is not None:
+        tree_head_problem = trust_problem or tree_head_json(tree_head).verify(trusted) or ""
     return ChainStatus(
         head_sequence=head.sequence,
         head_hash=head.hash,
@@ -162,11 +179,14 @@ def audit_chain_status(*, user: User) -> ChainStatus | None:
         last_verification=AuditEvent.objects.filter(action=AuditAction.AUDIT_VERIFIED)
         .order_by("-sequence")
         .first(),
-        signing_key=tree_head.signing_key if tree_head else AuditSigningKey.objects.first(),
+        # audit_trusted_keys checks every row, so with no problem the row is trusted.
+        signing_key=None if trust_problem else signing_key,
+        trust_problem=trust_problem,
         tree_head=tree_head,
+        tree_head_problem=tree_head_problem,
         tree_head_json=(
             json.dumps(tree_head_json(tree_head).as_json(), indent=2, sort_keys=True)
-            if tree_head
+            if tree_head is not None and not tree_head_problem
             else ""
         ),
         pending=AuditEvent.objects.filter(leaf__isnull=True).count(),
@@ -181,6 +201,27 @@ def audit_tree_head_latest(*, user: User) -> TreeHead | None:
 
     head = latest_head()
     return tree_head_json(head) if head else None
+
+
+def audit_tree_head_trusted(*, user: User) -> TreeHead | None:
+    """The newest signed tree head, only if its signature verifies with a trusted audit key
+    (None: none yet, or no access). Raises AuditHeadUntrustedError otherwise: a head signed
+    by a key the trust anchor does not know must never be handed out as one to keep."""
+    head = audit_tree_head_latest(user=user)
+    if head is None:
+        return None
+    from .services import AuditHeadUntrustedError, AuditTrustError, audit_trusted_keys
+
+    try:
+        problem = head.verify(audit_trusted_keys())
+    except AuditTrustError as exc:
+        problem = exc.message
+    if problem:
+        raise AuditHeadUntrustedError(
+            f"The newest signed tree head is not trusted: {problem}. Do not keep it; run "
+            "manage.py verify_audit and compare with the audit public key you pinned."
+        )
+    return head
 
 
 @dataclass(frozen=True)

@@ -321,6 +321,14 @@ class AuditTrustError(KMSError, RuntimeError):
     status = 500
 
 
+class AuditHeadUntrustedError(KMSError, RuntimeError):
+    """The newest signed tree head does not verify with a trusted audit key: it must not be
+    handed out as a head to keep (a database writer may have swapped the key and re-signed)."""
+
+    code = "audit_head_untrusted"
+    status = 409
+
+
 def audit_trusted_keys() -> dict[str, Ed25519PublicKey]:
     """Every audit signing key, by key id, checked against anchors outside the database.
 

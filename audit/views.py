@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.views import View
 from django.views.csrf import csrf_failure as django_csrf_failure
 
+from kmsportal.errors import problem_for
 from kmsportal.list_pages import filtered_list_page
 from kmsportal.mixins import AuthenticatedRequest, PortalPermissionMixin
 
@@ -82,12 +83,20 @@ class ChainStatusView(PortalPermissionMixin, View):
 
 
 class TreeHeadDownloadView(PortalPermissionMixin, View):
-    """The newest signed tree head as JSON, for auditors to keep outside the system."""
+    """The newest signed tree head as JSON, for auditors to keep outside the system.
+
+    Refused (409, a problem document) when the head does not verify with a trusted audit
+    key: a head re-signed with a swapped key must never reach an auditor as one to keep."""
 
     permission_required = "audit.view_auditevent"
 
     def get(self, request: AuthenticatedRequest) -> HttpResponse:
-        head = selectors.audit_tree_head_latest(user=request.user)
+        try:
+            head = selectors.audit_tree_head_trusted(user=request.user)
+        except services.AuditHeadUntrustedError as exc:
+            response = problem_for(exc)
+            response["Cache-Control"] = "no-store"
+            return response
         if head is None:
             raise Http404("No signed tree head yet.")
         response = JsonResponse(head.as_json())

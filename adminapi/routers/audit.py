@@ -169,7 +169,9 @@ def audit_chain_status(request: ApiRequest) -> dict[str, Any]:
     head = selectors.audit_tree_head_latest(user=user)
     last = status.last_verification
     return {
-        "tree_head": head.as_json() if head is not None else None,
+        # Only a head that verifies with a trusted key, and only a key that passed the trust
+        # anchor (status.signing_key is None otherwise): /chain/head says why with a 409.
+        "tree_head": head.as_json() if head is not None and not status.tree_head_problem else None,
         "pending": status.pending,
         "signing_public_key_pem": (
             status.signing_key.public_key_pem if status.signing_key is not None else None
@@ -200,9 +202,10 @@ def audit_chain_status(request: ApiRequest) -> dict[str, Any]:
 )
 def audit_tree_head(request: ApiRequest) -> dict[str, Any]:
     """``kmsclient audit-verify --trusted-head head.json`` later proves the log was not
-    rewritten before it. 404 (``no_tree_head``) until the sequencer signed the first one."""
+    rewritten before it. 404 (``no_tree_head``) until the sequencer signed the first one;
+    409 (``audit_head_untrusted``) when it does not verify with a trusted audit key."""
     user = _allowed(request, "audit_tree_head")
-    head = selectors.audit_tree_head_latest(user=user)
+    head = selectors.audit_tree_head_trusted(user=user)
     if head is None:
         raise KMSError(
             "No signed tree head yet: the sequencer signs one within seconds of the first "

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import call_command
 from django.test import Client
 
@@ -16,7 +17,7 @@ from accounts.roles import Role
 from adminapi.tokens import api_token_create
 from audit.models import AuditAction, AuditEvent
 from audit.sequencer import audit_integrate
-from tests.audit.helpers import append_events, raw_tampering
+from tests.audit.helpers import append_events, raw_tampering, resign_newest_head
 from tests.factories import user_make
 
 BASE = "/api/v1/admin/audit"
@@ -146,6 +147,13 @@ def test_chain_status_and_signed_head(auditor) -> None:
     status = auditor.get(BASE + "/chain").json()
     assert status["tree_head"] == head
     assert status["signing_public_key_pem"].startswith("-----BEGIN PUBLIC KEY-----")
+
+    # A database writer swaps the key and re-signs: neither is handed out any more.
+    resign_newest_head(Ed25519PrivateKey.generate(), swap_key_row=True)
+    refused = problem(auditor.get(BASE + "/chain/head"), 409, "audit_head_untrusted")
+    assert "swapped" in refused["detail"]
+    status = auditor.get(BASE + "/chain").json()
+    assert status["tree_head"] is None and status["signing_public_key_pem"] is None
 
 
 @pytest.mark.django_db

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
 from datetime import timedelta
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
 from accounts.roles import Role
 from audit.checking import audit_checkpoint_create
-from audit.models import AuditAction, AuditEvent
+from audit.models import AuditAction, AuditEvent, AuditSigningKey
 from kmsportal.crypto.audit_log import verify_export
-from tests.audit.helpers import append_events, raw_tampering
+from tests.audit.helpers import append_events, raw_tampering, resign_newest_head
 
 pytestmark = pytest.mark.django_db
 
@@ -122,6 +124,77 @@ def test_detail_shows_hashes(auditor: Client) -> None:
     page = auditor.get(f"/audit/events/{event.sequence}/")
     assert b"verified" in page.content and b"NOT VERIFIED" not in page.content
     assert auditor.get("/audit/events/999999/").status_code == 404
+
+
+def _pem_body(pem: str) -> bytes:
+    """The base64 lines of a PEM key (what an auditor would copy), without the armour."""
+    return "".join(line for line in pem.splitlines() if not line.startswith("-----")).encode()
+
+
+def test_chain_page_offers_the_key_and_head_only_while_they_are_trusted(auditor: Client) -> None:
+    append_events(3)
+    audit_checkpoint_create()
+    genuine = AuditSigningKey.objects.get().public_key_pem
+    page = auditor.get("/audit/chain/")
+    assert _pem_body(genuine) in page.content
+    assert b"AUDIT KEY NOT TRUSTED" not in page.content and b"NOT VERIFIED" not in page.content
+    assert b"Download this signed head" in page.content
+    download = auditor.get("/audit/chain/head.json")
+    assert download.status_code == 200 and download.json()["signature"]
+
+    mallory = Ed25519PrivateKey.generate()
+    resign_newest_head(mallory, swap_key_row=True)
+    attacker = AuditSigningKey.objects.get().public_key_pem
+    assert attacker != genuine
+    page = auditor.get("/audit/chain/")
+    assert page.status_code == 200
+    assert b"AUDIT KEY NOT TRUSTED" in page.content
+    assert b"the public key was swapped" in page.content
+    assert b"Do not pin or keep any key or tree head" in page.content
+    # Neither the attacker's key nor the head it re-signed is offered to keep.
+    assert _pem_body(attacker) not in page.content
+    assert b"Keep a copy outside this system" not in page.content
+    assert b"Download this signed head" not in page.content
+    assert b'"signature"' not in page.content
+
+    download = auditor.get("/audit/chain/head.json")
+    assert download.status_code == 409
+    assert download["Content-Type"] == "application/problem+json"
+    problem = download.json()
+    assert problem["code"] == "audit_head_untrusted"
+    assert "swapped" in problem["detail"] and "Do not keep it" in problem["detail"]
+    assert "signature" not in problem and "root_hash" not in problem
+
+
+def test_a_head_resigned_by_an_unknown_key_is_not_offered(auditor: Client) -> None:
+    """The key row is untouched (so it is still the key to pin), but the head was re-signed."""
+    append_events(2)
+    audit_checkpoint_create()
+    genuine = AuditSigningKey.objects.get().public_key_pem
+    resign_newest_head(Ed25519PrivateKey.generate(), swap_key_row=False)
+    page = auditor.get("/audit/chain/")
+    assert b"AUDIT KEY NOT TRUSTED" not in page.content
+    assert b"NOT VERIFIED" in page.content and b"not a trusted audit key" in page.content
+    assert b"Download this signed head" not in page.content
+    assert _pem_body(genuine) in page.content
+    download = auditor.get("/audit/chain/head.json")
+    assert download.status_code == 409
+    assert "not a trusted audit key" in download.json()["detail"]
+
+
+def test_chain_page_refuses_a_key_that_is_not_pinned_in_settings(auditor: Client, settings) -> None:
+    append_events(2)
+    audit_checkpoint_create()
+    genuine = AuditSigningKey.objects.get().public_key_pem
+    other = Ed25519PrivateKey.generate().public_key()
+    settings.KMS_AUDIT_PUBLIC_KEYS = [base64.b64encode(other.public_bytes_raw()).decode()]
+    page = auditor.get("/audit/chain/")
+    assert b"AUDIT KEY NOT TRUSTED" in page.content and b"KMS_AUDIT_PUBLIC_KEYS" in page.content
+    assert _pem_body(genuine) not in page.content
+    assert auditor.get("/audit/chain/head.json").status_code == 409
+    settings.KMS_AUDIT_PUBLIC_KEYS = [genuine]
+    assert _pem_body(genuine) in auditor.get("/audit/chain/").content
+    assert auditor.get("/audit/chain/head.json").status_code == 200
 
 
 def test_verify_now_records_and_reports(auditor: Client) -> None:
