@@ -131,6 +131,34 @@ def _pem_body(pem: str) -> bytes:
     return "".join(line for line in pem.splitlines() if not line.startswith("-----")).encode()
 
 
+def test_event_page_says_not_verified_after_its_content_is_edited(auditor: Client) -> None:
+    events = append_events(4)
+    audit_checkpoint_create()
+    url = f"/audit/events/{events[2].sequence}/"
+    assert b"NOT VERIFIED" not in auditor.get(url).content
+    with raw_tampering() as cursor:
+        cursor.execute(
+            "UPDATE audit_auditevent SET target_label = 'edited' WHERE sequence = %s",
+            [events[2].sequence],
+        )
+    page = auditor.get(url)
+    assert page.status_code == 200
+    assert b"NOT VERIFIED" in page.content
+    assert b"the event or the stored tree was altered" in page.content
+    # Its untouched neighbour still verifies against the same head.
+    assert b"NOT VERIFIED" not in auditor.get(f"/audit/events/{events[1].sequence}/").content
+
+
+def test_event_page_says_not_verified_after_a_key_swap(auditor: Client) -> None:
+    (event,) = append_events(1)
+    audit_checkpoint_create()
+    resign_newest_head(Ed25519PrivateKey.generate(), swap_key_row=True)
+    page = auditor.get(f"/audit/events/{event.sequence}/")
+    assert page.status_code == 200
+    assert b"NOT VERIFIED" in page.content and b"swapped" in page.content
+    assert b'<span class="badge ok">verified</span>' not in page.content
+
+
 def test_chain_page_offers_the_key_and_head_only_while_they_are_trusted(auditor: Client) -> None:
     append_events(3)
     audit_checkpoint_create()
