@@ -14,7 +14,7 @@ from accounts import services as account_services
 from accounts.roles import Role
 from audit.models import AuditAction, AuditEvent, AuditLogIsAppendOnly
 from audit.services import AuditDetailsError, audit_event_record
-from tests.audit.helpers import append_events, make_audit_inserts_fail, raw_tampering
+from tests.audit.helpers import TABLES, append_events, make_audit_inserts_fail, raw_tampering
 from tests.factories import TEST_PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -194,20 +194,65 @@ def test_model_and_queryset_refuse_changes(db) -> None:
     assert AuditEvent.objects.get(sequence=event.sequence).target_label != "changed"
 
 
+# One UPDATE per audit table that changes a column the triggers protect (on the sealed key
+# tables, a column other than the sealed one, which `rewrap` may re-seal).
+_UPDATES = {
+    "audit_auditevent": "UPDATE audit_auditevent SET target_label = 'x'",
+    "audit_auditcheckpoint": "UPDATE audit_auditcheckpoint SET signature = 'x'",
+    "audit_auditchainhead": "UPDATE audit_auditchainhead SET hash = 'x'",
+    "audit_auditsigningkey": "UPDATE audit_auditsigningkey SET public_key_pem = 'x'",
+    "audit_auditmackey": "UPDATE audit_auditmackey SET created_at = created_at - interval '1 day'",
+    "audit_auditleaf": "UPDATE audit_auditleaf SET leaf_hash = leaf_hash",
+    "audit_audittreenode": "UPDATE audit_audittreenode SET hash = hash",
+    "audit_audittreehead": "UPDATE audit_audittreehead SET signature = 'x'",
+    "audit_auditrejectedevent": "UPDATE audit_auditrejectedevent SET reason = 'x'",
+}
 _REFUSED = [
-    "UPDATE audit_auditevent SET target_label = 'x'",
-    "DELETE FROM audit_auditevent",
-    "UPDATE audit_auditleaf SET leaf_hash = leaf_hash",
-    "DELETE FROM audit_auditleaf",
-    "UPDATE audit_audittreenode SET hash = hash",
-    "DELETE FROM audit_audittreenode",
-    "UPDATE audit_audittreehead SET signature = 'x'",
-    "DELETE FROM audit_audittreehead",
-    "UPDATE audit_auditsigningkey SET public_key_pem = 'x'",
-    "DELETE FROM audit_auditsigningkey",
-    "UPDATE audit_auditmackey SET created_at = created_at - interval '1 day'",
-    "DELETE FROM audit_auditmackey",
+    *_UPDATES.values(),
+    *(f"DELETE FROM {table}" for table in _UPDATES),
 ]
+
+
+def test_the_refused_statements_cover_every_audit_table() -> None:
+    """A new audit table must get triggers (TABLES of migration 0006, or a later migration's)
+    and a row in the test below."""
+    from django.apps import apps
+
+    tables = {model._meta.db_table for model in apps.get_app_config("audit").get_models()}
+    assert set(_UPDATES) == set(TABLES) == tables
+
+
+def _a_row_in_every_audit_table() -> None:
+    """Row-level triggers fire only on rows: make sure every audit table has one. A fresh
+    install has no version 1 chain head, checkpoint or rejected event, so the test writes
+    them (inserting is allowed)."""
+    from django.utils import timezone
+
+    from audit.checking import audit_checkpoint_create
+    from audit.models import (
+        AuditChainHead,
+        AuditCheckpoint,
+        AuditRejectedEvent,
+        AuditSigningKey,
+    )
+
+    events = append_events(3)
+    audit_checkpoint_create()
+    if not AuditChainHead.objects.exists():
+        AuditChainHead.objects.create(id=1, sequence=0)
+    if not AuditCheckpoint.objects.exists():
+        AuditCheckpoint.objects.create(
+            sequence=events[0].sequence,
+            hash=events[0].hash,
+            time=timezone.now(),
+            signature="test",
+            signing_key=AuditSigningKey.objects.first(),
+        )
+    AuditRejectedEvent.objects.create(event=events[1], reason="test", time=timezone.now())
+    with connection.cursor() as cursor:
+        for table in TABLES:
+            cursor.execute(f"SELECT count(*) FROM {table}")
+            assert cursor.fetchone()[0] > 0, table
 
 
 @pytest.mark.parametrize(
@@ -227,13 +272,10 @@ _REFUSED = [
     ],
 )
 def test_triggers_refuse_update_delete_truncate(statement: str) -> None:
-    """On PostgreSQL and SQLite alike, whatever the application does."""
+    """On PostgreSQL and SQLite alike, whatever the application does, on every audit table."""
     if connection.vendor == "sqlite":
         statement = statement.replace("interval '1 day'", "1")
-    from audit.checking import audit_checkpoint_create
-
-    append_events(3)
-    audit_checkpoint_create()
+    _a_row_in_every_audit_table()
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # else TRUNCATE fails otherwise
