@@ -73,6 +73,59 @@ def ref_subproof(m: int, entries: list[bytes], whole: bool) -> list[bytes]:
     return [*ref_subproof(m - k, entries[k:], False), ref_mth(entries[:k])]
 
 
+def ref_verify_consistency(
+    first: int, second: int, first_hash: bytes, second_hash: bytes, consistency_path: list[bytes]
+) -> bool:
+    """RFC 9162 §2.1.4.2, step by step as the RFC words it (written from its text, sharing no
+    code with the module). The RFC's algorithm is for 0 < first < second; equal sizes are
+    consistent exactly when the roots are equal (no proof), as §2.1.4.1 gives an empty one."""
+    if first == second:
+        return not consistency_path and first_hash == second_hash
+    if not 0 < first < second:
+        return False
+
+    def hash_children(left: bytes, right: bytes) -> bytes:
+        return hashlib.sha256(b"\x01" + left + right).digest()
+
+    def lsb(value: int) -> int:
+        return value & 1
+
+    path = list(consistency_path)
+    # 1. If consistency_path is an empty array, stop and fail the proof verification.
+    if not path:
+        return False
+    # 2. If first is an exact power of 2, then prepend first_hash to the consistency_path array.
+    if first & (first - 1) == 0:
+        path = [first_hash, *path]
+    # 3. Set fn to first - 1 and sn to second - 1.
+    fn, sn = first - 1, second - 1
+    # 4. If LSB(fn) is set, then right-shift both fn and sn equally until LSB(fn) is not set.
+    while lsb(fn):
+        fn, sn = fn >> 1, sn >> 1
+    # 5. Set both fr and sr to the first value in the consistency_path array.
+    fr = sr = path[0]
+    # 6. For each subsequent value c in the consistency_path array:
+    for c in path[1:]:
+        # If sn is 0, then stop the iteration and fail the proof verification.
+        if sn == 0:
+            return False
+        # If LSB(fn) is set, or if fn is equal to sn, then:
+        if lsb(fn) or fn == sn:
+            fr = hash_children(c, fr)  # 1. Set fr to HASH(0x01 || c || fr).
+            sr = hash_children(c, sr)  # 2. Set sr to HASH(0x01 || c || sr).
+            # 3. If LSB(fn) is not set, then right-shift both fn and sn equally until
+            #    either LSB(fn) is set or fn is 0.
+            if not lsb(fn):
+                while not lsb(fn) and fn != 0:
+                    fn, sn = fn >> 1, sn >> 1
+        else:
+            sr = hash_children(sr, c)  # Otherwise: set sr to HASH(0x01 || sr || c).
+        # Finally, right-shift both fn and sn one time.
+        fn, sn = fn >> 1, sn >> 1
+    # 7. Verify that fr equals first_hash, sr equals second_hash, and sn is 0.
+    return fr == first_hash and sr == second_hash and sn == 0
+
+
 # --- tests ---------------------------------------------------------------------------------
 
 
@@ -95,7 +148,7 @@ def _subtree(entries: list[bytes]):  # type: ignore[no-untyped-def]
 @given(st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=12), st.data())
 def test_random_appends_and_integrations_give_consistent_heads(batches, data) -> None:
     """Appends in random batches; after each, a head. Every pair of heads is consistent
-    and every leaf is included in every head covering it, by the reference verifier."""
+    and every leaf is included in every head covering it, by the reference verifiers."""
     entries: list[bytes] = []
     frontier = Frontier()
     heads: list[tuple[int, bytes]] = []
@@ -111,9 +164,11 @@ def test_random_appends_and_integrations_give_consistent_heads(batches, data) ->
         for n, root_n in heads[i:]:
             proof = consistency_proof(m, n, lambda a, b: sub(a, b))
             assert proof == ref_subproof(m, entries[:n], True) if m < n else proof == []
+            assert ref_verify_consistency(m, n, root_m, root_n, proof)
             assert verify_consistency(m, n, root_m, root_n, proof)
             if m < n and proof:
                 bad = [bytes(32), *proof[1:]]
+                assert not ref_verify_consistency(m, n, root_m, root_n, bad)
                 assert not verify_consistency(m, n, root_m, root_n, bad)
     size, root = heads[-1]
     for index in range(size):
@@ -171,3 +226,55 @@ def ref_mth_of_hashes(hashes: list[bytes]) -> bytes:
         k *= 2
     left, right = ref_mth_of_hashes(hashes[:k]), ref_mth_of_hashes(hashes[k:])
     return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=200).flatmap(
+        lambda n: st.tuples(st.integers(min_value=1, max_value=n), st.just(n))
+    ),
+    st.data(),
+)
+def test_module_consistency_proofs_pass_the_reference_verifier(sizes, data) -> None:
+    """The module's proofs between any two sizes are accepted by the RFC text's verifier
+    above, and every way of breaking them (a changed proof hash, a dropped or added hash,
+    another first size, a rewritten history) is refused by both that verifier and the
+    module's own."""
+    m, n = sizes
+    entries = _entries(n)
+    sub = _subtree(entries)
+    old_root, new_root = ref_mth(entries[:m]), ref_mth(entries)
+    proof = consistency_proof(m, n, sub)
+    assert ref_verify_consistency(m, n, old_root, new_root, proof)
+    assert verify_consistency(m, n, old_root, new_root, proof)
+
+    def both_refuse(first: int, first_root: bytes, second_root: bytes, path: list[bytes]) -> None:
+        assert not ref_verify_consistency(first, n, first_root, second_root, path)
+        assert not verify_consistency(first, n, first_root, second_root, path)
+
+    if m < n:
+        i = data.draw(st.integers(min_value=0, max_value=len(proof) - 1), label="changed hash")
+        changed = [*proof]
+        changed[i] = hashlib.sha256(changed[i]).digest()
+        both_refuse(m, old_root, new_root, changed)
+        both_refuse(m, old_root, new_root, proof[:-1])
+        both_refuse(m, old_root, new_root, [*proof, proof[-1]])
+        other = data.draw(st.integers(min_value=1, max_value=n - 1), label="other size")
+        if ref_mth(entries[:other]) != old_root:
+            both_refuse(other, old_root, new_root, proof)
+        j = data.draw(st.integers(min_value=0, max_value=m - 1), label="rewritten entry")
+        rewritten = [*entries[:j], b"forged", *entries[j + 1 :]]
+        both_refuse(m, old_root, ref_mth(rewritten), consistency_proof(m, n, _subtree(rewritten)))
+    both_refuse(m, hashlib.sha256(old_root).digest(), new_root, proof)
+
+
+def test_the_reference_consistency_verifier_accepts_the_rfc_proofs() -> None:
+    """The reference verifier against the RFC's own proof construction (§2.1.4.1, ref_subproof),
+    exhaustively for small trees: it is a verifier that says yes to the right thing."""
+    for n in range(1, 40):
+        entries = _entries(n)
+        for m in range(1, n + 1):
+            proof = ref_subproof(m, entries, True)
+            assert ref_verify_consistency(m, n, ref_mth(entries[:m]), ref_mth(entries), proof)
+            if m < n:
+                assert not ref_verify_consistency(m, n, ref_mth(entries[:m]), ref_mth(entries), [])
