@@ -227,3 +227,45 @@ def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) 
 def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit-verify"]) == 2
     assert "FILE" in capsys.readouterr().err
+
+
+def _rechain(lines: list[str]) -> list[str]:
+    """Recompute every event's prev_hash and hash in order, as a forger would."""
+    out, prev = [], GENESIS_HASH
+    for line in lines:
+        record = json.loads(line)
+        if record.get("type") == "event":
+            record["prev_hash"] = prev
+            record["hash"] = prev = event_hash(prev, event_canonical_bytes(record))
+            line = export_event_line(record)
+        out.append(line)
+    return out
+
+
+def test_v1_export_without_checkpoints_is_refused_even_with_the_pinned_key(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    """Issue 14, point 4: a version 1 export of 40 events and no checkpoint, one event's
+    reason edited and every hash recomputed, must not answer OK with the pinned key."""
+    lines = build_export(key, n=40, checkpoint_every=1000)
+    assert json.loads(lines[0])["version"] == 1
+    assert not any(json.loads(line)["type"] == "checkpoint" for line in lines)
+    event = json.loads(lines[10])
+    event["action"] = "key.destruction_approved"
+    event["details"] = {"reason": "approved by the second custodian"}
+    lines[10] = export_event_line(event)
+    original = _rechain(lines)
+    event["details"] = {"reason": "edited by a database writer"}
+    edited = _rechain([*original[:10], export_event_line(event), *original[11:]])
+    assert edited[10] != original[10] and edited[-2] != original[-2]  # hashes recomputed
+    pem = tmp_path / "audit-public.pem"
+    pem.write_text(public_key_to_pem(key.public_key()))
+
+    for name, content in (("original", original), ("edited", edited)):
+        result = run_cli(
+            "audit-verify", "--public-key", str(pem), str(write(tmp_path / name, content))
+        )
+        assert result.returncode == 1, (name, result.stdout)
+        assert not result.stdout.startswith("OK")
+        assert "TAMPERED: the version 1 export holds no signed checkpoint" in result.stderr
+        assert "nothing in it is signed" in result.stderr
