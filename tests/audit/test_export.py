@@ -32,6 +32,58 @@ def _head(tmp_path: Path, name: str = "head.json") -> Path:
     return path
 
 
+def _audit_head(*args: str) -> list[dict]:
+    out = io.StringIO()
+    call_command("audit_head", *args, stdout=out)
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_audit_head_prints_a_consistency_proof_from_a_saved_size(tmp_path) -> None:
+    """`manage.py audit_head --consistency-from M`: the newest signed head, then the proof
+    that the tree of M leaves (a head saved earlier) is its prefix, checked here with the
+    RFC 9162 reference verifier of the Merkle tests and the pinned key."""
+    from kmsportal.crypto.audit_log import key_id, public_key_from_text, tree_head_from_json
+    from tests.crypto.test_merkle import ref_verify_consistency
+
+    append_events(6)
+    (saved,) = _audit_head()
+    append_events(5)
+    head, consistency = _audit_head("--consistency-from", str(saved["tree_size"]))
+    m, n = saved["tree_size"], head["tree_size"]
+    assert 0 < m < n
+    assert consistency == {
+        "type": "consistency",
+        "from_size": m,
+        "to_size": n,
+        "proof": consistency["proof"],
+    }
+    proof = [bytes.fromhex(p) for p in consistency["proof"]]
+    assert proof
+    old_root, new_root = bytes.fromhex(saved["root_hash"]), bytes.fromhex(head["root_hash"])
+    assert ref_verify_consistency(m, n, old_root, new_root, proof)
+    # The proof is for that size and that head only.
+    assert not ref_verify_consistency(m - 1, n, old_root, new_root, proof)
+    assert not ref_verify_consistency(m, n, new_root, new_root, proof)
+    # Both heads are signed by the portal's (pinned) audit key.
+    public = public_key_from_text(AuditSigningKey.objects.get().public_key_pem)
+    for signed in (saved, head):
+        assert tree_head_from_json(signed).verify({key_id(public): public}) is None
+
+    # Nothing new: the same head, and an empty proof from its own size or from 0.
+    again, same = _audit_head("--consistency-from", str(n))
+    assert again == head and same["proof"] == [] and same["from_size"] == n
+    assert _audit_head("--consistency-from", "0")[1]["proof"] == []
+
+
+@pytest.mark.parametrize("size", ["-1", "1000000"])
+def test_audit_head_refuses_a_consistency_size_outside_the_tree(size: str) -> None:
+    from django.core.management.base import CommandError
+
+    append_events(3)
+    with pytest.raises(CommandError, match="--consistency-from must be between 0 and"):
+        call_command("audit_head", "--consistency-from", size, stdout=io.StringIO())
+
+
 def _key(tmp_path: Path) -> Path:
     path = tmp_path / "audit.pem"
     path.write_text(AuditSigningKey.objects.get().public_key_pem)
