@@ -5,9 +5,12 @@ verifying it is audit.checking.
 transaction: if the caller's change rolls back, the event goes with it; if the event cannot
 be written, the exception propagates and the caller's change rolls back (fail closed).
 
-Lock order: a service changes its own rows first and records its event last. Recording
-locks the chain head row until the caller's transaction ends, and takes no other lock, so
-two writers can never wait on each other in a cycle.
+Lock order: a service changes its own rows first and records its event last. Recording takes
+no lock of its own (no chain head row, no global lock): the event number comes from a
+PostgreSQL sequence (on SQLite, max + 1 under the write lock every transaction there already
+holds), and the event is one INSERT. So concurrent writers do not wait on each other for the
+audit log, and recording adds no edge to a lock cycle. The sequencer (audit.sequencer)
+integrates committed events later, in its own transactions, under its own advisory lock.
 """
 
 from __future__ import annotations
