@@ -10,7 +10,8 @@ exact status and code; invalid DH values are 400 `bad_public_key`, audited.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,7 +20,9 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from kmsclient.client import FETCH_PATH
+from kmsclient.operations import SESSION_PATH
 from kmsportal.crypto import protocol
+from kmsportal.crypto import session as session_wire
 from kmsportal.crypto.dh import FFDHE3072_BYTES, FFDHE3072_P
 from kmsportal.crypto.x509 import generate_private_key
 from tests.distribution.conftest import LiveKMS, assert_refusal_audited
@@ -76,6 +79,65 @@ def test_bad_signatures_with_a_victims_certificate_cost_the_victim_nothing(
     for _ in range(5):
         victim.fetch_key("orders-db")
     assert Delivery.objects.count() == 5
+
+
+def test_replays_of_a_victims_genuine_requests_cost_the_victim_nothing(
+    kms: LiveKMS, settings
+) -> None:
+    """Plain HTTP is supported, so an on-path observer holds genuine signed requests. Sent
+    again (replayed_request) or late (stale_timestamp), they are nobody's: counted for
+    their source, never charged to the victim's budget nor audited in its name."""
+    settings.KMS_CLIENT_RATE_LIMIT = 3
+    settings.KMS_API_ADDRESS_REFUSAL_LIMIT = 1000
+    window = settings.KMS_CLIENT_RATE_WINDOW_SECONDS
+    if time.time() % window > window - 20:  # keep every request in one budget window
+        time.sleep(window - time.time() % window + 0.5)
+    key = kms.key()
+    victim = kms.enrolled("billing")
+    kms.grant("billing", key)
+    certificate, private_key = kms.credentials("billing")
+    fetch, _state = protocol.build_fetch_request(
+        key_name="orders-db",
+        version=None,
+        client_certificate_pem=certificate,
+        client_private_key=private_key,
+    )
+    late, _state = protocol.build_fetch_request(
+        key_name="orders-db",
+        version=None,
+        client_certificate_pem=certificate,
+        client_private_key=private_key,
+        now=datetime.now(UTC) - timedelta(minutes=6),
+    )
+    session, _session_state = session_wire.build_session_request(
+        client_private_key=private_key,
+        client_certificate_pem=certificate,
+        now=datetime.now(UTC),
+    )
+    assert requests.post(kms.url + FETCH_PATH, json=fetch, timeout=10).status_code == 200
+    assert requests.post(kms.url + SESSION_PATH, json=session, timeout=10).status_code == 201
+    events = _audit_count()
+    for _ in range(10):  # more than three times the victim's budget
+        replayed = requests.post(kms.url + FETCH_PATH, json=fetch, timeout=10)
+        _problem(replayed, 409, "replayed_request")
+        replayed = requests.post(kms.url + SESSION_PATH, json=session, timeout=10)
+        _problem(replayed, 409, "replayed_request")
+        _problem(requests.post(kms.url + FETCH_PATH, json=late, timeout=10), 401, "stale_timestamp")
+    # Not one event per refusal, none in the victim's name; one tally row with all 30.
+    assert _audit_count() == events
+    tally = RefusalTally.objects.get()
+    assert tally.count == 30
+    assert tally.codes == {"replayed_request": 20, "stale_timestamp": 10}
+    # Its budget held three; the two requests it really sent took two: one remains.
+    assert victim.fetch_key("orders-db")
+    assert Delivery.objects.count() == 2
+    in_its_name = AuditEvent.objects.filter(actor_name="billing").values_list("action", flat=True)
+    assert sorted(in_its_name) == [
+        "client.enrolled",
+        "client.session_opened",
+        "key.delivered",
+        "key.delivered",
+    ]
 
 
 def test_a_garbage_flood_is_counted_not_audited_and_limited_per_address(
