@@ -104,7 +104,10 @@ class ApiView(View):
         request.audit_recorded = True  # type: ignore[attr-defined]  # read back with getattr
         wait = refusals.address_refusals_exceeded()
         if wait is not None:
-            # A source that keeps sending what nobody can be held to: answered unread.
+            # A source that keeps sending what nobody can be held to: answered unread, and
+            # counted too (one counter and one row update, never an audit event), so the
+            # minute's `api.requests_refused` event reports the whole flood.
+            refusals.refusal_tally(code="rate_limited")
             return problem(
                 "rate_limited",
                 "too many refused requests from this address; retry later",

@@ -184,8 +184,8 @@ def client_enroll(
 
 
 def _enroll_refusal(client: Client, code: str, message: str, status: int) -> FetchRefused:
-    """A refusal of an enrollment that names a pending token: attributable, so audited in
-    the client's name (an unknown token is not: it is counted per source instead)."""
+    """A refusal of an enrollment that names a pending token: it carries the client, so
+    that `client_enroll_response` can say which pending enrollment was aimed at."""
     refusal = FetchRefused(code, message, status)
     refusal.client = client  # type: ignore[attr-defined]
     return refusal
@@ -354,8 +354,14 @@ def grant_withdraw(*, actor: Actor, grant: Grant) -> Grant:
 def client_enroll_response(*, body: Any) -> dict[str, Any]:
     """The enrollment endpoint's JSON answer to a parsed JSON body, or FetchRefused.
 
-    Refusals that name a pending token are audited in its client's name; the others (an
-    unknown token id, a malformed or legacy request) are counted per source address."""
+    A refusal is nobody's, so it is counted per source address and minute, never audited
+    one event each: the token id travels in clear and is known to whoever saw the request
+    (a bad token proof with it proves nothing), and an enrollment request carries no
+    timestamp, so a genuine one refused (expired token, suspended client, bad CSR) can be
+    replayed at will while the token stays pending. A refusal that names a pending token
+    records its client and token id (no secret) in the tally, for an administrator to see
+    which enrollment was aimed at. Only a pending enrollment that fails its integrity
+    check (the server's fault, 500) is audited on its own."""
     try:
         request = protocol.parse_enroll_request(body)
     except protocol.ProtocolError as exc:
@@ -371,6 +377,11 @@ def client_enroll_response(*, body: Any) -> dict[str, Any]:
         refused: Client | None = getattr(exc, "client", None)
         if refused is None:
             refusal_tally(code=exc.code)
+            raise
+        if exc.code != "integrity_error":
+            refusal_tally(
+                code=exc.code, target=f"client {refused.name}, token id {request.token_id[:8]}"
+            )
             raise
         with transaction.atomic():
             audit_event_record(

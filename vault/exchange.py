@@ -2,21 +2,28 @@
 
 The exchange (kmsportal.crypto.protocol) is a mutually authenticated ephemeral Diffie-Hellman
 handshake in one round trip. The server checks, in this order, and refuses with a stable code,
-an HTTP status, a clear message and an audit event at the first failure:
+an HTTP status and a clear message at the first failure:
 
     malformed_request          the body does not parse as a fetch request
     untrusted_certificate      the certificate is not one our identity CA issued to a client
+    bad_signature              the request signature does not verify with the certificate key
+    stale_timestamp            request time outside ±5 minutes
+    replayed_request           this nonce was seen before (database unique index: shared by
+                               every worker and server, survives restarts)
     certificate_expired        outside its validity period
     certificate_revoked        revoked (our database is the source of truth)
     unknown_client             no client holds this certificate
     client_suspended / client_revoked
     rate_limited               too many requests from this client in the window (429)
-    bad_signature              the request signature does not verify with the certificate key
-    stale_timestamp            request time outside ±5 minutes
-    replayed_request           this nonce was seen before (database unique index: shared by
-                               every worker and server, survives restarts)
     no_grant / grant_expired / version_not_granted
     key_not_distributable / version_not_distributable
+    bad_public_key             the ephemeral DH value is degenerate
+
+The refusals down to replayed_request are nobody's: a client certificate is public and a
+signed request seen on the wire can be sent again, so they are counted per source address
+(`vault.refusals.refusal_tally`), never audited in the client's name nor charged to its
+rate budget. From certificate_expired on, the request is authentic and new: its refusals
+are audited in the client's name, and rate_limited counts only such requests.
 
 Success records a `key.delivered` event and a ledger row (client, key, version, group); the
 material itself is only ever in memory, encrypted to the client's ephemeral key.
@@ -24,7 +31,6 @@ material itself is only ever in memory, encrypted to the client's ephemeral key.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import threading
 import uuid
@@ -36,7 +42,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from audit.models import Outcome
@@ -79,8 +85,9 @@ from .server_identity import server_credential_of, server_status_staple
 #   the client holding it; on PostgreSQL the key row lock; the grant, key, version and
 #   server identity), written once as SQL (pki/queries.py, vault/queries.py) and run on the
 #   cursor: the ORM's per-call compilation cost several times the query.
-# * Writes: the nonce, the delivery and the audit event in one transaction, so one commit
-#   (one fsync) per fetch.
+# * Writes: two commits per fetch. The nonce with the rate budget's charge (`request_admit`:
+#   committed before anything can refuse the request in the client's name), then the
+#   delivery with its audit event.
 # * Per-process caches, for parsing and verifying only: the presented certificate's parse
 #   and CA signature check, and the loaded server credential (secret: never shared). The
 #   stapled status of the server certificate is in Django's cache, shared by every node. Whatever the database decides
@@ -93,12 +100,10 @@ class FetchContext:
     client: Client | None = None
     key_name: str = ""
     subject: str = ""
-    # The request's nonce once inserted: if the request is refused later, the rollback
-    # removes the row and the refusal's own transaction inserts it again (still spent).
-    nonce: str = ""
     # True once the request's signature verified with a certificate this KMS issued to a
-    # client: from then on a refusal is that client's and is audited in its name. Before,
-    # anyone could have sent it (certificates are public): it is only counted per source.
+    # client, its timestamp is fresh and its nonce new: from then on a refusal is that
+    # client's and is audited in its name. Before, anyone could have sent it (certificates
+    # are public, a request seen on the wire can be replayed): it is only counted per source.
     attributable: bool = False
 
 
@@ -115,7 +120,6 @@ def _audit_refusal(context: FetchContext, refusal: FetchRefused) -> None:
         refusal_tally(code=refusal.code)
         return
     with transaction.atomic():
-        nonce_spend_again(context)
         audit_event_record(
             action=VaultAction.KEY_FETCH_REFUSED,
             outcome=refusal.outcome,
@@ -234,17 +238,21 @@ def certificate_lookup(
     return stored, presented
 
 
-def certificate_status(
-    context: FetchContext,
-    stored: ClientCertificate,
-    presented: _PresentedCertificate,
-    now: datetime,
-) -> Client:
-    """After the request's signature verified: validity, revocation and the client's state
-    (attributable refusals, audited in the client's name)."""
+def certificate_holder(context: FetchContext, stored: ClientCertificate) -> None:
+    """The client holding the presented certificate, if any (`context.client`)."""
     holder = client_of_certificate(stored.pk)
     if holder is not None:
         context.client = Client.from_db(connection.alias, ["id", "name", "state"], list(holder))
+
+
+def certificate_status(
+    context: FetchContext,
+    presented: _PresentedCertificate,
+    stored: ClientCertificate,
+    now: datetime,
+) -> Client:
+    """After the request proved authentic and fresh: validity, revocation and the client's
+    state (attributable refusals, audited in the client's name). `certificate_holder` ran."""
     certificate = presented.certificate
     if not (certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc):
         raise _refuse(
@@ -264,69 +272,95 @@ def certificate_status(
     return client
 
 
-def rate_limit(context: FetchContext, client: Client) -> None:
-    """Fixed window per client, in the shared counters (database, or Redis when set).
-    Charged only for requests whose signature verified: a client's certificate is public,
-    so anything else would let anyone spend its budget."""
+def rate_charge(context: FetchContext, client: Client) -> FetchRefused | None:
+    """Charge one request to the client's budget: a fixed window per client, in the shared
+    counters (database, or Redis when set). The refusal to raise once over the limit, else
+    None; the caller raises it after its transaction committed, so the charge stays.
+
+    Charged only for a request that is authentic (its signature verified) and new (fresh
+    timestamp, unseen nonce): a client's certificate is public and a request it sent in
+    clear can be replayed by whoever saw it, so anything else would let anyone spend its
+    budget."""
     limit = settings.KMS_CLIENT_RATE_LIMIT
     if not limit:
-        return
+        return None
     window = settings.KMS_CLIENT_RATE_WINDOW_SECONDS
     now = timezone.now().timestamp()
     bucket = int(now // window)
     name = f"kms:rate:{client.pk}:{bucket}"
     # kmsportal.counters: every worker and node shares the count (database or Redis).
     count = counter_add(counters(), name, timeout=window * 2)
-    if count > limit:
-        retry = int(window - (now % window)) + 1
-        raise _refuse(
-            context,
-            "rate_limited",
-            f"more than {limit} requests in {window} s; retry in {retry} s",
-            429,
-            retry_after=retry,
-        )
+    if count <= limit:
+        return None
+    retry = int(window - (now % window)) + 1
+    return _refuse(
+        context,
+        "rate_limited",
+        f"more than {limit} requests in {window} s; retry in {retry} s",
+        429,
+        retry_after=retry,
+    )
 
 
-def nonce_consume(context: FetchContext, nonce: bytes, client: Client) -> None:
-    """The replay check, inside the fetch's transaction: a second insert of the nonce fails
-    on the unique index (on PostgreSQL it waits for the first transaction to end).
-
-    A refused request still spends its nonce: the rollback removes the row and the refusal's
-    transaction inserts it again (`nonce_spend_again`). In the moment between the two, a
-    replay of a refused request can get its row in and is then judged like the original
-    (same client, same signed request, state read again); what it could obtain is encrypted
-    to the original client's ephemeral key anyway.
-    """
+def nonce_consume(context: FetchContext, nonce: bytes) -> None:
+    """The replay check, in `request_admit`'s transaction: a second insert of the nonce fails
+    on the unique index (on PostgreSQL it waits for the first transaction to end). A replay
+    is refused before the request counts as the client's: it is tallied, not audited."""
+    holder = context.client.name if context.client else context.subject
     try:
-        insert_row(ReplayNonce, nonce=nonce.hex(), client_name=client.name, seen_at=timezone.now())
+        insert_row(ReplayNonce, nonce=nonce.hex(), client_name=holder[:64], seen_at=timezone.now())
     except IntegrityError:
         # Nothing more runs in this transaction: raising leaves it (rolled back).
         raise _refuse(
             context, "replayed_request", "this request was already received (replay)", 409
         ) from None
-    context.nonce = nonce.hex()
     # Nonces older than the timestamp window can never be replayed successfully anyway.
     if secrets.randbelow(100) == 0:
         cutoff = timezone.now() - 2 * protocol.MAX_CLOCK_SKEW - timedelta(minutes=1)
         ReplayNonce.objects.filter(seen_at__lt=cutoff).delete()
 
 
-def nonce_spend_again(context: FetchContext) -> None:
-    """Insert the nonce of a refused request again after its rollback (see `nonce_consume`);
-    in the caller's transaction. A concurrent replay that inserted it first spent it too."""
-    if not context.nonce or context.client is None:
-        return
+def request_admit(
+    context: FetchContext,
+    *,
+    stored: ClientCertificate,
+    presented: _PresentedCertificate,
+    timestamp: str,
+    nonce: bytes,
+    now: datetime,
+) -> Client:
+    """After the request's signature verified: is it new, whose is it, may it be served?
+
+    In this order: the timestamp (401 stale_timestamp) and the nonce (409 replayed_request),
+    then the certificate's standing and the client's state, then the rate budget (429).
+    Whoever saw a signed request (plain HTTP is supported) can send it again, so the first
+    two refusals are nobody's: counted per source address (`refusal_tally`), never audited
+    in the client's name nor charged to its budget. A request that passes them was signed
+    for this moment by the holder of the client's key: what follows is the client's.
+
+    The nonce, the standing read and the charge are one transaction, committed before the
+    refusal (if any) is raised: the nonce of a refused request is spent too, so a replay of
+    it is refused as a replay (tallied), never judged again in the client's name. A refusal
+    of the client's standing is not charged to its budget; one for the budget is.
+    """
     try:
-        with transaction.atomic():
-            insert_row(
-                ReplayNonce,
-                nonce=context.nonce,
-                client_name=context.client.name,
-                seen_at=timezone.now(),
-            )
-    except IntegrityError:
-        pass
+        protocol.check_timestamp(timestamp, now=now)
+    except protocol.ProtocolError as exc:
+        raise _refuse(context, exc.code, exc.message, 401) from exc
+    certificate_holder(context, stored)
+    with transaction.atomic():
+        nonce_consume(context, nonce)
+        # From here on the request is authentic and new: its refusals are the client's.
+        context.attributable = True
+        try:
+            client = certificate_status(context, presented, stored, now)
+        except FetchRefused as refusal:
+            refused: FetchRefused | None = refusal
+        else:
+            refused = rate_charge(context, client)
+    if refused is not None:
+        raise refused
+    return client
 
 
 @dataclass
@@ -449,11 +483,6 @@ def key_fetch(*, body: Any, request_id: str = "") -> dict[str, Any]:
     except FetchRefused as refusal:
         _audit_refusal(context, refusal)
         raise
-    except Exception:
-        # Not a refusal (a bug, the database going away): still spend the nonce if possible.
-        with contextlib.suppress(DatabaseError), transaction.atomic():
-            nonce_spend_again(context)
-        raise
 
 
 def _key_fetch(*, body: Any, request_id: str, context: FetchContext) -> dict[str, Any]:
@@ -470,19 +499,19 @@ def _key_fetch(*, body: Any, request_id: str, context: FetchContext) -> dict[str
     except protocol.ProtocolError as exc:
         status = 401 if exc.code == "bad_signature" else 400
         raise _refuse(context, exc.code, exc.message, status) from exc
-    # From here on the request is authentic: its refusals are the client's, and it is
-    # charged to the client's rate budget (never before, see `rate_limit`).
-    context.attributable = True
-    client = certificate_status(context, row, presented, now)
-    rate_limit(context, client)
-    try:
-        protocol.check_timestamp(request.timestamp, now=now)
-    except protocol.ProtocolError as exc:
-        raise _refuse(context, exc.code, exc.message, 401) from exc
-    # One transaction, one commit: the nonce, the delivery ledger row and the audit event
-    # (a refusal rolls it back; `key_fetch` then records the refusal and the nonce).
+    # Fresh, new, then the client's: standing and rate budget (never before, see
+    # `request_admit`).
+    client = request_admit(
+        context,
+        stored=row,
+        presented=presented,
+        timestamp=request.timestamp,
+        nonce=request.client_nonce,
+        now=now,
+    )
+    # One transaction, one commit: the delivery ledger row and the audit event (a refusal
+    # rolls it back; `key_fetch` then records the refusal).
     with transaction.atomic():
-        nonce_consume(context, request.client_nonce, client)
         if connection.features.has_select_for_update:
             # Lock the key row: a compromise or suspension committed before this point is
             # seen by the next statement; one committing after waits until this delivery is

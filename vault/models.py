@@ -488,6 +488,9 @@ class RefusalTally(models.Model):
     minute = models.DateTimeField()
     count = models.PositiveIntegerField(default=0)
     codes = models.JSONField(default=dict)
+    # What the refused requests named, when that helps an administrator and is no secret:
+    # the pending enrollment a bad token proof aimed at ("client NAME, token id 1a2b3c4d").
+    targets = models.JSONField(default=dict)
     reported = models.BooleanField(default=False, db_index=True)
 
     class Meta:

@@ -72,9 +72,23 @@ def address_refusals_exceeded() -> int | None:
     return 60 - now.second
 
 
-def refusal_tally(*, code: str) -> None:
+#: How many distinct codes, and targets, one tally row keeps (a flood cannot grow it).
+TALLY_KEYS = 20
+
+
+def _counted(counts: dict[str, int], key: str) -> dict[str, int]:
+    counts = dict(counts)
+    key = key[:80]
+    if key in counts or len(counts) < TALLY_KEYS:
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def refusal_tally(*, code: str, target: str = "") -> None:
     """Count one client API refusal that no verified client can be held to (malformed body,
-    unknown certificate, bad signature, unknown token...), per source address and minute.
+    unknown certificate, bad signature, stale or replayed request, enrollment requests...),
+    per source address and minute. ``target`` names what the request aimed at, when that
+    is no secret and helps an administrator (a pending enrollment's client and token id).
 
     One shared counter (for the per-address limit) and one row update, never
     an audit event each: a flood must not take the audit chain's lock per request. One
@@ -89,10 +103,10 @@ def refusal_tally(*, code: str) -> None:
         tally, _created = RefusalTally.objects.select_for_update().get_or_create(
             source=source, minute=minute
         )
-        codes = dict(tally.codes)
-        if code in codes or len(codes) < 20:
-            codes[code[:40]] = codes.get(code[:40], 0) + 1
-        RefusalTally.objects.filter(pk=tally.pk).update(count=models.F("count") + 1, codes=codes)
+        changes: dict[str, object] = {"codes": _counted(tally.codes, code[:40])}
+        if target:
+            changes["targets"] = _counted(tally.targets, target)
+        RefusalTally.objects.filter(pk=tally.pk).update(count=models.F("count") + 1, **changes)
     if cache.add(f"kms:refusals-report:{int(now.timestamp() // 60)}", 1, timeout=120):
         with contextlib.suppress(DatabaseError):
             refusal_tallies_report()
@@ -127,6 +141,7 @@ def refusal_tallies_report(*, now: datetime | None = None) -> int:
                     "minute": tally.minute.isoformat(),
                     "count": tally.count,
                     "codes": tally.codes,
+                    **({"targets": tally.targets} if tally.targets else {}),
                 },
             )
             reported += 1

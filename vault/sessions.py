@@ -3,8 +3,10 @@ protected requests in it (`kmsportal.crypto.session` documents the bytes).
 
 Opening a session runs the very checks of the key fetch (`vault.exchange`): the client
 certificate is one this KMS's identity CA issued to a client, its signature on the request
-verifies (before anything is charged to the client's rate budget), it is valid and not
-revoked, the client is active, the timestamp is within ±5 minutes and the nonce is new. The
+verifies, the timestamp is within ±5 minutes and the nonce is new (refusals so far are
+tallied, not audited in the client's name: anyone can replay a request they saw), then it
+is valid and not revoked, the client is active, and the request is charged to the client's
+rate budget. The
 answer is signed by the server identity clients pinned at enrollment, with the stapled
 status of its certificate.
 
@@ -17,14 +19,13 @@ counter with one conditional UPDATE in the same transaction as the operation's a
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import threading
 from collections import OrderedDict
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.models import Outcome
@@ -71,10 +72,6 @@ def operation_session_open(*, body: Any) -> dict[str, Any]:
     except FetchRefused as refusal:
         _audit_open_refusal(context, refusal)
         raise
-    except Exception:
-        with contextlib.suppress(DatabaseError), transaction.atomic():
-            exchange.nonce_spend_again(context)
-        raise
 
 
 def _open(body: Any, context: exchange.FetchContext) -> dict[str, Any]:
@@ -89,16 +86,17 @@ def _open(body: Any, context: exchange.FetchContext) -> dict[str, Any]:
     except protocol.ProtocolError as exc:
         status = 401 if exc.code == "bad_signature" else 400
         raise FetchRefused(exc.code, exc.message, status) from exc
-    context.attributable = True
-    client = exchange.certificate_status(context, row, presented, now)
-    exchange.rate_limit(context, client)
-    try:
-        protocol.check_timestamp(request.timestamp, now=now)
-    except protocol.ProtocolError as exc:
-        raise FetchRefused(exc.code, exc.message, 401) from exc
+    # Fresh and new, then the client's: standing and rate budget (`exchange.request_admit`).
+    client = exchange.request_admit(
+        context,
+        stored=row,
+        presented=presented,
+        timestamp=request.timestamp,
+        nonce=request.client_nonce,
+        now=now,
+    )
     expires_at = now + SESSION_TTL
     with transaction.atomic():
-        exchange.nonce_consume(context, request.client_nonce, client)
         identity_id = models.ServerIdentity.objects.values_list("pk", flat=True).first()
         credential = server_identity.server_credential_of(identity_id)
         try:
@@ -150,7 +148,6 @@ def _audit_open_refusal(context: exchange.FetchContext, refusal: FetchRefused) -
         refusals.refusal_tally(code=refusal.code)
         return
     with transaction.atomic():
-        exchange.nonce_spend_again(context)
         client = context.client
         audit_event_record(
             action=VaultAction.KEY_OPERATION_REFUSED,

@@ -10,7 +10,8 @@ exact status and code; invalid DH values are 400 `bad_public_key`, audited.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,9 +20,11 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from kmsclient.client import FETCH_PATH
+from kmsclient.operations import SESSION_PATH
 from kmsportal.crypto import protocol
+from kmsportal.crypto import session as session_wire
 from kmsportal.crypto.dh import FFDHE3072_BYTES, FFDHE3072_P
-from kmsportal.crypto.x509 import generate_private_key
+from kmsportal.crypto.x509 import build_csr, generate_private_key, parse_subject
 from tests.distribution.conftest import LiveKMS, assert_refusal_audited
 from vault import refusals
 from vault.models import Delivery, RefusalTally
@@ -78,6 +81,65 @@ def test_bad_signatures_with_a_victims_certificate_cost_the_victim_nothing(
     assert Delivery.objects.count() == 5
 
 
+def test_replays_of_a_victims_genuine_requests_cost_the_victim_nothing(
+    kms: LiveKMS, settings
+) -> None:
+    """Plain HTTP is supported, so an on-path observer holds genuine signed requests. Sent
+    again (replayed_request) or late (stale_timestamp), they are nobody's: counted for
+    their source, never charged to the victim's budget nor audited in its name."""
+    settings.KMS_CLIENT_RATE_LIMIT = 3
+    settings.KMS_API_ADDRESS_REFUSAL_LIMIT = 1000
+    window = settings.KMS_CLIENT_RATE_WINDOW_SECONDS
+    if time.time() % window > window - 20:  # keep every request in one budget window
+        time.sleep(window - time.time() % window + 0.5)
+    key = kms.key()
+    victim = kms.enrolled("billing")
+    kms.grant("billing", key)
+    certificate, private_key = kms.credentials("billing")
+    fetch, _state = protocol.build_fetch_request(
+        key_name="orders-db",
+        version=None,
+        client_certificate_pem=certificate,
+        client_private_key=private_key,
+    )
+    late, _state = protocol.build_fetch_request(
+        key_name="orders-db",
+        version=None,
+        client_certificate_pem=certificate,
+        client_private_key=private_key,
+        now=datetime.now(UTC) - timedelta(minutes=6),
+    )
+    session, _session_state = session_wire.build_session_request(
+        client_private_key=private_key,
+        client_certificate_pem=certificate,
+        now=datetime.now(UTC),
+    )
+    assert requests.post(kms.url + FETCH_PATH, json=fetch, timeout=10).status_code == 200
+    assert requests.post(kms.url + SESSION_PATH, json=session, timeout=10).status_code == 201
+    events = _audit_count()
+    for _ in range(10):  # more than three times the victim's budget
+        replayed = requests.post(kms.url + FETCH_PATH, json=fetch, timeout=10)
+        _problem(replayed, 409, "replayed_request")
+        replayed = requests.post(kms.url + SESSION_PATH, json=session, timeout=10)
+        _problem(replayed, 409, "replayed_request")
+        _problem(requests.post(kms.url + FETCH_PATH, json=late, timeout=10), 401, "stale_timestamp")
+    # Not one event per refusal, none in the victim's name; one tally row with all 30.
+    assert _audit_count() == events
+    tally = RefusalTally.objects.get()
+    assert tally.count == 30
+    assert tally.codes == {"replayed_request": 20, "stale_timestamp": 10}
+    # Its budget held three; the two requests it really sent took two: one remains.
+    assert victim.fetch_key("orders-db")
+    assert Delivery.objects.count() == 2
+    in_its_name = AuditEvent.objects.filter(actor_name="billing").values_list("action", flat=True)
+    assert sorted(in_its_name) == [
+        "client.enrolled",
+        "client.session_opened",
+        "key.delivered",
+        "key.delivered",
+    ]
+
+
 def test_a_garbage_flood_is_counted_not_audited_and_limited_per_address(
     kms: LiveKMS, settings
 ) -> None:
@@ -101,16 +163,61 @@ def test_a_garbage_flood_is_counted_not_audited_and_limited_per_address(
     body = _problem(limited, 429, "rate_limited")
     assert "address" in body["detail"] and int(limited.headers["Retry-After"]) <= 60
     assert _audit_count() == events, "not one audit event per refused request"
+    # All 31 are counted: the ten read and refused, and the 21 answered unread.
     tally = RefusalTally.objects.get()
-    assert tally.count == 10 and tally.codes == {"malformed_request": 10}
+    assert tally.count == 31
+    assert tally.codes == {"malformed_request": 10, "rate_limited": 21}
 
     # Once the minute is over, one event for that address and minute, with the count.
     assert refusals.refusal_tallies_report(now=timezone.now() + timedelta(minutes=1)) == 1
     event = AuditEvent.objects.get(action="api.requests_refused")
     assert event.outcome == "denied"
-    assert event.details["count"] == 10 and event.details["source"] == tally.source
-    assert event.details["codes"] == {"malformed_request": 10}
+    assert event.details["count"] == 31 and event.details["source"] == tally.source
+    assert event.details["codes"] == {"malformed_request": 10, "rate_limited": 21}
     assert refusals.refusal_tallies_report(now=timezone.now() + timedelta(minutes=1)) == 0
+
+
+def test_bad_token_proofs_on_a_pending_enrollment_are_counted_not_audited(
+    kms: LiveKMS, settings
+) -> None:
+    """The token id travels in clear: whoever saw it (or dropped the genuine request) can
+    send proofs that fail. They are counted for the address, limited like any other
+    refusal nobody can be held to, and the minute's one event names the pending enrollment
+    aimed at (client and token id, no secret); the token stays usable."""
+    settings.KMS_API_ADDRESS_REFUSAL_LIMIT = 5
+    client, token = kms.new_client("reporting")
+    token_id, _mac_key = protocol.enrollment_token_keys(token)
+    events = _audit_count()
+    statuses = []
+    for _ in range(8):
+        forged, _state = protocol.build_enroll_request(
+            token="f" * 64,  # not the token: a proof under another key, with its id
+            csr_pem=build_csr(
+                private_key=generate_private_key("ecp256"), subject=parse_subject("CN=x")
+            ).decode(),
+        )
+        forged["token_id"] = token_id
+        answer = requests.post(kms.url + "/api/v1/enroll", json=forged, timeout=30)
+        statuses.append(answer.status_code)
+        if answer.status_code == 401:
+            _problem(answer, 401, "bad_token_proof")
+        else:
+            _problem(answer, 429, "rate_limited")
+    # Limited per address like any other such refusal: five read, then answered unread.
+    assert statuses == [401] * 5 + [429] * 3
+    assert _audit_count() == events, "no client.enrollment_refused event per request"
+    tally = RefusalTally.objects.get()
+    target = f"client reporting, token id {token_id[:8]}"
+    assert tally.count == 8
+    assert tally.codes == {"bad_token_proof": 5, "rate_limited": 3}
+    assert tally.targets == {target: 5}
+    client.refresh_from_db()
+    assert client.enrollment_token_hash and client.certificate is None  # still pending
+
+    assert refusals.refusal_tallies_report(now=timezone.now() + timedelta(minutes=1)) == 1
+    event = AuditEvent.objects.get(action="api.requests_refused")
+    assert event.details["targets"] == {target: 5}
+    assert token not in json.dumps(event.details)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,9 @@
   CA x every profile, `kms-server` included, server-identity CA included: those are refused),
   a rogue KMS presents each one with a transcript signed by the matching key and a genuine
   OCSP status for it, and `kmsclient fetch` refuses every time with
-  `untrusted_server_identity`, while the genuine server works.
+  `untrusted_server_identity`, while the genuine server works. So is what `manage.py
+  cert_issue` obtains from CAs the pages do not offer (a `tls-server` certificate straight
+  from the root, the issue's own example; certificates from the client identity CA).
 * An enrollment intercepted by a proxy cannot be replayed with another CSR, and a tampered
   answer is refused.
 * A revoked server certificate is refused within the freshness bound: an older "good" status
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import shutil
 import threading
@@ -29,6 +32,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from django.core.cache import cache
+from django.core.management import call_command
 
 from accounts.roles import Role
 from kmsclient.client import KMSClient
@@ -225,6 +229,54 @@ def test_no_certificate_a_ca_operator_can_obtain_passes_for_the_kms(
     # The genuine server still works for the same client.
     again = kms.cli("fetch", "orders-db", "--stdout", "--dir", kms.tmp_path / "billing")
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize(
+    ("ca_name", "profile", "sans"),
+    [
+        # The issue's own example: a plain TLS server certificate straight from the root.
+        ("kms-root", "tls-server", ["dns:intranet.example.org"]),
+        ("kms-root", "tls-server", ["dns:{host}"]),
+        ("kms-clients", "tls-server", ["dns:{host}"]),
+        ("kms-clients", "kms-client", ["uri:{deployment}"]),
+    ],
+)
+def test_a_certificate_from_cert_issue_under_the_root_does_not_pass_for_the_kms(
+    kms: LiveKMS, rogue: RogueKMS, tmp_path: Path, ca_name: str, profile: str, sans: list[str]
+) -> None:
+    """`manage.py cert_issue` reaches CAs the issuance pages do not offer (the root itself,
+    the client identity CA). What it issues there chains to the pinned root, yet a rogue
+    presenting it, with the matching key and a genuine "good" status, is refused by an
+    unmodified `kmsclient fetch` as not the KMS's identity."""
+    key = kms.key()
+    kms.enrolled("billing")
+    kms.grant("billing", key)
+    host = kms.url.split("://")[1].split(":")[0]
+    deployment = server_identity.deployment().uri
+    private_key = generate_private_key("ecp256")
+    csr = tmp_path / "rogue.csr"
+    csr.write_bytes(build_csr(private_key=private_key, subject=parse_subject("CN=rogue")))
+    out = tmp_path / "rogue.pem"
+    options = ["--ca", ca_name, "--profile", profile, "--csr", str(csr), "--out", str(out)]
+    for san in sans:
+        options += ["--san", san.format(host=host, deployment=deployment)]
+    call_command("cert_issue", *options, stdout=io.StringIO())
+    record = Certificate.objects.get(certificate_pem=out.read_text())
+    assert (record.ca.name, record.profile) == (ca_name, profile)
+    root = server_identity.root_ca()
+    assert root is not None and root.name == "kms-root"
+    assert record.ca == root or record.ca.parent == root, "it chains to the pinned root"
+
+    rogue.present(private_key, record, certificate_status_staple(certificate=record))
+    diverted = _identity_pointing_at(kms, "billing", rogue.url)
+    result = kms.cli("fetch", "orders-db", "--stdout", "--dir", diverted)
+    assert result.returncode == 1, result.stdout
+    assert result.stdout == ""
+    assert "untrusted_server_identity" in result.stderr, result.stderr
+
+    genuine = kms.cli("fetch", "orders-db", "--stdout", "--dir", kms.tmp_path / "billing")
+    assert genuine.returncode == 0, genuine.stderr
+    assert base64.b64decode(genuine.stdout) != ATTACKER_MATERIAL
 
 
 def test_the_stolen_genuine_key_with_a_stale_status_is_refused_after_revocation(

@@ -48,7 +48,7 @@ from tests.pki.conftest import csr_pem
 from tests.scaleout.conftest import NODE_CLIENT_RATE_LIMIT
 from tests.scaleout.processes import REDIS_DB_NODES, GunicornNode, flush_redis, redis_counters
 from vault import clients, server_identity, services
-from vault.models import Delivery, KeyVersion, SymmetricKey
+from vault.models import Delivery, KeyVersion, RefusalTally, SymmetricKey
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
@@ -240,7 +240,9 @@ def test_a_nonce_spent_at_one_node_is_a_replay_at_the_other(cluster: Cluster) ->
     assert again.status_code == 409
     assert again.headers["Content-Type"] == "application/problem+json"
     assert again.json()["code"] == "replayed_request"
-    assert last_refusal("replayed_request").actor_name == "billing"
+    # A replay is anyone's (it was on the wire): tallied for its source, not the client's.
+    assert not AuditEvent.objects.filter(action="key.fetch_refused").exists()
+    assert RefusalTally.objects.get().codes == {"replayed_request": 1}
     assert Delivery.objects.count() == 1, "node B delivered nothing"
 
 

@@ -1,4 +1,4 @@
-"""The key fetch's hot path (issue 9): a bounded number of queries, one transaction, and
+"""The key fetch's hot path (issue 9): a bounded number of queries and transactions, and
 per-process caches that never stand in for what the database decides.
 
 Requests are built and answered in-process (`exchange.key_fetch`, the service behind
@@ -32,7 +32,7 @@ from kmsportal.crypto.x509 import (
 )
 from pki.services import certificate_revoke
 from vault import clients, exchange, refusals, server_identity, services
-from vault.models import Client, Delivery, ReplayNonce
+from vault.models import Client, Delivery, RefusalTally, ReplayNonce
 
 pytestmark = pytest.mark.django_db
 
@@ -42,8 +42,8 @@ pytestmark = pytest.mark.django_db
 #: (chain head, event, head update); the transaction's and the audit event's savepoints or
 #: BEGIN/COMMIT. (19 to 20 before issue 9.) The nonce store's pruning, 1 request in 100,
 #: adds one; the test below turns it off. Plus the client's rate counter in the shared
-#: `counters` table (kmsportal.counters, issue 15): a read and a write in their own short
-#: transaction (its savepoint statements in a test), before the exchange's transaction.
+#: `counters` table (kmsportal.counters, issue 15): a read and a write, in the nonce's
+#: transaction (issue 13: the request is charged only once it is known to be new).
 MAX_QUERIES_PER_FETCH = 17
 
 
@@ -101,7 +101,9 @@ def test_a_fetch_costs_a_bounded_number_of_queries(
     assert AuditEvent.objects.filter(action="key.delivered").count() == 4
 
 
-def test_the_nonce_delivery_and_audit_event_commit_together(granted: Enrolled) -> None:
+def test_a_fetch_writes_the_nonce_then_the_delivery_with_its_audit_event(
+    granted: Enrolled,
+) -> None:
     with CaptureQueriesContext(connection) as queries:
         exchange.key_fetch(body=granted.request())
     writes = [
@@ -109,8 +111,8 @@ def test_the_nonce_delivery_and_audit_event_commit_together(granted: Enrolled) -
         for q in queries.captured_queries
         if q["sql"].startswith("INSERT") and "kms_counters" not in q["sql"]
     ]
-    # nonce, ledger row, audit event: one transaction, one commit (the rate counter, in the
-    # shared counters table, commits on its own before the exchange begins)
+    # The nonce (committed with the rate counter, before anything can refuse the request in
+    # the client's name), then the ledger row and the audit event in one transaction.
     assert len(writes) == 3
     assert ReplayNonce.objects.count() == 1
 
@@ -127,13 +129,26 @@ def test_old_nonces_are_pruned_now_and_then(
 
 def test_a_refused_request_still_spends_its_nonce(enrolled: Enrolled) -> None:
     body = enrolled.request()
-    assert refusal(body) == "no_grant"  # the nonce row was rolled back with the refusal...
+    assert refusal(body) == "no_grant"  # the nonce was committed before the refusal...
     key = services.symmetric_key_create(actor=None, name="orders-db")
     clients.grant_create(actor=None, client=enrolled.client, key=key)
-    assert refusal(body) == "replayed_request"  # ...and recorded again with it
+    assert refusal(body) == "replayed_request"  # ...so its replay is one
     assert not Delivery.objects.exists()
+    # The refusal is the client's; the replay is anyone's: tallied, not in its name.
     codes = [e.details["code"] for e in AuditEvent.objects.filter(action="key.fetch_refused")]
-    assert sorted(codes) == ["no_grant", "replayed_request"]
+    assert codes == ["no_grant"]
+    assert RefusalTally.objects.get().codes == {"replayed_request": 1}
+
+
+def test_a_replay_of_a_suspended_clients_request_is_not_judged_again(
+    enrolled: Enrolled,
+) -> None:
+    clients.client_suspend(actor=None, client=enrolled.client)
+    body = enrolled.request()
+    assert refusal(body) == "client_suspended"
+    assert refusal(body) == "replayed_request"
+    codes = [e.details["code"] for e in AuditEvent.objects.filter(action="key.fetch_refused")]
+    assert codes == ["client_suspended"]
 
 
 def test_the_cached_certificate_never_hides_a_revocation(granted: Enrolled) -> None:
