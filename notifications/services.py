@@ -19,7 +19,10 @@ Who is told
 Idempotent and cron-safe: one digest per recipient per day (a unique row per recipient and
 day), each item once per recipient (a unique notice row), one run at a time across nodes
 (``kmsportal.locks``). A digest is recorded, audited and sent in one transaction: if the
-mail cannot be handed to the mail server, nothing is recorded and the next run retries.
+mail cannot be handed to the mail server, nothing is recorded and the next run retries. The
+webhook is last, the same way: if it cannot be reached or answers other than 2xx, nothing is
+recorded for it and :class:`WebhookFailed` says so (the command exits 1 with that line); the
+email digests sent before it stay sent and recorded.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from .models import Digest, Notice, Watcher, WatchScope
 __all__ = [
     "WEBHOOK_RECIPIENT",
     "NotifyResult",
+    "WebhookFailed",
     "notify_expiring",
     "watcher_add",
     "watcher_remove",
@@ -64,6 +68,13 @@ class NotificationError(KMSError):
 
     code = "notification_refused"
     status = 400
+
+
+class WebhookFailed(KMSError):
+    """The webhook could not be delivered; nothing was recorded for it (the next run retries)."""
+
+    code = "notification_webhook_failed"
+    status = 502
 
 
 @dataclass(frozen=True)
@@ -230,7 +241,7 @@ def _send_webhook(day: object, items: list[Item]) -> None:
     url = getattr(settings, "KMS_NOTIFY_WEBHOOK_URL", "")
     secret = getattr(settings, "KMS_NOTIFY_WEBHOOK_SECRET", "")
     if len(secret) < 16:
-        raise RuntimeError("KMS_NOTIFY_WEBHOOK_SECRET must be set (16 characters or more)")
+        raise WebhookFailed("KMS_NOTIFY_WEBHOOK_SECRET must be set (16 characters or more)")
     payload = {
         "day": str(day),
         "items": [
@@ -238,17 +249,21 @@ def _send_webhook(day: object, items: list[Item]) -> None:
         ],
     }
     body = json.dumps(payload, sort_keys=True).encode()
-    response = requests.post(
-        url,
-        data=body,
-        headers={
-            "Content-Type": "application/json",
-            "X-KMS-Signature": webhook_signature(body, secret),
-        },
-        timeout=15,
-    )
+    try:
+        response = requests.post(
+            url,
+            data=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-KMS-Signature": webhook_signature(body, secret),
+            },
+            timeout=15,
+        )
+    except requests.RequestException as exc:
+        # The URL is not repeated: webhook URLs often carry a token.
+        raise WebhookFailed(f"the webhook cannot be reached ({type(exc).__name__})") from None
     if not 200 <= response.status_code < 300:
-        raise RuntimeError(f"the webhook answered HTTP {response.status_code}")
+        raise WebhookFailed(f"the webhook answered HTTP {response.status_code}")
 
 
 def notify_expiring(*, now: datetime | None = None) -> NotifyResult:
@@ -285,17 +300,30 @@ def notify_expiring(*, now: datetime | None = None) -> NotifyResult:
     if getattr(settings, "KMS_NOTIFY_WEBHOOK_URL", ""):
         fresh = _new_items(WEBHOOK_RECIPIENT, everything)
         if fresh:
-            with transaction.atomic():
-                if _record(WEBHOOK_RECIPIENT, day, fresh):
-                    audit_event_record(
-                        action=NotificationAction.DIGEST_SENT,
-                        actor=None,
-                        target_type="notifications.Digest",
-                        target_label="webhook",
-                        details={"recipient": "webhook", "items": len(fresh), "day": str(day)},
-                    )
-                    _send_webhook(day, fresh)
-                    webhook_items = len(fresh)
+            # Recorded, audited and POSTed in one transaction: a webhook that fails records
+            # nothing for it (the email digests above are already sent and stay recorded).
+            try:
+                with transaction.atomic():
+                    if _record(WEBHOOK_RECIPIENT, day, fresh):
+                        audit_event_record(
+                            action=NotificationAction.DIGEST_SENT,
+                            actor=None,
+                            target_type="notifications.Digest",
+                            target_label="webhook",
+                            details={
+                                "recipient": "webhook",
+                                "items": len(fresh),
+                                "day": str(day),
+                            },
+                        )
+                        _send_webhook(day, fresh)
+                        webhook_items = len(fresh)
+            except WebhookFailed as exc:
+                raise WebhookFailed(
+                    f"{exc.message}: nothing was recorded for the webhook, so the next run "
+                    f"sends its {len(fresh)} item(s) again ({digests} email digest(s) with "
+                    f"{items} item(s) were sent)"
+                ) from None
     return NotifyResult(digests, items, skipped, webhook_items)
 
 

@@ -8,12 +8,17 @@ class PkiConfig(AppConfig):
 
     def ready(self) -> None:
         from django.conf import settings
+        from django.core.exceptions import ImproperlyConfigured
 
         from audit.registry import audit_actions_register
         from kmsportal.crypto.profiles import configure_tls_server_days
 
-        # The tls-server profile's longest validity (KMS_TLS_SERVER_MAX_DAYS, default 200).
-        configure_tls_server_days(settings.KMS_TLS_SERVER_MAX_DAYS)
+        # The tls-server profile's longest validity (KMS_TLS_SERVER_MAX_DAYS, default 200):
+        # a value out of range refuses start-up, naming the setting.
+        try:
+            configure_tls_server_days(settings.KMS_TLS_SERVER_MAX_DAYS)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"KMS_TLS_SERVER_MAX_DAYS: {exc}") from None
         from kmsportal.keyring.services import SealedKind, sealed_field_register
 
         from .events import PkiAction

@@ -502,3 +502,133 @@ def test_good_chain_passes_for_every_purpose(keys: dict, root: x509.Certificate)
 
 
 ValidateFn = Callable[..., ValidationReport]
+
+
+# --- CA usage rules, explicit policy and the depth bound ---------------------------------------
+
+
+def ca_with(
+    keys: dict, root: x509.Certificate, extensions: list[tuple[x509.ExtensionType, bool]]
+) -> x509.Certificate:
+    """An intermediate built by hand (``make`` always gives a CA keyCertSign)."""
+    public = keys["inter"].public_key()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name("Issuing"))
+        .issuer_name(root.subject)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(keys["root"].public_key()),
+            critical=False,
+        )
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(keys["root"], hashes.SHA256())
+
+
+CA_KEY_USAGE = x509.KeyUsage(True, False, False, False, False, True, True, False, False)
+
+
+@pytest.mark.parametrize("purpose", PURPOSES)
+def test_an_issuer_without_key_cert_sign_is_refused(
+    keys: dict, root: x509.Certificate, purpose: str
+) -> None:
+    no_cert_sign = x509.KeyUsage(True, False, False, False, False, False, True, False, False)
+    inter = ca_with(keys, root, [(no_cert_sign, True)])
+    leaf = make("leaf", keys["leaf"], issuer=inter, issuer_key=keys["inter"],
+                sans=[dns("leaf.example.com")])  # fmt: skip
+    report = run(leaf, [inter], [root], purpose, hostname="leaf.example.com")
+    assert not report.ok
+    assert failed(report) == ["key usage and EKU"]
+    assert (
+        "'CN=Issuing' may not sign certificates (no keyCertSign)"
+        in report.check("key usage and EKU").detail
+    )
+
+
+def test_an_eku_restricted_ca_may_not_issue_for_another_purpose(
+    keys: dict, root: x509.Certificate
+) -> None:
+    client_only = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
+    inter = ca_with(keys, root, [(CA_KEY_USAGE, True), (client_only, False)])
+    leaf = make("leaf", keys["leaf"], issuer=inter, issuer_key=keys["inter"],
+                sans=[dns("leaf.example.com")])  # fmt: skip
+    server = run(leaf, [inter], [root], "server", hostname="leaf.example.com")
+    assert not server.ok
+    assert failed(server) == ["key usage and EKU"]
+    assert (
+        "'CN=Issuing' is restricted to clientAuth and may not issue serverAuth certificates"
+        in server.check("key usage and EKU").detail
+    ), server.check("key usage and EKU").detail
+    # The purpose the CA is restricted to, and "any", pass.
+    assert run(leaf, [inter], [root], "client", hostname="leaf.example.com").ok
+    assert run(leaf, [inter], [root], "any").ok
+
+
+@pytest.mark.parametrize("purpose", PURPOSES)
+def test_a_path_that_requires_an_explicit_policy_is_refused(
+    keys: dict, root: x509.Certificate, purpose: str
+) -> None:
+    policy = x509.PolicyConstraints(require_explicit_policy=0, inhibit_policy_mapping=None)
+    inter = ca_with(keys, root, [(CA_KEY_USAGE, True), (policy, True)])
+    leaf = make("leaf", keys["leaf"], issuer=inter, issuer_key=keys["inter"],
+                sans=[dns("leaf.example.com")])  # fmt: skip
+    report = run(leaf, [inter], [root], purpose, hostname="leaf.example.com")
+    assert not report.ok
+    assert failed(report) == ["critical extensions"]
+    assert (
+        "'CN=Issuing' requires an explicit certificate policy; this validator does not process "
+        "certificate policies, so it cannot accept the path"
+    ) in report.check("critical extensions").detail
+
+
+def chain_of(
+    keys: dict, intermediates: int
+) -> tuple[x509.Certificate, list[x509.Certificate], x509.Certificate]:
+    """root -> ``intermediates`` CAs -> leaf, each CA with its own name."""
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    top = make("Deep Root", root_key, ca=True)
+    issuer, issuer_key = top, root_key
+    cas = []
+    for number in range(intermediates):
+        key = ec.generate_private_key(ec.SECP256R1())
+        issuer = make(f"Deep CA {number}", key, issuer=issuer, issuer_key=issuer_key, ca=True)
+        issuer_key = key
+        cas.append(issuer)
+    leaf = make("leaf", keys["leaf"], issuer=issuer, issuer_key=issuer_key)
+    return top, cas, leaf
+
+
+def test_a_path_of_ten_certificates_is_accepted_and_eleven_are_refused(keys: dict) -> None:
+    top, cas, leaf = chain_of(keys, 8)  # leaf + 8 + root = 10
+    report = run(leaf, cas, [top], "any")
+    assert report.ok, report.checks
+    assert len(report.path) == 10
+
+    top, cas, leaf = chain_of(keys, 9)  # leaf + 9 + root = 11
+    report = run(leaf, cas, [top], "any")
+    assert not report.ok
+    assert report.check("path").passed is False
+    assert report.check("path").detail == "no trust root was reached within 10 certificates"
+
+
+def test_candidates_valid_at_the_validation_time_are_tried_first(keys: dict) -> None:
+    """Validating as of 200 days ago: the copy of the intermediate valid then is tried
+    first, not the one valid today (the order follows ``now``, not the clock)."""
+    then = NOW - dt.timedelta(days=200)
+    top = make("Old Root", keys["root"], ca=True, not_before=NOW - dt.timedelta(days=500))
+    old = make("Issuing", keys["inter"], issuer=top, issuer_key=keys["root"], ca=True,
+               not_before=NOW - dt.timedelta(days=400), not_after=NOW - dt.timedelta(days=10))  # fmt: skip
+    current = make("Issuing", keys["inter"], issuer=top, issuer_key=keys["root"], ca=True)
+    leaf = make("leaf", keys["leaf"], issuer=old, issuer_key=keys["inter"],
+                not_before=NOW - dt.timedelta(days=300), not_after=NOW - dt.timedelta(days=100))  # fmt: skip
+    report = run(leaf, [current, old], [top], "any", now=then)
+    assert report.ok, report.checks
+    assert report.path == [leaf, old, top]
+    assert report.paths_tried == []

@@ -17,7 +17,14 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509 import verification
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from kmsportal.crypto.profiles import KEY_USAGE_FLAGS, SAN_TYPES, ProfileError, get_profile
+from kmsportal.crypto.profiles import (
+    KEY_USAGE_FLAGS,
+    SAN_TYPES,
+    TLS_SERVER_DEFAULT_DAYS,
+    ProfileError,
+    configure_tls_server_days,
+    get_profile,
+)
 from kmsportal.crypto.signer import LoadedKeySigner
 from kmsportal.crypto.x509 import (
     CLOCK_SKEW,
@@ -974,3 +981,34 @@ def test_load_certificates_bundle(
 def test_extended_key_usage_oids_in_profiles() -> None:
     assert PROFILES["ocsp-responder"].extended_key_usage == (ExtendedKeyUsageOID.OCSP_SIGNING,)
     assert PROFILES["code-signing"].allowed_san_types == frozenset()
+
+
+@pytest.fixture
+def restore_tls_server_days() -> object:
+    yield
+    configure_tls_server_days(TLS_SERVER_DEFAULT_DAYS)
+
+
+def test_the_tls_server_maximum_is_configurable_from_1_to_398_days(
+    issue: Issue, restore_tls_server_days: object
+) -> None:
+    assert TLS_SERVER_DEFAULT_DAYS == 200
+    configure_tls_server_days(90)
+    assert PROFILES["tls-server"].max_validity_days == 90
+    with pytest.raises(
+        IssuanceError, match="tls-server profile allows at most 90 days; 91 days were requested"
+    ):
+        issue("tls-server", "CN=x", [parse_san("dns:x.example.org")], days=91)
+    cert = issue("tls-server", "CN=x", [parse_san("dns:x.example.org")], days=90)
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == dt.timedelta(
+        days=90
+    ) - dt.timedelta(seconds=1)
+    for edge in (1, 398):
+        configure_tls_server_days(edge)
+        assert PROFILES["tls-server"].max_validity_days == edge
+    for wrong in (0, 399, -5, True, "90", 90.0):
+        with pytest.raises(
+            ValueError, match=r"the tls-server maximum validity must be 1 to 398 days, not "
+        ):
+            configure_tls_server_days(wrong)  # type: ignore[arg-type]
+        assert PROFILES["tls-server"].max_validity_days == 398  # unchanged by a refusal

@@ -1,6 +1,7 @@
 """`python -m kmsclient verify-cert` checks revocation by default, against a live portal: the
-CRL distribution point (complete + delta CRL), the OCSP responder with --ocsp, CRL files with
---crl, and --offline which says clearly that revocation was not checked (exit 3)."""
+CRL distribution point (complete + delta CRL) and, when no CRL is there, the OCSP responder;
+the OCSP responder alone with --ocsp, CRL files with --crl, and --offline which says clearly
+that revocation was not checked (exit 3)."""
 
 from __future__ import annotations
 
@@ -104,3 +105,27 @@ def test_a_crl_file_that_is_not_a_crl_is_an_input_error(live_pki) -> None:
     done = verify(*args(live_pki, "--crl", str(d / "root.pem")))
     assert done.returncode == 2
     assert "CRL file" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_default_falls_back_to_ocsp_when_the_crl_is_not_there(
+    live_pki: dict[str, object], settings
+) -> None:
+    """By default the CDP's CRL is tried first; when it answers 404, the AIA OCSP responder
+    gives the answer (good, then revoked), and the exit status follows it."""
+    settings.ROOT_URLCONF = "tests.kmsclient.urls_without_crls"
+    base = live_pki["url"]
+    assert requests.get(f"{base}/pki/crl/issuing.crl", timeout=30).status_code == 404
+
+    good = verify(*args(live_pki))
+    assert good.returncode == 0, good.stdout + good.stderr
+    line = next(x for x in good.stdout.splitlines() if x.startswith("PASS revocation:"))
+    assert f"OCSP {base}/pki/ocsp/issuing" in line, line
+    assert good.stdout.splitlines()[-1] == "OK: CN=www is valid for purpose any and not revoked"
+
+    certificate_revoke(actor=None, certificate=live_pki["leaf"], reason="keyCompromise")
+    revoked = verify(*args(live_pki))
+    assert revoked.returncode == 1, revoked.stdout + revoked.stderr
+    line = next(x for x in revoked.stdout.splitlines() if x.startswith("FAIL revocation:"))
+    assert "'CN=www' was revoked" in line and "keyCompromise" in line, line
+    assert f"OCSP {base}/pki/ocsp/issuing" in line, line
+    assert revoked.stderr.startswith("FAILED: CN=www (revocation)")

@@ -14,13 +14,14 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core import mail
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from accounts.roles import Role
 from audit.models import AuditEvent
-from notifications.models import Digest, Watcher
+from notifications.models import Digest, Notice, Watcher
 from notifications.services import notify_expiring, watcher_add, webhook_signature
 from pki import services as pki_services
 from pki.models import Certificate
@@ -190,3 +191,82 @@ def test_watchers_page(signed_in, people, issuing) -> None:
     removed = operator.post(f"/notifications/watchers/{watcher.pk}/delete/", {"confirm": "yes"})
     assert removed.status_code == 302 and not Watcher.objects.exists()
     assert AuditEvent.objects.filter(action="notification.watcher_removed").exists()
+
+
+def test_inactive_users_are_not_told(issuing, ec_key, people, make_user) -> None:
+    from vault import services as vault_services
+    from vault.models import SymmetricKey
+
+    make_user("gone-operator", Role.CA_OPERATOR, email="gone-op@example.org")
+    make_user("gone-custodian", Role.KEY_CUSTODIAN, email="gone-kc@example.org")
+    User = get_user_model()
+    User.objects.filter(username__startswith="gone-").update(is_active=False)
+    soon = issue(issuing, ec_key, "soon.example.org", days=90)
+    age(soon, 80)
+    key = vault_services.symmetric_key_create(actor=None, name="ledger", rotation_period_days=30)
+    SymmetricKey.objects.filter(pk=key.pk).update(
+        next_rotation_at=timezone.now() - timedelta(hours=1)
+    )
+    result = notify_expiring()
+    assert {m.to[0] for m in mail.outbox} == {"olga@example.org", "kim@example.org"}
+    assert result.digests == 2
+    assert not Digest.objects.filter(recipient__startswith="gone-").exists()
+
+
+class FailingReceiver(http.server.BaseHTTPRequestHandler):
+    status = 500
+    received: list[bytes] = []
+
+    def do_POST(self) -> None:
+        FailingReceiver.received.append(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(FailingReceiver.status)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_failing_webhook_records_nothing_for_it_and_says_so(
+    issuing, ec_key, people, settings
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FailingReceiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    FailingReceiver.status, FailingReceiver.received = 500, []
+    settings.KMS_NOTIFY_WEBHOOK_URL = f"http://127.0.0.1:{server.server_port}/hook"
+    settings.KMS_NOTIFY_WEBHOOK_SECRET = "a-webhook-secret-of-some-length"
+    try:
+        soon = issue(issuing, ec_key, "hook.example.org", days=90)
+        age(soon, 80)
+        with pytest.raises(CommandError) as failed:
+            run()
+        assert str(failed.value) == (
+            "the webhook answered HTTP 500: nothing was recorded for the webhook, so the next "
+            "run sends its 1 item(s) again (1 email digest(s) with 1 item(s) were sent)"
+        )
+        assert len(FailingReceiver.received) == 1
+        # The email digest went out and is recorded; the webhook's is not, nor audited.
+        assert [m.to[0] for m in mail.outbox] == ["olga@example.org"]
+        assert list(Digest.objects.values_list("recipient", flat=True)) == ["olga@example.org"]
+        assert not Notice.objects.filter(recipient="webhook").exists()
+        assert AuditEvent.objects.filter(action="notification.digest_sent").count() == 1
+
+        # The webhook back: the next run delivers the item, and emails nobody twice.
+        FailingReceiver.status = 204
+        assert "1 item(s) to the webhook" in run()
+        assert len(FailingReceiver.received) == 2
+        assert len(mail.outbox) == 1
+        assert Digest.objects.filter(recipient="webhook").count() == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    # Unreachable (the receiver is gone): one clear line, the URL not repeated.
+    soon2 = issue(issuing, ec_key, "hook2.example.org", days=90)
+    age(soon2, 80)
+    Digest.objects.filter(recipient="webhook").delete()
+    with pytest.raises(CommandError) as unreachable:
+        run()
+    assert str(unreachable.value).startswith(
+        "the webhook cannot be reached (ConnectionError): nothing was recorded for the webhook"
+    )
+    assert "127.0.0.1" not in str(unreachable.value)

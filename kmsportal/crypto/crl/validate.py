@@ -93,20 +93,22 @@ def _issuer_problems(
             "the CA certificate's key usage lacks cRLSign, so its key may not sign CRLs "
             "(RFC 5280 §6.3.3 (f))"
         )
+    # A weak hash is refused on its own: cryptography does not verify MD5 or SHA-1
+    # signatures at all, and "does not verify" would wrongly suggest a wrong key or tampering.
+    try:
+        algorithm = crl.signature_hash_algorithm
+    except Exception:
+        problems.append("the CRL's signature algorithm is not supported")
+        return
+    if algorithm is not None and algorithm.name in _WEAK_HASHES:
+        problems.append(f"the CRL is signed with {algorithm.name}; SHA-256 or stronger is needed")
+        return
     try:
         valid = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
     except Exception:
         valid = False
     if not valid:
         problems.append("the CRL's signature does not verify with the CA's key")
-    try:
-        algorithm = crl.signature_hash_algorithm
-        if algorithm is not None and algorithm.name in _WEAK_HASHES:
-            problems.append(
-                f"the CRL is signed with {algorithm.name}; SHA-256 or stronger is needed"
-            )
-    except Exception:
-        problems.append("the CRL's signature algorithm is not supported")
 
 
 def _scope_problems(

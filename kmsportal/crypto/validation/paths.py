@@ -136,8 +136,11 @@ class PathBuilder:
         leaf: ParsedCertificate,
         intermediates: Sequence[ParsedCertificate],
         roots: Sequence[ParsedCertificate],
+        now: dt.datetime,
     ):
         self.leaf = leaf
+        #: The validation time: candidates valid then are tried first.
+        self.now = now
         self.root_fingerprints = {r.fingerprint for r in roots}
         pool: dict[bytes, ParsedCertificate] = {}
         for cert in [*roots, *intermediates]:
@@ -183,7 +186,7 @@ class PathBuilder:
             return (
                 0 if verifies else 1,
                 0 if key_id_matches else 1,
-                0 if _currently_valid(candidate) else 1,
+                0 if _valid_at(candidate, self.now) else 1,
                 0 if candidate.fingerprint in self.root_fingerprints else 1,
             )
 
@@ -240,8 +243,7 @@ def _key_bytes(cert: ParsedCertificate) -> bytes:
     return der
 
 
-def _currently_valid(cert: ParsedCertificate) -> bool:
-    now = dt.datetime.now(dt.UTC)
+def _valid_at(cert: ParsedCertificate, now: dt.datetime) -> bool:
     start, end = cert.time("not_valid_before_utc"), cert.time("not_valid_after_utc")
     return start is not None and end is not None and start <= now <= end
 

@@ -192,7 +192,7 @@ def _validate(
     leaf_cert = ParsedCertificate(leaf)
     roots = [ParsedCertificate(c) for c in trust_roots]
     pool = [ParsedCertificate(c) for c in intermediates]
-    builder = PathBuilder(leaf_cert, pool, roots)
+    builder = PathBuilder(leaf_cert, pool, roots, now)
     path, path_checks, tried = _choose_path(leaf_cert, builder, purpose, now)
 
     decoding = Check("decoding", True, "the certificate was read")
