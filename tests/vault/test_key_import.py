@@ -245,3 +245,31 @@ def test_the_portal_pages_import_a_key(make_user, signed_in) -> None:
     detail = custodian.get("/keys/partner-key/").content.decode()
     assert key_check_value(material) in detail and "external" in detail
     assert token not in detail
+
+
+def test_an_import_token_is_valid_for_exactly_24_hours(key) -> None:
+    """Issued 24 hours + 1 s ago: refused, nothing imported; issued a moment less than
+    24 hours ago: accepted. Time moves in the token's stored dates, as the clock would."""
+    key("orders-db")
+
+    def token_issued(ago: timedelta) -> tuple[str, bytes]:
+        parameters = key_import_parameters_create(actor=None, key_name="orders-db")
+        record = parameters.record
+        assert record.expires_at - record.created_at == timedelta(hours=24)
+        issued = timezone.now() - ago
+        KeyImportToken.objects.filter(pk=record.pk).update(
+            created_at=issued, expires_at=issued + (record.expires_at - record.created_at)
+        )
+        public = serialization.load_pem_public_key(parameters.public_key_pem.encode())
+        return parameters.token, wrap_for_import(public, b"m" * 32)
+
+    token, blob = token_issued(timedelta(hours=24, seconds=1))
+    with pytest.raises(KeyImportError, match="this import token expired at"):
+        key_import(actor=None, key_name="orders-db", wrapped=blob, import_token=token)
+    assert not KeyVersion.objects.filter(origin=KeyOrigin.EXTERNAL).exists()
+
+    # A few seconds' margin for the time the import itself takes on a busy machine.
+    token, blob = token_issued(timedelta(hours=24) - timedelta(seconds=5))
+    version = key_import(actor=None, key_name="orders-db", wrapped=blob, import_token=token)
+    assert version.origin == KeyOrigin.EXTERNAL
+    assert material_of(version) == b"m" * 32
