@@ -207,7 +207,10 @@ def user_create(
     # As authentication reads it (NFKC), so that no two accounts differ only by spelling.
     username = User.normalize_username(username.strip())
     if User.objects.filter(username__iexact=username).exists():
-        raise AccountPolicyError(f"a user named {username!r} already exists")
+        raise AccountPolicyError(
+            f"a user named {username!r} already exists; to give them a new invitation link, "
+            "use “Reset password (new invitation link)” on their page (Users)"
+        )
     user = User(username=username, email=email)
     user.set_unusable_password()
     user.full_clean(exclude=["password"])

@@ -23,5 +23,6 @@ urlpatterns = [
         views.UserPasswordResetView.as_view(),
         name="user_password_reset",
     ),
+    path("users/<int:pk>/invitation/", views.UserInvitationView.as_view(), name="user_invitation"),
     path("users/<int:pk>/mfa/reset/", mfa_views.UserMfaResetView.as_view(), name="user_mfa_reset"),
 ]

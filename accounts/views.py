@@ -22,6 +22,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.generic import ListView
 
 from kmsportal.mixins import AuthenticatedRequest, PortalPermissionMixin
+from kmsportal.one_time import one_time_secret_keep, one_time_secret_take
 from kmsportal.views_errors import KMSError, refusal_flash, refusal_on_form
 
 from . import invitations, mfa, selectors, services, throttle
@@ -125,23 +126,51 @@ class UserListView(PortalPermissionMixin, ListView):  # type: ignore[type-arg]  
         return context
 
 
-def _render_invitation_once(
-    request: HttpRequest, *, subject: User, token: str, action: str, role_request: object = None
+def _invitation_purpose(subject: User) -> str:
+    return f"auth.User:{subject.pk}:invitation-link"
+
+
+def _invitation_page(
+    request: HttpRequest, *, subject: User, token: str, action: str
 ) -> HttpResponse:
-    """Show an invitation link in this one response; only its hash is stored."""
-    response = render(
-        request,
-        "accounts/invitation_once.html",
-        {
-            "subject": subject,
-            "link": invitations.invitation_url(token),
-            "action": action,
-            "role_request": role_request,
-            "expires_hours": settings.KMS_INVITATION_SECONDS // 3600,
-        },
-    )
-    response["Cache-Control"] = "no-store"
-    return response
+    """Post/Redirect/Get to the page that shows the invitation link once: the token waits in
+    the session (sealed, kmsportal.one_time) for that one GET, so a reload neither posts the
+    form again nor shows the link a second time; only the token's hash is stored."""
+    one_time_secret_keep(request, purpose=_invitation_purpose(subject), secret=token)
+    url = reverse("accounts:user_invitation", args=[subject.pk])
+    return HttpResponseRedirect(f"{url}?{urlencode({'action': action})}")
+
+
+@method_decorator(never_cache, name="dispatch")
+class UserInvitationView(PortalPermissionMixin, View):
+    """The invitation link just made for a new user or a password reset, shown once;
+    afterwards (a reload, a bookmark) how to get a new link."""
+
+    # Both creating a user and resetting a password lead here; a new link needs the latter.
+    permission_required = "auth.change_user"
+
+    def get(self, request: AuthenticatedRequest, pk: int) -> HttpResponse:
+        subject = get_object_or_404(User, pk=pk)
+        token = one_time_secret_take(request, purpose=_invitation_purpose(subject))
+        action = "created" if request.GET.get("action") == "created" else "reset"
+        response = render(
+            request,
+            "accounts/invitation_once.html",
+            {
+                "subject": subject,
+                "link": invitations.invitation_url(token) if token else None,
+                "action": action,
+                "role_request": RoleGrantRequest.objects.filter(
+                    user=subject, status="pending"
+                ).first()
+                if token and action == "created"
+                else None,
+                "expires_hours": settings.KMS_INVITATION_SECONDS // 3600,
+            },
+            status=200 if token else 410,
+        )
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 @method_decorator(never_cache, name="dispatch")
@@ -168,12 +197,11 @@ class UserCreateView(PortalPermissionMixin, View):
             except ValidationError as exc:
                 form.add_error(None, exc)
             else:
-                return _render_invitation_once(
+                return _invitation_page(
                     request,
                     subject=created.user,
                     token=created.invitation_token,
                     action="created",
-                    role_request=created.role_request,
                 )
         return render(request, self.template_name, {"form": form}, status=400)
 
@@ -286,7 +314,7 @@ class UserPasswordResetView(UserActionView):
             token = services.user_password_reset(actor=request.user, user=subject)
         except KMSError as exc:
             return self.refused(subject, exc)
-        return _render_invitation_once(request, subject=subject, token=token, action="reset")
+        return _invitation_page(request, subject=subject, token=token, action="reset")
 
 
 @method_decorator(sensitive_post_parameters("new_password1", "new_password2"), name="dispatch")

@@ -7,9 +7,10 @@
 * ``key_backend_name``: autouse, "software" unless a module or test parametrises it with
   :data:`BOTH_BACKENDS`; "pkcs11" switches the settings to the token for that test.
 
-What runs on both backends is chosen per module (the ones that seal, sign, issue, publish
-CRLs, answer OCSP, rotate and destroy), not the whole suite: everything else never touches a
-key backend beyond what those modules cover.
+Every PKI and vault module that seals, signs, issues, publishes CRLs, answers OCSP, rotates,
+compromises, enrolls or destroys runs on both backends (``pytestmark = BOTH_BACKENDS``); a
+test about the software backend alone says so with :data:`SOFTWARE_ONLY`. Modules that never
+touch a key backend beyond what those cover run on software only.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ TOKEN_LABEL = "kmsportal-test"
 
 #: ``pytestmark = BOTH_BACKENDS`` (or the decorator on one test): runs on software and pkcs11.
 BOTH_BACKENDS = pytest.mark.parametrize("key_backend_name", ["software", "pkcs11"], indirect=True)
+#: On one test that is about the software backend alone (say why next to it), in a module
+#: whose other tests run on both.
+SOFTWARE_ONLY = pytest.mark.parametrize("key_backend_name", ["software"], indirect=True)
 
 
 @dataclass(frozen=True)

@@ -89,11 +89,15 @@ TABLE: dict[str, Route] = {
     "/users/<int:pk>/reactivate/": Route(
         "/users/{target}/reactivate/", PORTAL,           (302, 405, 403, 403, 403),
                                                          (302, 302, 403, 403, 403)),
-    # POST replaces the password with a new invitation link (the page showing it once):
-    # the target's password stops working; nothing the matrix compares changes
+    # POST replaces the password with a new invitation link and redirects to the page showing
+    # it once: the target's password stops working; nothing the matrix compares changes
     "/users/<int:pk>/password/": Route(
         "/users/{target}/password/", PORTAL,             (302, 200, 403, 403, 403),
-                                                         (302, 200, 403, 403, 403)),
+                                                         (302, 302, 403, 403, 403)),
+    # the one-time invitation link page of a user with no link waiting (the reset above made
+    # one for the target): 410 and how to get a new one
+    "/users/<int:pk>/invitation/": Route(
+        "/users/{inactive}/invitation/", PORTAL,         (302, 410, 403, 403, 403)),
     # an invitation link needs no sign-in; an unknown token is 404 for everyone
     "/accounts/invitation/": Route(
         "/accounts/invitation/", SIGN_IN,                (404, 404, 404, 404, 404),

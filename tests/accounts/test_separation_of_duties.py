@@ -65,7 +65,9 @@ def test_an_administrator_made_account_cannot_approve_until_its_holder_set_it_up
 
     # The administrator creates a custodian through the page: a link, no password.
     page = sign_in(admin)
-    created = page.post("/users/new/", {"username": "sock-puppet", "roles": ["key_custodian"]})
+    created = page.post(
+        "/users/new/", {"username": "sock-puppet", "roles": ["key_custodian"]}, follow=True
+    )
     path = invitation_of(created)
     puppet = User.objects.get(username="sock-puppet")
     assert user_roles(puppet) == [Role.KEY_CUSTODIAN]  # one administrator: applies at once
@@ -126,7 +128,9 @@ def test_with_two_administrators_a_role_grant_waits_for_the_second(make_user) ->
     page = sign_in(first)
     # One administrator (the bootstrap phase): a second administrator is made at once.
     made = page.post(
-        "/users/new/", {"username": "bob", "roles": ["administrator"], "reason": "second admin"}
+        "/users/new/",
+        {"username": "bob", "roles": ["administrator"], "reason": "second admin"},
+        follow=True,
     )
     bob = User.objects.get(username="bob")
     assert user_roles(bob) == [Role.ADMINISTRATOR]
@@ -145,6 +149,7 @@ def test_with_two_administrators_a_role_grant_waits_for_the_second(make_user) ->
     made = page.post(
         "/users/new/",
         {"username": "carol", "roles": ["key_custodian"], "reason": "new custodian for payroll"},
+        follow=True,
     )
     assert b"wait for a second administrator" in made.content
     carol = User.objects.get(username="carol")

@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from accounts.models import Invitation
 from accounts.roles import Role, user_roles
 from tests.factories import TEST_PASSWORD
 
@@ -84,6 +85,7 @@ def test_create_user_hands_over_an_invitation_link_never_a_password(
             "password1": "admin knows this 123",
             "password2": "admin knows this 123",
         },
+        follow=True,
     )
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
@@ -115,7 +117,9 @@ def test_an_expired_invitation_does_not_work(signed_in, admin_user: User, settin
 
     from accounts.models import Invitation
 
-    response = signed_in(admin_user).post("/users/new/", {"username": "late", "roles": ["auditor"]})
+    response = signed_in(admin_user).post(
+        "/users/new/", {"username": "late", "roles": ["auditor"]}, follow=True
+    )
     path = invitation_path(response)
     Invitation.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
     chosen = "too late for this one"
@@ -235,7 +239,7 @@ def test_password_reset_ends_sessions_and_hands_over_a_new_invitation(
     target_client = signed_in(target)
     admin = signed_in(admin_user)
     assert b"invitation link" in admin.get(f"/users/{target.pk}/password/").content
-    response = admin.post(f"/users/{target.pk}/password/")
+    response = admin.post(f"/users/{target.pk}/password/", follow=True)
     assert response.status_code == 200
     path = invitation_path(response)
     assert target_client.get("/").status_code == 302  # the old session ended
@@ -245,6 +249,82 @@ def test_password_reset_ends_sessions_and_hands_over_a_new_invitation(
         Client().post(path, {"new_password1": chosen, "new_password2": chosen}).status_code == 302
     )
     assert Client().login(username="ken", password=chosen)
+
+
+def gone_page_says_how_to_get_a_new_link(response, subject: User) -> None:
+    assert response.status_code == 410
+    assert b'id="invitation-link"' not in response.content
+    assert b"was shown once" in response.content
+    assert b"Reset password (new invitation link)" in response.content
+    assert f'href="/users/{subject.pk}/password/"'.encode() in response.content
+
+
+def test_reloading_the_new_users_link_page_explains_instead_of_creating_again(
+    signed_in, admin_user: User
+) -> None:
+    admin = signed_in(admin_user)
+    created = admin.post("/users/new/", {"username": "nora", "roles": ["auditor"]})
+    # Post/Redirect/Get: the POST answers with a redirect, never with the link itself.
+    assert created.status_code == 302 and b"invitation" not in created.content
+    shown = admin.get(created["Location"])
+    path = invitation_path(shown)
+    nora = User.objects.get(username="nora")
+    assert b"User nora created" in shown.content
+    # Shown, the secret is gone from the session (only the token's hash stays, in its table).
+    assert "one_time_secrets" not in admin.session
+    token = path.rsplit("token=", 1)[-1]
+    assert token.encode() not in repr(dict(admin.session)).encode()
+    # A reload: the link is not shown again, the page says how to get a new one, and
+    # nothing is created or reset a second time.
+    reloaded = admin.get(created["Location"])
+    gone_page_says_how_to_get_a_new_link(reloaded, nora)
+    assert token.encode() not in reloaded.content
+    assert User.objects.filter(username__iexact="nora").count() == 1
+    assert Invitation.objects.filter(user=nora).count() == 1
+    # The link still works (the reload voided nothing).
+    chosen = "nora's own long passphrase"
+    assert (
+        Client().post(path, {"new_password1": chosen, "new_password2": chosen}).status_code == 302
+    )
+    # Posting the form again (back button, resubmit) is refused with the way forward too.
+    again = admin.post("/users/new/", {"username": "nora", "roles": ["auditor"]})
+    assert again.status_code == 400
+    assert b"already exists" in again.content
+    assert b"Reset password (new invitation link)" in again.content
+
+
+def test_reloading_the_reset_link_page_does_not_reset_again(
+    signed_in, admin_user: User, make_user
+) -> None:
+    target = make_user("otto", Role.AUDITOR)
+    admin = signed_in(admin_user)
+    reset = admin.post(f"/users/{target.pk}/password/")
+    assert reset.status_code == 302
+    assert reset["Location"].startswith(f"/users/{target.pk}/invitation/")
+    shown = admin.get(reset["Location"])
+    path = invitation_path(shown)
+    assert b"Password of otto reset" in shown.content
+    assert "one_time_secrets" not in admin.session
+    invitations = list(Invitation.objects.filter(user=target).values_list("pk", "voided_at"))
+    reloaded = admin.get(reset["Location"])
+    gone_page_says_how_to_get_a_new_link(reloaded, target)
+    # No second reset: the same one invitation, still valid, and its link still works.
+    assert list(Invitation.objects.filter(user=target).values_list("pk", "voided_at")) == (
+        invitations
+    )
+    chosen = "otto's own long passphrase"
+    assert (
+        Client().post(path, {"new_password1": chosen, "new_password2": chosen}).status_code == 302
+    )
+
+
+def test_another_administrator_cannot_pick_up_a_waiting_link(
+    signed_in, admin_user: User, make_user
+) -> None:
+    target = make_user("pia", Role.AUDITOR)
+    reset = signed_in(admin_user).post(f"/users/{target.pk}/password/")
+    other = signed_in(make_user("other-admin", Role.ADMINISTRATOR))
+    gone_page_says_how_to_get_a_new_link(other.get(reset["Location"]), target)
 
 
 def test_unknown_user_is_404(signed_in, admin_user: User) -> None:

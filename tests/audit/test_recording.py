@@ -307,7 +307,9 @@ def test_known_secret_never_reaches_the_audit_table(client: Client, signed_in, m
     client.post("/accounts/login/", {"username": "sam", "password": secret})
     client.post("/accounts/login/", {"username": secret, "password": secret})
     admin_client = signed_in(admin)
-    created = admin_client.post("/users/new/", {"username": "tina", "roles": ["auditor"]})
+    created = admin_client.post(
+        "/users/new/", {"username": "tina", "roles": ["auditor"]}, follow=True
+    )
     link = re.search(rb'id="invitation-link">http://testserver([^<]+)<', created.content)
     invitation = link.group(1).decode()
     # Tina sets her own password at the invitation link (its token is no secret of ours to
@@ -315,7 +317,7 @@ def test_known_secret_never_reaches_the_audit_table(client: Client, signed_in, m
     Client().post(invitation, {"new_password1": secret, "new_password2": secret})
     tina = User.objects.get(username="tina")
     assert Client().login(username="tina", password=secret)
-    reset = admin_client.post(f"/users/{tina.pk}/password/")
+    reset = admin_client.post(f"/users/{tina.pk}/password/", follow=True)
     again = re.search(rb'id="invitation-link">http://testserver([^<]+)<', reset.content)
     Client().post(
         again.group(1).decode(), {"new_password1": secret + "2", "new_password2": secret + "2"}

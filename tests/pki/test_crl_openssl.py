@@ -15,10 +15,11 @@ from django.utils import timezone
 from pki import services
 from pki.crl import crl_publish_locked
 from pki.models import Certificate, CertificateAuthority, CRLTrigger
+from tests.key_backends import BOTH_BACKENDS
 
 from .conftest import csr_pem
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, BOTH_BACKENDS]
 
 
 def issue(ca: CertificateAuthority, key: object, name: str) -> Certificate:

@@ -16,10 +16,11 @@ from django.test import Client
 from kmsportal.crypto.crl import crl_summary, load_crl, validate_crl
 from pki import services
 from pki.models import Certificate, CertificateAuthority
+from tests.key_backends import BOTH_BACKENDS
 
 from .conftest import csr_pem
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, BOTH_BACKENDS]
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 

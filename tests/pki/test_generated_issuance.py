@@ -12,7 +12,10 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from pki.generated_delivery import generated_key_deliveries_expire
 from pki.models import Certificate, GeneratedKeyDelivery
+from tests.key_backends import BOTH_BACKENDS
 from tests.pki.test_pages import PASSWORD, carried, generated_request, text
+
+pytestmark = BOTH_BACKENDS
 
 
 def confirm_data(client: Client) -> dict[str, str]:

@@ -26,10 +26,11 @@ from pki.models import (
     RevocationList,
 )
 from pki.revocation import REVOCATION_REASONS
+from tests.key_backends import BOTH_BACKENDS
 
 from .conftest import csr_pem, pki_state
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, BOTH_BACKENDS]
 
 
 def issue(ca: CertificateAuthority, key: object, name: str = "www.example.org") -> Certificate:

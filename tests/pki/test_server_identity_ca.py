@@ -12,9 +12,10 @@ from pki import services
 from pki.errors import PkiError
 from pki.models import CertificateAuthority
 from pki.ocsp import certificate_status_staple, ocsp_responder_ensure
+from tests.key_backends import BOTH_BACKENDS
 from tests.pki.conftest import csr_pem, pki_state
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, BOTH_BACKENDS]
 
 
 @pytest.fixture

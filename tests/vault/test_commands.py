@@ -11,13 +11,14 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from tests.key_backends import BOTH_BACKENDS
 from vault import services
 from vault.lifecycle import KeyState, VersionState
 from vault.models import KeyVersion, SymmetricKey
 
 from .conftest import make_due, schedule_destruction
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, BOTH_BACKENDS]
 
 
 def run(*args: str) -> str:

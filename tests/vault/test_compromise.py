@@ -8,13 +8,14 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from tests.key_backends import BOTH_BACKENDS
 from vault import services
 from vault.lifecycle import TRANSITIONS, InvalidTransition, KeyAction, KeyState, VersionState
 from vault.models import KeyVersion
 
 from .conftest import snapshot
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, BOTH_BACKENDS]
 
 
 def last_event() -> AuditEvent:

@@ -18,10 +18,11 @@ from kmsportal.crypto.x509 import build_csr, generate_private_key, parse_subject
 from pki.crl import crl_download_der, crl_download_get
 from pki.models import Certificate, CertificateStatus
 from pki.ocsp import ocsp_respond
+from tests.key_backends import BOTH_BACKENDS
 from vault import clients, server_identity
 from vault.models import Client
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, BOTH_BACKENDS]
 
 
 @pytest.fixture(autouse=True)

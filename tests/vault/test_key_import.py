@@ -1,6 +1,7 @@
-"""Bring your own key: the OpenSSL commands of docs/key-custody.md, run exactly as written,
-wrap material that `key_import` takes in with the fingerprint of the material itself; the
-one-time wrapping key is gone afterwards; a blob for another token is refused."""
+"""Bring your own key: the OpenSSL commands of the README (the same as docs/key-custody.md's),
+run exactly as written, wrap material that `key_import` takes in with the fingerprint of the
+material itself; the one-time wrapping key is gone afterwards; a blob for another token is
+refused."""
 
 from __future__ import annotations
 
@@ -26,15 +27,32 @@ from vault.models import KeyImportToken, KeyOrigin, KeyVersion, SymmetricKey
 
 pytestmark = [pytest.mark.django_db, BOTH_BACKENDS]
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "key-custody.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+DOC = ROOT / "docs" / "key-custody.md"
+
+
+def openssl_block(path: Path) -> str:
+    """The shell block that follows the `byok-openssl` marker in ``path``, as written (the
+    docs page indents it inside a list item; that indentation is not part of it)."""
+    block = re.search(
+        r"^( *)<!-- byok-openssl -->\n\1```sh\n(.*?)^\1```", path.read_text(), re.S | re.M
+    )
+    assert block, f"{path.name} lost its OpenSSL commands"
+    indent = block.group(1)
+    lines = block.group(2).splitlines(keepends=True)
+    assert all(line.startswith(indent) for line in lines), f"{path.name}: a line left the block"
+    return "".join(line.removeprefix(indent) for line in lines)
 
 
 def documented_openssl_commands() -> str:
-    """The shell block that follows the `byok-openssl` marker in docs/key-custody.md."""
-    text = DOC.read_text()
-    block = re.search(r"<!-- byok-openssl -->\s*```sh\n(.*?)```", text, re.S)
-    assert block, "docs/key-custody.md lost its OpenSSL commands"
-    return "\n".join(line.strip() for line in block.group(1).splitlines())
+    """The README's OpenSSL commands, which the tests run exactly as written; the Key
+    custody page shows the very same lines."""
+    commands = openssl_block(README)
+    assert openssl_block(DOC).encode() == commands.encode(), (
+        "README.md and docs/key-custody.md show different OpenSSL commands"
+    )
+    return commands
 
 
 def run_documented_openssl_commands(directory: Path) -> None:
@@ -245,3 +263,31 @@ def test_the_portal_pages_import_a_key(make_user, signed_in) -> None:
     detail = custodian.get("/keys/partner-key/").content.decode()
     assert key_check_value(material) in detail and "external" in detail
     assert token not in detail
+
+
+def test_an_import_token_is_valid_for_exactly_24_hours(key) -> None:
+    """Issued 24 hours + 1 s ago: refused, nothing imported; issued a moment less than
+    24 hours ago: accepted. Time moves in the token's stored dates, as the clock would."""
+    key("orders-db")
+
+    def token_issued(ago: timedelta) -> tuple[str, bytes]:
+        parameters = key_import_parameters_create(actor=None, key_name="orders-db")
+        record = parameters.record
+        assert record.expires_at - record.created_at == timedelta(hours=24)
+        issued = timezone.now() - ago
+        KeyImportToken.objects.filter(pk=record.pk).update(
+            created_at=issued, expires_at=issued + (record.expires_at - record.created_at)
+        )
+        public = serialization.load_pem_public_key(parameters.public_key_pem.encode())
+        return parameters.token, wrap_for_import(public, b"m" * 32)
+
+    token, blob = token_issued(timedelta(hours=24, seconds=1))
+    with pytest.raises(KeyImportError, match="this import token expired at"):
+        key_import(actor=None, key_name="orders-db", wrapped=blob, import_token=token)
+    assert not KeyVersion.objects.filter(origin=KeyOrigin.EXTERNAL).exists()
+
+    # A few seconds' margin for the time the import itself takes on a busy machine.
+    token, blob = token_issued(timedelta(hours=24) - timedelta(seconds=5))
+    version = key_import(actor=None, key_name="orders-db", wrapped=blob, import_token=token)
+    assert version.origin == KeyOrigin.EXTERNAL
+    assert material_of(version) == b"m" * 32
