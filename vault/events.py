@@ -28,6 +28,7 @@ class VaultAction(models.TextChoices):
     KEY_INTEGRITY_FAILED = "key.integrity_failed", "Key material failed its integrity check"
     CLIENT_CREATED = "client.created", "Client service registered"
     CLIENT_TOKEN_ISSUED = "client.token_issued", "Client enrollment token issued"
+    CLIENT_TOKEN_VOIDED = "client.token_voided", "Unused client enrollment token voided"
     CLIENT_ENROLLED = "client.enrolled", "Client enrolled (certificate issued)"
     CLIENT_ENROLLMENT_REFUSED = "client.enrollment_refused", "Client enrollment refused"
     CLIENT_SUSPENDED = "client.suspended", "Client suspended"
