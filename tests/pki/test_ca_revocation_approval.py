@@ -146,7 +146,12 @@ def test_request_then_second_operator_approves_revokes_the_tree(
     assert "waiting for approval" in asker.get(f"/pki/certificates/{record.pk}/").content.decode()
 
     root_crl = latest_crl(root).crl_number
-    approved = approver.post(f"/pki/revocations/{asked.pk}/approve/")
+    # The old one-click endpoint approves nothing: it leads to the confirmation page.
+    old = approver.post(f"/pki/revocations/{asked.pk}/approve/")
+    assert old.status_code == 302 and old["Location"] == f"/approvals/ca-revocation/{asked.pk}/"
+    asked.refresh_from_db()
+    assert asked.status == Status.PENDING
+    approved = approver.post(f"/approvals/ca-revocation/{asked.pk}/", {"decision": "approve"})
     assert approved.status_code == 302
     asked.refresh_from_db()
     assert (asked.status, asked.decided_by_name) == (Status.APPROVED, "omar-operator")
@@ -200,7 +205,9 @@ def test_the_requester_cannot_approve(operators, signed_in, tree) -> None:
     )
     before = snapshot()
     client = signed_in(asker_user)
-    response = client.post(f"/pki/revocations/{asked.pk}/approve/", follow=True)
+    response = client.post(
+        f"/approvals/ca-revocation/{asked.pk}/", {"decision": "approve"}, follow=True
+    )
     assert "a different person who may revoke certificates must approve it" in (
         response.content.decode()
     )
@@ -289,7 +296,9 @@ def test_an_expired_request_cannot_be_approved(operators, signed_in, tree) -> No
     approver = signed_in(approver_user)
     inbox = approver.get("/pki/revocations/").content.decode()
     assert "expired" in inbox and f"/approvals/ca-revocation/{asked.pk}/" not in inbox
-    response = approver.post(f"/pki/revocations/{asked.pk}/approve/", follow=True)
+    response = approver.post(
+        f"/approvals/ca-revocation/{asked.pk}/", {"decision": "approve"}, follow=True
+    )
     assert "This request expired" in response.content.decode()
     assert snapshot() == before
     # Asking again lapses the old one (visibly) and starts a new week.

@@ -133,7 +133,7 @@ def test_the_confirmation_warns_about_an_intermediate(
     assert issuing.state == "active"
     asked = CARevocationRequest.objects.get(status="pending")
     second = signed_in(make_user("dora-operator", Role.CA_OPERATOR))
-    approved = second.post(f"/pki/revocations/{asked.pk}/approve/")
+    approved = second.post(f"/approvals/ca-revocation/{asked.pk}/", {"decision": "approve"})
     assert approved.status_code == 302
     issuing.refresh_from_db()
     assert issuing.state == "revoked"
