@@ -33,7 +33,7 @@ from django.utils import timezone
 from accounts.approvers import approver_check
 from audit.services import audit_event_record
 from kmsportal.crypto.crl import RevocationReason
-from kmsportal.two_person import TwoPersonError
+from kmsportal.two_person import TwoPersonError, two_person_lapse
 
 from .errors import PkiError
 from .events import PkiAction
@@ -53,7 +53,7 @@ Pending = CARevocationRequest.Status.PENDING
 def _record(
     action: PkiAction,
     *,
-    actor: User,
+    actor: User | None,
     request: CARevocationRequest,
     details: dict[str, object] | None = None,
 ) -> None:
@@ -75,10 +75,19 @@ def _record(
 
 
 def _lapse_expired(certificate: Certificate, now: datetime) -> None:
-    """Pending requests past their time become ``expired`` (visibly, not deleted)."""
-    CARevocationRequest.objects.filter(
-        certificate_id=certificate.pk, status=Pending, expires_at__lte=now
-    ).update(status=CARevocationRequest.Status.EXPIRED, decided_by_name="expired", decided_at=now)
+    """Pending requests past their time become ``expired`` (visibly, not deleted), each
+    audited as ``ca.revocation_expired``, as the other two-person kinds do."""
+    two_person_lapse(
+        CARevocationRequest,
+        certificate_id=certificate.pk,
+        related=("ca", "certificate", "certificate__ca"),
+        record=lambda lapsed: _record(
+            PkiAction.CA_REVOCATION_EXPIRED,
+            actor=None,
+            request=lapsed,
+            details={"requested_by": lapsed.requested_by_name},
+        ),
+    )
 
 
 @transaction.atomic

@@ -16,6 +16,10 @@ class VaultAction(models.TextChoices):
     KEY_DESTRUCTION_APPROVED = "key.destruction_approved", "Key destruction approved (scheduled)"
     KEY_DESTRUCTION_REJECTED = "key.destruction_rejected", "Key destruction request rejected"
     KEY_DESTRUCTION_WITHDRAWN = "key.destruction_withdrawn", "Key destruction request withdrawn"
+    KEY_DESTRUCTION_EXPIRED = (
+        "key.destruction_expired",
+        "Key destruction request expired undecided",
+    )
     KEY_DESTRUCTION_CANCELLED = "key.destruction_cancelled", "Key destruction cancelled"
     KEY_DESTROYED = "key.destroyed", "Key destroyed (material erased)"
     KEY_IMPORT_PARAMETERS_ISSUED = (

@@ -251,6 +251,7 @@ class DestructionRequest(TwoPersonRequest):
         APPROVED = "approved", "approved"
         REJECTED = "rejected", "rejected"
         WITHDRAWN = "withdrawn", "withdrawn"
+        EXPIRED = "expired", "expired"
 
     key = models.ForeignKey(
         SymmetricKey, on_delete=models.PROTECT, related_name="destruction_requests"

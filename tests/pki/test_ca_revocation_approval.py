@@ -305,6 +305,10 @@ def test_an_expired_request_cannot_be_approved(operators, signed_in, tree) -> No
     again = ca_revocation_request(actor=asker_user, certificate=record, reason="superseded")
     asked.refresh_from_db()
     assert asked.status == Status.EXPIRED
+    lapsed = AuditEvent.objects.get(action="ca.revocation_expired")
+    assert lapsed.details["request"] == asked.pk and lapsed.details["requested_by"] == (
+        asker_user.username
+    )
     ca_revocation_approve(actor=approver_user, request=again)
     record.refresh_from_db()
     assert record.is_revoked
