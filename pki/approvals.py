@@ -97,16 +97,20 @@ def ca_revocation_request(
     certificate: Certificate,
     reason: RevocationReason | str,
     invalidity_date: datetime | None = None,
-    comment: str = "",
+    comment: str,
 ) -> CARevocationRequest:
     """Ask for the revocation of a CA's certificate (and so of the CA and all below it).
 
     Reason and invalidity date are checked as the revocation checks them (an RFC 5280
     reason, never certificateHold; an invalidity date only with a compromise, not in the
-    future); a certificate that is not an intermediate CA's, or is already revoked, or has a
-    request waiting already, raises :class:`PkiError` and changes nothing. Audited as
+    future); a blank ``comment`` (why, for the approver), a certificate that is not an
+    intermediate CA's, or is already revoked, or has a request waiting already, raises :class:`PkiError` and changes nothing. Audited as
     ``ca.revocation_requested``.
     """
+    if not (comment or "").strip():
+        raise PkiError(
+            "say why this CA must be revoked: the approver reads it (a blank reason is refused)"
+        )
     preview = certificate_revocation_preview(
         certificate=certificate, reason=reason, invalidity_date=invalidity_date
     )

@@ -371,7 +371,7 @@ def matrix_objects(make_user) -> dict[str, int]:
     )
     operator = User.objects.get(username="matrix-ca_operator")
     ca_revocation = ca_revocation_request(
-        actor=operator, certificate=sub_certificate, reason="superseded"
+        actor=operator, certificate=sub_certificate, reason="superseded", comment="no longer needed"
     )
     ca_revocation_withdraw(actor=operator, request=ca_revocation)
     from notifications.services import watcher_add

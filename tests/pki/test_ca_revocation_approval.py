@@ -201,7 +201,10 @@ def test_request_then_second_operator_approves_revokes_the_tree(
 def test_the_requester_cannot_approve(operators, signed_in, tree) -> None:
     asker_user, _ = operators
     asked = ca_revocation_request(
-        actor=asker_user, certificate=tree["certificate"], reason="superseded"
+        actor=asker_user,
+        certificate=tree["certificate"],
+        reason="superseded",
+        comment="no longer needed",
     )
     before = snapshot()
     client = signed_in(asker_user)
@@ -225,7 +228,10 @@ def test_roles_without_the_revoke_permission_cannot_decide(
     operators, role_client, role: Role, tree
 ) -> None:
     asked = ca_revocation_request(
-        actor=operators[0], certificate=tree["certificate"], reason="superseded"
+        actor=operators[0],
+        certificate=tree["certificate"],
+        reason="superseded",
+        comment="no longer needed",
     )
     before = snapshot()
     client = role_client(role)
@@ -246,7 +252,9 @@ def test_reject_and_withdraw_change_nothing_but_the_request(operators, signed_in
     record: Certificate = tree["certificate"]  # type: ignore[assignment]
     before = snapshot()
 
-    first = ca_revocation_request(actor=asker_user, certificate=record, reason="superseded")
+    first = ca_revocation_request(
+        actor=asker_user, certificate=record, reason="superseded", comment="no longer needed"
+    )
     # Only the requester withdraws; others reject.
     with pytest.raises(PkiError, match="can withdraw this request"):
         ca_revocation_withdraw(actor=other_user, request=first)
@@ -264,7 +272,9 @@ def test_reject_and_withdraw_change_nothing_but_the_request(operators, signed_in
     with pytest.raises(PkiError, match="already rejected"):
         ca_revocation_approve(actor=other_user, request=first)
 
-    second = ca_revocation_request(actor=asker_user, certificate=record, reason="superseded")
+    second = ca_revocation_request(
+        actor=asker_user, certificate=record, reason="superseded", comment="no longer needed"
+    )
     assert asker.post(f"/pki/revocations/{second.pk}/withdraw/").status_code == 302
     second.refresh_from_db()
     assert (second.status, second.decided_by_name) == (Status.WITHDRAWN, "olga-operator")
@@ -288,7 +298,9 @@ def test_reject_and_withdraw_change_nothing_but_the_request(operators, signed_in
 def test_an_expired_request_cannot_be_approved(operators, signed_in, tree) -> None:
     asker_user, approver_user = operators
     record: Certificate = tree["certificate"]  # type: ignore[assignment]
-    asked = ca_revocation_request(actor=asker_user, certificate=record, reason="superseded")
+    asked = ca_revocation_request(
+        actor=asker_user, certificate=record, reason="superseded", comment="no longer needed"
+    )
     CARevocationRequest.objects.filter(pk=asked.pk).update(
         expires_at=timezone.now() - timedelta(minutes=1)
     )
@@ -302,7 +314,9 @@ def test_an_expired_request_cannot_be_approved(operators, signed_in, tree) -> No
     assert "This request expired" in response.content.decode()
     assert snapshot() == before
     # Asking again lapses the old one (visibly) and starts a new week.
-    again = ca_revocation_request(actor=asker_user, certificate=record, reason="superseded")
+    again = ca_revocation_request(
+        actor=asker_user, certificate=record, reason="superseded", comment="no longer needed"
+    )
     asked.refresh_from_db()
     assert asked.status == Status.EXPIRED
     lapsed = AuditEvent.objects.get(action="ca.revocation_expired")
@@ -318,13 +332,18 @@ def test_an_expired_request_cannot_be_approved(operators, signed_in, tree) -> No
 def test_one_pending_request_per_certificate(operators, signed_in, tree) -> None:
     asker_user, other_user = operators
     record: Certificate = tree["certificate"]  # type: ignore[assignment]
-    ca_revocation_request(actor=asker_user, certificate=record, reason="superseded")
+    ca_revocation_request(
+        actor=asker_user, certificate=record, reason="superseded", comment="no longer needed"
+    )
     other = signed_in(other_user)
     events = AuditEvent.objects.count()
     with pytest.raises(PkiError, match="already waiting for approval"):
-        ca_revocation_request(actor=other_user, certificate=record, reason="cACompromise")
+        ca_revocation_request(
+            actor=other_user, certificate=record, reason="cACompromise", comment="no longer needed"
+        )
     response = other.post(
-        f"/pki/certificates/{record.pk}/revoke/", {"reason": "cACompromise", "confirm": "yes"}
+        f"/pki/certificates/{record.pk}/revoke/",
+        {"reason": "cACompromise", "confirm": "yes", "comment": "compromised"},
     )
     assert response.status_code == 400
     assert "already waiting for approval" in response.content.decode()
@@ -337,17 +356,33 @@ def test_bad_requests_are_refused(operators, tree, ec_key) -> None:
     asker_user, _ = operators
     record: Certificate = tree["certificate"]  # type: ignore[assignment]
     before = (snapshot(), AuditEvent.objects.count())
+    for blank in ("", "   \n"):
+        with pytest.raises(PkiError, match="say why this CA must be revoked"):
+            ca_revocation_request(
+                actor=asker_user, certificate=record, reason="superseded", comment=blank
+            )
     with pytest.raises(PkiError, match="cannot be put on hold"):
-        ca_revocation_request(actor=asker_user, certificate=record, reason="certificateHold")
+        ca_revocation_request(
+            actor=asker_user,
+            certificate=record,
+            reason="certificateHold",
+            comment="no longer needed",
+        )
     with pytest.raises(PkiError, match="goes with keyCompromise"):
         ca_revocation_request(
             actor=asker_user,
             certificate=record,
             reason="superseded",
             invalidity_date=timezone.now() - timedelta(days=1),
+            comment="no longer needed",
         )
     with pytest.raises(PkiError, match="not the certificate of a CA"):
-        ca_revocation_request(actor=asker_user, certificate=tree["mid_leaf"], reason="superseded")
+        ca_revocation_request(
+            actor=asker_user,
+            certificate=tree["mid_leaf"],
+            reason="superseded",
+            comment="no longer needed",
+        )
     assert (snapshot(), AuditEvent.objects.count()) == before
     assert not CARevocationRequest.objects.exists()
 
@@ -356,7 +391,9 @@ def test_bad_requests_are_refused(operators, tree, ec_key) -> None:
 def test_approval_is_refused_when_the_certificate_was_revoked_meanwhile(operators, tree) -> None:
     asker_user, approver_user = operators
     record: Certificate = tree["certificate"]  # type: ignore[assignment]
-    asked = ca_revocation_request(actor=asker_user, certificate=record, reason="superseded")
+    asked = ca_revocation_request(
+        actor=asker_user, certificate=record, reason="superseded", comment="no longer needed"
+    )
     services.certificate_revoke(actor=None, certificate=record, reason="cACompromise")
     before = snapshot()
     with pytest.raises(PkiError, match="was revoked meanwhile"):
@@ -393,7 +430,12 @@ def test_cert_revoke_refuses_a_ca_certificate(root, tree) -> None:
 @pytest.mark.django_db
 def test_pages_fit_a_strict_csp(operators, signed_in, tree) -> None:
     """No inline script or style on the new and changed pages (the CSP allows neither)."""
-    ca_revocation_request(actor=operators[0], certificate=tree["certificate"], reason="superseded")
+    ca_revocation_request(
+        actor=operators[0],
+        certificate=tree["certificate"],
+        reason="superseded",
+        comment="no longer needed",
+    )
     client = signed_in(operators[1])
     record: Certificate = tree["certificate"]  # type: ignore[assignment]
     for url in ("/pki/revocations/", "/pki/cas/mid/", f"/pki/certificates/{record.pk}/"):
@@ -415,7 +457,12 @@ def test_two_approvers_racing_approve_once(make_user, root, ec_key) -> None:
     issue(mid, ec_key, "race.example.org")
     asker = make_user("olga-operator", Role.CA_OPERATOR)
     approvers = [approver_make(f"approver-{i}", Role.CA_OPERATOR) for i in range(4)]
-    asked = ca_revocation_request(actor=asker, certificate=ca_certificate(mid), reason="superseded")
+    asked = ca_revocation_request(
+        actor=asker,
+        certificate=ca_certificate(mid),
+        reason="superseded",
+        comment="no longer needed",
+    )
     barrier = threading.Barrier(len(approvers))
     outcomes: list[str] = []
 

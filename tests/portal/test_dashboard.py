@@ -360,6 +360,7 @@ def _ca_revocation_asked(asker: User, ca: CertificateAuthority) -> None:
         actor=asker,
         certificate=Certificate.objects.get(ca=ca.parent, serial_hex=ca.serial_hex),
         reason="superseded",
+        comment="no longer needed",
     )
 
 
