@@ -307,3 +307,48 @@ def test_an_administrator_removal_is_rejected_withdrawn_and_expires_audited() ->
     )
     for action in ("rejected", "withdrawn", "expired", "approved"):
         assert f"user.admin_removal_{action}" in actions
+
+
+def test_a_new_role_on_an_old_account_starts_the_cooling_off(settings) -> None:
+    """An account past every other moment gains a role that lets it approve: it waits out the
+    cooling-off from that grant (accounts.approvers), not from when it was created."""
+    settings.KMS_APPROVER_COOLING_OFF = 24 * 60 * 60
+    admin = approver_make("root-admin", Role.ADMINISTRATOR)
+    requester = approver_make("kim", Role.KEY_CUSTODIAN)
+    veteran = approver_make("vera", Role.AUDITOR)
+    old = timezone.now() - timedelta(days=30)
+    for user in (admin, requester, veteran):
+        User.objects.filter(pk=user.pk).update(date_joined=old)
+        AccountSetup.objects.filter(user=user).update(password_chosen_at=old)
+        MfaDevice.objects.filter(user=user).update(confirmed_at=old)
+        RoleAssignment.objects.filter(user=user).update(granted_at=old)
+    veteran.refresh_from_db()
+    assert "needs the vault.destroy_symmetrickey permission" in approver_refusal(
+        user=veteran, permission=DESTROY
+    )
+    key = vault_services.symmetric_key_create(actor=None, name="payroll")
+    request = vault_services.destruction_request_create(
+        actor=requester, key=key, waiting_days=7, reason="retired"
+    )
+
+    # One administrator: the key custodian role applies at once, through the user page.
+    sign_in(admin).post(
+        f"/users/{veteran.pk}/roles/", {"roles": ["auditor", "key_custodian"], "reason": "on call"}
+    )
+    veteran = User.objects.get(pk=veteran.pk)  # fresh permission cache
+    assert user_roles(veteran) == [Role.KEY_CUSTODIAN, Role.AUDITOR]
+    refusal = approver_refusal(user=veteran, permission=DESTROY)
+    assert refusal.startswith("cooling-off: the role that lets them approve was granted less")
+    shown = sign_in(veteran).get(f"/approvals/destruction/{request.pk}/").content.decode()
+    assert "You cannot approve this yet: cooling-off" in shown
+    with pytest.raises(ApproverNotEligible, match="cooling-off"):
+        vault_services.destruction_request_approve(actor=veteran, request=request)
+
+    # A day after the grant, vera may approve.
+    RoleAssignment.objects.filter(user=veteran, role=Role.KEY_CUSTODIAN).update(
+        granted_at=timezone.now() - timedelta(hours=25)
+    )
+    assert approver_refusal(user=veteran, permission=DESTROY) is None
+    vault_services.destruction_request_approve(actor=veteran, request=request)
+    key.refresh_from_db()
+    assert key.state == KeyState.PENDING_DESTRUCTION
