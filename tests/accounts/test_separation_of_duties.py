@@ -41,12 +41,13 @@ def invitation_of(response) -> str:
     return link.group(1).decode()
 
 
-def test_the_default_cooling_off_is_24_hours(monkeypatch) -> None:
+def test_the_default_cooling_off_is_24_hours(monkeypatch, tmp_path) -> None:
     """Without KMS_APPROVER_COOLING_OFF in the environment the settings say 24 hours (the
-    tests' conftest sets 0 on top of them)."""
+    tests' conftest sets 0 on top of them; a `make run` trial file, not read here, a minute)."""
     import importlib
 
     monkeypatch.delenv("KMS_APPROVER_COOLING_OFF", raising=False)
+    monkeypatch.setenv("KMS_DATA_DIR", str(tmp_path))  # no trial.env there
     import kmsportal.settings as module
 
     assert importlib.reload(module).KMS_APPROVER_COOLING_OFF == 24 * 60 * 60
