@@ -29,3 +29,23 @@ class AccountAction(models.TextChoices):
     ROLE_GRANT_REJECTED = "user.role_grant_rejected", "Privileged role grant rejected"
     ROLE_GRANT_WITHDRAWN = "user.role_grant_withdrawn", "Privileged role grant withdrawn"
     ROLE_GRANT_EXPIRED = "user.role_grant_expired", "Privileged role grant expired undecided"
+    ADMIN_REMOVAL_REQUESTED = (
+        "user.admin_removal_requested",
+        "Demoting or deactivating an administrator requested",
+    )
+    ADMIN_REMOVAL_APPROVED = (
+        "user.admin_removal_approved",
+        "Demoting or deactivating an administrator approved",
+    )
+    ADMIN_REMOVAL_REJECTED = (
+        "user.admin_removal_rejected",
+        "Demoting or deactivating an administrator rejected",
+    )
+    ADMIN_REMOVAL_WITHDRAWN = (
+        "user.admin_removal_withdrawn",
+        "Demoting or deactivating an administrator withdrawn",
+    )
+    ADMIN_REMOVAL_EXPIRED = (
+        "user.admin_removal_expired",
+        "Demoting or deactivating an administrator expired undecided",
+    )

@@ -178,3 +178,37 @@ class RoleGrantRequest(TwoPersonChange):
 
     def __str__(self) -> str:
         return f"grant {', '.join(self.roles)} to user {self.user_id} ({self.status})"
+
+
+class AdministratorRemovalRequest(TwoPersonChange):
+    """Taking the administrator role from another administrator, or deactivating them,
+    while two or more administrators are active: it waits for a second administrator.
+
+    Without it one administrator could bring the active administrators below two (which
+    switches off the approval of role grants), make approvers alone, then restore the other.
+    """
+
+    class Change(models.TextChoices):
+        DEMOTE = "demote", "remove the administrator role"
+        DEACTIVATE = "deactivate", "deactivate the account"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="administrator_removal_requests",
+    )
+    change = models.CharField(max_length=12, choices=Change.choices)
+
+    class Meta:
+        ordering = ["-requested_at"]
+        default_permissions = ("view",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=models.Q(status="pending"),
+                name="accounts_one_pending_administrator_removal",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.change} administrator {self.user_id} ({self.status})"

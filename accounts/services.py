@@ -9,8 +9,13 @@ Separation of duties (docs/separation-of-duties.md):
 - an administrator never sets or sees a password: a new account, and a password reset, get
   a one-time invitation link (accounts.invitations) where the person sets their own;
 - once two or more active administrators exist, adding a role to anyone is a request that
-  a second administrator approves (:func:`role_grant_approve`); removing one is immediate.
-  Before that (the bootstrap administrator setting up the first team) roles apply at once.
+  a second administrator approves (:func:`role_grant_approve`). Before that (the bootstrap
+  administrator setting up the first team) roles apply at once;
+- for the same reason, while two or more administrators are active, taking the administrator
+  role from another administrator or deactivating them is a request a second administrator
+  approves (:func:`administrator_removal_approve`): otherwise one administrator could bring
+  the count below two, grant roles alone, and restore the other. Other removals are
+  immediate.
 """
 
 from __future__ import annotations
@@ -53,7 +58,13 @@ from .approvers import approver_check
 from .events import AccountAction
 from .invitations import invitation_issue
 from .mfa import mfa_session_begin
-from .models import AccountSetup, Invitation, RoleAssignment, RoleGrantRequest
+from .models import (
+    AccountSetup,
+    AdministratorRemovalRequest,
+    Invitation,
+    RoleAssignment,
+    RoleGrantRequest,
+)
 from .roles import Role
 
 # Deciding a role grant: the administrators' permission to manage users.
@@ -273,9 +284,11 @@ def user_bootstrap_administrator(*, username: str, email: str = "") -> tuple[Use
 @dataclass(frozen=True)
 class RolesChanged:
     previous: list[Role]
-    removed: list[Role]
+    removed: list[Role]  # applied now
     added: list[Role]  # applied now
     request: RoleGrantRequest | None  # added roles waiting for a second administrator
+    # the administrator role's removal, waiting for a second administrator
+    removal_request: AdministratorRemovalRequest | None = None
 
 
 @transaction.atomic
@@ -283,7 +296,10 @@ def user_roles_set(
     *, actor: User, user: User, roles: Iterable[Role], reason: str = ""
 ) -> RolesChanged:
     """Make the user's roles ``roles``: removals apply at once; additions too while fewer
-    than two active administrators exist, else they wait for a second administrator."""
+    than two active administrators exist, else they wait for a second administrator. While
+    two or more administrators are active, removing the administrator role from an active
+    administrator waits for a second administrator too (an
+    :class:`AdministratorRemovalRequest` with ``reason``)."""
     roles = list(dict.fromkeys(Role(r) for r in roles))
     if actor.pk == user.pk:
         raise AccountPolicyError("you cannot change your own roles; ask another administrator")
@@ -301,6 +317,12 @@ def user_roles_set(
         )
     removed = [r for r in previous if r not in roles]
     adding = [r for r in roles if r not in previous]
+    removal_request = None
+    if Role.ADMINISTRATOR in removed and _administrator_removal_needs_approval(user):
+        removal_request = _administrator_removal_request(
+            actor=actor, user=user, change=AdministratorRemovalRequest.Change.DEMOTE, reason=reason
+        )
+        removed.remove(Role.ADMINISTRATOR)
     request = None
     if adding and role_grants_need_approval():
         request = _role_grant_request(actor=actor, user=user, roles=adding, reason=reason)
@@ -319,9 +341,17 @@ def user_roles_set(
             "to": [r.value for r in previous if r not in removed] + [r.value for r in added],
             "waiting_for_approval": [r.value for r in adding] if request else [],
             "reason": reason.strip()[:1000],
+            # the administrator role's removal waits for a second administrator
+            **({"removal_request": removal_request.pk} if removal_request else {}),
         },
     )
-    return RolesChanged(previous=previous, removed=removed, added=added, request=request)
+    return RolesChanged(
+        previous=previous,
+        removed=removed,
+        added=added,
+        request=request,
+        removal_request=removal_request,
+    )
 
 
 def _role_grant_record(
@@ -385,9 +415,183 @@ def role_grant_withdraw(*, actor: User, request: RoleGrantRequest) -> RoleGrantR
     return request
 
 
+def _administrator_removal_needs_approval(user: User) -> bool:
+    """True if ``user`` is an active administrator and two or more administrators are
+    active: taking the role from them, or deactivating them, waits for a second one."""
+    return (
+        user.is_active
+        and user.groups.filter(name=Role.ADMINISTRATOR).exists()
+        and role_grants_need_approval()
+    )
+
+
+def _administrator_removal_record(
+    action: AccountAction,
+    *,
+    actor: User | None,
+    request: AdministratorRemovalRequest,
+    **details: object,
+) -> None:
+    audit_event_record(
+        action=action,
+        actor=actor,
+        target=request.user,
+        target_label=request.user.username,
+        details={
+            "request": request.pk,
+            "change": request.change,
+            "requested_by": request.requested_by_name,
+            "reason": request.reason,
+            **details,
+        },
+    )
+
+
+ADMINISTRATOR_REMOVAL_REQUEST_TTL = timedelta(days=7)
+
+
+def _administrator_removal_request(
+    *, actor: User, user: User, change: str, reason: str
+) -> AdministratorRemovalRequest:
+    two_person_lapse(
+        AdministratorRemovalRequest,
+        user=user,
+        related=("user",),
+        record=lambda lapsed: _administrator_removal_record(
+            AccountAction.ADMIN_REMOVAL_EXPIRED, actor=None, request=lapsed
+        ),
+    )
+    if AdministratorRemovalRequest.objects.filter(
+        user=user, status=TwoPersonStatus.PENDING
+    ).exists():
+        raise AccountPolicyError(
+            f"demoting or deactivating {user.username} is already waiting for approval; "
+            "approve, reject or withdraw that request first"
+        )
+    try:
+        cleaned = two_person_reason(reason)
+    except TwoPersonError as exc:
+        raise AccountPolicyError(
+            f"say why: {user.username} is an administrator, and with two or more "
+            "administrators demoting or deactivating one waits for a second administrator, "
+            "who reads your reason"
+        ) from exc
+    now = timezone.now()
+    request = AdministratorRemovalRequest.objects.create(
+        user=user,
+        change=change,
+        reason=cleaned,
+        requested_by=actor,
+        requested_by_name=actor_name(actor),
+        requested_at=now,
+        expires_at=now + ADMINISTRATOR_REMOVAL_REQUEST_TTL,
+    )
+    _administrator_removal_record(
+        AccountAction.ADMIN_REMOVAL_REQUESTED,
+        actor=actor,
+        request=request,
+        expires_at=request.expires_at.isoformat(),
+    )
+    return request
+
+
 @transaction.atomic
-def user_deactivate(*, actor: User, user: User) -> None:
-    """Deactivate the user; their sessions stop working at their next request."""
+def administrator_removal_approve(
+    *, actor: User, request: AdministratorRemovalRequest
+) -> AdministratorRemovalRequest:
+    """A second administrator approves: the administrator role goes, or the account is
+    deactivated, now. The subject may approve it (they consent); the requester may not, nor
+    an approver who is not eligible (accounts.approvers), nor anyone once it expired. The
+    last active administrator is never removed."""
+    request = two_person_locked(AdministratorRemovalRequest, request.pk, related=("user",))
+    two_person_check_not_requester(request, actor)
+    approver_check(user=actor, permission=ROLE_GRANT_PERMISSION)
+    two_person_check_unexpired(request)
+    subject = User.objects.select_for_update().get(pk=request.user_id)
+    is_administrator = subject.groups.filter(name=Role.ADMINISTRATOR).exists()
+    if not subject.is_active or not is_administrator:
+        raise AccountPolicyError(
+            f"{subject.username} is no longer an active administrator; reject this request"
+        )
+    if _is_last_active_administrator(subject):
+        raise AccountPolicyError(
+            f"{subject.username} is the last active administrator and cannot be removed"
+        )
+    if request.change == AdministratorRemovalRequest.Change.DEMOTE:
+        _roles_remove(subject, [Role.ADMINISTRATOR])
+        audit_event_record(
+            action=AuditAction.USER_ROLES_CHANGED,
+            actor=actor,
+            target=subject,
+            target_label=subject.username,
+            details={
+                "removed": [Role.ADMINISTRATOR.value],
+                "request": request.pk,
+                "requested_by": request.requested_by_name,
+            },
+        )
+    else:
+        _deactivate(actor=actor, user=subject, request=request)
+    two_person_decide(request, actor=actor, status=TwoPersonStatus.APPROVED)
+    _administrator_removal_record(
+        AccountAction.ADMIN_REMOVAL_APPROVED, actor=actor, request=request
+    )
+    return request
+
+
+@transaction.atomic
+def administrator_removal_reject(
+    *, actor: User, request: AdministratorRemovalRequest, comment: str = ""
+) -> AdministratorRemovalRequest:
+    """Another administrator (or the subject) turns the request down (also once expired)."""
+    request = two_person_reject(
+        AdministratorRemovalRequest, request.pk, actor=actor, comment=comment, related=("user",)
+    )
+    _administrator_removal_record(
+        AccountAction.ADMIN_REMOVAL_REJECTED, actor=actor, request=request, comment=comment
+    )
+    return request
+
+
+@transaction.atomic
+def administrator_removal_withdraw(
+    *, actor: User, request: AdministratorRemovalRequest
+) -> AdministratorRemovalRequest:
+    """The requester takes the request back."""
+    request = two_person_withdraw(
+        AdministratorRemovalRequest, request.pk, actor=actor, related=("user",)
+    )
+    _administrator_removal_record(
+        AccountAction.ADMIN_REMOVAL_WITHDRAWN, actor=actor, request=request
+    )
+    return request
+
+
+def _deactivate(
+    *, actor: User, user: User, request: AdministratorRemovalRequest | None = None
+) -> None:
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    audit_event_record(
+        action=AuditAction.USER_DEACTIVATED,
+        actor=actor,
+        target=user,
+        target_label=user.username,
+        details={"request": request.pk, "requested_by": request.requested_by_name}
+        if request
+        else {},
+    )
+
+
+@transaction.atomic
+def user_deactivate(
+    *, actor: User, user: User, reason: str = ""
+) -> AdministratorRemovalRequest | None:
+    """Deactivate the user; their sessions stop working at their next request.
+
+    While two or more administrators are active, deactivating an administrator is instead
+    a request (with ``reason``) that a second administrator approves; it is returned.
+    """
     if actor.pk == user.pk:
         raise AccountPolicyError("you cannot deactivate your own account")
     if not user.is_active:
@@ -396,11 +600,15 @@ def user_deactivate(*, actor: User, user: User) -> None:
         raise AccountPolicyError(
             f"{user.username} is the last active administrator and cannot be deactivated"
         )
-    user.is_active = False
-    user.save(update_fields=["is_active"])
-    audit_event_record(
-        action=AuditAction.USER_DEACTIVATED, actor=actor, target=user, target_label=user.username
-    )
+    if _administrator_removal_needs_approval(user):
+        return _administrator_removal_request(
+            actor=actor,
+            user=user,
+            change=AdministratorRemovalRequest.Change.DEACTIVATE,
+            reason=reason,
+        )
+    _deactivate(actor=actor, user=user)
+    return None
 
 
 @transaction.atomic

@@ -27,7 +27,7 @@ from kmsportal.views_errors import KMSError, refusal_flash, refusal_on_form
 
 from . import invitations, mfa, selectors, services, throttle
 from .forms import UserCreateForm, UserRolesForm
-from .models import AccountSetup, Invitation, RoleGrantRequest
+from .models import AccountSetup, AdministratorRemovalRequest, Invitation, RoleGrantRequest
 from .roles import Role, user_roles
 
 
@@ -224,6 +224,9 @@ class UserDetailView(PortalPermissionMixin, View):
             "subject_mfa": mfa.mfa_status(user=subject),
             "subject_setup": AccountSetup.objects.filter(user=subject).first(),
             "role_requests": RoleGrantRequest.objects.filter(user=subject, status="pending"),
+            "removal_requests": AdministratorRemovalRequest.objects.filter(
+                user=subject, status="pending"
+            ),
         }
 
 
@@ -268,6 +271,11 @@ class UserRolesView(UserActionView):
                 f" {waiting} waits for a second administrator's approval (Approvals): with two "
                 "or more administrators no one grants a role alone."
             )
+        if changed.removal_request is not None:
+            message += (
+                " Removing the administrator role waits for a second administrator's approval "
+                "(Approvals): with two or more administrators no one demotes another alone."
+            )
         return self.done(subject, message)
 
 
@@ -282,9 +290,17 @@ class UserDeactivateView(UserActionView):
     def post(self, request: AuthenticatedRequest, pk: int) -> HttpResponse:
         subject = self.subject(pk)
         try:
-            services.user_deactivate(actor=request.user, user=subject)
+            waiting = services.user_deactivate(
+                actor=request.user, user=subject, reason=request.POST.get("reason", "")
+            )
         except KMSError as exc:
             return self.refused(subject, exc)
+        if waiting is not None:
+            return self.done(
+                subject,
+                f"Deactivating {subject.username} waits for a second administrator's approval "
+                "(Approvals): with two or more administrators no one deactivates another alone.",
+            )
         return self.done(subject, f"{subject.username} was deactivated and can no longer sign in.")
 
 

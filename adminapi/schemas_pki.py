@@ -136,7 +136,11 @@ class CARevocationRequestIn(Schema):
     invalidity_date: Instant | None = Field(
         default=None, description="With keyCompromise or cACompromise only; not in the future."
     )
-    comment: str = Field(default="", max_length=1000)
+    comment: str = Field(
+        default="",
+        max_length=1000,
+        description="why, for the approver (required: blank is refused)",
+    )
 
 
 class CARevocationPendingOut(CARevocationRequestOut):

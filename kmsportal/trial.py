@@ -9,7 +9,9 @@ local trial needs into one file, mode 0600, in the git-ignored data directory:
     KMS_PUBLIC_URL=...          from KMS_PUBLIC_URL if set, else derived from GUNICORN_BIND
     GUNICORN_BIND, ALLOWED_HOSTS
     SESSION_COOKIE_SECURE=false, CSRF_COOKIE_SECURE=false, SECURE_HSTS_SECONDS=0
-                                plain HTTP on a laptop: the only production default relaxed
+                                plain HTTP on a laptop
+    KMS_APPROVER_COOLING_OFF=60 a minute, not 24 hours (unless set): a new colleague can
+                                approve a grant within the tour; `main` says so loudly
 
 `kmsportal.settings` reads the file when it exists, after `.env` and below real environment
 variables, so `manage.py` works in any shell after `make run`, with the same database, keyring
@@ -31,6 +33,10 @@ from kmsportal.crypto.kek import generate_dev_keyring_spec, write_keyring_file
 BASE_DIR = Path(__file__).resolve().parent.parent
 TRIAL_FILE_NAME = "trial.env"
 DEFAULT_BIND = "127.0.0.1:8000"
+#: The approver cooling-off of a trial, in seconds (production: 24 hours). Long enough to
+#: see it refuse a brand-new approver, short enough that the README's tour does not stall
+#: for a day at "a second key custodian approves the grant".
+TRIAL_COOLING_OFF = "60"
 #: Written by earlier versions of `make run` (DEBUG=true); reused so a trial keeps its data.
 LEGACY_SECRET_KEY_FILE = "secret.key"  # noqa: S105 (a file name)
 MASTER_KEYS_FILE = "master.keys"
@@ -140,6 +146,7 @@ def trial_settings(environ: dict[str, str] | os._Environ[str] = os.environ) -> d
         "SESSION_COOKIE_SECURE": "false",
         "CSRF_COOKIE_SECURE": "false",
         "SECURE_HSTS_SECONDS": "0",
+        "KMS_APPROVER_COOLING_OFF": environ.get("KMS_APPROVER_COOLING_OFF") or TRIAL_COOLING_OFF,
     }
 
 
@@ -173,6 +180,13 @@ def main() -> int:
         "can read it can unseal every key. Production sets KMS_MASTER_KEYS and SECRET_KEY "
         "in the environment instead."
     )
+    cooling_off = values["KMS_APPROVER_COOLING_OFF"]
+    if cooling_off != str(24 * 60 * 60):
+        print(
+            f"WARNING: TRIAL approver cooling-off is {cooling_off} seconds (production default: "
+            "86400, 24 hours): a new colleague may approve two-person requests that soon after "
+            "setting up their account. Set KMS_APPROVER_COOLING_OFF to change it."
+        )
     return 0
 
 

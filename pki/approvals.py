@@ -33,7 +33,7 @@ from django.utils import timezone
 from accounts.approvers import approver_check
 from audit.services import audit_event_record
 from kmsportal.crypto.crl import RevocationReason
-from kmsportal.two_person import TwoPersonError
+from kmsportal.two_person import TwoPersonError, two_person_lapse
 
 from .errors import PkiError
 from .events import PkiAction
@@ -53,7 +53,7 @@ Pending = CARevocationRequest.Status.PENDING
 def _record(
     action: PkiAction,
     *,
-    actor: User,
+    actor: User | None,
     request: CARevocationRequest,
     details: dict[str, object] | None = None,
 ) -> None:
@@ -75,10 +75,19 @@ def _record(
 
 
 def _lapse_expired(certificate: Certificate, now: datetime) -> None:
-    """Pending requests past their time become ``expired`` (visibly, not deleted)."""
-    CARevocationRequest.objects.filter(
-        certificate_id=certificate.pk, status=Pending, expires_at__lte=now
-    ).update(status=CARevocationRequest.Status.EXPIRED, decided_by_name="expired", decided_at=now)
+    """Pending requests past their time become ``expired`` (visibly, not deleted), each
+    audited as ``ca.revocation_expired``, as the other two-person kinds do."""
+    two_person_lapse(
+        CARevocationRequest,
+        certificate_id=certificate.pk,
+        related=("ca", "certificate", "certificate__ca"),
+        record=lambda lapsed: _record(
+            PkiAction.CA_REVOCATION_EXPIRED,
+            actor=None,
+            request=lapsed,
+            details={"requested_by": lapsed.requested_by_name},
+        ),
+    )
 
 
 @transaction.atomic
@@ -88,16 +97,20 @@ def ca_revocation_request(
     certificate: Certificate,
     reason: RevocationReason | str,
     invalidity_date: datetime | None = None,
-    comment: str = "",
+    comment: str,
 ) -> CARevocationRequest:
     """Ask for the revocation of a CA's certificate (and so of the CA and all below it).
 
     Reason and invalidity date are checked as the revocation checks them (an RFC 5280
     reason, never certificateHold; an invalidity date only with a compromise, not in the
-    future); a certificate that is not an intermediate CA's, or is already revoked, or has a
-    request waiting already, raises :class:`PkiError` and changes nothing. Audited as
+    future); a blank ``comment`` (why, for the approver), a certificate that is not an
+    intermediate CA's, or is already revoked, or has a request waiting already, raises :class:`PkiError` and changes nothing. Audited as
     ``ca.revocation_requested``.
     """
+    if not (comment or "").strip():
+        raise PkiError(
+            "say why this CA must be revoked: the approver reads it (a blank reason is refused)"
+        )
     preview = certificate_revocation_preview(
         certificate=certificate, reason=reason, invalidity_date=invalidity_date
     )

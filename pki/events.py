@@ -13,6 +13,7 @@ class PkiAction(models.TextChoices):
     CA_REVOCATION_APPROVED = "ca.revocation_approved", "CA revocation approved (revoked)"
     CA_REVOCATION_REJECTED = "ca.revocation_rejected", "CA revocation request rejected"
     CA_REVOCATION_WITHDRAWN = "ca.revocation_withdrawn", "CA revocation request withdrawn"
+    CA_REVOCATION_EXPIRED = "ca.revocation_expired", "CA revocation request expired undecided"
     CERTIFICATE_ISSUED = "certificate.issued", "Certificate issued"
     CERTIFICATE_KEY_DELIVERED = (
         "certificate.key_delivered",

@@ -409,9 +409,10 @@ class CARevocationRequestForm(RevokeForm):
     comment = forms.CharField(
         required=False,
         max_length=1000,
-        label="Comment for the approver (optional)",
+        label="Why (for the approver)",
         widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="Why this CA must go; shown to whoever approves or rejects the request.",
+        help_text="Why this CA must go; shown to whoever approves or rejects the request. "
+        "Required before the request is made: a blank reason is refused.",
     )
 
 

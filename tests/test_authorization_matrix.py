@@ -151,7 +151,7 @@ TABLE: dict[str, Route] = {
     "/keys/import/upload/": Route(
         "/keys/import/upload/", PORTAL,                  (302, 403, 200, 403, 403),
                                                          (302, 403, 400, 403, 403)),
-    # a request its requester withdrew: approving it is refused with a message
+    # "approve" only leads to the confirmation page (/approvals/destruction/<pk>/)
     "/keys/approvals/<int:pk>/<str:decision>/": Route(
         "/keys/approvals/{destruction}/approve/", PORTAL, (302, 403, 405, 403, 403),
                                                          (302, 403, 302, 403, 403)),
@@ -255,7 +255,7 @@ TABLE: dict[str, Route] = {
         "/pki/certificates/{cert}/release/", PORTAL,     (302, 403, 403, 200, 403),
                                                          (302, 403, 403, 400, 403)),
     "/pki/revocations/": Route("/pki/revocations/", PORTAL, (302, 200, 403, 200, 200)),
-    # a CA revocation request its requester withdrew: approving it is refused with a message
+    # "approve" only leads to the confirmation page (/approvals/ca-revocation/<pk>/)
     "/pki/revocations/<int:pk>/<str:decision>/": Route(
         "/pki/revocations/{ca_revocation}/approve/", PORTAL, (302, 403, 403, 405, 403),
                                                          (302, 403, 403, 302, 403)),
@@ -375,7 +375,7 @@ def matrix_objects(make_user) -> dict[str, int]:
     )
     operator = User.objects.get(username="matrix-ca_operator")
     ca_revocation = ca_revocation_request(
-        actor=operator, certificate=sub_certificate, reason="superseded"
+        actor=operator, certificate=sub_certificate, reason="superseded", comment="no longer needed"
     )
     ca_revocation_withdraw(actor=operator, request=ca_revocation)
     from notifications.services import watcher_add

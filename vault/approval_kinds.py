@@ -58,13 +58,16 @@ def _client_facts(client: Client) -> list[tuple[str, str]]:
     if client.description:
         facts.append(("Client description", client.description))
     certificate = client.certificate
+    issued_to = client.enrollment_token_issued_to_name or "someone (not recorded)"
+    issued_at = _when(client.enrollment_token_issued_at)
     if certificate is None:
         facts.append(
             (
                 "Client certificate",
                 "not enrolled yet: whoever holds its enrollment token (issued to "
-                f"{client.created_by_name} when the client was registered) can enroll it and "
-                "then fetch the key",
+                f"{client.enrollment_token_issued_to_name or client.created_by_name}"
+                + (f" at {issued_at}" if client.enrollment_token_issued_at else "")
+                + ") can enroll it and then fetch the key",
             )
         )
     else:
@@ -77,8 +80,25 @@ def _client_facts(client: Client) -> list[tuple[str, str]]:
                 f"{_when(certificate.not_before)} to {_when(certificate.not_after)} "
                 f"({certificate.get_status_display()})",
             ),
-            ("Enrolled", _when(client.enrolled_at)),
+            (
+                "Enrolled",
+                _when(client.enrolled_at)
+                + (
+                    f", with a token issued to {client.enrollment_token_issued_to_name}"
+                    if client.enrollment_token_issued_to_name and not client.has_unused_token
+                    else ""
+                ),
+            ),
         ]
+        if client.has_unused_token:
+            facts.append(
+                (
+                    "Unused enrollment token",
+                    f"issued to {issued_to} at {issued_at}, valid until "
+                    f"{_when(client.enrollment_token_expires_at)}. Whoever holds it could "
+                    "re-enroll this client with a key of their own: approving voids it",
+                )
+            )
     held = [g.key.name for g in approvals.live_fetch_grants(client)]
     facts.append(("Keys it may fetch already", ", ".join(sorted(held)) or "none"))
     return facts
@@ -108,8 +128,15 @@ def _grant_confirmation(request: GrantRequest) -> Confirmation:
 
 
 def _grant_approve(*, actor: Any, request: GrantRequest) -> Decision:
+    had_token = request.client.certificate_id is not None and request.client.has_unused_token
     grant = approvals.grant_request_approve(actor=actor, request=request)
-    return Decision(f"Approved: {grant.client.name} may now fetch {grant.key.name}.")
+    message = f"Approved: {grant.client.name} may now fetch {grant.key.name}."
+    if had_token:
+        message += (
+            " Its unused enrollment token was voided; a new one now needs a re-enrollment "
+            "request, approved by a second custodian."
+        )
+    return Decision(message)
 
 
 # --- export policy ------------------------------------------------------------------------

@@ -50,7 +50,12 @@ from kmsportal.two_person import (
     two_person_withdraw,
 )
 
-from .clients import client_enrollment_token_renew, grant_checks, grant_create
+from .clients import (
+    client_enrollment_token_renew,
+    client_enrollment_token_void,
+    grant_checks,
+    grant_create,
+)
 from .events import VaultAction
 from .models import (
     Client,
@@ -272,7 +277,14 @@ def grant_request_approve(*, actor: User, request: GrantRequest) -> Grant:
     """Second custodian: approve; the grant is made now (vault.clients.grant_create).
 
     Refused (nothing changes) for the requester, an ineligible approver, an expired request,
-    and when the key's policy became ``never`` meanwhile."""
+    and when the key's policy became ``never`` meanwhile.
+
+    An enrolled client's unused enrollment token is voided in the same transaction (and the
+    confirmation page says so beforehand): whoever holds it could otherwise re-enroll the
+    client with a key of their own and fetch what the approver granted to the certificate
+    they saw. Getting a new token afterwards is a re-enrollment request, two-person again.
+    An unenrolled client keeps its token (the only way to enroll; the page names who holds
+    it)."""
     request = two_person_locked(GrantRequest, request.pk, related=("client", "key"))
     two_person_check_not_requester(request, actor)
     approver_check(user=actor, permission=GRANT_PERMISSION)
@@ -280,6 +292,12 @@ def grant_request_approve(*, actor: User, request: GrantRequest) -> Grant:
     key = SymmetricKey.objects.select_for_update().get(pk=request.key_id)
     if key.export_policy == ExportPolicy.NEVER:
         raise TwoPersonError(f"key {key.name}'s export policy became 'never'; reject this")
+    client = Client.objects.select_for_update().get(pk=request.client_id)
+    request.client = client
+    if client.certificate_id is not None:
+        client_enrollment_token_void(
+            actor=actor, client=client, why=f"grant request {request.pk} approved"
+        )
     grant = grant_create(
         actor=actor,
         client=request.client,

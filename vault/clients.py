@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # annotations only: vault reads pki through pki.selectors
 CLIENT_PROFILE = "kms-client"
 
 
-def _new_token(client: Client) -> str:
+def _new_token(client: Client, *, actor: Actor) -> str:
     """A fresh one-time token for `client` (the caller saves the row). Stored: SHA-256 of the
     token id derived from it (the lookup) and the derived MAC key, sealed with AAD naming this
     row and that lookup; never the token, so a database reader cannot enroll with it."""
@@ -48,7 +48,10 @@ def _new_token(client: Client) -> str:
     lookup = protocol.enrollment_token_lookup(token_id)
     client.enrollment_token_hash = lookup
     client.enrollment_mac_key_sealed = seal(mac_key, aad=client.enrollment_mac_key_aad(lookup))
-    client.enrollment_token_expires_at = timezone.now() + ENROLLMENT_TOKEN_TTL
+    now = timezone.now()
+    client.enrollment_token_expires_at = now + ENROLLMENT_TOKEN_TTL
+    client.enrollment_token_issued_to_name = actor_name(actor)
+    client.enrollment_token_issued_at = now
     return token
 
 
@@ -69,7 +72,7 @@ def client_create(*, actor: Actor, name: str, description: str = "") -> tuple[Cl
         raise DistributionError(
             "; ".join(f"{f}: {' '.join(m)}" for f, m in exc.message_dict.items())
         ) from exc
-    token = _new_token(client)
+    token = _new_token(client, actor=actor)
     expires_at = client.enrollment_token_expires_at
     assert expires_at is not None  # _new_token sets it
     client.save(force_insert=True)
@@ -91,10 +94,41 @@ def client_enrollment_token_renew(*, actor: Actor, client: Client) -> str:
     client = Client.objects.select_for_update().get(pk=client.pk)
     if client.state == ClientState.REVOKED:
         raise DistributionError(f"client {client.name} is revoked")
-    token = _new_token(client)
+    token = _new_token(client, actor=actor)
     client.save()
     audit_event_record(action=VaultAction.CLIENT_TOKEN_ISSUED, actor=actor, target=client)
     return token
+
+
+def client_enrollment_token_void(*, actor: Actor, client: Client, why: str) -> bool:
+    """Void ``client``'s unused enrollment token (the caller holds the row lock and is in a
+    transaction); audited with ``why``. Returns whether there was one to void."""
+    if not client.has_unused_token:
+        return False
+    audit_event_record(
+        action=VaultAction.CLIENT_TOKEN_VOIDED,
+        actor=actor,
+        target=client,
+        details={
+            "client": client.name,
+            "issued_to": client.enrollment_token_issued_to_name,
+            "issued_at": client.enrollment_token_issued_at.isoformat()
+            if client.enrollment_token_issued_at
+            else "",
+            "why": why,
+        },
+    )
+    client.enrollment_token_hash = ""
+    client.enrollment_mac_key_sealed = b""
+    client.enrollment_token_expires_at = None
+    client.save(
+        update_fields=[
+            "enrollment_token_hash",
+            "enrollment_mac_key_sealed",
+            "enrollment_token_expires_at",
+        ]
+    )
+    return True
 
 
 @transaction.atomic

@@ -16,6 +16,10 @@ class VaultAction(models.TextChoices):
     KEY_DESTRUCTION_APPROVED = "key.destruction_approved", "Key destruction approved (scheduled)"
     KEY_DESTRUCTION_REJECTED = "key.destruction_rejected", "Key destruction request rejected"
     KEY_DESTRUCTION_WITHDRAWN = "key.destruction_withdrawn", "Key destruction request withdrawn"
+    KEY_DESTRUCTION_EXPIRED = (
+        "key.destruction_expired",
+        "Key destruction request expired undecided",
+    )
     KEY_DESTRUCTION_CANCELLED = "key.destruction_cancelled", "Key destruction cancelled"
     KEY_DESTROYED = "key.destroyed", "Key destroyed (material erased)"
     KEY_IMPORT_PARAMETERS_ISSUED = (
@@ -28,6 +32,7 @@ class VaultAction(models.TextChoices):
     KEY_INTEGRITY_FAILED = "key.integrity_failed", "Key material failed its integrity check"
     CLIENT_CREATED = "client.created", "Client service registered"
     CLIENT_TOKEN_ISSUED = "client.token_issued", "Client enrollment token issued"
+    CLIENT_TOKEN_VOIDED = "client.token_voided", "Unused client enrollment token voided"
     CLIENT_ENROLLED = "client.enrolled", "Client enrolled (certificate issued)"
     CLIENT_ENROLLMENT_REFUSED = "client.enrollment_refused", "Client enrollment refused"
     CLIENT_SUSPENDED = "client.suspended", "Client suspended"

@@ -251,6 +251,7 @@ class DestructionRequest(TwoPersonRequest):
         APPROVED = "approved", "approved"
         REJECTED = "rejected", "rejected"
         WITHDRAWN = "withdrawn", "withdrawn"
+        EXPIRED = "expired", "expired"
 
     key = models.ForeignKey(
         SymmetricKey, on_delete=models.PROTECT, related_name="destruction_requests"
@@ -324,6 +325,12 @@ class Client(models.Model):
     enrollment_token_hash = models.CharField(max_length=64, blank=True)
     enrollment_mac_key_sealed = models.BinaryField(blank=True, default=b"")
     enrollment_token_expires_at = models.DateTimeField(null=True, blank=True)
+    # Who was handed the newest enrollment token, and when: the unused one while
+    # `enrollment_token_hash` is set, afterwards the one the current certificate was enrolled
+    # with. A grant's confirmation page shows them (blank for tokens issued before they were
+    # recorded).
+    enrollment_token_issued_to_name = models.CharField(max_length=150, blank=True)
+    enrollment_token_issued_at = models.DateTimeField(null=True, blank=True)
     enrolled_at = models.DateTimeField(null=True, blank=True)
     created_by_name = models.CharField(max_length=150)
     created_at = models.DateTimeField(default=timezone.now)
@@ -335,6 +342,12 @@ class Client(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def has_unused_token(self) -> bool:
+        """An enrollment token was issued and is neither spent, voided nor expired."""
+        expires = self.enrollment_token_expires_at
+        return bool(self.enrollment_token_hash) and (expires is None or expires > timezone.now())
 
     def enrollment_mac_key_aad(self, lookup: str) -> bytes:
         """AAD of the sealed enrollment MAC key: this row and the token it belongs to."""

@@ -35,7 +35,7 @@ from kmsportal.keyring.services import (
     storage_scrub,
     unseal_material,
 )
-from kmsportal.two_person import two_person_check_not_requester
+from kmsportal.two_person import two_person_check_not_requester, two_person_lapse
 
 from .events import VaultAction
 from .lifecycle import (
@@ -516,10 +516,23 @@ def destruction_request_create(
 
 
 def _expire_stale_requests(key: SymmetricKey) -> None:
-    """Requests not approved within 24 hours lapse (they are withdrawn, visibly)."""
-    key.destruction_requests.filter(
-        status=DestructionRequest.Status.PENDING, expires_at__lte=timezone.now()
-    ).update(status=DestructionRequest.Status.WITHDRAWN, decided_by_name="expired")
+    """Requests not approved within 24 hours lapse: they become ``expired``, visibly and
+    audited (``key.destruction_expired``), as the other two-person kinds do."""
+    two_person_lapse(
+        DestructionRequest,
+        key=key,
+        record=lambda lapsed: _record(
+            VaultAction.KEY_DESTRUCTION_EXPIRED,
+            actor=None,
+            key=key,
+            details={
+                "request": lapsed.pk,
+                "requested_by": lapsed.requested_by_name,
+                "reason": lapsed.reason,
+                "expired_at": lapsed.expires_at.isoformat(),
+            },
+        ),
+    )
 
 
 def _pending_request(request: DestructionRequest) -> tuple[DestructionRequest, SymmetricKey]:

@@ -402,7 +402,9 @@ class ApprovalInboxView(PortalPermissionMixin, View):
 
 
 class ApprovalDecisionView(PortalPermissionMixin, View):
-    """POST approve or reject (the requester's reject is a withdrawal)."""
+    """POST reject (the requester's reject is a withdrawal). An old "approve" link only
+    leads to the confirmation page, which alone approves (it shows what is destroyed and who
+    loses the key): nothing changes here."""
 
     permission_required = "vault.destroy_symmetrickey"
     http_method_names = ["post"]
@@ -411,17 +413,14 @@ class ApprovalDecisionView(PortalPermissionMixin, View):
         destruction = selectors.destruction_request_get(user=request.user, pk=pk)
         if destruction is None or decision not in ("approve", "reject"):
             raise Http404("No such request.")
+        if decision == "approve":
+            messages.info(
+                request, "Nothing was approved: read what approving changes, then decide here."
+            )
+            return HttpResponseRedirect(reverse("approvals:confirm", args=["destruction", pk]))
         try:
-            if decision == "approve":
-                key = services.destruction_request_approve(actor=request.user, request=destruction)
-                messages.success(
-                    request,
-                    f"Approved: {key.name} is unusable now and will be destroyed after "
-                    f"{key.destroy_after:%Y-%m-%d %H:%M} UTC unless cancelled.",
-                )
-            else:
-                done = services.destruction_request_reject(actor=request.user, request=destruction)
-                messages.success(request, f"Request {done.get_status_display()}.")
+            done = services.destruction_request_reject(actor=request.user, request=destruction)
+            messages.success(request, f"Request {done.get_status_display()}.")
         except KMSError as exc:
             refusal_flash(request, exc)
         return HttpResponseRedirect(reverse("vault:approvals"))

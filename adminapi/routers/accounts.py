@@ -105,6 +105,24 @@ class RolesOut(Schema):
     removed: list[str]
     added: list[str]
     role_request_id: int | None = None
+    removal_request_id: int | None = Field(
+        default=None,
+        description="removing the administrator role waits for a second administrator",
+    )
+
+
+class DeactivateIn(Schema):
+    reason: str = Field(
+        "",
+        max_length=1000,
+        description="required to deactivate an administrator while two or more are active",
+    )
+
+
+class DeactivateOut(UserOut):
+    removal_request_id: int | None = Field(
+        default=None, description="deactivating waits for a second administrator"
+    )
 
 
 def _subject(user_id: int) -> User:
@@ -195,17 +213,25 @@ def users_roles_set(request: ApiRequest, body: RolesIn, user_id: PathId) -> Stat
         removed=[Role(r).value for r in changed.removed],
         added=[Role(r).value for r in changed.added],
         role_request_id=changed.request.pk if changed.request else None,
+        removal_request_id=changed.removal_request.pk if changed.removal_request else None,
     )
-    return Status(202 if changed.request else 200, out)
+    return Status(202 if changed.request or changed.removal_request else 200, out)
 
 
-@router.post("/users/{user_id}/deactivate", response=UserOut)
-def users_deactivate(request: ApiRequest, user_id: PathId) -> UserOut:
+@router.post("/users/{user_id}/deactivate", response={200: DeactivateOut, 202: DeactivateOut})
+def users_deactivate(
+    request: ApiRequest, user_id: PathId, body: DeactivateIn | None = None
+) -> Status[DeactivateOut]:
+    """Deactivate the user; an administrator, while two or more are active, only as a
+    request (with a reason) a second administrator approves (202)."""
     user = require(request, CHANGE, write=True)
     subject = _subject(user_id)
-    services.user_deactivate(actor=user, user=subject)
+    waiting = services.user_deactivate(actor=user, user=subject, reason=body.reason if body else "")
     subject.refresh_from_db()
-    return UserOut.from_user(subject)
+    out = DeactivateOut(
+        **UserOut.from_user(subject).dict(), removal_request_id=waiting.pk if waiting else None
+    )
+    return Status(202 if waiting else 200, out)
 
 
 @router.post("/users/{user_id}/reactivate", response=UserOut)

@@ -170,7 +170,9 @@ class CARevocationApprovalsView(PortalPermissionMixin, View):
 
 
 class CARevocationDecisionView(PortalPermissionMixin, View):
-    """POST approve, reject or withdraw (the requester's own) a CA revocation request."""
+    """POST reject, or withdraw (the requester's own), a CA revocation request. An old
+    "approve" link only leads to the confirmation page, which alone approves (it shows the
+    CAs and certificates revoked with it): nothing changes here."""
 
     permission_required = REVOKE
     http_method_names = ["post"]
@@ -179,17 +181,15 @@ class CARevocationDecisionView(PortalPermissionMixin, View):
         asked = selectors.ca_revocation_request_get(user=request.user, pk=pk)
         if asked is None or decision not in ("approve", "reject", "withdraw"):
             raise Http404("No such request.")
+        if decision == "approve":
+            messages.info(
+                request, "Nothing was approved: read what approving changes, then decide here."
+            )
+            return HttpResponseRedirect(reverse("approvals:confirm", args=["ca-revocation", pk]))
         form = CARevocationDecisionForm(request.POST)
         comment = form.cleaned_data["comment"] if form.is_valid() else ""
         try:
-            if decision == "approve":
-                revoked = approvals.ca_revocation_approve(actor=request.user, request=asked)
-                messages.success(
-                    request,
-                    f"Approved: CA {asked.ca.name} is revoked ({revoked.revocation_reason}) with "
-                    "everything below it; the CRLs were republished.",
-                )
-            elif decision == "reject":
+            if decision == "reject":
                 approvals.ca_revocation_reject(actor=request.user, request=asked, comment=comment)
                 messages.success(request, f"Revocation of CA {asked.ca.name} rejected.")
             else:

@@ -17,9 +17,16 @@ from django.utils import timezone
 
 from accounts import services
 from accounts.approvers import ApproverNotEligible, approver_refusal
-from accounts.models import AccountSetup, MfaDevice, RoleAssignment, RoleGrantRequest
+from accounts.models import (
+    AccountSetup,
+    AdministratorRemovalRequest,
+    MfaDevice,
+    RoleAssignment,
+    RoleGrantRequest,
+)
 from accounts.roles import Role, user_roles
 from audit.models import AuditEvent
+from kmsportal.two_person import TwoPersonError
 from tests.factories import TEST_PASSWORD, approver_make, mfa_enroll, sign_in
 from vault import services as vault_services
 from vault.lifecycle import KeyState
@@ -34,12 +41,13 @@ def invitation_of(response) -> str:
     return link.group(1).decode()
 
 
-def test_the_default_cooling_off_is_24_hours(monkeypatch) -> None:
+def test_the_default_cooling_off_is_24_hours(monkeypatch, tmp_path) -> None:
     """Without KMS_APPROVER_COOLING_OFF in the environment the settings say 24 hours (the
-    tests' conftest sets 0 on top of them)."""
+    tests' conftest sets 0 on top of them; a `make run` trial file, not read here, a minute)."""
     import importlib
 
     monkeypatch.delenv("KMS_APPROVER_COOLING_OFF", raising=False)
+    monkeypatch.setenv("KMS_DATA_DIR", str(tmp_path))  # no trial.env there
     import kmsportal.settings as module
 
     assert importlib.reload(module).KMS_APPROVER_COOLING_OFF == 24 * 60 * 60
@@ -206,3 +214,147 @@ def test_nobody_approves_their_own_role_grant(make_user) -> None:
         services.role_grant_approve(actor=first, request=changed.request)
     services.role_grant_approve(actor=second, request=changed.request)
     assert Role.ADMINISTRATOR in user_roles(third)
+
+
+def _active_administrators() -> set[str]:
+    return set(
+        User.objects.filter(is_active=True, groups__name=Role.ADMINISTRATOR).values_list(
+            "username", flat=True
+        )
+    )
+
+
+@pytest.mark.parametrize("how", ["demote", "deactivate"])
+def test_one_administrator_cannot_remove_the_other_to_grant_roles_alone(how: str) -> None:
+    """The attack: with two administrators, A demotes or deactivates B (so role grants apply at
+    once), makes custodians, then restores B. Removing B waits for a second administrator;
+    with B's (or another administrator's) approval it happens."""
+    ada = approver_make("ada", Role.ADMINISTRATOR)
+    bob = approver_make("bob", Role.ADMINISTRATOR)
+    page = sign_in(ada)
+    if how == "demote":
+        path, form = f"/users/{bob.pk}/roles/", {"roles": ["auditor"]}
+    else:
+        path, form = f"/users/{bob.pk}/deactivate/", {}
+
+    # Without a reason: refused, nothing changes.
+    refused = page.post(path, form, follow=True)
+    assert b"Say why" in refused.content or b"say why" in refused.content
+    assert _active_administrators() == {"ada", "bob"}
+    assert not AdministratorRemovalRequest.objects.exists()
+
+    # With a reason: a request; B stays an active administrator.
+    asked = page.post(path, {**form, "reason": "bob leaves the team"}, follow=True)
+    assert b"waits for a second administrator" in asked.content
+    assert _active_administrators() == {"ada", "bob"}
+    request = AdministratorRemovalRequest.objects.get(user=bob, status="pending")
+    assert request.change == how
+
+    # So A still cannot mint an approver alone: the new custodian's role waits.
+    page.post(
+        "/users/new/",
+        {"username": "puppet", "roles": ["key_custodian"], "reason": "more hands"},
+    )
+    puppet = User.objects.get(username="puppet")
+    assert user_roles(puppet) == []
+    assert RoleGrantRequest.objects.get(user=puppet).status == "pending"
+    # A's own approval of the removal is refused, on the confirmation page and the service.
+    confirm = f"/approvals/administrator-removal/{request.pk}/"
+    forged = page.post(confirm, {"decision": "approve"}, follow=True)
+    assert b"a different person must approve it" in forged.content
+    with pytest.raises(TwoPersonError, match="different person"):
+        services.administrator_removal_approve(actor=ada, request=request)
+    assert _active_administrators() == {"ada", "bob"}
+    # A second removal request for B is refused while this one waits.
+    again = page.post(path, {**form, "reason": "again"}, follow=True)
+    assert b"already waiting for approval" in again.content
+
+    # B sees what changes, and approves: now it happens (two people agreed).
+    second = sign_in(bob)
+    shown = second.get(confirm).content.decode()
+    for fact in ("bob leaves the team", "Active administrators after", "apply at once"):
+        assert fact in shown, fact
+    second.post(confirm, {"decision": "approve"})
+    assert _active_administrators() == {"ada"}
+    request.refresh_from_db()
+    assert request.status == "approved" and request.decided_by_name == "bob"
+    actions = set(AuditEvent.objects.values_list("action", flat=True))
+    assert {"user.admin_removal_requested", "user.admin_removal_approved"} <= actions
+
+
+def test_an_administrator_removal_is_rejected_withdrawn_and_expires_audited() -> None:
+    ada = approver_make("ada", Role.ADMINISTRATOR)
+    bob = approver_make("bob", Role.ADMINISTRATOR)
+    cyd = approver_make("cyd", Role.ADMINISTRATOR)
+    first = services.user_deactivate(actor=ada, user=bob, reason="left")
+    assert first is not None
+    services.administrator_removal_reject(actor=cyd, request=first, comment="he did not")
+    second = services.user_deactivate(actor=ada, user=bob, reason="left, really")
+    assert second is not None
+    services.administrator_removal_withdraw(actor=ada, request=second)
+    third = services.user_deactivate(actor=ada, user=bob, reason="left, truly")
+    assert third is not None
+    AdministratorRemovalRequest.objects.filter(pk=third.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    with pytest.raises(TwoPersonError, match="expired"):
+        services.administrator_removal_approve(actor=cyd, request=third)
+    # A new request lapses the old one, visibly and audited.
+    fourth = services.user_deactivate(actor=ada, user=bob, reason="once more")
+    third.refresh_from_db()
+    assert third.status == "expired"
+    services.administrator_removal_approve(actor=cyd, request=fourth)
+    bob.refresh_from_db()
+    assert not bob.is_active
+    actions = list(
+        AuditEvent.objects.filter(action__startswith="user.admin_removal").values_list(
+            "action", flat=True
+        )
+    )
+    for action in ("rejected", "withdrawn", "expired", "approved"):
+        assert f"user.admin_removal_{action}" in actions
+
+
+def test_a_new_role_on_an_old_account_starts_the_cooling_off(settings) -> None:
+    """An account past every other moment gains a role that lets it approve: it waits out the
+    cooling-off from that grant (accounts.approvers), not from when it was created."""
+    settings.KMS_APPROVER_COOLING_OFF = 24 * 60 * 60
+    admin = approver_make("root-admin", Role.ADMINISTRATOR)
+    requester = approver_make("kim", Role.KEY_CUSTODIAN)
+    veteran = approver_make("vera", Role.AUDITOR)
+    old = timezone.now() - timedelta(days=30)
+    for user in (admin, requester, veteran):
+        User.objects.filter(pk=user.pk).update(date_joined=old)
+        AccountSetup.objects.filter(user=user).update(password_chosen_at=old)
+        MfaDevice.objects.filter(user=user).update(confirmed_at=old)
+        RoleAssignment.objects.filter(user=user).update(granted_at=old)
+    veteran.refresh_from_db()
+    assert "needs the vault.destroy_symmetrickey permission" in approver_refusal(
+        user=veteran, permission=DESTROY
+    )
+    key = vault_services.symmetric_key_create(actor=None, name="payroll")
+    request = vault_services.destruction_request_create(
+        actor=requester, key=key, waiting_days=7, reason="retired"
+    )
+
+    # One administrator: the key custodian role applies at once, through the user page.
+    sign_in(admin).post(
+        f"/users/{veteran.pk}/roles/", {"roles": ["auditor", "key_custodian"], "reason": "on call"}
+    )
+    veteran = User.objects.get(pk=veteran.pk)  # fresh permission cache
+    assert user_roles(veteran) == [Role.KEY_CUSTODIAN, Role.AUDITOR]
+    refusal = approver_refusal(user=veteran, permission=DESTROY)
+    assert refusal.startswith("cooling-off: the role that lets them approve was granted less")
+    shown = sign_in(veteran).get(f"/approvals/destruction/{request.pk}/").content.decode()
+    assert "You cannot approve this yet: cooling-off" in shown
+    with pytest.raises(ApproverNotEligible, match="cooling-off"):
+        vault_services.destruction_request_approve(actor=veteran, request=request)
+
+    # A day after the grant, vera may approve.
+    RoleAssignment.objects.filter(user=veteran, role=Role.KEY_CUSTODIAN).update(
+        granted_at=timezone.now() - timedelta(hours=25)
+    )
+    assert approver_refusal(user=veteran, permission=DESTROY) is None
+    vault_services.destruction_request_approve(actor=veteran, request=request)
+    key.refresh_from_db()
+    assert key.state == KeyState.PENDING_DESTRUCTION

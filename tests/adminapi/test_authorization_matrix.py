@@ -63,7 +63,7 @@ BODIES: dict[str, dict[str, Any]] = {
     # or certificate: 404/409) without generating a key; CA creation makes an EC root.
     "pki_ca_create": {"name": "mx-ca-{actor}", "subject": "CN=mx {actor}", "key_type": "ecp256"},
     "pki_ca_disable": {"reason": "matrix"},
-    "pki_ca_revocation_request": {"reason": "superseded"},
+    "pki_ca_revocation_request": {"reason": "superseded", "comment": "retired"},
     "pki_certificate_issue_csr": {"ca": "mx-none", "profile": "tls-server", "csr_pem": "x"},
     "pki_certificate_issue_generated": {
         "ca": "mx-none",

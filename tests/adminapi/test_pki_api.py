@@ -307,6 +307,12 @@ def test_ca_revocation_needs_a_second_person(root, issuing, leaf_key) -> None:
         409,
         "two_person_required",
     )
+    # a request needs a reason for the approver
+    problem(
+        asker.post("/cas/issuing/revocation-requests", {"reason": "superseded", "comment": " "}),
+        409,
+        "ca_revocation_refused",
+    )
     asked = asker.post(
         "/cas/issuing/revocation-requests",
         {"reason": "cessationOfOperation", "comment": "moving to a new CA"},
@@ -322,7 +328,9 @@ def test_ca_revocation_needs_a_second_person(root, issuing, leaf_key) -> None:
     assert asker.get("/cas/issuing").json()["revocation_requests"][0]["id"] == request_id
     # a second request for the same CA waits for the first
     problem(
-        approver.post("/cas/issuing/revocation-requests", {"reason": "superseded"}),
+        approver.post(
+            "/cas/issuing/revocation-requests", {"reason": "superseded", "comment": "retired"}
+        ),
         409,
         "ca_revocation_refused",
     )
@@ -356,7 +364,9 @@ def test_ca_revocation_needs_a_second_person(root, issuing, leaf_key) -> None:
 def test_an_approver_without_own_authenticator_cannot_approve(root, issuing) -> None:
     asker = Api(approver_make("olga-operator", Role.CA_OPERATOR))
     newcomer = Api(user_make("nina-operator", Role.CA_OPERATOR))
-    asked = asker.post("/cas/issuing/revocation-requests", {"reason": "superseded"}).json()
+    asked = asker.post(
+        "/cas/issuing/revocation-requests", {"reason": "superseded", "comment": "retired"}
+    ).json()
     refused = newcomer.client.post(f"{INBOX}/{asked['id']}/approve")
     assert refused.status_code in (400, 403, 409) and "authenticator" in refused.json()["detail"]
     assert CARevocationRequest.objects.get(pk=asked["id"]).status == "pending"
@@ -367,7 +377,9 @@ def test_an_approver_without_own_authenticator_cannot_approve(root, issuing) -> 
 def test_a_root_has_no_revocation_request(api_as, root) -> None:
     operator = api_as(Role.CA_OPERATOR)
     problem(
-        operator.post("/cas/root/revocation-requests", {"reason": "superseded"}),
+        operator.post(
+            "/cas/root/revocation-requests", {"reason": "superseded", "comment": "retired"}
+        ),
         409,
         "ca_revocation_refused",
     )

@@ -128,3 +128,32 @@ def test_the_requester_withdraws_and_another_rejects(make_user) -> None:
     assert alice.post(f"{one}/withdraw").json()["request"]["status"] == "withdrawn"
     rejected = bob.post(f"{two}/reject", {"comment": "still used"}, content_type=JSON)
     assert rejected.status_code == 200 and rejected.json()["request"]["status"] == "rejected"
+
+
+def test_deactivating_an_administrator_waits_for_a_second_administrator(make_user) -> None:
+    first = approver_make("admin-one", Role.ADMINISTRATOR)
+    second = approver_make("admin-two", Role.ADMINISTRATOR)
+    one, two = bearer(first), bearer(second)
+    path = f"/api/v1/admin/accounts/users/{second.pk}/deactivate"
+    for body in ("", "{}"):  # no body at all, or no reason in it
+        blank = one.post(path, body, content_type=JSON)
+        assert (blank.status_code, blank.json()["code"]) == (409, "account_policy")
+        assert "say why" in blank.json()["detail"]
+    asked = one.post(path, {"reason": "leaves the company"}, content_type=JSON)
+    assert asked.status_code == 202, asked.content
+    assert asked.json()["is_active"] is True
+    request_id = asked.json()["removal_request_id"]
+    own = one.post(f"/api/v1/admin/approvals/administrator-removal/{request_id}/approve")
+    assert own.status_code == 409
+    second.refresh_from_db()
+    assert second.is_active
+    # The subject consents: two people agreed.
+    approved = two.post(f"/api/v1/admin/approvals/administrator-removal/{request_id}/approve")
+    assert approved.status_code == 200, approved.content
+    second.refresh_from_db()
+    assert not second.is_active
+    # Anyone else (and an administrator once fewer than two are active) goes at once.
+    auditor = make_user("audra", Role.AUDITOR)
+    done = one.post(f"/api/v1/admin/accounts/users/{auditor.pk}/deactivate", "", content_type=JSON)
+    assert done.status_code == 200, done.content
+    assert (done.json()["is_active"], done.json()["removal_request_id"]) == (False, None)

@@ -181,3 +181,41 @@ def test_export_policy_never_single_and_weakening(kms: LiveKMS, mallory: User, t
     # Now one custodian grants it alone.
     page.post("/clients/svc/grants/", {"key": "test-data", "versions": "primary", "reason": "ci"})
     assert Grant.objects.filter(key__name="test-data", client__name="svc").exists()
+
+
+def test_an_unused_token_of_an_enrolled_client_is_shown_and_voided_when_its_grant_is_approved(
+    kms: LiveKMS, mallory: User, trent: User
+) -> None:
+    """The insider's detour: a legitimate, enrolled client holds no grant, so a new token for
+    it comes at once. Mallory takes one, asks for a grant, and would re-enroll the client with
+    a key of their own once Trent approved the certificate he saw. Trent sees the token on
+    the confirmation page, and approving voids it: Mallory's re-enrollment fails."""
+    second = sign_in(trent)
+    assert second.post("/keys/new/", {"name": "payroll"}).status_code == 302
+    created = second.post("/clients/new/", {"name": "billing"}, follow=True)
+    genuine = re.search(rb'id="enrollment-token">([^<]+)<', created.content).group(1).decode()
+    enroll(kms.url, genuine, kms.root_file, kms.tmp_path / "billing")
+    billing = kms.client_for("billing")
+
+    page = sign_in(mallory)
+    answer = page.post("/clients/billing/token/", {"reason": "moving hosts"}, follow=True)
+    stolen = re.search(rb'id="enrollment-token">([^<]+)<', answer.content).group(1).decode()
+    page.post(
+        "/clients/billing/grants/",
+        {"key": "payroll", "versions": "primary", "reason": "billing needs payroll"},
+    )
+    asked = GrantRequest.objects.get()
+
+    confirm = f"/approvals/grant/{asked.pk}/"
+    shown = second.get(confirm).content.decode()
+    assert "Unused enrollment token" in shown
+    assert "issued to mallory" in shown and "approving voids it" in shown
+    approved = second.post(confirm, {"decision": "approve"}, follow=True)
+    assert b"unused enrollment token was voided" in approved.content
+    assert not Client.objects.get(name="billing").has_unused_token
+
+    # Mallory's token no longer enrolls anything; the genuine client fetches as before.
+    refused("invalid_token", enroll, kms.url, stolen, kms.root_file, kms.tmp_path / "mal")
+    assert billing.fetch_key("payroll") == material(SymmetricKey.objects.get(name="payroll"))
+    voided = AuditEvent.objects.get(action="client.token_voided")
+    assert voided.actor_name == "trent" and voided.details["issued_to"] == "mallory"

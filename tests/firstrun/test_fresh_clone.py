@@ -60,9 +60,11 @@ def wait_until_serving(url: str, process: subprocess.Popen, log: Path) -> None:
         if process.poll() is not None:
             pytest.fail(f"make run stopped ({process.returncode}):\n{log.read_text()[-3000:]}")
         try:
-            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+            # A worker that is still booting (Django's import takes seconds on a loaded
+            # machine) answers late: wait for it rather than count a read timeout as failure.
+            if requests.get(f"{url}/healthz", timeout=15).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             pass
         time.sleep(0.5)
     pytest.fail(f"make run did not serve {url} in {START_TIMEOUT}s:\n{log.read_text()[-3000:]}")

@@ -65,6 +65,11 @@ def test_trial_file_is_private_and_keeps_its_secrets(tmp_path: Path) -> None:
     assert len(first["SECRET_KEY"]) >= 50
     assert first["KMS_MASTER_KEYS"].startswith("dev1:")
     assert stat.S_IMODE((tmp_path / "master.keys").stat().st_mode) == 0o600
+    # The tour's second custodian approves a minute after setting up, not a day (said loudly
+    # by `make run`); an explicit setting wins.
+    assert first["KMS_APPROVER_COOLING_OFF"] == "60"
+    explicit = read_env_file(trial_settings_write({**env, "KMS_APPROVER_COOLING_OFF": "86400"}))
+    assert explicit["KMS_APPROVER_COOLING_OFF"] == "86400"
 
     # Another port later: the URL follows, the secret and the keyring stay.
     second = read_env_file(trial_settings_write({**env, "GUNICORN_BIND": "127.0.0.1:18200"}))

@@ -146,7 +146,12 @@ def test_request_then_second_operator_approves_revokes_the_tree(
     assert "waiting for approval" in asker.get(f"/pki/certificates/{record.pk}/").content.decode()
 
     root_crl = latest_crl(root).crl_number
-    approved = approver.post(f"/pki/revocations/{asked.pk}/approve/")
+    # The old one-click endpoint approves nothing: it leads to the confirmation page.
+    old = approver.post(f"/pki/revocations/{asked.pk}/approve/")
+    assert old.status_code == 302 and old["Location"] == f"/approvals/ca-revocation/{asked.pk}/"
+    asked.refresh_from_db()
+    assert asked.status == Status.PENDING
+    approved = approver.post(f"/approvals/ca-revocation/{asked.pk}/", {"decision": "approve"})
     assert approved.status_code == 302
     asked.refresh_from_db()
     assert (asked.status, asked.decided_by_name) == (Status.APPROVED, "omar-operator")
@@ -196,11 +201,16 @@ def test_request_then_second_operator_approves_revokes_the_tree(
 def test_the_requester_cannot_approve(operators, signed_in, tree) -> None:
     asker_user, _ = operators
     asked = ca_revocation_request(
-        actor=asker_user, certificate=tree["certificate"], reason="superseded"
+        actor=asker_user,
+        certificate=tree["certificate"],
+        reason="superseded",
+        comment="no longer needed",
     )
     before = snapshot()
     client = signed_in(asker_user)
-    response = client.post(f"/pki/revocations/{asked.pk}/approve/", follow=True)
+    response = client.post(
+        f"/approvals/ca-revocation/{asked.pk}/", {"decision": "approve"}, follow=True
+    )
     assert "a different person who may revoke certificates must approve it" in (
         response.content.decode()
     )
@@ -218,7 +228,10 @@ def test_roles_without_the_revoke_permission_cannot_decide(
     operators, role_client, role: Role, tree
 ) -> None:
     asked = ca_revocation_request(
-        actor=operators[0], certificate=tree["certificate"], reason="superseded"
+        actor=operators[0],
+        certificate=tree["certificate"],
+        reason="superseded",
+        comment="no longer needed",
     )
     before = snapshot()
     client = role_client(role)
@@ -239,7 +252,9 @@ def test_reject_and_withdraw_change_nothing_but_the_request(operators, signed_in
     record: Certificate = tree["certificate"]  # type: ignore[assignment]
     before = snapshot()
 
-    first = ca_revocation_request(actor=asker_user, certificate=record, reason="superseded")
+    first = ca_revocation_request(
+        actor=asker_user, certificate=record, reason="superseded", comment="no longer needed"
+    )
     # Only the requester withdraws; others reject.
     with pytest.raises(PkiError, match="can withdraw this request"):
         ca_revocation_withdraw(actor=other_user, request=first)
@@ -257,7 +272,9 @@ def test_reject_and_withdraw_change_nothing_but_the_request(operators, signed_in
     with pytest.raises(PkiError, match="already rejected"):
         ca_revocation_approve(actor=other_user, request=first)
 
-    second = ca_revocation_request(actor=asker_user, certificate=record, reason="superseded")
+    second = ca_revocation_request(
+        actor=asker_user, certificate=record, reason="superseded", comment="no longer needed"
+    )
     assert asker.post(f"/pki/revocations/{second.pk}/withdraw/").status_code == 302
     second.refresh_from_db()
     assert (second.status, second.decided_by_name) == (Status.WITHDRAWN, "olga-operator")
@@ -281,7 +298,9 @@ def test_reject_and_withdraw_change_nothing_but_the_request(operators, signed_in
 def test_an_expired_request_cannot_be_approved(operators, signed_in, tree) -> None:
     asker_user, approver_user = operators
     record: Certificate = tree["certificate"]  # type: ignore[assignment]
-    asked = ca_revocation_request(actor=asker_user, certificate=record, reason="superseded")
+    asked = ca_revocation_request(
+        actor=asker_user, certificate=record, reason="superseded", comment="no longer needed"
+    )
     CARevocationRequest.objects.filter(pk=asked.pk).update(
         expires_at=timezone.now() - timedelta(minutes=1)
     )
@@ -289,13 +308,21 @@ def test_an_expired_request_cannot_be_approved(operators, signed_in, tree) -> No
     approver = signed_in(approver_user)
     inbox = approver.get("/pki/revocations/").content.decode()
     assert "expired" in inbox and f"/approvals/ca-revocation/{asked.pk}/" not in inbox
-    response = approver.post(f"/pki/revocations/{asked.pk}/approve/", follow=True)
+    response = approver.post(
+        f"/approvals/ca-revocation/{asked.pk}/", {"decision": "approve"}, follow=True
+    )
     assert "This request expired" in response.content.decode()
     assert snapshot() == before
     # Asking again lapses the old one (visibly) and starts a new week.
-    again = ca_revocation_request(actor=asker_user, certificate=record, reason="superseded")
+    again = ca_revocation_request(
+        actor=asker_user, certificate=record, reason="superseded", comment="no longer needed"
+    )
     asked.refresh_from_db()
     assert asked.status == Status.EXPIRED
+    lapsed = AuditEvent.objects.get(action="ca.revocation_expired")
+    assert lapsed.details["request"] == asked.pk and lapsed.details["requested_by"] == (
+        asker_user.username
+    )
     ca_revocation_approve(actor=approver_user, request=again)
     record.refresh_from_db()
     assert record.is_revoked
@@ -305,13 +332,18 @@ def test_an_expired_request_cannot_be_approved(operators, signed_in, tree) -> No
 def test_one_pending_request_per_certificate(operators, signed_in, tree) -> None:
     asker_user, other_user = operators
     record: Certificate = tree["certificate"]  # type: ignore[assignment]
-    ca_revocation_request(actor=asker_user, certificate=record, reason="superseded")
+    ca_revocation_request(
+        actor=asker_user, certificate=record, reason="superseded", comment="no longer needed"
+    )
     other = signed_in(other_user)
     events = AuditEvent.objects.count()
     with pytest.raises(PkiError, match="already waiting for approval"):
-        ca_revocation_request(actor=other_user, certificate=record, reason="cACompromise")
+        ca_revocation_request(
+            actor=other_user, certificate=record, reason="cACompromise", comment="no longer needed"
+        )
     response = other.post(
-        f"/pki/certificates/{record.pk}/revoke/", {"reason": "cACompromise", "confirm": "yes"}
+        f"/pki/certificates/{record.pk}/revoke/",
+        {"reason": "cACompromise", "confirm": "yes", "comment": "compromised"},
     )
     assert response.status_code == 400
     assert "already waiting for approval" in response.content.decode()
@@ -324,17 +356,33 @@ def test_bad_requests_are_refused(operators, tree, ec_key) -> None:
     asker_user, _ = operators
     record: Certificate = tree["certificate"]  # type: ignore[assignment]
     before = (snapshot(), AuditEvent.objects.count())
+    for blank in ("", "   \n"):
+        with pytest.raises(PkiError, match="say why this CA must be revoked"):
+            ca_revocation_request(
+                actor=asker_user, certificate=record, reason="superseded", comment=blank
+            )
     with pytest.raises(PkiError, match="cannot be put on hold"):
-        ca_revocation_request(actor=asker_user, certificate=record, reason="certificateHold")
+        ca_revocation_request(
+            actor=asker_user,
+            certificate=record,
+            reason="certificateHold",
+            comment="no longer needed",
+        )
     with pytest.raises(PkiError, match="goes with keyCompromise"):
         ca_revocation_request(
             actor=asker_user,
             certificate=record,
             reason="superseded",
             invalidity_date=timezone.now() - timedelta(days=1),
+            comment="no longer needed",
         )
     with pytest.raises(PkiError, match="not the certificate of a CA"):
-        ca_revocation_request(actor=asker_user, certificate=tree["mid_leaf"], reason="superseded")
+        ca_revocation_request(
+            actor=asker_user,
+            certificate=tree["mid_leaf"],
+            reason="superseded",
+            comment="no longer needed",
+        )
     assert (snapshot(), AuditEvent.objects.count()) == before
     assert not CARevocationRequest.objects.exists()
 
@@ -343,7 +391,9 @@ def test_bad_requests_are_refused(operators, tree, ec_key) -> None:
 def test_approval_is_refused_when_the_certificate_was_revoked_meanwhile(operators, tree) -> None:
     asker_user, approver_user = operators
     record: Certificate = tree["certificate"]  # type: ignore[assignment]
-    asked = ca_revocation_request(actor=asker_user, certificate=record, reason="superseded")
+    asked = ca_revocation_request(
+        actor=asker_user, certificate=record, reason="superseded", comment="no longer needed"
+    )
     services.certificate_revoke(actor=None, certificate=record, reason="cACompromise")
     before = snapshot()
     with pytest.raises(PkiError, match="was revoked meanwhile"):
@@ -380,7 +430,12 @@ def test_cert_revoke_refuses_a_ca_certificate(root, tree) -> None:
 @pytest.mark.django_db
 def test_pages_fit_a_strict_csp(operators, signed_in, tree) -> None:
     """No inline script or style on the new and changed pages (the CSP allows neither)."""
-    ca_revocation_request(actor=operators[0], certificate=tree["certificate"], reason="superseded")
+    ca_revocation_request(
+        actor=operators[0],
+        certificate=tree["certificate"],
+        reason="superseded",
+        comment="no longer needed",
+    )
     client = signed_in(operators[1])
     record: Certificate = tree["certificate"]  # type: ignore[assignment]
     for url in ("/pki/revocations/", "/pki/cas/mid/", f"/pki/certificates/{record.pk}/"):
@@ -402,7 +457,12 @@ def test_two_approvers_racing_approve_once(make_user, root, ec_key) -> None:
     issue(mid, ec_key, "race.example.org")
     asker = make_user("olga-operator", Role.CA_OPERATOR)
     approvers = [approver_make(f"approver-{i}", Role.CA_OPERATOR) for i in range(4)]
-    asked = ca_revocation_request(actor=asker, certificate=ca_certificate(mid), reason="superseded")
+    asked = ca_revocation_request(
+        actor=asker,
+        certificate=ca_certificate(mid),
+        reason="superseded",
+        comment="no longer needed",
+    )
     barrier = threading.Barrier(len(approvers))
     outcomes: list[str] = []
 

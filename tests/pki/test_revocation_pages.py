@@ -124,16 +124,26 @@ def test_the_confirmation_warns_about_an_intermediate(
     response = operator.post(f"/pki/certificates/{record.pk}/revoke/", {"reason": "cACompromise"})
     assert response.status_code == 200
     assert "This is the certificate of CA issuing." in response.content.decode()
-    # Two-person rule: the confirmation asks for the revocation, a second operator approves.
+    # Two-person rule: the confirmation asks for the revocation, with a reason for the
+    # approver (a blank one is refused), and a second operator approves.
+    blank = operator.post(
+        f"/pki/certificates/{record.pk}/revoke/",
+        {"reason": "cACompromise", "confirm": "yes", "comment": "  "},
+    )
+    assert blank.status_code == 400 and "Say why this CA must be revoked" in (
+        blank.content.decode()
+    )
+    assert not CARevocationRequest.objects.exists()
     done = operator.post(
-        f"/pki/certificates/{record.pk}/revoke/", {"reason": "cACompromise", "confirm": "yes"}
+        f"/pki/certificates/{record.pk}/revoke/",
+        {"reason": "cACompromise", "confirm": "yes", "comment": "its key was on a stolen laptop"},
     )
     assert done.status_code == 302 and done["Location"] == "/pki/revocations/"
     issuing.refresh_from_db()
     assert issuing.state == "active"
     asked = CARevocationRequest.objects.get(status="pending")
     second = signed_in(make_user("dora-operator", Role.CA_OPERATOR))
-    approved = second.post(f"/pki/revocations/{asked.pk}/approve/")
+    approved = second.post(f"/approvals/ca-revocation/{asked.pk}/", {"decision": "approve"})
     assert approved.status_code == 302
     issuing.refresh_from_db()
     assert issuing.state == "revoked"

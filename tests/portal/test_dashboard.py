@@ -289,9 +289,10 @@ def test_every_link_lists_exactly_what_it_counts(
     links = links_of(response)
     counted = [(href, count) for href, count in links if count is not None]
     # keys: total, 3 highlights, 8 states; approvals (destructions, CA revocations, and key
-    # grants, export policies, re-enrollments, role grants); 5 certificate totals; 13 bars
+    # grants, export policies, re-enrollments, role grants, administrator removals); 5
+    # certificate totals; 13 bars
     # and the same 13 in the table; users (total, active, inactive, 4 roles); denied events.
-    assert len(counted) == 1 + 3 + 8 + 2 + 4 + 5 + 2 * EXPIRY_WINDOWS + 7 + 1
+    assert len(counted) == 1 + 3 + 8 + 2 + 5 + 5 + 2 * EXPIRY_WINDOWS + 7 + 1
     for href, count in counted:
         assert listed(client, href) == count, href
     others = [href for href, count in links if count is None]
@@ -359,6 +360,7 @@ def _ca_revocation_asked(asker: User, ca: CertificateAuthority) -> None:
         actor=asker,
         certificate=Certificate.objects.get(ca=ca.parent, serial_hex=ca.serial_hex),
         reason="superseded",
+        comment="no longer needed",
     )
 
 
@@ -467,11 +469,11 @@ def queries_of(client: Client, url: str) -> int:
 
 
 #: The dashboard's own queries for a user who sees every section: keys, approvals (key
-#: destructions, CA revocations, and one aggregate for each of the four other two-person
+#: destructions, CA revocations, and one aggregate for each of the five other two-person
 #: kinds), certificates, CRLs, audit (recent events, denied count), users (totals, per
 #: role) and the master key count; for administrators, the public-URL check (the
 #: intermediate CAs' and the key server's certificates: one query each).
-DASHBOARD_QUERIES = 16
+DASHBOARD_QUERIES = 17
 
 
 def test_queries_do_not_grow_with_the_data(

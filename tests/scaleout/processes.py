@@ -172,7 +172,9 @@ class GunicornNode:
 
 def _healthy(port: int) -> bool:
     try:
-        probe = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        # Generous: a worker still booting (or replaced after --max-requests) answers late
+        # on a loaded machine, and a probe given up on leaves its request queued.
+        probe = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
         try:
             probe.request("GET", "/healthz")
             return probe.getresponse().status == 200

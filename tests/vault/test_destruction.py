@@ -119,12 +119,15 @@ def test_a_request_expires_after_24_hours(key, custodian, second_custodian) -> N
     assert snapshot(k) == before
     assert SymmetricKey.objects.get(pk=k.pk).state == KeyState.ACTIVE
 
-    # The lapsed request no longer blocks a new one; it is visibly withdrawn.
+    # The lapsed request no longer blocks a new one; it is visibly expired, and audited.
     fresh = services.destruction_request_create(
         actor=second_custodian, key=k, waiting_days=7, reason="retired"
     )
     request.refresh_from_db()
-    assert (request.status, request.decided_by_name) == ("withdrawn", "expired")
+    assert request.status == DestructionRequest.Status.EXPIRED == "expired"
+    lapsed = AuditEvent.objects.get(action="key.destruction_expired")
+    assert lapsed.details["request"] == request.pk
+    assert lapsed.details["requested_by"] == custodian.username
     k = services.destruction_request_approve(actor=custodian, request=fresh)
     assert k.state == KeyState.PENDING_DESTRUCTION
 

@@ -195,11 +195,17 @@ def test_two_person_destruction_through_the_pages(
     )
     request_pk = key.destruction_requests.get().pk
     # The requester's forged approval is refused by the service, not only hidden.
-    response = custodian.post(f"/keys/approvals/{request_pk}/approve/", follow=True)
+    confirm = f"/approvals/destruction/{request_pk}/"
+    response = custodian.post(confirm, {"decision": "approve"}, follow=True)
     assert b"a different key custodian must approve" in response.content
     key.refresh_from_db()
     assert key.state == KeyState.ACTIVE
-    response = second_custodian.post(f"/keys/approvals/{request_pk}/approve/", follow=True)
+    # The old one-click endpoint approves nothing: it leads to the confirmation page.
+    old = second_custodian.post(f"/keys/approvals/{request_pk}/approve/")
+    assert old.status_code == 302 and old["Location"] == confirm
+    key.refresh_from_db()
+    assert key.state == KeyState.ACTIVE
+    response = second_custodian.post(confirm, {"decision": "approve"}, follow=True)
     assert b"will be destroyed after" in response.content
     key.refresh_from_db()
     assert key.state == KeyState.PENDING_DESTRUCTION
