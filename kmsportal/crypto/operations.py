@@ -51,6 +51,7 @@ import json
 import os
 import struct
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -325,9 +326,44 @@ def _header(kind: int, key_id: uuid.UUID, version: int) -> bytes:
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
+# Token text: unpadded base64url. Two implementations giving the same bytes: the standard
+# library (always there; ~2.7 us for a 1 KiB ciphertext) and pybase64 (SIMD, ~0.3 us) when it
+# is installed, as on the server; kmsclient's wheel does not depend on it. Both decoders
+# accept exactly the canonical encodings (`parse_token` re-encodes and compares).
+_Codec = tuple[Callable[[bytes], bytes], Callable[[str], bytes]]
+
+
+def _b64url_encode_stdlib(blob: bytes) -> bytes:
+    return binascii.b2a_base64(blob, newline=False).translate(_URLSAFE).rstrip(b"=")
+
+
+def _b64url_decode_stdlib(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _pybase64_codec() -> _Codec | None:
+    """pybase64's encoder and (validating) decoder, or None where it is not installed."""
+    try:
+        import pybase64
+    except ImportError:  # pragma: no cover - kmsclient without pybase64
+        return None
+
+    def encode(blob: bytes) -> bytes:
+        return pybase64.urlsafe_b64encode(blob).rstrip(b"=")
+
+    def decode(text: str) -> bytes:
+        return pybase64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+
+    return encode, decode
+
+
+STDLIB_CODEC: _Codec = (_b64url_encode_stdlib, _b64url_decode_stdlib)
+PYBASE64_CODEC = _pybase64_codec()
+_b64url_encode, _b64url_decode = PYBASE64_CODEC or STDLIB_CODEC
+
+
 def _encode(header: bytes, body: bytes) -> str:
-    text = binascii.b2a_base64(header + body, newline=False).translate(_URLSAFE)
-    return TOKEN_PREFIX + text.rstrip(b"=").decode("ascii")
+    return TOKEN_PREFIX + _b64url_encode(header + body).decode("ascii")
 
 
 def parse_token(token: object) -> Token:
@@ -342,10 +378,10 @@ def parse_token(token: object) -> Token:
             )
         raise OperationError("bad_ciphertext", "expected a token starting with kms:v1:")
     text = token[len(TOKEN_PREFIX) :]
-    if not text.isascii() or "=" in text:
+    if not text.isascii() or "=" in text or "+" in text or "/" in text:
         raise OperationError("bad_ciphertext", "the token is not unpadded base64url")
     try:
-        blob = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        blob = _b64url_decode(text)
     except (binascii.Error, ValueError):
         raise OperationError("bad_ciphertext", "the token is not base64url") from None
     if _encode(blob[:HEADER_BYTES], blob[HEADER_BYTES:]) != token:
