@@ -32,8 +32,11 @@ whichever framing carried the first use).
 
 Sealed plaintext (both directions)::
 
-    uint32 BE header length || header (UTF-8 JSON object) || field*
-    field = uint32 BE length || bytes     (length 0xFFFFFFFF: the member is absent)
+    uint32 BE header length || header (UTF-8 JSON object)
+    || uint32 BE field count N || N x uint32 BE field length || the N fields' bytes, in order
+
+A field length of 0xFFFFFFFF means the member is absent (no bytes). The lengths come first so
+that both sides cut or join the fields in one pass instead of one parsing step per field.
 
 Request header: ``{"key", "options", "items": [...]}`` exactly as the JSON body, except that
 each item's binary members (`REQUEST_FIELDS` for the operation, in that order) are not in
@@ -43,10 +46,11 @@ results' binary members (`RESPONSE_FIELDS`) moved to fields the same way; an ite
 has all its fields absent; a refusal (a problem document) has no field. Token and PEM
 members travel as their ASCII text.
 
-Strict parsing: every length is checked against what is left; the header must be a JSON
-object; 1 to `MAX_ITEMS` items, each an object not also carrying a member of the fields; the
-number of fields is exactly items x members; nothing may follow the last field. Anything
-else is ``malformed_request`` (``bad_batch`` for the item count) before a single item is used.
+Strict parsing: the header length and the table must fit in what is left; the header must
+be a JSON object; 1 to `MAX_ITEMS` items, each an object not also carrying a member of the
+fields; N is exactly items x members; the fields' lengths add up to exactly the bytes left
+(none missing, none following). Anything else is ``malformed_request`` (``bad_batch`` for the
+item count) before a single item is used.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ import json
 import os
 import struct
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -80,7 +85,6 @@ _RESPONSE_HEAD = struct.Struct(">B12s")  # version, nonce: 13 bytes
 _LENGTH = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _VERSION = bytes([FRAME_VERSION])
-_ABSENT_FIELD = _LENGTH.pack(ABSENT)
 
 #: The item members an operation's request carries as fields, in field order.
 REQUEST_FIELDS: dict[str, tuple[str, ...]] = {
@@ -147,35 +151,59 @@ def _fields_of(operation: str, table: dict[str, tuple[str, ...]]) -> tuple[str, 
 # --- the plaintext: header and fields ---------------------------------------------------------
 
 
+def _as_bytes(value: object, member: str) -> bytes:
+    if type(value) is bytes:
+        return value
+    if type(value) is str:
+        # UTF-8, not ASCII: a token that is not ASCII is still sent, and refused per item
+        # by the server as the JSON envelope's would be.
+        return value.encode()
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"{member} must be bytes, not {type(value).__name__}")
+
+
 def _pack(
     header: dict[str, Any], rows: Sequence[dict[str, Any]], members: tuple[str, ...]
 ) -> bytes:
-    """Header || fields, taking each row's `members` out of it (the rows are changed)."""
-    parts = [b"", b""]
-    if members:
-        length = _LENGTH.pack
-        append = parts.append
+    """Header || field table || data, taking each row's `members` out of it (the rows are
+    changed; the header is encoded after, so they are not in it)."""
+    values: list[Any]
+    if len(members) == 1:
+        member = members[0]
+        values = [row.pop(member, None) for row in rows]
+        data = [
+            value.encode() if type(value) is str else _as_bytes(value, member)
+            for value in values
+            if value is not None
+        ]
+    else:
+        values, data = [], []
         for row in rows:
             for member in members:
                 value = row.pop(member, None)
-                if value is None:
-                    append(_ABSENT_FIELD)
-                    continue
-                if type(value) is str:
-                    value = value.encode("ascii")
-                elif type(value) is not bytes:
-                    if not isinstance(value, bytearray | memoryview):
-                        raise TypeError(f"{member} must be bytes, not {type(value).__name__}")
-                    value = bytes(value)
-                append(length(len(value)))
-                append(value)
+                values.append(value)
+                if value is not None:
+                    data.append(_as_bytes(value, member))
+    if len(data) == len(values):
+        table = [len(value) for value in data]
+    else:
+        lengths = iter([len(value) for value in data])
+        table = [ABSENT if value is None else next(lengths) for value in values]
     encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-    parts[0], parts[1] = _LENGTH.pack(len(encoded)), encoded
-    return b"".join(parts)
+    return b"".join(
+        (
+            _LENGTH.pack(len(encoded)),
+            encoded,
+            _LENGTH.pack(len(table)),
+            struct.pack(f">{len(table)}I", *table),
+            *data,
+        )
+    )
 
 
 def _unpack_header(plain: bytes, code: str) -> tuple[dict[str, Any], int]:
-    """The JSON header and the offset of the first field."""
+    """The JSON header and the offset of the field table."""
     if len(plain) < _LENGTH.size:
         raise ProtocolError(code, "the frame is truncated: no header length")
     (length,) = _LENGTH.unpack_from(plain)
@@ -195,33 +223,47 @@ def _unpack_header(plain: bytes, code: str) -> tuple[dict[str, Any], int]:
 def _unpack_fields(
     plain: bytes, offset: int, rows: list[Any], members: tuple[str, ...], code: str
 ) -> None:
-    """Put the fields after `offset` into `rows` (one per row and member); the fields must
-    end exactly at the end of `plain`. Nothing is changed if the frame is malformed."""
+    """Put the fields (table at `offset`, then the data) into `rows`, one per row and member.
+    The table must have exactly that many entries and the data end exactly at the end of
+    `plain`; if not, ProtocolError, and the caller discards `rows` (its own parse)."""
     size = len(plain)
-    unpack = _LENGTH.unpack_from
-    values: list[bytes | None] = []
-    append = values.append
-    for _ in range(len(rows) * len(members)):
-        if offset + 4 > size:
-            raise ProtocolError(code, "the frame is truncated: a field length is missing")
-        (length,) = unpack(plain, offset)
-        offset += 4
-        if length == ABSENT:
-            append(None)
-            continue
-        end = offset + length
-        if end > size:
-            raise ProtocolError(code, "a field length points past the end of the frame")
-        append(plain[offset:end])
-        offset = end
-    if offset != size:
+    if offset + 4 > size:
+        raise ProtocolError(code, "the frame is truncated: no field count")
+    (count,) = _LENGTH.unpack_from(plain, offset)
+    offset += 4
+    if count != len(rows) * len(members):
+        raise ProtocolError(
+            code, f"the frame has {count} fields; {len(rows)} items of this operation have "
+            f"{len(rows) * len(members)}"
+        )  # fmt: skip
+    if offset + 4 * count > size:
+        raise ProtocolError(code, "the frame is truncated: the field table is cut short")
+    lengths = struct.unpack_from(f">{count}I", plain, offset)
+    offset += 4 * count
+    absent = lengths.count(ABSENT)
+    total = sum(lengths) - absent * ABSENT
+    if offset + total > size:
+        raise ProtocolError(code, "a field length points past the end of the frame")
+    if offset + total < size:
         raise ProtocolError(code, "bytes follow the last field of the frame")
-    if not members:
+    if not count:
         return
     for row in rows:
         for member in members:
             if member in row:
                 raise ProtocolError(code, f"{member} travels in a field, not in the header")
+    ends = list(accumulate([0 if n == ABSENT else n for n in lengths], initial=offset))
+    values = [
+        None if n == ABSENT else plain[start:end]
+        for n, start, end in zip(lengths, ends, ends[1:], strict=False)
+    ]
+    if len(members) == 1:
+        member = members[0]
+        text = member in TEXT_MEMBERS
+        for row, value in zip(rows, values, strict=True):
+            if value is not None:
+                row[member] = _text(value) if text else value
+        return
     index = 0
     for row in rows:
         for member in members:

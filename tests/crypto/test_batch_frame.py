@@ -40,13 +40,16 @@ def request_aad(keys: session.SessionKeys, operation: str, counter: int) -> byte
 
 def plaintext(header: object, *fields: bytes | None, header_bytes: bytes | None = None) -> bytes:
     """A sealed plaintext written from the documentation: uint32 header length, header,
-    uint32 length || bytes per field (0xFFFFFFFF: absent)."""
+    uint32 field count, one uint32 length per field (0xFFFFFFFF: absent), the fields."""
     encoded = json.dumps(header).encode() if header_bytes is None else header_bytes
-    out = struct.pack(">I", len(encoded)) + encoded
-    for field in fields:
-        out += struct.pack(">I", 0xFFFFFFFF) if field is None else struct.pack(">I", len(field))
-        out += field or b""
-    return out
+    lengths = [0xFFFFFFFF if field is None else len(field) for field in fields]
+    return table(encoded, len(fields), lengths, b"".join(field or b"" for field in fields))
+
+
+def table(encoded_header: bytes, count: int, lengths: list[int], data: bytes) -> bytes:
+    """A plaintext with any field count, lengths and data (consistent or not)."""
+    out = struct.pack(">I", len(encoded_header)) + encoded_header + struct.pack(">I", count)
+    return out + b"".join(struct.pack(">I", n) for n in lengths) + data
 
 
 def by_hand(
@@ -188,8 +191,12 @@ ITEMS = {"key": "k", "items": [{}, {}], "options": {}}
         (plaintext(ITEMS, b"a"), "malformed_request"),  # a field missing
         (plaintext(ITEMS, b"a", b"b") + b"\x00", "malformed_request"),  # trailing byte
         (plaintext(ITEMS, b"a", b"b", b"c"), "malformed_request"),  # one field too many
-        (plaintext(ITEMS, b"a") + struct.pack(">I", 2**20) + b"b", "malformed_request"),
-        (plaintext(ITEMS, b"a") + struct.pack(">I", 0xFFFFFFFE), "malformed_request"),
+        (table(json.dumps(ITEMS).encode(), 2, [1, 2**20], b"ab"), "malformed_request"),
+        (table(json.dumps(ITEMS).encode(), 2, [1, 0xFFFFFFFE], b"a"), "malformed_request"),
+        (table(json.dumps(ITEMS).encode(), 2, [1], b""), "malformed_request"),  # table cut
+        (table(json.dumps(ITEMS).encode(), 2, [1, 1], b"abc"), "malformed_request"),
+        (table(json.dumps(ITEMS).encode(), 2**31, [], b""), "malformed_request"),
+        (struct.pack(">I", 2) + b"{}", "malformed_request"),  # no field count
         (struct.pack(">I", 1000) + b"{}", "malformed_request"),  # header past the end
         (plaintext(None, header_bytes=b"\xff\xfe"), "malformed_request"),  # not UTF-8
         (plaintext(None, header_bytes=b"[1]"), "malformed_request"),  # not an object

@@ -33,13 +33,18 @@ def F(data: bytes) -> bytes:
     return struct.pack(">Q", len(data)) + data
 
 
-def plaintext(header: object, *fields: bytes) -> bytes:
-    """The documented sealed plaintext: uint32 header length, JSON header, fields."""
+def plaintext(header: object, *fields: bytes, lengths: list[int] | None = None) -> bytes:
+    """The documented sealed plaintext: uint32 header length, JSON header, uint32 field
+    count, one uint32 length per field, the fields' bytes (`lengths` to lie about them)."""
     encoded = json.dumps(header).encode()
-    out = struct.pack(">I", len(encoded)) + encoded
-    for field in fields:
-        out += struct.pack(">I", len(field)) + field
-    return out
+    lengths = [len(field) for field in fields] if lengths is None else lengths
+    return (
+        struct.pack(">I", len(encoded))
+        + encoded
+        + struct.pack(">I", len(lengths))
+        + b"".join(struct.pack(">I", n) for n in lengths)
+        + b"".join(fields)
+    )
 
 
 @dataclass
@@ -157,8 +162,7 @@ def test_extra_trailing_bytes(wire: Wire) -> None:
 
 def test_a_length_pointing_past_the_end(wire: Wire) -> None:
     header = {"key": "orders", "items": [{}, {}], "options": {}}
-    plain = plaintext(header, b"x") + struct.pack(">I", 4096) + b"y" * 100
-    body, _ = wire.frame(plain)
+    body, _ = wire.frame(plaintext(header, b"x", b"y" * 100, lengths=[1, 4096]))
     assert_refused_and_nothing_changed(wire, wire.post(body), 400, "malformed_request")
     encoded = json.dumps(header).encode()
     body, _ = wire.frame(struct.pack(">I", len(encoded) + 1) + encoded)  # the header's own
