@@ -77,6 +77,12 @@ _BYTES_MEMBERS = frozenset({"plaintext", "message"})
 def _items_as_bytes(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Items for the binary frame: plaintext and message as bytes (base64 text accepted, as
     the JSON envelope takes it, and decoded here)."""
+    if not all(isinstance(item, dict) for item in items):
+        raise TypeError("each item of a batch must be a dict")
+    if not any(
+        type(item.get("plaintext")) is str or type(item.get("message")) is str for item in items
+    ):
+        return items  # the usual case: bytes already, one pass over the batch
     converted = []
     for item in items:
         if any(type(item.get(name)) is str for name in _BYTES_MEMBERS):
