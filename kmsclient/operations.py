@@ -8,6 +8,10 @@ identity checks as a key fetch (the server identity pinned at enrollment, its st
 status, its signature over the transcript), then each request and answer is AES-256-GCM
 encrypted under the session's keys, so plaintext and data keys never cross the wire in clear.
 
+Requests travel in the binary frame (`kmsportal.crypto.batch_frame`): items' data as
+length-prefixed bytes in the sealed body, never base64 or JSON text; ``operate(...,
+framing="json")`` sends the JSON envelope instead (servers from before the binary frame).
+
 Each thread has its own session (a session's counter must only grow, so one session cannot
 carry concurrent requests); an expired or forgotten session is reopened once, transparently.
 Free of Django, like the rest of kmsclient.
@@ -16,12 +20,15 @@ Free of Django, like the rest of kmsclient.
 from __future__ import annotations
 
 import base64
+import binascii
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, Literal, cast
 
-from kmsportal.crypto import protocol
+import requests
+
+from kmsportal.crypto import batch_frame, protocol
 from kmsportal.crypto import session as wire
 from kmsportal.crypto.dh import X25519
 
@@ -50,10 +57,58 @@ class _Session:
     counter: int = 0
 
 
-def _b64(data: bytes) -> str:
+def _b64(data: bytes | bytearray) -> str:
     if not isinstance(data, bytes | bytearray):
         raise TypeError("pass bytes")
     return base64.b64encode(bytes(data)).decode("ascii")
+
+
+def _bytes(data: object) -> bytes:
+    if not isinstance(data, bytes | bytearray):
+        raise TypeError("pass bytes")
+    return bytes(data)
+
+
+Framing = Literal["binary", "json"]
+#: Item members that are bytes (base64 text in the JSON envelope), results likewise.
+_BYTES_MEMBERS = frozenset({"plaintext", "message"})
+
+
+def _items_as_bytes(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Items for the binary frame: plaintext and message as bytes (base64 text accepted, as
+    the JSON envelope takes it, and decoded here)."""
+    if not all(isinstance(item, dict) for item in items):
+        raise TypeError("each item of a batch must be a dict")
+    if not any(
+        type(item.get("plaintext")) is str or type(item.get("message")) is str for item in items
+    ):
+        return items  # the usual case: bytes already, one pass over the batch
+    converted = []
+    for item in items:
+        if any(type(item.get(name)) is str for name in _BYTES_MEMBERS):
+            item = dict(item)
+            for name in _BYTES_MEMBERS:
+                if type(item.get(name)) is str:
+                    try:
+                        item[name] = base64.b64decode(item[name], validate=True)
+                    except (binascii.Error, ValueError):
+                        raise ValueError(f"{name} is neither bytes nor base64 text") from None
+        converted.append(item)
+    return converted
+
+
+def _items_as_text(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Items for the JSON envelope: bytes members as base64 text."""
+    converted = []
+    for item in items:
+        if any(isinstance(item.get(name), bytes | bytearray) for name in _BYTES_MEMBERS):
+            item = {
+                name: _b64(value) if name in _BYTES_MEMBERS and isinstance(value, bytes | bytearray)
+                else value
+                for name, value in item.items()
+            }  # fmt: skip
+        converted.append(item)
+    return converted
 
 
 class OperationsMixin:
@@ -113,30 +168,44 @@ class OperationsMixin:
             current = self._open_session()
         return current
 
-    def _call(self, operation: str, path: str, body: Any) -> Any:
+    def _call(self, operation: str, path: str, body: Any, framing: Framing = "binary") -> Any:
         """One protected request; the decrypted answer body (KMSClientError if refused)."""
         from kmsclient.client import KMSClientError, _json_answer, _post_json, problem_error
 
         for attempt in (1, 2):
             current = self._current_session()
             current.counter += 1
-            envelope, nonce = wire.seal_request(current.keys, operation, current.counter, body)
-            response = _post_json(
-                self.session,  # type: ignore[attr-defined]
-                self.url + path,  # type: ignore[attr-defined]
-                envelope,
-                self.timeout,  # type: ignore[attr-defined]
-            )
-            if response.headers.get("Content-Type", "").startswith("application/problem+json"):
+            if framing == "binary":
+                frame, nonce = batch_frame.seal_request(
+                    current.keys, operation, current.counter, body
+                )
+                response = self._post_frame(self.url + path, frame)  # type: ignore[attr-defined]
+            else:
+                envelope, nonce = wire.seal_request(current.keys, operation, current.counter, body)
+                response = _post_json(
+                    self.session,  # type: ignore[attr-defined]
+                    self.url + path,  # type: ignore[attr-defined]
+                    envelope,
+                    self.timeout,  # type: ignore[attr-defined]
+                )
+            content_type = response.headers.get("Content-Type", "")
+            if content_type.startswith("application/problem+json"):
                 error = problem_error(response)
                 if error.code in _REOPEN_CODES and attempt == 1:
                     self._operations_local().session = None
                     continue
                 raise error
             try:
-                status, answer = wire.open_response(
-                    current.keys, operation, current.counter, nonce, _json_answer(response)
-                )
+                if framing == "binary":
+                    if content_type != batch_frame.MEDIA_TYPE:
+                        raise problem_error(response)
+                    status, answer = batch_frame.open_response(
+                        current.keys, operation, current.counter, nonce, response.content
+                    )
+                else:
+                    status, answer = wire.open_response(
+                        current.keys, operation, current.counter, nonce, _json_answer(response)
+                    )
             except protocol.ProtocolError as exc:
                 raise KMSClientError(
                     exc.code, f"rejected the KMS's answer: {exc.code}: {exc.message}"
@@ -147,6 +216,24 @@ class OperationsMixin:
                 raise KMSClientError(str(code), str(detail), origin="server", status=status)
             return answer
         raise AssertionError("unreachable")
+
+    def _post_frame(self, url: str, frame: bytes) -> requests.Response:
+        from kmsclient.client import KMSClientError
+
+        try:
+            return self.session.post(  # type: ignore[attr-defined,no-any-return]
+                url,
+                data=frame,
+                headers={
+                    "Content-Type": batch_frame.MEDIA_TYPE,
+                    "Accept": f"{batch_frame.MEDIA_TYPE}, application/problem+json",
+                },
+                timeout=self.timeout,  # type: ignore[attr-defined]
+            )
+        except requests.RequestException as exc:
+            raise KMSClientError(
+                "connection_failed", f"cannot reach the KMS at {url}: {type(exc).__name__}: {exc}"
+            ) from None
 
     # -- public API
 
@@ -160,16 +247,27 @@ class OperationsMixin:
         key: str,
         items: list[dict[str, Any]],
         options: dict[str, Any] | None = None,
+        *,
+        framing: Framing = "binary",
     ) -> list[dict[str, Any]]:
         """Run `operation` on up to 1,000 `items` in one request; one result per item, in
-        order (an item that failed is ``{"error": {"code", "detail"}}``). Binary members
-        (plaintext, message) are base64, as on the wire."""
-        answer = self._call(
-            operation,
-            OPERATION_PATH + operation,
-            {"key": key, "items": items, "options": options or {}},
-        )
-        return cast(list[dict[str, Any]], answer["results"])
+        order (an item that failed is ``{"error": {"code", "detail"}}``).
+
+        Binary members (``plaintext``, ``message``) are bytes (base64 text is accepted too);
+        results' ``plaintext`` is bytes; tokens (``ciphertext``, ``mac``, ``signature``) are
+        ``kms:v1:`` text. The request travels in the binary frame; ``framing="json"`` sends
+        the JSON envelope instead (for a server that predates the binary frame)."""
+        if framing == "binary":
+            body = {"key": key, "items": _items_as_bytes(items), "options": options or {}}
+        else:
+            body = {"key": key, "items": _items_as_text(items), "options": options or {}}
+        answer = self._call(operation, OPERATION_PATH + operation, body, framing)
+        results = cast(list[dict[str, Any]], answer["results"])
+        if framing == "json":
+            for result in results:
+                if type(result.get("plaintext")) is str:
+                    result["plaintext"] = base64.b64decode(result["plaintext"])
+        return results
 
     def _one(
         self, operation: str, key: str, item: dict[str, Any], **options: Any
@@ -184,13 +282,13 @@ class OperationsMixin:
 
     def encrypt(self, key: str, plaintext: bytes, context: dict[str, str] | None = None) -> str:
         """The ``kms:v1:`` ciphertext of `plaintext` under `key` (its primary version)."""
-        result = self._one("encrypt", key, {"plaintext": _b64(plaintext), "context": context or {}})
-        return cast(str, result["ciphertext"])
+        item = {"plaintext": _bytes(plaintext), "context": context or {}}
+        return cast(str, self._one("encrypt", key, item)["ciphertext"])
 
     def decrypt(self, key: str, ciphertext: str, context: dict[str, str] | None = None) -> bytes:
         """The plaintext of a ``kms:v1:`` ciphertext (the context must be the encryption's)."""
         result = self._one("decrypt", key, {"ciphertext": ciphertext, "context": context or {}})
-        return base64.b64decode(result["plaintext"])
+        return cast(bytes, result["plaintext"])
 
     def reencrypt(
         self,
@@ -217,20 +315,22 @@ class OperationsMixin:
         result = self._one(
             "generate-data-key", key, {"context": context or {}}, plaintext=plaintext
         )
-        clear = base64.b64decode(result["plaintext"]) if "plaintext" in result else None
+        clear = cast(bytes, result["plaintext"]) if "plaintext" in result else None
         return DataKey(ciphertext=result["ciphertext"], version=result["version"], plaintext=clear)
 
     def mac(self, key: str, message: bytes) -> str:
-        return cast(str, self._one("mac", key, {"message": _b64(message)})["mac"])
+        return cast(str, self._one("mac", key, {"message": _bytes(message)})["mac"])
 
     def mac_verify(self, key: str, message: bytes, mac: str) -> bool:
-        return bool(self._one("mac-verify", key, {"message": _b64(message), "mac": mac})["valid"])
+        item = {"message": _bytes(message), "mac": mac}
+        return bool(self._one("mac-verify", key, item)["valid"])
 
     def sign(self, key: str, message: bytes) -> str:
-        return cast(str, self._one("sign", key, {"message": _b64(message)})["signature"])
+        return cast(str, self._one("sign", key, {"message": _bytes(message)})["signature"])
 
     def verify(self, key: str, message: bytes, signature: str) -> bool:
-        result = self._one("verify", key, {"message": _b64(message), "signature": signature})
+        item = {"message": _bytes(message), "signature": signature}
+        result = self._one("verify", key, item)
         return bool(result["valid"])
 
     def public_key(self, key: str, version: int | None = None) -> str:

@@ -37,6 +37,7 @@ import json
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,7 @@ from django.utils import timezone
 from audit.models import Outcome
 from audit.services import audit_event_record
 from kmsportal.crypto import operations as crypto_ops
+from kmsportal.crypto.batch_frame import MAX_ITEMS
 from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.crypto.errors import KMSError
 from kmsportal.keyring.services import unseal_material
@@ -56,7 +58,7 @@ from .lifecycle import KeyState, VersionState
 from .models import Client, KeyVersion, SymmetricKey
 from .queries import as_datetime, as_uuid, operation_grant_row
 
-MAX_BATCH = 1000
+MAX_BATCH = MAX_ITEMS  # 1,000
 _CACHE_TTL = 300.0
 _CACHE_SIZE = 512
 
@@ -182,6 +184,8 @@ def _forget_key(key_id: Any) -> None:
 
 
 def _b64(value: object, member: str) -> bytes:
+    if type(value) is bytes:  # a field of the binary frame (JSON never gives bytes)
+        return value
     if not isinstance(value, str):
         raise _ItemError("bad_input", f"{member} must be a base64 string")
     try:
@@ -420,6 +424,14 @@ def _b64e(data: bytes) -> str:
     return pybase64.b64encode_as_string(data)
 
 
+def _raw(data: bytes) -> bytes:
+    return data
+
+
+#: How a result's binary member is given back: base64 text (JSON) or bytes (binary frame).
+_Binary = Callable[[bytes], str | bytes]
+
+
 def key_operation_perform(
     *,
     client: Client,
@@ -427,8 +439,12 @@ def key_operation_perform(
     key_name: object,
     items: object,
     options: dict[str, Any] | None = None,
+    raw: bool = False,
 ) -> OperationResult:
     """Perform `operation` on each of `items` (1-1,000) with `key_name` for `client`.
+
+    Binary item members (plaintext, message) are base64 text, or bytes (the binary frame's
+    fields); with `raw`, binary results (plaintext, data keys) are bytes instead of base64.
 
     Runs in the caller's transaction if there is one (the API's session-counter update), and
     records one audit event: `key.operation` with count and outcome, or
@@ -448,7 +464,7 @@ def key_operation_perform(
                 )
             key, primary = _key_for(client, key_name, operation)
             _check_key_state(key, operation)
-            return _perform(client, key, primary, operation, items, options)
+            return _perform(client, key, primary, operation, items, options, raw)
     except OperationRefused as refusal:
         label = key_name[:100] if isinstance(key_name, str) else ""
         with transaction.atomic():
@@ -477,6 +493,7 @@ def _perform(
     operation: str,
     items: list[Any],
     options: dict[str, Any],
+    raw: bool,
 ) -> OperationResult:
     member = _TOKEN_MEMBER.get(operation)
     tokens = _parsed_tokens(items, member) if member else {}
@@ -505,13 +522,27 @@ def _perform(
     results: list[dict[str, Any]] = []
     codes: Counter[str] = Counter()
     contexts = _Contexts()
+    binary: _Binary = _raw if raw else _b64e
+    if operation == "encrypt":
+        results = _encrypt_items(key, items, _writer(producer), contexts, codes)
+        _audit_batch(client, key, operation, len(items), codes, versions, destination)
+        return OperationResult(key=key.name, operation=operation, results=results)
     for item in items:
         try:
             if not isinstance(item, dict):
                 raise _ItemError("bad_input", "each item must be an object")
             results.append(
                 _item(
-                    operation, key, item, producer, versions, destination, options, contexts, tokens
+                    operation,
+                    key,
+                    item,
+                    producer,
+                    versions,
+                    destination,
+                    options,
+                    contexts,
+                    tokens,
+                    binary,
                 )
             )
         except _ItemError as exc:
@@ -522,6 +553,39 @@ def _perform(
             results.append({"error": {"code": exc.code, "detail": exc.message}})
     _audit_batch(client, key, operation, len(items), codes, versions, destination)
     return OperationResult(key=key.name, operation=operation, results=results)
+
+
+def _encrypt_items(
+    key: SymmetricKey,
+    items: list[Any],
+    producer: crypto_ops.LoadedKey,
+    contexts: _Contexts,
+    codes: Counter[str],
+) -> list[dict[str, Any]]:
+    """The results of a batch of encrypts: each item checked as `_produce` checks it, the
+    valid ones encrypted together (`crypto_ops.encrypt_many`), errors in their places."""
+    results: list[dict[str, Any]] = []
+    places: list[int] = []
+    batch: list[tuple[bytes, crypto_ops.EncodedContext]] = []
+    for item in items:
+        try:
+            if type(item) is not dict:
+                raise _ItemError("bad_input", "each item must be an object")
+            plaintext = _b64(item.get("plaintext"), "plaintext")
+            batch.append((plaintext, contexts.of(item, key)))
+            places.append(len(results))
+            results.append({})
+        except _ItemError as exc:
+            codes[exc.code] += 1
+            results.append({"error": {"code": exc.code, "detail": exc.message}})
+    version = producer.version
+    for place, outcome in zip(places, crypto_ops.encrypt_many(producer, batch), strict=True):
+        if isinstance(outcome, crypto_ops.OperationError):
+            codes[outcome.code] += 1
+            results[place] = {"error": {"code": outcome.code, "detail": outcome.message}}
+        else:
+            results[place] = {"ciphertext": outcome, "version": version}
+    return results
 
 
 def _loaded_or_refuse(key: SymmetricKey, version: KeyVersion) -> crypto_ops.LoadedKey:
@@ -541,15 +605,16 @@ def _item(
     options: dict[str, Any],
     contexts: _Contexts,
     tokens: dict[str, crypto_ops.Token],
+    binary: _Binary,
 ) -> dict[str, Any]:
     if operation in _PRODUCING:
-        return _produce(operation, key, item, _writer(producer), options, contexts)
+        return _produce(operation, key, item, _writer(producer), options, contexts, binary)
     member = _TOKEN_MEMBER[operation]
     token = _token(item.get(member), key, member, tokens)
     if operation == "decrypt":
         loaded = versions.loaded(token.version)
         plaintext = crypto_ops.decrypt(loaded, token, contexts.of(item, key))
-        return {"plaintext": _b64e(plaintext), "version": token.version}
+        return {"plaintext": binary(plaintext), "version": token.version}
     if operation == "reencrypt":
         loaded = versions.loaded(token.version)
         plaintext = crypto_ops.decrypt(loaded, token, contexts.of(item, key))
@@ -586,17 +651,15 @@ def _produce(
     producer: crypto_ops.LoadedKey,
     options: dict[str, Any],
     contexts: _Contexts,
+    binary: _Binary,
 ) -> dict[str, Any]:
-    """One item of encrypt, generate-data-key, mac or sign (with the primary version)."""
-    if operation == "encrypt":
-        plaintext = _b64(item.get("plaintext"), "plaintext")
-        ciphertext = crypto_ops.encrypt(producer, plaintext, contexts.of(item, key))
-        return {"ciphertext": ciphertext, "version": producer.version}
+    """One item of generate-data-key, mac or sign (with the primary version; encrypt is done
+    for the whole batch by `_encrypt_items`)."""
     if operation == "generate-data-key":
         data_key, ciphertext = crypto_ops.generate_data_key(producer, contexts.of(item, key))
         answer: dict[str, Any] = {"ciphertext": ciphertext, "version": producer.version}
         if options.get("plaintext", True):
-            answer["plaintext"] = _b64e(data_key)
+            answer["plaintext"] = binary(data_key)
         return answer
     if operation == "mac":
         return {

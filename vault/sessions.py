@@ -22,15 +22,16 @@ from __future__ import annotations
 import secrets
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.models import Outcome
 from audit.services import audit_event_record
-from kmsportal.crypto import protocol
+from kmsportal.crypto import batch_frame, protocol
 from kmsportal.crypto import session as wire
 from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.crypto.errors import KMSError
@@ -48,6 +49,8 @@ from .refusals import FetchRefused
 SESSION_TTL = timedelta(minutes=15)
 PING = "ping"
 _KEYS_CACHE_SIZE = 4096
+Body = TypeVar("Body")
+Sealed = TypeVar("Sealed")
 
 
 class SessionRefused(KMSError):
@@ -229,20 +232,56 @@ def _session_row(session_id: str, now: datetime) -> tuple[OperationSession, Clie
     return session, client
 
 
+class _Framing(Generic[Body, Sealed]):
+    """How one framing of the protected requests parses, opens and seals (JSON envelope or
+    the binary frame, `kmsportal.crypto.session` and `kmsportal.crypto.batch_frame`)."""
+
+    def __init__(
+        self,
+        parse: Callable[[Body], wire.Envelope],
+        open_: Callable[[wire.SessionKeys, str, wire.Envelope], Any],
+        seal: Callable[[wire.SessionKeys, str, wire.Envelope, int, Any], Sealed],
+        *,
+        raw: bool,
+    ) -> None:
+        self.parse, self.open, self.seal = parse, open_, seal
+        self.raw = raw  # binary results (plaintexts, data keys) as bytes, not base64
+
+
+_JSON = _Framing[Any, dict[str, str]](
+    wire.parse_envelope, wire.open_request, wire.seal_response, raw=False
+)
+_BINARY = _Framing[bytes, bytes](
+    batch_frame.parse_request, batch_frame.open_request, batch_frame.seal_response, raw=True
+)
+
+
 def operation_request_handle(*, operation: str, body: Any) -> tuple[int, dict[str, str]]:
-    """Answer one protected request: (HTTP status, sealed answer). SessionRefused if there
-    is no session to answer in (the caller then sends a plain problem document)."""
+    """Answer one protected request in the JSON envelope: (HTTP status, sealed answer).
+    SessionRefused if there is no session to answer in (the caller then sends a plain
+    problem document)."""
+    return _handle(operation, body, _JSON)
+
+
+def operation_binary_request_handle(*, operation: str, body: bytes) -> tuple[int, bytes]:
+    """Answer one protected request in the binary frame: (HTTP status, sealed answer bytes).
+    The same checks, counter, service and audit as the JSON envelope; a frame that does not
+    open or is malformed is refused (SessionRefused) before anything is used or changed."""
+    return _handle(operation, body, _BINARY)
+
+
+def _handle(operation: str, body: Body, framing: _Framing[Body, Sealed]) -> tuple[int, Sealed]:
     if operation not in OPERATIONS_API and operation != PING:
         raise SessionRefused("unknown_operation", f"no operation {operation!r}", 404)
     now = timezone.now()
     try:
-        envelope = wire.parse_envelope(body)
+        envelope = framing.parse(body)
     except protocol.ProtocolError as exc:
         raise SessionRefused(exc.code, exc.message, 400) from exc
     row, client = _session_row(envelope.session_id.hex(), now)
     keys = _session_keys(row, now)
     try:
-        inner = wire.open_request(keys, operation, envelope)
+        inner = framing.open(keys, operation, envelope)
     except protocol.ProtocolError as exc:
         raise SessionRefused(exc.code, exc.message, 400) from exc
     with transaction.atomic():
@@ -261,13 +300,15 @@ def operation_request_handle(*, operation: str, body: Any) -> tuple[int, dict[st
         elif operation == PING:
             status, answer = 200, {"client": client.name}
         else:
-            status, answer = _perform(client, operation, inner)
+            status, answer = _perform(client, operation, inner, raw=framing.raw)
     if not moved:
         refusals.refusal_tally(code="replayed_request")
-    return status, wire.seal_response(keys, operation, envelope, status, answer)
+    return status, framing.seal(keys, operation, envelope, status, answer)
 
 
-def _perform(client: Client, operation: str, inner: Any) -> tuple[int, dict[str, Any]]:
+def _perform(
+    client: Client, operation: str, inner: Any, *, raw: bool
+) -> tuple[int, dict[str, Any]]:
     if not isinstance(inner, dict) or not isinstance(inner.get("items", None), list):
         return 400, problem_document(
             "malformed_request", 'expected {"key": NAME, "items": [...], "options": {...}}', 400
@@ -282,6 +323,7 @@ def _perform(client: Client, operation: str, inner: Any) -> tuple[int, dict[str,
             key_name=inner.get("key"),
             items=inner["items"],
             options=options,
+            raw=raw,
         )
     except OperationRefused as refusal:
         return refusal.status, problem_document_for(refusal)

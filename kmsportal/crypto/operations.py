@@ -51,6 +51,7 @@ import json
 import os
 import struct
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,7 @@ __all__ = [
     "decrypt",
     "encode_context",
     "encrypt",
+    "encrypt_many",
     "fingerprint",
     "generate_data_key",
     "generate_material",
@@ -325,9 +327,45 @@ def _header(kind: int, key_id: uuid.UUID, version: int) -> bytes:
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
+# Token text: unpadded base64url. Two implementations giving the same bytes: the standard
+# library (always there; ~2.7 us for a 1 KiB ciphertext) and pybase64 (SIMD, ~0.3 us) when it
+# is installed, as on the server; kmsclient's wheel does not depend on it. Both decoders
+# accept exactly the canonical encodings (`parse_token` re-encodes and compares).
+_Codec = tuple[Callable[[bytes], str], Callable[[str], bytes]]
+
+
+def _b64url_encode_stdlib(blob: bytes) -> str:
+    text = binascii.b2a_base64(blob, newline=False).translate(_URLSAFE).rstrip(b"=")
+    return text.decode("ascii")
+
+
+def _b64url_decode_stdlib(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _pybase64_codec() -> _Codec | None:
+    """pybase64's encoder and (validating) decoder, or None where it is not installed."""
+    try:
+        import pybase64
+    except ImportError:  # pragma: no cover - kmsclient without pybase64
+        return None
+
+    def encode(blob: bytes) -> str:
+        return pybase64.b64encode_as_string(blob, altchars=b"-_").rstrip("=")
+
+    def decode(text: str) -> bytes:
+        return pybase64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+
+    return encode, decode
+
+
+STDLIB_CODEC: _Codec = (_b64url_encode_stdlib, _b64url_decode_stdlib)
+PYBASE64_CODEC = _pybase64_codec()
+_b64url_encode, _b64url_decode = PYBASE64_CODEC or STDLIB_CODEC
+
+
 def _encode(header: bytes, body: bytes) -> str:
-    text = binascii.b2a_base64(header + body, newline=False).translate(_URLSAFE)
-    return TOKEN_PREFIX + text.rstrip(b"=").decode("ascii")
+    return TOKEN_PREFIX + _b64url_encode(header + body)
 
 
 def parse_token(token: object) -> Token:
@@ -342,10 +380,10 @@ def parse_token(token: object) -> Token:
             )
         raise OperationError("bad_ciphertext", "expected a token starting with kms:v1:")
     text = token[len(TOKEN_PREFIX) :]
-    if not text.isascii() or "=" in text:
+    if not text.isascii() or "=" in text or "+" in text or "/" in text:
         raise OperationError("bad_ciphertext", "the token is not unpadded base64url")
     try:
-        blob = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        blob = _b64url_decode(text)
     except (binascii.Error, ValueError):
         raise OperationError("bad_ciphertext", "the token is not base64url") from None
     if _encode(blob[:HEADER_BYTES], blob[HEADER_BYTES:]) != token:
@@ -450,6 +488,48 @@ def encrypt(
         body = key._secret.public_key().encrypt(plaintext, _oaep(header + aad_context))
         return _encode(header, body)
     raise OperationError("unsupported_operation", f"a {key.key_type} key cannot encrypt")
+
+
+def encrypt_many(
+    key: LoadedKey, batch: Sequence[tuple[bytes, EncodedContext]]
+) -> list[str | OperationError]:
+    """`encrypt` of each (plaintext, context) of a batch: a token, or the OperationError of
+    that item in its place (the same as `encrypt` would raise).
+
+    For AES-GCM the batch's nonces come from one read of the OS CSPRNG (96 random bits per
+    encryption, as `encrypt` draws them: the same distribution, one system call instead of
+    one per item) and the AAD is built once per distinct context. The nonce bytes live in
+    this call only: nothing is kept that a forked process could reuse.
+    """
+    if key.key_type != AES_256_GCM:
+        outcomes: list[str | OperationError] = []
+        for plaintext, context in batch:
+            try:
+                outcomes.append(encrypt(key, plaintext, context))
+            except OperationError as exc:
+                outcomes.append(exc)
+        return outcomes
+    header = key.header(KIND_AES_GCM)
+    seal = key._secret.encrypt
+    encode = _b64url_encode
+    nonces = os.urandom(_GCM_NONCE_BYTES * len(batch))
+    aads: dict[bytes, bytes] = {}
+    tokens: list[str | OperationError] = []
+    append = tokens.append
+    for index, (plaintext, context) in enumerate(batch):
+        if type(plaintext) is not bytes or len(plaintext) > MAX_MESSAGE_BYTES:
+            try:
+                _message(plaintext)
+            except OperationError as exc:
+                append(exc)
+                continue
+        aad = aads.get(context.encoded)
+        if aad is None:
+            aad = aads[context.encoded] = header + context.encoded
+        start = index * _GCM_NONCE_BYTES
+        nonce = nonces[start : start + _GCM_NONCE_BYTES]
+        append(TOKEN_PREFIX + encode(header + nonce + seal(nonce, plaintext, aad)))
+    return tokens
 
 
 def decrypt(

@@ -55,6 +55,10 @@ AAD = LABEL || "|response|" || F(session id) || F(operation) || uint64(counter)
 response cannot be swapped for another one, moved to another operation, or replayed.
 Nonces are 96 random bits; each direction has its own key, so client and server nonces
 can never collide under one key. ``F(x) = uint64(len(x)) || x``.
+
+The binary frame (`kmsportal.crypto.batch_frame`) carries the same requests and answers
+with the items' bytes outside JSON and base64, under AAD labels of its own
+(``|binary-request|``, ``|binary-response|``) and the same session counter.
 """
 
 from __future__ import annotations

@@ -225,3 +225,93 @@ def test_loaded_key_repr_shows_no_material(materials) -> None:
     key = loaded(materials, "hmac-sha256")
     assert materials["hmac-sha256"].hex() not in repr(key)
     assert str(materials["hmac-sha256"]) not in repr(key)
+
+
+# --- the token's base64url: standard library and pybase64 give the same tokens ------------------
+
+CODECS = {"stdlib": ops.STDLIB_CODEC, "pybase64": ops.PYBASE64_CODEC}
+
+
+def test_pybase64_is_there_on_the_server() -> None:
+    """The server depends on pybase64 and uses it; kmsclient's wheel may run without it."""
+    assert ops.PYBASE64_CODEC is not None
+    assert (ops._b64url_encode, ops._b64url_decode) == ops.PYBASE64_CODEC
+
+
+@pytest.mark.parametrize("length", [*range(0, 70), 1062, 65536 + 50])
+def test_both_encoders_give_byte_identical_text(length: int) -> None:
+    blob = bytes((i * 151 + length) % 256 for i in range(length))
+    stdlib, fast = CODECS["stdlib"], CODECS["pybase64"]
+    assert fast is not None
+    text = stdlib[0](blob)
+    assert fast[0](blob) == text == _b64url(blob)
+    assert stdlib[1](text) == fast[1](text) == blob
+
+
+def _tokens_with(monkeypatch, codec_name: str, materials: dict[str, bytes]) -> list[str]:
+    codec = CODECS[codec_name]
+    assert codec is not None
+    monkeypatch.setattr(ops, "_b64url_encode", codec[0])
+    monkeypatch.setattr(ops, "_b64url_decode", codec[1])
+    header = ops._header(ops.KIND_AES_GCM, KEY_ID, 3)
+    return [ops._encode(header, bytes(range(n % 256)) * (n // 256 + 1)) for n in range(40)]
+
+
+def test_both_codecs_make_and_read_the_same_tokens(monkeypatch, materials) -> None:
+    plain = _tokens_with(monkeypatch, "stdlib", materials)
+    fast = _tokens_with(monkeypatch, "pybase64", materials)
+    assert plain == fast
+    key = loaded(materials, "aes-256-gcm")
+    for name in CODECS:
+        codec = CODECS[name]
+        assert codec is not None
+        monkeypatch.setattr(ops, "_b64url_encode", codec[0])
+        monkeypatch.setattr(ops, "_b64url_decode", codec[1])
+        token = ops.encrypt(key, b"secret", {"a": "1"})
+        for other in CODECS.values():
+            assert other is not None
+            monkeypatch.setattr(ops, "_b64url_encode", other[0])
+            monkeypatch.setattr(ops, "_b64url_decode", other[1])
+            assert ops.decrypt(key, ops.parse_token(token), {"a": "1"}) == b"secret"
+
+
+def _malformed(good: str) -> list[str]:
+    body = good[len("kms:v1:") :]
+    # A final character whose unused low bits are set (not canonical): the blob of a good
+    # token is 22 + 28 + 6 = 56 bytes, so its last character carries 4 data bits and 2
+    # unused ones (zero in the canonical encoding).
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    stray = alphabet[alphabet.index(body[-1]) | 1]
+    return [
+        good + "=",  # padding
+        good + "==",
+        good[:-1] + stray,  # stray bits in the last character
+        good[:-4] + "+/" + good[-2:],  # the standard alphabet, not the URL-safe one
+        good[:10] + "*" + good[11:],  # outside any alphabet
+        good[:10] + " " + good[11:],
+        good[:10] + "\n" + good[11:],
+        good + "AA",  # a length no encoding has (4n + 1 characters)
+        good[:12] + "é" + good[13:],  # not ASCII
+        "kms:v1:" + body[:4],  # too short for a header
+        "kms:v1:",
+    ]
+
+
+def test_both_decoders_refuse_the_same_malformed_tokens(monkeypatch, materials) -> None:
+    key = loaded(materials, "aes-256-gcm")
+    good = ops.encrypt(key, b"x" * 6)
+    assert len(good) - len("kms:v1:") == 75  # 56 bytes: 18 full quanta + 2 bytes
+    outcomes: dict[str, list[str]] = {}
+    for name, codec in CODECS.items():
+        assert codec is not None
+        monkeypatch.setattr(ops, "_b64url_encode", codec[0])
+        monkeypatch.setattr(ops, "_b64url_decode", codec[1])
+        assert ops.parse_token(good).version == 1
+        codes = []
+        for bad in _malformed(good):
+            with pytest.raises(ops.OperationError) as caught:
+                ops.parse_token(bad)
+            codes.append(caught.value.code)
+        outcomes[name] = codes
+    assert outcomes["stdlib"] == outcomes["pybase64"]
+    assert set(outcomes["stdlib"]) == {"bad_ciphertext"}

@@ -38,6 +38,7 @@ class Recorder(requests.Session):
     def _record(self, response: requests.Response, *args, **kwargs) -> None:
         request = response.request
         self.last_url, self.last_body = request.url, request.body
+        self.last_content_type = request.headers.get("Content-Type", "")
         self.wire.append(f"{request.method} {request.url} {request.headers}".encode())
         self.wire.append(request.body or b"")
         self.wire.append(str(response.headers).encode() + response.content)
@@ -145,7 +146,19 @@ def test_sessions_survive_another_worker_and_refuse_replays(kms: LiveKMS) -> Non
     # Another worker has never seen the session: it unseals the key from the database.
     operation_sessions_forget()
     client.encrypt("orders", b"y")
-    # A replayed request (same envelope, same counter) is refused.
+    # A replayed request (same frame, same counter) is refused, in the binary frame...
+    assert recorder.last_content_type == "application/vnd.kmsportal.sealed"
+    response = requests.post(
+        recorder.last_url,
+        data=recorder.last_body,
+        headers={"Content-Type": recorder.last_content_type},
+        timeout=10,
+    )
+    assert response.status_code == 409
+    assert response.headers["Content-Type"] == "application/vnd.kmsportal.sealed"
+    # ...and in the JSON envelope.
+    client.operate("encrypt", "orders", [{"plaintext": b"z"}], framing="json")
+    assert recorder.last_content_type == "application/json"
     response = requests.post(
         recorder.last_url,
         data=recorder.last_body,
@@ -169,10 +182,15 @@ def test_batch_is_one_audit_event(kms: LiveKMS) -> None:
     client = kms.enrolled("svc")
     grant("svc", kms.key("bulk"))
     before = AuditEvent.objects.filter(action="key.operation").count()
-    items = [{"plaintext": base64.b64encode(b"%04d" % i).decode()} for i in range(1000)]
+    items = [{"plaintext": b"%04d" % i} for i in range(1000)]
     results = client.operate("encrypt", "bulk", items)
     assert len(results) == 1000 and all("ciphertext" in r for r in results)
     assert AuditEvent.objects.filter(action="key.operation").count() == before + 1
+    # Base64 text, as the JSON envelope takes it, is still accepted by `operate`.
+    text = [{"plaintext": base64.b64encode(b"%04d" % i).decode()} for i in range(3)]
+    tokens = [r["ciphertext"] for r in client.operate("encrypt", "bulk", text)]
+    decrypted = client.operate("decrypt", "bulk", [{"ciphertext": t} for t in tokens])
+    assert [r["plaintext"] for r in decrypted] == [b"0000", b"0001", b"0002"]
 
 
 def test_cli_round_trip_with_context(kms: LiveKMS) -> None:
