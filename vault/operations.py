@@ -18,25 +18,14 @@ Which versions serve what
   the versions listed as `compromised_versions_used`. A whole key reported compromised can
   only decrypt/verify under that policy, never encrypt or sign.
 
-Loaded keys cache (per process)
--------------------------------
-Unsealing is cheap, but loading an RSA private key costs up to ~365 ms, so loaded keys are
-kept per process, keyed by the version row and stamped with what the database said: the
-key's `updated_at` (every lifecycle service saves the key row) and the version's state. Each
-request reads both again (one query) before using the cache, so on every worker and server a
-suspension, compromise or destruction takes effect at the next request; a stale entry is
-dropped when seen, and every entry expires after `_CACHE_TTL` even if never asked for again,
-so material of a destroyed version does not outlive the destruction in an idle worker by
-more than that.
+The loaded keys cache (per process) is `vault.operation_cache`.
 """
 
 from __future__ import annotations
 
 import binascii
 import json
-import threading
-import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,18 +38,20 @@ from audit.models import Outcome
 from audit.services import audit_event_record
 from kmsportal.crypto import operations as crypto_ops
 from kmsportal.crypto.batch_frame import MAX_ITEMS
-from kmsportal.crypto.envelope import EnvelopeError
 from kmsportal.crypto.errors import KMSError
-from kmsportal.keyring.services import unseal_material
 
 from .events import VaultAction
 from .lifecycle import KeyState, VersionState
 from .models import Client, KeyVersion, SymmetricKey
+from .operation_cache import (
+    ItemError,
+    forget_key,
+    forget_version,
+    loaded_key,
+)
 from .queries import as_datetime, as_uuid, operation_grant_row
 
 MAX_BATCH = MAX_ITEMS  # 1,000
-_CACHE_TTL = 300.0
-_CACHE_SIZE = 512
 
 #: Operations that make new protected data with the primary version.
 _PRODUCING = frozenset({"encrypt", "generate-data-key", "mac", "sign"})
@@ -88,98 +79,6 @@ class OperationRefused(KMSError):
         return f"{self.code}: {self.message}"
 
 
-class _ItemError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-# --- the loaded keys cache -------------------------------------------------------------------
-
-
-@dataclass
-class _Cached:
-    stamp: tuple[Any, ...]
-    key: crypto_ops.LoadedKey
-    loaded_at: float
-    key_id: Any = None
-
-
-_cache: OrderedDict[int, _Cached] = OrderedDict()
-_cache_lock = threading.Lock()
-_sweeper: threading.Thread | None = None
-
-
-def _sweep_forever() -> None:
-    """Drop expired entries every minute even if no request comes: an idle worker must not
-    keep a destroyed version's loaded key longer than `_CACHE_TTL` (+ one minute)."""
-    while True:
-        time.sleep(60)
-        with _cache_lock:
-            _evict_expired(time.monotonic())
-
-
-def _start_sweeper() -> None:
-    global _sweeper
-    if _sweeper is None or not _sweeper.is_alive():
-        _sweeper = threading.Thread(target=_sweep_forever, name="kms-key-cache", daemon=True)
-        _sweeper.start()
-
-
-def operation_cache_clear() -> None:
-    """Forget every loaded key of this process (tests, after a keyring change)."""
-    with _cache_lock:
-        _cache.clear()
-
-
-def _evict_expired(now: float) -> None:
-    for pk in [pk for pk, entry in _cache.items() if now - entry.loaded_at > _CACHE_TTL]:
-        del _cache[pk]
-
-
-def _loaded(key: SymmetricKey, version: KeyVersion) -> crypto_ops.LoadedKey:
-    stamp = (key.updated_at, version.state, key.algorithm)
-    now = time.monotonic()
-    with _cache_lock:
-        entry = _cache.get(version.pk)
-        if entry is not None and entry.stamp == stamp and now - entry.loaded_at <= _CACHE_TTL:
-            _cache.move_to_end(version.pk)
-            return entry.key
-        _cache.pop(version.pk, None)  # stale: the key or version changed since
-    if version.sealed_material is None:
-        raise _ItemError("version_destroyed", f"version {version.number} is destroyed")
-    try:
-        material = unseal_material(bytes(version.sealed_material), aad=version.aad)
-        loaded = crypto_ops.load_key(key.key_type, material, key_id=key.id, version=version.number)
-    except (EnvelopeError, crypto_ops.OperationError):
-        raise _ItemError(
-            "key_integrity_error", f"version {version.number} of {key.name} does not open"
-        ) from None
-    finally:
-        material = b""
-    with _cache_lock:
-        _cache[version.pk] = _Cached(stamp=stamp, key=loaded, loaded_at=now, key_id=key.pk)
-        _cache.move_to_end(version.pk)
-        _evict_expired(now)
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-        _start_sweeper()
-    return loaded
-
-
-def _forget(version_pk: int) -> None:
-    with _cache_lock:
-        _cache.pop(version_pk, None)
-
-
-def _forget_key(key_id: Any) -> None:
-    """Drop every loaded version of a key this process holds (it became unusable)."""
-    with _cache_lock:
-        for pk in [pk for pk, entry in _cache.items() if entry.key_id == key_id]:
-            del _cache[pk]
-
-
 # --- checks ------------------------------------------------------------------------------------
 
 
@@ -187,24 +86,24 @@ def _b64(value: object, member: str) -> bytes:
     if type(value) is bytes:  # a field of the binary frame (JSON never gives bytes)
         return value
     if not isinstance(value, str):
-        raise _ItemError("bad_input", f"{member} must be a base64 string")
+        raise ItemError("bad_input", f"{member} must be a base64 string")
     try:
         # pybase64 (SIMD): the stdlib's decoder took ~5 us per 1 KiB item, four times the
         # AES-GCM encryption itself. validate=True refuses characters outside the alphabet
         # and bad padding, as binascii's strict_mode did.
         return pybase64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise _ItemError("bad_input", f"{member} is not valid base64") from None
+        raise ItemError("bad_input", f"{member} is not valid base64") from None
 
 
 def _context(raw: object, key: SymmetricKey) -> crypto_ops.EncodedContext:
     try:
         context = crypto_ops.encode_context(raw)
     except crypto_ops.OperationError as exc:
-        raise _ItemError(exc.code, exc.message) from None
+        raise ItemError(exc.code, exc.message) from None
     missing = [name for name in key.required_context_keys if name not in context.pairs]
     if missing:
-        raise _ItemError(
+        raise ItemError(
             "context_required",
             f"key {key.name} requires the encryption context to name: {', '.join(missing)}",
         )
@@ -300,7 +199,7 @@ def _key_for(
 def _check_key_state(key: SymmetricKey, operation: str) -> None:
     state = key.state
     if state in _UNUSABLE_KEY_STATES:
-        _forget_key(key.pk)  # material of a key that is going away leaves memory now
+        forget_key(key.pk)  # material of a key that is going away leaves memory now
     if state in (KeyState.DESTROYED, KeyState.DESTROYED_COMPROMISED):
         raise OperationRefused("key_destroyed", f"key {key.name} is destroyed", 410)
     if state == KeyState.PENDING_DESTRUCTION:
@@ -314,7 +213,7 @@ def _check_key_state(key: SymmetricKey, operation: str) -> None:
     if state == KeyState.COMPROMISED:
         if operation in _PRODUCING or not key.allow_compromised_decrypt:
             if not key.allow_compromised_decrypt:
-                _forget_key(key.pk)
+                forget_key(key.pk)
             raise OperationRefused(
                 "key_compromised", f"key {key.name} is reported compromised", 409
             )
@@ -349,17 +248,17 @@ class _Versions:
         key = self.key
         version = self.rows.get(number)
         if version is None:
-            raise _ItemError("unknown_version", f"key {key.name} has no version {number}")
+            raise ItemError("unknown_version", f"key {key.name} has no version {number}")
         if version.state in _DESTROYED_VERSION_STATES or version.sealed_material is None:
-            _forget(version.pk)
-            raise _ItemError(
+            forget_version(version.pk)
+            raise ItemError(
                 "version_destroyed",
                 f"version {number} of {key.name} was destroyed: this data cannot be recovered",
             )
         if version.state == VersionState.PRE_ACTIVE:
-            raise _ItemError("version_not_active", f"version {number} is not active yet")
+            raise ItemError("version_not_active", f"version {number} is not active yet")
         if number < key.min_decryption_version:
-            raise _ItemError(
+            raise ItemError(
                 "version_below_minimum",
                 f"version {number} of {key.name} is below its minimum decryption version "
                 f"{key.min_decryption_version}",
@@ -367,14 +266,14 @@ class _Versions:
         if version.state == VersionState.COMPROMISED:
             if not key.allow_compromised_decrypt:
                 self.compromised_used.add(number)
-                raise _ItemError(
+                raise ItemError(
                     "version_compromised",
                     f"version {number} of {key.name} is reported compromised; its policy "
                     "forbids using it",
                 )
             self.compromised_used.add(number)
         self.used.add(number)
-        return _loaded(key, version)
+        return loaded_key(key, version)
 
 
 def _token(
@@ -385,9 +284,9 @@ def _token(
         if token is None:
             token = crypto_ops.parse_token(value)
     except crypto_ops.OperationError as exc:
-        raise _ItemError(exc.code, f"{member}: {exc.message}") from None
+        raise ItemError(exc.code, f"{member}: {exc.message}") from None
     if token.key_id != key.id:
-        raise _ItemError("wrong_key", f"this {member} was not made by key {key.name}")
+        raise ItemError("wrong_key", f"this {member} was not made by key {key.name}")
     return token
 
 
@@ -530,7 +429,7 @@ def _perform(
     for item in items:
         try:
             if not isinstance(item, dict):
-                raise _ItemError("bad_input", "each item must be an object")
+                raise ItemError("bad_input", "each item must be an object")
             results.append(
                 _item(
                     operation,
@@ -545,7 +444,7 @@ def _perform(
                     binary,
                 )
             )
-        except _ItemError as exc:
+        except ItemError as exc:
             codes[exc.code] += 1
             results.append({"error": {"code": exc.code, "detail": exc.message}})
         except crypto_ops.OperationError as exc:
@@ -570,12 +469,12 @@ def _encrypt_items(
     for item in items:
         try:
             if type(item) is not dict:
-                raise _ItemError("bad_input", "each item must be an object")
+                raise ItemError("bad_input", "each item must be an object")
             plaintext = _b64(item.get("plaintext"), "plaintext")
             batch.append((plaintext, contexts.of(item, key)))
             places.append(len(results))
             results.append({})
-        except _ItemError as exc:
+        except ItemError as exc:
             codes[exc.code] += 1
             results.append({"error": {"code": exc.code, "detail": exc.message}})
     version = producer.version
@@ -590,8 +489,8 @@ def _encrypt_items(
 
 def _loaded_or_refuse(key: SymmetricKey, version: KeyVersion) -> crypto_ops.LoadedKey:
     try:
-        return _loaded(key, version)
-    except _ItemError as exc:
+        return loaded_key(key, version)
+    except ItemError as exc:
         raise OperationRefused(exc.code, exc.message, 500) from None
 
 
@@ -687,7 +586,7 @@ def _public_key(
             if number is None:
                 number = _primary(key, key_primary).number
             if type(number) is not int or number < 1:
-                raise _ItemError("bad_version", "version must be a positive integer")
+                raise ItemError("bad_version", "version must be a positive integer")
             if number not in versions.rows:
                 # One query per asked version; public keys are rarely batched.
                 row = key.versions.filter(number=number).first()
@@ -695,7 +594,7 @@ def _public_key(
                     versions.rows[number] = row
             loaded = versions.loaded(number)
             results.append({"public_key": crypto_ops.public_key_pem(loaded), "version": number})
-        except (_ItemError, crypto_ops.OperationError) as exc:
+        except (ItemError, crypto_ops.OperationError) as exc:
             codes[exc.code] += 1
             results.append({"error": {"code": exc.code, "detail": exc.message}})
     _audit_batch(client, key, "public-key", len(items), codes, versions, None)

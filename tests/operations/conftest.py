@@ -10,7 +10,7 @@ import pytest
 from tests.distribution.conftest import kms  # noqa: F401 (the live KMS fixture)
 from vault import services
 from vault.models import Client, Grant, SymmetricKey
-from vault.operations import operation_cache_clear
+from vault.operation_cache import operation_cache_clear
 
 
 @pytest.fixture(autouse=True)

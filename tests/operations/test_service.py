@@ -334,15 +334,15 @@ def test_a_key_going_away_leaves_the_process_cache(service, make_key, grant, mak
     from accounts.roles import Role
     from tests.factories import approver_make
     from tests.vault.conftest import schedule_destruction
-    from vault import operations
+    from vault import operation_cache
 
     key = make_key("leaving")
     grant(service, key, *ENCRYPTING)
     run(service, "encrypt", "leaving", {"plaintext": b64(b"x")})
-    assert any(entry.key_id == key.pk for entry in operations._cache.values())
+    assert any(entry.key_id == key.pk for entry in operation_cache._cache.values())
     schedule_destruction(
         key, make_user("a", Role.KEY_CUSTODIAN), approver_make("b", Role.KEY_CUSTODIAN)
     )
     with pytest.raises(OperationRefused):
         run(service, "encrypt", "leaving", {"plaintext": b64(b"x")})
-    assert not any(entry.key_id == key.pk for entry in operations._cache.values())
+    assert not any(entry.key_id == key.pk for entry in operation_cache._cache.values())
