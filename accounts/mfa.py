@@ -182,7 +182,7 @@ def mfa_session_state(request: HttpRequest) -> MfaSessionState:
 def mfa_session_begin(*, request: HttpRequest, user: User) -> bool:
     """Mark a session that just passed the password step; True when MFA is still pending.
 
-    Called by `services.user_sign_in` right after `login()` (which cycled the session key).
+    Called by `signin.user_sign_in` right after `login()` (which cycled the session key).
     """
     device_id = _confirmed_device_id(user)
     request.session[SESSION_DEVICE] = str(device_id) if device_id else ""

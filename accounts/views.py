@@ -25,7 +25,7 @@ from kmsportal.mixins import AuthenticatedRequest, PortalPermissionMixin
 from kmsportal.one_time import one_time_secret_keep, one_time_secret_take
 from kmsportal.views_errors import KMSError, refusal_flash, refusal_on_form
 
-from . import invitations, mfa, selectors, services, throttle
+from . import invitations, mfa, selectors, services, signin, throttle
 from .forms import UserCreateForm, UserRolesForm
 from .models import AccountSetup, AdministratorRemovalRequest, Invitation, RoleGrantRequest
 from .roles import Role, user_roles
@@ -52,7 +52,7 @@ class LoginView(auth_views.LoginView):
         if lockout is not None:
             # Refused before the password is even looked at; the same words whether or not
             # the username exists.
-            services.user_sign_in_locked(username=username, scope=lockout.scope)
+            signin.user_sign_in_locked(username=username, scope=lockout.scope)
             # An unbound form: binding it would run authenticate() on the password.
             form = self.get_form_class()(request, initial={"username": username})
             minutes = max(1, lockout.retry_after // 60)
@@ -65,7 +65,7 @@ class LoginView(auth_views.LoginView):
 
     def form_valid(self, form: AuthenticationForm) -> HttpResponse:
         username, address = self._attempt()
-        mfa_pending = services.user_sign_in(request=self.request, user=form.get_user())
+        mfa_pending = signin.user_sign_in(request=self.request, user=form.get_user())
         throttle.sign_in_success_reset(username=username, address=address)
         if mfa_pending:
             # The password is only the first step: the second factor (or, for a user who
@@ -78,7 +78,7 @@ class LoginView(auth_views.LoginView):
     def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
         username, address = self._attempt()
         if username:
-            services.user_sign_in_failed(username=username)
+            signin.user_sign_in_failed(username=username)
         throttle.sign_in_failure_count(username=username, address=address)
         return super().form_invalid(form)
 
@@ -89,7 +89,7 @@ class LogoutView(View):
     http_method_names = ["post"]
 
     def post(self, request: HttpRequest) -> HttpResponse:
-        services.user_sign_out(request=request)
+        signin.user_sign_out(request=request)
         return HttpResponseRedirect(reverse("accounts:login"))
 
 
@@ -98,7 +98,7 @@ class PasswordChangeView(auth_views.PasswordChangeView):
     template_name = "registration/password_change.html"
 
     def form_valid(self, form: PasswordChangeForm) -> HttpResponse:
-        services.user_password_change(
+        signin.user_password_change(
             request=self.request, user=form.user, password=form.cleaned_data["new_password1"]
         )
         messages.success(self.request, "Your password was changed; other sessions were ended.")
