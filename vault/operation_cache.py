@@ -20,6 +20,7 @@ from typing import Any
 
 from kmsportal.crypto import operations as crypto_ops
 from kmsportal.crypto.envelope import EnvelopeError
+from kmsportal.crypto.errors import KMSError
 from kmsportal.keyring.services import unseal_material
 
 from .models import KeyVersion, SymmetricKey
@@ -28,14 +29,14 @@ _CACHE_TTL = 300.0
 _CACHE_SIZE = 512
 
 
-class ItemError(Exception):
+class ItemError(KMSError):
     """One item of a batch is refused (`code`, `message`); the others go on. Raised here
     when a version does not open, and by the operations service's checks."""
 
+    code = "item_refused"
+
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code=code)
 
 
 @dataclass
